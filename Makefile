@@ -1,0 +1,93 @@
+# tsbroker: one non-recursive GNU Makefile. Objects under build/.
+# Each part adds its programs, objects and tests in its own fragment (*.mk).
+
+CC      ?= cc
+PKGS    := freerdp-server2 freerdp-client2 freerdp2 winpr2 libmicrohttpd sqlite3 openssl jansson inih libcurl
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 -Wall -Wextra -Wshadow -Wno-unused-parameter -D_GNU_SOURCE -I. -MMD -MP
+ifeq ($(CI),true)
+CFLAGS  += -Werror
+endif
+WERROR  ?=
+CFLAGS  += $(WERROR)
+PKG_CFLAGS = $(shell pkg-config --cflags $(1))
+PKG_LIBS   = $(shell pkg-config --libs $(1))
+LDLIBS_BASE := -lpthread -lm
+
+B := build
+PREFIX  ?= /usr/local
+DESTDIR ?=
+
+PROGS :=
+UNIT_TESTS :=
+FUZZERS :=
+
+.SECONDEXPANSION:
+.PHONY: all test unit e2e web-test bench fuzz asan install clean run deps test-deps demo
+all:
+
+# Shared by both daemons (logging, config, JSON wire format, helpers).
+COMMON_SRC := broker/common/log.c broker/common/cfg.c broker/common/wire.c broker/common/util.c
+COMMON_OBJ := $(COMMON_SRC:%.c=$(B)/%.o)
+$(B)/broker/common/cfg.o: CFLAGS += $(call PKG_CFLAGS,inih)
+$(B)/broker/common/wire.o: CFLAGS += $(call PKG_CFLAGS,jansson)
+COMMON_LIBS := $(call PKG_LIBS,inih jansson)
+
+include broker/broker.mk
+-include agent/agent.mk
+-include tools/tools.mk
+
+all: $(PROGS)
+
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+# ---- tests ---------------------------------------------------------------
+# Unit tests: tests/unit/test_NAME.c linked with $(test_NAME_OBJS) and $(test_NAME_LIBS).
+UNIT_BINS := $(UNIT_TESTS:%=$(B)/tests/%)
+$(B)/tests/%: $(B)/tests/unit/%.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $($*_OBJS) $($*_LIBS) -lcmocka $(LDLIBS_BASE)
+$(UNIT_BINS): $$($$(notdir $$@)_OBJS)
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+# Fuzz targets: tests/fuzz/NAME.c built by clang with libFuzzer, linked with $(NAME_SRCS) and $(NAME_LIBS);
+# seeds in tests/fuzz/seeds/NAME/, new inputs kept under build/ so the seed corpus stays clean.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_BINS    := $(FUZZERS:%=$(B)/fuzz/%)
+$(B)/fuzz/%: tests/fuzz/%.c $$($$*_SRCS) $(COMMON_SRC)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -g -O1 -std=gnu11 -D_GNU_SOURCE -I. -fsanitize=fuzzer,address,undefined $($*_CFLAGS) -o $@ $< $($*_SRCS) $(COMMON_SRC) $(call PKG_CFLAGS,inih jansson) $($*_LIBS) $(COMMON_LIBS) $(LDLIBS_BASE)
+fuzz: $(FUZZ_BINS)
+	@set -e; for f in $(FUZZERS); do mkdir -p $(B)/fuzz/corpus-$$f; echo "== fuzz $$f ($(FUZZ_SECONDS) s)"; \
+	  $(B)/fuzz/$$f -max_total_time=$(FUZZ_SECONDS) -timeout=5 -rss_limit_mb=1024 -print_final_stats=0 \
+	  $(B)/fuzz/corpus-$$f tests/fuzz/seeds/$$f 2>$(B)/fuzz/$$f.log || { tail -40 $(B)/fuzz/$$f.log; exit 1; }; \
+	  grep -E '^#[0-9]+ *DONE' $(B)/fuzz/$$f.log || true; done
+
+E2E_PY := /usr/bin/python3
+e2e: all
+	$(E2E_PY) -m pytest -q tests/e2e
+
+test: test-deps
+	$(MAKE) all unit
+	$(MAKE) e2e
+	@if [ -f tests/web/package.json ]; then $(MAKE) web-test; fi
+	$(MAKE) fuzz FUZZ_SECONDS=10
+
+# ---- setup ---------------------------------------------------------------
+deps:
+	@sh tools/deps.sh run
+test-deps:
+	@sh tools/deps.sh test
+
+run: deps all
+	@sh tools/run.sh
+
+clean:
+	rm -rf $(B)
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -1,0 +1,178 @@
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <ini.h>
+
+#include "broker/common/cfg.h"
+#include "broker/common/util.h"
+
+struct cfg_ctx {
+	const struct cfg_key *keys;
+	void *obj;
+	char msg[256];
+};
+
+static int
+cfg_bool(const char *v, int *out)
+{
+	static const char *yes[] = { "yes", "true", "on", "1" };
+	static const char *no[] = { "no", "false", "off", "0" };
+
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(v, yes[i]) == 0)
+			return *out = 1, 0;
+		if (strcasecmp(v, no[i]) == 0)
+			return *out = 0, 0;
+	}
+	return -1;
+}
+
+static int
+cfg_choice(const char *choices, const char *v)
+{
+	size_t n = strlen(v);
+	const char *p = choices;
+
+	while (n > 0 && *p) {
+		const char *bar = strchr(p, '|');
+		size_t len = bar ? (size_t)(bar - p) : strlen(p);
+		if (len == n && strncmp(p, v, n) == 0)
+			return 0;
+		if (bar == NULL)
+			break;
+		p = bar + 1;
+	}
+	return -1;
+}
+
+/* Stores v into key k of obj; on error writes the reason into msg. */
+static int
+cfg_set(const struct cfg_key *k, void *obj, const char *v, char *msg, size_t n)
+{
+	char *field = (char *)obj + k->offset;
+	char host[256], *end;
+	int port;
+	long l;
+
+	switch (k->type) {
+	case CFG_INT:
+		errno = 0;
+		l = strtol(v, &end, 10);
+		if (errno != 0 || end == v || *end != '\0' || l < k->min || l > k->max) {
+			snprintf(msg, n, "'%s' expects an integer from %ld to %ld",
+			    k->name, k->min, k->max);
+			return -1;
+		}
+		*(int *)(void *)field = (int)l;
+		return 0;
+	case CFG_BOOL:
+		if (cfg_bool(v, (int *)(void *)field) != 0) {
+			snprintf(msg, n, "'%s' expects yes or no", k->name);
+			return -1;
+		}
+		return 0;
+	case CFG_HOSTPORT:
+		if (util_hostport_parse(v, host, sizeof(host), &port) != 0) {
+			snprintf(msg, n, "'%s' expects host:port", k->name);
+			return -1;
+		}
+		break;
+	case CFG_ENUM:
+		if (cfg_choice(k->choices, v) != 0) {
+			snprintf(msg, n, "'%s' expects one of %s", k->name, k->choices);
+			return -1;
+		}
+		break;
+	case CFG_STR:
+		break;
+	}
+	if (util_strlcpy(field, v, k->size) != 0) {
+		snprintf(msg, n, "'%s' is longer than %zu characters", k->name,
+		    k->size - 1);
+		return -1;
+	}
+	return 0;
+}
+
+void
+cfg_defaults(const struct cfg_key *keys, void *obj)
+{
+	char msg[256];
+
+	for (const struct cfg_key *k = keys; k->name != NULL; k++) {
+		if (k->def == NULL) {
+			if (k->type != CFG_INT && k->type != CFG_BOOL)
+				((char *)obj + k->offset)[0] = '\0';
+			continue;
+		}
+		/* defaults are written by us and always valid */
+		(void)cfg_set(k, obj, k->def, msg, sizeof(msg));
+	}
+}
+
+static int
+cfg_handler(void *user, const char *section, const char *name, const char *value)
+{
+	struct cfg_ctx *ctx = user;
+	int known_section = 0;
+
+	if (ctx->msg[0] != '\0')	/* report the first error only */
+		return 0;
+	for (const struct cfg_key *k = ctx->keys; k->name != NULL; k++) {
+		if (strcmp(k->section, section) != 0)
+			continue;
+		known_section = 1;
+		if (strcmp(k->name, name) == 0) {
+			if (cfg_set(k, ctx->obj, value, ctx->msg, sizeof(ctx->msg)) != 0)
+				return 0;
+			return 1;
+		}
+	}
+	if (known_section)
+		snprintf(ctx->msg, sizeof(ctx->msg), "unknown key '%s' in [%s]",
+		    name, section);
+	else
+		snprintf(ctx->msg, sizeof(ctx->msg), "unknown section [%s]", section);
+	return 0;
+}
+
+static int
+cfg_finish(struct cfg_ctx *ctx, const char *path, int r, char *err, size_t errlen)
+{
+	if (r == 0)
+		return 0;
+	if (r > 0 && ctx->msg[0] != '\0')
+		snprintf(err, errlen, "%s:%d: %s", path, r, ctx->msg);
+	else if (r > 0)
+		snprintf(err, errlen, "%s:%d: syntax error", path, r);
+	else if (r == -1)
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+	else
+		snprintf(err, errlen, "%s: out of memory", path);
+	return -1;
+}
+
+int
+cfg_load(const struct cfg_key *keys, void *obj, const char *path, char *err,
+    size_t errlen)
+{
+	struct cfg_ctx ctx = { keys, obj, "" };
+
+	cfg_defaults(keys, obj);
+	return cfg_finish(&ctx, path, ini_parse(path, cfg_handler, &ctx), err, errlen);
+}
+
+int
+cfg_load_string(const struct cfg_key *keys, void *obj, const char *path,
+    const char *text, char *err, size_t errlen)
+{
+	struct cfg_ctx ctx = { keys, obj, "" };
+
+	cfg_defaults(keys, obj);
+	return cfg_finish(&ctx, path, ini_parse_string(text, cfg_handler, &ctx),
+	    err, errlen);
+}

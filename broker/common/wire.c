@@ -1,0 +1,326 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "broker/common/util.h"
+#include "broker/common/wire.h"
+
+#define ERR(...) do { snprintf(err, errlen, __VA_ARGS__); goto out; } while (0)
+
+/* Copies the string member key of o into dst; required or optional. */
+static int
+get_str(json_t *o, const char *path, const char *key, int required, char *dst,
+    size_t n, char *err, size_t errlen)
+{
+	json_t *v = json_object_get(o, key);
+
+	if (v == NULL || json_is_null(v)) {
+		dst[0] = '\0';
+		if (!required)
+			return 0;
+		snprintf(err, errlen, "'%s%s' is missing", path, key);
+		return -1;
+	}
+	if (!json_is_string(v)) {
+		snprintf(err, errlen, "'%s%s' must be a string", path, key);
+		return -1;
+	}
+	if (json_string_length(v) >= n || strlen(json_string_value(v)) !=
+	    json_string_length(v)) {
+		snprintf(err, errlen, "'%s%s' must be shorter than %zu bytes "
+		    "without NUL", path, key, n);
+		return -1;
+	}
+	if (required && json_string_length(v) == 0) {
+		snprintf(err, errlen, "'%s%s' must not be empty", path, key);
+		return -1;
+	}
+	memcpy(dst, json_string_value(v), json_string_length(v) + 1);
+	return 0;
+}
+
+static int
+get_num(json_t *o, const char *path, const char *key, double min, double max,
+    double *out, char *err, size_t errlen)
+{
+	json_t *v = json_object_get(o, key);
+
+	if (v == NULL || !json_is_number(v) || json_number_value(v) < min ||
+	    json_number_value(v) > max) {
+		snprintf(err, errlen, "'%s%s' must be a number from %.0f to %.0f",
+		    path, key, min, max);
+		return -1;
+	}
+	*out = json_number_value(v);
+	return 0;
+}
+
+static int
+get_int(json_t *o, const char *path, const char *key, int64_t min, int64_t max,
+    int64_t *out, char *err, size_t errlen)
+{
+	json_t *v = json_object_get(o, key);
+
+	if (v == NULL || !json_is_integer(v) || json_integer_value(v) < min ||
+	    json_integer_value(v) > max) {
+		snprintf(err, errlen, "'%s%s' must be an integer from %lld to %lld",
+		    path, key, (long long)min, (long long)max);
+		return -1;
+	}
+	*out = json_integer_value(v);
+	return 0;
+}
+
+static int
+session_decode(json_t *o, size_t i, struct wire_session *s, char *err, size_t errlen)
+{
+	char path[32], state[16];
+	json_t *id;
+
+	snprintf(path, sizeof(path), "sessions[%zu].", i);
+	if (!json_is_object(o)) {
+		snprintf(err, errlen, "'sessions[%zu]' must be an object", i);
+		return -1;
+	}
+	if (get_str(o, path, "user", 1, s->user, sizeof(s->user), err, errlen) != 0 ||
+	    get_str(o, path, "domain", 0, s->domain, sizeof(s->domain), err, errlen) != 0 ||
+	    get_str(o, path, "state", 1, state, sizeof(state), err, errlen) != 0)
+		return -1;
+	/* ids may be numbers (a process id) or strings */
+	id = json_object_get(o, "id");
+	if (json_is_integer(id))
+		snprintf(s->id, sizeof(s->id), "%lld", (long long)json_integer_value(id));
+	else if (get_str(o, path, "id", 0, s->id, sizeof(s->id), err, errlen) != 0)
+		return -1;
+	if (strcmp(state, "active") == 0)
+		s->state = WIRE_ACTIVE;
+	else if (strcmp(state, "disconnected") == 0)
+		s->state = WIRE_DISCONNECTED;
+	else {
+		snprintf(err, errlen, "'%sstate' must be \"active\" or \"disconnected\"", path);
+		return -1;
+	}
+	s->since = 0;
+	if (json_object_get(o, "since") != NULL && !json_is_null(json_object_get(o, "since")) &&
+	    get_int(o, path, "since", 0, INT64_C(1) << 40, &s->since, err, errlen) != 0)
+		return -1;
+	return 0;
+}
+
+static int
+sessions_decode(json_t *a, struct wire_session **out, size_t *n, char *err,
+    size_t errlen)
+{
+	struct wire_session *s;
+	size_t i, count = json_array_size(a);
+
+	if (count > WIRE_SESSIONS_MAX) {
+		snprintf(err, errlen, "'sessions' has more than %d entries", WIRE_SESSIONS_MAX);
+		return -1;
+	}
+	if ((s = calloc(count ? count : 1, sizeof(*s))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (i = 0; i < count; i++) {
+		if (session_decode(json_array_get(a, i), i, &s[i], err, errlen) != 0) {
+			free(s);
+			return -1;
+		}
+	}
+	*out = s;
+	*n = count;
+	return 0;
+}
+
+static json_t *
+parse(const char *buf, size_t len, char *err, size_t errlen)
+{
+	json_error_t je;
+	json_t *root;
+
+	if ((root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je)) == NULL) {
+		snprintf(err, errlen, "invalid JSON at line %d column %d: %s",
+		    je.line, je.column, je.text);
+		return NULL;
+	}
+	if (!json_is_object(root) && !json_is_array(root)) {
+		json_decref(root);
+		snprintf(err, errlen, "expected a JSON object");
+		return NULL;
+	}
+	return root;
+}
+
+int
+wire_heartbeat_decode(const char *buf, size_t len, struct wire_heartbeat *hb,
+    char *err, size_t errlen)
+{
+	json_t *root, *rdp, *load, *acc, *sess;
+	struct wire_heartbeat h;
+	int64_t i64;
+	double d;
+	int r = -1;
+
+	memset(&h, 0, sizeof(h));
+	if ((root = parse(buf, len, err, errlen)) == NULL)
+		return -1;
+	if (!json_is_object(root))
+		ERR("expected a JSON object");
+	if (get_str(root, "", "name", 1, h.name, sizeof(h.name), err, errlen) != 0 ||
+	    get_str(root, "", "version", 0, h.version, sizeof(h.version), err, errlen) != 0)
+		goto out;
+	if (!json_is_object(rdp = json_object_get(root, "rdp")))
+		ERR("'rdp' must be an object");
+	if (get_str(rdp, "rdp.", "address", 0, h.rdp_address, sizeof(h.rdp_address),
+	    err, errlen) != 0 ||
+	    get_int(rdp, "rdp.", "port", 1, 65535, &i64, err, errlen) != 0)
+		goto out;
+	h.rdp_port = (int)i64;
+	if (!json_is_boolean(acc = json_object_get(rdp, "accepting")))
+		ERR("'rdp.accepting' must be true or false");
+	h.rdp_accepting = json_is_true(acc);
+	if (!json_is_object(load = json_object_get(root, "load")))
+		ERR("'load' must be an object");
+	if (get_int(load, "load.", "ncpu", 1, 65536, &i64, err, errlen) != 0)
+		goto out;
+	h.ncpu = (int)i64;
+	if (get_num(load, "load.", "cpu_percent", 0, 100, &h.cpu_percent, err, errlen) != 0 ||
+	    get_num(load, "load.", "load1", 0, 1e6, &h.load1, err, errlen) != 0 ||
+	    get_num(load, "load.", "mem_total_kb", 0, 1e12, &d, err, errlen) != 0)
+		goto out;
+	h.mem_total_kb = (int64_t)d;
+	if (get_num(load, "load.", "mem_available_kb", 0, 1e12, &d, err, errlen) != 0)
+		goto out;
+	h.mem_available_kb = (int64_t)d;
+	sess = json_object_get(root, "sessions");
+	if (sess == NULL)
+		ERR("'sessions' is missing (send null when they are unknown)");
+	if (json_is_null(sess)) {
+		h.sessions_known = 0;
+		if (get_str(root, "", "sessions_error", 0, h.sessions_error,
+		    sizeof(h.sessions_error), err, errlen) != 0)
+			goto out;
+	} else if (json_is_array(sess)) {
+		h.sessions_known = 1;
+		if (sessions_decode(sess, &h.sessions, &h.nsessions, err, errlen) != 0)
+			goto out;
+	} else
+		ERR("'sessions' must be an array or null");
+	*hb = h;
+	r = 0;
+ out:
+	json_decref(root);
+	return r;
+}
+
+int
+wire_sessions_decode(const char *buf, size_t len, struct wire_session **out,
+    size_t *n, char *err, size_t errlen)
+{
+	json_t *root;
+	int r = -1;
+
+	if ((root = parse(buf, len, err, errlen)) == NULL)
+		return -1;
+	if (!json_is_array(root))
+		ERR("expected a JSON array of sessions");
+	r = sessions_decode(root, out, n, err, errlen);
+ out:
+	json_decref(root);
+	return r;
+}
+
+void
+wire_heartbeat_clear(struct wire_heartbeat *hb)
+{
+	if (hb == NULL)
+		return;
+	free(hb->sessions);
+	memset(hb, 0, sizeof(*hb));
+}
+
+static char *
+dump(json_t *o)
+{
+	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+
+	json_decref(o);
+	return s;
+}
+
+char *
+wire_heartbeat_encode(const struct wire_heartbeat *hb)
+{
+	json_t *root, *list;
+
+	root = json_pack("{s:s, s:s, s:{s:s, s:i, s:b}, s:{s:i, s:f, s:f, s:I, s:I}}",
+	    "name", hb->name, "version", hb->version,
+	    "rdp", "address", hb->rdp_address, "port", hb->rdp_port,
+	    "accepting", hb->rdp_accepting,
+	    "load", "ncpu", hb->ncpu, "cpu_percent", hb->cpu_percent,
+	    "load1", hb->load1, "mem_total_kb", (json_int_t)hb->mem_total_kb,
+	    "mem_available_kb", (json_int_t)hb->mem_available_kb);
+	if (root == NULL)
+		return NULL;
+	if (!hb->sessions_known) {
+		json_object_set_new(root, "sessions", json_null());
+		json_object_set_new(root, "sessions_error", json_string(hb->sessions_error));
+		return dump(root);
+	}
+	list = json_array();
+	for (size_t i = 0; list != NULL && i < hb->nsessions; i++) {
+		const struct wire_session *s = &hb->sessions[i];
+		json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:s, s:I}",
+		    "user", s->user, "domain", s->domain, "id", s->id,
+		    "state", s->state == WIRE_ACTIVE ? "active" : "disconnected",
+		    "since", (json_int_t)s->since));
+	}
+	if (list == NULL || json_array_size(list) != hb->nsessions) {
+		json_decref(list);
+		json_decref(root);
+		return NULL;
+	}
+	json_object_set_new(root, "sessions", list);
+	return dump(root);
+}
+
+char *
+wire_answer_encode(const struct wire_answer *a)
+{
+	return dump(json_pack("{s:i, s:s}", "interval", a->interval,
+	    "admin_state", a->admin_state));
+}
+
+int
+wire_answer_decode(const char *buf, size_t len, struct wire_answer *a, char *err,
+    size_t errlen)
+{
+	struct wire_answer tmp;
+	json_t *root;
+	int64_t i;
+	int r = -1;
+
+	if ((root = parse(buf, len, err, errlen)) == NULL)
+		return -1;
+	if (!json_is_object(root))
+		ERR("expected a JSON object");
+	if (get_int(root, "", "interval", 1, 3600, &i, err, errlen) != 0 ||
+	    get_str(root, "", "admin_state", 1, tmp.admin_state,
+	    sizeof(tmp.admin_state), err, errlen) != 0)
+		goto out;
+	tmp.interval = (int)i;
+	*a = tmp;
+	r = 0;
+ out:
+	json_decref(root);
+	return r;
+}
+
+char *
+wire_error_encode(const char *msg)
+{
+	return dump(json_pack("{s:s}", "error", msg));
+}

@@ -1,0 +1,70 @@
+/* wire: the JSON formats on the wire between agent and broker (jansson is
+ * included here only). See README "Agent API". */
+#ifndef TS_WIRE_H
+#define TS_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define WIRE_NAME_MAX	64	/* server names, incl. NUL */
+#define WIRE_USER_MAX	128	/* user and domain names, incl. NUL */
+#define WIRE_ID_MAX	64	/* agent-side session ids, incl. NUL */
+#define WIRE_ADDR_MAX	256
+#define WIRE_SESSIONS_MAX 10000	/* sessions in one heartbeat */
+
+enum wire_session_state { WIRE_ACTIVE = 0, WIRE_DISCONNECTED = 1 };
+
+struct wire_session {
+	char user[WIRE_USER_MAX];
+	char domain[WIRE_USER_MAX];
+	char id[WIRE_ID_MAX];
+	enum wire_session_state state;
+	int64_t since;			/* unix seconds, 0 if unknown */
+};
+
+struct wire_heartbeat {
+	char name[WIRE_NAME_MAX];
+	char version[32];
+	char rdp_address[WIRE_ADDR_MAX];
+	int rdp_port;
+	int rdp_accepting;
+	int ncpu;
+	double cpu_percent;
+	double load1;
+	int64_t mem_total_kb;
+	int64_t mem_available_kb;
+	/* 0 when the agent could not read its sessions ("sessions": null):
+	 * the broker then keeps what it had. */
+	int sessions_known;
+	char sessions_error[128];	/* why, when !sessions_known */
+	size_t nsessions;
+	struct wire_session *sessions;	/* owned, freed by wire_heartbeat_clear */
+};
+
+struct wire_answer {
+	int interval;			/* seconds until the next heartbeat */
+	char admin_state[16];		/* "enabled" or "draining" */
+};
+
+/* Parses a heartbeat body. 0, or -1 with the reason in err
+ * ("'rdp.port' must be an integer from 1 to 65535"). */
+int wire_heartbeat_decode(const char *buf, size_t len, struct wire_heartbeat *hb,
+    char *err, size_t errlen);
+/* Returns a new JSON text owned by the caller (free()), NULL on no memory. */
+char *wire_heartbeat_encode(const struct wire_heartbeat *hb);
+void wire_heartbeat_clear(struct wire_heartbeat *hb);
+
+char *wire_answer_encode(const struct wire_answer *a);
+int wire_answer_decode(const char *buf, size_t len, struct wire_answer *a,
+    char *err, size_t errlen);
+
+/* {"error": msg}, owned by the caller. */
+char *wire_error_encode(const char *msg);
+
+/* Parses a JSON list of sessions (the agent's file: and command: providers):
+ * [{"user":..,"domain":..,"id":..,"state":..,"since":..}]. The array is owned
+ * by the caller (free()). 0 or -1 with the reason in err. */
+int wire_sessions_decode(const char *buf, size_t len, struct wire_session **out,
+    size_t *n, char *err, size_t errlen);
+
+#endif
