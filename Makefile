@@ -23,6 +23,7 @@ UNIT_TESTS :=
 FUZZERS :=
 
 .SECONDEXPANSION:
+.SECONDARY:
 .PHONY: all test unit e2e web-test bench fuzz asan install clean run deps test-deps demo
 all:
 
@@ -48,7 +49,7 @@ $(B)/%.o: %.c
 UNIT_BINS := $(UNIT_TESTS:%=$(B)/tests/%)
 $(B)/tests/%: $(B)/tests/unit/%.o
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $^ $($*_OBJS) $($*_LIBS) -lcmocka $(LDLIBS_BASE)
+	$(CC) $(CFLAGS) -o $@ $^ $($*_LIBS) -lcmocka $(LDLIBS_BASE)
 $(UNIT_BINS): $$($$(notdir $$@)_OBJS)
 
 unit: $(UNIT_BINS)

@@ -12,3 +12,10 @@ $(B)/broker/store.o: CFLAGS += $(call PKG_CFLAGS,sqlite3)
 PROGS += $(B)/tsbroker
 $(B)/tsbroker: $(BROKER_OBJ) $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(BROKER_LIBS) $(LDLIBS_BASE)
+
+UNIT_TESTS += test_placement test_cfg test_wire
+test_placement_OBJS := $(B)/broker/placement.o
+test_cfg_OBJS := $(B)/broker/conf.o $(B)/broker/common/cfg.o $(B)/broker/common/util.o
+test_cfg_LIBS := $(call PKG_LIBS,inih)
+test_wire_OBJS := $(B)/broker/common/wire.o $(B)/broker/common/util.o
+test_wire_LIBS := $(call PKG_LIBS,jansson)

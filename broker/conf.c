@@ -1,0 +1,99 @@
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "broker/common/cfg.h"
+#include "broker/common/util.h"
+#include "broker/conf.h"
+
+#define S(f) offsetof(struct conf, f), sizeof(((struct conf *)0)->f)
+#define I(f) offsetof(struct conf, f), 0
+
+static const struct cfg_key conf_keys[] = {
+	{ "state", "path", CFG_STR, S(state_path), 0, 0, "var/tsbroker.db", NULL },
+	{ "state", "event_retention_days", CFG_INT, I(event_retention_days), 1, 3650, "30", NULL },
+	{ "state", "event_max", CFG_INT, I(event_max), 1000, 100000000, "1000000", NULL },
+	{ "rdp", "listen", CFG_HOSTPORT, S(rdp.listen), 0, 0, "0.0.0.0:3389", NULL },
+	{ "rdp", "mode", CFG_ENUM, S(rdp.mode), 0, 0, "address", "address|token" },
+	{ "rdp", "certificate", CFG_STR, S(rdp.certificate), 0, 0, "var/tsbroker.crt", NULL },
+	{ "rdp", "private_key", CFG_STR, S(rdp.private_key), 0, 0, "var/tsbroker.key", NULL },
+	{ "rdp", "handshake_timeout", CFG_INT, I(rdp.handshake_timeout), 1, 300, "10", NULL },
+	{ "rdp", "max_handshakes", CFG_INT, I(rdp.max_handshakes), 1, 100000, "256", NULL },
+	{ "rdp", "token_key", CFG_STR, S(token_key), 0, 0, "var/token.key", NULL },
+	{ "rdp", "token_ttl", CFG_INT, I(token_ttl), 5, 3600, "60", NULL },
+	{ "http", "listen", CFG_HOSTPORT, S(http_listen), 0, 0, "127.0.0.1:8443", NULL },
+	{ "http", "certificate", CFG_STR, S(http_certificate), 0, 0, NULL, NULL },
+	{ "http", "private_key", CFG_STR, S(http_private_key), 0, 0, NULL, NULL },
+	{ "http", "body_limit", CFG_INT, I(http_body_limit), 1024, 64 << 20, "1048576", NULL },
+	{ "http", "max_connections", CFG_INT, I(http_max_connections), 1, 100000, "1024", NULL },
+	{ "health", "heartbeat_interval", CFG_INT, I(heartbeat_interval), 1, 3600, "5", NULL },
+	{ "health", "down_after", CFG_INT, I(down_after), 1, 86400, "15", NULL },
+	{ "health", "quarantine_after", CFG_INT, I(quarantine_after), 1, 1000, "3", NULL },
+	{ "health", "quarantine_time", CFG_INT, I(quarantine_time), 1, 86400, "300", NULL },
+	{ "placement", "pending_ttl", CFG_INT, I(pending_ttl), 1, 86400, "120", NULL },
+	{ "placement", "pending_penalty", CFG_INT, I(pending_penalty), 0, 100, "1", NULL },
+	{ "placement", "max_sessions", CFG_INT, I(default_max_sessions), 1, 1000000, "100", NULL },
+	CFG_END
+};
+
+static void
+conf_finish(struct conf *c)
+{
+	/* the HTTPS listener shares the RDP certificate unless told otherwise */
+	if (c->http_certificate[0] == '\0')
+		memcpy(c->http_certificate, c->rdp.certificate, sizeof(c->http_certificate));
+	if (c->http_private_key[0] == '\0')
+		memcpy(c->http_private_key, c->rdp.private_key, sizeof(c->http_private_key));
+}
+
+void
+conf_defaults(struct conf *c)
+{
+	memset(c, 0, sizeof(*c));
+	cfg_defaults(conf_keys, c);
+	conf_finish(c);
+}
+
+int
+conf_load(struct conf *c, const char *path, char *err, size_t errlen)
+{
+	memset(c, 0, sizeof(*c));
+	if (cfg_load(conf_keys, c, path, err, errlen) != 0)
+		return -1;
+	if (c->down_after <= c->heartbeat_interval) {
+		snprintf(err, errlen, "%s: 'down_after' (%d) must exceed "
+		    "'heartbeat_interval' (%d)", path, c->down_after,
+		    c->heartbeat_interval);
+		return -1;
+	}
+	util_strlcpy(c->path, path, sizeof(c->path));
+	conf_finish(c);
+	return 0;
+}
+
+const char *
+conf_default_text(void)
+{
+	return
+	    "# tsbroker configuration (see README for every key)\n"
+	    "[state]\n"
+	    "path = var/tsbroker.db\n"
+	    "\n"
+	    "[rdp]\n"
+	    "listen = 0.0.0.0:3389\n"
+	    "mode = address\n"
+	    "certificate = var/tsbroker.crt\n"
+	    "private_key = var/tsbroker.key\n"
+	    "handshake_timeout = 10\n"
+	    "\n"
+	    "[http]\n"
+	    "listen = 127.0.0.1:8443\n"
+	    "\n"
+	    "[health]\n"
+	    "heartbeat_interval = 5\n"
+	    "down_after = 15\n"
+	    "\n"
+	    "[placement]\n"
+	    "pending_ttl = 120\n"
+	    "pending_penalty = 1\n";
+}

@@ -1,0 +1,38 @@
+/* conf: the broker's configuration file (see README "Configuration"). */
+#ifndef TS_CONF_H
+#define TS_CONF_H
+
+#include <stddef.h>
+
+#include "broker/rdp.h"
+
+struct conf {
+	char path[512];			/* the file it was read from */
+	char state_path[512];		/* [state] path */
+	int event_retention_days;	/* [state] event_retention_days */
+	int event_max;			/* [state] event_max */
+	struct rdp_conf rdp;		/* [rdp] */
+	char token_key[512];		/* [rdp] token_key: HMAC key file */
+	int token_ttl;			/* [rdp] token_ttl, seconds */
+	char http_listen[272];		/* [http] listen */
+	char http_certificate[512];	/* [http] certificate, default rdp's */
+	char http_private_key[512];
+	int http_body_limit;		/* [http] body_limit, bytes */
+	int http_max_connections;
+	int heartbeat_interval;		/* [health] */
+	int down_after;
+	int quarantine_after;		/* unconfirmed placements in a row */
+	int quarantine_time;		/* seconds */
+	int pending_ttl;		/* [placement] */
+	int pending_penalty;
+	int default_max_sessions;	/* for servers added without --max-sessions */
+};
+
+/* Reads path (defaults for missing keys). 0, or -1 with "file:line: msg". */
+int conf_load(struct conf *c, const char *path, char *err, size_t errlen);
+/* Fills c with the defaults only. */
+void conf_defaults(struct conf *c);
+/* The default config file written by `make run`, as text. */
+const char *conf_default_text(void);
+
+#endif

@@ -1,0 +1,248 @@
+/* Unit tests for broker/placement.c: the placement rules. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "broker/placement.h"
+
+static struct pl_server
+srv(int64_t id, const char *name, int weight)
+{
+	struct pl_server s = { .id = id, .name = name, .up = 1, .weight = weight,
+	    .max_sessions = 1000 };
+	return s;
+}
+
+static int
+pick(struct pl_server *servers, size_t n, struct pl_session *sess, size_t ns,
+    struct pl_decision *d)
+{
+	struct pl_input in = { servers, n, sess, ns, 1 };
+	return placement_pick(&in, d);
+}
+
+/* Places `users` new users one after another, each counting as pending. */
+static void
+storm(struct pl_server *servers, size_t n, int users)
+{
+	struct pl_decision d;
+
+	for (int i = 0; i < users; i++) {
+		assert_int_equal(pick(servers, n, NULL, 0, &d), 0);
+		assert_int_equal(d.reconnect, 0);
+		servers[d.server].pending++;
+	}
+}
+
+static void
+test_new_user_least_loaded(void **state)
+{
+	struct pl_server s[3] = { srv(1, "a", 100), srv(2, "b", 100), srv(3, "c", 100) };
+	struct pl_decision d;
+
+	s[0].sessions = 5;
+	s[1].sessions = 2;
+	s[2].sessions = 3;
+	assert_int_equal(pick(s, 3, NULL, 0, &d), 0);
+	assert_string_equal(s[d.server].name, "b");
+	/* pending counts as load: b with 2 pending is now above c */
+	s[1].pending = 2;
+	assert_int_equal(pick(s, 3, NULL, 0, &d), 0);
+	assert_string_equal(s[d.server].name, "c");
+}
+
+static void
+test_reconnect_disconnected_active_pending(void **state)
+{
+	struct pl_server s[3] = { srv(1, "a", 100), srv(2, "b", 100), srv(3, "c", 100) };
+	struct pl_session disc = { 10, 3, PL_DISCONNECTED, 100 };
+	struct pl_session act = { 11, 1, PL_ACTIVE, 100 };
+	struct pl_session pend = { 12, 2, PL_PENDING, 100 };
+	struct pl_decision d;
+
+	s[2].sessions = 50;	/* c is the busiest: reconnect still wins */
+	s[0].sessions = 50;
+	s[1].sessions = 50;
+	assert_int_equal(pick(s, 3, &disc, 1, &d), 0);
+	assert_int_equal(d.reconnect, 1);
+	assert_string_equal(s[d.server].name, "c");
+	assert_int_equal(pick(s, 3, &act, 1, &d), 0);
+	assert_int_equal(d.reconnect, 1);
+	assert_string_equal(s[d.server].name, "a");
+	assert_int_equal(pick(s, 3, &pend, 1, &d), 0);
+	assert_int_equal(d.reconnect, 1);
+	assert_string_equal(s[d.server].name, "b");
+}
+
+static void
+test_reconnect_prefers_disconnected_then_recent(void **state)
+{
+	struct pl_server s[3] = { srv(1, "a", 100), srv(2, "b", 100), srv(3, "c", 100) };
+	struct pl_session sess[3] = {
+		{ 10, 1, PL_ACTIVE, 300 },
+		{ 11, 2, PL_DISCONNECTED, 100 },
+		{ 12, 3, PL_DISCONNECTED, 200 },
+	};
+	struct pl_decision d;
+
+	assert_int_equal(pick(s, 3, sess, 3, &d), 0);
+	assert_int_equal(d.session, 2);
+	assert_string_equal(s[d.server].name, "c");
+	sess[2].state = PL_ACTIVE;	/* now one disconnected: b */
+	assert_int_equal(pick(s, 3, sess, 3, &d), 0);
+	assert_string_equal(s[d.server].name, "b");
+	sess[1].state = PL_ACTIVE;	/* all active: the most recent, a */
+	assert_int_equal(pick(s, 3, sess, 3, &d), 0);
+	assert_string_equal(s[d.server].name, "a");
+}
+
+static void
+test_draining_keeps_reconnects_no_new_users(void **state)
+{
+	struct pl_server s[2] = { srv(1, "a", 100), srv(2, "b", 100) };
+	struct pl_session sess = { 10, 1, PL_DISCONNECTED, 1 };
+	struct pl_decision d;
+
+	s[0].draining = 1;
+	s[1].sessions = 100;	/* a would win on load, but drains */
+	assert_int_equal(pick(s, 2, &sess, 1, &d), 0);
+	assert_int_equal(d.reconnect, 1);
+	assert_string_equal(s[d.server].name, "a");
+	assert_int_equal(pick(s, 2, NULL, 0, &d), 0);
+	assert_int_equal(d.reconnect, 0);
+	assert_string_equal(s[d.server].name, "b");
+	s[1].draining = 1;
+	assert_int_equal(pick(s, 2, NULL, 0, &d), PLACEMENT_NO_SERVER);
+}
+
+static void
+test_max_sessions(void **state)
+{
+	struct pl_server s[2] = { srv(1, "a", 100), srv(2, "b", 100) };
+	struct pl_session sess = { 10, 1, PL_ACTIVE, 1 };
+	struct pl_decision d;
+
+	s[0].max_sessions = 3;
+	s[1].max_sessions = 3;
+	s[0].sessions = 3;
+	s[1].sessions = 2;
+	assert_int_equal(pick(s, 2, NULL, 0, &d), 0);
+	assert_string_equal(s[d.server].name, "b");
+	s[1].pending = 1;
+	assert_int_equal(pick(s, 2, NULL, 0, &d), PLACEMENT_NO_CAPACITY);
+	/* a full server still takes back its own users */
+	assert_int_equal(pick(s, 2, &sess, 1, &d), 0);
+	assert_string_equal(s[d.server].name, "a");
+}
+
+static void
+test_down_and_quarantined_excluded(void **state)
+{
+	struct pl_server s[3] = { srv(1, "a", 100), srv(2, "b", 100), srv(3, "c", 100) };
+	struct pl_session on_down = { 10, 1, PL_DISCONNECTED, 1 };
+	struct pl_session pend_q = { 11, 2, PL_PENDING, 1 };
+	struct pl_session act_q = { 12, 2, PL_ACTIVE, 1 };
+	struct pl_decision d;
+
+	s[0].up = 0;
+	s[1].quarantined = 1;
+	s[2].sessions = 10;
+	assert_int_equal(pick(s, 3, NULL, 0, &d), 0);
+	assert_string_equal(s[d.server].name, "c");
+	/* a session on a down server is not a reconnect target */
+	assert_int_equal(pick(s, 3, &on_down, 1, &d), 0);
+	assert_int_equal(d.reconnect, 0);
+	assert_string_equal(s[d.server].name, "c");
+	/* an unconfirmed placement on a black hole is not either ... */
+	assert_int_equal(pick(s, 3, &pend_q, 1, &d), 0);
+	assert_int_equal(d.reconnect, 0);
+	/* ... but a real session there is */
+	assert_int_equal(pick(s, 3, &act_q, 1, &d), 0);
+	assert_int_equal(d.reconnect, 1);
+	assert_string_equal(s[d.server].name, "b");
+	s[2].up = 0;
+	assert_int_equal(pick(s, 3, NULL, 0, &d), PLACEMENT_NO_SERVER);
+}
+
+static void
+test_weights_split(void **state)
+{
+	struct pl_server s[3] = { srv(1, "a", 200), srv(2, "b", 100), srv(3, "c", 50) };
+
+	storm(s, 3, 280);
+	assert_in_range(s[0].pending, 159, 161);
+	assert_in_range(s[1].pending, 79, 81);
+	assert_in_range(s[2].pending, 39, 41);
+	assert_int_equal(s[0].pending + s[1].pending + s[2].pending, 280);
+}
+
+static void
+test_burst_even_spread(void **state)
+{
+	struct pl_server s[4] = { srv(1, "a", 100), srv(2, "b", 100), srv(3, "c", 100),
+	    srv(4, "d", 100) };
+
+	storm(s, 4, 100);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(s[i].pending, 25);
+}
+
+static void
+test_deterministic_ties(void **state)
+{
+	struct pl_server s[3] = { srv(1, "zeta", 100), srv(2, "alpha", 100), srv(3, "mid", 100) };
+	struct pl_decision d;
+
+	/* equal load, equal cpu: by name */
+	assert_int_equal(pick(s, 3, NULL, 0, &d), 0);
+	assert_string_equal(s[d.server].name, "alpha");
+	/* equal load: lower cpu wins over name */
+	s[1].cpu_percent = 50;
+	s[0].cpu_percent = 10;
+	s[2].cpu_percent = 20;
+	assert_int_equal(pick(s, 3, NULL, 0, &d), 0);
+	assert_string_equal(s[d.server].name, "zeta");
+	for (int i = 0; i < 10; i++) {
+		assert_int_equal(pick(s, 3, NULL, 0, &d), 0);
+		assert_string_equal(s[d.server].name, "zeta");
+	}
+}
+
+static void
+test_user_normalise(void **state)
+{
+	char out[16];
+
+	assert_int_equal(placement_user_normalise("Alice", out, sizeof(out)), 0);
+	assert_string_equal(out, "alice");
+	assert_int_equal(placement_user_normalise("CORP\\ALICE", out, sizeof(out)), 0);
+	assert_string_equal(out, "alice");
+	assert_int_equal(placement_user_normalise("alice@corp.example", out, sizeof(out)), 0);
+	assert_string_equal(out, "alice");
+	assert_int_equal(placement_user_normalise("", out, sizeof(out)), -1);
+	assert_int_equal(placement_user_normalise("CORP\\", out, sizeof(out)), -1);
+	assert_int_equal(placement_user_normalise("@corp", out, sizeof(out)), -1);
+	assert_int_equal(placement_user_normalise("averyveryverylongusername", out,
+	    sizeof(out)), -1);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_new_user_least_loaded),
+		cmocka_unit_test(test_reconnect_disconnected_active_pending),
+		cmocka_unit_test(test_reconnect_prefers_disconnected_then_recent),
+		cmocka_unit_test(test_draining_keeps_reconnects_no_new_users),
+		cmocka_unit_test(test_max_sessions),
+		cmocka_unit_test(test_down_and_quarantined_excluded),
+		cmocka_unit_test(test_weights_split),
+		cmocka_unit_test(test_burst_even_spread),
+		cmocka_unit_test(test_deterministic_ties),
+		cmocka_unit_test(test_user_normalise),
+	};
+	return cmocka_run_group_tests_name("placement", tests, NULL, NULL);
+}
