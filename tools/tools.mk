@@ -1,0 +1,20 @@
+# tools/: test peers built on FreeRDP (rdptarget: a minimal RDP server that
+# records who connected and keeps a sessions file; rdpprobe: a headless client
+# that follows redirections), plus the x224 parser's tests.
+
+TOOLS_FREERDP_SERVER := freerdp-server2 freerdp2 winpr2
+TOOLS_FREERDP_CLIENT := freerdp-client2 freerdp2 winpr2
+
+$(B)/tools/rdptarget.o: CFLAGS += $(call PKG_CFLAGS,$(TOOLS_FREERDP_SERVER) jansson)
+$(B)/tools/rdpprobe.o: CFLAGS += $(call PKG_CFLAGS,$(TOOLS_FREERDP_CLIENT))
+
+PROGS += $(B)/rdptarget $(B)/rdpprobe
+$(B)/rdptarget: $(B)/tools/rdptarget.o $(COMMON_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(call PKG_LIBS,$(TOOLS_FREERDP_SERVER)) $(COMMON_LIBS) $(LDLIBS_BASE)
+$(B)/rdpprobe: $(B)/tools/rdpprobe.o $(COMMON_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(call PKG_LIBS,$(TOOLS_FREERDP_CLIENT)) $(COMMON_LIBS) $(LDLIBS_BASE)
+
+UNIT_TESTS += test_x224
+test_x224_OBJS := build/broker/x224.o build/broker/common/log.o
+FUZZERS += fuzz_x224
+fuzz_x224_SRCS := broker/x224.c
