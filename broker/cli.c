@@ -1,0 +1,306 @@
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "broker/cli.h"
+#include "broker/common/util.h"
+#include "broker/conf.h"
+#include "broker/crypto.h"
+#include "broker/store.h"
+
+static const char usage[] =
+    "usage: tsbroker -f FILE server add NAME --address HOST [--port N] [--weight N]\n"
+    "                                  [--max-sessions N] [--fqdn NAME]\n"
+    "       tsbroker -f FILE server list | drain NAME | enable NAME | remove NAME\n"
+    "       tsbroker -f FILE session list [--user U] [--server NAME] [--state S]\n"
+    "       tsbroker -f FILE session forget ID\n"
+    "       tsbroker -f FILE admin password   (reads the new password from stdin)\n";
+
+static int
+fail(int r, const char *what, const char *name)
+{
+	if (r == STORE_NOT_FOUND)
+		fprintf(stderr, "tsbroker: %s '%s' not found\n", what, name);
+	else if (r == STORE_EXISTS)
+		fprintf(stderr, "tsbroker: %s '%s' already exists\n", what, name);
+	else
+		fprintf(stderr, "tsbroker: %s '%s': %s\n", what, name, store_strerror(r));
+	return 1;
+}
+
+static int
+num(const char *opt, const char *v, long min, long max, int *out)
+{
+	char *end;
+	long l;
+
+	errno = 0;
+	l = v ? strtol(v, &end, 10) : 0;
+	if (v == NULL || errno != 0 || end == v || *end != '\0' || l < min || l > max) {
+		fprintf(stderr, "tsbroker: %s expects a number from %ld to %ld\n", opt,
+		    min, max);
+		return -1;
+	}
+	*out = (int)l;
+	return 0;
+}
+
+static int
+valid_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n >= WIRE_NAME_MAX)
+		return 0;
+	for (; *s; s++)
+		if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') &&
+		    !(*s >= '0' && *s <= '9') && *s != '-' && *s != '_' && *s != '.')
+			return 0;
+	return 1;
+}
+
+static int
+server_add(const struct conf *c, struct store *st, int argc, char **argv)
+{
+	struct store_server s;
+	char token[CRYPTO_TOKEN_LEN + 1], hash[CRYPTO_HASH_HEX];
+	int r;
+
+	if (argc < 1 || argv[0][0] == '-') {
+		fputs(usage, stderr);
+		return 2;
+	}
+	memset(&s, 0, sizeof(s));
+	if (!valid_name(argv[0])) {
+		fprintf(stderr, "tsbroker: server names are 1 to %d letters, digits, "
+		    "'-', '_' or '.'\n", WIRE_NAME_MAX - 1);
+		return 2;
+	}
+	util_strlcpy(s.name, argv[0], sizeof(s.name));
+	s.port = 3389;
+	s.weight = 100;
+	s.max_sessions = c->default_max_sessions;
+	for (int i = 1; i < argc; i += 2) {
+		const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (strcmp(o, "--address") == 0 && v != NULL) {
+			if (util_strlcpy(s.address, v, sizeof(s.address)) != 0 || !*v) {
+				fprintf(stderr, "tsbroker: --address is empty or too long\n");
+				return 2;
+			}
+		} else if (strcmp(o, "--fqdn") == 0 && v != NULL) {
+			if (util_strlcpy(s.fqdn, v, sizeof(s.fqdn)) != 0) {
+				fprintf(stderr, "tsbroker: --fqdn is too long\n");
+				return 2;
+			}
+		} else if (strcmp(o, "--port") == 0) {
+			if (num(o, v, 1, 65535, &s.port) != 0)
+				return 2;
+		} else if (strcmp(o, "--weight") == 0) {
+			if (num(o, v, 1, 10000, &s.weight) != 0)
+				return 2;
+		} else if (strcmp(o, "--max-sessions") == 0) {
+			if (num(o, v, 1, 1000000, &s.max_sessions) != 0)
+				return 2;
+		} else {
+			fprintf(stderr, "tsbroker: unknown option '%s'\n%s", o, usage);
+			return 2;
+		}
+	}
+	if (s.address[0] == '\0') {
+		fprintf(stderr, "tsbroker: server add needs --address HOST\n");
+		return 2;
+	}
+	if (crypto_token_new(token, sizeof(token)) != 0 ||
+	    crypto_sha256_hex(token, strlen(token), hash) != 0) {
+		fprintf(stderr, "tsbroker: cannot make a token\n");
+		return 1;
+	}
+	if ((r = store_server_add(st, &s, hash, util_now_ms())) != 0)
+		return fail(r, "server", s.name);
+	printf("server %s added (address %s:%d, weight %d, max sessions %d)\n"
+	    "agent token (shown once, put it in the agent's config):\n%s\n",
+	    s.name, s.address, s.port, s.weight, s.max_sessions, token);
+	crypto_wipe(token, sizeof(token));
+	return 0;
+}
+
+static void
+age(int64_t now, int64_t then, char *out, size_t n)
+{
+	if (then == 0)
+		snprintf(out, n, "never");
+	else
+		snprintf(out, n, "%llds", (long long)((now - then) / 1000));
+}
+
+static int
+server_list(struct store *st)
+{
+	struct store_server *list = NULL;
+	int64_t now = util_now_ms();
+	size_t n = 0;
+	int r;
+
+	if ((r = store_server_list(st, &list, &n)) != 0)
+		return fail(r, "servers", "list");
+	printf("%-16s %-21s %-6s %-9s %-7s %5s %6s %9s %4s %4s %5s\n", "NAME", "ADDRESS",
+	    "WEIGHT", "ADMIN", "STATE", "CPU%", "MEM%", "SESSIONS", "PEND", "LOST",
+	    "BEAT");
+	for (size_t i = 0; i < n; i++) {
+		struct store_server *s = &list[i];
+		char addr[300], sess[32], beat[32], state[24];
+		double mem = s->mem_total_kb ? 100.0 * (double)(s->mem_total_kb -
+		    s->mem_available_kb) / (double)s->mem_total_kb : 0;
+		snprintf(addr, sizeof(addr), "%s:%d", s->address, s->port);
+		snprintf(sess, sizeof(sess), "%d/%d", s->active + s->disconnected,
+		    s->max_sessions);
+		snprintf(state, sizeof(state), "%s%s", s->state,
+		    s->quarantined_until > now ? "+q" : "");
+		age(now, s->last_heartbeat, beat, sizeof(beat));
+		printf("%-16s %-21s %-6d %-9s %-7s %5.1f %6.1f %9s %4d %4d %5s\n", s->name,
+		    addr, s->weight, s->admin_state, state, s->cpu_percent, mem, sess,
+		    s->pending, s->lost, beat);
+	}
+	free(list);
+	return 0;
+}
+
+static int
+session_list(struct store *st, int argc, char **argv)
+{
+	struct store_session_filter f = { NULL, NULL, NULL };
+	struct store_session *list = NULL;
+	size_t n = 0;
+	int r;
+
+	for (int i = 0; i < argc; i += 2) {
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (v != NULL && strcmp(argv[i], "--user") == 0)
+			f.user = v;
+		else if (v != NULL && strcmp(argv[i], "--server") == 0)
+			f.server = v;
+		else if (v != NULL && strcmp(argv[i], "--state") == 0)
+			f.state = v;
+		else {
+			fputs(usage, stderr);
+			return 2;
+		}
+	}
+	if ((r = store_session_list(st, &f, &list, &n)) != 0)
+		return fail(r, "sessions", "list");
+	printf("%-8s %-20s %-16s %-13s %-10s %-16s %s\n", "ID", "USER", "SERVER",
+	    "STATE", "AGENT_ID", "CLIENT", "UPDATED");
+	for (size_t i = 0; i < n; i++) {
+		struct store_session *e = &list[i];
+		char ts[32];
+		time_t t = (time_t)(e->updated / 1000);
+		struct tm tm;
+		gmtime_r(&t, &tm);
+		strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		printf("%-8lld %-20s %-16s %-13s %-10s %-16s %s\n", (long long)e->id,
+		    e->user, e->server, e->state, e->remote_id[0] ? e->remote_id : "-",
+		    e->client[0] ? e->client : "-", ts);
+	}
+	free(list);
+	return 0;
+}
+
+static int
+admin_password(struct store *st)
+{
+	char pw[256], hash[CRYPTO_PWHASH_MAX];
+	size_t n;
+	int r;
+
+	if (fgets(pw, sizeof(pw), stdin) == NULL) {
+		fprintf(stderr, "tsbroker: no password on stdin\n");
+		return 1;
+	}
+	n = strcspn(pw, "\r\n");
+	pw[n] = '\0';
+	if (n < 8) {
+		crypto_wipe(pw, sizeof(pw));
+		fprintf(stderr, "tsbroker: the password must have at least 8 characters\n");
+		return 1;
+	}
+	r = crypto_password_hash(pw, hash, sizeof(hash));
+	crypto_wipe(pw, sizeof(pw));
+	if (r != 0) {
+		fprintf(stderr, "tsbroker: cannot hash the password\n");
+		return 1;
+	}
+	if ((r = store_admin_password_set(st, hash, util_now_ms())) != 0)
+		return fail(r, "admin", "password");
+	printf("admin password changed\n");
+	return 0;
+}
+
+static int
+dispatch(const struct conf *c, struct store *st, int argc, char **argv)
+{
+	const char *obj = argv[0], *verb = argc > 1 ? argv[1] : "";
+	int64_t now = util_now_ms();
+	char *end;
+	long long id;
+	int r;
+
+	if (strcmp(obj, "server") == 0) {
+		if (strcmp(verb, "add") == 0)
+			return server_add(c, st, argc - 2, argv + 2);
+		if (strcmp(verb, "list") == 0 && argc == 2)
+			return server_list(st);
+		if (argc != 3)
+			goto usage;
+		if (strcmp(verb, "drain") == 0 || strcmp(verb, "enable") == 0) {
+			int drain = verb[0] == 'd';
+			if ((r = store_server_drain(st, argv[2], drain, now)) != 0)
+				return fail(r, "server", argv[2]);
+			printf("server %s %s\n", argv[2], drain ? "draining: it keeps its "
+			    "users' reconnects and gets no new users" : "enabled");
+			return 0;
+		}
+		if (strcmp(verb, "remove") == 0) {
+			if ((r = store_server_remove(st, argv[2], now)) != 0)
+				return fail(r, "server", argv[2]);
+			printf("server %s removed\n", argv[2]);
+			return 0;
+		}
+	} else if (strcmp(obj, "session") == 0) {
+		if (strcmp(verb, "list") == 0)
+			return session_list(st, argc - 2, argv + 2);
+		if (strcmp(verb, "forget") == 0 && argc == 3) {
+			errno = 0;
+			id = strtoll(argv[2], &end, 10);
+			if (errno != 0 || *end != '\0' || end == argv[2] || id < 1) {
+				fprintf(stderr, "tsbroker: session ids are positive numbers\n");
+				return 2;
+			}
+			if ((r = store_session_forget(st, id, now)) != 0)
+				return fail(r, "session", argv[2]);
+			printf("session %lld forgotten\n", id);
+			return 0;
+		}
+	} else if (strcmp(obj, "admin") == 0 && strcmp(verb, "password") == 0 && argc == 2)
+		return admin_password(st);
+ usage:
+	fputs(usage, stderr);
+	return 2;
+}
+
+int
+cli_run(const struct conf *c, int argc, char **argv)
+{
+	struct store *st;
+	char err[512];
+	int r;
+
+	if ((st = store_open(c->state_path, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "tsbroker: %s\n", err);
+		return 1;
+	}
+	r = dispatch(c, st, argc, argv);
+	store_close(st);
+	return r;
+}

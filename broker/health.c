@@ -1,0 +1,136 @@
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "broker/common/log.h"
+#include "broker/common/util.h"
+#include "broker/conf.h"
+#include "broker/health.h"
+#include "broker/store.h"
+
+struct health {
+	struct store *st;
+	const struct conf *c;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int stop;
+};
+
+/* Did a server other than `self` confirm a placement since `since`? */
+static int
+others_confirm(const struct store_server *list, size_t n, size_t self, int64_t since)
+{
+	for (size_t i = 0; i < n; i++)
+		if (i != self && list[i].last_confirmed >= since)
+			return 1;
+	return 0;
+}
+
+int
+health_sweep(struct store *st, const struct conf *c, int64_t now)
+{
+	struct store_server *list = NULL;
+	size_t n = 0;
+	int64_t down_ms = (int64_t)c->down_after * 1000;
+	char reason[128];
+	int r, expired;
+
+	if ((r = store_server_list(st, &list, &n)) != 0)
+		return r;
+	for (size_t i = 0; i < n && r == 0; i++) {
+		if (strcmp(list[i].state, "up") != 0 || now - list[i].last_heartbeat <= down_ms)
+			continue;
+		snprintf(reason, sizeof(reason), "no heartbeat for %lld s",
+		    (long long)((now - list[i].last_heartbeat) / 1000));
+		log_warn("server %s is down: %s", list[i].name, reason);
+		r = store_server_down(st, list[i].id, reason, now);
+	}
+	free(list);
+	list = NULL;
+	if (r == 0)
+		r = store_pending_expire(st, now, &expired);
+	if (r != 0 || expired == 0)
+		return r;
+	/* black holes: placements expire here while other servers confirm theirs */
+	if ((r = store_server_list(st, &list, &n)) != 0)
+		return r;
+	for (size_t i = 0; i < n && r == 0; i++) {
+		struct store_server *s = &list[i];
+		if (s->unconfirmed < c->quarantine_after || s->quarantined_until > now ||
+		    !others_confirm(list, n, i, now - 2LL * c->pending_ttl * 1000))
+			continue;
+		snprintf(reason, sizeof(reason), "%d placements in a row not confirmed "
+		    "while other servers confirm theirs", s->unconfirmed);
+		log_warn("server %s quarantined for %d s: %s", s->name,
+		    c->quarantine_time, reason);
+		r = store_server_quarantine(st, s->id,
+		    now + (int64_t)c->quarantine_time * 1000, reason, now);
+	}
+	free(list);
+	return r;
+}
+
+static void *
+health_main(void *arg)
+{
+	struct health *h = arg;
+	int64_t last_prune = 0;
+	struct timespec ts;
+
+	pthread_mutex_lock(&h->lock);
+	while (!h->stop) {
+		pthread_mutex_unlock(&h->lock);
+		int64_t now = util_now_ms();
+		(void)health_sweep(h->st, h->c, now);	/* errors logged by store */
+		if (now - last_prune > 60 * 1000) {
+			(void)store_event_prune(h->st, now -
+			    (int64_t)h->c->event_retention_days * 86400 * 1000,
+			    h->c->event_max);
+			last_prune = now;
+		}
+		pthread_mutex_lock(&h->lock);
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		if (!h->stop)
+			pthread_cond_timedwait(&h->cond, &h->lock, &ts);
+	}
+	pthread_mutex_unlock(&h->lock);
+	return NULL;
+}
+
+struct health *
+health_start(struct store *st, const struct conf *c)
+{
+	struct health *h = calloc(1, sizeof(*h));
+
+	if (h == NULL)
+		return NULL;
+	h->st = st;
+	h->c = c;
+	pthread_mutex_init(&h->lock, NULL);
+	pthread_cond_init(&h->cond, NULL);
+	if (pthread_create(&h->thread, NULL, health_main, h) != 0) {
+		log_error("cannot start the health thread");
+		free(h);
+		return NULL;
+	}
+	return h;
+}
+
+void
+health_stop(struct health *h)
+{
+	if (h == NULL)
+		return;
+	pthread_mutex_lock(&h->lock);
+	h->stop = 1;
+	pthread_cond_signal(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+	pthread_join(h->thread, NULL);
+	pthread_cond_destroy(&h->cond);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+}

@@ -1,0 +1,21 @@
+/* health: turns the absence of heartbeats into server states, expires
+ * pending placements, quarantines black holes and prunes old events.
+ * (Heartbeats themselves are applied by store_heartbeat_apply.) */
+#ifndef TS_HEALTH_H
+#define TS_HEALTH_H
+
+#include <stdint.h>
+
+struct conf;
+struct store;
+struct health;
+
+/* One pass at time now (ms). 0 or a STORE_* code. */
+int health_sweep(struct store *st, const struct conf *c, int64_t now);
+
+/* Runs health_sweep every second in a thread until health_stop. Both stay
+ * owned by the caller and must outlive it. NULL on failure. */
+struct health *health_start(struct store *st, const struct conf *c);
+void health_stop(struct health *h);
+
+#endif

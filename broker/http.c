@@ -1,0 +1,334 @@
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include <microhttpd.h>
+
+#include "broker/common/log.h"
+#include "broker/common/util.h"
+#include "broker/common/wire.h"
+#include "broker/http.h"
+
+#define HTTP_MAX_ROUTES 32
+
+struct route {
+	const char *method;
+	const char *path;
+	http_handler_fn fn;
+	void *ctx;
+};
+
+struct http {
+	struct MHD_Daemon *d;
+	int fd;
+	char *cert, *key;
+	size_t body_limit;
+	unsigned int max_connections;
+	struct route routes[HTTP_MAX_ROUTES];
+	int nroutes;
+};
+
+/* Per-request state kept by MHD between calls. */
+struct upload {
+	char *buf;
+	size_t len;
+	int too_large;
+};
+
+static void
+http_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char line[512];
+
+	vsnprintf(line, sizeof(line), fmt, ap);
+	line[strcspn(line, "\n")] = '\0';
+	log_debug("libmicrohttpd: %s", line);
+}
+
+static int
+http_bind(const char *listen_addr, char *err, size_t errlen)
+{
+	struct addrinfo hints = { .ai_flags = AI_PASSIVE | AI_NUMERICSERV,
+	    .ai_socktype = SOCK_STREAM }, *ai = NULL;
+	char host[256], port[8];
+	int p, fd = -1, one = 1;
+
+	if (util_hostport_parse(listen_addr, host, sizeof(host), &p) != 0) {
+		snprintf(err, errlen, "'%s' is not host:port", listen_addr);
+		return -1;
+	}
+	snprintf(port, sizeof(port), "%d", p);
+	if (getaddrinfo(host, port, &hints, &ai) != 0 || ai == NULL) {
+		snprintf(err, errlen, "cannot resolve %s", host);
+		return -1;
+	}
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 512) != 0) {
+		snprintf(err, errlen, "cannot listen on %s: %s", listen_addr, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(ai);
+	return fd;
+}
+
+struct http *
+http_new(const struct http_conf *c, char *err, size_t errlen)
+{
+	struct http *h = calloc(1, sizeof(*h));
+
+	if (h == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	h->fd = -1;
+	h->body_limit = c->body_limit;
+	h->max_connections = c->max_connections;
+	if (util_file_read(c->certificate, 1 << 20, &h->cert, NULL) != 0) {
+		snprintf(err, errlen, "%s: %s", c->certificate, strerror(errno));
+		goto fail;
+	}
+	if (util_file_read(c->private_key, 1 << 20, &h->key, NULL) != 0) {
+		snprintf(err, errlen, "%s: %s", c->private_key, strerror(errno));
+		goto fail;
+	}
+	if ((h->fd = http_bind(c->listen, err, errlen)) < 0)
+		goto fail;
+	return h;
+ fail:
+	http_free(h);
+	return NULL;
+}
+
+int
+http_route(struct http *h, const char *method, const char *path, http_handler_fn fn,
+    void *ctx)
+{
+	if (h->nroutes == HTTP_MAX_ROUTES)
+		return -1;
+	h->routes[h->nroutes++] = (struct route){ method, path, fn, ctx };
+	return 0;
+}
+
+static const struct route *
+route_find(const struct http *h, const char *method, const char *path, int *path_known)
+{
+	*path_known = 0;
+	for (int i = 0; i < h->nroutes; i++) {
+		const struct route *r = &h->routes[i];
+		size_t n = strlen(r->path);
+		int match = r->path[n - 1] == '/' ? strncmp(path, r->path, n) == 0 :
+		    strcmp(path, r->path) == 0;
+		if (!match)
+			continue;
+		*path_known = 1;
+		if (strcmp(method, r->method) == 0)
+			return r;
+	}
+	return NULL;
+}
+
+static enum MHD_Result
+send_response(struct MHD_Connection *conn, struct http_response *res)
+{
+	struct MHD_Response *mr;
+	size_t len = res->body ? (res->body_len ? res->body_len : strlen(res->body)) : 0;
+	enum MHD_Result ret;
+
+	mr = MHD_create_response_from_buffer_with_free_callback(len,
+	    res->body ? res->body : "", res->body ? free : NULL);
+	if (mr == NULL) {
+		free(res->body);
+		return MHD_NO;
+	}
+	res->body = NULL;
+	if (res->content_type != NULL)
+		MHD_add_response_header(mr, "Content-Type", res->content_type);
+	MHD_add_response_header(mr, "Cache-Control", "no-store");
+	MHD_add_response_header(mr, "X-Content-Type-Options", "nosniff");
+	for (int i = 0; i < res->nheaders; i++)
+		MHD_add_response_header(mr, res->headers[i][0], res->headers[i][1]);
+	ret = MHD_queue_response(conn, (unsigned int)res->status, mr);
+	MHD_destroy_response(mr);
+	return ret;
+}
+
+static void
+client_addr(struct MHD_Connection *conn, char *out, size_t n)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+
+	out[0] = '\0';
+	if (sa == NULL)
+		return;
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr,
+		    out, (socklen_t)n);
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
+		    out, (socklen_t)n);
+}
+
+static enum MHD_Result
+http_access(void *cls, struct MHD_Connection *conn, const char *url,
+    const char *method, const char *version, const char *upload_data,
+    size_t *upload_data_size, void **con_cls)
+{
+	struct http *h = cls;
+	struct upload *up = *con_cls;
+	struct http_response res;
+	struct http_request req;
+	const struct route *rt;
+	const char *cl;
+	int known;
+
+	if (up == NULL) {
+		if ((up = calloc(1, sizeof(*up))) == NULL)
+			return MHD_NO;
+		*con_cls = up;
+		/* refuse an announced oversized body before reading it */
+		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+		    MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (cl != NULL && strtoull(cl, NULL, 10) > h->body_limit)
+			up->too_large = 1;
+		else
+			return MHD_YES;
+	}
+	if (*upload_data_size != 0) {
+		if (!up->too_large && up->len + *upload_data_size <= h->body_limit) {
+			char *nb = realloc(up->buf, up->len + *upload_data_size + 1);
+			if (nb == NULL)
+				return MHD_NO;
+			up->buf = nb;
+			memcpy(up->buf + up->len, upload_data, *upload_data_size);
+			up->len += *upload_data_size;
+			up->buf[up->len] = '\0';
+		} else
+			up->too_large = 1;
+		*upload_data_size = 0;
+		if (!up->too_large)
+			return MHD_YES;
+	}
+	memset(&res, 0, sizeof(res));
+	if (up->too_large) {
+		char msg[64];
+		snprintf(msg, sizeof(msg), "body larger than %zu bytes", h->body_limit);
+		http_reply_error(&res, 413, msg);
+		return send_response(conn, &res);
+	}
+	memset(&req, 0, sizeof(req));
+	req.method = method;
+	req.path = url;
+	req.body = up->buf ? up->buf : "";
+	req.body_len = up->len;
+	req.priv = conn;
+	client_addr(conn, req.client, sizeof(req.client));
+	if ((rt = route_find(h, method, url, &known)) == NULL) {
+		http_reply_error(&res, known ? 405 : 404, known ? "method not allowed" :
+		    "no such resource");
+		return send_response(conn, &res);
+	}
+	res.status = 500;
+	rt->fn(rt->ctx, &req, &res);
+	return send_response(conn, &res);
+}
+
+static void
+http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+    enum MHD_RequestTerminationCode toe)
+{
+	struct upload *up = *con_cls;
+
+	if (up != NULL) {
+		free(up->buf);
+		free(up);
+		*con_cls = NULL;
+	}
+}
+
+int
+http_start(struct http *h, char *err, size_t errlen)
+{
+	h->d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_TLS |
+	    MHD_USE_ERROR_LOG, 0, NULL, NULL, http_access, h,
+	    MHD_OPTION_LISTEN_SOCKET, h->fd,
+	    MHD_OPTION_HTTPS_MEM_CERT, h->cert,
+	    MHD_OPTION_HTTPS_MEM_KEY, h->key,
+	    MHD_OPTION_THREAD_POOL_SIZE, 2,
+	    MHD_OPTION_CONNECTION_LIMIT, h->max_connections,
+	    MHD_OPTION_CONNECTION_TIMEOUT, 30,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
+	    MHD_OPTION_NOTIFY_COMPLETED, http_completed, h,
+	    MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, h,
+	    MHD_OPTION_END);
+	if (h->d == NULL) {
+		snprintf(err, errlen, "cannot start the HTTPS server (certificate or key "
+		    "unusable?)");
+		return -1;
+	}
+	h->fd = -1;	/* MHD owns it now */
+	return 0;
+}
+
+void
+http_free(struct http *h)
+{
+	if (h == NULL)
+		return;
+	if (h->d != NULL)
+		MHD_stop_daemon(h->d);
+	if (h->fd >= 0)
+		close(h->fd);
+	if (h->key != NULL)
+		explicit_bzero(h->key, strlen(h->key));
+	free(h->key);
+	free(h->cert);
+	free(h);
+}
+
+const char *
+http_header(const struct http_request *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->priv, MHD_HEADER_KIND, name);
+}
+
+const char *
+http_arg(const struct http_request *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->priv, MHD_GET_ARGUMENT_KIND, name);
+}
+
+void
+http_reply_json(struct http_response *res, int status, char *body)
+{
+	free(res->body);
+	res->body = body;
+	res->status = body ? status : 500;
+	res->content_type = "application/json";
+}
+
+void
+http_reply_error(struct http_response *res, int status, const char *msg)
+{
+	http_reply_json(res, status, wire_error_encode(msg));
+}
+
+void
+http_add_header(struct http_response *res, const char *name, const char *value)
+{
+	if (res->nheaders == HTTP_MAX_HEADERS)
+		return;
+	util_strlcpy(res->header_buf[res->nheaders], value, sizeof(res->header_buf[0]));
+	res->headers[res->nheaders][0] = name;
+	res->headers[res->nheaders][1] = res->header_buf[res->nheaders];
+	res->nheaders++;
+}

@@ -1,0 +1,63 @@
+/* http: the broker's HTTPS server (libmicrohttpd, included here only).
+ * Handlers see a complete request (body read up to the configured limit; a
+ * larger one is answered 413 without calling them) and fill a response.
+ * Routes: exact paths, or prefixes ending in '/' (e.g. "/api/v1/servers/"). */
+#ifndef TS_HTTP_H
+#define TS_HTTP_H
+
+#include <stddef.h>
+
+struct http;
+
+struct http_request {
+	const char *method;
+	const char *path;
+	const char *body;		/* NUL-terminated; "" when none */
+	size_t body_len;
+	char client[64];		/* the peer's address */
+	void *priv;			/* http.c's own */
+};
+
+#define HTTP_MAX_HEADERS 4
+struct http_response {
+	int status;
+	const char *content_type;	/* static string */
+	char *body;			/* malloc'd, freed by http.c; NULL = empty */
+	size_t body_len;		/* 0 = strlen(body) */
+	const char *headers[HTTP_MAX_HEADERS][2];	/* name, value; copied */
+	char header_buf[HTTP_MAX_HEADERS][512];		/* storage for values */
+	int nheaders;
+};
+
+typedef void (*http_handler_fn)(void *ctx, const struct http_request *req,
+    struct http_response *res);
+
+struct http_conf {
+	const char *listen;		/* host:port */
+	const char *certificate;	/* PEM files */
+	const char *private_key;
+	size_t body_limit;
+	unsigned int max_connections;
+};
+
+/* Binds the socket and loads the certificate; serving starts with
+ * http_start. NULL with the reason in err. */
+struct http *http_new(const struct http_conf *c, char *err, size_t errlen);
+/* Adds a route before http_start. 0 or -1 (table full). */
+int http_route(struct http *h, const char *method, const char *path,
+    http_handler_fn fn, void *ctx);
+int http_start(struct http *h, char *err, size_t errlen);
+void http_free(struct http *h);
+
+/* A request header or query argument, NULL if absent. */
+const char *http_header(const struct http_request *req, const char *name);
+const char *http_arg(const struct http_request *req, const char *name);
+
+/* Sets a JSON response; body is taken over (NULL answers 500). */
+void http_reply_json(struct http_response *res, int status, char *body);
+/* Sets {"error": msg} with status. */
+void http_reply_error(struct http_response *res, int status, const char *msg);
+/* Adds a response header (value copied). */
+void http_add_header(struct http_response *res, const char *name, const char *value);
+
+#endif

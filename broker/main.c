@@ -1,0 +1,171 @@
+/* tsbroker: argv, config, start and stop of the parts, signals. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "broker/api_agent.h"
+#include "broker/broker.h"
+#include "broker/cli.h"
+#include "broker/common/log.h"
+#include "broker/common/util.h"
+#include "broker/conf.h"
+#include "broker/crypto.h"
+#include "broker/health.h"
+#include "broker/http.h"
+#include "broker/rdp.h"
+#include "broker/store.h"
+
+static void
+usage(void)
+{
+	fprintf(stderr, "usage: tsbroker [-f FILE] [-t] [-v] [COMMAND ...]\n"
+	    "  -f FILE  configuration file (default var/tsbroker.conf)\n"
+	    "  -t       check the configuration and exit 0 (valid) or 1\n"
+	    "  -v       verbose (debug) log\n"
+	    "Commands: server add|list|drain|enable|remove, session list|forget, "
+	    "admin password\n");
+}
+
+/* Creates the certificate and key on first start. 0 or -1 (logged). */
+static int
+ensure_certificate(const char *cert, const char *key)
+{
+	char err[256], host[256] = "localhost";
+
+	if (access(cert, F_OK) == 0 || access(key, F_OK) == 0)
+		return 0;
+	(void)gethostname(host, sizeof(host));
+	host[sizeof(host) - 1] = '\0';
+	if (crypto_selfsigned_create(cert, key, host, err, sizeof(err)) != 0) {
+		log_error("cannot create a self-signed certificate: %s", err);
+		return -1;
+	}
+	log_info("created a self-signed certificate %s for %s (key %s)", cert, host, key);
+	return 0;
+}
+
+/* Sets a generated first admin password if none exists; prints it once. */
+static int
+ensure_admin(struct store *st)
+{
+	char hash[CRYPTO_PWHASH_MAX], pw[21];
+	int r;
+
+	if ((r = store_admin_password_get(st, hash, sizeof(hash))) != STORE_NOT_FOUND)
+		return r;
+	if (crypto_password_generate(pw, sizeof(pw)) != 0 ||
+	    crypto_password_hash(pw, hash, sizeof(hash)) != 0) {
+		log_error("cannot make the first admin password");
+		return -1;
+	}
+	if ((r = store_admin_password_set(st, hash, util_now_ms())) == 0)
+		printf("First admin password (shown once, stored hashed; change it with "
+		    "'tsbroker admin password'): %s\n", pw);
+	crypto_wipe(pw, sizeof(pw));
+	return r;
+}
+
+static int
+serve(struct conf *c)
+{
+	struct store *st = NULL;
+	struct http *http = NULL;
+	struct rdp *rdp = NULL;
+	struct health *health = NULL;
+	struct api_agent agent = { 0 };
+	struct broker broker = { 0 };
+	struct rdp_ops ops;
+	sigset_t sigs;
+	char err[512];
+	int sig, ret = 1;
+
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);	/* threads inherit it */
+	signal(SIGPIPE, SIG_IGN);
+
+	if (ensure_certificate(c->rdp.certificate, c->rdp.private_key) != 0 ||
+	    ensure_certificate(c->http_certificate, c->http_private_key) != 0)
+		goto out;
+	if ((st = store_open(c->state_path, err, sizeof(err))) == NULL) {
+		log_error("%s", err);
+		goto out;
+	}
+	if (ensure_admin(st) != 0)
+		goto out;
+
+	agent.st = st;
+	agent.c = c;
+	struct http_conf hc = { c->http_listen, c->http_certificate, c->http_private_key,
+	    (size_t)c->http_body_limit, (unsigned int)c->http_max_connections };
+	if ((http = http_new(&hc, err, sizeof(err))) == NULL ||
+	    http_route(http, "POST", "/api/v1/heartbeat", api_agent_heartbeat, &agent) != 0 ||
+	    http_start(http, err, sizeof(err)) != 0) {
+		log_error("https: %s", err);
+		goto out;
+	}
+
+	broker.st = st;
+	broker.c = c;
+	broker_rdp_ops(&broker, &ops);
+	if ((rdp = rdp_new(&c->rdp, &ops, err, sizeof(err))) == NULL ||
+	    rdp_start(rdp) != 0) {
+		log_error("rdp: %s", rdp ? "cannot start" : err);
+		goto out;
+	}
+	if ((health = health_start(st, c)) == NULL)
+		goto out;
+
+	printf("tsbroker ready\n  RDP endpoint:          %s (%s mode)\n"
+	    "  Status page and API:   https://%s/\n  State:                 %s\n",
+	    c->rdp.listen, c->rdp.mode, c->http_listen, c->state_path);
+	fflush(stdout);
+	log_info("serving; SIGINT or SIGTERM stops");
+	while (sigwait(&sigs, &sig) != 0)
+		;
+	log_info("signal %d: stopping", sig);
+	ret = 0;
+ out:
+	health_stop(health);
+	rdp_free(rdp);
+	http_free(http);
+	store_close(st);
+	return ret;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *path = "var/tsbroker.conf";
+	struct conf c;
+	char err[512];
+	int opt, check = 0, verbose = 0;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	umask(077);	/* the database, keys and tokens are private */
+	while ((opt = getopt(argc, argv, "+f:tvh")) != -1) {
+		switch (opt) {
+		case 'f': path = optarg; break;
+		case 't': check = 1; break;
+		case 'v': verbose = 1; break;
+		default: usage(); return 2;
+		}
+	}
+	log_init("tsbroker", verbose ? LOG_DEBUG : LOG_INFO);
+	if (conf_load(&c, path, err, sizeof(err)) != 0) {
+		fprintf(stderr, "tsbroker: %s\n", err);
+		return 1;
+	}
+	if (check) {
+		printf("%s: configuration ok\n", path);
+		return 0;
+	}
+	if (optind < argc)
+		return cli_run(&c, argc - optind, argv + optind);
+	return serve(&c);
+}

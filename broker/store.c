@@ -1,0 +1,1083 @@
+/* store.c: the SQLite implementation of store.h. */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "broker/common/log.h"
+#include "broker/common/util.h"
+#include "broker/placement.h"
+#include "broker/schema.h"
+#include "broker/store.h"
+
+#define STMT_CACHE 64
+
+struct store {
+	sqlite3 *db;
+	pthread_mutex_t lock;
+	struct { const char *sql; sqlite3_stmt *stmt; } cache[STMT_CACHE];
+	size_t ncache;
+};
+
+static int
+db_error(struct store *st, const char *func, int rc)
+{
+	log_msg(LOG_ERROR, func, "database: %s", sqlite3_errmsg(st->db));
+	rc &= 0xff;
+	return rc == SQLITE_FULL || rc == SQLITE_IOERR ? STORE_FULL : STORE_ERR;
+}
+#define DB_ERROR(st, rc) db_error(st, __func__, rc)
+
+/* Returns the cached prepared statement for sql, bound with the values in
+ * fmt ('t' text, 'i' int, 'I' int64, 'd' double), or NULL (logged). */
+static sqlite3_stmt *
+prep(struct store *st, const char *sql, const char *fmt, ...)
+{
+	sqlite3_stmt *stmt = NULL;
+	va_list ap;
+	size_t i;
+	int rc = SQLITE_OK;
+
+	for (i = 0; i < st->ncache; i++) {
+		if (st->cache[i].sql == sql) {
+			stmt = st->cache[i].stmt;
+			break;
+		}
+	}
+	if (stmt == NULL) {
+		if (sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+		    &stmt, NULL) != SQLITE_OK) {
+			log_error("prepare: %s", sqlite3_errmsg(st->db));
+			return NULL;
+		}
+		if (st->ncache < STMT_CACHE) {
+			st->cache[st->ncache].sql = sql;
+			st->cache[st->ncache++].stmt = stmt;
+		}
+	}
+	va_start(ap, fmt);
+	for (i = 0; fmt[i] != '\0' && rc == SQLITE_OK; i++) {
+		int col = (int)i + 1;
+		switch (fmt[i]) {
+		case 't': rc = sqlite3_bind_text(stmt, col, va_arg(ap, const char *), -1,
+		    SQLITE_TRANSIENT); break;
+		case 'i': rc = sqlite3_bind_int(stmt, col, va_arg(ap, int)); break;
+		case 'I': rc = sqlite3_bind_int64(stmt, col, va_arg(ap, int64_t)); break;
+		case 'd': rc = sqlite3_bind_double(stmt, col, va_arg(ap, double)); break;
+		}
+	}
+	va_end(ap);
+	if (rc != SQLITE_OK) {
+		log_error("bind: %s", sqlite3_errmsg(st->db));
+		sqlite3_reset(stmt);
+		return NULL;
+	}
+	return stmt;
+}
+
+/* Resets a statement from prep() for its next use. */
+static void
+done(struct store *st, sqlite3_stmt *stmt)
+{
+	if (stmt == NULL)
+		return;
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	for (size_t i = 0; i < st->ncache; i++)
+		if (st->cache[i].stmt == stmt)
+			return;
+	sqlite3_finalize(stmt);	/* not cached: cache full */
+}
+
+/* Runs a statement that returns no rows. 0 or a STORE_* code. */
+static int
+exec_stmt(struct store *st, sqlite3_stmt *stmt)
+{
+	int rc;
+
+	if (stmt == NULL)
+		return STORE_ERR;
+	rc = sqlite3_step(stmt);
+	done(st, stmt);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+			return STORE_EXISTS;
+		return DB_ERROR(st, rc);
+	}
+	return 0;
+}
+#define EXEC(st, ...) exec_stmt(st, prep(st, __VA_ARGS__))
+
+static void
+col_text(sqlite3_stmt *s, int col, char *dst, size_t n)
+{
+	const unsigned char *t = sqlite3_column_text(s, col);
+	util_strlcpy(dst, t ? (const char *)t : "", n);
+}
+
+static int
+begin(struct store *st)
+{
+	pthread_mutex_lock(&st->lock);
+	int r = EXEC(st, "BEGIN IMMEDIATE", "");
+	if (r != 0)
+		pthread_mutex_unlock(&st->lock);
+	return r;
+}
+
+/* Commits when r is 0, else rolls back; returns r or the commit's error. */
+static int
+end(struct store *st, int r)
+{
+	if (r == 0)
+		r = EXEC(st, "COMMIT", "");
+	if (r != 0 && !sqlite3_get_autocommit(st->db))
+		(void)EXEC(st, "ROLLBACK", "");
+	pthread_mutex_unlock(&st->lock);
+	return r;
+}
+
+static int
+event_insert(struct store *st, int64_t now, const char *kind, const char *server,
+    const char *user, const char *client, const char *detail, int64_t duration_us)
+{
+	return EXEC(st, "INSERT INTO events (ts, kind, server, user, client, detail, "
+	    "duration_us) VALUES (?, ?, ?, ?, ?, ?, ?)", "ItttttI", now, kind,
+	    server ? server : "", user ? user : "", client ? client : "",
+	    detail ? detail : "", duration_us);
+}
+
+/* ---- open and migrate ---- */
+
+static int
+migrate(struct store *st, char *err, size_t errlen)
+{
+	sqlite3_stmt *s = NULL;
+	int version = 0, latest = (int)schema_migrations[schema_count - 1].version;
+	char *msg = NULL;
+
+	if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK ||
+	    sqlite3_step(s) != SQLITE_ROW) {
+		snprintf(err, errlen, "cannot read the schema version: %s",
+		    sqlite3_errmsg(st->db));
+		sqlite3_finalize(s);
+		return STORE_ERR;
+	}
+	version = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	if (version > latest) {
+		snprintf(err, errlen, "the database has schema version %d, newer than "
+		    "this tsbroker knows (%d): use a newer tsbroker or restore a backup",
+		    version, latest);
+		return STORE_TOO_NEW;
+	}
+	for (size_t i = 0; i < schema_count; i++) {
+		const struct schema_migration *m = &schema_migrations[i];
+		char sql[64];
+
+		if (m->version <= version)
+			continue;
+		snprintf(sql, sizeof(sql), ";PRAGMA user_version = %d; COMMIT;", m->version);
+		if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
+		    sqlite3_exec(st->db, m->sql, NULL, NULL, &msg) != SQLITE_OK ||
+		    sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+			snprintf(err, errlen, "migration %s failed: %s", m->name,
+			    msg ? msg : sqlite3_errmsg(st->db));
+			sqlite3_free(msg);
+			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+			return STORE_ERR;
+		}
+		log_info("applied schema migration %s", m->name);
+	}
+	return 0;
+}
+
+struct store *
+store_open(const char *path, char *err, size_t errlen)
+{
+	struct store *st;
+	char *msg = NULL;
+
+	if ((st = calloc(1, sizeof(*st))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	pthread_mutex_init(&st->lock, NULL);
+	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+	    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "%s: %s", path, st->db ? sqlite3_errmsg(st->db) :
+		    "out of memory");
+		goto fail;
+	}
+	sqlite3_busy_timeout(st->db, 5000);
+	sqlite3_extended_result_codes(st->db, 1);
+	/* synchronous=FULL: a committed placement survives a power cut too */
+	if (sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
+	    "PRAGMA foreign_keys=ON;", NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(err, errlen, "%s: %s", path, msg ? msg : sqlite3_errmsg(st->db));
+		sqlite3_free(msg);
+		goto fail;
+	}
+	if (migrate(st, err, errlen) != 0)
+		goto fail;
+	return st;
+ fail:
+	store_close(st);
+	return NULL;
+}
+
+void
+store_close(struct store *st)
+{
+	if (st == NULL)
+		return;
+	for (size_t i = 0; i < st->ncache; i++)
+		sqlite3_finalize(st->cache[i].stmt);
+	sqlite3_close(st->db);
+	pthread_mutex_destroy(&st->lock);
+	free(st);
+}
+
+const char *
+store_strerror(int r)
+{
+	switch (r) {
+	case 0: return "ok";
+	case STORE_NOT_FOUND: return "not found";
+	case STORE_EXISTS: return "already exists";
+	case STORE_FULL: return "the disk is full";
+	case STORE_REFUSED: return "refused";
+	case STORE_TOO_NEW: return "database is newer than this tsbroker";
+	default: return "database error";
+	}
+}
+
+/* ---- servers ---- */
+
+static const char SQL_SERVER_COLS[] =
+    "SELECT s.id, s.name, s.address, s.fqdn, s.port, s.weight, s.max_sessions, "
+    "s.admin_state, s.state, s.state_reason, s.state_since, s.quarantined_until, "
+    "s.unconfirmed, s.last_confirmed, s.last_heartbeat, s.rdp_accepting, "
+    "s.agent_version, s.ncpu, s.cpu_percent, s.load1, s.mem_total_kb, "
+    "s.mem_available_kb, s.sessions_known, "
+    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'active'), "
+    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'disconnected'), "
+    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'pending'), "
+    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'lost') "
+    "FROM servers s ";
+
+static void
+server_row(sqlite3_stmt *s, struct store_server *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->id = sqlite3_column_int64(s, 0);
+	col_text(s, 1, o->name, sizeof(o->name));
+	col_text(s, 2, o->address, sizeof(o->address));
+	col_text(s, 3, o->fqdn, sizeof(o->fqdn));
+	o->port = sqlite3_column_int(s, 4);
+	o->weight = sqlite3_column_int(s, 5);
+	o->max_sessions = sqlite3_column_int(s, 6);
+	col_text(s, 7, o->admin_state, sizeof(o->admin_state));
+	col_text(s, 8, o->state, sizeof(o->state));
+	col_text(s, 9, o->state_reason, sizeof(o->state_reason));
+	o->state_since = sqlite3_column_int64(s, 10);
+	o->quarantined_until = sqlite3_column_int64(s, 11);
+	o->unconfirmed = sqlite3_column_int(s, 12);
+	o->last_confirmed = sqlite3_column_int64(s, 13);
+	o->last_heartbeat = sqlite3_column_int64(s, 14);
+	o->rdp_accepting = sqlite3_column_int(s, 15);
+	col_text(s, 16, o->agent_version, sizeof(o->agent_version));
+	o->ncpu = sqlite3_column_int(s, 17);
+	o->cpu_percent = sqlite3_column_double(s, 18);
+	o->load1 = sqlite3_column_double(s, 19);
+	o->mem_total_kb = sqlite3_column_int64(s, 20);
+	o->mem_available_kb = sqlite3_column_int64(s, 21);
+	o->sessions_known = sqlite3_column_int(s, 22);
+	o->active = sqlite3_column_int(s, 23);
+	o->disconnected = sqlite3_column_int(s, 24);
+	o->pending = sqlite3_column_int(s, 25);
+	o->lost = sqlite3_column_int(s, 26);
+}
+
+int
+store_server_add(struct store *st, const struct store_server *spec,
+    const char *token_hash, int64_t now)
+{
+	int r;
+
+	if ((r = begin(st)) != 0)
+		return r;
+	r = EXEC(st, "INSERT INTO servers (name, address, port, fqdn, weight, "
+	    "max_sessions, token_hash, state_since, created) VALUES "
+	    "(?, ?, ?, ?, ?, ?, ?, ?, ?)", "ttitiitII", spec->name, spec->address,
+	    spec->port, spec->fqdn, spec->weight, spec->max_sessions, token_hash, now, now);
+	if (r == 0)
+		r = event_insert(st, now, "server_added", spec->name, NULL, NULL,
+		    spec->address, 0);
+	return end(st, r);
+}
+
+static int
+server_id(struct store *st, const char *name, int64_t *id)
+{
+	sqlite3_stmt *s = prep(st, "SELECT id FROM servers WHERE name = ?", "t", name);
+	int rc, r = STORE_NOT_FOUND;
+
+	if (s == NULL)
+		return STORE_ERR;
+	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		*id = sqlite3_column_int64(s, 0);
+		r = 0;
+	} else if (rc != SQLITE_DONE)
+		r = DB_ERROR(st, rc);
+	done(st, s);
+	return r;
+}
+
+int
+store_server_remove(struct store *st, const char *name, int64_t now)
+{
+	int64_t id;
+	int r;
+
+	if ((r = begin(st)) != 0)
+		return r;
+	if ((r = server_id(st, name, &id)) == 0)
+		r = EXEC(st, "DELETE FROM servers WHERE id = ?", "I", id);
+	if (r == 0)
+		r = event_insert(st, now, "server_removed", name, NULL, NULL, NULL, 0);
+	return end(st, r);
+}
+
+int
+store_server_drain(struct store *st, const char *name, int draining, int64_t now)
+{
+	int64_t id;
+	int r;
+
+	if ((r = begin(st)) != 0)
+		return r;
+	if ((r = server_id(st, name, &id)) == 0)
+		r = EXEC(st, "UPDATE servers SET admin_state = ? WHERE id = ?", "tI",
+		    draining ? "draining" : "enabled", id);
+	if (r == 0)
+		r = event_insert(st, now, draining ? "drain" : "enable", name, NULL,
+		    NULL, NULL, 0);
+	return end(st, r);
+}
+
+/* Runs a query returning server rows into a new array. Lock held. */
+static int
+server_query(struct store *st, sqlite3_stmt *s, struct store_server **out, size_t *n)
+{
+	struct store_server *list = NULL, *tmp;
+	size_t count = 0, cap = 0;
+	int rc, r = 0;
+
+	if (s == NULL)
+		return STORE_ERR;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (count == cap) {
+			cap = cap ? cap * 2 : 16;
+			if ((tmp = realloc(list, cap * sizeof(*list))) == NULL) {
+				r = STORE_ERR;
+				break;
+			}
+			list = tmp;
+		}
+		server_row(s, &list[count++]);
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = DB_ERROR(st, rc);
+	done(st, s);
+	if (r != 0) {
+		free(list);
+		return r;
+	}
+	*out = list;
+	*n = count;
+	return 0;
+}
+
+int
+store_server_list(struct store *st, struct store_server **out, size_t *n)
+{
+	static char sql[sizeof(SQL_SERVER_COLS) + 32];
+	int r;
+
+	pthread_mutex_lock(&st->lock);
+	if (sql[0] == '\0')
+		snprintf(sql, sizeof(sql), "%sORDER BY s.name", SQL_SERVER_COLS);
+	r = server_query(st, prep(st, sql, ""), out, n);
+	pthread_mutex_unlock(&st->lock);
+	return r;
+}
+
+int
+store_server_get(struct store *st, const char *name, struct store_server *out)
+{
+	static char sql[sizeof(SQL_SERVER_COLS) + 32];
+	struct store_server *list = NULL;
+	size_t n = 0;
+	int r;
+
+	pthread_mutex_lock(&st->lock);
+	if (sql[0] == '\0')
+		snprintf(sql, sizeof(sql), "%sWHERE s.name = ?", SQL_SERVER_COLS);
+	r = server_query(st, prep(st, sql, "t", name), &list, &n);
+	pthread_mutex_unlock(&st->lock);
+	if (r == 0 && n == 0)
+		r = STORE_NOT_FOUND;
+	if (r == 0)
+		*out = list[0];
+	free(list);
+	return r;
+}
+
+int
+store_server_auth(struct store *st, const char *token_hash, int64_t *id, char *name,
+    size_t namelen)
+{
+	sqlite3_stmt *s;
+	int rc, r = STORE_NOT_FOUND;
+
+	pthread_mutex_lock(&st->lock);
+	s = prep(st, "SELECT id, name FROM servers WHERE token_hash = ?", "t", token_hash);
+	if (s == NULL)
+		r = STORE_ERR;
+	else if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		*id = sqlite3_column_int64(s, 0);
+		col_text(s, 1, name, namelen);
+		r = 0;
+	} else if (rc != SQLITE_DONE)
+		r = DB_ERROR(st, rc);
+	done(st, s);
+	pthread_mutex_unlock(&st->lock);
+	return r;
+}
+
+/* Marks server id down (lock and transaction held): sessions lost, pending
+ * placements ended, an event. No-op if it is already down. */
+static int
+server_set_down(struct store *st, int64_t id, const char *name, const char *reason,
+    int64_t now, int *changed)
+{
+	sqlite3_stmt *s;
+	int r, rc;
+
+	*changed = 0;
+	s = prep(st, "UPDATE servers SET state = 'down', state_reason = ?, "
+	    "state_since = ? WHERE id = ? AND state != 'down'", "tII", reason, now, id);
+	if (s == NULL)
+		return STORE_ERR;
+	rc = sqlite3_step(s);
+	done(st, s);
+	if (rc != SQLITE_DONE)
+		return DB_ERROR(st, rc);
+	if (sqlite3_changes(st->db) == 0)
+		return 0;
+	*changed = 1;
+	if ((r = EXEC(st, "UPDATE sessions SET state = 'lost', updated = ? WHERE "
+	    "server_id = ? AND state IN ('active', 'disconnected')", "II", now, id)) != 0 ||
+	    (r = EXEC(st, "UPDATE sessions SET state = 'ended', updated = ?, expires = 0 "
+	    "WHERE server_id = ? AND state = 'pending'", "II", now, id)) != 0)
+		return r;
+	return event_insert(st, now, "server_down", name, NULL, NULL, reason, 0);
+}
+
+static int
+server_name(struct store *st, int64_t id, char *name, size_t n)
+{
+	sqlite3_stmt *s = prep(st, "SELECT name FROM servers WHERE id = ?", "I", id);
+	int rc, r = STORE_NOT_FOUND;
+
+	if (s == NULL)
+		return STORE_ERR;
+	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		col_text(s, 0, name, n);
+		r = 0;
+	} else if (rc != SQLITE_DONE)
+		r = DB_ERROR(st, rc);
+	done(st, s);
+	return r;
+}
+
+int
+store_server_down(struct store *st, int64_t id, const char *reason, int64_t now)
+{
+	char name[WIRE_NAME_MAX];
+	int r, changed;
+
+	if ((r = begin(st)) != 0)
+		return r;
+	if ((r = server_name(st, id, name, sizeof(name))) == 0)
+		r = server_set_down(st, id, name, reason, now, &changed);
+	return end(st, r);
+}
+
+int
+store_server_quarantine(struct store *st, int64_t id, int64_t until,
+    const char *reason, int64_t now)
+{
+	char name[WIRE_NAME_MAX];
+	int r;
+
+	if ((r = begin(st)) != 0)
+		return r;
+	if ((r = server_name(st, id, name, sizeof(name))) == 0)
+		r = EXEC(st, "UPDATE servers SET quarantined_until = ?, unconfirmed = 0 "
+		    "WHERE id = ?", "II", until, id);
+	if (r == 0)
+		r = event_insert(st, now, "quarantine", name, NULL, NULL, reason, 0);
+	return end(st, r);
+}
+
+/* ---- heartbeats ---- */
+
+struct hb_row {
+	int64_t id;
+	char user[WIRE_USER_MAX];
+	char remote_id[WIRE_ID_MAX];
+	char state[16];
+	int matched;
+};
+
+/* Loads the server's sessions that are not ended. */
+static int
+hb_rows_load(struct store *st, int64_t id, struct hb_row **out, size_t *n)
+{
+	sqlite3_stmt *s = prep(st, "SELECT id, user, remote_id, state FROM sessions "
+	    "WHERE server_id = ? AND state != 'ended'", "I", id);
+	struct hb_row *rows = NULL, *tmp;
+	size_t count = 0, cap = 0;
+	int rc, r = 0;
+
+	if (s == NULL)
+		return STORE_ERR;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (count == cap) {
+			cap = cap ? cap * 2 : 32;
+			if ((tmp = realloc(rows, cap * sizeof(*rows))) == NULL) {
+				r = STORE_ERR;
+				break;
+			}
+			rows = tmp;
+		}
+		struct hb_row *w = &rows[count++];
+		w->id = sqlite3_column_int64(s, 0);
+		col_text(s, 1, w->user, sizeof(w->user));
+		col_text(s, 2, w->remote_id, sizeof(w->remote_id));
+		col_text(s, 3, w->state, sizeof(w->state));
+		w->matched = 0;
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = DB_ERROR(st, rc);
+	done(st, s);
+	if (r != 0) {
+		free(rows);
+		return r;
+	}
+	*out = rows;
+	*n = count;
+	return 0;
+}
+
+/* The stored row a reported session is: the same agent id, else a pending
+ * placement of the user, else any row of the user without (or, when the
+ * agent gives none, with) an id. */
+static struct hb_row *
+hb_match(struct hb_row *rows, size_t n, const char *user, const char *rid)
+{
+	struct hb_row *loose = NULL, *pending = NULL;
+
+	for (size_t i = 0; i < n; i++) {
+		struct hb_row *w = &rows[i];
+		if (w->matched || strcmp(w->user, user) != 0)
+			continue;
+		if (rid[0] != '\0' && strcmp(w->remote_id, rid) == 0)
+			return w;
+		if (pending == NULL && strcmp(w->state, "pending") == 0)
+			pending = w;
+		else if (loose == NULL && (w->remote_id[0] == '\0' || rid[0] == '\0'))
+			loose = w;
+	}
+	return pending ? pending : loose;
+}
+
+static int
+hb_reconcile(struct store *st, int64_t id, const struct wire_heartbeat *hb, int up,
+    int64_t now, int *confirmed)
+{
+	struct hb_row *rows = NULL;
+	size_t n = 0;
+	int r;
+
+	*confirmed = 0;
+	if ((r = hb_rows_load(st, id, &rows, &n)) != 0)
+		return r;
+	for (size_t i = 0; i < hb->nsessions && r == 0; i++) {
+		const struct wire_session *ws = &hb->sessions[i];
+		const char *state = !up ? "lost" :
+		    ws->state == WIRE_ACTIVE ? "active" : "disconnected";
+		char user[WIRE_USER_MAX];
+		struct hb_row *w;
+
+		if (placement_user_normalise(ws->user, user, sizeof(user)) != 0)
+			continue;	/* "DOMAIN\" and the like: nobody to place */
+		if ((w = hb_match(rows, n, user, ws->id)) == NULL) {
+			r = EXEC(st, "INSERT INTO sessions (server_id, user, login, domain, "
+			    "remote_id, state, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+			    "ItttttII", id, user, ws->user, ws->domain, ws->id, state,
+			    now, now);
+			continue;
+		}
+		w->matched = 1;
+		if (strcmp(w->state, "pending") == 0)
+			(*confirmed)++;
+		if (strcmp(w->state, state) == 0 && strcmp(w->remote_id, ws->id) == 0)
+			continue;	/* unchanged: no write */
+		r = EXEC(st, "UPDATE sessions SET state = ?, remote_id = ?, login = ?, "
+		    "domain = ?, updated = ?, expires = 0 WHERE id = ?", "ttttII", state,
+		    ws->id, ws->user, ws->domain, now, w->id);
+	}
+	/* what the agent no longer reports has ended; pending ones wait */
+	for (size_t i = 0; i < n && r == 0; i++) {
+		if (!rows[i].matched && strcmp(rows[i].state, "pending") != 0)
+			r = EXEC(st, "UPDATE sessions SET state = 'ended', updated = ? "
+			    "WHERE id = ?", "II", now, rows[i].id);
+	}
+	if (r == 0 && *confirmed > 0)
+		r = EXEC(st, "UPDATE servers SET last_confirmed = ?, unconfirmed = 0 "
+		    "WHERE id = ?", "II", now, id);
+	free(rows);
+	return r;
+}
+
+int
+store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat *hb,
+    int64_t now, struct store_heartbeat_result *res)
+{
+	sqlite3_stmt *s;
+	char state[16] = "", admin[16] = "", name[WIRE_NAME_MAX] = "";
+	int r, rc, up = hb->rdp_accepting;
+
+	memset(res, 0, sizeof(*res));
+	if ((r = begin(st)) != 0)
+		return r;
+	s = prep(st, "SELECT state, admin_state, name FROM servers WHERE id = ?", "I", id);
+	if (s == NULL) {
+		r = STORE_ERR;
+		goto out;
+	}
+	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		col_text(s, 0, state, sizeof(state));
+		col_text(s, 1, admin, sizeof(admin));
+		col_text(s, 2, name, sizeof(name));
+	} else
+		r = rc == SQLITE_DONE ? STORE_NOT_FOUND : DB_ERROR(st, rc);
+	done(st, s);
+	if (r != 0)
+		goto out;
+	res->draining = strcmp(admin, "draining") == 0;
+	r = EXEC(st, "UPDATE servers SET last_heartbeat = ?, rdp_accepting = ?, "
+	    "agent_version = ?, ncpu = ?, cpu_percent = ?, load1 = ?, mem_total_kb = ?, "
+	    "mem_available_kb = ?, sessions_known = ? WHERE id = ?", "IitiddIIiI",
+	    now, hb->rdp_accepting, hb->version, hb->ncpu, hb->cpu_percent, hb->load1,
+	    hb->mem_total_kb, hb->mem_available_kb, hb->sessions_known, id);
+	if (r != 0)
+		goto out;
+	if (up && strcmp(state, "up") != 0) {
+		r = EXEC(st, "UPDATE servers SET state = 'up', state_reason = "
+		    "'heartbeat', state_since = ? WHERE id = ?", "II", now, id);
+		if (r == 0)
+			r = event_insert(st, now, "server_up", name, NULL, NULL,
+			    "heartbeat with RDP accepting", 0);
+		res->went_up = 1;
+	} else if (!up)
+		r = server_set_down(st, id, name, "RDP port not accepting", now,
+		    &res->went_down);
+	if (r == 0 && hb->sessions_known)
+		r = hb_reconcile(st, id, hb, up, now, &res->confirmed);
+ out:
+	return end(st, r);
+}
+
+/* ---- placement ---- */
+
+static int
+place_load(struct store *st, const struct store_place_request *req,
+    struct pl_server **servers, size_t *nservers, struct pl_session **sess,
+    size_t *nsess)
+{
+	sqlite3_stmt *s;
+	struct pl_server *sv = NULL, *tmp;
+	struct pl_session *ss = NULL, *tmp2;
+	size_t ns = 0, cap = 0, nu = 0, capu = 0;
+	int rc, r = 0;
+
+	s = prep(st, "SELECT s.id, s.name, s.state = 'up', s.admin_state = 'draining', "
+	    "s.quarantined_until > ?1, s.weight, s.max_sessions, s.cpu_percent, "
+	    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state IN "
+	    "('active', 'disconnected')), "
+	    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'pending' "
+	    "AND expires > ?1) FROM servers s", "I", req->now);
+	if (s == NULL)
+		return STORE_ERR;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (ns == cap) {
+			cap = cap ? cap * 2 : 16;
+			if ((tmp = realloc(sv, cap * sizeof(*sv))) == NULL) {
+				r = STORE_ERR;
+				break;
+			}
+			sv = tmp;
+		}
+		struct pl_server *p = &sv[ns++];
+		const unsigned char *nm = sqlite3_column_text(s, 1);
+		p->id = sqlite3_column_int64(s, 0);
+		p->name = strdup(nm ? (const char *)nm : "");
+		p->up = sqlite3_column_int(s, 2);
+		p->draining = sqlite3_column_int(s, 3);
+		p->quarantined = sqlite3_column_int(s, 4);
+		p->weight = sqlite3_column_int(s, 5);
+		p->max_sessions = sqlite3_column_int(s, 6);
+		p->cpu_percent = sqlite3_column_double(s, 7);
+		p->sessions = sqlite3_column_int(s, 8);
+		p->pending = sqlite3_column_int(s, 9);
+		if (p->name == NULL) {
+			r = STORE_ERR;
+			break;
+		}
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = DB_ERROR(st, rc);
+	done(st, s);
+	if (r != 0)
+		goto out;
+	s = prep(st, "SELECT id, server_id, state, updated FROM sessions WHERE user = ?1 "
+	    "AND (state IN ('active', 'disconnected') OR (state = 'pending' AND "
+	    "expires > ?2))", "tI", req->user, req->now);
+	if (s == NULL) {
+		r = STORE_ERR;
+		goto out;
+	}
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (nu == capu) {
+			capu = capu ? capu * 2 : 4;
+			if ((tmp2 = realloc(ss, capu * sizeof(*ss))) == NULL) {
+				r = STORE_ERR;
+				break;
+			}
+			ss = tmp2;
+		}
+		const unsigned char *state = sqlite3_column_text(s, 2);
+		struct pl_session *p = &ss[nu++];
+		p->id = sqlite3_column_int64(s, 0);
+		p->server_id = sqlite3_column_int64(s, 1);
+		p->state = strcmp((const char *)state, "pending") == 0 ? PL_PENDING :
+		    strcmp((const char *)state, "active") == 0 ? PL_ACTIVE : PL_DISCONNECTED;
+		p->updated = sqlite3_column_int64(s, 3);
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = DB_ERROR(st, rc);
+	done(st, s);
+ out:
+	*servers = sv;
+	*nservers = ns;
+	*sess = ss;
+	*nsess = nu;
+	return r;
+}
+
+int
+store_placement_commit(struct store *st, const struct store_place_request *req,
+    struct store_place_result *out)
+{
+	struct pl_server *sv = NULL;
+	struct pl_session *ss = NULL;
+	struct pl_decision d;
+	struct store_place_result res;
+	size_t ns = 0, nu = 0;
+	sqlite3_stmt *s;
+	int r, rc, pr;
+
+	memset(&res, 0, sizeof(res));
+	if ((r = begin(st)) != 0)
+		return r;
+	if ((r = place_load(st, req, &sv, &ns, &ss, &nu)) != 0)
+		goto out;
+	struct pl_input in = { sv, ns, ss, nu, req->pending_penalty };
+	if ((pr = placement_pick(&in, &d)) != 0) {
+		util_strlcpy(out->reason, placement_strerror(pr), sizeof(out->reason));
+		r = STORE_REFUSED;
+		goto out;
+	}
+	res.reconnect = d.reconnect;
+	if (d.reconnect) {
+		res.session_id = ss[d.session].id;
+		r = EXEC(st, "UPDATE sessions SET client = ?, updated = ?, expires = "
+		    "CASE state WHEN 'pending' THEN ? ELSE expires END WHERE id = ?",
+		    "tIII", req->client, req->now, req->now + req->pending_ttl_ms,
+		    res.session_id);
+	} else {
+		r = EXEC(st, "INSERT INTO sessions (server_id, user, login, domain, state, "
+		    "client, created, updated, expires) VALUES (?, ?, ?, ?, 'pending', ?, "
+		    "?, ?, ?)", "IttttIII", sv[d.server].id, req->user, req->login,
+		    req->domain, req->client, req->now, req->now,
+		    req->now + req->pending_ttl_ms);
+		res.session_id = sqlite3_last_insert_rowid(st->db);
+	}
+	if (r != 0)
+		goto out;
+	s = prep(st, "SELECT name, address, fqdn, port FROM servers WHERE id = ?", "I",
+	    sv[d.server].id);
+	if (s == NULL) {
+		r = STORE_ERR;
+		goto out;
+	}
+	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		col_text(s, 0, res.server, sizeof(res.server));
+		col_text(s, 1, res.address, sizeof(res.address));
+		col_text(s, 2, res.fqdn, sizeof(res.fqdn));
+		res.port = sqlite3_column_int(s, 3);
+	} else
+		r = DB_ERROR(st, rc);
+	done(st, s);
+ out:
+	for (size_t i = 0; i < ns; i++)
+		free((char *)sv[i].name);
+	free(sv);
+	free(ss);
+	if ((r = end(st, r)) == 0)
+		*out = res;
+	return r;
+}
+
+int
+store_pending_expire(struct store *st, int64_t now, int *expired)
+{
+	sqlite3_stmt *s;
+	int r, rc;
+
+	*expired = 0;
+	if ((r = begin(st)) != 0)
+		return r;
+	r = EXEC(st, "INSERT INTO events (ts, kind, server, user, client, detail) "
+	    "SELECT ?1, 'pending_expired', v.name, s.user, s.client, "
+	    "'placement not confirmed by the agent' FROM sessions s JOIN servers v "
+	    "ON v.id = s.server_id WHERE s.state = 'pending' AND s.expires <= ?1", "I", now);
+	if (r == 0)
+		r = EXEC(st, "UPDATE servers SET unconfirmed = unconfirmed + (SELECT "
+		    "count(*) FROM sessions WHERE server_id = servers.id AND state = "
+		    "'pending' AND expires <= ?1) WHERE id IN (SELECT server_id FROM "
+		    "sessions WHERE state = 'pending' AND expires <= ?1)", "I", now);
+	if (r == 0) {
+		s = prep(st, "UPDATE sessions SET state = 'ended', updated = ?1 WHERE "
+		    "state = 'pending' AND expires <= ?1", "I", now);
+		if (s == NULL)
+			r = STORE_ERR;
+		else if ((rc = sqlite3_step(s)) != SQLITE_DONE)
+			r = DB_ERROR(st, rc);
+		else
+			*expired = sqlite3_changes(st->db);
+		done(st, s);
+	}
+	return end(st, r);
+}
+
+/* ---- sessions ---- */
+
+int
+store_session_list(struct store *st, const struct store_session_filter *f,
+    struct store_session **out, size_t *n)
+{
+	struct store_session *list = NULL, *tmp;
+	size_t count = 0, cap = 0;
+	sqlite3_stmt *s;
+	int rc, r = 0;
+	char user[WIRE_USER_MAX] = "";
+
+	if (f->user && f->user[0] && placement_user_normalise(f->user, user,
+	    sizeof(user)) != 0)
+		user[0] = '\0';
+	pthread_mutex_lock(&st->lock);
+	s = prep(st, "SELECT e.id, v.name, e.user, e.login, e.domain, e.remote_id, "
+	    "e.state, e.client, e.created, e.updated, e.expires FROM sessions e JOIN "
+	    "servers v ON v.id = e.server_id WHERE (?1 = '' OR e.user = ?1) AND "
+	    "(?2 = '' OR v.name = ?2) AND ((?3 = '' AND e.state != 'ended') OR "
+	    "e.state = ?3) ORDER BY e.updated DESC, e.id DESC LIMIT 100000", "ttt",
+	    user, f->server ? f->server : "", f->state ? f->state : "");
+	if (s == NULL)
+		r = STORE_ERR;
+	while (s != NULL && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (count == cap) {
+			cap = cap ? cap * 2 : 32;
+			if ((tmp = realloc(list, cap * sizeof(*list))) == NULL) {
+				r = STORE_ERR;
+				break;
+			}
+			list = tmp;
+		}
+		struct store_session *e = &list[count++];
+		e->id = sqlite3_column_int64(s, 0);
+		col_text(s, 1, e->server, sizeof(e->server));
+		col_text(s, 2, e->user, sizeof(e->user));
+		col_text(s, 3, e->login, sizeof(e->login));
+		col_text(s, 4, e->domain, sizeof(e->domain));
+		col_text(s, 5, e->remote_id, sizeof(e->remote_id));
+		col_text(s, 6, e->state, sizeof(e->state));
+		col_text(s, 7, e->client, sizeof(e->client));
+		e->created = sqlite3_column_int64(s, 8);
+		e->updated = sqlite3_column_int64(s, 9);
+		e->expires = sqlite3_column_int64(s, 10);
+	}
+	if (s != NULL && r == 0 && rc != SQLITE_DONE)
+		r = DB_ERROR(st, rc);
+	done(st, s);
+	pthread_mutex_unlock(&st->lock);
+	if (r != 0) {
+		free(list);
+		return r;
+	}
+	*out = list;
+	*n = count;
+	return 0;
+}
+
+int
+store_session_forget(struct store *st, int64_t id, int64_t now)
+{
+	sqlite3_stmt *s;
+	char detail[64];
+	int r, rc;
+
+	if ((r = begin(st)) != 0)
+		return r;
+	s = prep(st, "UPDATE sessions SET state = 'ended', updated = ? WHERE id = ? "
+	    "AND state != 'ended'", "II", now, id);
+	if (s == NULL)
+		r = STORE_ERR;
+	else if ((rc = sqlite3_step(s)) != SQLITE_DONE)
+		r = DB_ERROR(st, rc);
+	else if (sqlite3_changes(st->db) == 0)
+		r = STORE_NOT_FOUND;
+	done(st, s);
+	snprintf(detail, sizeof(detail), "session %lld forgotten", (long long)id);
+	if (r == 0)
+		r = EXEC(st, "INSERT INTO events (ts, kind, server, user, detail) SELECT "
+		    "?, 'forget', v.name, e.user, ? FROM sessions e JOIN servers v ON "
+		    "v.id = e.server_id WHERE e.id = ?", "ItI", now, detail, id);
+	return end(st, r);
+}
+
+/* ---- events ---- */
+
+int
+store_event_add(struct store *st, const struct store_event *ev)
+{
+	int r;
+
+	pthread_mutex_lock(&st->lock);
+	r = event_insert(st, ev->ts, ev->kind, ev->server, ev->user, ev->client,
+	    ev->detail, ev->duration_us);
+	pthread_mutex_unlock(&st->lock);
+	return r;
+}
+
+int
+store_event_list(struct store *st, int64_t since_id, int limit,
+    struct store_event **out, size_t *n)
+{
+	struct store_event *list;
+	size_t count = 0;
+	sqlite3_stmt *s;
+	int rc = SQLITE_DONE, r = 0;
+
+	if (limit < 1)
+		limit = 1;
+	if ((list = calloc((size_t)limit, sizeof(*list))) == NULL)
+		return STORE_ERR;
+	pthread_mutex_lock(&st->lock);
+	s = prep(st, "SELECT id, ts, kind, server, user, client, detail, duration_us "
+	    "FROM events WHERE id > ? ORDER BY id DESC LIMIT ?", "Ii", since_id, limit);
+	if (s == NULL)
+		r = STORE_ERR;
+	while (s != NULL && count < (size_t)limit && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct store_event *e = &list[count++];
+		e->id = sqlite3_column_int64(s, 0);
+		e->ts = sqlite3_column_int64(s, 1);
+		col_text(s, 2, e->kind, sizeof(e->kind));
+		col_text(s, 3, e->server, sizeof(e->server));
+		col_text(s, 4, e->user, sizeof(e->user));
+		col_text(s, 5, e->client, sizeof(e->client));
+		col_text(s, 6, e->detail, sizeof(e->detail));
+		e->duration_us = sqlite3_column_int64(s, 7);
+	}
+	if (s != NULL && rc != SQLITE_DONE && rc != SQLITE_ROW)
+		r = DB_ERROR(st, rc);
+	done(st, s);
+	pthread_mutex_unlock(&st->lock);
+	if (r != 0) {
+		free(list);
+		return r;
+	}
+	*out = list;
+	*n = count;
+	return 0;
+}
+
+int
+store_event_prune(struct store *st, int64_t before_ms, int keep)
+{
+	int r;
+
+	if ((r = begin(st)) != 0)
+		return r;
+	r = EXEC(st, "DELETE FROM events WHERE ts < ? OR id <= (SELECT id FROM events "
+	    "ORDER BY id DESC LIMIT 1 OFFSET ?)", "Ii", before_ms, keep);
+	if (r == 0)
+		r = EXEC(st, "DELETE FROM sessions WHERE state = 'ended' AND updated < ?",
+		    "I", before_ms);
+	return end(st, r);
+}
+
+/* ---- admin ---- */
+
+int
+store_admin_password_set(struct store *st, const char *hash, int64_t now)
+{
+	int r;
+
+	if ((r = begin(st)) != 0)
+		return r;
+	r = EXEC(st, "INSERT INTO admin (id, password_hash, updated) VALUES (1, ?, ?) "
+	    "ON CONFLICT (id) DO UPDATE SET password_hash = excluded.password_hash, "
+	    "updated = excluded.updated", "tI", hash, now);
+	if (r == 0)
+		r = event_insert(st, now, "admin_password", NULL, NULL, NULL,
+		    "admin password set", 0);
+	return end(st, r);
+}
+
+int
+store_admin_password_get(struct store *st, char *hash, size_t n)
+{
+	sqlite3_stmt *s;
+	int rc, r = STORE_NOT_FOUND;
+
+	pthread_mutex_lock(&st->lock);
+	s = prep(st, "SELECT password_hash FROM admin WHERE id = 1", "");
+	if (s == NULL)
+		r = STORE_ERR;
+	else if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		col_text(s, 0, hash, n);
+		r = 0;
+	} else if (rc != SQLITE_DONE)
+		r = DB_ERROR(st, rc);
+	done(st, s);
+	pthread_mutex_unlock(&st->lock);
+	return r;
+}

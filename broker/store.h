@@ -1,0 +1,162 @@
+/* store: the broker's persistent state (servers, sessions, events, admin
+ * credentials). Callers ask for operations, never for SQL; each operation is
+ * atomic, so a second broker on a shared engine could run the same calls.
+ * The SQLite implementation is store.c, the only file that includes sqlite3.h.
+ *
+ * Return codes: 0 on success or a STORE_* code below. Database failures are
+ * logged once here (with the engine's message) and returned as STORE_ERR or
+ * STORE_FULL; callers answer, they do not log them again.
+ * Threads: one struct store may be used from any thread; calls are serialised.
+ * Lists returned through out-parameters are owned by the caller (free()). */
+#ifndef TS_STORE_H
+#define TS_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "broker/common/wire.h"
+
+#define STORE_ERR	-1	/* database error */
+#define STORE_NOT_FOUND	-2	/* no such server/session */
+#define STORE_EXISTS	-3	/* name or token already used */
+#define STORE_FULL	-4	/* the disk or database is full */
+#define STORE_REFUSED	-5	/* placement refused: no server, no capacity */
+#define STORE_TOO_NEW	-6	/* written by a newer tsbroker */
+
+struct store;
+
+struct store_server {
+	int64_t id;
+	char name[WIRE_NAME_MAX];
+	char address[WIRE_ADDR_MAX];
+	char fqdn[WIRE_ADDR_MAX];
+	int port;
+	int weight;
+	int max_sessions;
+	char admin_state[16];		/* enabled | draining */
+	char state[16];			/* unknown | up | down */
+	char state_reason[128];
+	int64_t state_since;
+	int64_t quarantined_until;
+	int unconfirmed;		/* placements expired unconfirmed in a row */
+	int64_t last_confirmed;
+	int64_t last_heartbeat;
+	int rdp_accepting;
+	char agent_version[32];
+	int ncpu;
+	double cpu_percent;
+	double load1;
+	int64_t mem_total_kb;
+	int64_t mem_available_kb;
+	int sessions_known;
+	/* session counts by state */
+	int active, disconnected, pending, lost;
+};
+
+struct store_session {
+	int64_t id;
+	char server[WIRE_NAME_MAX];
+	char user[WIRE_USER_MAX];	/* normalised */
+	char login[WIRE_USER_MAX];
+	char domain[WIRE_USER_MAX];
+	char remote_id[WIRE_ID_MAX];
+	char state[16];
+	char client[64];
+	int64_t created, updated, expires;
+};
+
+struct store_event {
+	int64_t id;
+	int64_t ts;
+	char kind[32];
+	char server[WIRE_NAME_MAX];
+	char user[WIRE_USER_MAX];
+	char client[64];
+	char detail[256];
+	int64_t duration_us;
+};
+
+/* Opens (creating) the database at path and applies pending migrations.
+ * NULL with the reason in err; STORE_TOO_NEW databases are refused. */
+struct store *store_open(const char *path, char *err, size_t errlen);
+void store_close(struct store *st);
+
+/* ---- servers ---- */
+/* spec: name, address, port, fqdn, weight, max_sessions. */
+int store_server_add(struct store *st, const struct store_server *spec,
+    const char *token_hash, int64_t now);
+int store_server_remove(struct store *st, const char *name, int64_t now);
+int store_server_drain(struct store *st, const char *name, int draining, int64_t now);
+int store_server_list(struct store *st, struct store_server **out, size_t *n);
+int store_server_get(struct store *st, const char *name, struct store_server *out);
+/* Finds the server whose token hashes to token_hash. */
+int store_server_auth(struct store *st, const char *token_hash, int64_t *id,
+    char *name, size_t namelen);
+/* up/unknown -> down: its sessions become lost, pending placements end. */
+int store_server_down(struct store *st, int64_t id, const char *reason, int64_t now);
+int store_server_quarantine(struct store *st, int64_t id, int64_t until,
+    const char *reason, int64_t now);
+
+/* ---- heartbeats ---- */
+struct store_heartbeat_result {
+	int draining;			/* admin state to tell the agent */
+	int went_up, went_down;		/* transitions caused by this beat */
+	int confirmed;			/* pending placements confirmed */
+};
+/* Applies one heartbeat snapshot of server id in one transaction: load and
+ * health; sessions reconciled (new ones appear, vanished ones end, pending
+ * placements confirmed, lost ones restored) unless hb->sessions_known is 0,
+ * in which case the broker's sessions are kept untouched. */
+int store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat *hb,
+    int64_t now, struct store_heartbeat_result *res);
+
+/* ---- placement ---- */
+struct store_place_request {
+	const char *user;		/* normalised */
+	const char *login, *domain, *client;
+	int64_t now;
+	int pending_ttl_ms;
+	int pending_penalty;
+};
+struct store_place_result {
+	int reconnect;
+	int64_t session_id;
+	char server[WIRE_NAME_MAX];
+	char address[WIRE_ADDR_MAX];
+	char fqdn[WIRE_ADDR_MAX];
+	int port;
+	char reason[64];		/* why, on STORE_REFUSED */
+};
+/* Decides (placement.c) and commits in one transaction: a reconnect refreshes
+ * the session, a new user gets a pending placement that counts as load at
+ * once. Durable when it returns 0. */
+int store_placement_commit(struct store *st, const struct store_place_request *req,
+    struct store_place_result *out);
+/* Pending placements past their expiry end, each with an event; the servers
+ * that left them unconfirmed count one more. *expired is how many ended. */
+int store_pending_expire(struct store *st, int64_t now, int *expired);
+
+/* ---- sessions ---- */
+struct store_session_filter {
+	const char *user, *server, *state;	/* NULL or "" = any; ended hidden unless asked */
+};
+int store_session_list(struct store *st, const struct store_session_filter *f,
+    struct store_session **out, size_t *n);
+int store_session_forget(struct store *st, int64_t id, int64_t now);
+
+/* ---- events ---- */
+int store_event_add(struct store *st, const struct store_event *ev);
+/* Events with id > since_id, newest first, at most limit. */
+int store_event_list(struct store *st, int64_t since_id, int limit,
+    struct store_event **out, size_t *n);
+/* Deletes events older than before_ms and beyond the newest keep. */
+int store_event_prune(struct store *st, int64_t before_ms, int keep);
+
+/* ---- admin credentials ---- */
+int store_admin_password_set(struct store *st, const char *hash, int64_t now);
+/* STORE_NOT_FOUND if none is set yet. */
+int store_admin_password_get(struct store *st, char *hash, size_t n);
+
+const char *store_strerror(int r);
+
+#endif
