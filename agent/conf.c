@@ -1,0 +1,132 @@
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent/conf.h"
+#include "agent/sessions.h"
+#include "broker/common/cfg.h"
+#include "broker/common/util.h"
+
+#define K(name, type, field, min, max, def, choices) \
+	{ "agent", name, type, offsetof(struct agent_conf, field), \
+	  sizeof(((struct agent_conf *)0)->field), min, max, def, choices }
+
+static const struct cfg_key conf_keys[] = {
+	K("name", CFG_STR, name, 0, 0, NULL, NULL),
+	K("broker", CFG_STR, broker, 0, 0, NULL, NULL),
+	K("token", CFG_STR, token, 0, 0, NULL, NULL),
+	K("ca", CFG_STR, ca, 0, 0, NULL, NULL),
+	K("rdp_address", CFG_STR, rdp_address, 0, 0, NULL, NULL),
+	K("rdp_port", CFG_INT, rdp_port, 1, 65535, "3389", NULL),
+	K("sessions", CFG_STR, sessions, 0, 0, "auto", NULL),
+	K("interval", CFG_INT, interval, 1, 3600, "5", NULL),
+	K("connect_timeout", CFG_INT, connect_timeout, 1, 300, "5", NULL),
+	K("timeout", CFG_INT, timeout, 1, 600, "10", NULL),
+	K("retry_max", CFG_INT, retry_max, 1, 3600, "60", NULL),
+	K("command_timeout", CFG_INT, command_timeout, 1, 600, "5", NULL),
+	CFG_END
+};
+
+/* The line of the last "key =" in [agent] of path (as inih keeps the last
+ * one), or 0 if the key is not in the file. */
+static int
+conf_key_line(const char *path, const char *key)
+{
+	char line[2048];
+	int n = 0, found = 0, in_agent = 0;
+	size_t klen = strlen(key);
+	FILE *f;
+
+	if ((f = fopen(path, "re")) == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		char *p = line;
+
+		n++;
+		while (isspace((unsigned char)*p))
+			p++;
+		if (*p == '[') {
+			in_agent = strncmp(p, "[agent]", 7) == 0;
+			continue;
+		}
+		if (!in_agent || strncmp(p, key, klen) != 0)
+			continue;
+		p += klen;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '=' || *p == ':')
+			found = n;
+	}
+	fclose(f);
+	return found;
+}
+
+static int
+conf_fail(const char *path, const char *key, char *err, size_t errlen,
+    const char *msg)
+{
+	int line = conf_key_line(path, key);
+
+	if (line > 0)
+		snprintf(err, errlen, "%s:%d: %s", path, line, msg);
+	else
+		snprintf(err, errlen, "%s: %s", path, msg);
+	return -1;
+}
+
+/* Completes and checks what cfg cannot check for us. */
+static int
+conf_check(const char *path, struct agent_conf *c, char *err, size_t errlen)
+{
+	char host[256], msg[256];
+	size_t len;
+	char *dot;
+
+	if (c->name[0] == '\0') {
+		if (gethostname(host, sizeof(host)) != 0)
+			return conf_fail(path, "name", err, errlen,
+			    "'name' is not set and the host name is unknown");
+		host[sizeof(host) - 1] = '\0';
+		if ((dot = strchr(host, '.')) != NULL)
+			*dot = '\0';
+		if (util_strlcpy(c->name, host, sizeof(c->name)) != 0)
+			return conf_fail(path, "name", err, errlen,
+			    "'name' is not set and the host name is too long");
+	}
+	if (c->broker[0] == '\0')
+		return conf_fail(path, "broker", err, errlen,
+		    "'broker' is required (https://HOST:PORT)");
+	if (strncmp(c->broker, "https://", 8) != 0 || c->broker[8] == '\0' ||
+	    c->broker[8] == '/')
+		return conf_fail(path, "broker", err, errlen,
+		    "'broker' expects an https://HOST[:PORT] URL");
+	len = strlen(c->broker);
+	while (len > 8 && c->broker[len - 1] == '/')
+		c->broker[--len] = '\0';
+	if (c->token[0] == '\0')
+		return conf_fail(path, "token", err, errlen,
+		    "'token' is required (printed by 'tsbroker server add')");
+	if (c->ca[0] != '\0' && access(c->ca, R_OK) != 0) {
+		snprintf(msg, sizeof(msg), "'ca': cannot read %.*s: %s", 200,
+		    c->ca, strerror(errno));
+		return conf_fail(path, "ca", err, errlen, msg);
+	}
+	if (sessions_spec_check(c->sessions, msg, sizeof(msg)) != 0)
+		return conf_fail(path, "sessions", err, errlen, msg);
+	return 0;
+}
+
+int
+conf_load(const char *path, struct agent_conf *c, char *err, size_t errlen)
+{
+	struct agent_conf tmp;
+	int r;
+
+	if ((r = cfg_load(conf_keys, &tmp, path, err, errlen)) == 0 &&
+	    (r = conf_check(path, &tmp, err, errlen)) == 0)
+		*c = tmp;
+	explicit_bzero(&tmp, sizeof(tmp));
+	return r;
+}

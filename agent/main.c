@@ -1,0 +1,332 @@
+/* tsagent: reports this terminal server's load, RDP health and sessions to
+ * the broker. See README-agent.md. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "agent/conf.h"
+#include "agent/probe.h"
+#include "agent/report.h"
+#include "agent/sessions.h"
+#include "broker/common/log.h"
+#include "broker/common/util.h"
+#include "broker/common/wire.h"
+
+#define AGENT_VERSION		"0.1"
+#define AGENT_RDP_TIMEOUT_MS	1000
+
+/* What the agent saw last, so that it logs changes and not every beat. */
+struct agent {
+	struct agent_conf conf;
+	struct probe probe;
+	struct sessions *sessions;
+	struct report *report;
+	sigset_t stop_signals;		/* blocked; waited for */
+	int load_ok, rdp_accepting, sessions_ok;
+	enum report_status last;
+	int have_last;
+	char last_err[256];
+	int failures;
+	int interval;			/* seconds, as the broker said last */
+};
+
+static void
+usage(void)
+{
+	fprintf(stderr, "usage: tsagent -f FILE [-t | --once] [-v]\n"
+	    "  -f FILE   configuration file ([agent] section)\n"
+	    "  -t        check the configuration and exit\n"
+	    "  --once    send one heartbeat, print the broker's answer, exit 0 on success\n"
+	    "  -v        log debug messages\n");
+}
+
+/* Non-zero once SIGTERM or SIGINT is pending (they are blocked). */
+static int
+agent_stopping(void *arg)
+{
+	struct agent *a = arg;
+	sigset_t pending;
+
+	if (sigpending(&pending) != 0)
+		return 0;
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sigismember(&a->stop_signals, sig) && sigismember(&pending, sig))
+			return 1;
+	return 0;
+}
+
+/* Waits ms or until a stop signal; 1 if stopped. */
+static int
+agent_wait(struct agent *a, int64_t ms)
+{
+	int64_t deadline = util_mono_ms() + ms;
+	struct timespec ts;
+	int64_t left;
+
+	while ((left = deadline - util_mono_ms()) > 0) {
+		ts.tv_sec = left / 1000;
+		ts.tv_nsec = (left % 1000) * 1000000;
+		if (sigtimedwait(&a->stop_signals, NULL, &ts) > 0)
+			return 1;
+	}
+	return agent_stopping(a);
+}
+
+/* Builds this beat's heartbeat; logs what changed since the last one.
+ * Returns the JSON body (caller frees) or NULL if the load is unreadable. */
+static char *
+agent_snapshot(struct agent *a)
+{
+	struct wire_heartbeat hb;
+	struct probe_load load;
+	char err[256];
+	char *body = NULL;
+	int ok;
+
+	memset(&hb, 0, sizeof(hb));
+	if (probe_load_read(&a->probe, &load, err, sizeof(err)) != 0) {
+		if (a->load_ok)
+			log_error("cannot read the load, sending no heartbeat: %s", err);
+		a->load_ok = 0;
+		return NULL;
+	}
+	a->load_ok = 1;
+	util_strlcpy(hb.name, a->conf.name, sizeof(hb.name));
+	util_strlcpy(hb.version, AGENT_VERSION, sizeof(hb.version));
+	util_strlcpy(hb.rdp_address, a->conf.rdp_address, sizeof(hb.rdp_address));
+	hb.rdp_port = a->conf.rdp_port;
+	hb.rdp_accepting = probe_rdp_accepting(a->conf.rdp_address, a->conf.rdp_port,
+	    AGENT_RDP_TIMEOUT_MS);
+	if (hb.rdp_accepting != a->rdp_accepting)
+		log_info("RDP port %s:%d is %s", a->conf.rdp_address[0] ?
+		    a->conf.rdp_address : "127.0.0.1", a->conf.rdp_port,
+		    hb.rdp_accepting ? "accepting" : "not accepting");
+	a->rdp_accepting = hb.rdp_accepting;
+	hb.ncpu = load.ncpu;
+	hb.cpu_percent = load.cpu_percent;
+	hb.load1 = load.load1;
+	hb.mem_total_kb = load.mem_total_kb;
+	hb.mem_available_kb = load.mem_available_kb;
+
+	ok = sessions_collect(a->sessions, &hb.sessions, &hb.nsessions,
+	    hb.sessions_error, sizeof(hb.sessions_error)) == 0;
+	hb.sessions_known = ok;
+	if (!ok && a->sessions_ok)
+		log_warn("sessions unknown (%s provider): %s",
+		    sessions_provider(a->sessions), hb.sessions_error);
+	else if (ok && !a->sessions_ok)
+		log_info("sessions readable (%s provider): %zu", 
+		    sessions_provider(a->sessions), hb.nsessions);
+	a->sessions_ok = ok;
+	log_debug("load %.1f%% cpu, load1 %.2f, %lld/%lld kB free, rdp %s, %s%zu sessions",
+	    hb.cpu_percent, hb.load1, (long long)hb.mem_available_kb,
+	    (long long)hb.mem_total_kb, hb.rdp_accepting ? "up" : "down",
+	    ok ? "" : "unknown ", hb.nsessions);
+	if ((body = wire_heartbeat_encode(&hb)) == NULL)
+		log_error("out of memory");
+	wire_heartbeat_clear(&hb);
+	return body;
+}
+
+/* Logs the outcome of a beat if it differs from the previous one. */
+static void
+agent_log_outcome(struct agent *a, enum report_status st, const char *err,
+    const struct wire_answer *ans)
+{
+	int changed = !a->have_last || st != a->last ||
+	    (st == REPORT_REFUSED && strcmp(err, a->last_err) != 0);
+
+	if (changed) {
+		switch (st) {
+		case REPORT_OK:
+			if (a->have_last && a->failures > 0)
+				log_info("broker reachable again after %d failed "
+				    "heartbeats", a->failures);
+			else
+				log_info("broker reachable: heartbeat accepted");
+			break;
+		case REPORT_UNREACHABLE:
+			log_warn("broker unreachable: %s (retrying, at most every %d s)",
+			    err, a->conf.retry_max);
+			break;
+		case REPORT_REJECTED:
+			log_error("token rejected by the broker (HTTP 401): check "
+			    "'token' and 'name' (retrying)");
+			break;
+		case REPORT_REFUSED:
+			log_warn("heartbeat refused: %s", err);
+			break;
+		case REPORT_ERROR:
+			log_error("%s", err);
+			break;
+		}
+	}
+	if (st == REPORT_OK && (changed || ans->interval != a->interval))
+		log_info("broker says: interval %d s, %s", ans->interval,
+		    ans->admin_state);
+	a->last = st;
+	a->have_last = 1;
+	util_strlcpy(a->last_err, err, sizeof(a->last_err));
+}
+
+/* Exponential backoff with jitter while heartbeats fail: about interval,
+ * 2 x interval, 4 x ..., capped at retry_max, each drawn from [d/2, d]. */
+static int64_t
+agent_backoff_ms(const struct agent *a)
+{
+	int64_t d = (int64_t)a->interval * 1000;
+	uint32_t rnd = 0;
+
+	for (int i = 1; i < a->failures && d < (int64_t)a->conf.retry_max * 1000; i++)
+		d *= 2;
+	if (d > (int64_t)a->conf.retry_max * 1000)
+		d = (int64_t)a->conf.retry_max * 1000;
+	(void)util_random(&rnd, sizeof(rnd));
+	return d / 2 + (int64_t)(rnd % (uint32_t)(d / 2 + 1));
+}
+
+/* One heartbeat. For --once prints the answer. */
+static enum report_status
+agent_beat(struct agent *a, int once)
+{
+	struct wire_answer ans;
+	enum report_status st;
+	char err[256] = "";
+	char *body;
+
+	if ((body = agent_snapshot(a)) == NULL)
+		return REPORT_ERROR;
+	memset(&ans, 0, sizeof(ans));
+	st = report_send(a->report, body, &ans, err, sizeof(err));
+	free(body);
+	if (once) {
+		const char *text = report_answer_text(a->report);
+
+		if (text[0] != '\0')
+			printf("%s\n", text);
+		if (st != REPORT_OK)
+			log_error("heartbeat failed (%s): %s", report_status_name(st), err);
+		return st;
+	}
+	agent_log_outcome(a, st, err, &ans);
+	if (st == REPORT_OK) {
+		a->failures = 0;
+		a->interval = ans.interval;
+	} else
+		a->failures++;
+	return st;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "once", no_argument, NULL, 'o' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct sessions_opts so;
+	struct agent *a = NULL;
+	const char *path = NULL;
+	int opt, check = 0, once = 0, verbose = 0, rc = 1, curl_up = 0;
+	char err[512];
+	struct stat sb;
+
+	while ((opt = getopt_long(argc, argv, "f:tvh", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'f': path = optarg; break;
+		case 't': check = 1; break;
+		case 'o': once = 1; break;
+		case 'v': verbose = 1; break;
+		case 'h': usage(); return 0;
+		default: usage(); return 2;
+		}
+	}
+	if (path == NULL || optind != argc || (check && once)) {
+		usage();
+		return 2;
+	}
+	log_init("tsagent", verbose ? LOG_DEBUG : LOG_INFO);
+	if ((a = calloc(1, sizeof(*a))) == NULL) {
+		fprintf(stderr, "tsagent: out of memory\n");
+		return 1;
+	}
+	if (conf_load(path, &a->conf, err, sizeof(err)) != 0) {
+		fprintf(stderr, "tsagent: %s\n", err);
+		goto out;
+	}
+	if (check) {
+		printf("%s: ok\n", path);
+		rc = 0;
+		goto out;
+	}
+	if (stat(path, &sb) == 0 && (sb.st_mode & S_IROTH))
+		log_warn("%s is readable by everyone but holds the token", path);
+
+	/* stop signals stay blocked and are waited for (sigtimedwait) or
+	 * polled (during a request); children get the default mask back */
+	sigemptyset(&a->stop_signals);
+	sigaddset(&a->stop_signals, SIGTERM);
+	sigaddset(&a->stop_signals, SIGINT);
+	sigprocmask(SIG_BLOCK, &a->stop_signals, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+		log_error("cannot start libcurl");
+		goto out;
+	}
+	curl_up = 1;
+	probe_init(&a->probe, "/proc");
+	memset(&so, 0, sizeof(so));
+	so.spec = a->conf.sessions;
+	so.proc_root = "/proc";
+	so.command_timeout_ms = a->conf.command_timeout * 1000;
+	if ((a->sessions = sessions_new(&so)) == NULL) {
+		log_error("out of memory");
+		goto out;
+	}
+	if ((a->report = report_new(&a->conf, agent_stopping, a, err, sizeof(err))) == NULL) {
+		log_error("%s", err);
+		goto out;
+	}
+	/* so that the first beat logs its state */
+	a->rdp_accepting = -1;
+	a->sessions_ok = 1;
+	a->load_ok = 1;
+	a->interval = a->conf.interval;
+
+	if (once) {
+		rc = agent_beat(a, 1) == REPORT_OK ? 0 : 1;
+		goto out;
+	}
+	log_info("tsagent %s: server '%s', broker %s, sessions %s, interval %d s",
+	    AGENT_VERSION, a->conf.name, a->conf.broker, a->conf.sessions,
+	    a->conf.interval);
+	for (;;) {
+		int64_t delay;
+
+		if (agent_beat(a, 0) == REPORT_OK)
+			delay = (int64_t)a->interval * 1000;
+		else
+			delay = agent_backoff_ms(a);
+		if (agent_wait(a, delay))
+			break;
+	}
+	log_info("stopping");
+	rc = 0;
+ out:
+	report_free(a->report);
+	sessions_free(a->sessions);
+	explicit_bzero(&a->conf, sizeof(a->conf));
+	free(a);
+	if (curl_up)
+		curl_global_cleanup();
+	return rc;
+}

@@ -1,0 +1,48 @@
+/* sessions: who has a session on this terminal server, and is it connected.
+ * One provider, chosen by the agent's "sessions =" key:
+ *   xrdp         xrdp 0.9 sessions from /proc (Xvnc/Xorg children of
+ *                xrdp-sesman; connected = their sockets, see README-agent.md)
+ *   utmp         USER_PROCESS entries with a remote host (all "active")
+ *   logind       remote logind sessions (active/online = active,
+ *                closing = disconnected); logind cannot see RDP disconnects
+ *   file:PATH    a JSON list of sessions, re-read at every call
+ *   command:CMD  `sh -c CMD` printing such a list; killed (its whole process
+ *                group) after the timeout; non-zero exit or bad JSON = failure
+ *   auto         xrdp while an xrdp-sesman process runs, else utmp
+ * A failure is an error, never an empty list: the caller then reports the
+ * sessions as unknown and the broker keeps what it had. */
+#ifndef TS_AGENT_SESSIONS_H
+#define TS_AGENT_SESSIONS_H
+
+#include <stddef.h>
+
+#include "broker/common/wire.h"
+
+#define SESSIONS_OUTPUT_MAX	(4 * 1024 * 1024)	/* file: and command: */
+
+struct sessions_opts {
+	const char *spec;	/* the "sessions =" value */
+	const char *proc_root;	/* "/proc", or a fixture tree in tests */
+	const char *utmp_path;	/* NULL: the system's utmp */
+	int command_timeout_ms;
+};
+
+struct sessions;
+
+/* 0 if spec names a provider, else -1 with the reason in err. */
+int sessions_spec_check(const char *spec, char *err, size_t errlen);
+
+/* Copies what it needs from o. NULL if o->spec is invalid or on no memory. */
+struct sessions *sessions_new(const struct sessions_opts *o);
+void sessions_free(struct sessions *s);
+
+/* Reads the sessions now. On success *out (owned by the caller, free()) holds
+ * *n entries and 0 is returned. On failure returns -1 with the reason in
+ * err; *out and *n are left alone. */
+int sessions_collect(struct sessions *s, struct wire_session **out, size_t *n,
+    char *err, size_t errlen);
+
+/* The provider that the last sessions_collect used ("xrdp" under auto). */
+const char *sessions_provider(const struct sessions *s);
+
+#endif
