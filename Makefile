@@ -67,7 +67,7 @@ fuzz: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZERS); do mkdir -p $(B)/fuzz/corpus-$$f; echo "== fuzz $$f ($(FUZZ_SECONDS) s)"; \
 	  $(B)/fuzz/$$f -max_total_time=$(FUZZ_SECONDS) -timeout=5 -rss_limit_mb=1024 -print_final_stats=0 \
 	  $(B)/fuzz/corpus-$$f tests/fuzz/seeds/$$f 2>$(B)/fuzz/$$f.log || { tail -40 $(B)/fuzz/$$f.log; exit 1; }; \
-	  grep -E '^#[0-9]+ *DONE' $(B)/fuzz/$$f.log || true; done
+	  grep -E '^Done [0-9]+ runs' $(B)/fuzz/$$f.log || true; done
 
 E2E_PY := /usr/bin/python3
 e2e: all

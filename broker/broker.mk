@@ -28,7 +28,7 @@ test_cfg_OBJS := $(B)/broker/conf.o $(B)/broker/common/cfg.o $(B)/broker/common/
 test_cfg_LIBS := $(call PKG_LIBS,inih)
 test_wire_OBJS := $(B)/broker/common/wire.o $(B)/broker/common/util.o
 test_wire_LIBS := $(call PKG_LIBS,jansson)
-test_store_OBJS := $(B)/broker/store.o $(B)/broker/placement.o $(B)/schema.o $(COMMON_OBJ)
+test_store_OBJS := $(B)/broker/store.o $(B)/broker/placement.o $(B)/broker/health.o $(B)/broker/conf.o $(B)/schema.o $(COMMON_OBJ)
 test_store_LIBS := $(call PKG_LIBS,sqlite3) $(COMMON_LIBS)
 
 FUZZERS += fuzz_heartbeat fuzz_conf

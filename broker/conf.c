@@ -54,11 +54,13 @@ conf_defaults(struct conf *c)
 	conf_finish(c);
 }
 
-int
-conf_load(struct conf *c, const char *path, char *err, size_t errlen)
+/* Loads the file at path, or text as if it were that file when not NULL. */
+static int
+conf_parse(struct conf *c, const char *path, const char *text, char *err, size_t errlen)
 {
 	memset(c, 0, sizeof(*c));
-	if (cfg_load(conf_keys, c, path, err, errlen) != 0)
+	if ((text ? cfg_load_string(conf_keys, c, path, text, err, errlen) :
+	    cfg_load(conf_keys, c, path, err, errlen)) != 0)
 		return -1;
 	if (c->down_after <= c->heartbeat_interval) {
 		snprintf(err, errlen, "%s: 'down_after' (%d) must exceed "
@@ -69,6 +71,19 @@ conf_load(struct conf *c, const char *path, char *err, size_t errlen)
 	util_strlcpy(c->path, path, sizeof(c->path));
 	conf_finish(c);
 	return 0;
+}
+
+int
+conf_load(struct conf *c, const char *path, char *err, size_t errlen)
+{
+	return conf_parse(c, path, NULL, err, errlen);
+}
+
+int
+conf_load_string(struct conf *c, const char *path, const char *text, char *err,
+    size_t errlen)
+{
+	return conf_parse(c, path, text, err, errlen);
 }
 
 const char *

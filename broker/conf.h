@@ -30,6 +30,9 @@ struct conf {
 
 /* Reads path (defaults for missing keys). 0, or -1 with "file:line: msg". */
 int conf_load(struct conf *c, const char *path, char *err, size_t errlen);
+/* Parses text as if it were the file path (fuzzing, tests). */
+int conf_load_string(struct conf *c, const char *path, const char *text,
+    char *err, size_t errlen);
 /* Fills c with the defaults only. */
 void conf_defaults(struct conf *c);
 /* The default config file written by `make run`, as text. */
