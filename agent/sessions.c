@@ -686,8 +686,10 @@ sessions_command(struct sessions *s, struct wire_session **out, size_t *n,
 
 	if ((obuf = malloc(SESSIONS_OUTPUT_MAX + 1)) == NULL)
 		ERR("out of memory");
-	if (pipe2(opipe, O_CLOEXEC | O_NONBLOCK) != 0 ||
-	    pipe2(epipe, O_CLOEXEC | O_NONBLOCK) != 0)
+	/* only our ends are non-blocking: the child writes as usual */
+	if (pipe2(opipe, O_CLOEXEC) != 0 || pipe2(epipe, O_CLOEXEC) != 0 ||
+	    fcntl(opipe[0], F_SETFL, O_NONBLOCK) != 0 ||
+	    fcntl(epipe[0], F_SETFL, O_NONBLOCK) != 0)
 		ERR("pipe: %s", strerror(errno));
 	/* the child: own process group (so it can be killed whole), stdin
 	 * from /dev/null, default signal mask and dispositions */
@@ -715,12 +717,14 @@ sessions_command(struct sessions *s, struct wire_session **out, size_t *n,
 	if ((pidfd = (int)syscall(SYS_pidfd_open, pid, 0)) < 0)
 		ERR("pidfd_open: %s", strerror(errno));
 
+	/* read until the shell exits, then what it left in the pipes: a
+	 * background child keeping them open does not hold us up */
 	deadline = util_mono_ms() + s->command_timeout_ms;
-	while (oopen || eopen || !exited) {
+	while (!exited) {
 		struct pollfd pfd[3] = {
 			{ oopen ? opipe[0] : -1, POLLIN, 0 },
 			{ eopen ? epipe[0] : -1, POLLIN, 0 },
-			{ exited ? -1 : pidfd, POLLIN, 0 },
+			{ pidfd, POLLIN, 0 },
 		};
 		int64_t left = deadline - util_mono_ms();
 
@@ -728,18 +732,16 @@ sessions_command(struct sessions *s, struct wire_session **out, size_t *n,
 			ERR("command timed out after %d ms", s->command_timeout_ms);
 		if (poll(pfd, 3, (int)left) < 0 && errno != EINTR)
 			ERR("poll: %s", strerror(errno));
-		if (oopen && pfd[0].revents && (e = pipe_drain(opipe[0], obuf, &olen,
-		    SESSIONS_OUTPUT_MAX, &overflow)) != 0)
+		if (pfd[2].revents && waitpid(pid, &status, WNOHANG) == pid)
+			exited = 1;
+		if (oopen && (pfd[0].revents || exited) && pipe_drain(opipe[0],
+		    obuf, &olen, SESSIONS_OUTPUT_MAX, &overflow) != 0)
 			oopen = 0;
 		if (overflow)
 			ERR("command printed more than 4 MiB");
-		if (eopen && pfd[1].revents && pipe_drain(epipe[0], ebuf, &elen,
-		    sizeof(ebuf) - 1, &eover) != 0)
+		if (eopen && (pfd[1].revents || exited) && pipe_drain(epipe[0],
+		    ebuf, &elen, sizeof(ebuf) - 1, &eover) != 0)
 			eopen = 0;
-		if (!exited && pfd[2].revents) {
-			if (waitpid(pid, &status, 0) == pid)
-				exited = 1;
-		}
 	}
 	spawned = 0;		/* reaped */
 	if (WIFSIGNALED(status))
