@@ -9,7 +9,7 @@ $(B)/tools/rdptarget.o: CFLAGS += $(call PKG_CFLAGS,$(TOOLS_FREERDP_SERVER) jans
 $(B)/tools/rdpprobe.o: CFLAGS += $(call PKG_CFLAGS,$(TOOLS_FREERDP_CLIENT))
 
 PROGS += $(B)/rdptarget $(B)/rdpprobe
-$(B)/rdptarget: $(B)/tools/rdptarget.o $(COMMON_OBJ)
+$(B)/rdptarget: $(B)/tools/rdptarget.o $(B)/broker/x224.o $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(call PKG_LIBS,$(TOOLS_FREERDP_SERVER)) $(COMMON_LIBS) $(LDLIBS_BASE)
 $(B)/rdpprobe: $(B)/tools/rdpprobe.o $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(call PKG_LIBS,$(TOOLS_FREERDP_CLIENT)) $(COMMON_LIBS) $(LDLIBS_BASE)
