@@ -22,9 +22,13 @@ log_rejected(struct api_agent *a, const char *client, const char *why)
 		return;
 	}
 	a->bad_log_ms = now;
-	log_warn("heartbeat from %s rejected: %s (%llu more rejected since the last "
-	    "line)", client, why, (unsigned long long)__atomic_exchange_n(
-	    &a->bad_suppressed, 0, __ATOMIC_RELAXED));
+	uint64_t more = __atomic_exchange_n(&a->bad_suppressed, 0, __ATOMIC_RELAXED);
+	if (more > 0)
+		log_warn("heartbeat from %s rejected: %s (and %llu more rejected "
+		    "heartbeats since the last such line)", client, why,
+		    (unsigned long long)more);
+	else
+		log_warn("heartbeat from %s rejected: %s", client, why);
 }
 
 static void

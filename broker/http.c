@@ -260,6 +260,7 @@ http_start(struct http *h, char *err, size_t errlen)
 {
 	h->d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_TLS |
 	    MHD_USE_ERROR_LOG, 0, NULL, NULL, http_access, h,
+	    MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, h,
 	    MHD_OPTION_LISTEN_SOCKET, h->fd,
 	    MHD_OPTION_HTTPS_MEM_CERT, h->cert,
 	    MHD_OPTION_HTTPS_MEM_KEY, h->key,
@@ -268,7 +269,6 @@ http_start(struct http *h, char *err, size_t errlen)
 	    MHD_OPTION_CONNECTION_TIMEOUT, 30,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
 	    MHD_OPTION_NOTIFY_COMPLETED, http_completed, h,
-	    MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, h,
 	    MHD_OPTION_END);
 	if (h->d == NULL) {
 		snprintf(err, errlen, "cannot start the HTTPS server (certificate or key "
