@@ -26,6 +26,7 @@ usage(void)
 	    "  -f FILE  configuration file (default var/tsbroker.conf)\n"
 	    "  -t       check the configuration and exit 0 (valid) or 1\n"
 	    "  -v       verbose (debug) log\n"
+	    "  -D       print a default configuration and exit\n"
 	    "Commands: server add|list|drain|enable|remove, session list|forget, "
 	    "admin password\n");
 }
@@ -148,11 +149,12 @@ main(int argc, char **argv)
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	umask(077);	/* the database, keys and tokens are private */
-	while ((opt = getopt(argc, argv, "+f:tvh")) != -1) {
+	while ((opt = getopt(argc, argv, "+f:tvDh")) != -1) {
 		switch (opt) {
 		case 'f': path = optarg; break;
 		case 't': check = 1; break;
 		case 'v': verbose = 1; break;
+		case 'D': fputs(conf_default_text(), stdout); return 0;
 		default: usage(); return 2;
 		}
 	}
