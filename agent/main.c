@@ -35,6 +35,7 @@ struct agent {
 	char last_err[256];
 	int failures;
 	int interval;			/* seconds, as the broker said last */
+	char admin_state[16];		/* as the broker said last */
 };
 
 static void
@@ -168,7 +169,8 @@ agent_log_outcome(struct agent *a, enum report_status st, const char *err,
 			break;
 		}
 	}
-	if (st == REPORT_OK && (changed || ans->interval != a->interval))
+	if (st == REPORT_OK && (changed || ans->interval != a->interval ||
+	    strcmp(ans->admin_state, a->admin_state) != 0))
 		log_info("broker says: interval %d s, %s", ans->interval,
 		    ans->admin_state);
 	a->last = st;
@@ -219,6 +221,7 @@ agent_beat(struct agent *a, int once)
 	if (st == REPORT_OK) {
 		a->failures = 0;
 		a->interval = ans.interval;
+		util_strlcpy(a->admin_state, ans.admin_state, sizeof(a->admin_state));
 	} else
 		a->failures++;
 	return st;
