@@ -32,5 +32,6 @@ test_store_OBJS := $(B)/broker/store.o $(B)/broker/placement.o $(B)/broker/healt
 test_store_LIBS := $(call PKG_LIBS,sqlite3) $(COMMON_LIBS)
 
 FUZZERS += fuzz_heartbeat fuzz_conf
-fuzz_heartbeat_SRCS :=
+fuzz_heartbeat_SRCS := broker/store.c broker/placement.c $(B)/schema.c
+fuzz_heartbeat_LIBS := $(call PKG_LIBS,sqlite3)
 fuzz_conf_SRCS := broker/conf.c

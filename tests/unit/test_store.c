@@ -303,6 +303,32 @@ test_names_and_admin(void **state)
 	assert_int_equal(store_server_add(f->st, &s, "otherhash", T0), STORE_EXISTS);
 }
 
+static void
+test_event_retention(void **state)
+{
+	struct fx *f = *state;
+	struct store_event ev = { 0 }, *list = NULL;
+	size_t n = 0;
+
+	for (int i = 0; i < 20; i++) {
+		ev.ts = T0 + i * 1000;
+		snprintf(ev.kind, sizeof(ev.kind), "test");
+		snprintf(ev.detail, sizeof(ev.detail), "%d", i);
+		assert_int_equal(store_event_add(f->st, &ev), 0);
+	}
+	/* older than T0 + 5 s go, and at most 10 stay */
+	assert_int_equal(store_event_prune(f->st, T0 + 5000, 10), 0);
+	assert_int_equal(store_event_list(f->st, 0, 100, &list, &n), 0);
+	assert_int_equal(n, 10);
+	assert_string_equal(list[0].detail, "19");	/* newest first */
+	assert_string_equal(list[9].detail, "10");
+	free(list);
+	assert_int_equal(store_event_prune(f->st, T0 + 15000, 10), 0);
+	assert_int_equal(store_event_list(f->st, 0, 100, &list, &n), 0);
+	assert_int_equal(n, 5);
+	free(list);
+}
+
 int
 main(void)
 {
@@ -313,6 +339,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_down_lost_and_return, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pending_expiry_and_quarantine, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_names_and_admin, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_event_retention, setup, teardown),
 	};
 	log_init("test_store", LOG_ERROR);
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
