@@ -2,7 +2,7 @@
 RDP_SRC ?= broker/rdp.c broker/x224.c
 BROKER_SRC := broker/main.c broker/conf.c broker/store.c broker/placement.c \
 	broker/health.c broker/http.c broker/api_agent.c broker/cli.c \
-	broker/crypto.c broker/broker.c broker/token.c $(RDP_SRC)
+	broker/crypto.c broker/broker.c broker/token.c broker/splice.c $(RDP_SRC)
 BROKER_OBJ := $(BROKER_SRC:%.c=$(B)/%.o) $(B)/schema.o
 BROKER_LIBS := $(call PKG_LIBS,freerdp-server2 freerdp2 winpr2 libmicrohttpd sqlite3 openssl) $(COMMON_LIBS)
 
@@ -22,7 +22,7 @@ PROGS += $(B)/tsbroker
 $(B)/tsbroker: $(BROKER_OBJ) $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(BROKER_LIBS) $(LDLIBS_BASE)
 
-UNIT_TESTS += test_placement test_cfg test_wire test_store test_token
+UNIT_TESTS += test_placement test_cfg test_wire test_store test_token test_splice
 test_placement_OBJS := $(B)/broker/placement.o
 test_cfg_OBJS := $(B)/broker/conf.o $(B)/broker/common/cfg.o $(B)/broker/common/util.o
 test_cfg_LIBS := $(call PKG_LIBS,inih)
@@ -33,6 +33,8 @@ test_store_LIBS := $(call PKG_LIBS,sqlite3) $(COMMON_LIBS)
 
 test_token_OBJS := $(B)/broker/token.o $(B)/broker/crypto.o $(COMMON_OBJ)
 test_token_LIBS := $(call PKG_LIBS,openssl) $(COMMON_LIBS)
+test_splice_OBJS := $(B)/broker/splice.o $(COMMON_OBJ)
+test_splice_LIBS := $(COMMON_LIBS)
 
 FUZZERS += fuzz_heartbeat fuzz_conf fuzz_token
 fuzz_token_SRCS := broker/token.c broker/crypto.c

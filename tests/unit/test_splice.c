@@ -1,0 +1,177 @@
+/* Unit tests for broker/splice.c on real loopback TCP sockets. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <cmocka.h>
+
+#include "broker/common/log.h"
+#include "broker/common/util.h"
+#include "broker/splice.h"
+
+static int
+listener(int *port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(fd, 8), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
+/* Reads exactly n bytes within 5 s. */
+static void
+read_n(int fd, char *buf, size_t n)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		struct pollfd p = { fd, POLLIN, 0 };
+		assert_int_equal(poll(&p, 1, 5000), 1);
+		ssize_t r = read(fd, buf + got, n - got);
+		assert_true(r > 0);
+		got += (size_t)r;
+	}
+}
+
+static void
+expect_eof(int fd)
+{
+	struct pollfd p = { fd, POLLIN, 0 };
+	char c;
+
+	assert_int_equal(poll(&p, 1, 5000), 1);
+	assert_int_equal(read(fd, &c, 1), 0);
+}
+
+static void
+wait_idle(struct splice *s)
+{
+	int64_t end = util_mono_ms() + 5000;
+
+	while (splice_active(s) != 0 && util_mono_ms() < end)
+		usleep(1000);
+	assert_int_equal(splice_active(s), 0);
+}
+
+static void
+test_connect(void **state)
+{
+	int port, lfd = listener(&port), fd;
+
+	fd = splice_connect("127.0.0.1", port, 1000);
+	assert_true(fd >= 0);
+	close(fd);
+	close(lfd);
+	assert_int_equal(splice_connect("127.0.0.1", port, 1000), -1);
+	assert_int_equal(errno, ECONNREFUSED);
+}
+
+static void
+test_relay_and_half_close(void **state)
+{
+	struct splice_conf c = { 5000, 4 };
+	struct splice *s = splice_new(&c);
+	int port, lfd = listener(&port), cl[2], srv, up;
+	char buf[70000], big[70000];
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, cl), 0);
+	up = splice_connect("127.0.0.1", port, 1000);
+	assert_true(up >= 0);
+	srv = accept(lfd, NULL, NULL);
+	assert_int_equal(splice_start(s, cl[1], up, "HELLO", 5), 0);
+	read_n(srv, buf, 5);
+	assert_memory_equal(buf, "HELLO", 5);
+	/* more than one buffer each way, unchanged */
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (char)(i * 7);
+	assert_int_equal(write(cl[0], big, sizeof(big)), sizeof(big));
+	read_n(srv, buf, sizeof(big));
+	assert_memory_equal(buf, big, sizeof(big));
+	assert_int_equal(write(srv, "pong", 4), 4);
+	read_n(cl[0], buf, 4);
+	assert_memory_equal(buf, "pong", 4);
+	/* the client half-closes: the server sees EOF and can still answer */
+	shutdown(cl[0], SHUT_WR);
+	expect_eof(srv);
+	assert_int_equal(write(srv, "bye", 3), 3);
+	read_n(cl[0], buf, 3);
+	assert_memory_equal(buf, "bye", 3);
+	close(srv);
+	expect_eof(cl[0]);
+	wait_idle(s);
+	close(cl[0]);
+	close(lfd);
+	splice_free(s);
+}
+
+static void
+test_idle_timeout_and_cap(void **state)
+{
+	struct splice_conf c = { 200, 1 };
+	struct splice *s = splice_new(&c);
+	int port, lfd = listener(&port), a[2], b[2], srv, up;
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
+	up = splice_connect("127.0.0.1", port, 1000);
+	srv = accept(lfd, NULL, NULL);
+	assert_int_equal(splice_start(s, a[1], up, NULL, 0), 0);
+	/* at the cap: refused, the fds stay the caller's */
+	assert_int_equal(splice_start(s, b[1], b[0], NULL, 0), -1);
+	assert_int_equal(write(b[0], "x", 1), 1);
+	/* nothing moves for 200 ms: both sides are closed */
+	expect_eof(a[0]);
+	expect_eof(srv);
+	wait_idle(s);
+	close(a[0]);
+	close(b[0]);
+	close(b[1]);
+	close(srv);
+	close(lfd);
+	splice_free(s);
+}
+
+static void
+test_free_stops_pairs(void **state)
+{
+	struct splice_conf c = { 60000, 4 };
+	struct splice *s = splice_new(&c);
+	int port, lfd = listener(&port), a[2], srv, up;
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+	up = splice_connect("127.0.0.1", port, 1000);
+	srv = accept(lfd, NULL, NULL);
+	assert_int_equal(splice_start(s, a[1], up, NULL, 0), 0);
+	splice_free(s);		/* returns once the pair has ended */
+	expect_eof(a[0]);
+	expect_eof(srv);
+	close(a[0]);
+	close(srv);
+	close(lfd);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_connect),
+		cmocka_unit_test(test_relay_and_half_close),
+		cmocka_unit_test(test_idle_timeout_and_cap),
+		cmocka_unit_test(test_free_stops_pairs),
+	};
+	log_init("test_splice", LOG_ERROR);
+	return cmocka_run_group_tests_name("splice", tests, NULL, NULL);
+}
