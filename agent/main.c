@@ -217,6 +217,8 @@ agent_beat(struct agent *a, int once)
 			log_error("heartbeat failed (%s): %s", report_status_name(st), err);
 		return st;
 	}
+	if (st != REPORT_OK && agent_stopping(a))
+		return st;		/* the request was cut short to stop */
 	agent_log_outcome(a, st, err, &ans);
 	if (st == REPORT_OK) {
 		a->failures = 0;
