@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import types
 
@@ -67,14 +68,35 @@ class Agent:
             return f.read()
 
 
+class RdpPort:
+    """A listening socket standing for the terminal server's RDP port; it
+    accepts and closes, so the agent's checks never fill its backlog."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.close()
+
+    def close(self):
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
 @pytest.fixture
 def rdp_port():
-    """A listening socket standing for the terminal server's RDP port."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(16)
-    yield s.getsockname()[1]
-    s.close()
+    listener = RdpPort()
+    yield listener.port
+    listener.close()
 
 
 @pytest.fixture
@@ -281,10 +303,8 @@ def test_wrong_token(broker, agents, rdp_port):
 
 def test_rdp_port_closed_takes_server_down(broker, agents, tmp_path):
     token = broker.add_server("ts1")
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4)
-    port = listener.getsockname()[1]
+    listener = RdpPort()
+    port = listener.port
     a = agents(broker, token, rdp_port=port, sessions="utmp")
     wait_until(lambda: broker.server("ts1")["state"] == "up", 10, "ts1 up")
     listener.close()
