@@ -8,7 +8,7 @@ set -eu
 BUILD="make gcc pkg-config openssl freerdp2-dev libmicrohttpd-dev libsqlite3-dev libssl-dev
  libcurl4-openssl-dev libjansson-dev libinih-dev libsystemd-dev"
 TEST="libcmocka-dev python3 python3-pytest sqlite3 clang libclang-rt-14-dev curl
- freerdp2-x11 xvfb xauth procps iproute2"
+ freerdp2-x11 xvfb xauth procps iproute2 xrdp tigervnc-standalone-server"
 
 case "${1:-run}" in
 run) want="$BUILD" ;;
