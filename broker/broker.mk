@@ -3,6 +3,8 @@ RDP_SRC ?= broker/rdp.c broker/x224.c
 BROKER_SRC := broker/main.c broker/conf.c broker/store.c broker/placement.c \
 	broker/health.c broker/http.c broker/api_agent.c broker/cli.c \
 	broker/crypto.c broker/broker.c broker/token.c broker/splice.c $(RDP_SRC)
+# the admin API, status page and /metrics (docs/admin-api.md)
+BROKER_SRC += broker/api_admin.c broker/farm.c
 BROKER_OBJ := $(BROKER_SRC:%.c=$(B)/%.o) $(B)/schema.o
 BROKER_LIBS := $(call PKG_LIBS,freerdp-server2 freerdp2 winpr2 libmicrohttpd sqlite3 openssl) $(COMMON_LIBS)
 
@@ -35,6 +37,9 @@ test_token_OBJS := $(B)/broker/token.o $(B)/broker/crypto.o $(COMMON_OBJ)
 test_token_LIBS := $(call PKG_LIBS,openssl) $(COMMON_LIBS)
 test_splice_OBJS := $(B)/broker/splice.o $(COMMON_OBJ)
 test_splice_LIBS := $(COMMON_LIBS)
+
+UNIT_TESTS += test_farm
+test_farm_OBJS := $(B)/broker/farm.o $(B)/broker/common/util.o
 
 FUZZERS += fuzz_heartbeat fuzz_conf fuzz_token
 fuzz_token_SRCS := broker/token.c broker/crypto.c

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "broker/api_admin.h"
 #include "broker/cli.h"
 #include "broker/common/util.h"
 #include "broker/conf.h"
@@ -16,7 +17,8 @@ static const char usage[] =
     "       tsbroker -f FILE server list | drain NAME | enable NAME | remove NAME\n"
     "       tsbroker -f FILE session list [--user U] [--server NAME] [--state S]\n"
     "       tsbroker -f FILE session forget ID\n"
-    "       tsbroker -f FILE admin password   (reads the new password from stdin)\n";
+    "       tsbroker -f FILE admin password   (reads the new password from stdin)\n"
+    "       tsbroker -f FILE admin token add NAME | list | remove NAME\n";
 
 static int
 fail(int r, const char *what, const char *name)
@@ -237,6 +239,69 @@ admin_password(struct store *st)
 	return 0;
 }
 
+/* `admin token add|list|remove`: bearer tokens for scripts using the admin
+ * API (docs/admin-api.md). The token is printed once; the store keeps its
+ * SHA-256 only. */
+static int
+admin_token(struct store *st, int argc, char **argv)
+{
+	char token[sizeof(API_ADMIN_TOKEN_PREFIX) + CRYPTO_TOKEN_LEN], hash[CRYPTO_HASH_HEX];
+	struct store_admin_token *list = NULL;
+	size_t n = 0, plen = strlen(API_ADMIN_TOKEN_PREFIX);
+	int r;
+
+	if (argc == 1 && strcmp(argv[0], "list") == 0) {
+		if ((r = store_admin_token_list(st, &list, &n)) != 0)
+			return fail(r, "admin tokens", "list");
+		printf("%-24s %-20s %s\n", "NAME", "CREATED", "LAST USED");
+		for (size_t i = 0; i < n; i++) {
+			char c[32], u[32] = "never";
+			time_t t = (time_t)(list[i].created / 1000);
+			struct tm tm;
+			gmtime_r(&t, &tm);
+			strftime(c, sizeof(c), "%Y-%m-%dT%H:%M:%SZ", &tm);
+			if (list[i].last_used != 0) {
+				t = (time_t)(list[i].last_used / 1000);
+				gmtime_r(&t, &tm);
+				strftime(u, sizeof(u), "%Y-%m-%dT%H:%M:%SZ", &tm);
+			}
+			printf("%-24s %-20s %s\n", list[i].name, c, u);
+		}
+		free(list);
+		return 0;
+	}
+	if (argc != 2 || (strcmp(argv[0], "add") != 0 && strcmp(argv[0], "remove") != 0)) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	if (!valid_name(argv[1])) {
+		fprintf(stderr, "tsbroker: token names are 1 to %d letters, digits, "
+		    "'-', '_' or '.'\n", WIRE_NAME_MAX - 1);
+		return 2;
+	}
+	if (strcmp(argv[0], "remove") == 0) {
+		if ((r = store_admin_token_remove(st, argv[1], util_now_ms())) != 0)
+			return fail(r, "admin token", argv[1]);
+		printf("admin token %s removed\n", argv[1]);
+		return 0;
+	}
+	memcpy(token, API_ADMIN_TOKEN_PREFIX, plen);
+	if (crypto_token_new(token + plen, sizeof(token) - plen) != 0 ||
+	    crypto_sha256_hex(token, strlen(token), hash) != 0) {
+		crypto_wipe(token, sizeof(token));
+		fprintf(stderr, "tsbroker: cannot make a token\n");
+		return 1;
+	}
+	if ((r = store_admin_token_add(st, argv[1], hash, util_now_ms())) != 0) {
+		crypto_wipe(token, sizeof(token));
+		return fail(r, "admin token", argv[1]);
+	}
+	printf("admin token %s added (shown once; send it as 'Authorization: Bearer "
+	    "TOKEN'):\n%s\n", argv[1], token);
+	crypto_wipe(token, sizeof(token));
+	return 0;
+}
+
 static int
 dispatch(const struct conf *c, struct store *st, int argc, char **argv)
 {
@@ -284,6 +349,8 @@ dispatch(const struct conf *c, struct store *st, int argc, char **argv)
 		}
 	} else if (strcmp(obj, "admin") == 0 && strcmp(verb, "password") == 0 && argc == 2)
 		return admin_password(st);
+	else if (strcmp(obj, "admin") == 0 && strcmp(verb, "token") == 0 && argc > 2)
+		return admin_token(st, argc - 2, argv + 2);
  usage:
 	fputs(usage, stderr);
 	return 2;

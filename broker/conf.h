@@ -19,6 +19,9 @@ struct conf {
 	char http_private_key[512];
 	int http_body_limit;		/* [http] body_limit, bytes */
 	int http_max_connections;
+	char http_web_root[512];	/* [http] web_root: the status page's files */
+	int admin_session_idle;		/* [http] admin_session_idle, seconds */
+	int admin_session_max;		/* [http] admin_session_max, seconds */
 	int heartbeat_interval;		/* [health] */
 	int down_after;
 	int quarantine_after;		/* unconfirmed placements in a row */

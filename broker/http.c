@@ -1,9 +1,11 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 
@@ -23,6 +25,24 @@ struct route {
 	void *ctx;
 };
 
+/* The status page's files (http_static). */
+static const struct http_static_file {
+	const char *url, *file, *type;
+} http_static_files[] = {
+	{ "/", "index.html", "text/html; charset=utf-8" },
+	{ "/index.html", "index.html", "text/html; charset=utf-8" },
+	{ "/app.js", "app.js", "text/javascript; charset=utf-8" },
+	{ "/style.css", "style.css", "text/css; charset=utf-8" },
+	{ "/favicon.svg", "favicon.svg", "image/svg+xml" },
+};
+#define HTTP_STATIC_N (sizeof(http_static_files) / sizeof(http_static_files[0]))
+#define HTTP_STATIC_MAX (4 << 20)
+
+struct http_static_route {
+	const struct http *h;
+	const struct http_static_file *f;
+};
+
 struct http {
 	struct MHD_Daemon *d;
 	int fd;
@@ -31,6 +51,8 @@ struct http {
 	unsigned int max_connections;
 	struct route routes[HTTP_MAX_ROUTES];
 	int nroutes;
+	char web_root[512];
+	struct http_static_route statics[HTTP_STATIC_N];
 };
 
 /* Per-request state kept by MHD between calls. */
@@ -124,7 +146,7 @@ route_find(const struct http *h, const char *method, const char *path, int *path
 	for (int i = 0; i < h->nroutes; i++) {
 		const struct route *r = &h->routes[i];
 		size_t n = strlen(r->path);
-		int match = r->path[n - 1] == '/' ? strncmp(path, r->path, n) == 0 :
+		int match = n > 1 && r->path[n - 1] == '/' ? strncmp(path, r->path, n) == 0 :
 		    strcmp(path, r->path) == 0;
 		if (!match)
 			continue;
@@ -331,4 +353,66 @@ http_add_header(struct http_response *res, const char *name, const char *value)
 	res->headers[res->nheaders][0] = name;
 	res->headers[res->nheaders][1] = res->header_buf[res->nheaders];
 	res->nheaders++;
+}
+
+/* ---- the status page's static files ---- */
+
+static void
+http_static_serve(void *ctx, const struct http_request *req, struct http_response *res)
+{
+	const struct http_static_route *sr = ctx;
+	char path[600];
+	struct stat st;
+	char *buf = NULL;
+	ssize_t got;
+	size_t len = 0;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", sr->h->web_root, sr->f->file);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0 ||
+	    fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > HTTP_STATIC_MAX ||
+	    (buf = malloc((size_t)st.st_size + 1)) == NULL) {
+		log_debug("%s: %s", path, fd < 0 ? strerror(errno) : "not a readable file");
+		if (fd >= 0)
+			close(fd);
+		http_reply_error(res, 404, "no such resource");
+		return;
+	}
+	while (len < (size_t)st.st_size &&
+	    (got = read(fd, buf + len, (size_t)st.st_size - len)) > 0)
+		len += (size_t)got;
+	close(fd);
+	buf[len] = '\0';
+	res->status = 200;
+	res->content_type = sr->f->type;
+	res->body = buf;
+	res->body_len = len;
+	if (len == 0) {		/* an empty body means strlen: give one byte */
+		free(buf);
+		res->body = NULL;
+	}
+	http_add_header(res, "Content-Security-Policy", "default-src 'self'; "
+	    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'");
+	http_add_header(res, "Referrer-Policy", "no-referrer");
+	http_add_header(res, "X-Frame-Options", "DENY");
+}
+
+int
+http_static(struct http *h, const char *web_root)
+{
+	char path[600];
+
+	util_strlcpy(h->web_root, web_root, sizeof(h->web_root));
+	snprintf(path, sizeof(path), "%s/index.html", h->web_root);
+	if (access(path, R_OK) != 0)
+		log_warn("the status page is not served: %s: %s (set [http] web_root)",
+		    path, strerror(errno));
+	for (size_t i = 0; i < HTTP_STATIC_N; i++) {
+		h->statics[i].h = h;
+		h->statics[i].f = &http_static_files[i];
+		if (http_route(h, "GET", http_static_files[i].url, http_static_serve,
+		    &h->statics[i]) != 0)
+			return -1;
+	}
+	return 0;
 }

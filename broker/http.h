@@ -1,7 +1,8 @@
 /* http: the broker's HTTPS server (libmicrohttpd, included here only).
  * Handlers see a complete request (body read up to the configured limit; a
  * larger one is answered 413 without calling them) and fill a response.
- * Routes: exact paths, or prefixes ending in '/' (e.g. "/api/v1/servers/"). */
+ * Routes: exact paths, or prefixes ending in '/' (e.g. "/api/v1/servers/");
+ * "/" alone is exact. */
 #ifndef TS_HTTP_H
 #define TS_HTTP_H
 
@@ -18,7 +19,7 @@ struct http_request {
 	void *priv;			/* http.c's own */
 };
 
-#define HTTP_MAX_HEADERS 4
+#define HTTP_MAX_HEADERS 8
 struct http_response {
 	int status;
 	const char *content_type;	/* static string */
@@ -47,6 +48,12 @@ struct http *http_new(const struct http_conf *c, char *err, size_t errlen);
 int http_route(struct http *h, const char *method, const char *path,
     http_handler_fn fn, void *ctx);
 int http_start(struct http *h, char *err, size_t errlen);
+/* Serves the status page: a fixed set of files (index.html at "/", app.js,
+ * style.css, favicon.svg) read from web_root at each request, with their
+ * content types and a Content-Security-Policy of 'self' only. No other path
+ * of web_root is reachable. Before http_start; 0 or -1 (table full). Warns
+ * once if web_root/index.html cannot be read. */
+int http_static(struct http *h, const char *web_root);
 void http_free(struct http *h);
 
 /* A request header or query argument, NULL if absent. */

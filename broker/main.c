@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "broker/api_admin.h"
 #include "broker/api_agent.h"
 #include "broker/broker.h"
 #include "broker/cli.h"
@@ -78,6 +79,7 @@ serve(struct conf *c)
 	struct rdp *rdp = NULL;
 	struct health *health = NULL;
 	struct api_agent agent = { 0 };
+	struct api_admin admin = { 0 };
 	struct broker broker = { 0 };
 	struct rdp_ops ops;
 	sigset_t sigs;
@@ -106,6 +108,9 @@ serve(struct conf *c)
 	    (size_t)c->http_body_limit, (unsigned int)c->http_max_connections };
 	if ((http = http_new(&hc, err, sizeof(err))) == NULL ||
 	    http_route(http, "POST", "/api/v1/heartbeat", api_agent_heartbeat, &agent) != 0 ||
+	    api_admin_init(&admin, st, c, &broker, &agent) != 0 ||
+	    api_admin_register(&admin, http) != 0 ||
+	    http_static(http, c->http_web_root) != 0 ||
 	    http_start(http, err, sizeof(err)) != 0) {
 		log_error("https: %s", err);
 		goto out;
@@ -135,6 +140,7 @@ serve(struct conf *c)
 	health_stop(health);
 	rdp_free(rdp);
 	http_free(http);
+	api_admin_cleanup(&admin);
 	store_close(st);
 	return ret;
 }

@@ -1081,3 +1081,108 @@ store_admin_password_get(struct store *st, char *hash, size_t n)
 	pthread_mutex_unlock(&st->lock);
 	return r;
 }
+
+/* ---- admin API bearer tokens (api_admin, `tsbroker admin token`) ---- */
+
+int
+store_admin_token_add(struct store *st, const char *name, const char *token_hash,
+    int64_t now)
+{
+	int r;
+
+	if ((r = begin(st)) != 0)
+		return r;
+	r = EXEC(st, "INSERT INTO admin_tokens (name, token_hash, created) VALUES "
+	    "(?, ?, ?)", "ttI", name, token_hash, now);
+	if (r == 0)
+		r = event_insert(st, now, "admin_token_added", NULL, NULL, NULL, name, 0);
+	return end(st, r);
+}
+
+int
+store_admin_token_auth(struct store *st, const char *token_hash, int64_t now,
+    char *name, size_t namelen)
+{
+	sqlite3_stmt *s;
+	int64_t id = 0, last = 0;
+	int rc, r = STORE_NOT_FOUND;
+
+	pthread_mutex_lock(&st->lock);
+	s = prep(st, "SELECT id, name, last_used FROM admin_tokens WHERE token_hash = ?",
+	    "t", token_hash);
+	if (s == NULL)
+		r = STORE_ERR;
+	else if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		id = sqlite3_column_int64(s, 0);
+		col_text(s, 1, name, namelen);
+		last = sqlite3_column_int64(s, 2);
+		r = 0;
+	} else if (rc != SQLITE_DONE)
+		r = DB_ERROR(st, rc);
+	done(st, s);
+	if (r == 0 && now - last >= 60000)
+		r = EXEC(st, "UPDATE admin_tokens SET last_used = ? WHERE id = ?", "II",
+		    now, id);
+	pthread_mutex_unlock(&st->lock);
+	return r;
+}
+
+int
+store_admin_token_list(struct store *st, struct store_admin_token **out, size_t *n)
+{
+	struct store_admin_token *list = NULL, *tmp;
+	size_t count = 0, cap = 0;
+	sqlite3_stmt *s;
+	int rc = SQLITE_DONE, r = 0;
+
+	pthread_mutex_lock(&st->lock);
+	s = prep(st, "SELECT name, created, last_used FROM admin_tokens ORDER BY name", "");
+	if (s == NULL)
+		r = STORE_ERR;
+	while (s != NULL && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (count == cap) {
+			cap = cap ? cap * 2 : 8;
+			if ((tmp = realloc(list, cap * sizeof(*list))) == NULL) {
+				r = STORE_ERR;
+				break;
+			}
+			list = tmp;
+		}
+		col_text(s, 0, list[count].name, sizeof(list[count].name));
+		list[count].created = sqlite3_column_int64(s, 1);
+		list[count].last_used = sqlite3_column_int64(s, 2);
+		count++;
+	}
+	if (s != NULL && r == 0 && rc != SQLITE_DONE)
+		r = DB_ERROR(st, rc);
+	done(st, s);
+	pthread_mutex_unlock(&st->lock);
+	if (r != 0) {
+		free(list);
+		return r;
+	}
+	*out = list;
+	*n = count;
+	return 0;
+}
+
+int
+store_admin_token_remove(struct store *st, const char *name, int64_t now)
+{
+	sqlite3_stmt *s;
+	int r, rc;
+
+	if ((r = begin(st)) != 0)
+		return r;
+	s = prep(st, "DELETE FROM admin_tokens WHERE name = ?", "t", name);
+	if (s == NULL)
+		r = STORE_ERR;
+	else if ((rc = sqlite3_step(s)) != SQLITE_DONE)
+		r = DB_ERROR(st, rc);
+	else if (sqlite3_changes(st->db) == 0)
+		r = STORE_NOT_FOUND;
+	done(st, s);
+	if (r == 0)
+		r = event_insert(st, now, "admin_token_removed", NULL, NULL, NULL, name, 0);
+	return end(st, r);
+}

@@ -157,6 +157,22 @@ int store_admin_password_set(struct store *st, const char *hash, int64_t now);
 /* STORE_NOT_FOUND if none is set yet. */
 int store_admin_password_get(struct store *st, char *hash, size_t n);
 
+/* ---- admin API bearer tokens (api_admin, `tsbroker admin token`) ---- */
+struct store_admin_token {
+	char name[WIRE_NAME_MAX];
+	int64_t created;
+	int64_t last_used;		/* 0 = never; updated at most once a minute */
+};
+/* Adds a token known by its SHA-256 hex; STORE_EXISTS if name is taken. */
+int store_admin_token_add(struct store *st, const char *name, const char *token_hash,
+    int64_t now);
+/* Finds the token whose SHA-256 is token_hash: 0 with its name, or
+ * STORE_NOT_FOUND. Records the use (at most one write a minute). */
+int store_admin_token_auth(struct store *st, const char *token_hash, int64_t now,
+    char *name, size_t namelen);
+int store_admin_token_list(struct store *st, struct store_admin_token **out, size_t *n);
+int store_admin_token_remove(struct store *st, const char *name, int64_t now);
+
 const char *store_strerror(int r);
 
 #endif

@@ -324,3 +324,167 @@ wire_error_encode(const char *msg)
 {
 	return dump(json_pack("{s:s}", "error", msg));
 }
+
+/* ---- admin API: JSON builder and login body ---- */
+
+struct wire_json {
+	json_t *j;
+	int failed;
+};
+
+static struct wire_json *
+json_node(json_t *j)
+{
+	struct wire_json *o;
+
+	if (j == NULL)
+		return NULL;
+	if ((o = calloc(1, sizeof(*o))) == NULL) {
+		json_decref(j);
+		return NULL;
+	}
+	o->j = j;
+	return o;
+}
+
+struct wire_json *
+wire_json_object(void)
+{
+	return json_node(json_object());
+}
+
+struct wire_json *
+wire_json_array(void)
+{
+	return json_node(json_array());
+}
+
+/* Sets (or appends, for arrays) v, consumed; marks o failed on error. */
+static void
+json_put(struct wire_json *o, const char *key, json_t *v)
+{
+	int r;
+
+	if (o == NULL)
+		return;
+	if (v == NULL) {
+		o->failed = 1;
+		return;
+	}
+	r = json_is_array(o->j) ? json_array_append_new(o->j, v) :
+	    json_object_set_new(o->j, key, v);
+	if (r != 0)
+		o->failed = 1;
+}
+
+void
+wire_json_str(struct wire_json *o, const char *key, const char *v)
+{
+	json_t *s;
+	char *copy;
+
+	if (o == NULL)
+		return;
+	if ((s = json_string(v ? v : "")) == NULL && v != NULL &&
+	    (copy = strdup(v)) != NULL) {
+		/* not UTF-8 (a client's bytes): keep it readable as ASCII */
+		for (char *p = copy; *p; p++)
+			if ((unsigned char)*p >= 0x80 || (unsigned char)*p < 0x20)
+				*p = '?';
+		s = json_string(copy);
+		free(copy);
+	}
+	json_put(o, key, s);
+}
+
+void
+wire_json_int(struct wire_json *o, const char *key, int64_t v)
+{
+	if (o != NULL)
+		json_put(o, key, json_integer((json_int_t)v));
+}
+
+void
+wire_json_num(struct wire_json *o, const char *key, double v)
+{
+	if (o != NULL)
+		json_put(o, key, json_real(v));
+}
+
+void
+wire_json_bool(struct wire_json *o, const char *key, int v)
+{
+	if (o != NULL)
+		json_put(o, key, json_boolean(v));
+}
+
+void
+wire_json_null(struct wire_json *o, const char *key)
+{
+	if (o != NULL)
+		json_put(o, key, json_null());
+}
+
+void
+wire_json_add(struct wire_json *o, const char *key, struct wire_json *child)
+{
+	if (o == NULL) {
+		wire_json_free(child);
+		return;
+	}
+	if (child == NULL || child->failed) {
+		o->failed = 1;
+		wire_json_free(child);
+		return;
+	}
+	json_put(o, key, child->j);	/* the reference moves into o */
+	free(child);
+}
+
+char *
+wire_json_dump(struct wire_json *o)
+{
+	char *s = NULL;
+
+	if (o != NULL && !o->failed)
+		s = json_dumps(o->j, JSON_COMPACT);
+	wire_json_free(o);
+	return s;
+}
+
+void
+wire_json_free(struct wire_json *o)
+{
+	if (o == NULL)
+		return;
+	json_decref(o->j);
+	free(o);
+}
+
+int
+wire_login_decode(const char *buf, size_t len, char *pw, size_t n, char *err,
+    size_t errlen)
+{
+	json_t *root, *v;
+	int r = -1;
+
+	/* not parse(): jansson's messages quote the text near the error */
+	if ((root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL)) == NULL) {
+		snprintf(err, errlen, "expected {\"password\": \"...\"} (invalid JSON)");
+		return -1;
+	}
+	v = json_object_get(root, "password");
+	if (!json_is_object(root) || !json_is_string(v))
+		ERR("expected {\"password\": \"...\"}");
+	if (json_string_length(v) == 0 || json_string_length(v) >= n ||
+	    strlen(json_string_value(v)) != json_string_length(v))
+		ERR("'password' must be 1 to %zu bytes without NUL", n - 1);
+	memcpy(pw, json_string_value(v), json_string_length(v) + 1);
+	r = 0;
+ out:
+	/* jansson's copy of the password goes with the tree: wipe it first */
+	if (json_is_string(v))
+		explicit_bzero((char *)json_string_value(v), json_string_length(v));
+	json_decref(root);
+	return r;
+}

@@ -67,4 +67,32 @@ char *wire_error_encode(const char *msg);
 int wire_sessions_decode(const char *buf, size_t len, struct wire_session **out,
     size_t *n, char *err, size_t errlen);
 
+/* ---- admin API (broker/api_admin.c) ----
+ * A small JSON builder, so that the admin API's answers are made here with
+ * jansson while wire.h stays free of the store's types. A node is an object
+ * or an array; setters copy their values. Errors (no memory, a string that
+ * is not UTF-8 is made ASCII instead) are remembered: wire_json_dump then
+ * returns NULL. Every function accepts NULL nodes. */
+struct wire_json;
+
+struct wire_json *wire_json_object(void);
+struct wire_json *wire_json_array(void);
+void wire_json_str(struct wire_json *o, const char *key, const char *v);
+void wire_json_int(struct wire_json *o, const char *key, int64_t v);
+void wire_json_num(struct wire_json *o, const char *key, double v);
+void wire_json_bool(struct wire_json *o, const char *key, int v);
+void wire_json_null(struct wire_json *o, const char *key);
+/* Moves child into o under key (an object) or at the end (an array, key
+ * NULL); child is consumed in every case. */
+void wire_json_add(struct wire_json *o, const char *key, struct wire_json *child);
+/* The compact JSON text of o (caller frees), NULL on error; o is freed. */
+char *wire_json_dump(struct wire_json *o);
+void wire_json_free(struct wire_json *o);
+
+/* Parses the login body {"password": "..."} into pw (size n; wiped by the
+ * caller). 0, or -1 with the reason in err. The password is never copied
+ * into err. */
+int wire_login_decode(const char *buf, size_t len, char *pw, size_t n, char *err,
+    size_t errlen);
+
 #endif
