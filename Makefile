@@ -37,6 +37,7 @@ COMMON_LIBS := $(call PKG_LIBS,inih jansson)
 include broker/broker.mk
 -include agent/agent.mk
 -include tools/tools.mk
+-include tests/web/web.mk
 
 all: $(PROGS)
 
