@@ -10,7 +10,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const BUILD = path.join(ROOT, 'build');
+// TSBROKER_BUILD: another build directory (default build/)
+export const BUILD = process.env.TSBROKER_BUILD || path.join(ROOT, 'build');
 export const OUT = path.join(ROOT, 'tests', 'out');
 export const TSBROKER = path.join(BUILD, 'tsbroker');
 export const TSAGENT = path.join(BUILD, 'tsagent');

@@ -158,6 +158,7 @@ test('draining a server from the page changes its badge and new placements avoid
     'the placement of newbie', 10000);
     assert.notEqual(placed.server, 'ts2', 'a new user was placed on the draining server');
     assert.equal(placed.server, 'ts3', 'the least loaded enabled server');
+    t.diagnostic(`a new user, placed through the RDP endpoint, went to ${placed.server}`);
   }
 
   // and back
