@@ -38,8 +38,12 @@ test_token_LIBS := $(call PKG_LIBS,openssl) $(COMMON_LIBS)
 test_splice_OBJS := $(B)/broker/splice.o $(COMMON_OBJ)
 test_splice_LIBS := $(COMMON_LIBS)
 
-UNIT_TESTS += test_farm
+UNIT_TESTS += test_farm test_wire_admin
 test_farm_OBJS := $(B)/broker/farm.o $(B)/broker/common/util.o
+test_wire_admin_OBJS := $(B)/broker/common/wire.o $(B)/broker/common/util.o
+test_wire_admin_LIBS := $(call PKG_LIBS,jansson)
+FUZZERS += fuzz_login
+fuzz_login_SRCS :=
 
 FUZZERS += fuzz_heartbeat fuzz_conf fuzz_token
 fuzz_token_SRCS := broker/token.c broker/crypto.c
