@@ -40,15 +40,27 @@ enum rdp_outcome {
 	RDP_FAILED,			/* protocol error, timeout, client went away */
 };
 
+/* Refusals place may return. The client is told with a Set Error Info PDU:
+ * RDP_PLACE_NO_SERVER as ERRINFO_CB_DESTINATION_POOL_NOT_FREE ("no
+ * available endpoints in the pool"), any other negative value as
+ * ERRINFO_SERVER_DENIED_CONNECTION. */
+#define RDP_PLACE_REFUSED	(-1)
+#define RDP_PLACE_NO_SERVER	(-2)
+
 struct rdp_ops {
 	/* Decide and durably commit where req goes. 0 and *out filled, or
-	 * negative with a reason for the client's refusal in reason. Called
-	 * from connection threads, concurrently. */
+	 * negative (RDP_PLACE_*) with a reason for the refusal in reason.
+	 * Called from connection threads, concurrently, only with a non-empty
+	 * user (a client without one is refused before). */
 	int (*place)(void *ctx, const struct rdp_request *req, struct rdp_target *out,
 	    char *reason, size_t n);
-	/* Called once per connection when it ends; target is NULL unless
+	/* Called once per connection when its outcome is known (the redirect
+	 * or refusal is sent, or the connection failed); target is NULL unless
 	 * redirected. elapsed_us is the broker's time from accept to the
-	 * redirect PDU (or to the failure). */
+	 * redirect PDU (or to the failure). Before Client Info, req->user and
+	 * req->domain are "". Not called for connections closed at accept
+	 * because max_handshakes were in progress: those are counted and
+	 * logged at most every 10 s. */
 	void (*done)(void *ctx, enum rdp_outcome outcome, const struct rdp_request *req,
 	    const struct rdp_target *target, const char *reason, int64_t elapsed_us);
 	void *ctx;
@@ -56,7 +68,8 @@ struct rdp_ops {
 
 struct rdp;
 
-/* Binds the listener. NULL with the reason in err. */
+/* Reads the certificate and key, binds the listener. NULL with the reason
+ * in err. mode "token" is refused until token mode is implemented. */
 struct rdp *rdp_new(const struct rdp_conf *conf, const struct rdp_ops *ops,
     char *err, size_t errlen);
 /* Starts serving in background threads. 0 or -1. */
