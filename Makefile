@@ -103,7 +103,8 @@ install: all
 	  $(DESTDIR)$(PREFIX)/share/doc/tsbroker/
 	install -m 0644 broker/tsbroker.service agent/tsagent.service $(DESTDIR)/etc/systemd/system/
 	sed -i 's#/usr/local/#$(PREFIX)/#g' $(DESTDIR)/etc/systemd/system/tsbroker.service \
-	  $(DESTDIR)/etc/systemd/system/tsagent.service
+	  $(DESTDIR)/etc/systemd/system/tsagent.service \
+	  $(DESTDIR)$(PREFIX)/share/doc/tsbroker/tsbroker.conf.example
 
 clean:
 	rm -rf $(B)
