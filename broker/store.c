@@ -13,7 +13,7 @@
 #include "broker/schema.h"
 #include "broker/store.h"
 
-#define STMT_CACHE 64
+#define STMT_CACHE 128
 
 struct store {
 	sqlite3 *db;
@@ -116,6 +116,93 @@ col_text(sqlite3_stmt *s, int col, char *dst, size_t n)
 {
 	const unsigned char *t = sqlite3_column_text(s, col);
 	util_strlcpy(dst, t ? (const char *)t : "", n);
+}
+
+/* Runs a statement that changes rows; *changes is how many it changed. */
+static int
+exec_changes(struct store *st, sqlite3_stmt *stmt, int *changes)
+{
+	int r = exec_stmt(st, stmt);
+
+	*changes = r == 0 ? sqlite3_changes(st->db) : 0;
+	return r;
+}
+
+/* Fills dst from the current row; 0 or -1 (out of memory). */
+typedef int (*row_fn)(sqlite3_stmt *s, void *dst);
+
+/* Steps s to its first row and fills dst with fn. 0, STORE_NOT_FOUND or
+ * another STORE_* code. Resets s. */
+static int
+row_one(struct store *st, sqlite3_stmt *s, row_fn fn, void *dst)
+{
+	int rc, r;
+
+	if (s == NULL)
+		return STORE_ERR;
+	if ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		r = fn(s, dst) == 0 ? 0 : STORE_ERR;
+	else
+		r = rc == SQLITE_DONE ? STORE_NOT_FOUND : DB_ERROR(st, rc);
+	done(st, s);
+	return r;
+}
+
+/* Steps s through all its rows, filling one elem-sized item per row with fn
+ * in a growing array. *out and *n are set even on error: the caller frees
+ * *out. 0 or a STORE_* code. Resets s. */
+static int
+rows_all(struct store *st, sqlite3_stmt *s, size_t elem, row_fn fn, void *out,
+    size_t *n)
+{
+	char *list = NULL, *tmp;
+	size_t count = 0, cap = 0;
+	int rc = SQLITE_DONE, r = 0;
+
+	if (s == NULL)
+		r = STORE_ERR;
+	while (r == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (count == cap) {
+			cap = cap ? cap * 2 : 16;
+			if ((tmp = realloc(list, cap * elem)) == NULL) {
+				r = STORE_ERR;
+				break;
+			}
+			list = tmp;
+		}
+		memset(list + count * elem, 0, elem);
+		if (fn(s, list + count * elem) != 0)
+			r = STORE_ERR;
+		count++;
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = DB_ERROR(st, rc);
+	done(st, s);
+	*(void **)out = list;
+	*n = count;
+	return r;
+}
+
+static int
+row_id(sqlite3_stmt *s, void *dst)
+{
+	*(int64_t *)dst = sqlite3_column_int64(s, 0);
+	return 0;
+}
+
+/* A text column 0 into a caller's buffer. */
+struct text_buf {
+	char *p;
+	size_t n;
+};
+
+static int
+row_text(sqlite3_stmt *s, void *dst)
+{
+	struct text_buf *t = dst;
+
+	col_text(s, 0, t->p, t->n);
+	return 0;
 }
 
 static int
@@ -257,22 +344,23 @@ store_strerror(int r)
 
 /* ---- servers ---- */
 
-static const char SQL_SERVER_COLS[] =
-    "SELECT s.id, s.name, s.address, s.fqdn, s.port, s.weight, s.max_sessions, "
-    "s.admin_state, s.state, s.state_reason, s.state_since, s.quarantined_until, "
-    "s.unconfirmed, s.last_confirmed, s.last_heartbeat, s.rdp_accepting, "
-    "s.agent_version, s.ncpu, s.cpu_percent, s.load1, s.mem_total_kb, "
-    "s.mem_available_kb, s.sessions_known, "
-    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'active'), "
-    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'disconnected'), "
-    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'pending'), "
-    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'lost') "
-    "FROM servers s ";
+#define SQL_SERVER_COLS \
+    "SELECT s.id, s.name, s.address, s.fqdn, s.port, s.weight, s.max_sessions, " \
+    "s.admin_state, s.state, s.state_reason, s.state_since, s.quarantined_until, " \
+    "s.unconfirmed, s.last_confirmed, s.last_heartbeat, s.rdp_accepting, " \
+    "s.agent_version, s.ncpu, s.cpu_percent, s.load1, s.mem_total_kb, " \
+    "s.mem_available_kb, s.sessions_known, " \
+    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'active'), " \
+    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'disconnected'), " \
+    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'pending'), " \
+    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'lost') " \
+    "FROM servers s "
 
-static void
-server_row(sqlite3_stmt *s, struct store_server *o)
+static int
+server_row(sqlite3_stmt *s, void *dst)
 {
-	memset(o, 0, sizeof(*o));
+	struct store_server *o = dst;
+
 	o->id = sqlite3_column_int64(s, 0);
 	col_text(s, 1, o->name, sizeof(o->name));
 	col_text(s, 2, o->address, sizeof(o->address));
@@ -300,6 +388,7 @@ server_row(sqlite3_stmt *s, struct store_server *o)
 	o->disconnected = sqlite3_column_int(s, 24);
 	o->pending = sqlite3_column_int(s, 25);
 	o->lost = sqlite3_column_int(s, 26);
+	return 0;
 }
 
 int
@@ -323,18 +412,8 @@ store_server_add(struct store *st, const struct store_server *spec,
 static int
 server_id(struct store *st, const char *name, int64_t *id)
 {
-	sqlite3_stmt *s = prep(st, "SELECT id FROM servers WHERE name = ?", "t", name);
-	int rc, r = STORE_NOT_FOUND;
-
-	if (s == NULL)
-		return STORE_ERR;
-	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		*id = sqlite3_column_int64(s, 0);
-		r = 0;
-	} else if (rc != SQLITE_DONE)
-		r = DB_ERROR(st, rc);
-	done(st, s);
-	return r;
+	return row_one(st, prep(st, "SELECT id FROM servers WHERE name = ?", "t", name),
+	    row_id, id);
 }
 
 int
@@ -373,45 +452,22 @@ store_server_drain(struct store *st, const char *name, int draining, int64_t now
 static int
 server_query(struct store *st, sqlite3_stmt *s, struct store_server **out, size_t *n)
 {
-	struct store_server *list = NULL, *tmp;
-	size_t count = 0, cap = 0;
-	int rc, r = 0;
+	int r = rows_all(st, s, sizeof(**out), server_row, out, n);
 
-	if (s == NULL)
-		return STORE_ERR;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if (count == cap) {
-			cap = cap ? cap * 2 : 16;
-			if ((tmp = realloc(list, cap * sizeof(*list))) == NULL) {
-				r = STORE_ERR;
-				break;
-			}
-			list = tmp;
-		}
-		server_row(s, &list[count++]);
-	}
-	if (r == 0 && rc != SQLITE_DONE)
-		r = DB_ERROR(st, rc);
-	done(st, s);
 	if (r != 0) {
-		free(list);
-		return r;
+		free(*out);
+		*out = NULL;
 	}
-	*out = list;
-	*n = count;
-	return 0;
+	return r;
 }
 
 int
 store_server_list(struct store *st, struct store_server **out, size_t *n)
 {
-	static char sql[sizeof(SQL_SERVER_COLS) + 32];
 	int r;
 
 	pthread_mutex_lock(&st->lock);
-	if (sql[0] == '\0')
-		snprintf(sql, sizeof(sql), "%sORDER BY s.name", SQL_SERVER_COLS);
-	r = server_query(st, prep(st, sql, ""), out, n);
+	r = server_query(st, prep(st, SQL_SERVER_COLS "ORDER BY s.name", ""), out, n);
 	pthread_mutex_unlock(&st->lock);
 	return r;
 }
@@ -419,43 +475,40 @@ store_server_list(struct store *st, struct store_server **out, size_t *n)
 int
 store_server_get(struct store *st, const char *name, struct store_server *out)
 {
-	static char sql[sizeof(SQL_SERVER_COLS) + 32];
-	struct store_server *list = NULL;
-	size_t n = 0;
 	int r;
 
 	pthread_mutex_lock(&st->lock);
-	if (sql[0] == '\0')
-		snprintf(sql, sizeof(sql), "%sWHERE s.name = ?", SQL_SERVER_COLS);
-	r = server_query(st, prep(st, sql, "t", name), &list, &n);
+	r = row_one(st, prep(st, SQL_SERVER_COLS "WHERE s.name = ?", "t", name),
+	    server_row, out);
 	pthread_mutex_unlock(&st->lock);
-	if (r == 0 && n == 0)
-		r = STORE_NOT_FOUND;
-	if (r == 0)
-		*out = list[0];
-	free(list);
 	return r;
+}
+
+static int
+server_row_id_name(sqlite3_stmt *s, void *dst)
+{
+	struct store_server *o = dst;
+
+	o->id = sqlite3_column_int64(s, 0);
+	col_text(s, 1, o->name, sizeof(o->name));
+	return 0;
 }
 
 int
 store_server_auth(struct store *st, const char *token_hash, int64_t *id, char *name,
     size_t namelen)
 {
-	sqlite3_stmt *s;
-	int rc, r = STORE_NOT_FOUND;
+	struct store_server srv;
+	int r;
 
 	pthread_mutex_lock(&st->lock);
-	s = prep(st, "SELECT id, name FROM servers WHERE token_hash = ?", "t", token_hash);
-	if (s == NULL)
-		r = STORE_ERR;
-	else if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		*id = sqlite3_column_int64(s, 0);
-		col_text(s, 1, name, namelen);
-		r = 0;
-	} else if (rc != SQLITE_DONE)
-		r = DB_ERROR(st, rc);
-	done(st, s);
+	r = row_one(st, prep(st, "SELECT id, name FROM servers WHERE token_hash = ?", "t",
+	    token_hash), server_row_id_name, &srv);
 	pthread_mutex_unlock(&st->lock);
+	if (r == 0) {
+		*id = srv.id;
+		util_strlcpy(name, srv.name, namelen);
+	}
 	return r;
 }
 
@@ -465,21 +518,12 @@ static int
 server_set_down(struct store *st, int64_t id, const char *name, const char *reason,
     int64_t now, int *changed)
 {
-	sqlite3_stmt *s;
-	int r, rc;
+	int r;
 
-	*changed = 0;
-	s = prep(st, "UPDATE servers SET state = 'down', state_reason = ?, "
-	    "state_since = ? WHERE id = ? AND state != 'down'", "tII", reason, now, id);
-	if (s == NULL)
-		return STORE_ERR;
-	rc = sqlite3_step(s);
-	done(st, s);
-	if (rc != SQLITE_DONE)
-		return DB_ERROR(st, rc);
-	if (sqlite3_changes(st->db) == 0)
-		return 0;
-	*changed = 1;
+	if ((r = exec_changes(st, prep(st, "UPDATE servers SET state = 'down', "
+	    "state_reason = ?, state_since = ? WHERE id = ? AND state != 'down'", "tII",
+	    reason, now, id), changed)) != 0 || !*changed)
+		return r;
 	if ((r = EXEC(st, "UPDATE sessions SET state = 'lost', updated = ? WHERE "
 	    "server_id = ? AND state IN ('active', 'disconnected')", "II", now, id)) != 0 ||
 	    (r = EXEC(st, "UPDATE sessions SET state = 'ended', updated = ?, expires = 0 "
@@ -491,18 +535,10 @@ server_set_down(struct store *st, int64_t id, const char *name, const char *reas
 static int
 server_name(struct store *st, int64_t id, char *name, size_t n)
 {
-	sqlite3_stmt *s = prep(st, "SELECT name FROM servers WHERE id = ?", "I", id);
-	int rc, r = STORE_NOT_FOUND;
+	struct text_buf t = { name, n };
 
-	if (s == NULL)
-		return STORE_ERR;
-	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		col_text(s, 0, name, n);
-		r = 0;
-	} else if (rc != SQLITE_DONE)
-		r = DB_ERROR(st, rc);
-	done(st, s);
-	return r;
+	return row_one(st, prep(st, "SELECT name FROM servers WHERE id = ?", "I", id),
+	    row_text, &t);
 }
 
 int
@@ -547,41 +583,14 @@ struct hb_row {
 
 /* Loads the server's sessions that are not ended. */
 static int
-hb_rows_load(struct store *st, int64_t id, struct hb_row **out, size_t *n)
+hb_row(sqlite3_stmt *s, void *dst)
 {
-	sqlite3_stmt *s = prep(st, "SELECT id, user, remote_id, state FROM sessions "
-	    "WHERE server_id = ? AND state != 'ended'", "I", id);
-	struct hb_row *rows = NULL, *tmp;
-	size_t count = 0, cap = 0;
-	int rc, r = 0;
+	struct hb_row *w = dst;
 
-	if (s == NULL)
-		return STORE_ERR;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if (count == cap) {
-			cap = cap ? cap * 2 : 32;
-			if ((tmp = realloc(rows, cap * sizeof(*rows))) == NULL) {
-				r = STORE_ERR;
-				break;
-			}
-			rows = tmp;
-		}
-		struct hb_row *w = &rows[count++];
-		w->id = sqlite3_column_int64(s, 0);
-		col_text(s, 1, w->user, sizeof(w->user));
-		col_text(s, 2, w->remote_id, sizeof(w->remote_id));
-		col_text(s, 3, w->state, sizeof(w->state));
-		w->matched = 0;
-	}
-	if (r == 0 && rc != SQLITE_DONE)
-		r = DB_ERROR(st, rc);
-	done(st, s);
-	if (r != 0) {
-		free(rows);
-		return r;
-	}
-	*out = rows;
-	*n = count;
+	w->id = sqlite3_column_int64(s, 0);
+	col_text(s, 1, w->user, sizeof(w->user));
+	col_text(s, 2, w->remote_id, sizeof(w->remote_id));
+	col_text(s, 3, w->state, sizeof(w->state));
 	return 0;
 }
 
@@ -616,8 +625,12 @@ hb_reconcile(struct store *st, int64_t id, const struct wire_heartbeat *hb, int 
 	int r;
 
 	*confirmed = 0;
-	if ((r = hb_rows_load(st, id, &rows, &n)) != 0)
+	if ((r = rows_all(st, prep(st, "SELECT id, user, remote_id, state FROM sessions "
+	    "WHERE server_id = ? AND state != 'ended'", "I", id), sizeof(*rows), hb_row,
+	    &rows, &n)) != 0) {
+		free(rows);
 		return r;
+	}
 	for (size_t i = 0; i < hb->nsessions && r == 0; i++) {
 		const struct wire_session *ws = &hb->sessions[i];
 		const char *state = !up ? "lost" :
@@ -656,32 +669,32 @@ hb_reconcile(struct store *st, int64_t id, const struct wire_heartbeat *hb, int 
 	return r;
 }
 
+static int
+server_row_states(sqlite3_stmt *s, void *dst)
+{
+	struct store_server *o = dst;
+
+	col_text(s, 0, o->state, sizeof(o->state));
+	col_text(s, 1, o->admin_state, sizeof(o->admin_state));
+	col_text(s, 2, o->name, sizeof(o->name));
+	return 0;
+}
+
 int
 store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat *hb,
     int64_t now, struct store_heartbeat_result *res)
 {
-	sqlite3_stmt *s;
-	char state[16] = "", admin[16] = "", name[WIRE_NAME_MAX] = "";
-	int r, rc, up = hb->rdp_accepting;
+	struct store_server srv;
+	const char *name = srv.name;
+	int r, up = hb->rdp_accepting;
 
 	memset(res, 0, sizeof(*res));
 	if ((r = begin(st)) != 0)
 		return r;
-	s = prep(st, "SELECT state, admin_state, name FROM servers WHERE id = ?", "I", id);
-	if (s == NULL) {
-		r = STORE_ERR;
+	if ((r = row_one(st, prep(st, "SELECT state, admin_state, name FROM servers "
+	    "WHERE id = ?", "I", id), server_row_states, &srv)) != 0)
 		goto out;
-	}
-	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		col_text(s, 0, state, sizeof(state));
-		col_text(s, 1, admin, sizeof(admin));
-		col_text(s, 2, name, sizeof(name));
-	} else
-		r = rc == SQLITE_DONE ? STORE_NOT_FOUND : DB_ERROR(st, rc);
-	done(st, s);
-	if (r != 0)
-		goto out;
-	res->draining = strcmp(admin, "draining") == 0;
+	res->draining = strcmp(srv.admin_state, "draining") == 0;
 	r = EXEC(st, "UPDATE servers SET last_heartbeat = ?, rdp_accepting = ?, "
 	    "agent_version = ?, ncpu = ?, cpu_percent = ?, load1 = ?, mem_total_kb = ?, "
 	    "mem_available_kb = ?, sessions_known = ? WHERE id = ?", "IitiddIIiI",
@@ -689,7 +702,7 @@ store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat 
 	    hb->mem_total_kb, hb->mem_available_kb, hb->sessions_known, id);
 	if (r != 0)
 		goto out;
-	if (up && strcmp(state, "up") != 0) {
+	if (up && strcmp(srv.state, "up") != 0) {
 		r = EXEC(st, "UPDATE servers SET state = 'up', state_reason = "
 		    "'heartbeat', state_since = ? WHERE id = ?", "II", now, id);
 		if (r == 0)
@@ -708,88 +721,73 @@ store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat 
 /* ---- placement ---- */
 
 static int
+place_server_row(sqlite3_stmt *s, void *dst)
+{
+	struct pl_server *p = dst;
+	const unsigned char *nm = sqlite3_column_text(s, 1);
+
+	p->id = sqlite3_column_int64(s, 0);
+	p->up = sqlite3_column_int(s, 2);
+	p->draining = sqlite3_column_int(s, 3);
+	p->quarantined = sqlite3_column_int(s, 4);
+	p->weight = sqlite3_column_int(s, 5);
+	p->max_sessions = sqlite3_column_int(s, 6);
+	p->cpu_percent = sqlite3_column_double(s, 7);
+	p->sessions = sqlite3_column_int(s, 8);
+	p->pending = sqlite3_column_int(s, 9);
+	return (p->name = strdup(nm ? (const char *)nm : "")) ? 0 : -1;
+}
+
+static int
+place_session_row(sqlite3_stmt *s, void *dst)
+{
+	struct pl_session *p = dst;
+	const char *state = (const char *)sqlite3_column_text(s, 2);
+
+	p->id = sqlite3_column_int64(s, 0);
+	p->server_id = sqlite3_column_int64(s, 1);
+	p->state = strcmp(state, "pending") == 0 ? PL_PENDING :
+	    strcmp(state, "active") == 0 ? PL_ACTIVE : PL_DISCONNECTED;
+	p->updated = sqlite3_column_int64(s, 3);
+	return 0;
+}
+
+/* The servers with their load and the user's live sessions; the arrays are
+ * set even on error (the caller frees them and the servers' names). */
+static int
 place_load(struct store *st, const struct store_place_request *req,
     struct pl_server **servers, size_t *nservers, struct pl_session **sess,
     size_t *nsess)
 {
-	sqlite3_stmt *s;
-	struct pl_server *sv = NULL, *tmp;
-	struct pl_session *ss = NULL, *tmp2;
-	size_t ns = 0, cap = 0, nu = 0, capu = 0;
-	int rc, r = 0;
+	int r;
 
-	s = prep(st, "SELECT s.id, s.name, s.state = 'up', s.admin_state = 'draining', "
-	    "s.quarantined_until > ?1, s.weight, s.max_sessions, s.cpu_percent, "
-	    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state IN "
-	    "('active', 'disconnected')), "
+	*sess = NULL;
+	*nsess = 0;
+	r = rows_all(st, prep(st, "SELECT s.id, s.name, s.state = 'up', "
+	    "s.admin_state = 'draining', s.quarantined_until > ?1, s.weight, "
+	    "s.max_sessions, s.cpu_percent, (SELECT count(*) FROM sessions WHERE "
+	    "server_id = s.id AND state IN ('active', 'disconnected')), "
 	    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'pending' "
-	    "AND expires > ?1) FROM servers s", "I", req->now);
-	if (s == NULL)
-		return STORE_ERR;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if (ns == cap) {
-			cap = cap ? cap * 2 : 16;
-			if ((tmp = realloc(sv, cap * sizeof(*sv))) == NULL) {
-				r = STORE_ERR;
-				break;
-			}
-			sv = tmp;
-		}
-		struct pl_server *p = &sv[ns++];
-		const unsigned char *nm = sqlite3_column_text(s, 1);
-		p->id = sqlite3_column_int64(s, 0);
-		p->name = strdup(nm ? (const char *)nm : "");
-		p->up = sqlite3_column_int(s, 2);
-		p->draining = sqlite3_column_int(s, 3);
-		p->quarantined = sqlite3_column_int(s, 4);
-		p->weight = sqlite3_column_int(s, 5);
-		p->max_sessions = sqlite3_column_int(s, 6);
-		p->cpu_percent = sqlite3_column_double(s, 7);
-		p->sessions = sqlite3_column_int(s, 8);
-		p->pending = sqlite3_column_int(s, 9);
-		if (p->name == NULL) {
-			r = STORE_ERR;
-			break;
-		}
-	}
-	if (r == 0 && rc != SQLITE_DONE)
-		r = DB_ERROR(st, rc);
-	done(st, s);
+	    "AND expires > ?1) FROM servers s", "I", req->now), sizeof(**servers),
+	    place_server_row, servers, nservers);
 	if (r != 0)
-		goto out;
-	s = prep(st, "SELECT id, server_id, state, updated FROM sessions WHERE user = ?1 "
-	    "AND (state IN ('active', 'disconnected') OR (state = 'pending' AND "
-	    "expires > ?2))", "tI", req->user, req->now);
-	if (s == NULL) {
-		r = STORE_ERR;
-		goto out;
-	}
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if (nu == capu) {
-			capu = capu ? capu * 2 : 4;
-			if ((tmp2 = realloc(ss, capu * sizeof(*ss))) == NULL) {
-				r = STORE_ERR;
-				break;
-			}
-			ss = tmp2;
-		}
-		const unsigned char *state = sqlite3_column_text(s, 2);
-		struct pl_session *p = &ss[nu++];
-		p->id = sqlite3_column_int64(s, 0);
-		p->server_id = sqlite3_column_int64(s, 1);
-		p->state = strcmp((const char *)state, "pending") == 0 ? PL_PENDING :
-		    strcmp((const char *)state, "active") == 0 ? PL_ACTIVE : PL_DISCONNECTED;
-		p->updated = sqlite3_column_int64(s, 3);
-	}
-	if (r == 0 && rc != SQLITE_DONE)
-		r = DB_ERROR(st, rc);
-	done(st, s);
- out:
-	*servers = sv;
-	*nservers = ns;
-	*sess = ss;
-	*nsess = nu;
-	return r;
+		return r;
+	return rows_all(st, prep(st, "SELECT id, server_id, state, updated FROM sessions "
+	    "WHERE user = ?1 AND (state IN ('active', 'disconnected') OR (state = "
+	    "'pending' AND expires > ?2))", "tI", req->user, req->now), sizeof(**sess),
+	    place_session_row, sess, nsess);
+}
+
+static int
+place_result_row(sqlite3_stmt *s, void *dst)
+{
+	struct store_place_result *o = dst;
+
+	col_text(s, 0, o->server, sizeof(o->server));
+	col_text(s, 1, o->address, sizeof(o->address));
+	col_text(s, 2, o->fqdn, sizeof(o->fqdn));
+	o->port = sqlite3_column_int(s, 3);
+	return 0;
 }
 
 int
@@ -801,8 +799,7 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 	struct pl_decision d;
 	struct store_place_result res;
 	size_t ns = 0, nu = 0;
-	sqlite3_stmt *s;
-	int r, rc, pr;
+	int r, pr;
 
 	memset(&res, 0, sizeof(res));
 	if ((r = begin(st)) != 0)
@@ -832,20 +829,8 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 	}
 	if (r != 0)
 		goto out;
-	s = prep(st, "SELECT name, address, fqdn, port FROM servers WHERE id = ?", "I",
-	    sv[d.server].id);
-	if (s == NULL) {
-		r = STORE_ERR;
-		goto out;
-	}
-	if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		col_text(s, 0, res.server, sizeof(res.server));
-		col_text(s, 1, res.address, sizeof(res.address));
-		col_text(s, 2, res.fqdn, sizeof(res.fqdn));
-		res.port = sqlite3_column_int(s, 3);
-	} else
-		r = DB_ERROR(st, rc);
-	done(st, s);
+	r = row_one(st, prep(st, "SELECT name, address, fqdn, port FROM servers WHERE "
+	    "id = ?", "I", sv[d.server].id), place_result_row, &res);
  out:
 	for (size_t i = 0; i < ns; i++)
 		free((char *)sv[i].name);
@@ -859,8 +844,7 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 int
 store_pending_expire(struct store *st, int64_t now, int *expired)
 {
-	sqlite3_stmt *s;
-	int r, rc;
+	int r;
 
 	*expired = 0;
 	if ((r = begin(st)) != 0)
@@ -874,97 +858,72 @@ store_pending_expire(struct store *st, int64_t now, int *expired)
 		    "count(*) FROM sessions WHERE server_id = servers.id AND state = "
 		    "'pending' AND expires <= ?1) WHERE id IN (SELECT server_id FROM "
 		    "sessions WHERE state = 'pending' AND expires <= ?1)", "I", now);
-	if (r == 0) {
-		s = prep(st, "UPDATE sessions SET state = 'ended', updated = ?1 WHERE "
-		    "state = 'pending' AND expires <= ?1", "I", now);
-		if (s == NULL)
-			r = STORE_ERR;
-		else if ((rc = sqlite3_step(s)) != SQLITE_DONE)
-			r = DB_ERROR(st, rc);
-		else
-			*expired = sqlite3_changes(st->db);
-		done(st, s);
-	}
+	if (r == 0)
+		r = exec_changes(st, prep(st, "UPDATE sessions SET state = 'ended', "
+		    "updated = ?1 WHERE state = 'pending' AND expires <= ?1", "I", now),
+		    expired);
 	return end(st, r);
 }
 
 /* ---- sessions ---- */
 
+static int
+session_row(sqlite3_stmt *s, void *dst)
+{
+	struct store_session *e = dst;
+
+	e->id = sqlite3_column_int64(s, 0);
+	col_text(s, 1, e->server, sizeof(e->server));
+	col_text(s, 2, e->user, sizeof(e->user));
+	col_text(s, 3, e->login, sizeof(e->login));
+	col_text(s, 4, e->domain, sizeof(e->domain));
+	col_text(s, 5, e->remote_id, sizeof(e->remote_id));
+	col_text(s, 6, e->state, sizeof(e->state));
+	col_text(s, 7, e->client, sizeof(e->client));
+	e->created = sqlite3_column_int64(s, 8);
+	e->updated = sqlite3_column_int64(s, 9);
+	e->expires = sqlite3_column_int64(s, 10);
+	return 0;
+}
+
 int
 store_session_list(struct store *st, const struct store_session_filter *f,
     struct store_session **out, size_t *n)
 {
-	struct store_session *list = NULL, *tmp;
-	size_t count = 0, cap = 0;
-	sqlite3_stmt *s;
-	int rc, r = 0;
 	char user[WIRE_USER_MAX] = "";
+	int r;
 
 	if (f->user && f->user[0] && placement_user_normalise(f->user, user,
 	    sizeof(user)) != 0)
 		user[0] = '\0';
 	pthread_mutex_lock(&st->lock);
-	s = prep(st, "SELECT e.id, v.name, e.user, e.login, e.domain, e.remote_id, "
-	    "e.state, e.client, e.created, e.updated, e.expires FROM sessions e JOIN "
-	    "servers v ON v.id = e.server_id WHERE (?1 = '' OR e.user = ?1) AND "
-	    "(?2 = '' OR v.name = ?2) AND ((?3 = '' AND e.state != 'ended') OR "
+	r = rows_all(st, prep(st, "SELECT e.id, v.name, e.user, e.login, e.domain, "
+	    "e.remote_id, e.state, e.client, e.created, e.updated, e.expires FROM "
+	    "sessions e JOIN servers v ON v.id = e.server_id WHERE (?1 = '' OR e.user = "
+	    "?1) AND (?2 = '' OR v.name = ?2) AND ((?3 = '' AND e.state != 'ended') OR "
 	    "e.state = ?3) ORDER BY e.updated DESC, e.id DESC LIMIT 100000", "ttt",
-	    user, f->server ? f->server : "", f->state ? f->state : "");
-	if (s == NULL)
-		r = STORE_ERR;
-	while (s != NULL && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if (count == cap) {
-			cap = cap ? cap * 2 : 32;
-			if ((tmp = realloc(list, cap * sizeof(*list))) == NULL) {
-				r = STORE_ERR;
-				break;
-			}
-			list = tmp;
-		}
-		struct store_session *e = &list[count++];
-		e->id = sqlite3_column_int64(s, 0);
-		col_text(s, 1, e->server, sizeof(e->server));
-		col_text(s, 2, e->user, sizeof(e->user));
-		col_text(s, 3, e->login, sizeof(e->login));
-		col_text(s, 4, e->domain, sizeof(e->domain));
-		col_text(s, 5, e->remote_id, sizeof(e->remote_id));
-		col_text(s, 6, e->state, sizeof(e->state));
-		col_text(s, 7, e->client, sizeof(e->client));
-		e->created = sqlite3_column_int64(s, 8);
-		e->updated = sqlite3_column_int64(s, 9);
-		e->expires = sqlite3_column_int64(s, 10);
-	}
-	if (s != NULL && r == 0 && rc != SQLITE_DONE)
-		r = DB_ERROR(st, rc);
-	done(st, s);
+	    user, f->server ? f->server : "", f->state ? f->state : ""),
+	    sizeof(**out), session_row, out, n);
 	pthread_mutex_unlock(&st->lock);
 	if (r != 0) {
-		free(list);
-		return r;
+		free(*out);
+		*out = NULL;
 	}
-	*out = list;
-	*n = count;
-	return 0;
+	return r;
 }
 
 int
 store_session_forget(struct store *st, int64_t id, int64_t now)
 {
-	sqlite3_stmt *s;
 	char detail[64];
-	int r, rc;
+	int r, changed;
 
 	if ((r = begin(st)) != 0)
 		return r;
-	s = prep(st, "UPDATE sessions SET state = 'ended', updated = ? WHERE id = ? "
-	    "AND state != 'ended'", "II", now, id);
-	if (s == NULL)
-		r = STORE_ERR;
-	else if ((rc = sqlite3_step(s)) != SQLITE_DONE)
-		r = DB_ERROR(st, rc);
-	else if (sqlite3_changes(st->db) == 0)
+	r = exec_changes(st, prep(st, "UPDATE sessions SET state = 'ended', updated = ? "
+	    "WHERE id = ? AND state != 'ended'", "II", now, id), &changed);
+	if (r == 0 && !changed)
 		r = STORE_NOT_FOUND;
-	done(st, s);
 	snprintf(detail, sizeof(detail), "session %lld forgotten", (long long)id);
 	if (r == 0)
 		r = EXEC(st, "INSERT INTO events (ts, kind, server, user, detail) SELECT "
@@ -987,46 +946,38 @@ store_event_add(struct store *st, const struct store_event *ev)
 	return r;
 }
 
+static int
+event_row(sqlite3_stmt *s, void *dst)
+{
+	struct store_event *e = dst;
+
+	e->id = sqlite3_column_int64(s, 0);
+	e->ts = sqlite3_column_int64(s, 1);
+	col_text(s, 2, e->kind, sizeof(e->kind));
+	col_text(s, 3, e->server, sizeof(e->server));
+	col_text(s, 4, e->user, sizeof(e->user));
+	col_text(s, 5, e->client, sizeof(e->client));
+	col_text(s, 6, e->detail, sizeof(e->detail));
+	e->duration_us = sqlite3_column_int64(s, 7);
+	return 0;
+}
+
 int
 store_event_list(struct store *st, int64_t since_id, int limit,
     struct store_event **out, size_t *n)
 {
-	struct store_event *list;
-	size_t count = 0;
-	sqlite3_stmt *s;
-	int rc = SQLITE_DONE, r = 0;
+	int r;
 
-	if (limit < 1)
-		limit = 1;
-	if ((list = calloc((size_t)limit, sizeof(*list))) == NULL)
-		return STORE_ERR;
 	pthread_mutex_lock(&st->lock);
-	s = prep(st, "SELECT id, ts, kind, server, user, client, detail, duration_us "
-	    "FROM events WHERE id > ? ORDER BY id DESC LIMIT ?", "Ii", since_id, limit);
-	if (s == NULL)
-		r = STORE_ERR;
-	while (s != NULL && count < (size_t)limit && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		struct store_event *e = &list[count++];
-		e->id = sqlite3_column_int64(s, 0);
-		e->ts = sqlite3_column_int64(s, 1);
-		col_text(s, 2, e->kind, sizeof(e->kind));
-		col_text(s, 3, e->server, sizeof(e->server));
-		col_text(s, 4, e->user, sizeof(e->user));
-		col_text(s, 5, e->client, sizeof(e->client));
-		col_text(s, 6, e->detail, sizeof(e->detail));
-		e->duration_us = sqlite3_column_int64(s, 7);
-	}
-	if (s != NULL && rc != SQLITE_DONE && rc != SQLITE_ROW)
-		r = DB_ERROR(st, rc);
-	done(st, s);
+	r = rows_all(st, prep(st, "SELECT id, ts, kind, server, user, client, detail, "
+	    "duration_us FROM events WHERE id > ? ORDER BY id DESC LIMIT ?", "Ii",
+	    since_id, limit < 1 ? 1 : limit), sizeof(**out), event_row, out, n);
 	pthread_mutex_unlock(&st->lock);
 	if (r != 0) {
-		free(list);
-		return r;
+		free(*out);
+		*out = NULL;
 	}
-	*out = list;
-	*n = count;
-	return 0;
+	return r;
 }
 
 int
@@ -1065,19 +1016,12 @@ store_admin_password_set(struct store *st, const char *hash, int64_t now)
 int
 store_admin_password_get(struct store *st, char *hash, size_t n)
 {
-	sqlite3_stmt *s;
-	int rc, r = STORE_NOT_FOUND;
+	struct text_buf t = { hash, n };
+	int r;
 
 	pthread_mutex_lock(&st->lock);
-	s = prep(st, "SELECT password_hash FROM admin WHERE id = 1", "");
-	if (s == NULL)
-		r = STORE_ERR;
-	else if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		col_text(s, 0, hash, n);
-		r = 0;
-	} else if (rc != SQLITE_DONE)
-		r = DB_ERROR(st, rc);
-	done(st, s);
+	r = row_one(st, prep(st, "SELECT password_hash FROM admin WHERE id = 1", ""),
+	    row_text, &t);
 	pthread_mutex_unlock(&st->lock);
 	return r;
 }
@@ -1099,89 +1043,63 @@ store_admin_token_add(struct store *st, const char *name, const char *token_hash
 	return end(st, r);
 }
 
+static int
+admin_token_row(sqlite3_stmt *s, void *dst)
+{
+	struct store_admin_token *t = dst;
+
+	col_text(s, 0, t->name, sizeof(t->name));
+	t->created = sqlite3_column_int64(s, 1);
+	t->last_used = sqlite3_column_int64(s, 2);
+	return 0;
+}
+
 int
 store_admin_token_auth(struct store *st, const char *token_hash, int64_t now,
     char *name, size_t namelen)
 {
-	sqlite3_stmt *s;
-	int64_t id = 0, last = 0;
-	int rc, r = STORE_NOT_FOUND;
+	struct store_admin_token t;
+	int r;
 
 	pthread_mutex_lock(&st->lock);
-	s = prep(st, "SELECT id, name, last_used FROM admin_tokens WHERE token_hash = ?",
-	    "t", token_hash);
-	if (s == NULL)
-		r = STORE_ERR;
-	else if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		id = sqlite3_column_int64(s, 0);
-		col_text(s, 1, name, namelen);
-		last = sqlite3_column_int64(s, 2);
-		r = 0;
-	} else if (rc != SQLITE_DONE)
-		r = DB_ERROR(st, rc);
-	done(st, s);
-	if (r == 0 && now - last >= 60000)
-		r = EXEC(st, "UPDATE admin_tokens SET last_used = ? WHERE id = ?", "II",
-		    now, id);
+	r = row_one(st, prep(st, "SELECT name, created, last_used FROM admin_tokens "
+	    "WHERE token_hash = ?", "t", token_hash), admin_token_row, &t);
+	if (r == 0 && now - t.last_used >= 60000)
+		r = EXEC(st, "UPDATE admin_tokens SET last_used = ? WHERE token_hash = ?",
+		    "It", now, token_hash);
 	pthread_mutex_unlock(&st->lock);
+	if (r == 0)
+		util_strlcpy(name, t.name, namelen);
 	return r;
 }
 
 int
 store_admin_token_list(struct store *st, struct store_admin_token **out, size_t *n)
 {
-	struct store_admin_token *list = NULL, *tmp;
-	size_t count = 0, cap = 0;
-	sqlite3_stmt *s;
-	int rc = SQLITE_DONE, r = 0;
+	int r;
 
 	pthread_mutex_lock(&st->lock);
-	s = prep(st, "SELECT name, created, last_used FROM admin_tokens ORDER BY name", "");
-	if (s == NULL)
-		r = STORE_ERR;
-	while (s != NULL && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if (count == cap) {
-			cap = cap ? cap * 2 : 8;
-			if ((tmp = realloc(list, cap * sizeof(*list))) == NULL) {
-				r = STORE_ERR;
-				break;
-			}
-			list = tmp;
-		}
-		col_text(s, 0, list[count].name, sizeof(list[count].name));
-		list[count].created = sqlite3_column_int64(s, 1);
-		list[count].last_used = sqlite3_column_int64(s, 2);
-		count++;
-	}
-	if (s != NULL && r == 0 && rc != SQLITE_DONE)
-		r = DB_ERROR(st, rc);
-	done(st, s);
+	r = rows_all(st, prep(st, "SELECT name, created, last_used FROM admin_tokens "
+	    "ORDER BY name", ""), sizeof(**out), admin_token_row, out, n);
 	pthread_mutex_unlock(&st->lock);
 	if (r != 0) {
-		free(list);
-		return r;
+		free(*out);
+		*out = NULL;
 	}
-	*out = list;
-	*n = count;
-	return 0;
+	return r;
 }
 
 int
 store_admin_token_remove(struct store *st, const char *name, int64_t now)
 {
-	sqlite3_stmt *s;
-	int r, rc;
+	int r, changed;
 
 	if ((r = begin(st)) != 0)
 		return r;
-	s = prep(st, "DELETE FROM admin_tokens WHERE name = ?", "t", name);
-	if (s == NULL)
-		r = STORE_ERR;
-	else if ((rc = sqlite3_step(s)) != SQLITE_DONE)
-		r = DB_ERROR(st, rc);
-	else if (sqlite3_changes(st->db) == 0)
+	r = exec_changes(st, prep(st, "DELETE FROM admin_tokens WHERE name = ?", "t",
+	    name), &changed);
+	if (r == 0 && !changed)
 		r = STORE_NOT_FOUND;
-	done(st, s);
 	if (r == 0)
 		r = event_insert(st, now, "admin_token_removed", NULL, NULL, NULL, name, 0);
 	return end(st, r);
