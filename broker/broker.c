@@ -25,7 +25,7 @@ broker_place(void *ctx, const struct rdp_request *req, struct rdp_target *out,
 
 	if (placement_user_normalise(req->user ? req->user : "", user, sizeof(user)) != 0) {
 		snprintf(reason, n, "no usable user name");
-		return -1;
+		return RDP_PLACE_REFUSED;
 	}
 	memset(&pr, 0, sizeof(pr));
 	pr.user = user;
@@ -35,10 +35,14 @@ broker_place(void *ctx, const struct rdp_request *req, struct rdp_target *out,
 	pr.now = util_now_ms();
 	pr.pending_ttl_ms = b->c->pending_ttl * 1000;
 	pr.pending_penalty = b->c->pending_penalty;
-	if ((r = store_placement_commit(b->st, &pr, &res)) != 0) {
-		snprintf(reason, n, "%s", r == STORE_REFUSED ? res.reason :
-		    "the broker cannot record the placement");
-		return -1;
+	if ((r = store_placement_commit(b->st, &pr, &res)) == STORE_REFUSED) {
+		snprintf(reason, n, "%s", res.reason);
+		return RDP_PLACE_NO_SERVER;
+	}
+	if (r != 0) {
+		snprintf(reason, n, "the broker cannot record the placement (%s)",
+		    store_strerror(r));
+		return RDP_PLACE_REFUSED;
 	}
 	memset(out, 0, sizeof(*out));
 	util_strlcpy(out->server, res.server, sizeof(out->server));
@@ -77,6 +81,12 @@ broker_done(void *ctx, enum rdp_outcome outcome, const struct rdp_request *req,
 	util_strlcpy(ev.client, req->client_addr ? req->client_addr : "", sizeof(ev.client));
 	util_strlcpy(ev.detail, reason ? reason : "", sizeof(ev.detail));
 	ev.duration_us = elapsed_us;
+	/* a connection that never said who it was (a port scan, a load
+	 * balancer's check, garbage) counts, but is no event: rdp.c logs it */
+	if (outcome == RDP_FAILED && ev.user[0] == '\0') {
+		log_debug("connection from %s failed: %s", ev.client, ev.detail);
+		return;
+	}
 	if (outcome == RDP_REDIRECTED)
 		log_info("%s from %s -> %s (%s, %lld us)", ev.user, ev.client, ev.server,
 		    target->reconnect ? "reconnect" : "new", (long long)elapsed_us);

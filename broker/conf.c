@@ -18,7 +18,7 @@ static const struct cfg_key conf_keys[] = {
 	{ "rdp", "certificate", CFG_STR, S(rdp.certificate), 0, 0, "var/tsbroker.crt", NULL },
 	{ "rdp", "private_key", CFG_STR, S(rdp.private_key), 0, 0, "var/tsbroker.key", NULL },
 	{ "rdp", "handshake_timeout", CFG_INT, I(rdp.handshake_timeout), 1, 300, "10", NULL },
-	{ "rdp", "max_handshakes", CFG_INT, I(rdp.max_handshakes), 1, 100000, "256", NULL },
+	{ "rdp", "max_handshakes", CFG_INT, I(rdp.max_handshakes), 1, 100000, "64", NULL },
 	{ "rdp", "token_key", CFG_STR, S(token_key), 0, 0, "var/token.key", NULL },
 	{ "rdp", "token_ttl", CFG_INT, I(token_ttl), 5, 3600, "60", NULL },
 	{ "http", "listen", CFG_HOSTPORT, S(http_listen), 0, 0, "127.0.0.1:8443", NULL },
