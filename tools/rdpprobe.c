@@ -8,21 +8,28 @@
  *
  *   rdpprobe --host H --port P --user U [--domain D] [--password X]
  *            [--load-balance-info S] [--sec tls|any|rdp] [--timeout S]
- *            [--hold S] [--verbose]
+ *            [--hold S] [--source ADDR] [--verbose]
  *
  * --timeout bounds the connection (default 15 s); --hold S stays connected
  * S seconds, then disconnects (a drop while holding is "fail
  * reason=dropped"). A watchdog ends the process with "RESULT fail
  * reason=timeout" at timeout + hold + 5 s whatever FreeRDP is doing.
+ * --source ADDR (IPv4) binds every connection FreeRDP opens to that local
+ * address first (another "desk" on loopback, e.g. 127.0.0.5): this file
+ * defines connect(), which FreeRDP's calls resolve to.
  * Exit status 0 for ok, 1 for fail, 2 for usage. */
+#include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,6 +43,32 @@
 
 static pthread_mutex_t result_lock = PTHREAD_MUTEX_INITIALIZER;
 static int result_done;
+static int source_set;			/* --source given */
+static struct in_addr source_addr;
+
+/* Interposes libc's connect() for FreeRDP's sockets: with --source, an IPv4
+ * socket is bound to that address (any port) before it connects. */
+int
+connect(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	static int (*real_connect)(int, const struct sockaddr *, socklen_t);
+	struct sockaddr_in sin;
+
+	if (real_connect == NULL &&
+	    (real_connect = (int (*)(int, const struct sockaddr *, socklen_t))
+	    dlsym(RTLD_NEXT, "connect")) == NULL) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (source_set && sa != NULL && sa->sa_family == AF_INET) {
+		memset(&sin, 0, sizeof(sin));
+		sin.sin_family = AF_INET;
+		sin.sin_addr = source_addr;
+		if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 && errno != EINVAL)
+			return -1;	/* EINVAL: already bound */
+	}
+	return real_connect(fd, sa, len);
+}
 
 /* Prints the one RESULT line (the first caller wins). */
 static void
@@ -159,7 +192,7 @@ usage(void)
 {
 	fprintf(stderr, "usage: rdpprobe --host H --port P --user U [--domain D] "
 	    "[--password X] [--load-balance-info S] [--sec tls|any|rdp] "
-	    "[--timeout S] [--hold S] [--verbose]\n");
+	    "[--timeout S] [--hold S] [--source ADDR] [--verbose]\n");
 	exit(2);
 }
 
@@ -190,6 +223,7 @@ main(int argc, char **argv)
 		{ "sec", required_argument, NULL, 's' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "hold", required_argument, NULL, 'H' },
+		{ "source", required_argument, NULL, 'S' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -219,6 +253,11 @@ main(int argc, char **argv)
 		case 's': sec = optarg; break;
 		case 't': if (parse_seconds(optarg, &timeout) != 0) usage(); break;
 		case 'H': if (parse_seconds(optarg, &hold) != 0) usage(); break;
+		case 'S':
+			if (inet_pton(AF_INET, optarg, &source_addr) != 1)
+				usage();
+			source_set = 1;
+			break;
 		case 'v': verbose = 1; break;
 		default: usage();
 		}

@@ -4,7 +4,7 @@
  * agent's file: provider reads (wire_sessions_decode).
  *
  *   rdptarget --listen HOST:PORT --cert FILE --key FILE --sessions FILE
- *             --name NAME [--report FILE] [--verbose]
+ *             --name NAME [--report FILE] [--restore] [--verbose]
  *
  * stdout, one line each, flushed (values percent-escaped, see esc()):
  *   LISTENING HOST:PORT
@@ -14,7 +14,10 @@
  * --report appends one JSON object per connection/disconnection.
  * A user is "active" while at least one of their connections is, then
  * "disconnected"; a later connection of the same user (case-insensitive,
- * same domain) reuses the session id. SIGTERM/SIGINT: exits 0 cleanly. */
+ * same domain) reuses the session id. SIGTERM/SIGINT: exits 0 cleanly.
+ * --restore starts with the sessions an existing sessions file lists (all
+ * disconnected, same ids), as a terminal server whose RDP service restarts
+ * keeps its users' sessions; without it the file starts empty. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -170,6 +173,49 @@ sessions_write(struct target *t)
 	free(text);
 	json_decref(arr);
 	return r;
+}
+
+/* --restore: takes the sessions of an existing file (a missing file is an
+ * empty list), all disconnected, and numbers new ones after its ids. */
+static int
+sessions_load(struct target *t)
+{
+	json_error_t jerr;
+	json_t *arr, *o;
+	const char *user, *domain, *id, *dash;
+	json_int_t since;
+	size_t i;
+
+	if (access(t->sessions_path, F_OK) != 0)
+		return 0;
+	if ((arr = json_load_file(t->sessions_path, 0, &jerr)) == NULL ||
+	    !json_is_array(arr)) {
+		log_error("%s: not a sessions list: %s", t->sessions_path, jerr.text);
+		json_decref(arr);
+		return -1;
+	}
+	if ((t->sess = calloc(json_array_size(arr) + 1, sizeof(*t->sess))) == NULL) {
+		json_decref(arr);
+		return -1;
+	}
+	t->cap = json_array_size(arr) + 1;
+	json_array_foreach(arr, i, o) {
+		struct tsession *s = &t->sess[t->nsess];
+
+		since = 0;
+		if (json_unpack(o, "{s:s, s:s, s:s, s?:I}", "user", &user, "domain", &domain,
+		    "id", &id, "since", &since) != 0)
+			continue;
+		util_strlcpy(s->user, user, sizeof(s->user));
+		util_strlcpy(s->domain, domain, sizeof(s->domain));
+		util_strlcpy(s->id, id, sizeof(s->id));
+		s->since = since;
+		if ((dash = strrchr(id, '-')) != NULL && atoi(dash + 1) > t->nextid)
+			t->nextid = atoi(dash + 1);
+		t->nsess++;
+	}
+	json_decref(arr);
+	return 0;
 }
 
 static void
@@ -535,7 +581,7 @@ static void
 usage(void)
 {
 	fprintf(stderr, "usage: rdptarget --listen HOST:PORT --cert FILE --key FILE "
-	    "--sessions FILE --name NAME [--report FILE] [--verbose]\n");
+	    "--sessions FILE --name NAME [--report FILE] [--restore] [--verbose]\n");
 	exit(2);
 }
 
@@ -549,6 +595,7 @@ main(int argc, char **argv)
 		{ "sessions", required_argument, NULL, 's' },
 		{ "name", required_argument, NULL, 'n' },
 		{ "report", required_argument, NULL, 'r' },
+		{ "restore", no_argument, NULL, 'R' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -558,7 +605,7 @@ main(int argc, char **argv)
 	struct pollfd pfd[2];
 	char bound[300];
 	size_t len;
-	int c, lfd, verbose = 0;
+	int c, lfd, verbose = 0, restore = 0;
 
 	memset(&t, 0, sizeof(t));
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -569,6 +616,7 @@ main(int argc, char **argv)
 		case 's': t.sessions_path = optarg; break;
 		case 'n': util_strlcpy(t.name, optarg, sizeof(t.name)); break;
 		case 'r': t.report_path = optarg; break;
+		case 'R': restore = 1; break;
 		case 'v': verbose = 1; break;
 		default: usage();
 		}
@@ -587,7 +635,7 @@ main(int argc, char **argv)
 	pthread_mutex_init(&t.lock, NULL);
 	if ((t.stop_event = CreateEvent(NULL, TRUE, FALSE, NULL)) == NULL)
 		return 1;
-	if (sessions_write(&t) != 0)
+	if ((restore && sessions_load(&t) != 0) || sessions_write(&t) != 0)
 		return 1;
 	if (pipe2(stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
 		return 1;
