@@ -1023,6 +1023,20 @@ api_admin_metrics(void *ctx, const struct http_request *req, struct http_respons
 	tb_printf(&b, "tsbroker_redirect_seconds_sum %.6f\n"
 	    "tsbroker_redirect_seconds_count %" PRIu64 "\n",
 	    (double)ld(&m->hist_sum_us) / 1e6, cum);
+	tb_printf(&b, "# HELP tsbroker_splices_total Connections routed by a routing "
+	    "token or a trusted cookie, by outcome.\n# TYPE tsbroker_splices_total counter\n"
+	    "tsbroker_splices_total{outcome=\"spliced\"} %" PRIu64 "\n"
+	    "tsbroker_splices_total{outcome=\"refused\"} %" PRIu64 "\n"
+	    "tsbroker_splices_total{outcome=\"failed\"} %" PRIu64 "\n"
+	    "# HELP tsbroker_splices_active Spliced connections open now.\n"
+	    "# TYPE tsbroker_splices_active gauge\ntsbroker_splices_active %d\n"
+	    "# HELP tsbroker_splice_failovers_total Servers found unreachable when "
+	    "splicing, marked down and replaced.\n"
+	    "# TYPE tsbroker_splice_failovers_total counter\n"
+	    "tsbroker_splice_failovers_total %" PRIu64 "\n",
+	    ld(&m->splices[BROKER_SPLICED]), ld(&m->splices[BROKER_SPLICE_REFUSED]),
+	    ld(&m->splices[BROKER_SPLICE_FAILED]), broker_splices_active(a->broker),
+	    ld(&m->failovers));
 	tb_printf(&b, "# HELP tsbroker_heartbeats_received_total Agent heartbeats "
 	    "received.\n# TYPE tsbroker_heartbeats_received_total counter\n"
 	    "tsbroker_heartbeats_received_total %" PRIu64 "\n"

@@ -1,12 +1,20 @@
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "broker/broker.h"
 #include "broker/common/log.h"
 #include "broker/common/util.h"
 #include "broker/conf.h"
+#include "broker/crypto.h"
 #include "broker/placement.h"
+#include "broker/splice.h"
 #include "broker/store.h"
+#include "broker/token.h"
+
+/* Servers tried for one spliced connection: the token's, then survivors. */
+#define BROKER_ROUTE_ATTEMPTS	3
 
 const int64_t broker_buckets_us[BROKER_BUCKETS] = {
 	250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000,
@@ -51,7 +59,241 @@ broker_place(void *ctx, const struct rdp_request *req, struct rdp_target *out,
 	out->port = res.port;
 	out->reconnect = res.reconnect;
 	out->session_id = res.session_id;
+	/* the placement is committed: now the token that leads back to it */
+	if (b->token_mode && token_issue(&b->key, res.session_id,
+	    pr.now / 1000 + b->c->token_ttl, out->routing_token,
+	    sizeof(out->routing_token)) != 0) {
+		snprintf(reason, n, "cannot issue a routing token");
+		return RDP_PLACE_REFUSED;
+	}
 	return 0;
+}
+
+/* ---- token mode and trusted cookies: route and splice --------------------- */
+
+/* Where a routed connection goes. */
+struct route_target {
+	int64_t server_id;
+	int64_t session_id;
+	char server[WIRE_NAME_MAX];
+	char address[WIRE_ADDR_MAX];
+	int port;
+};
+
+static void
+route_event(struct broker *b, int outcome, const char *kind, const char *server,
+    const char *user, const char *client, const char *detail)
+{
+	struct store_event ev;
+
+	__atomic_add_fetch(&b->m.splices[outcome], 1, __ATOMIC_RELAXED);
+	memset(&ev, 0, sizeof(ev));
+	ev.ts = util_now_ms();
+	util_strlcpy(ev.kind, kind, sizeof(ev.kind));
+	util_strlcpy(ev.server, server ? server : "", sizeof(ev.server));
+	util_strlcpy(ev.user, user ? user : "", sizeof(ev.user));
+	util_strlcpy(ev.client, client ? client : "", sizeof(ev.client));
+	util_strlcpy(ev.detail, detail ? detail : "", sizeof(ev.detail));
+	(void)store_event_add(b->st, &ev);	/* errors logged by store */
+}
+
+static void
+target_from_route(struct route_target *t, const struct store_route *rt)
+{
+	memset(t, 0, sizeof(*t));
+	t->server_id = rt->server_id;
+	t->session_id = rt->session_id;
+	util_strlcpy(t->server, rt->server, sizeof(t->server));
+	util_strlcpy(t->address, rt->address, sizeof(t->address));
+	t->port = rt->port;
+}
+
+/* Places rt's user again (reconnect rules first, so a survivor holding one
+ * of their sessions wins). 0 with *t, or a STORE_* code with why filled. */
+static int
+route_place_again(struct broker *b, const struct store_route *rt, const char *client,
+    struct route_target *t, char *why, size_t n)
+{
+	struct store_place_request pr;
+	struct store_place_result res;
+	int r;
+
+	memset(&pr, 0, sizeof(pr));
+	pr.user = rt->user;
+	pr.login = rt->login[0] ? rt->login : rt->user;
+	pr.domain = rt->domain;
+	pr.client = client;
+	pr.now = util_now_ms();
+	pr.pending_ttl_ms = b->c->pending_ttl * 1000;
+	pr.pending_penalty = b->c->pending_penalty;
+	if ((r = store_placement_commit(b->st, &pr, &res)) != 0) {
+		snprintf(why, n, "%s", r == STORE_REFUSED ? res.reason : store_strerror(r));
+		return r;
+	}
+	memset(t, 0, sizeof(*t));
+	t->server_id = res.server_id;
+	t->session_id = res.session_id;
+	util_strlcpy(t->server, res.server, sizeof(t->server));
+	util_strlcpy(t->address, res.address, sizeof(t->address));
+	t->port = res.port;
+	return 0;
+}
+
+/* The broker cannot reach t: it is marked down (its sessions lost, its
+ * pending placements ended) so that nobody else is sent there either. */
+static void
+route_mark_down(struct broker *b, const struct route_target *t, int err)
+{
+	char reason[128];
+
+	snprintf(reason, sizeof(reason), "unreachable from the broker (%.48s:%d: %.40s)",
+	    t->address, t->port, strerror(err));
+	log_warn("server %s %s: marked down", t->server, reason);
+	(void)store_server_down(b->st, t->server_id, reason, util_now_ms());
+	__atomic_add_fetch(&b->m.failovers, 1, __ATOMIC_RELAXED);
+}
+
+static int
+route_connect(struct broker *b, const struct route_target *t)
+{
+	return splice_connect(t->address, t->port, b->c->connect_timeout * 1000);
+}
+
+/* A connection that came back with a routing token: verify, look up the
+ * session's server, connect (failing over), splice with the request. */
+static int
+route_token(struct broker *b, const struct rdp_route_request *req, int fd)
+{
+	const char *client = req->client_addr;
+	struct store_route rt;
+	struct route_target t;
+	char why[256], from[160] = "";
+	int64_t sid;
+	int r, sfd = -1, err = 0;
+
+	if ((r = token_verify(&b->key, req->token, strlen(req->token),
+	    util_now_ms() / 1000, &sid)) != 0) {
+		/* never log the token: its MAC is as good as a password for 60 s */
+		log_warn("connection from %s refused: %s", client, token_strerror(r));
+		route_event(b, BROKER_SPLICE_REFUSED, "token_refused", NULL, NULL, client,
+		    token_strerror(r));
+		return RDP_ROUTE_CLOSED;
+	}
+	if ((r = store_session_route(b->st, sid, util_now_ms(), &rt)) != 0) {
+		snprintf(why, sizeof(why), r == STORE_NOT_FOUND ? "routing token for an "
+		    "unknown session %lld" : "routing token for session %lld: %s",
+		    (long long)sid, store_strerror(r));
+		log_warn("connection from %s refused: %s", client, why);
+		route_event(b, r == STORE_NOT_FOUND ? BROKER_SPLICE_REFUSED :
+		    BROKER_SPLICE_FAILED, "token_refused", NULL, NULL, client, why);
+		return RDP_ROUTE_CLOSED;
+	}
+	const char *user = rt.login[0] ? rt.login : rt.user;
+	if (rt.live)
+		target_from_route(&t, &rt);
+	else {
+		/* the server went down (or the session ended) since the token
+		 * was issued: place the user again */
+		snprintf(from, sizeof(from), "; session %lld %s on %s (%s)",
+		    (long long)sid, rt.session_state, rt.server, rt.server_state);
+		if ((r = route_place_again(b, &rt, client, &t, why, sizeof(why))) != 0)
+			goto refused;
+	}
+	for (int attempt = 1; ; attempt++) {
+		if ((sfd = route_connect(b, &t)) >= 0)
+			break;
+		err = errno;
+		route_mark_down(b, &t, err);
+		if (attempt == BROKER_ROUTE_ATTEMPTS) {
+			snprintf(why, sizeof(why), "%d servers unreachable from the broker, "
+			    "the last %s (%s)", attempt, t.server, strerror(err));
+			log_warn("%s from %s not spliced: %s", user, client, why);
+			route_event(b, BROKER_SPLICE_FAILED, "splice_failed", t.server, user,
+			    client, why);
+			return RDP_ROUTE_CLOSED;
+		}
+		snprintf(from, sizeof(from), "; failover from %s (unreachable: %s)",
+		    t.server, strerror(err));
+		if ((r = route_place_again(b, &rt, client, &t, why, sizeof(why))) != 0)
+			goto refused;
+	}
+	if (splice_start(b->splice, fd, sfd, req->request, req->request_len) != 0) {
+		close(sfd);
+		snprintf(why, sizeof(why), "cannot splice to %s: %d connections spliced "
+		    "(splice_max) or out of resources", t.server, b->c->splice_max);
+		log_warn("%s from %s not spliced: %s", user, client, why);
+		route_event(b, BROKER_SPLICE_FAILED, "splice_failed", t.server, user, client,
+		    why);
+		return RDP_ROUTE_CLOSED;
+	}
+	snprintf(why, sizeof(why), "routing token, session %lld%s", (long long)t.session_id,
+	    from);
+	log_info("%s from %s spliced to %s (%s:%d)%s", user, client, t.server, t.address,
+	    t.port, from);
+	route_event(b, BROKER_SPLICED, "splice", t.server, user, client, why);
+	return RDP_ROUTE_SPLICED;
+ refused:
+	{
+		char detail[256];
+
+		snprintf(detail, sizeof(detail), "no server for the routing token: %.80s%.140s",
+		    why, from);
+		log_warn("%s from %s refused: %s", user, client, detail);
+		route_event(b, r == STORE_REFUSED ? BROKER_SPLICE_REFUSED :
+		    BROKER_SPLICE_FAILED, "refusal", NULL, user, client, detail);
+	}
+	return RDP_ROUTE_CLOSED;
+}
+
+/* trust_cookie: "Cookie: mstshash=USER" of a user with a live session on an
+ * up server goes straight there, the request still unread (the relay sends
+ * it). Anything else, or an unreachable server (then marked down), is
+ * declined: FreeRDP handles the connection and placement decides. */
+static int
+route_cookie(struct broker *b, const struct rdp_route_request *req, int fd)
+{
+	const char *client = req->client_addr;
+	char user[WIRE_USER_MAX], why[160];
+	struct store_route rt;
+	struct route_target t;
+	int sfd;
+
+	if (placement_user_normalise(req->cookie, user, sizeof(user)) != 0 ||
+	    store_user_route(b->st, user, util_now_ms(), &rt) != 0)
+		return RDP_ROUTE_DECLINED;
+	target_from_route(&t, &rt);
+	if ((sfd = route_connect(b, &t)) < 0) {
+		route_mark_down(b, &t, errno);
+		return RDP_ROUTE_DECLINED;
+	}
+	if (splice_start(b->splice, fd, sfd, NULL, 0) != 0) {
+		close(sfd);
+		log_warn("cookie %s from %s not spliced (splice_max %d reached?): "
+		    "placing it as usual", user, client, b->c->splice_max);
+		return RDP_ROUTE_DECLINED;
+	}
+	snprintf(why, sizeof(why), "cookie (trust_cookie), session %lld",
+	    (long long)rt.session_id);
+	log_info("%s from %s spliced to %s (%s:%d) by its cookie", user, client, t.server,
+	    t.address, t.port);
+	route_event(b, BROKER_SPLICED, "splice", t.server, rt.login[0] ? rt.login : user,
+	    client, why);
+	return RDP_ROUTE_SPLICED;
+}
+
+static int
+broker_route(void *ctx, const struct rdp_route_request *req, int fd)
+{
+	struct broker *b = ctx;
+
+	if (b->splice == NULL)
+		return req->kind == RDP_ROUTE_COOKIE ? RDP_ROUTE_DECLINED : RDP_ROUTE_CLOSED;
+	if (req->kind == RDP_ROUTE_TOKEN) {
+		if (!b->token_mode)
+			return RDP_ROUTE_CLOSED;
+		return route_token(b, req, fd);
+	}
+	return route_cookie(b, req, fd);
 }
 
 static void
@@ -96,10 +338,45 @@ broker_done(void *ctx, enum rdp_outcome outcome, const struct rdp_request *req,
 	(void)store_event_add(b->st, &ev);	/* errors logged by store */
 }
 
+int
+broker_start(struct broker *b, char *err, size_t n)
+{
+	struct splice_conf sc;
+
+	b->token_mode = strcmp(b->c->rdp.mode, "token") == 0;
+	if (b->token_mode && token_key_load(b->c->token_key, &b->key, err, n) != 0)
+		return -1;
+	if (!b->token_mode && !b->c->rdp.trust_cookie)
+		return 0;
+	memset(&sc, 0, sizeof(sc));
+	sc.idle_timeout_ms = b->c->splice_idle_timeout * 1000;
+	sc.max = b->c->splice_max;
+	if ((b->splice = splice_new(&sc)) == NULL) {
+		snprintf(err, n, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+void
+broker_stop(struct broker *b)
+{
+	splice_free(b->splice);
+	b->splice = NULL;
+	crypto_wipe(&b->key, sizeof(b->key));
+}
+
+int
+broker_splices_active(const struct broker *b)
+{
+	return b->splice != NULL ? splice_active(b->splice) : 0;
+}
+
 void
 broker_rdp_ops(struct broker *b, struct rdp_ops *ops)
 {
 	ops->place = broker_place;
 	ops->done = broker_done;
+	ops->route = broker_route;
 	ops->ctx = b;
 }

@@ -14,6 +14,9 @@ struct conf {
 	struct rdp_conf rdp;		/* [rdp] */
 	char token_key[512];		/* [rdp] token_key: HMAC key file */
 	int token_ttl;			/* [rdp] token_ttl, seconds */
+	int splice_max;			/* [rdp] splice_max: spliced connections at once */
+	int splice_idle_timeout;	/* [rdp] splice_idle_timeout, seconds */
+	int connect_timeout;		/* [rdp] connect_timeout: broker -> server, seconds */
 	char http_listen[272];		/* [http] listen */
 	char http_certificate[512];	/* [http] certificate, default rdp's */
 	char http_private_key[512];

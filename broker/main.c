@@ -118,6 +118,10 @@ serve(struct conf *c)
 
 	broker.st = st;
 	broker.c = c;
+	if (broker_start(&broker, err, sizeof(err)) != 0) {
+		log_error("rdp: %s", err);
+		goto out;
+	}
 	broker_rdp_ops(&broker, &ops);
 	if ((rdp = rdp_new(&c->rdp, &ops, err, sizeof(err))) == NULL ||
 	    rdp_start(rdp) != 0) {
@@ -140,6 +144,7 @@ serve(struct conf *c)
 	health_stop(health);
 	rdp_free(rdp);
 	http_free(http);
+	broker_stop(&broker);		/* after rdp (route) and http (/metrics) */
 	api_admin_cleanup(&admin);
 	store_close(st);
 	return ret;

@@ -6,18 +6,25 @@
  * to max_handshakes, each handling one connection at a time:
  *
  *   peek the X.224 Connection Request (MSG_PEEK, exactly its TPKT length)
- *   refuse at the X.224 level what FreeRDP would mishandle (no TLS offered,
- *     a routing token other than "Cookie: msts=") with an RDP_NEG_FAILURE
- *   [token mode hook: conn_token_route(), not implemented]
+ *   refuse a routing token other than "Cookie: msts=" (FreeRDP 2.11 fails
+ *     on it) with an RDP_NEG_FAILURE
+ *   token mode, "Cookie: msts=": read the request, ops->route (verify the
+ *     token, connect, splice), done; never FreeRDP
+ *   trust_cookie, "Cookie: mstshash=": ops->route with the request unread;
+ *     spliced, or declined and on
+ *   refuse a client that does not offer TLS with an RDP_NEG_FAILURE
  *   hand a dup of the socket to freerdp_peer_new(): TLS only
  *   Capabilities callback: user and domain from Client Info, ops->place,
- *     Server Redirection PDU (or Set Error Info + disconnect), return FALSE
+ *     Server Redirection PDU (address, or routing token in token mode; or
+ *     Set Error Info + disconnect), return FALSE
  *   read and discard until the client closes (bounded), close.
  *
  * Locking: r->lock guards the connection list, the queue, the counters and
- * each connection's fd_open/deadline/timed_out. A connection's socket is
- * closed only by its worker, under the lock, so the watchdog never touches
- * a reused descriptor. */
+ * each connection's fd_open/deadline/timed_out/handoff. A connection's
+ * socket is closed only by its worker, under the lock, so the watchdog never
+ * touches a reused descriptor. While ops->route runs (handoff), the watchdog
+ * leaves the socket alone: route bounds its own time, and a socket it
+ * splices lives on in its own descriptor after the worker closes ours. */
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -63,6 +70,7 @@ struct rdp_conn {
 	int fd;				/* ours; FreeRDP gets a dup */
 	int fd_open;			/* under r->lock */
 	int timed_out;			/* under r->lock: the watchdog fired */
+	int handoff;			/* under r->lock: in ops->route */
 	int64_t deadline_ms;		/* under r->lock, monotonic */
 	int64_t accepted_us;		/* monotonic */
 	int done_called;
@@ -79,6 +87,7 @@ struct rdp {
 	struct rdp_ops ops;
 	char *cert;			/* PEM text, loaded once */
 	char *key;
+	int token_mode;			/* conf.mode is "token" */
 	int lfd;
 	int wake[2];			/* wakes the listener on stop */
 	HANDLE stop_event;		/* wakes workers inside FreeRDP waits */
@@ -285,20 +294,61 @@ conn_refuse_x224(struct rdp_conn *c, size_t request_len, uint32_t failure_code)
 	conn_drain(c, RDP_REFUSE_DRAIN_MS);
 }
 
-/* Token mode (a later issue): verify a "Cookie: msts=" routing token and
- * splice the connection, request bytes unchanged, to the target it names.
- * Returns 1 if it took the connection (and called conn_done), 0 to let
- * the connection continue as in address mode. rdp_new refuses mode=token
- * until this exists, so it is never reached yet. */
+static void
+conn_set_handoff(struct rdp_conn *c, int on)
+{
+	pthread_mutex_lock(&c->r->lock);
+	c->handoff = on;
+	pthread_mutex_unlock(&c->r->lock);
+}
+
+/* Offers the connection to ops->route: a routing token (the request is read
+ * here first, exactly its length, and passed on) or a cookie (the request
+ * stays unread). 1 if route answered it (spliced or closed: route has
+ * reported it), 0 to go on with FreeRDP (a declined cookie). */
 static int
-conn_token_route(struct rdp_conn *c, const struct x224_request *req,
+conn_route(struct rdp_conn *c, enum rdp_route_kind kind, const struct x224_request *req,
     const uint8_t *raw, size_t len)
 {
-	(void)c;
-	(void)req;
-	(void)raw;
-	(void)len;
-	return 0;
+	struct rdp *r = c->r;
+	struct rdp_route_request rr;
+	char token[X224_PACKET_MAX + 1];
+	uint8_t sink[X224_PACKET_MAX];
+	int fd, rc;
+
+	memset(&rr, 0, sizeof(rr));
+	rr.kind = kind;
+	rr.token = "";
+	rr.cookie = c->cookie;
+	rr.client_addr = c->client;
+	if (kind == RDP_ROUTE_TOKEN) {
+		x224_copy(token, sizeof(token), req->msts, req->msts_len);
+		rr.token = token;
+		/* consume exactly the request we peeked: it is in the socket
+		 * buffer already, and what follows it stays there for the relay */
+		if (len > sizeof(sink) || recv(c->fd, sink, len, MSG_DONTWAIT) != (ssize_t)len) {
+			conn_done(c, RDP_FAILED, NULL, "cannot read the Connection Request");
+			return 1;
+		}
+		rr.request = raw;
+		rr.request_len = len;
+	}
+	if ((fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+		conn_done(c, RDP_FAILED, NULL, "out of file descriptors");
+		return 1;
+	}
+	conn_set_handoff(c, 1);
+	rc = r->ops.route(r->ops.ctx, &rr, fd);
+	conn_set_handoff(c, 0);
+	if (rc == RDP_ROUTE_SPLICED) {
+		c->done_called = 1;	/* route reported it */
+		return 1;
+	}
+	close(fd);
+	if (rc == RDP_ROUTE_DECLINED && kind == RDP_ROUTE_COOKIE)
+		return 0;
+	c->done_called = 1;
+	return 1;
 }
 
 /* 0 to continue with FreeRDP, -1 when the connection was answered here. */
@@ -321,6 +371,18 @@ conn_check_request(struct rdp_conn *c)
 		return -1;
 	}
 	x224_copy(c->cookie, sizeof(c->cookie), req.cookie, req.cookie_len);
+	if (req.token_kind == X224_TOKEN_OTHER) {
+		/* FreeRDP 2.11's server fails on anything but "Cookie: msts=" */
+		conn_done(c, RDP_FAILED, NULL, "unsupported routing token (not Cookie: msts=)");
+		conn_refuse_x224(c, len, X224_FAILURE_INCONSISTENT_FLAGS);
+		return -1;
+	}
+	/* before the TLS check: a spliced client talks to its server, NLA included */
+	if (req.token_kind == X224_TOKEN_MSTS && c->r->token_mode)
+		return conn_route(c, RDP_ROUTE_TOKEN, &req, buf, len) ? -1 : 0;
+	if (req.token_kind == X224_TOKEN_NONE && c->cookie[0] != '\0' &&
+	    c->r->conf.trust_cookie && conn_route(c, RDP_ROUTE_COOKIE, &req, buf, len))
+		return -1;
 	if (!req.has_neg_req || !(req.requested_protocols & X224_PROTOCOL_SSL)) {
 		conn_done(c, RDP_FAILED, NULL, req.has_neg_req ?
 		    "client does not offer TLS (NLA only?)" :
@@ -328,15 +390,6 @@ conn_check_request(struct rdp_conn *c)
 		conn_refuse_x224(c, len, X224_FAILURE_SSL_REQUIRED_BY_SERVER);
 		return -1;
 	}
-	if (req.token_kind == X224_TOKEN_OTHER) {
-		/* FreeRDP 2.11's server fails on anything but "Cookie: msts=" */
-		conn_done(c, RDP_FAILED, NULL, "unsupported routing token (not Cookie: msts=)");
-		conn_refuse_x224(c, len, X224_FAILURE_INCONSISTENT_FLAGS);
-		return -1;
-	}
-	if (req.token_kind == X224_TOKEN_MSTS && strcmp(c->r->conf.mode, "token") == 0 &&
-	    conn_token_route(c, &req, buf, len))
-		return -1;
 	return 0;
 }
 
@@ -396,6 +449,22 @@ peer_capabilities(freerdp_peer *peer)
 	}
 	t.address[sizeof(t.address) - 1] = '\0';
 	t.fqdn[sizeof(t.fqdn) - 1] = '\0';
+	t.routing_token[sizeof(t.routing_token) - 1] = '\0';
+	if (r->token_mode) {
+		if (t.routing_token[0] == '\0' || !is_ascii(t.routing_token)) {
+			conn_done(c, RDP_FAILED, NULL, "no routing token for the placement");
+			peer_refuse(peer, ERRINFO_SERVER_DENIED_CONNECTION);
+			return FALSE;
+		}
+		/* no address: the client reconnects to the broker with
+		 * LoadBalanceInfo "Cookie: msts=<token>\r\n" (FreeRDP adds the
+		 * prefix and the CRLF) as its X.224 routing token */
+		peer->SendServerRedirection(peer, 0, NULL, t.routing_token,
+		    is_ascii(c->user) ? c->user : NULL,
+		    is_ascii(c->domain) ? c->domain : NULL, NULL, NULL, NULL, 0, NULL, 0,
+		    NULL);
+		goto sent;
+	}
 	if (t.address[0] == '\0' || !is_ascii(t.address)) {
 		/* the placement is committed but unusable: a configuration error */
 		log_error("server '%.64s' has no usable address '%.256s'", t.server, t.address);
@@ -409,6 +478,7 @@ peer_capabilities(freerdp_peer *peer)
 	peer->SendServerRedirection(peer, 0, t.address, NULL,
 	    is_ascii(c->user) ? c->user : NULL, is_ascii(c->domain) ? c->domain : NULL,
 	    NULL, fqdn, NULL, 0, NULL, 0, NULL);
+ sent:
 	if (conn_timed_out(c))		/* the watchdog closed it during place */
 		conn_done(c, RDP_FAILED, NULL, "handshake timeout before the redirect");
 	else
@@ -668,7 +738,8 @@ listener_watchdog(struct rdp *r, int all)
 
 	pthread_mutex_lock(&r->lock);
 	for (c = r->conns; c != NULL; c = c->next) {
-		if (c->fd_open && !c->timed_out && (all || now >= c->deadline_ms)) {
+		if (c->fd_open && !c->timed_out && (all || (now >= c->deadline_ms &&
+		    !c->handoff))) {
 			shutdown(c->fd, SHUT_RDWR);
 			c->timed_out = 1;
 		}
@@ -903,8 +974,12 @@ rdp_new(const struct rdp_conf *conf, const struct rdp_ops *ops, char *err, size_
 		snprintf(err, errlen, "invalid arguments");
 		return NULL;
 	}
-	if (strcmp(conf->mode, "address") != 0) {
-		snprintf(err, errlen, "mode '%s' is not implemented (only 'address')", conf->mode);
+	if (strcmp(conf->mode, "address") != 0 && strcmp(conf->mode, "token") != 0) {
+		snprintf(err, errlen, "mode '%s' is not 'address' or 'token'", conf->mode);
+		return NULL;
+	}
+	if ((strcmp(conf->mode, "token") == 0 || conf->trust_cookie) && ops->route == NULL) {
+		snprintf(err, errlen, "token mode and trust_cookie need a route callback");
 		return NULL;
 	}
 	if ((r = calloc(1, sizeof(*r))) == NULL) {
@@ -920,6 +995,7 @@ rdp_new(const struct rdp_conf *conf, const struct rdp_ops *ops, char *err, size_
 	if (r->conf.max_handshakes <= 0)
 		r->conf.max_handshakes = 256;
 	r->ops = *ops;
+	r->token_mode = strcmp(r->conf.mode, "token") == 0;
 	r->lfd = r->wake[0] = r->wake[1] = -1;
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
@@ -954,8 +1030,9 @@ rdp_start(struct rdp *r)
 		return -1;
 	}
 	r->started = 1;
-	log_info("listening on %s (address mode, TLS, handshake_timeout %d s, "
-	    "max_handshakes %d)", r->conf.listen, r->conf.handshake_timeout,
+	log_info("listening on %s (%s mode%s, TLS, handshake_timeout %d s, "
+	    "max_handshakes %d)", r->conf.listen, r->conf.mode,
+	    r->conf.trust_cookie ? ", trust_cookie" : "", r->conf.handshake_timeout,
 	    r->conf.max_handshakes);
 	return 0;
 }

@@ -829,6 +829,7 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 	}
 	if (r != 0)
 		goto out;
+	res.server_id = sv[d.server].id;
 	r = row_one(st, prep(st, "SELECT name, address, fqdn, port FROM servers WHERE "
 	    "id = ?", "I", sv[d.server].id), place_result_row, &res);
  out:
@@ -863,6 +864,91 @@ store_pending_expire(struct store *st, int64_t now, int *expired)
 		    "updated = ?1 WHERE state = 'pending' AND expires <= ?1", "I", now),
 		    expired);
 	return end(st, r);
+}
+
+/* ---- routing ---- */
+
+static int
+route_row(sqlite3_stmt *s, void *dst)
+{
+	struct store_route *o = dst;
+
+	o->session_id = sqlite3_column_int64(s, 0);
+	col_text(s, 1, o->user, sizeof(o->user));
+	col_text(s, 2, o->login, sizeof(o->login));
+	col_text(s, 3, o->domain, sizeof(o->domain));
+	col_text(s, 4, o->session_state, sizeof(o->session_state));
+	o->server_id = sqlite3_column_int64(s, 5);
+	col_text(s, 6, o->server, sizeof(o->server));
+	col_text(s, 7, o->address, sizeof(o->address));
+	o->port = sqlite3_column_int(s, 8);
+	col_text(s, 9, o->server_state, sizeof(o->server_state));
+	o->live = sqlite3_column_int(s, 10);
+	return 0;
+}
+
+/* Lock held. */
+static int
+route_query(struct store *st, int64_t session_id, int64_t now, struct store_route *out)
+{
+	return row_one(st, prep(st, "SELECT e.id, e.user, e.login, e.domain, e.state, "
+	    "v.id, v.name, v.address, v.port, v.state, v.state = 'up' AND (e.state IN "
+	    "('active', 'disconnected') OR (e.state = 'pending' AND e.expires > ?2)) "
+	    "FROM sessions e JOIN servers v ON v.id = e.server_id WHERE e.id = ?1",
+	    "II", session_id, now), route_row, out);
+}
+
+int
+store_session_route(struct store *st, int64_t session_id, int64_t now,
+    struct store_route *out)
+{
+	struct store_route res;
+	int r;
+
+	memset(&res, 0, sizeof(res));
+	pthread_mutex_lock(&st->lock);
+	r = route_query(st, session_id, now, &res);
+	pthread_mutex_unlock(&st->lock);
+	if (r == 0)
+		*out = res;
+	return r;
+}
+
+int
+store_user_route(struct store *st, const char *user, int64_t now,
+    struct store_route *out)
+{
+	struct store_place_request req = { .user = user, .now = now };
+	struct store_route res;
+	struct pl_server *sv = NULL;
+	struct pl_session *ss = NULL;
+	struct pl_decision d;
+	size_t ns = 0, nu = 0;
+	int r;
+
+	memset(&res, 0, sizeof(res));
+	pthread_mutex_lock(&st->lock);
+	if ((r = EXEC(st, "BEGIN", "")) != 0)
+		goto unlock;
+	if ((r = place_load(st, &req, &sv, &ns, &ss, &nu)) != 0)
+		goto out;
+	struct pl_input in = { sv, ns, ss, nu, 0 };
+	if (nu == 0 || placement_pick(&in, &d) != 0 || !d.reconnect) {
+		r = STORE_NOT_FOUND;
+		goto out;
+	}
+	r = route_query(st, ss[d.session].id, now, &res);
+ out:
+	for (size_t i = 0; i < ns; i++)
+		free((char *)sv[i].name);
+	free(sv);
+	free(ss);
+	(void)EXEC(st, "COMMIT", "");	/* read only: ends the snapshot */
+ unlock:
+	pthread_mutex_unlock(&st->lock);
+	if (r == 0)
+		*out = res;
+	return r;
 }
 
 /* ---- sessions ---- */

@@ -121,6 +121,7 @@ struct store_place_request {
 struct store_place_result {
 	int reconnect;
 	int64_t session_id;
+	int64_t server_id;
 	char server[WIRE_NAME_MAX];
 	char address[WIRE_ADDR_MAX];
 	char fqdn[WIRE_ADDR_MAX];
@@ -135,6 +136,32 @@ int store_placement_commit(struct store *st, const struct store_place_request *r
 /* Pending placements past their expiry end, each with an event; the servers
  * that left them unconfirmed count one more. *expired is how many ended. */
 int store_pending_expire(struct store *st, int64_t now, int *expired);
+
+/* ---- routing (token mode, trusted cookies) ---- */
+struct store_route {
+	int64_t session_id;
+	char user[WIRE_USER_MAX];	/* normalised */
+	char login[WIRE_USER_MAX];
+	char domain[WIRE_USER_MAX];
+	char session_state[16];		/* pending | active | disconnected | lost | ended */
+	int64_t server_id;
+	char server[WIRE_NAME_MAX];
+	char address[WIRE_ADDR_MAX];
+	int port;
+	char server_state[16];		/* unknown | up | down */
+	int live;			/* 1: the session is active, disconnected or an
+					 * unexpired pending placement, on an up server */
+};
+/* The user and server of session_id (a routing token's session), whatever
+ * their states: STORE_NOT_FOUND if there is no such session (or its server
+ * was removed). Reads only. */
+int store_session_route(struct store *st, int64_t session_id, int64_t now,
+    struct store_route *out);
+/* Where user (normalised) would reconnect now by placement's reconnect
+ * rules, without committing anything: STORE_NOT_FOUND unless the user has
+ * a live session on an up server. Reads only. */
+int store_user_route(struct store *st, const char *user, int64_t now,
+    struct store_route *out);
 
 /* ---- sessions ---- */
 struct store_session_filter {

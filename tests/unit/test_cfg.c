@@ -43,6 +43,11 @@ test_defaults(void **state)
 	assert_int_equal(c.down_after, 15);
 	assert_int_equal(c.pending_ttl, 120);
 	assert_int_equal(c.pending_penalty, 1);
+	assert_int_equal(c.token_ttl, 60);
+	assert_int_equal(c.rdp.trust_cookie, 0);
+	assert_int_equal(c.splice_max, 1024);
+	assert_int_equal(c.splice_idle_timeout, 7200);
+	assert_int_equal(c.connect_timeout, 3);
 }
 
 static void
@@ -58,6 +63,13 @@ test_values_and_comments(void **state)
 	assert_string_equal(c.rdp.mode, "token");
 	assert_string_equal(c.http_certificate, "/x.pem");
 	assert_int_equal(c.down_after, 30);
+	assert_int_equal(load("[rdp]\ntrust_cookie = yes\nsplice_max = 5\n"
+	    "splice_idle_timeout = 30\nconnect_timeout = 2\n", &c, err, sizeof(err)), 0);
+	assert_int_equal(c.rdp.trust_cookie, 1);
+	assert_int_equal(c.splice_max, 5);
+	assert_int_equal(c.splice_idle_timeout, 30);
+	assert_int_equal(c.connect_timeout, 2);
+	assert_int_equal(load("[rdp]\nconnect_timeout = 0\n", &c, err, sizeof(err)), -1);
 }
 
 static void

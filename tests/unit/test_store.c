@@ -303,6 +303,63 @@ test_names_and_admin(void **state)
 	assert_int_equal(store_server_add(f->st, &s, "otherhash", T0), STORE_EXISTS);
 }
 
+/* Routing tokens and trusted cookies: a session id leads to its user and
+ * server whatever their states; a user leads to a live session only. */
+static void
+test_session_and_user_route(void **state)
+{
+	struct fx *f = *state;
+	struct store_place_result res;
+	struct store_route rt;
+	const char *alice[] = { "alice" };
+
+	add(f, "a", 10);
+	add(f, "b", 10);
+	beat(f, "a", 1, T0, NULL, 0, 1);
+	beat(f, "b", 1, T0, NULL, 0, 1);
+	assert_int_equal(place(f, "CORP\\Alice", T0 + 1, &res), 0);
+	assert_int_equal(res.server_id, id_of(f, res.server));
+
+	assert_int_equal(store_session_route(f->st, res.session_id, T0 + 2, &rt), 0);
+	assert_int_equal(rt.session_id, res.session_id);
+	assert_string_equal(rt.user, "alice");
+	assert_string_equal(rt.login, "CORP\\Alice");
+	assert_string_equal(rt.session_state, "pending");
+	assert_string_equal(rt.server, res.server);
+	assert_string_equal(rt.server_state, "up");
+	assert_int_equal(rt.server_id, res.server_id);
+	assert_int_equal(rt.port, 3389);
+	assert_int_equal(rt.live, 1);
+	/* a pending placement past its expiry is not live */
+	assert_int_equal(store_session_route(f->st, res.session_id, T0 + 20000, &rt), 0);
+	assert_int_equal(rt.live, 0);
+	assert_int_equal(store_session_route(f->st, 9999, T0 + 2, &rt), STORE_NOT_FOUND);
+
+	/* the user's live session, by the reconnect rules, nothing committed */
+	memset(&rt, 0, sizeof(rt));
+	assert_int_equal(store_user_route(f->st, "alice", T0 + 2, &rt), 0);
+	assert_int_equal(rt.session_id, res.session_id);
+	assert_int_equal(store_user_route(f->st, "bob", T0 + 2, &rt), STORE_NOT_FOUND);
+	assert_int_equal(count(f, NULL, "pending"), 1);	/* no placement for bob */
+	beat(f, res.server, 1, T0 + 3, alice, 1, 1);	/* confirmed: active */
+	assert_int_equal(store_user_route(f->st, "alice", T0 + 4, &rt), 0);
+	assert_string_equal(rt.session_state, "active");
+
+	/* its server goes down: the token still names it, but it is not live,
+	 * and the user has no live session any more */
+	assert_int_equal(store_server_down(f->st, res.server_id, "test", T0 + 5), 0);
+	assert_int_equal(store_session_route(f->st, res.session_id, T0 + 6, &rt), 0);
+	assert_string_equal(rt.session_state, "lost");
+	assert_string_equal(rt.server_state, "down");
+	assert_int_equal(rt.live, 0);
+	assert_int_equal(store_user_route(f->st, "alice", T0 + 6, &rt), STORE_NOT_FOUND);
+	/* placing her again goes to the survivor */
+	assert_int_equal(place(f, "alice", T0 + 7, &res), 0);
+	assert_string_not_equal(res.server, rt.server);
+	assert_int_equal(store_user_route(f->st, "alice", T0 + 8, &rt), 0);
+	assert_string_equal(rt.server, res.server);
+}
+
 static void
 test_event_retention(void **state)
 {
@@ -340,6 +397,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_pending_expiry_and_quarantine, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_names_and_admin, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_event_retention, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_session_and_user_route, setup, teardown),
 	};
 	log_init("test_store", LOG_ERROR);
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
