@@ -89,6 +89,10 @@ test-deps:
 run: deps all
 	@sh tools/run.sh
 
+# A live farm on loopback (broker, three rdptargets with agents) until Ctrl-C.
+demo: all
+	@sh tools/demo.sh
+
 # DESTDIR and PREFIX as usual; configs are examples, never overwritten.
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/tsbroker/web \
