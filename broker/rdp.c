@@ -1095,12 +1095,15 @@ rdp_free(struct rdp *r)
 	pthread_cond_destroy(&r->cond);
 	pthread_cond_destroy(&r->idle_cond);
 	pthread_mutex_destroy(&r->lock);
+	/* forget the texts freed below but keep the objects: FreeRDP holds
+	 * references to them that it never drops (see pem_cache), so freeing
+	 * ours would only make them unreachable, a leak to LeakSanitizer */
 	pthread_mutex_lock(&pem_lock);
 	if (pem_cache.cert_text == r->cert) {
-		pthread_mutex_unlock(&pem_lock);
-		pem_cache_set(NULL, NULL, NULL, NULL);
-	} else
-		pthread_mutex_unlock(&pem_lock);
+		pem_cache.cert_text = NULL;
+		pem_cache.key_text = NULL;
+	}
+	pthread_mutex_unlock(&pem_lock);
 	free(r->cert);
 	free(r->key);
 	free(r);

@@ -15,6 +15,6 @@ $(B)/rdpprobe: $(B)/tools/rdpprobe.o $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(call PKG_LIBS,$(TOOLS_FREERDP_CLIENT)) $(COMMON_LIBS) $(LDLIBS_BASE)
 
 UNIT_TESTS += test_x224
-test_x224_OBJS := build/broker/x224.o build/broker/common/log.o
+test_x224_OBJS := $(B)/broker/x224.o $(B)/broker/common/log.o
 FUZZERS += fuzz_x224
 fuzz_x224_SRCS := broker/x224.c

@@ -5,7 +5,14 @@ Fixtures:
   broker_factory(**conf) -> Broker   a started broker (stopped at teardown)
   broker                             broker_factory() with short health timings
 Helpers: wait_until(pred, timeout, what), free_port(*hosts).
+
+TSBROKER_BUILD selects the binaries (default build/; make asan-test uses
+build-asan/). Sanitizers: every process started here inherits ASAN_OPTIONS,
+UBSAN_OPTIONS and LSAN_OPTIONS that halt on the first error and write reports
+to files under SAN_DIR; an autouse fixture fails the test whose processes
+left a report there, or whose logs hold one.
 """
+import glob
 import json
 import os
 import signal
@@ -13,6 +20,7 @@ import socket
 import sqlite3
 import ssl
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -20,9 +28,85 @@ import urllib.request
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BUILD = os.path.join(ROOT, "build")
+BUILD = os.path.abspath(os.environ.get("TSBROKER_BUILD") or os.path.join(ROOT, "build"))
 TSBROKER = os.path.join(BUILD, "tsbroker")
 TSAGENT = os.path.join(BUILD, "tsagent")
+
+
+# ---- sanitizers -------------------------------------------------------------
+SAN_DIR = os.environ.get("TSBROKER_SAN_DIR") or tempfile.mkdtemp(prefix="tsbroker-san-")
+os.makedirs(SAN_DIR, exist_ok=True)
+SAN_PATTERNS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                "WARNING: AddressSanitizer", "ERROR: UndefinedBehaviorSanitizer")
+
+
+def _san_env():
+    lsan_supp = os.path.join(ROOT, "tests", "asan", "lsan.supp")
+    opts = {
+        "ASAN_OPTIONS": f"halt_on_error=1:abort_on_error=0:log_exe_name=1:"
+                        f"log_path={SAN_DIR}/asan",
+        "UBSAN_OPTIONS": f"halt_on_error=1:print_stacktrace=1:log_exe_name=1:log_path={SAN_DIR}/ubsan",
+        "LSAN_OPTIONS": f"suppressions={lsan_supp}:print_suppressions=0",
+    }
+    for k, v in opts.items():
+        os.environ[k] = v
+
+
+_san_env()
+
+
+def sanitizer_reports(paths=()):
+    """{file: text} of sanitizer reports in SAN_DIR and in the given log files."""
+    found = {}
+    for f in glob.glob(os.path.join(SAN_DIR, "*")):
+        if f.endswith(".seen"):
+            continue
+        with open(f, errors="replace") as fh:
+            found[f] = fh.read()
+    for f in paths:
+        try:
+            with open(f, errors="replace") as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        if any(p in text for p in SAN_PATTERNS):
+            found[f] = text
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_sanitizer_reports(tmp_path):
+    """Fails a test whose processes (stopped by then: this fixture is torn
+    down last) reported an ASan/UBSan/LSan error."""
+    early = sanitizer_reports()
+    if early:	# left by a fixture torn down after the previous test
+        for f in early:
+            os.rename(f, f + ".seen")
+        pytest.fail("sanitizer reports from an earlier teardown:\n" +
+                    "\n".join(f"== {f}\n{t[-6000:]}" for f, t in early.items()), pytrace=False)
+    yield
+    logs = glob.glob(os.path.join(str(tmp_path), "**", "*.log"), recursive=True)
+    logs += glob.glob(os.path.join(str(tmp_path), "**", "*.out"), recursive=True)
+    found = sanitizer_reports(logs)
+    if found:
+        text = "\n".join(f"== {f}\n{t[-6000:]}" for f, t in found.items())
+        for f in found:
+            if f.startswith(SAN_DIR):
+                os.rename(f, f + ".seen")
+        pytest.fail(f"sanitizer reports:\n{text}", pytrace=False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Reports written after the last test's check fail the run too."""
+    late = sanitizer_reports()
+    if late:
+        print("\nsanitizer reports after the last test:\n" +
+              "\n".join(f"== {f}\n{t[-6000:]}" for f, t in late.items()))
+        session.exitstatus = 1
+    else:
+        seen = glob.glob(os.path.join(SAN_DIR, "*.seen"))
+        if not seen and "TSBROKER_SAN_DIR" not in os.environ:
+            os.rmdir(SAN_DIR)
 
 
 def wait_until(pred, timeout=10.0, what="condition", interval=0.05):
