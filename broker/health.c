@@ -17,6 +17,7 @@ struct health {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	int stop;
+	int64_t started;	/* ms: the grace for servers after a restart */
 };
 
 /* Did a server other than `self` confirm a placement since `since`? */
@@ -30,7 +31,7 @@ others_confirm(const struct store_server *list, size_t n, size_t self, int64_t s
 }
 
 int
-health_sweep(struct store *st, const struct conf *c, int64_t now)
+health_sweep(struct store *st, const struct conf *c, int64_t now, int64_t started)
 {
 	struct store_server *list = NULL;
 	size_t n = 0;
@@ -41,10 +42,12 @@ health_sweep(struct store *st, const struct conf *c, int64_t now)
 	if ((r = store_server_list(st, &list, &n)) != 0)
 		return r;
 	for (size_t i = 0; i < n && r == 0; i++) {
-		if (strcmp(list[i].state, "up") != 0 || now - list[i].last_heartbeat <= down_ms)
+		int64_t last = list[i].last_heartbeat > started ? list[i].last_heartbeat :
+		    started;
+		if (strcmp(list[i].state, "up") != 0 || now - last <= down_ms)
 			continue;
 		snprintf(reason, sizeof(reason), "no heartbeat for %lld s",
-		    (long long)((now - list[i].last_heartbeat) / 1000));
+		    (long long)((now - last) / 1000));
 		log_warn("server %s is down: %s", list[i].name, reason);
 		r = store_server_down(st, list[i].id, reason, now);
 	}
@@ -84,7 +87,7 @@ health_main(void *arg)
 	while (!h->stop) {
 		pthread_mutex_unlock(&h->lock);
 		int64_t now = util_now_ms();
-		(void)health_sweep(h->st, h->c, now);	/* errors logged by store */
+		(void)health_sweep(h->st, h->c, now, h->started);	/* errors logged by store */
 		if (now - last_prune > 60 * 1000) {
 			(void)store_event_prune(h->st, now -
 			    (int64_t)h->c->event_retention_days * 86400 * 1000,
@@ -110,6 +113,7 @@ health_start(struct store *st, const struct conf *c)
 		return NULL;
 	h->st = st;
 	h->c = c;
+	h->started = util_now_ms();
 	pthread_mutex_init(&h->lock, NULL);
 	pthread_cond_init(&h->cond, NULL);
 	if (pthread_create(&h->thread, NULL, health_main, h) != 0) {

@@ -10,8 +10,11 @@ struct conf;
 struct store;
 struct health;
 
-/* One pass at time now (ms). 0 or a STORE_* code. */
-int health_sweep(struct store *st, const struct conf *c, int64_t now);
+/* One pass at time now (ms). A broker that started at `started` (ms) gives
+ * every server down_after from then: heartbeats missed while the broker
+ * itself was down do not count. 0 or a STORE_* code. */
+int health_sweep(struct store *st, const struct conf *c, int64_t now,
+    int64_t started);
 
 /* Runs health_sweep every second in a thread until health_stop. Both stay
  * owned by the caller and must outlive it. NULL on failure. */

@@ -130,6 +130,16 @@ count(struct fx *f, const char *server, const char *state)
 	return (int)n;
 }
 
+/* 1 if server name is in state st, else 0. */
+static int
+count_state(struct fx *f, const char *name, const char *state)
+{
+	struct store_server s;
+
+	assert_int_equal(store_server_get(f->st, name, &s), 0);
+	return strcmp(s.state, state) == 0;
+}
+
 static void
 test_migrate_and_reopen(void **state)
 {
@@ -220,7 +230,7 @@ test_down_lost_and_return(void **state)
 	beat(f, "b", 1, T0, NULL, 0, 1);
 	/* b keeps beating, a goes silent for longer than down_after */
 	beat(f, "b", 1, T0 + 16000, NULL, 0, 1);
-	assert_int_equal(health_sweep(f->st, &f->c, T0 + 16000), 0);
+	assert_int_equal(health_sweep(f->st, &f->c, T0 + 16000, 0), 0);
 	assert_int_equal(count(f, "a", "lost"), 2);
 	assert_int_equal(place(f, "alice", T0 + 16001, &r), 0);
 	assert_string_equal(r.server, "b");	/* to the survivor */
@@ -231,6 +241,21 @@ test_down_lost_and_return(void **state)
 	/* an agent whose RDP port is not accepting takes its server down */
 	beat(f, "a", 0, T0 + 18000, alice, 1, 1);
 	assert_int_equal(count(f, "a", "lost"), 1);
+}
+
+static void
+test_restart_grace(void **state)
+{
+	struct fx *f = *state;
+
+	add(f, "a", 10);
+	beat(f, "a", 1, T0, NULL, 0, 1);
+	/* the broker was down from T0 + 1 s to T0 + 60 s: a gets down_after
+	 * from the restart before it counts as down */
+	assert_int_equal(health_sweep(f->st, &f->c, T0 + 61000, T0 + 60000), 0);
+	assert_int_equal(count_state(f, "a", "up"), 1);
+	assert_int_equal(health_sweep(f->st, &f->c, T0 + 75001, T0 + 60000), 0);
+	assert_int_equal(count_state(f, "a", "up"), 0);
 }
 
 static void
@@ -261,7 +286,7 @@ test_pending_expiry_and_quarantine(void **state)
 	beat(f, "a", 1, T0 + 2000, NULL, 0, 1);
 	beat(f, "a", 1, T0 + 11000, NULL, 0, 1);
 	beat(f, "b", 1, T0 + 11000, ok, (size_t)on_b, 1);
-	assert_int_equal(health_sweep(f->st, &f->c, T0 + 11001), 0);
+	assert_int_equal(health_sweep(f->st, &f->c, T0 + 11001, 0), 0);
 	assert_int_equal(count(f, "a", "pending"), 0);
 	assert_int_equal(store_server_get(f->st, "a", &s), 0);
 	assert_true(s.quarantined_until > T0 + 11001);
@@ -394,6 +419,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_placement_pending_then_confirmed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reconcile_and_unknown_sessions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_down_lost_and_return, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restart_grace, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pending_expiry_and_quarantine, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_names_and_admin, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_event_retention, setup, teardown),
