@@ -203,9 +203,12 @@ pair_main(void *arg)
 		}
 	}
 	free(buf);
+	/* off the list before the fds are closed, so that splice_free never
+	 * shuts down a descriptor number already reused elsewhere; s is not
+	 * touched after this (splice_free may free it) */
+	pair_unlink(s, p);
 	close(p->fd[0]);
 	close(p->fd[1]);
-	pair_unlink(s, p);
 	free(p);
 	return NULL;
 }
