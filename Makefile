@@ -40,6 +40,7 @@ COMMON_LIBS := $(call PKG_LIBS,inih jansson)
 include broker/broker.mk
 -include agent/agent.mk
 -include tools/tools.mk
+-include bench/bench.mk
 -include tests/web/web.mk
 
 all: $(PROGS)
@@ -106,7 +107,7 @@ asan-test: asan
 	$(SAN_ENV) $(MAKE) B=$(ASAN_B) SANITIZE="$(ASAN_FLAGS)" unit
 	TSBROKER_BUILD=$(CURDIR)/$(ASAN_B) $(E2E_PY) -m pytest -q $(ASAN_E2E)
 leakcheck: all
-	TSBROKER_LEAKCHECK=1 $(E2E_PY) -m pytest -q -k leak tests/e2e/test_hostile.py
+	TSBROKER_LEAK_REDIRECTS=10000 $(E2E_PY) -m pytest -q -s -k leak tests/e2e/test_hostile.py
 
 # ---- setup ---------------------------------------------------------------
 deps:

@@ -19,6 +19,7 @@ static const struct cfg_key conf_keys[] = {
 	{ "rdp", "private_key", CFG_STR, S(rdp.private_key), 0, 0, "var/tsbroker.key", NULL },
 	{ "rdp", "handshake_timeout", CFG_INT, I(rdp.handshake_timeout), 1, 300, "10", NULL },
 	{ "rdp", "max_handshakes", CFG_INT, I(rdp.max_handshakes), 1, 100000, "64", NULL },
+	{ "rdp", "max_connections", CFG_INT, I(rdp.max_connections), 1, 1000000, "4096", NULL },
 	{ "rdp", "token_key", CFG_STR, S(token_key), 0, 0, "var/token.key", NULL },
 	{ "rdp", "token_ttl", CFG_INT, I(token_ttl), 5, 3600, "60", NULL },
 	{ "rdp", "trust_cookie", CFG_BOOL, I(rdp.trust_cookie), 0, 0, "no", NULL },

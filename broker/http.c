@@ -60,7 +60,14 @@ struct upload {
 	char *buf;
 	size_t len;
 	int too_large;
+	size_t dropped;		/* bytes read past the limit */
 };
+
+/* libmicrohttpd can answer only before the body or after all of it: a body
+ * that grows past the limit (chunked, no Content-Length) is read and dropped
+ * up to this much more, then answered 413; beyond it the connection is
+ * closed without an answer. */
+#define HTTP_DROP_MAX ((size_t)16 << 20)
 
 static void
 http_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -234,11 +241,14 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url,
 			memcpy(up->buf + up->len, upload_data, *upload_data_size);
 			up->len += *upload_data_size;
 			up->buf[up->len] = '\0';
-		} else
+		} else {
 			up->too_large = 1;
+			up->dropped += *upload_data_size;
+			if (up->dropped > HTTP_DROP_MAX)
+				return MHD_NO;
+		}
 		*upload_data_size = 0;
-		if (!up->too_large)
-			return MHD_YES;
+		return MHD_YES;
 	}
 	memset(&res, 0, sizeof(res));
 	if (up->too_large) {

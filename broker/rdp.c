@@ -3,7 +3,18 @@
  * Threads: one listener (accept, limits, and a watchdog that shuts down the
  * socket of any connection past its deadline, which is what unblocks
  * FreeRDP's TLS handshake loop), and a pool of workers grown on demand up
- * to max_handshakes, each handling one connection at a time:
+ * to max_handshakes, each handling one connection at a time.
+ *
+ * Two stages, so that idle or slow clients cost a descriptor, not a
+ * handshake: an accepted connection first waits in the listener's poll set
+ * (at most max_connections at once, more are closed at accept) until its
+ * whole Connection Request has arrived (SO_RCVLOWAT set to the missing
+ * length, so a partial request does not wake the listener), and only then
+ * takes one of max_handshakes slots and a worker; what closes or sends a
+ * bad TPKT header first ends there. Each stage has handshake_timeout: from
+ * accept to a slot (the request, then a free slot), and from the slot to
+ * the redirect, so a client that waited for a slot still gets a whole
+ * handshake. A worker then:
  *
  *   peek the X.224 Connection Request (MSG_PEEK, exactly its TPKT length)
  *   refuse a routing token other than "Cookie: msts=" (FreeRDP 2.11 fails
@@ -69,6 +80,9 @@ struct rdp_conn {
 	struct rdp *r;
 	int fd;				/* ours; FreeRDP gets a dup */
 	int fd_open;			/* under r->lock */
+	int waiting;			/* under r->lock: in the listener's poll set */
+	int ready;			/* under r->lock: waiting, its request complete */
+	int lowat;			/* SO_RCVLOWAT set (listener only) */
 	int timed_out;			/* under r->lock: the watchdog fired */
 	int handoff;			/* under r->lock: in ops->route */
 	int64_t deadline_ms;		/* under r->lock, monotonic */
@@ -99,8 +113,13 @@ struct rdp {
 	int started;
 	pthread_t listener;
 	struct rdp_conn *conns;		/* accepted, not yet finished */
-	struct rdp_conn *qhead, *qtail;	/* accepted, waiting for a worker */
-	int nconns;
+	struct rdp_conn *qhead, *qtail;	/* in a handshake slot, waiting for a worker */
+	int nconns;			/* open: waiting + in a handshake slot */
+	int nwaiting;			/* in the listener's poll set */
+	int nready;			/* ... of which complete, waiting for a slot */
+	int nhandshakes;		/* in a handshake slot */
+	uint64_t slot_timeouts;		/* timed out waiting for a slot, since the last log */
+	int64_t slot_logged_ms;
 	int nthreads;			/* live workers */
 	int nidle;			/* workers waiting for the queue */
 	uint64_t overflow;		/* closed at accept since the last log */
@@ -604,6 +623,14 @@ conn_release(struct rdp_conn *c)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	r->nconns--;
+	if (!c->waiting) {
+		r->nhandshakes--;
+		if (r->nready > 0 && r->wake[1] >= 0)	/* a slot is free: promote */
+			(void)!write(r->wake[1], "s", 1);
+	} else {
+		r->nwaiting--;
+		r->nready -= c->ready;
+	}
 	pthread_mutex_unlock(&r->lock);
 	free(c);
 }
@@ -663,10 +690,153 @@ overflow_log(struct rdp *r, int64_t now, int force)
 		return;
 	if (!force && now - r->overflow_logged_ms < RDP_OVERFLOW_LOG_MS)
 		return;
-	log_warn("closed %llu connection(s) at accept: %d handshakes in progress "
-	    "(max_handshakes)", (unsigned long long)r->overflow, r->conf.max_handshakes);
+	log_warn("closed %llu connection(s) at accept: %d connections open "
+	    "(max_connections)", (unsigned long long)r->overflow, r->conf.max_connections);
 	r->overflow = 0;
 	r->overflow_logged_ms = now;
+}
+
+/* Called with r->lock held. */
+static void
+slot_timeout_log(struct rdp *r, int64_t now, int force)
+{
+	if (r->slot_timeouts == 0)
+		return;
+	if (!force && now - r->slot_logged_ms < RDP_OVERFLOW_LOG_MS)
+		return;
+	log_warn("%llu connection(s) waited handshake_timeout for a handshake slot: "
+	    "%d handshakes in progress (max_handshakes)",
+	    (unsigned long long)r->slot_timeouts, r->conf.max_handshakes);
+	r->slot_timeouts = 0;
+	r->slot_logged_ms = now;
+}
+
+/* Ends a connection of the waiting stage (listener thread, or rdp_free
+ * after the listener stopped). */
+static void
+waiting_finish(struct rdp_conn *c, const char *why)
+{
+	conn_done(c, RDP_FAILED, NULL, why);
+	conn_release(c);
+}
+
+/* A waiting connection's socket is readable (or closed): finishes it, or
+ * marks it ready once its whole Connection Request is in, or sets
+ * SO_RCVLOWAT to the missing length and lets it wait. Listener thread. */
+static void
+waiting_check(struct rdp *r, struct rdp_conn *c, short revents)
+{
+	uint8_t buf[X224_PACKET_MAX];
+	char why[160];
+	size_t need = X224_TPKT_HEADER_LEN;
+	ssize_t got;
+	int rc, lowat;
+
+	got = recv(c->fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+	if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	if (got < 0) {
+		snprintf(why, sizeof(why), "reading the Connection Request: %s", strerror(errno));
+		waiting_finish(c, why);
+		return;
+	}
+	if (got == 0) {
+		waiting_finish(c, "client closed before its Connection Request");
+		return;
+	}
+	rc = x224_packet_length(buf, (size_t)got, &need);
+	if (rc != 0 && rc != X224_ETRUNCATED) {
+		snprintf(why, sizeof(why), "not an RDP client: %s", x224_strerror(rc));
+		waiting_finish(c, why);
+		return;
+	}
+	if (rc == X224_ETRUNCATED || (size_t)got < need) {
+		if (revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+			waiting_finish(c, "client closed before its Connection Request");
+			return;
+		}
+		lowat = (int)need;
+		if (setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)) == 0)
+			c->lowat = 1;
+		return;
+	}
+	if (c->lowat) {
+		lowat = 1;
+		setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
+		c->lowat = 0;
+	}
+	pthread_mutex_lock(&r->lock);
+	c->ready = 1;
+	r->nready++;
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* Moves ready connections to free handshake slots and the workers' queue.
+ * Listener thread. */
+static void
+waiting_promote(struct rdp *r)
+{
+	struct rdp_conn *c;
+
+	pthread_mutex_lock(&r->lock);
+	for (c = r->conns; c != NULL && r->nready > 0 && !r->stopping &&
+	    r->nhandshakes < r->conf.max_handshakes; c = c->next) {
+		if (!c->waiting || !c->ready)
+			continue;
+		c->waiting = c->ready = 0;
+		c->deadline_ms = util_mono_ms() + (int64_t)r->conf.handshake_timeout * 1000;
+		r->nwaiting--;
+		r->nready--;
+		r->nhandshakes++;
+		c->qnext = NULL;
+		if (r->qtail != NULL)
+			r->qtail->qnext = c;
+		else
+			r->qhead = c;
+		r->qtail = c;
+		if (r->nidle == 0 && worker_spawn(r) != 0 && r->nthreads == 0)
+			log_error("cannot start a connection thread");
+		pthread_cond_signal(&r->cond);
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* The poll set: the listening socket, the wake pipe and the waiting
+ * connections not yet ready. Returns its size (2 if memory is short). */
+static size_t
+waiting_pollset(struct rdp *r, struct pollfd **pfd, struct rdp_conn ***pc, size_t *cap)
+{
+	struct rdp_conn *c;
+	size_t n = 2, want;
+
+	pthread_mutex_lock(&r->lock);
+	want = (size_t)r->nwaiting + 2;
+	if (want > *cap) {
+		struct pollfd *np = realloc(*pfd, want * sizeof(**pfd));
+		struct rdp_conn **nc;
+
+		if (np != NULL)
+			*pfd = np;
+		nc = np ? realloc(*pc, want * sizeof(**pc)) : NULL;
+		if (nc != NULL) {
+			*pc = nc;
+			*cap = want;
+		}
+	}
+	if (*cap < 2) {
+		pthread_mutex_unlock(&r->lock);
+		return 0;
+	}
+	(*pfd)[0] = (struct pollfd){ .fd = r->lfd, .events = POLLIN };
+	(*pfd)[1] = (struct pollfd){ .fd = r->wake[0], .events = POLLIN };
+	for (c = r->conns; c != NULL && n < *cap; c = c->next) {
+		if (!c->waiting || c->ready)
+			continue;
+		(*pfd)[n] = (struct pollfd){ .fd = c->fd, .events = POLLIN | POLLRDHUP };
+		(*pc)[n++] = c;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return n;
 }
 
 static void
@@ -690,7 +860,7 @@ listener_accept(struct rdp *r)
 			return;
 		}
 		pthread_mutex_lock(&r->lock);
-		if (r->nconns >= r->conf.max_handshakes || r->stopping) {
+		if (r->nconns >= r->conf.max_connections || r->stopping) {
 			r->overflow++;
 			overflow_log(r, util_mono_ms(), 0);
 			pthread_mutex_unlock(&r->lock);
@@ -710,21 +880,17 @@ listener_accept(struct rdp *r)
 		if (getnameinfo((struct sockaddr *)&ss, slen, host, sizeof(host), NULL, 0,
 		    NI_NUMERICHOST) == 0)
 			util_strlcpy(c->client, host, sizeof(c->client));
+		c->waiting = 1;
 		pthread_mutex_lock(&r->lock);
 		c->next = r->conns;
 		if (r->conns != NULL)
 			r->conns->prev = c;
 		r->conns = c;
 		r->nconns++;
-		if (r->qtail != NULL)
-			r->qtail->qnext = c;
-		else
-			r->qhead = c;
-		r->qtail = c;
-		if (r->nidle == 0 && worker_spawn(r) != 0 && r->nthreads == 0)
-			log_error("cannot start a connection thread");
-		pthread_cond_signal(&r->cond);
+		r->nwaiting++;
 		pthread_mutex_unlock(&r->lock);
+		/* a request sent with the connect is often there already */
+		waiting_check(r, c, 0);
 	}
 }
 
@@ -733,42 +899,82 @@ listener_accept(struct rdp *r)
 static void
 listener_watchdog(struct rdp *r, int all)
 {
-	struct rdp_conn *c;
+	struct rdp_conn *c, *next, *expired = NULL;
+	char why[96];
 	int64_t now = util_mono_ms();
 
 	pthread_mutex_lock(&r->lock);
-	for (c = r->conns; c != NULL; c = c->next) {
+	for (c = r->conns; c != NULL; c = next) {
+		next = c->next;
+		if (c->waiting) {
+			/* the listener's own: ended here, outside the lock */
+			if (all || now >= c->deadline_ms) {
+				c->qnext = expired;
+				expired = c;
+			}
+			continue;
+		}
 		if (c->fd_open && !c->timed_out && (all || (now >= c->deadline_ms &&
 		    !c->handoff))) {
 			shutdown(c->fd, SHUT_RDWR);
 			c->timed_out = 1;
 		}
 	}
+	for (c = expired; c != NULL; c = c->qnext)
+		r->slot_timeouts += c->ready && !r->stopping;
 	overflow_log(r, now, 0);
+	slot_timeout_log(r, now, 0);
 	pthread_mutex_unlock(&r->lock);
+	for (c = expired; c != NULL; c = next) {
+		next = c->qnext;
+		if (all)
+			snprintf(why, sizeof(why), "broker stopping");
+		else if (c->ready)
+			snprintf(why, sizeof(why), "no handshake slot within %d s (max_handshakes)",
+			    r->conf.handshake_timeout);
+		else
+			snprintf(why, sizeof(why), "no Connection Request within %d s",
+			    r->conf.handshake_timeout);
+		waiting_finish(c, why);
+	}
 }
 
 static void *
 listener_main(void *arg)
 {
 	struct rdp *r = arg;
-	struct pollfd pfd[2];
+	struct pollfd *pfd = NULL;
+	struct rdp_conn **pc = NULL;
+	size_t cap = 0, n, i;
+	char sink[64];
 
-	pfd[0].fd = r->lfd;
-	pfd[0].events = POLLIN;
-	pfd[1].fd = r->wake[0];
-	pfd[1].events = POLLIN;
 	while (!rdp_stopping(r)) {
-		int n = poll(pfd, 2, RDP_TICK_MS);
+		int k;
 
-		if (n < 0 && errno != EINTR) {
+		if ((n = waiting_pollset(r, &pfd, &pc, &cap)) == 0) {
+			usleep(100000);		/* out of memory: retry */
+			listener_watchdog(r, 0);
+			continue;
+		}
+		if ((k = poll(pfd, n, RDP_TICK_MS)) < 0 && errno != EINTR) {
 			log_error("poll: %s", strerror(errno));
 			usleep(100000);
 		}
-		if (n > 0 && (pfd[0].revents & POLLIN))
-			listener_accept(r);
+		if (k > 0) {
+			if (pfd[1].revents & POLLIN)
+				while (read(r->wake[0], sink, sizeof(sink)) > 0)
+					;
+			for (i = 2; i < n; i++)
+				if (pfd[i].revents != 0)
+					waiting_check(r, pc[i], pfd[i].revents);
+			if (pfd[0].revents & POLLIN)
+				listener_accept(r);
+		}
+		waiting_promote(r);
 		listener_watchdog(r, 0);
 	}
+	free(pfd);
+	free(pc);
 	return NULL;
 }
 
@@ -993,7 +1199,9 @@ rdp_new(const struct rdp_conf *conf, const struct rdp_ops *ops, char *err, size_
 	if (r->conf.handshake_timeout <= 0)
 		r->conf.handshake_timeout = 10;
 	if (r->conf.max_handshakes <= 0)
-		r->conf.max_handshakes = 256;
+		r->conf.max_handshakes = 64;
+	if (r->conf.max_connections < r->conf.max_handshakes)
+		r->conf.max_connections = r->conf.max_handshakes;
 	r->ops = *ops;
 	r->token_mode = strcmp(r->conf.mode, "token") == 0;
 	r->lfd = r->wake[0] = r->wake[1] = -1;
@@ -1031,9 +1239,9 @@ rdp_start(struct rdp *r)
 	}
 	r->started = 1;
 	log_info("listening on %s (%s mode%s, TLS, handshake_timeout %d s, "
-	    "max_handshakes %d)", r->conf.listen, r->conf.mode,
+	    "max_handshakes %d, max_connections %d)", r->conf.listen, r->conf.mode,
 	    r->conf.trust_cookie ? ", trust_cookie" : "", r->conf.handshake_timeout,
-	    r->conf.max_handshakes);
+	    r->conf.max_handshakes, r->conf.max_connections);
 	return 0;
 }
 
@@ -1063,6 +1271,7 @@ rdp_free(struct rdp *r)
 	until.tv_sec += RDP_STOP_WAIT_MS / 1000;
 	pthread_mutex_lock(&r->lock);
 	overflow_log(r, util_mono_ms(), 1);
+	slot_timeout_log(r, util_mono_ms(), 1);
 	while (r->nthreads > 0) {
 		if (pthread_cond_timedwait(&r->idle_cond, &r->lock, &until) == ETIMEDOUT)
 			break;

@@ -27,6 +27,7 @@ struct rdp_conf {
 	char private_key[512];
 	int handshake_timeout;		/* seconds, whole handshake up to the redirect */
 	int max_handshakes;		/* connections being handled at once */
+	int max_connections;		/* open at once, waiting for their request or in a handshake */
 	int trust_cookie;		/* offer mstshash cookies to ops->route */
 };
 
@@ -97,8 +98,8 @@ struct rdp_ops {
 	 * redirected. elapsed_us is the broker's time from accept to the
 	 * redirect PDU (or to the failure). Before Client Info, req->user and
 	 * req->domain are "". Not called for connections closed at accept
-	 * because max_handshakes were in progress: those are counted and
-	 * logged at most every 10 s, nor for connections route spliced or
+	 * because max_connections were open: those are counted and logged at
+	 * most every 10 s, nor for connections route spliced or
 	 * closed (route reports those itself). */
 	void (*done)(void *ctx, enum rdp_outcome outcome, const struct rdp_request *req,
 	    const struct rdp_target *target, const char *reason, int64_t elapsed_us);
