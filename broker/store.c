@@ -1,9 +1,11 @@
 /* store.c: the SQLite implementation of store.h. */
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include <sqlite3.h>
 
@@ -15,11 +17,29 @@
 
 #define STMT_CACHE 128
 
+/* The servers' placement inputs, kept in memory so that a decision does not
+ * load every server and count its sessions (placement at 10,000 servers).
+ * Exact, not approximate: loaded whole when another connection (an admin
+ * command) committed anything (PRAGMA data_version), a server is re-read
+ * when this connection wrote something about it (dirty), or when one of its
+ * counted pending placements reaches its expiry (min_expires), and a
+ * committed placement adds its pending placement. Guarded by store.lock. */
+struct load_cache {
+	int valid;			/* 0: load everything before the next use */
+	int64_t data_version;		/* PRAGMA data_version at the load */
+	struct pl_server *sv;		/* sorted by id; names owned */
+	int64_t *q_until;		/* quarantined_until */
+	int64_t *min_expires;		/* earliest expiry of a counted pending, or INT64_MAX */
+	unsigned char *dirty;
+	size_t n;
+};
+
 struct store {
 	sqlite3 *db;
 	pthread_mutex_t lock;
 	struct { const char *sql; sqlite3_stmt *stmt; } cache[STMT_CACHE];
 	size_t ncache;
+	struct load_cache lc;
 };
 
 static int
@@ -215,16 +235,73 @@ begin(struct store *st)
 	return r;
 }
 
-/* Commits when r is 0, else rolls back; returns r or the commit's error. */
+/* Commits when r is 0, else rolls back; returns r or the commit's error.
+ * The lock stays held. */
 static int
-end(struct store *st, int r)
+end_locked(struct store *st, int r)
 {
 	if (r == 0)
 		r = EXEC(st, "COMMIT", "");
 	if (r != 0 && !sqlite3_get_autocommit(st->db))
 		(void)EXEC(st, "ROLLBACK", "");
+	return r;
+}
+
+/* end_locked, then the lock is released. */
+static int
+end(struct store *st, int r)
+{
+	r = end_locked(st, r);
 	pthread_mutex_unlock(&st->lock);
 	return r;
+}
+
+/* ---- the load cache (struct load_cache); lock held ---- */
+
+static void
+lc_clear(struct load_cache *lc)
+{
+	for (size_t i = 0; i < lc->n; i++)
+		free((char *)lc->sv[i].name);
+	free(lc->sv);
+	free(lc->q_until);
+	free(lc->min_expires);
+	free(lc->dirty);
+	memset(lc, 0, sizeof(*lc));
+}
+
+/* Index of server id, or -1. */
+static ssize_t
+lc_find(const struct load_cache *lc, int64_t id)
+{
+	size_t lo = 0, hi = lc->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (lc->sv[mid].id == id)
+			return (ssize_t)mid;
+		if (lc->sv[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+/* This connection changed something about server id (or, id 0, about
+ * servers in general): it is re-read before the next decision. */
+static void
+lc_touch(struct store *st, int64_t id)
+{
+	ssize_t i;
+
+	if (!st->lc.valid)
+		return;
+	if (id == 0 || (i = lc_find(&st->lc, id)) < 0)
+		st->lc.valid = 0;
+	else
+		st->lc.dirty[i] = 1;
 }
 
 static int
@@ -323,6 +400,7 @@ store_close(struct store *st)
 		return;
 	for (size_t i = 0; i < st->ncache; i++)
 		sqlite3_finalize(st->cache[i].stmt);
+	lc_clear(&st->lc);
 	sqlite3_close(st->db);
 	pthread_mutex_destroy(&st->lock);
 	free(st);
@@ -406,6 +484,7 @@ store_server_add(struct store *st, const struct store_server *spec,
 	if (r == 0)
 		r = event_insert(st, now, "server_added", spec->name, NULL, NULL,
 		    spec->address, 0);
+	lc_touch(st, 0);
 	return end(st, r);
 }
 
@@ -428,6 +507,7 @@ store_server_remove(struct store *st, const char *name, int64_t now)
 		r = EXEC(st, "DELETE FROM servers WHERE id = ?", "I", id);
 	if (r == 0)
 		r = event_insert(st, now, "server_removed", name, NULL, NULL, NULL, 0);
+	lc_touch(st, 0);
 	return end(st, r);
 }
 
@@ -439,9 +519,11 @@ store_server_drain(struct store *st, const char *name, int draining, int64_t now
 
 	if ((r = begin(st)) != 0)
 		return r;
-	if ((r = server_id(st, name, &id)) == 0)
+	if ((r = server_id(st, name, &id)) == 0) {
 		r = EXEC(st, "UPDATE servers SET admin_state = ? WHERE id = ?", "tI",
 		    draining ? "draining" : "enabled", id);
+		lc_touch(st, id);
+	}
 	if (r == 0)
 		r = event_insert(st, now, draining ? "drain" : "enable", name, NULL,
 		    NULL, NULL, 0);
@@ -520,6 +602,7 @@ server_set_down(struct store *st, int64_t id, const char *name, const char *reas
 {
 	int r;
 
+	lc_touch(st, id);
 	if ((r = exec_changes(st, prep(st, "UPDATE servers SET state = 'down', "
 	    "state_reason = ?, state_since = ? WHERE id = ? AND state != 'down'", "tII",
 	    reason, now, id), changed)) != 0 || !*changed)
@@ -566,6 +649,7 @@ store_server_quarantine(struct store *st, int64_t id, int64_t until,
 	if ((r = server_name(st, id, name, sizeof(name))) == 0)
 		r = EXEC(st, "UPDATE servers SET quarantined_until = ?, unconfirmed = 0 "
 		    "WHERE id = ?", "II", until, id);
+	lc_touch(st, id);
 	if (r == 0)
 		r = event_insert(st, now, "quarantine", name, NULL, NULL, reason, 0);
 	return end(st, r);
@@ -695,6 +779,7 @@ store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat 
 	    "WHERE id = ?", "I", id), server_row_states, &srv)) != 0)
 		goto out;
 	res->draining = strcmp(srv.admin_state, "draining") == 0;
+	lc_touch(st, id);		/* load, health and sessions */
 	r = EXEC(st, "UPDATE servers SET last_heartbeat = ?, rdp_accepting = ?, "
 	    "agent_version = ?, ncpu = ?, cpu_percent = ?, load1 = ?, mem_total_kb = ?, "
 	    "mem_available_kb = ?, sessions_known = ? WHERE id = ?", "IitiddIIiI",
@@ -721,24 +806,6 @@ store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat 
 /* ---- placement ---- */
 
 static int
-place_server_row(sqlite3_stmt *s, void *dst)
-{
-	struct pl_server *p = dst;
-	const unsigned char *nm = sqlite3_column_text(s, 1);
-
-	p->id = sqlite3_column_int64(s, 0);
-	p->up = sqlite3_column_int(s, 2);
-	p->draining = sqlite3_column_int(s, 3);
-	p->quarantined = sqlite3_column_int(s, 4);
-	p->weight = sqlite3_column_int(s, 5);
-	p->max_sessions = sqlite3_column_int(s, 6);
-	p->cpu_percent = sqlite3_column_double(s, 7);
-	p->sessions = sqlite3_column_int(s, 8);
-	p->pending = sqlite3_column_int(s, 9);
-	return (p->name = strdup(nm ? (const char *)nm : "")) ? 0 : -1;
-}
-
-static int
 place_session_row(sqlite3_stmt *s, void *dst)
 {
 	struct pl_session *p = dst;
@@ -752,26 +819,208 @@ place_session_row(sqlite3_stmt *s, void *dst)
 	return 0;
 }
 
-/* The servers with their load and the user's live sessions; the arrays are
- * set even on error (the caller frees them and the servers' names). */
+/* A server's row of the load cache: the columns of LC_SERVER_COLS. */
+#define LC_SERVER_COLS "id, name, state = 'up', admin_state = 'draining', " \
+    "quarantined_until, weight, max_sessions, cpu_percent FROM servers "
+
+struct lc_row {
+	struct pl_server p;
+	int64_t q_until;
+};
+
+static int
+lc_server_row(sqlite3_stmt *s, void *dst)
+{
+	struct lc_row *w = dst;
+	const unsigned char *nm = sqlite3_column_text(s, 1);
+
+	w->p.id = sqlite3_column_int64(s, 0);
+	w->p.up = sqlite3_column_int(s, 2);
+	w->p.draining = sqlite3_column_int(s, 3);
+	w->q_until = sqlite3_column_int64(s, 4);
+	w->p.weight = sqlite3_column_int(s, 5);
+	w->p.max_sessions = sqlite3_column_int(s, 6);
+	w->p.cpu_percent = sqlite3_column_double(s, 7);
+	return (w->p.name = strdup(nm ? (const char *)nm : "")) ? 0 : -1;
+}
+
+static int
+data_version(struct store *st, int64_t *v)
+{
+	return row_one(st, prep(st, "PRAGMA data_version", ""), row_id, v);
+}
+
+/* Counts of server id's sessions (placement's view) into lc slot i. */
+struct lc_counts {
+	int sessions, pending;
+	int64_t min_expires;
+};
+
+static int
+lc_counts_row(sqlite3_stmt *s, void *dst)
+{
+	struct lc_counts *c = dst;
+
+	c->sessions = sqlite3_column_int(s, 0);
+	c->pending = sqlite3_column_int(s, 1);
+	c->min_expires = sqlite3_column_type(s, 2) == SQLITE_NULL ? INT64_MAX :
+	    sqlite3_column_int64(s, 2);
+	return 0;
+}
+
+/* Re-reads slot i (its server and its counts at now). */
+static int
+lc_refresh(struct store *st, size_t i, int64_t now)
+{
+	struct load_cache *lc = &st->lc;
+	struct lc_row w;
+	struct lc_counts c;
+	int r;
+
+	memset(&w, 0, sizeof(w));
+	if ((r = row_one(st, prep(st, "SELECT " LC_SERVER_COLS "WHERE id = ?", "I",
+	    lc->sv[i].id), lc_server_row, &w)) != 0) {
+		free((char *)w.p.name);
+		if (r == STORE_NOT_FOUND)
+			lc->valid = 0;	/* removed meanwhile: reload */
+		return r == STORE_NOT_FOUND ? 0 : r;
+	}
+	if ((r = row_one(st, prep(st, "SELECT count(*) FILTER (WHERE state IN ('active', "
+	    "'disconnected')), count(*) FILTER (WHERE state = 'pending' AND expires > ?2), "
+	    "min(expires) FILTER (WHERE state = 'pending' AND expires > ?2) FROM sessions "
+	    "WHERE server_id = ?1 AND state IN ('active', 'disconnected', 'pending')", "II",
+	    lc->sv[i].id, now), lc_counts_row, &c)) != 0) {
+		free((char *)w.p.name);
+		return r;
+	}
+	free((char *)lc->sv[i].name);
+	w.p.sessions = c.sessions;
+	w.p.pending = c.pending;
+	lc->sv[i] = w.p;
+	lc->q_until[i] = w.q_until;
+	lc->min_expires[i] = c.min_expires;
+	lc->dirty[i] = 0;
+	return 0;
+}
+
+/* Loads every server and its counts at now. */
+static int
+lc_load(struct store *st, int64_t now)
+{
+	struct load_cache *lc = &st->lc, nl;
+	struct lc_row *rows = NULL;
+	sqlite3_stmt *s;
+	int64_t version;
+	size_t n = 0;
+	int r, rc;
+
+	lc_clear(lc);
+	memset(&nl, 0, sizeof(nl));
+	if ((r = data_version(st, &version)) != 0)
+		return r;
+	r = rows_all(st, prep(st, "SELECT " LC_SERVER_COLS "ORDER BY id", ""),
+	    sizeof(*rows), lc_server_row, &rows, &n);
+	nl.sv = calloc(n + 1, sizeof(*nl.sv));
+	nl.q_until = calloc(n + 1, sizeof(*nl.q_until));
+	nl.min_expires = calloc(n + 1, sizeof(*nl.min_expires));
+	nl.dirty = calloc(n + 1, 1);
+	for (size_t i = 0; i < n; i++) {
+		if (nl.sv != NULL) {
+			nl.sv[nl.n] = rows[i].p;
+			nl.n++;
+		} else
+			free((char *)rows[i].p.name);
+		if (nl.q_until != NULL)
+			nl.q_until[i] = rows[i].q_until;
+		if (nl.min_expires != NULL)
+			nl.min_expires[i] = INT64_MAX;
+	}
+	free(rows);
+	if (r != 0)
+		goto fail;
+	if (nl.sv == NULL || nl.q_until == NULL || nl.min_expires == NULL || nl.dirty == NULL) {
+		r = STORE_ERR;
+		goto fail;
+	}
+	if ((s = prep(st, "SELECT server_id, count(*) FILTER (WHERE state IN ('active', "
+	    "'disconnected')), count(*) FILTER (WHERE state = 'pending' AND expires > ?1), "
+	    "min(expires) FILTER (WHERE state = 'pending' AND expires > ?1) FROM sessions "
+	    "WHERE state IN ('active', 'disconnected', 'pending') GROUP BY server_id", "I",
+	    now)) == NULL) {
+		r = STORE_ERR;
+		goto fail;
+	}
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		ssize_t i = lc_find(&nl, sqlite3_column_int64(s, 0));
+
+		if (i < 0)
+			continue;
+		nl.sv[i].sessions = sqlite3_column_int(s, 1);
+		nl.sv[i].pending = sqlite3_column_int(s, 2);
+		if (sqlite3_column_type(s, 3) != SQLITE_NULL)
+			nl.min_expires[i] = sqlite3_column_int64(s, 3);
+	}
+	done(st, s);
+	if (rc != SQLITE_DONE) {
+		r = DB_ERROR(st, rc);
+		goto fail;
+	}
+	nl.valid = 1;
+	nl.data_version = version;
+	*lc = nl;
+	return 0;
+ fail:
+	lc_clear(&nl);
+	return r;
+}
+
+/* Brings the cache up to date at now (inside a transaction, lock held):
+ * reloaded whole if another connection committed since, else the servers
+ * this connection changed and those whose counted pending placements
+ * expire by now are re-read; quarantine is decided at now. */
+static int
+lc_update(struct store *st, int64_t now)
+{
+	struct load_cache *lc = &st->lc;
+	int64_t version;
+	int r;
+
+	if (lc->valid && ((r = data_version(st, &version)) != 0 ||
+	    version != lc->data_version))
+		lc->valid = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		if (!lc->valid && (r = lc_load(st, now)) != 0)
+			return r;
+		for (size_t i = 0; i < lc->n && lc->valid; i++) {
+			if ((lc->dirty[i] || lc->min_expires[i] <= now) &&
+			    (r = lc_refresh(st, i, now)) != 0)
+				return r;
+			lc->sv[i].quarantined = lc->q_until[i] > now;
+		}
+		if (lc->valid)
+			return 0;
+		/* a server vanished while being re-read: load once more, whole */
+	}
+	return STORE_ERR;
+}
+
+/* The servers with their load (the cache's array: borrowed, valid while the
+ * lock is held) and the user's live sessions (the caller frees *sess). */
 static int
 place_load(struct store *st, const struct store_place_request *req,
-    struct pl_server **servers, size_t *nservers, struct pl_session **sess,
+    const struct pl_server **servers, size_t *nservers, struct pl_session **sess,
     size_t *nsess)
 {
 	int r;
 
 	*sess = NULL;
 	*nsess = 0;
-	r = rows_all(st, prep(st, "SELECT s.id, s.name, s.state = 'up', "
-	    "s.admin_state = 'draining', s.quarantined_until > ?1, s.weight, "
-	    "s.max_sessions, s.cpu_percent, (SELECT count(*) FROM sessions WHERE "
-	    "server_id = s.id AND state IN ('active', 'disconnected')), "
-	    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'pending' "
-	    "AND expires > ?1) FROM servers s", "I", req->now), sizeof(**servers),
-	    place_server_row, servers, nservers);
-	if (r != 0)
+	if ((r = lc_update(st, req->now)) != 0) {
+		st->lc.valid = 0;
 		return r;
+	}
+	*servers = st->lc.sv;
+	*nservers = st->lc.n;
 	return rows_all(st, prep(st, "SELECT id, server_id, state, updated FROM sessions "
 	    "WHERE user = ?1 AND (state IN ('active', 'disconnected') OR (state = "
 	    "'pending' AND expires > ?2))", "tI", req->user, req->now), sizeof(**sess),
@@ -794,12 +1043,13 @@ int
 store_placement_commit(struct store *st, const struct store_place_request *req,
     struct store_place_result *out)
 {
-	struct pl_server *sv = NULL;
+	const struct pl_server *sv = NULL;
 	struct pl_session *ss = NULL;
 	struct pl_decision d;
 	struct store_place_result res;
 	size_t ns = 0, nu = 0;
 	int r, pr;
+	int64_t placed_on = 0;
 
 	memset(&res, 0, sizeof(res));
 	if ((r = begin(st)) != 0)
@@ -826,6 +1076,7 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 		    req->domain, req->client, req->now, req->now,
 		    req->now + req->pending_ttl_ms);
 		res.session_id = sqlite3_last_insert_rowid(st->db);
+		placed_on = sv[d.server].id;
 	}
 	if (r != 0)
 		goto out;
@@ -833,12 +1084,18 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 	r = row_one(st, prep(st, "SELECT name, address, fqdn, port FROM servers WHERE "
 	    "id = ?", "I", sv[d.server].id), place_result_row, &res);
  out:
-	for (size_t i = 0; i < ns; i++)
-		free((char *)sv[i].name);
-	free(sv);
 	free(ss);
-	if ((r = end(st, r)) == 0)
+	if ((r = end_locked(st, r)) == 0) {
 		*out = res;
+		if (placed_on != 0 && st->lc.valid && (size_t)d.server < st->lc.n) {
+			/* the new pending placement counts at once */
+			st->lc.sv[d.server].pending++;
+			if (req->now + req->pending_ttl_ms < st->lc.min_expires[d.server])
+				st->lc.min_expires[d.server] = req->now + req->pending_ttl_ms;
+		}
+	} else
+		st->lc.valid = 0;
+	pthread_mutex_unlock(&st->lock);
 	return r;
 }
 
@@ -863,6 +1120,11 @@ store_pending_expire(struct store *st, int64_t now, int *expired)
 		r = exec_changes(st, prep(st, "UPDATE sessions SET state = 'ended', "
 		    "updated = ?1 WHERE state = 'pending' AND expires <= ?1", "I", now),
 		    expired);
+	/* what ended here expired by now: only servers with such a counted
+	 * placement (min_expires <= now) can have lost one */
+	for (size_t i = 0; *expired > 0 && st->lc.valid && i < st->lc.n; i++)
+		if (st->lc.min_expires[i] <= now)
+			st->lc.dirty[i] = 1;
 	return end(st, r);
 }
 
@@ -920,7 +1182,7 @@ store_user_route(struct store *st, const char *user, int64_t now,
 {
 	struct store_place_request req = { .user = user, .now = now };
 	struct store_route res;
-	struct pl_server *sv = NULL;
+	const struct pl_server *sv = NULL;
 	struct pl_session *ss = NULL;
 	struct pl_decision d;
 	size_t ns = 0, nu = 0;
@@ -939,9 +1201,6 @@ store_user_route(struct store *st, const char *user, int64_t now,
 	}
 	r = route_query(st, ss[d.session].id, now, &res);
  out:
-	for (size_t i = 0; i < ns; i++)
-		free((char *)sv[i].name);
-	free(sv);
 	free(ss);
 	(void)EXEC(st, "COMMIT", "");	/* read only: ends the snapshot */
  unlock:
@@ -1008,6 +1267,7 @@ store_session_forget(struct store *st, int64_t id, int64_t now)
 		return r;
 	r = exec_changes(st, prep(st, "UPDATE sessions SET state = 'ended', updated = ? "
 	    "WHERE id = ? AND state != 'ended'", "II", now, id), &changed);
+	lc_touch(st, 0);		/* rare: reload rather than look the server up */
 	if (r == 0 && !changed)
 		r = STORE_NOT_FOUND;
 	snprintf(detail, sizeof(detail), "session %lld forgotten", (long long)id);

@@ -411,6 +411,60 @@ test_event_retention(void **state)
 	free(list);
 }
 
+/* The placement load cache (store.c): changes committed by another
+ * connection (an admin command), pending placements expiring without
+ * store_pending_expire, servers added and removed elsewhere. */
+static void
+test_placement_cache(void **state)
+{
+	struct fx *f = *state;
+	struct store_place_result r;
+	struct store_server c = { 0 };
+	struct store *other;
+	char err[256];
+
+	add(f, "a", 10);
+	add(f, "b", 10);
+	beat(f, "a", 1, T0, NULL, 0, 1);
+	beat(f, "b", 1, T0, NULL, 0, 1);
+	assert_int_equal(place(f, "u1", T0 + 1, &r), 0);
+	assert_string_equal(r.server, "a");
+	/* b drained by another process: the cache sees its commit */
+	assert_non_null(other = store_open(f->path, err, sizeof(err)));
+	assert_int_equal(store_server_drain(other, "b", 1, T0 + 2), 0);
+	assert_int_equal(place(f, "u2", T0 + 3, &r), 0);
+	assert_string_equal(r.server, "a");
+	assert_int_equal(store_server_drain(other, "b", 0, T0 + 4), 0);
+	/* a's two pending placements expire (10 s): a counts 0 again, ties to a */
+	assert_int_equal(place(f, "u3", T0 + 10000 + 4, &r), 0);
+	assert_string_equal(r.server, "a");
+	assert_int_equal(place(f, "u4", T0 + 10000 + 5, &r), 0);
+	assert_string_equal(r.server, "b");
+	/* a server added and brought up elsewhere, then one removed */
+	snprintf(c.name, sizeof(c.name), "c");
+	snprintf(c.address, sizeof(c.address), "10.0.0.3");
+	c.port = 3389;
+	c.weight = 1000;
+	c.max_sessions = 10;
+	assert_int_equal(store_server_add(other, &c, "cc", T0 + 10010), 0);
+	store_close(other);
+	beat(f, "c", 1, T0 + 10011, NULL, 0, 1);
+	assert_int_equal(place(f, "u5", T0 + 10012, &r), 0);
+	assert_string_equal(r.server, "c");
+	assert_non_null(other = store_open(f->path, err, sizeof(err)));
+	assert_int_equal(store_server_remove(other, "c", T0 + 10013), 0);
+	store_close(other);
+	for (int i = 0; i < 4; i++) {
+		char u[8];
+
+		snprintf(u, sizeof(u), "v%d", i);
+		assert_int_equal(place(f, u, T0 + 10014 + i, &r), 0);
+		assert_string_not_equal(r.server, "c");
+	}
+	/* u1..u4 and v0..v3 (the expired ones stay pending until expired) */
+	assert_int_equal(count(f, "a", "pending") + count(f, "b", "pending"), 8);
+}
+
 int
 main(void)
 {
@@ -424,6 +478,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_names_and_admin, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_event_retention, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_session_and_user_route, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_placement_cache, setup, teardown),
 	};
 	log_init("test_store", LOG_ERROR);
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
