@@ -42,6 +42,7 @@ include broker/broker.mk
 -include tools/tools.mk
 -include bench/bench.mk
 -include tests/web/web.mk
+-include tests/fuzz/fuzz.mk
 
 all: $(PROGS)
 
