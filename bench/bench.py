@@ -402,34 +402,46 @@ def bench_storm_checked(build, args, R):
                   "users": args.storm_users}
 
 
-def bench_heartbeats(build, args, R, commit_ref):
-    b = Broker(build, "heartbeats")
+def hb_broker(build, args, name, db=None):
+    """A broker with args.agents enrolled agents; (broker, tokens file)."""
+    b = Broker(build, name, db=db)
+    for s in ("", "-wal", "-shm"):
+        if os.path.exists(b.db + s):
+            os.unlink(b.db + s)
     b.cli("server", "list")		# creates the database and its schema
     # many agents: enrolled in one transaction (server add is one durable
     # commit each); the tokens are ours, the database keeps their SHA-256
-    tokens = os.path.join(RUN, "hb-tokens.txt")
+    tokens = os.path.join(RUN, f"{name}-tokens.txt")
     db = sqlite3.connect(b.db)
     now = int(time.time() * 1000)
     with open(tokens, "w") as f, db:
         for i in range(args.agents):
             tok = secrets.token_hex(32)
-            name = f"agent{i:05d}"
+            name_i = f"agent{i:05d}"
             db.execute("INSERT INTO servers (name, address, port, weight, max_sessions, "
                        "token_hash, state_since, created) VALUES (?, ?, 3389, 100, 100, ?, ?, ?)",
-                       (name, f"10.1.{i // 256}.{i % 256}",
+                       (name_i, f"10.1.{i // 256}.{i % 256}",
                         hashlib.sha256(tok.encode()).hexdigest(), now, now))
-            f.write(f"{name} {tok}\n")
+            f.write(f"{name_i} {tok}\n")
     db.close()
-    b.start()
-    hb = os.path.join(build, "bench", "hbload")
-    base = ["--url", f"https://127.0.0.1:{b.http_port}", "--ca", b.cert, "--tokens", tokens,
-            "--threads", str(args.hb_threads), "--sessions", "20"]
+    return b.start(), tokens
+
+
+def hb_base(build, args, b, tokens):
+    return [os.path.join(build, "bench", "hbload"), "--url", f"https://127.0.0.1:{b.http_port}",
+            "--ca", b.cert, "--tokens", tokens, "--threads", str(args.hb_threads),
+            "--sessions", "20"]
+
+
+def bench_heartbeats(build, args, R, commit_ref):
+    b, tokens = hb_broker(build, args, "heartbeats")
+    base = hb_base(build, args, b, tokens)
     # first beats bring every agent up with its sessions (not timed)
-    run_json([hb, *base, "--duration", "3"], name="hb-warm")
+    run_json([*base, "--duration", "3"], name="hb-warm")
     out = {}
     for kind, extra in (("steady", []), ("churn", ["--churn"])):
         c0 = cpu_s(b.pid)
-        r = run_json([hb, *base, "--duration", str(args.hb_duration), *extra], name=f"hb-{kind}")
+        r = run_json([*base, "--duration", str(args.hb_duration), *extra], name=f"hb-{kind}")
         r["broker_cpu_us"] = (cpu_s(b.pid) - c0) * 1e6 / max(r["ok"], 1)
         out[kind] = r
     out["rss_kb"] = status_kb(b.pid, "VmRSS")
@@ -442,6 +454,23 @@ def bench_heartbeats(build, args, R, commit_ref):
     out["db_bytes"] = size
     out["agents"] = args.agents
     out["commit_ref"] = commit_ref
+    # reference: the same broker and load with the database on tmpfs, where
+    # a commit costs no fsync: what the CPU path alone would allow
+    if os.path.isdir("/dev/shm"):
+        shm = os.path.join("/dev/shm", f"tsbroker-bench-hb-{os.getpid()}.db")
+        try:
+            b, tokens = hb_broker(build, args, "heartbeats-tmpfs", db=shm)
+            base = hb_base(build, args, b, tokens)
+            run_json([*base, "--duration", "2"], name="hb-tmpfs-warm")
+            c0 = cpu_s(b.pid)
+            r = run_json([*base, "--duration", str(args.hb_duration)], name="hb-tmpfs")
+            r["broker_cpu_us"] = (cpu_s(b.pid) - c0) * 1e6 / max(r["ok"], 1)
+            out["tmpfs"] = r
+            b.stop()
+        finally:
+            for s in ("", "-wal", "-shm"):
+                if os.path.exists(shm + s):
+                    os.unlink(shm + s)
     R["heartbeats"] = out
 
 
@@ -615,6 +644,11 @@ def table(R, meta):
                          f"{fmt(r['rate'], '/s')} (p50 {fmt(r['p50_us'], ' us')}, p99 {fmt(r['p99_us'], ' us')}, errors {r['errors']})",
                          f"durable SQLite commits {fmt(cr['rate'], '/s')}" if cr else "",
                          "target >= 5,000/s: " + ("met" if r["rate"] >= 5000 else "missed")))
+        if "tmpfs" in h:
+            t = h["tmpfs"]
+            rows.append(("", "the same, unchanged sessions, database on tmpfs (no fsync)",
+                         f"{fmt(t['rate'], '/s')} (p99 {fmt(t['p99_us'], ' us')})",
+                         f"broker CPU {fmt(t['broker_cpu_us'], ' us')}/heartbeat", ""))
         rows.append(("", "broker CPU per heartbeat / DB size afterwards",
                      f"{fmt(h['steady']['broker_cpu_us'], ' us')} / {h['db_bytes'] / 1e6:.1f} MB "
                      f"({h['sessions']:,} sessions)", "", ""))
