@@ -59,6 +59,9 @@ broker_place(void *ctx, const struct rdp_request *req, struct rdp_target *out,
 	out->port = res.port;
 	out->reconnect = res.reconnect;
 	out->session_id = res.session_id;
+	if (res.unrecorded)
+		log_warn("reconnect of %s to %s served from committed state, not recorded: "
+		    "the disk is full", user, res.server);
 	/* the placement is committed: now the token that leads back to it */
 	if (b->token_mode && token_issue(&b->key, res.session_id,
 	    pr.now / 1000 + b->c->token_ttl, out->routing_token,

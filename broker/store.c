@@ -1048,7 +1048,7 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 	struct pl_decision d;
 	struct store_place_result res;
 	size_t ns = 0, nu = 0;
-	int r, pr;
+	int r, pr, full = 0;
 	int64_t placed_on = 0;
 
 	memset(&res, 0, sizeof(res));
@@ -1069,6 +1069,10 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 		    "CASE state WHEN 'pending' THEN ? ELSE expires END WHERE id = ?",
 		    "tIII", req->client, req->now, req->now + req->pending_ttl_ms,
 		    res.session_id);
+		if (r == STORE_FULL) {	/* still answered: see below */
+			full = 1;
+			r = 0;
+		}
 	} else {
 		r = EXEC(st, "INSERT INTO sessions (server_id, user, login, domain, state, "
 		    "client, created, updated, expires) VALUES (?, ?, ?, ?, 'pending', ?, "
@@ -1085,7 +1089,15 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 	    "id = ?", "I", sv[d.server].id), place_result_row, &res);
  out:
 	free(ss);
-	if ((r = end_locked(st, r)) == 0) {
+	if (full && r == 0)
+		r = STORE_FULL;
+	if ((r = end_locked(st, r)) == STORE_FULL && res.reconnect && res.server[0] != '\0') {
+		/* the disk is full (at the UPDATE or the COMMIT): the session the
+		 * reconnect follows is committed already, so it is served */
+		res.unrecorded = 1;
+		r = 0;
+	}
+	if (r == 0) {
 		*out = res;
 		if (placed_on != 0 && st->lc.valid && (size_t)d.server < st->lc.n) {
 			/* the new pending placement counts at once */

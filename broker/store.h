@@ -127,10 +127,14 @@ struct store_place_result {
 	char fqdn[WIRE_ADDR_MAX];
 	int port;
 	char reason[64];		/* why, on STORE_REFUSED */
+	int unrecorded;			/* a reconnect served without its refresh */
 };
 /* Decides (placement.c) and commits in one transaction: a reconnect refreshes
  * the session, a new user gets a pending placement that counts as load at
- * once. Durable when it returns 0. */
+ * once. Durable when it returns 0. When the disk is full a new placement
+ * fails (STORE_FULL), but a reconnect is still answered (0, unrecorded set):
+ * it follows a session that is committed already, only its refresh (client,
+ * time, a pending placement's expiry) is lost. */
 int store_placement_commit(struct store *st, const struct store_place_request *req,
     struct store_place_result *out);
 /* Pending placements past their expiry end, each with an event; the servers

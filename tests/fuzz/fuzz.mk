@@ -1,0 +1,10 @@
+# tests/fuzz/: libFuzzer targets of the agent's config, the agent's session
+# list and the admin API's request handling (the other targets are listed by
+# their modules' fragments). make fuzz runs every target in FUZZERS.
+FUZZERS += fuzz_agent_conf fuzz_sessions fuzz_admin
+fuzz_agent_conf_SRCS := agent/conf.c agent/sessions.c
+fuzz_agent_conf_LIBS := $(call PKG_LIBS,libsystemd)
+fuzz_sessions_SRCS :=
+fuzz_admin_SRCS := broker/api_admin.c broker/store.c broker/placement.c broker/farm.c \
+	broker/crypto.c broker/conf.c $(B)/schema.c
+fuzz_admin_LIBS := $(call PKG_LIBS,sqlite3 openssl)

@@ -1,0 +1,367 @@
+/* libFuzzer target: the admin API's request handling (broker/api_admin.c)
+ * with everything it parses from a request: the path (server names and
+ * actions, session ids), query arguments (limit, since, user, server,
+ * state), the Cookie, Authorization and X-CSRF-Token headers, Content-Type
+ * and the JSON bodies, against a real in-memory store with a server and
+ * sessions. http.c is replaced by the stubs below (libmicrohttpd is not
+ * needed: handlers only see struct http_request and the http_* calls).
+ *
+ * Input: a flags byte, then lines "METHOD", "PATH[?QUERY]", header lines
+ * "Name: value" up to an empty line, then the body.
+ *   flags & 1: add a valid bearer token (Authorization)
+ *   flags & 2: add a valid session cookie
+ *   flags & 4: add that session's CSRF token
+ * The credentials are random per process, so a corpus cannot hold them.
+ *
+ * Properties checked: the answer is a valid status with a body; JSON
+ * answers parse; without the flags no request but GET /metrics succeeds
+ * (2xx); a state-changing request with the cookie but without the CSRF
+ * flag never succeeds; no answer holds the bearer token, cookie or CSRF
+ * token except the login's own. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+
+#include "broker/api_admin.h"
+#include "broker/api_agent.h"
+#include "broker/broker.h"
+#include "broker/common/log.h"
+#include "broker/common/util.h"
+#include "broker/common/wire.h"
+#include "broker/conf.h"
+#include "broker/crypto.h"
+#include "broker/http.h"
+#include "broker/store.h"
+
+/* broker.c's, without linking the RDP side */
+const int64_t broker_buckets_us[BROKER_BUCKETS] = {
+	250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000,
+	INT64_MAX
+};
+
+int
+broker_splices_active(const struct broker *b)
+{
+	(void)b;
+	return 0;
+}
+
+#define MAX_FIELDS 32
+
+struct fuzz_req {
+	char *names[MAX_FIELDS], *values[MAX_FIELDS];	/* headers */
+	int nheaders;
+	char *anames[MAX_FIELDS], *avalues[MAX_FIELDS];	/* query arguments */
+	int nargs;
+};
+
+static struct {
+	const char *method, *path;
+	http_handler_fn fn;
+	void *ctx;
+} routes[64];
+static int nroutes;
+
+static struct store *st;
+static struct conf conf;
+static struct broker broker;
+static struct api_agent agent;
+static struct api_admin admin;
+static char bearer[128], cookie[128], csrf[CRYPTO_TOKEN_LEN + 1];
+static struct api_admin_session session0;
+static unsigned long runs;
+
+/* ---- http.c stubs ---- */
+
+int
+http_route(struct http *h, const char *method, const char *path, http_handler_fn fn,
+    void *ctx)
+{
+	(void)h;
+	if (nroutes == (int)(sizeof(routes) / sizeof(routes[0])))
+		return -1;
+	routes[nroutes].method = method;
+	routes[nroutes].path = path;
+	routes[nroutes].fn = fn;
+	routes[nroutes++].ctx = ctx;
+	return 0;
+}
+
+const char *
+http_header(const struct http_request *req, const char *name)
+{
+	const struct fuzz_req *f = req->priv;
+
+	for (int i = 0; i < f->nheaders; i++)
+		if (strcasecmp(f->names[i], name) == 0)
+			return f->values[i];
+	return NULL;
+}
+
+const char *
+http_arg(const struct http_request *req, const char *name)
+{
+	const struct fuzz_req *f = req->priv;
+
+	for (int i = 0; i < f->nargs; i++)
+		if (strcmp(f->anames[i], name) == 0)
+			return f->avalues[i];
+	return NULL;
+}
+
+void
+http_reply_json(struct http_response *res, int status, char *body)
+{
+	free(res->body);
+	res->body = body;
+	res->status = body ? status : 500;
+	res->content_type = "application/json";
+}
+
+void
+http_reply_error(struct http_response *res, int status, const char *msg)
+{
+	http_reply_json(res, status, wire_error_encode(msg));
+}
+
+void
+http_add_header(struct http_response *res, const char *name, const char *value)
+{
+	if (res->nheaders == HTTP_MAX_HEADERS)
+		return;
+	util_strlcpy(res->header_buf[res->nheaders], value, sizeof(res->header_buf[0]));
+	res->headers[res->nheaders][0] = name;
+	res->headers[res->nheaders][1] = res->header_buf[res->nheaders];
+	res->nheaders++;
+}
+
+/* ---- set-up ---- */
+
+static void
+init(void)
+{
+	struct store_server s = { 0 };
+	struct wire_heartbeat hb = { 0 };
+	struct wire_session sess[2] = { 0 };
+	struct store_heartbeat_result hr;
+	char err[256], name[WIRE_NAME_MAX], hash[CRYPTO_HASH_HEX], id[CRYPTO_TOKEN_LEN + 1];
+	int64_t sid;
+
+	log_init("fuzz", LOG_ERROR);
+	conf_defaults(&conf);
+	if ((st = store_open(":memory:", err, sizeof(err))) == NULL)
+		abort();
+	strcpy(s.name, "ts1");
+	strcpy(s.address, "127.0.0.2");
+	s.port = 3389;
+	s.weight = 100;
+	s.max_sessions = 100;
+	if (store_server_add(st, &s, "hash1", 1) != 0 ||
+	    store_server_auth(st, "hash1", &sid, name, sizeof(name)) != 0)
+		abort();
+	strcpy(hb.name, "ts1");
+	strcpy(hb.version, "fuzz");
+	strcpy(hb.rdp_address, "127.0.0.2");
+	hb.rdp_port = 3389;
+	hb.rdp_accepting = 1;
+	hb.ncpu = 2;
+	hb.sessions_known = 1;
+	strcpy(sess[0].user, "alice");
+	strcpy(sess[0].id, "1");
+	sess[0].state = WIRE_ACTIVE;
+	strcpy(sess[1].user, "CORP\\bob");
+	strcpy(sess[1].id, "2");
+	sess[1].state = WIRE_DISCONNECTED;
+	hb.sessions = sess;
+	hb.nsessions = 2;
+	if (store_heartbeat_apply(st, sid, &hb, util_now_ms(), &hr) != 0)
+		abort();
+	broker.st = st;
+	broker.c = &conf;
+	agent.st = st;
+	agent.c = &conf;
+	if (api_admin_init(&admin, st, &conf, &broker, &agent) != 0 ||
+	    api_admin_register(&admin, NULL) != 0)
+		abort();
+	/* a bearer token, and a browser session with its CSRF token */
+	if (crypto_token_new(id, sizeof(id)) != 0)
+		abort();
+	snprintf(bearer, sizeof(bearer), "%s%s", API_ADMIN_TOKEN_PREFIX, id);
+	if (crypto_sha256_hex(bearer, strlen(bearer), hash) != 0 ||
+	    store_admin_token_add(st, "fuzz", hash, 1) != 0)
+		abort();
+	if (crypto_token_new(id, sizeof(id)) != 0 ||
+	    crypto_token_new(csrf, sizeof(csrf)) != 0 ||
+	    crypto_sha256_hex(id, CRYPTO_TOKEN_LEN, hash) != 0)
+		abort();
+	snprintf(cookie, sizeof(cookie), "%s", id);
+	admin.sessions[0].used = 1;
+	memcpy(admin.sessions[0].id_hash, hash, sizeof(hash));
+	memcpy(admin.sessions[0].csrf, csrf, sizeof(csrf));
+	admin.sessions[0].created = admin.sessions[0].last = util_mono_ms();
+	session0 = admin.sessions[0];
+	/* one day: the fuzzer must not see the session expire */
+	conf.admin_session_idle = conf.admin_session_max = 86400;
+}
+
+/* Splits the next line off *p (NUL-terminated in place). */
+static char *
+next_line(char **p, char *end)
+{
+	char *s = *p, *nl;
+
+	if (s >= end)
+		return NULL;
+	nl = memchr(s, '\n', (size_t)(end - s));
+	if (nl == NULL)
+		nl = end;
+	*nl = '\0';
+	*p = nl + 1;
+	return s;
+}
+
+static void
+parse_query(struct fuzz_req *f, char *q)
+{
+	char *pair, *save = NULL, *eq;
+
+	for (pair = strtok_r(q, "&", &save); pair != NULL && f->nargs < MAX_FIELDS;
+	    pair = strtok_r(NULL, "&", &save)) {
+		eq = strchr(pair, '=');
+		if (eq != NULL)
+			*eq++ = '\0';
+		f->anames[f->nargs] = pair;
+		f->avalues[f->nargs++] = eq ? eq : (char *)"";
+	}
+}
+
+static int
+route_match(const char *rpath, const char *path)
+{
+	size_t n = strlen(rpath);
+
+	return n > 1 && rpath[n - 1] == '/' ? strncmp(path, rpath, n) == 0 :
+	    strcmp(path, rpath) == 0;
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct fuzz_req f;
+	struct http_request req;
+	struct http_response res;
+	char *buf, *p, *end, *line, *q, *method, *path, cookie_hdr[160];
+	uint8_t flags;
+	int i, authed, csrf_ok, changes;
+
+	if (st == NULL)
+		init();
+	if (size < 1 || size > 65536)
+		return 0;
+	flags = data[0];
+	if ((buf = malloc(size)) == NULL)
+		return 0;
+	memcpy(buf, data + 1, size - 1);
+	buf[size - 1] = '\0';
+	p = buf;
+	end = buf + size - 1;
+	memset(&f, 0, sizeof(f));
+	method = next_line(&p, end);
+	path = next_line(&p, end);
+	if (method == NULL || path == NULL) {
+		free(buf);
+		return 0;
+	}
+	if (flags & 1) {
+		f.names[f.nheaders] = "Authorization";
+		f.values[f.nheaders++] = NULL;	/* filled below */
+	}
+	if (flags & 2) {
+		snprintf(cookie_hdr, sizeof(cookie_hdr), "%s=%s", API_ADMIN_COOKIE, cookie);
+		f.names[f.nheaders] = "Cookie";
+		f.values[f.nheaders++] = cookie_hdr;
+	}
+	if (flags & 4) {
+		f.names[f.nheaders] = "X-CSRF-Token";
+		f.values[f.nheaders++] = csrf;
+	}
+	while ((line = next_line(&p, end)) != NULL && line[0] != '\0' &&
+	    f.nheaders < MAX_FIELDS) {
+		char *colon = strchr(line, ':');
+
+		if (colon == NULL)
+			continue;
+		*colon++ = '\0';
+		while (*colon == ' ')
+			colon++;
+		f.names[f.nheaders] = line;
+		f.values[f.nheaders++] = colon;
+	}
+	char bearer_hdr[160];
+	snprintf(bearer_hdr, sizeof(bearer_hdr), "Bearer %s", bearer);
+	for (i = 0; i < f.nheaders; i++)
+		if (f.values[i] == NULL)
+			f.values[i] = bearer_hdr;
+	if ((q = strchr(path, '?')) != NULL) {
+		*q++ = '\0';
+		parse_query(&f, q);
+	}
+	memset(&req, 0, sizeof(req));
+	req.method = method;
+	req.path = path;
+	req.body = p < end ? p : "";
+	req.body_len = p < end ? (size_t)(end - p) : 0;
+	req.priv = &f;
+	strcpy(req.client, "192.0.2.1");
+	for (i = 0; i < nroutes; i++)
+		if (strcmp(routes[i].method, method) == 0 && route_match(routes[i].path, path))
+			break;
+	if (i == nroutes) {
+		free(buf);
+		return 0;
+	}
+	memset(&res, 0, sizeof(res));
+	res.status = 500;
+	routes[i].fn(routes[i].ctx, &req, &res);
+
+	if (getenv("FUZZ_ADMIN_VERBOSE") != NULL)
+		fprintf(stderr, "flags %d %s %s -> %d %.120s\n", flags, method, path, res.status,
+		    res.body ? res.body : "(null)");
+	if (res.status < 200 || res.status > 599 || res.body == NULL)
+		abort();
+	if (res.content_type != NULL && strcmp(res.content_type, "application/json") == 0) {
+		json_t *j = json_loads(res.body, 0, NULL);
+		if (j == NULL)
+			abort();
+		json_decref(j);
+	}
+	authed = (flags & 1) || (flags & 2);
+	changes = strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0;
+	csrf_ok = (flags & 1) || (flags & 4);
+	if (res.status < 300 && !(strcmp(method, "GET") == 0 && strcmp(path, "/metrics") == 0)) {
+		if (!authed)
+			abort();	/* unauthenticated success */
+		if (changes && !csrf_ok && strcmp(path, "/api/v1/login") != 0)
+			abort();	/* a cookie without its CSRF token changed state */
+	}
+	if (strstr(res.body, bearer) != NULL || strstr(res.body, cookie) != NULL ||
+	    strstr(res.body, csrf) != NULL) {
+		/* only the session endpoint shows its own CSRF token */
+		if (!(strcmp(path, "/api/v1/session") == 0 && strstr(res.body, bearer) == NULL &&
+		    strstr(res.body, cookie) == NULL))
+			abort();
+	}
+	free(res.body);
+	/* a bounded store: events and ended sessions pruned now and then */
+	if (++runs % 1000 == 0 && store_event_prune(st, 0, 100) != 0)
+		abort();
+	/* the browser session as it was (a logout wipes it) */
+	admin.sessions[0] = session0;
+	admin.sessions[0].last = util_mono_ms();
+	free(buf);
+	return 0;
+}
