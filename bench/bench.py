@@ -373,10 +373,19 @@ def profile_callgrind(build, args):
             funcs.append((n, f"{obj}:{fn}" if fn.startswith("0x") else fn, obj))
     if total == 0:
         return {"skipped": "no callgrind totals"}
+    inc = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", out],
+                         capture_output=True, text=True, timeout=300).stdout
+    inclusive = []
+    for fn in ("tls_accept", "SSL_do_handshake", "freerdp_peer_context_new",
+               "store_placement_commit", "store_event_add"):
+        m = re.search(rf"^\s*[\d,]+ \(\s*([\d.]+)%\)\s+\S+:{fn} ", inc, re.M)
+        if m:
+            inclusive.append((fn, float(m.group(1))))
     top_obj = sorted(by_obj.items(), key=lambda x: -x[1])[:6]
     return {"redirects": args.profile_count, "instr_per_redirect": total / args.profile_count,
             "by_object": [(o, round(100.0 * n / total, 1)) for o, n in top_obj],
-            "top_functions": [(f, o, round(100.0 * n / total, 1)) for n, f, o in funcs[:8]]}
+            "top_functions": [(f, o, round(100.0 * n / total, 1)) for n, f, o in funcs[:8]],
+            "inclusive": inclusive}
 
 
 def bench_storm_checked(build, args, R):
@@ -635,6 +644,9 @@ def table(R, meta):
             rows.append(("", f"profile (callgrind, {prof['redirects']} redirects): instructions by library",
                          ", ".join(f"{o} {p}%" for o, p in prof["by_object"]),
                          f"{fmt(prof['instr_per_redirect'] / 1e6, 'M', 1)} instr/redirect", ""))
+            if prof.get("inclusive"):
+                rows.append(("", "profile: inclusive cost of the broker's steps",
+                             ", ".join(f"{f} {p}%" for f, p in prof["inclusive"]), "", ""))
             rows.append(("", "profile: top functions (self)",
                          ", ".join(f"{f} {p}%" for f, o, p in prof["top_functions"][:5]), "", ""))
     if "storm" in R:
