@@ -19,7 +19,7 @@ struct conf;
 struct store;
 struct splice;
 
-#define BROKER_BUCKETS 12
+#define BROKER_BUCKETS 15
 
 struct broker_metrics {
 	uint64_t redirects[3];			/* by enum rdp_outcome */
