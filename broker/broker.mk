@@ -5,6 +5,8 @@ BROKER_SRC := broker/main.c broker/conf.c broker/store.c broker/placement.c \
 	broker/crypto.c broker/broker.c broker/token.c broker/splice.c $(RDP_SRC)
 # the admin API, status page and /metrics (docs/admin-api.md)
 BROKER_SRC += broker/api_admin.c broker/farm.c
+# [broker] user: the state directory and the change to an unprivileged user
+BROKER_SRC += broker/privdrop.c
 BROKER_OBJ := $(BROKER_SRC:%.c=$(B)/%.o) $(B)/schema.o
 BROKER_LIBS := $(call PKG_LIBS,freerdp-server2 freerdp2 winpr2 libmicrohttpd sqlite3 openssl) $(COMMON_LIBS)
 

@@ -11,6 +11,7 @@
 
 static const struct cfg_key conf_keys[] = {
 	{ "state", "path", CFG_STR, S(state_path), 0, 0, "var/tsbroker.db", NULL },
+	{ "broker", "user", CFG_STR, S(run_user), 0, 0, "", NULL },
 	{ "state", "event_retention_days", CFG_INT, I(event_retention_days), 1, 3650, "30", NULL },
 	{ "state", "event_max", CFG_INT, I(event_max), 1000, 100000000, "1000000", NULL },
 	{ "rdp", "listen", CFG_HOSTPORT, S(rdp.listen), 0, 0, "0.0.0.0:3389", NULL },

@@ -9,6 +9,7 @@
 struct conf {
 	char path[512];			/* the file it was read from */
 	char state_path[512];		/* [state] path */
+	char run_user[64];		/* [broker] user: run as this user ("" = as started) */
 	int event_retention_days;	/* [state] event_retention_days */
 	int event_max;			/* [state] event_max */
 	struct rdp_conf rdp;		/* [rdp] */

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include "broker/crypto.h"
 #include "broker/health.h"
 #include "broker/http.h"
+#include "broker/privdrop.h"
 #include "broker/rdp.h"
 #include "broker/store.h"
 
@@ -71,6 +73,33 @@ ensure_admin(struct store *st)
 	return r;
 }
 
+/* Raises the soft open-files limit to the hard one and warns if that is
+ * short of what the limits in c may need: a descriptor per RDP connection
+ * (max_connections), a few more per handshake (FreeRDP's event handles),
+ * two per splice, one per HTTPS connection, and some spare. */
+static void
+nofile_raise(const struct conf *c)
+{
+	struct rlimit rl;
+	unsigned long long need;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+		(void)getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	need = (unsigned long long)c->rdp.max_connections +
+	    8ULL * (unsigned long long)c->rdp.max_handshakes +
+	    2ULL * (unsigned long long)c->splice_max +
+	    (unsigned long long)c->http_max_connections + 64;
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+		log_warn("open files limit %llu is below the %llu that [rdp] max_connections, "
+		    "max_handshakes, splice_max and [http] max_connections may need: raise it (ulimit -n, "
+		    "systemd LimitNOFILE=) or lower them", (unsigned long long)rl.rlim_cur, need);
+}
+
 static int
 serve(struct conf *c)
 {
@@ -81,6 +110,7 @@ serve(struct conf *c)
 	struct api_agent agent = { 0 };
 	struct api_admin admin = { 0 };
 	struct broker broker = { 0 };
+	struct privdrop pd;
 	struct rdp_ops ops;
 	sigset_t sigs;
 	char err[512];
@@ -91,11 +121,17 @@ serve(struct conf *c)
 	sigaddset(&sigs, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);	/* threads inherit it */
 	signal(SIGPIPE, SIG_IGN);
+	nofile_raise(c);
 
+	if (privdrop_prepare(&pd, c->run_user, c->state_path, err, sizeof(err)) != 0) {
+		log_error("%s", err);
+		goto out;
+	}
 	if (ensure_certificate(c->rdp.certificate, c->rdp.private_key) != 0 ||
 	    ensure_certificate(c->http_certificate, c->http_private_key) != 0)
 		goto out;
-	if ((st = store_open(c->state_path, err, sizeof(err))) == NULL) {
+	if ((st = store_open(c->state_path, err, sizeof(err))) == NULL ||
+	    privdrop_own_state(&pd, c->state_path, err, sizeof(err)) != 0) {
 		log_error("%s", err);
 		goto out;
 	}
@@ -109,9 +145,7 @@ serve(struct conf *c)
 	if ((http = http_new(&hc, err, sizeof(err))) == NULL ||
 	    http_route(http, "POST", "/api/v1/heartbeat", api_agent_heartbeat, &agent) != 0 ||
 	    api_admin_init(&admin, st, c, &broker, &agent) != 0 ||
-	    api_admin_register(&admin, http) != 0 ||
-	    http_static(http, c->http_web_root) != 0 ||
-	    http_start(http, err, sizeof(err)) != 0) {
+	    api_admin_register(&admin, http) != 0) {
 		log_error("https: %s", err);
 		goto out;
 	}
@@ -123,9 +157,22 @@ serve(struct conf *c)
 		goto out;
 	}
 	broker_rdp_ops(&broker, &ops);
-	if ((rdp = rdp_new(&c->rdp, &ops, err, sizeof(err))) == NULL ||
-	    rdp_start(rdp) != 0) {
-		log_error("rdp: %s", rdp ? "cannot start" : err);
+	if ((rdp = rdp_new(&c->rdp, &ops, err, sizeof(err))) == NULL) {
+		log_error("rdp: %s", err);
+		goto out;
+	}
+	/* ports bound, keys read: the rest runs as [broker] user, if set */
+	if (privdrop_drop(&pd, err, sizeof(err)) != 0) {
+		log_error("%s", err);
+		goto out;
+	}
+	if (http_static(http, c->http_web_root) != 0 ||
+	    http_start(http, err, sizeof(err)) != 0) {
+		log_error("https: %s", err);
+		goto out;
+	}
+	if (rdp_start(rdp) != 0) {
+		log_error("rdp: cannot start");
 		goto out;
 	}
 	if ((health = health_start(st, c)) == NULL)

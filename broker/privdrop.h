@@ -1,0 +1,36 @@
+/* privdrop: the broker's state directory and its change to an unprivileged
+ * user ([broker] user, README "Security").
+ *
+ * Started as root with a user set, the broker binds its ports and reads its
+ * keys as root, then becomes that user for good (supplementary groups
+ * dropped, then gid, then uid; a way back is checked not to exist). The
+ * state directory, created if missing (0700), and the database's files must
+ * belong to that user: the directory when it is created here, the files
+ * (state.db, -wal, -shm) after the store is opened; an existing directory
+ * the user cannot write is an error at start, never a surprise later.
+ * Without a user nothing changes; with one, as that user already, neither;
+ * as anyone else it is an error. Errors: -1 with the reason in err. */
+#ifndef TS_PRIVDROP_H
+#define TS_PRIVDROP_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+struct privdrop {
+	int active;			/* root, and a user to become */
+	char user[64];
+	uid_t uid;
+	gid_t gid;
+};
+
+/* Resolves user ("" = none) and makes the directory of state_path (0700,
+ * the user's when active) if it is missing. */
+int privdrop_prepare(struct privdrop *pd, const char *user, const char *state_path,
+    char *err, size_t errlen);
+/* Gives the database's files (state_path, -wal, -shm) to the user. */
+int privdrop_own_state(const struct privdrop *pd, const char *state_path, char *err,
+    size_t errlen);
+/* Becomes the user for good. No-op when not active. */
+int privdrop_drop(const struct privdrop *pd, char *err, size_t errlen);
+
+#endif
