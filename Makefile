@@ -94,7 +94,7 @@ test: test-deps
 # reports to files) and fails a test whose processes reported anything.
 # make leakcheck: the long leak loops (1,000 redirects, RSS bounded).
 ASAN_B     := build-asan
-ASAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 ASAN_E2E   ?= $(wildcard tests/e2e/test_broker.py tests/e2e/test_admin_api.py \
 	tests/e2e/test_rdp_endpoint.py tests/e2e/test_hostile.py tests/e2e/test_faults.py)
 SAN_ENV    := ASAN_OPTIONS=halt_on_error=1:abort_on_error=0 \
