@@ -1,7 +1,7 @@
 # broker/: the tsbroker daemon and its admin commands.
 RDP_SRC ?= broker/rdp.c broker/x224.c
 BROKER_SRC := broker/main.c broker/conf.c broker/store.c broker/placement.c \
-	broker/health.c broker/http.c broker/api_agent.c broker/cli.c \
+	broker/health.c broker/http.c broker/http_reply.c broker/api_agent.c broker/cli.c \
 	broker/crypto.c broker/broker.c broker/token.c broker/splice.c $(RDP_SRC)
 # the admin API, status page and /metrics (docs/admin-api.md)
 BROKER_SRC += broker/api_admin.c broker/farm.c

@@ -1,0 +1,33 @@
+/* http_reply: building responses (the half of http.h that needs no
+ * libmicrohttpd, so handlers can be driven without a server, e.g. fuzzed). */
+#include <stdlib.h>
+
+#include "broker/common/util.h"
+#include "broker/common/wire.h"
+#include "broker/http.h"
+
+void
+http_reply_json(struct http_response *res, int status, char *body)
+{
+	free(res->body);
+	res->body = body;
+	res->status = body ? status : 500;
+	res->content_type = "application/json";
+}
+
+void
+http_reply_error(struct http_response *res, int status, const char *msg)
+{
+	http_reply_json(res, status, wire_error_encode(msg));
+}
+
+void
+http_add_header(struct http_response *res, const char *name, const char *value)
+{
+	if (res->nheaders == HTTP_MAX_HEADERS)
+		return;
+	util_strlcpy(res->header_buf[res->nheaders], value, sizeof(res->header_buf[0]));
+	res->headers[res->nheaders][0] = name;
+	res->headers[res->nheaders][1] = res->header_buf[res->nheaders];
+	res->nheaders++;
+}
