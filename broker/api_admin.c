@@ -131,19 +131,6 @@ arg_int(const struct http_request *req, struct http_response *res, const char *n
 	return 0;
 }
 
-static int
-valid_name(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n >= WIRE_NAME_MAX)
-		return 0;
-	for (; *s; s++)
-		if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_' && *s != '.')
-			return 0;
-	return 1;
-}
-
 static void
 reply_store_error(struct http_response *res, int r)
 {
@@ -698,7 +685,7 @@ server_path(const struct http_request *req, struct http_response *res, char *nam
 	}
 	memcpy(name, p, len);
 	name[len] = '\0';
-	if (!valid_name(name)) {
+	if (!wire_name_valid(name)) {
 		http_reply_error(res, 400, "server names are letters, digits, '-', '_' "
 		    "or '.'");
 		return -1;
@@ -807,7 +794,7 @@ api_admin_sessions(void *ctx, const struct http_request *req, struct http_respon
 		return;
 	}
 	if (server != NULL && server[0] != '\0') {
-		if (!valid_name(server)) {
+		if (!wire_name_valid(server)) {
 			http_reply_error(res, 400, "'server' is not a server name");
 			return;
 		}

@@ -50,20 +50,6 @@ num(const char *opt, const char *v, long min, long max, int *out)
 }
 
 static int
-valid_name(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n >= WIRE_NAME_MAX)
-		return 0;
-	for (; *s; s++)
-		if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') &&
-		    !(*s >= '0' && *s <= '9') && *s != '-' && *s != '_' && *s != '.')
-			return 0;
-	return 1;
-}
-
-static int
 server_add(const struct conf *c, struct store *st, int argc, char **argv)
 {
 	struct store_server s;
@@ -75,7 +61,7 @@ server_add(const struct conf *c, struct store *st, int argc, char **argv)
 		return 2;
 	}
 	memset(&s, 0, sizeof(s));
-	if (!valid_name(argv[0])) {
+	if (!wire_name_valid(argv[0])) {
 		fprintf(stderr, "tsbroker: server names are 1 to %d letters, digits, "
 		    "'-', '_' or '.'\n", WIRE_NAME_MAX - 1);
 		return 2;
@@ -274,7 +260,7 @@ admin_token(struct store *st, int argc, char **argv)
 		fputs(usage, stderr);
 		return 2;
 	}
-	if (!valid_name(argv[1])) {
+	if (!wire_name_valid(argv[1])) {
 		fprintf(stderr, "tsbroker: token names are 1 to %d letters, digits, "
 		    "'-', '_' or '.'\n", WIRE_NAME_MAX - 1);
 		return 2;

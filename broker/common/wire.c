@@ -319,6 +319,20 @@ wire_answer_decode(const char *buf, size_t len, struct wire_answer *a, char *err
 	return r;
 }
 
+int
+wire_name_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n >= WIRE_NAME_MAX)
+		return 0;
+	for (; *s; s++)
+		if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') &&
+		    !(*s >= '0' && *s <= '9') && *s != '-' && *s != '_' && *s != '.')
+			return 0;
+	return 1;
+}
+
 char *
 wire_error_encode(const char *msg)
 {

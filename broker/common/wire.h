@@ -58,6 +58,10 @@ char *wire_answer_encode(const struct wire_answer *a);
 int wire_answer_decode(const char *buf, size_t len, struct wire_answer *a,
     char *err, size_t errlen);
 
+/* Is s a server or token name: 1 to WIRE_NAME_MAX-1 ASCII letters, digits,
+ * '-', '_' or '.'? */
+int wire_name_valid(const char *s);
+
 /* {"error": msg}, owned by the caller. */
 char *wire_error_encode(const char *msg);
 
