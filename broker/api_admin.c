@@ -339,15 +339,7 @@ static void
 event_add(struct api_admin *a, const char *kind, const char *server, const char *client,
     const char *detail)
 {
-	struct store_event ev;
-
-	memset(&ev, 0, sizeof(ev));
-	ev.ts = util_now_ms();
-	util_strlcpy(ev.kind, kind, sizeof(ev.kind));
-	util_strlcpy(ev.server, server ? server : "", sizeof(ev.server));
-	util_strlcpy(ev.client, client ? client : "", sizeof(ev.client));
-	util_strlcpy(ev.detail, detail ? detail : "", sizeof(ev.detail));
-	(void)store_event_add(a->st, &ev);	/* errors logged by store */
+	(void)store_event_add(a->st, kind, server, NULL, client, detail, 0);
 }
 
 /* ---- POST /api/v1/login, POST /api/v1/logout, GET /api/v1/session ---- */

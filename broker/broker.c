@@ -87,17 +87,9 @@ static void
 route_event(struct broker *b, int outcome, const char *kind, const char *server,
     const char *user, const char *client, const char *detail)
 {
-	struct store_event ev;
-
 	__atomic_add_fetch(&b->m.splices[outcome], 1, __ATOMIC_RELAXED);
-	memset(&ev, 0, sizeof(ev));
-	ev.ts = util_now_ms();
-	util_strlcpy(ev.kind, kind, sizeof(ev.kind));
-	util_strlcpy(ev.server, server ? server : "", sizeof(ev.server));
-	util_strlcpy(ev.user, user ? user : "", sizeof(ev.user));
-	util_strlcpy(ev.client, client ? client : "", sizeof(ev.client));
-	util_strlcpy(ev.detail, detail ? detail : "", sizeof(ev.detail));
-	(void)store_event_add(b->st, &ev);	/* errors logged by store */
+	/* errors logged by store */
+	(void)store_event_add(b->st, kind, server, user, client, detail, 0);
 }
 
 static void
@@ -305,7 +297,9 @@ broker_done(void *ctx, enum rdp_outcome outcome, const struct rdp_request *req,
 {
 	static const char *kinds[] = { "placement", "refusal", "redirect_failed" };
 	struct broker *b = ctx;
-	struct store_event ev;
+	const char *kind = kinds[outcome], *server = target ? target->server : "";
+	const char *user = req->user ? req->user : "";
+	const char *client = req->client_addr ? req->client_addr : "";
 	int i;
 
 	for (i = 0; i < BROKER_BUCKETS - 1 && elapsed_us > broker_buckets_us[i]; i++)
@@ -313,32 +307,26 @@ broker_done(void *ctx, enum rdp_outcome outcome, const struct rdp_request *req,
 	__atomic_add_fetch(&b->m.hist[i], 1, __ATOMIC_RELAXED);
 	__atomic_add_fetch(&b->m.hist_sum_us, (uint64_t)elapsed_us, __ATOMIC_RELAXED);
 	__atomic_add_fetch(&b->m.redirects[outcome], 1, __ATOMIC_RELAXED);
-	memset(&ev, 0, sizeof(ev));
-	ev.ts = util_now_ms();
-	util_strlcpy(ev.kind, kinds[outcome], sizeof(ev.kind));
 	if (target != NULL && target->reconnect) {
-		util_strlcpy(ev.kind, "reconnect", sizeof(ev.kind));
+		kind = "reconnect";
 		__atomic_add_fetch(&b->m.reconnects, 1, __ATOMIC_RELAXED);
 	}
-	if (target != NULL)
-		util_strlcpy(ev.server, target->server, sizeof(ev.server));
-	util_strlcpy(ev.user, req->user ? req->user : "", sizeof(ev.user));
-	util_strlcpy(ev.client, req->client_addr ? req->client_addr : "", sizeof(ev.client));
-	util_strlcpy(ev.detail, reason ? reason : "", sizeof(ev.detail));
-	ev.duration_us = elapsed_us;
+	if (reason == NULL)
+		reason = "";
 	/* a connection that never said who it was (a port scan, a load
 	 * balancer's check, garbage) counts, but is no event: rdp.c logs it */
-	if (outcome == RDP_FAILED && ev.user[0] == '\0') {
-		log_debug("connection from %s failed: %s", ev.client, ev.detail);
+	if (outcome == RDP_FAILED && user[0] == '\0') {
+		log_debug("connection from %s failed: %s", client, reason);
 		return;
 	}
 	if (outcome == RDP_REDIRECTED)
-		log_info("%s from %s -> %s (%s, %lld us)", ev.user, ev.client, ev.server,
+		log_info("%s from %s -> %s (%s, %lld us)", user, client, server,
 		    target->reconnect ? "reconnect" : "new", (long long)elapsed_us);
 	else
-		log_warn("%s from %s not redirected: %s", ev.user[0] ? ev.user : "?",
-		    ev.client, ev.detail);
-	(void)store_event_add(b->st, &ev);	/* errors logged by store */
+		log_warn("%s from %s not redirected: %s", user[0] ? user : "?", client,
+		    reason);
+	/* errors logged by store */
+	(void)store_event_add(b->st, kind, server, user, client, reason, elapsed_us);
 }
 
 int

@@ -1293,13 +1293,14 @@ store_session_forget(struct store *st, int64_t id, int64_t now)
 /* ---- events ---- */
 
 int
-store_event_add(struct store *st, const struct store_event *ev)
+store_event_add(struct store *st, const char *kind, const char *server,
+    const char *user, const char *client, const char *detail, int64_t duration_us)
 {
 	int r;
 
 	pthread_mutex_lock(&st->lock);
-	r = event_insert(st, ev->ts, ev->kind, ev->server, ev->user, ev->client,
-	    ev->detail, ev->duration_us);
+	r = event_insert(st, util_now_ms(), kind, server, user, client, detail,
+	    duration_us);
 	pthread_mutex_unlock(&st->lock);
 	return r;
 }

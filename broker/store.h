@@ -176,7 +176,9 @@ int store_session_list(struct store *st, const struct store_session_filter *f,
 int store_session_forget(struct store *st, int64_t id, int64_t now);
 
 /* ---- events ---- */
-int store_event_add(struct store *st, const struct store_event *ev);
+/* Records an event now; the strings may be NULL. */
+int store_event_add(struct store *st, const char *kind, const char *server,
+    const char *user, const char *client, const char *detail, int64_t duration_us);
 /* Events with id > since_id, newest first, at most limit. */
 int store_event_list(struct store *st, int64_t since_id, int limit,
     struct store_event **out, size_t *n);
