@@ -665,7 +665,7 @@ struct hb_row {
 	int matched;
 };
 
-/* Loads the server's sessions that are not ended. */
+/* A row of the server's sessions that are not ended. */
 static int
 hb_row(sqlite3_stmt *s, void *dst)
 {
