@@ -7,8 +7,6 @@ import os
 import re
 import time
 
-import pytest
-
 from conftest import ROOT, heartbeat_body, wait_until
 
 COOKIE = "__Host-tsbroker_session"

@@ -15,7 +15,7 @@ import types
 
 import pytest
 
-from conftest import TSAGENT, free_port, wait_until
+from conftest import TSAGENT, wait_until
 
 OUTAGE = float(os.environ.get("TSAGENT_E2E_OUTAGE", "8"))
 

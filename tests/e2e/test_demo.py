@@ -10,7 +10,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import time
 import urllib.request
 
 import pytest

@@ -103,6 +103,18 @@ def stop(proc, timeout=10):
             proc.wait(5)
 
 
+def stop_group(proc, timeout=10):
+    """Stops a process started with start_new_session=True (xvfb-run and its
+    children): SIGTERM to its group, SIGKILL after timeout."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
 def probe(port, user, host="127.0.0.1", hold=0, timeout=20, extra=()):
     """Runs rdpprobe; returns its RESULT line parsed into a dict
     (ok: bool, host, port, redirected, reason)."""
@@ -317,11 +329,5 @@ def test_stock_xfreerdp_reaches_a_session(farm, tmp_path):
                    "frank active in the broker's database")
         assert proc.poll() is None, "xfreerdp exited while connected"
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_group(proc)
         log.close()

@@ -25,7 +25,7 @@ import pytest
 
 from conftest import free_port, wait_until
 from test_rdp_endpoint import (ADDRESSES, RDPPROBE, RDPTARGET, TSAGENT, Target, probe,
-                               stop)
+                               stop_group, user_server)
 
 pytestmark = pytest.mark.skipif(
     not all(os.access(p, os.X_OK) for p in (RDPTARGET, RDPPROBE, TSAGENT)),
@@ -118,11 +118,6 @@ ACTIVE = "tsbroker_splices_active"
 def session_ids(broker, user):
     return [r[0] for r in broker.query("SELECT id FROM sessions WHERE user = ? AND "
                                        "state != 'ended'", user)]
-
-
-def user_server(broker, user, state=None):
-    rows = [r for r in broker.sessions(state=state) if r[0] == user]
-    return rows[0][1] if rows else None
 
 
 def other(name):
@@ -250,13 +245,7 @@ def test_stock_xfreerdp_follows_the_token(token_farm, tmp_path):
         assert metrics(b)[ACTIVE] == 1
         assert proc.poll() is None, "xfreerdp exited while connected"
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_group(proc)
         log.close()
     wait_until(lambda: metrics(b)[ACTIVE] == 0, 10, "the splice closed after xfreerdp")
 
