@@ -41,6 +41,8 @@
 #include <winpr/synch.h>
 #include <winpr/wlog.h>
 
+#include "tools/peer_wlog.h"
+
 static pthread_mutex_t result_lock = PTHREAD_MUTEX_INITIALIZER;
 static int result_done;
 static int source_set;			/* --source given */
@@ -175,19 +177,6 @@ probe_hold(rdpContext *ctx, int64_t ms)
 }
 
 static void
-wlog_setup(int verbose)
-{
-	wLog *root = WLog_GetRoot();
-	wLogAppender *app;
-
-	WLog_SetLogAppenderType(root, WLOG_APPENDER_CONSOLE);
-	if ((app = WLog_GetLogAppender(root)) != NULL)
-		WLog_ConfigureAppender(app, "outputstream", (void *)"stderr");
-	if (getenv("WLOG_LEVEL") == NULL)
-		WLog_SetLogLevel(root, verbose ? WLOG_DEBUG : WLOG_FATAL);
-}
-
-static void
 usage(void)
 {
 	fprintf(stderr, "usage: rdpprobe --host H --port P --user U [--domain D] "
@@ -271,7 +260,7 @@ main(int argc, char **argv)
 		result_print("RESULT fail reason=thread");
 		return 1;
 	}
-	wlog_setup(verbose);
+	peer_wlog_setup(verbose, WLOG_DEBUG);
 	/* skip the per-process primitives benchmark (about 1 s here) */
 	primitives_set_hints(PRIMITIVES_ONLY_CPU);
 

@@ -47,6 +47,8 @@
 #include "broker/common/util.h"
 #include "broker/x224.h"
 
+#include "tools/peer_wlog.h"
+
 #define HANDSHAKE_MS	30000	/* a client must be active within this */
 #define PEM_MAX		(64 * 1024)
 #define STR_MAX		512
@@ -565,19 +567,6 @@ listen_open(const char *hostport, char *bound, size_t n)
 }
 
 static void
-wlog_setup(int verbose)
-{
-	wLog *root = WLog_GetRoot();
-	wLogAppender *app;
-
-	WLog_SetLogAppenderType(root, WLOG_APPENDER_CONSOLE);
-	if ((app = WLog_GetLogAppender(root)) != NULL)
-		WLog_ConfigureAppender(app, "outputstream", (void *)"stderr");
-	if (getenv("WLOG_LEVEL") == NULL)
-		WLog_SetLogLevel(root, verbose ? WLOG_INFO : WLOG_FATAL);
-}
-
-static void
 usage(void)
 {
 	fprintf(stderr, "usage: rdptarget --listen HOST:PORT --cert FILE --key FILE "
@@ -630,7 +619,7 @@ main(int argc, char **argv)
 		log_error("cannot read %s or %s", cert_path, key_path);
 		return 1;
 	}
-	wlog_setup(verbose);
+	peer_wlog_setup(verbose, WLOG_INFO);
 	winpr_InitializeSSL(WINPR_SSL_INIT_DEFAULT);
 	pthread_mutex_init(&t.lock, NULL);
 	if ((t.stop_event = CreateEvent(NULL, TRUE, FALSE, NULL)) == NULL)
