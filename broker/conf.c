@@ -11,9 +11,9 @@
 
 static const struct cfg_key conf_keys[] = {
 	{ "state", "path", CFG_STR, S(state_path), 0, 0, "var/tsbroker.db", NULL },
-	{ "broker", "user", CFG_STR, S(run_user), 0, 0, "", NULL },
 	{ "state", "event_retention_days", CFG_INT, I(event_retention_days), 1, 3650, "30", NULL },
 	{ "state", "event_max", CFG_INT, I(event_max), 1000, 100000000, "1000000", NULL },
+	{ "broker", "user", CFG_STR, S(run_user), 0, 0, NULL, NULL },
 	{ "rdp", "listen", CFG_HOSTPORT, S(rdp.listen), 0, 0, "0.0.0.0:3389", NULL },
 	{ "rdp", "mode", CFG_ENUM, S(rdp.mode), 0, 0, "address", "address|token" },
 	{ "rdp", "certificate", CFG_STR, S(rdp.certificate), 0, 0, "var/tsbroker.crt", NULL },
@@ -95,29 +95,10 @@ conf_load_string(struct conf *c, const char *path, const char *text, char *err,
 	return conf_parse(c, path, text, err, errlen);
 }
 
-const char *
-conf_default_text(void)
+int
+conf_print_defaults(FILE *out)
 {
-	return
-	    "# tsbroker configuration (see README for every key)\n"
-	    "[state]\n"
-	    "path = var/tsbroker.db\n"
-	    "\n"
-	    "[rdp]\n"
-	    "listen = 0.0.0.0:3389\n"
-	    "mode = address\n"
-	    "certificate = var/tsbroker.crt\n"
-	    "private_key = var/tsbroker.key\n"
-	    "handshake_timeout = 10\n"
-	    "\n"
-	    "[http]\n"
-	    "listen = 127.0.0.1:8443\n"
-	    "\n"
-	    "[health]\n"
-	    "heartbeat_interval = 5\n"
-	    "down_after = 15\n"
-	    "\n"
-	    "[placement]\n"
-	    "pending_ttl = 120\n"
-	    "pending_penalty = 1\n";
+	fputs("# tsbroker configuration: every key with its default "
+	    "(README \"Configuration\")\n", out);
+	return cfg_print_defaults(conf_keys, out);
 }

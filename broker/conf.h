@@ -3,6 +3,7 @@
 #define TS_CONF_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "broker/rdp.h"
 
@@ -42,7 +43,8 @@ int conf_load_string(struct conf *c, const char *path, const char *text,
     char *err, size_t errlen);
 /* Fills c with the defaults only. */
 void conf_defaults(struct conf *c);
-/* The default config file written by `make run`, as text. */
-const char *conf_default_text(void);
+/* Writes the default configuration (every key, `tsbroker -D`, used by
+ * `make run`). 0 or -1. */
+int conf_print_defaults(FILE *out);
 
 #endif

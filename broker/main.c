@@ -212,7 +212,7 @@ main(int argc, char **argv)
 		case 'f': path = optarg; break;
 		case 't': check = 1; break;
 		case 'v': verbose = 1; break;
-		case 'D': fputs(conf_default_text(), stdout); return 0;
+		case 'D': return conf_print_defaults(stdout) == 0 ? 0 : 1;
 		default: usage(); return 2;
 		}
 	}

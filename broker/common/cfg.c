@@ -114,6 +114,24 @@ cfg_defaults(const struct cfg_key *keys, void *obj)
 	}
 }
 
+int
+cfg_print_defaults(const struct cfg_key *keys, FILE *out)
+{
+	const char *section = NULL;
+
+	for (const struct cfg_key *k = keys; k->name != NULL; k++) {
+		if (section == NULL || strcmp(section, k->section) != 0) {
+			fprintf(out, "%s[%s]\n", section ? "\n" : "", k->section);
+			section = k->section;
+		}
+		if (k->def != NULL)
+			fprintf(out, "%s = %s\n", k->name, k->def);
+		else
+			fprintf(out, "# %s =\n", k->name);
+	}
+	return fflush(out) == 0 && !ferror(out) ? 0 : -1;
+}
+
 static int
 cfg_handler(void *user, const char *section, const char *name, const char *value)
 {

@@ -6,6 +6,7 @@
 #define TS_CFG_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 enum cfg_type {
 	CFG_INT,	/* int, within [min, max] */
@@ -30,6 +31,10 @@ struct cfg_key {
 
 /* Sets every key of obj to its default. */
 void cfg_defaults(const struct cfg_key *keys, void *obj);
+
+/* Writes every key with its default as an INI file (keys without a default
+ * as comments), sections in table order. 0 or -1 (write error). */
+int cfg_print_defaults(const struct cfg_key *keys, FILE *out);
 
 /* Applies defaults, then the file at path. On error returns -1 and writes
  * "path:line: message" into err (or "path: message" if it cannot be read). */

@@ -99,6 +99,23 @@ test_errors_name_file_line_key(void **state)
 	assert_string_equal(err, "/nonexistent/x.conf: No such file or directory");
 }
 
+static void
+test_printed_defaults_load_as_defaults(void **state)
+{
+	struct conf loaded, defaults;
+	char err[256];
+	FILE *f = fopen("/tmp/tsb-test-defaults.conf", "w");
+
+	assert_non_null(f);
+	assert_int_equal(conf_print_defaults(f), 0);
+	fclose(f);
+	assert_int_equal(conf_load(&loaded, "/tmp/tsb-test-defaults.conf", err,
+	    sizeof(err)), 0);
+	conf_defaults(&defaults);
+	memset(loaded.path, 0, sizeof(loaded.path));
+	assert_memory_equal(&loaded, &defaults, sizeof(loaded));
+}
+
 int
 main(void)
 {
@@ -106,6 +123,7 @@ main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_values_and_comments),
 		cmocka_unit_test(test_errors_name_file_line_key),
+		cmocka_unit_test(test_printed_defaults_load_as_defaults),
 	};
 	return cmocka_run_group_tests_name("cfg", tests, NULL, NULL);
 }
