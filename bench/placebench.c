@@ -27,8 +27,8 @@
 
 #include "bench/benchutil.h"
 #include "broker/common/util.h"
-#include "broker/placement.h"
-#include "broker/store.h"
+#include "broker/state/placement.h"
+#include "broker/state/store.h"
 
 static void
 die(const char *what, sqlite3 *db)

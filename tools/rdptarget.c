@@ -45,7 +45,7 @@
 
 #include "broker/common/log.h"
 #include "broker/common/util.h"
-#include "broker/x224.h"
+#include "broker/front/x224.h"
 
 #include "tools/peer_wlog.h"
 

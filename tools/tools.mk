@@ -10,12 +10,12 @@ $(B)/tools/rdpprobe.o: CFLAGS += $(call PKG_CFLAGS,$(TOOLS_FREERDP_CLIENT))
 $(B)/tools/peer_wlog.o: CFLAGS += $(call PKG_CFLAGS,winpr2)
 
 PROGS += $(B)/rdptarget $(B)/rdpprobe
-$(B)/rdptarget: $(B)/tools/rdptarget.o $(B)/tools/peer_wlog.o $(B)/broker/x224.o $(COMMON_OBJ)
+$(B)/rdptarget: $(B)/tools/rdptarget.o $(B)/tools/peer_wlog.o $(B)/broker/front/x224.o $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(call PKG_LIBS,$(TOOLS_FREERDP_SERVER)) $(COMMON_LIBS) $(LDLIBS_BASE)
 $(B)/rdpprobe: $(B)/tools/rdpprobe.o $(B)/tools/peer_wlog.o $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(call PKG_LIBS,$(TOOLS_FREERDP_CLIENT)) $(COMMON_LIBS) $(LDLIBS_BASE)
 
 UNIT_TESTS += test_x224
-test_x224_OBJS := $(B)/broker/x224.o $(B)/broker/common/log.o
+test_x224_OBJS := $(B)/broker/front/x224.o $(B)/broker/common/log.o
 FUZZERS += fuzz_x224
-fuzz_x224_SRCS := broker/x224.c
+fuzz_x224_SRCS := broker/front/x224.c

@@ -71,7 +71,7 @@ char *wire_error_encode(const char *msg);
 int wire_sessions_decode(const char *buf, size_t len, struct wire_session **out,
     size_t *n, char *err, size_t errlen);
 
-/* ---- admin API (broker/api_admin.c) ----
+/* ---- admin API (broker/http/api_admin.c) ----
  * A small JSON builder, so that the admin API's answers are made here with
  * jansson while wire.h stays free of the store's types. A node is an object
  * or an array; setters copy their values. Errors (no memory, a string that

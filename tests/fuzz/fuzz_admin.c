@@ -1,4 +1,4 @@
-/* libFuzzer target: the admin API's request handling (broker/api_admin.c)
+/* libFuzzer target: the admin API's request handling (broker/http/api_admin.c)
  * with everything it parses from a request: the path (server names and
  * actions, session ids), query arguments (limit, since, user, server,
  * state), the Cookie, Authorization and X-CSRF-Token headers, Content-Type
@@ -26,16 +26,16 @@
 
 #include <jansson.h>
 
-#include "broker/api_admin.h"
-#include "broker/api_agent.h"
-#include "broker/broker.h"
+#include "broker/http/api_admin.h"
+#include "broker/http/api_agent.h"
+#include "broker/core/broker.h"
 #include "broker/common/log.h"
 #include "broker/common/util.h"
 #include "broker/common/wire.h"
-#include "broker/conf.h"
-#include "broker/crypto.h"
-#include "broker/http.h"
-#include "broker/store.h"
+#include "broker/core/conf.h"
+#include "broker/core/crypto.h"
+#include "broker/http/http.h"
+#include "broker/state/store.h"
 
 /* broker.c's, without linking the RDP side */
 const int64_t broker_buckets_us[BROKER_BUCKETS] = {

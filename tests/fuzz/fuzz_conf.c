@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "broker/common/cfg.h"
-#include "broker/conf.h"
+#include "broker/core/conf.h"
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -1,13 +1,13 @@
 /* libFuzzer target: a heartbeat body as the agent API handles it: parsed
  * (broker/common/wire.c), round-tripped through the encoder, then applied to
- * a real in-memory SQLite store (reconciliation in broker/store.c). */
+ * a real in-memory SQLite store (reconciliation in broker/state/store.c). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "broker/common/log.h"
 #include "broker/common/wire.h"
-#include "broker/store.h"
+#include "broker/state/store.h"
 
 static struct store *st;
 static int64_t server_id;

@@ -1,9 +1,9 @@
-/* libFuzzer target: routing-token verification (broker/token.c). */
+/* libFuzzer target: routing-token verification (broker/front/token.c). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker/token.h"
+#include "broker/front/token.h"
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -1,10 +1,10 @@
-/* libFuzzer target for broker/x224.c: the parser must never read outside
+/* libFuzzer target for broker/front/x224.c: the parser must never read outside
  * its input, and what it returns must lie inside the packet it reports. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "broker/x224.h"
+#include "broker/front/x224.h"
 
 static void
 check_span(const uint8_t *data, size_t plen, const uint8_t *p, size_t len)

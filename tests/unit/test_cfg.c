@@ -8,7 +8,7 @@
 #include <cmocka.h>
 
 #include "broker/common/cfg.h"
-#include "broker/conf.h"
+#include "broker/core/conf.h"
 
 static void
 write_file(const char *path, const char *text)

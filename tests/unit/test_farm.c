@@ -1,4 +1,4 @@
-/* Unit tests for broker/farm.c: the farm summary and its n+1 headroom. */
+/* Unit tests for broker/state/farm.c: the farm summary and its n+1 headroom. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,7 +6,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "broker/farm.h"
+#include "broker/state/farm.h"
 
 #define NOW 1000000
 

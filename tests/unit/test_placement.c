@@ -1,4 +1,4 @@
-/* Unit tests for broker/placement.c: the placement rules. */
+/* Unit tests for broker/state/placement.c: the placement rules. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,7 +6,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "broker/placement.h"
+#include "broker/state/placement.h"
 
 static struct pl_server
 srv(int64_t id, const char *name, int weight)

@@ -1,4 +1,4 @@
-/* Unit tests for broker/splice.c on real loopback TCP sockets. */
+/* Unit tests for broker/front/splice.c on real loopback TCP sockets. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,7 +14,7 @@
 
 #include "broker/common/log.h"
 #include "broker/common/util.h"
-#include "broker/splice.h"
+#include "broker/front/splice.h"
 
 static int
 listener(int *port)

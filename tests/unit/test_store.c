@@ -1,4 +1,4 @@
-/* Unit tests for broker/store.c and broker/health.c on real SQLite files:
+/* Unit tests for broker/state/store.c and broker/state/health.c on real SQLite files:
  * migrations, placement commits, heartbeat reconciliation, pending expiry,
  * black-hole quarantine, server down and return. */
 #include <setjmp.h>
@@ -13,10 +13,10 @@
 
 #include "broker/common/log.h"
 #include "broker/common/util.h"
-#include "broker/conf.h"
-#include "broker/health.h"
-#include "broker/placement.h"
-#include "broker/store.h"
+#include "broker/core/conf.h"
+#include "broker/state/health.h"
+#include "broker/state/placement.h"
+#include "broker/state/store.h"
 
 #define T0 INT64_C(1700000000000)
 

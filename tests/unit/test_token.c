@@ -1,4 +1,4 @@
-/* Unit tests for broker/token.c: routing tokens. */
+/* Unit tests for broker/front/token.c: routing tokens. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,7 +10,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "broker/token.h"
+#include "broker/front/token.h"
 
 static struct token_key key = { { 1, 2, 3 } };
 

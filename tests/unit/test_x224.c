@@ -1,4 +1,4 @@
-/* Unit tests for broker/x224.c: every real capture in
+/* Unit tests for broker/front/x224.c: every real capture in
  * tests/fuzz/seeds/fuzz_x224/ (or $X224_SEEDS), then truncations, bad
  * lengths and malformed fields built from them. */
 #include <setjmp.h>
@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "broker/x224.h"
+#include "broker/front/x224.h"
 
 #define SEED_DIR "tests/fuzz/seeds/fuzz_x224"
 

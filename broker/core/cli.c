@@ -4,12 +4,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "broker/api_admin.h"
-#include "broker/cli.h"
+#include "broker/http/api_admin.h"
+#include "broker/core/cli.h"
 #include "broker/common/util.h"
-#include "broker/conf.h"
-#include "broker/crypto.h"
-#include "broker/store.h"
+#include "broker/core/conf.h"
+#include "broker/core/crypto.h"
+#include "broker/state/store.h"
 
 static const char usage[] =
     "usage: tsbroker -f FILE server add NAME --address HOST [--port N] [--weight N]\n"

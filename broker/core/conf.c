@@ -4,7 +4,7 @@
 
 #include "broker/common/cfg.h"
 #include "broker/common/util.h"
-#include "broker/conf.h"
+#include "broker/core/conf.h"
 
 #define S(f) offsetof(struct conf, f), sizeof(((struct conf *)0)->f)
 #define I(f) offsetof(struct conf, f), 0

@@ -8,19 +8,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "broker/api_admin.h"
-#include "broker/api_agent.h"
-#include "broker/broker.h"
-#include "broker/cli.h"
+#include "broker/http/api_admin.h"
+#include "broker/http/api_agent.h"
+#include "broker/core/broker.h"
+#include "broker/core/cli.h"
 #include "broker/common/log.h"
 #include "broker/common/util.h"
-#include "broker/conf.h"
-#include "broker/crypto.h"
-#include "broker/health.h"
-#include "broker/http.h"
-#include "broker/privdrop.h"
-#include "broker/rdp.h"
-#include "broker/store.h"
+#include "broker/core/conf.h"
+#include "broker/core/crypto.h"
+#include "broker/state/health.h"
+#include "broker/http/http.h"
+#include "broker/core/privdrop.h"
+#include "broker/front/rdp.h"
+#include "broker/state/store.h"
 
 static void
 usage(void)

@@ -12,8 +12,8 @@
 
 #include <stdint.h>
 
-#include "broker/rdp.h"
-#include "broker/token.h"
+#include "broker/front/rdp.h"
+#include "broker/front/token.h"
 
 struct conf;
 struct store;

@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "broker/store.h"
+#include "broker/state/store.h"
 
 struct farm_n1 {
 	int ok;				/* 1: the loss of any one up server is absorbed */

@@ -4,7 +4,7 @@
 
 #include "broker/common/util.h"
 #include "broker/common/wire.h"
-#include "broker/http.h"
+#include "broker/http/http.h"
 
 void
 http_reply_json(struct http_response *res, int status, char *body)

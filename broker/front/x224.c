@@ -1,7 +1,7 @@
 /* x224: pure parser of the X.224 Connection Request. See x224.h. */
 #include <string.h>
 
-#include "broker/x224.h"
+#include "broker/front/x224.h"
 
 #define TPKT_VERSION		3
 #define X224_FIXED_LEN		7	/* LI, code, dst-ref, src-ref, class */

@@ -1,7 +1,7 @@
 #include <string.h>
 
 #include "broker/common/util.h"
-#include "broker/farm.h"
+#include "broker/state/farm.h"
 
 int
 farm_server_sessions(const struct store_server *s)

@@ -15,7 +15,7 @@
 #include <openssl/x509v3.h>
 
 #include "broker/common/util.h"
-#include "broker/crypto.h"
+#include "broker/core/crypto.h"
 
 /* scrypt cost: 16 MiB and about 50 ms per verification on one core. */
 #define SCRYPT_N	16384

@@ -7,17 +7,17 @@
 #include <string.h>
 #include <strings.h>
 
-#include "broker/api_admin.h"
-#include "broker/api_agent.h"
-#include "broker/broker.h"
+#include "broker/http/api_admin.h"
+#include "broker/http/api_agent.h"
+#include "broker/core/broker.h"
 #include "broker/common/log.h"
 #include "broker/common/util.h"
 #include "broker/common/wire.h"
-#include "broker/conf.h"
-#include "broker/crypto.h"
-#include "broker/farm.h"
-#include "broker/placement.h"
-#include "broker/store.h"
+#include "broker/core/conf.h"
+#include "broker/core/crypto.h"
+#include "broker/state/farm.h"
+#include "broker/state/placement.h"
+#include "broker/state/store.h"
 
 #define LOGIN_FREE_FAILURES	3		/* failures before a lockout */
 #define LOGIN_LOCK_MAX_MS	(15 * 60 * 1000)

@@ -2,13 +2,13 @@
 #include <string.h>
 #include <strings.h>
 
-#include "broker/api_agent.h"
+#include "broker/http/api_agent.h"
 #include "broker/common/log.h"
 #include "broker/common/util.h"
 #include "broker/common/wire.h"
-#include "broker/conf.h"
-#include "broker/crypto.h"
-#include "broker/store.h"
+#include "broker/core/conf.h"
+#include "broker/core/crypto.h"
+#include "broker/state/store.h"
 
 /* At most one log line a second for rejected agents, with a count of the
  * others: a flood of bad tokens must not flood the log. */

@@ -13,7 +13,7 @@
 
 #include "broker/common/log.h"
 #include "broker/common/util.h"
-#include "broker/splice.h"
+#include "broker/front/splice.h"
 
 #define BUF 65536
 

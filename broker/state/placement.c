@@ -1,7 +1,7 @@
 #include <ctype.h>
 #include <string.h>
 
-#include "broker/placement.h"
+#include "broker/state/placement.h"
 
 /* Is a's load ratio lower than b's? Exact: (load_a / w_a) < (load_b / w_b). */
 static int

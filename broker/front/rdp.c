@@ -64,8 +64,8 @@
 
 #include "broker/common/log.h"
 #include "broker/common/util.h"
-#include "broker/rdp.h"
-#include "broker/x224.h"
+#include "broker/front/rdp.h"
+#include "broker/front/x224.h"
 
 #define RDP_PEM_MAX		(256 * 1024)
 #define RDP_DRAIN_MS		5000	/* wait for the client to close after the PDU */

@@ -11,9 +11,9 @@
 
 #include "broker/common/log.h"
 #include "broker/common/util.h"
-#include "broker/placement.h"
-#include "broker/schema.h"
-#include "broker/store.h"
+#include "broker/state/placement.h"
+#include "broker/state/schema.h"
+#include "broker/state/store.h"
 
 #define STMT_CACHE 128
 

@@ -24,8 +24,8 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#include "broker/crypto.h"
-#include "broker/http.h"
+#include "broker/core/crypto.h"
+#include "broker/http/http.h"
 
 #define API_ADMIN_TOKEN_PREFIX	"tsba_"			/* admin bearer tokens */
 #define API_ADMIN_COOKIE	"__Host-tsbroker_session"

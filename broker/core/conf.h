@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#include "broker/rdp.h"
+#include "broker/front/rdp.h"
 
 struct conf {
 	char path[512];			/* the file it was read from */

@@ -6,9 +6,9 @@
 
 #include "broker/common/log.h"
 #include "broker/common/util.h"
-#include "broker/conf.h"
-#include "broker/health.h"
-#include "broker/store.h"
+#include "broker/core/conf.h"
+#include "broker/state/health.h"
+#include "broker/state/store.h"
 
 struct health {
 	struct store *st;

@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include "broker/common/util.h"
-#include "broker/crypto.h"
-#include "broker/token.h"
+#include "broker/core/crypto.h"
+#include "broker/front/token.h"
 
 #define MAC_LEN 16	/* bytes of the HMAC kept: 128 bits */
 #define MAC_B64 22	/* base64url characters for MAC_LEN bytes, unpadded */

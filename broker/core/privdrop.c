@@ -9,7 +9,7 @@
 
 #include "broker/common/log.h"
 #include "broker/common/util.h"
-#include "broker/privdrop.h"
+#include "broker/core/privdrop.h"
 
 /* The directory part of path into out ("." for a bare name). */
 static void

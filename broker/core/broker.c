@@ -3,15 +3,15 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "broker/broker.h"
+#include "broker/core/broker.h"
 #include "broker/common/log.h"
 #include "broker/common/util.h"
-#include "broker/conf.h"
-#include "broker/crypto.h"
-#include "broker/placement.h"
-#include "broker/splice.h"
-#include "broker/store.h"
-#include "broker/token.h"
+#include "broker/core/conf.h"
+#include "broker/core/crypto.h"
+#include "broker/state/placement.h"
+#include "broker/front/splice.h"
+#include "broker/state/store.h"
+#include "broker/front/token.h"
 
 /* Servers tried for one spliced connection: the token's, then survivors. */
 #define BROKER_ROUTE_ATTEMPTS	3

@@ -13,7 +13,7 @@
 
 #include "broker/common/log.h"
 #include "broker/common/util.h"
-#include "broker/http.h"
+#include "broker/http/http.h"
 
 #define HTTP_MAX_ROUTES 32
 

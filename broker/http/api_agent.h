@@ -4,7 +4,7 @@
 
 #include <stdint.h>
 
-#include "broker/http.h"
+#include "broker/http/http.h"
 
 struct conf;
 struct store;

@@ -1,0 +1,12 @@
+# broker/core/: the daemon itself. main (argv, start and stop of the parts),
+# the config's key table, the admin commands, the decisions behind the RDP
+# endpoint (broker.c), the privilege drop and the crypto helpers (OpenSSL).
+CORE_SRC := broker/core/main.c broker/core/conf.c broker/core/cli.c broker/core/crypto.c \
+	broker/core/broker.c broker/core/privdrop.c
+CORE_LIBS := $(call PKG_LIBS,openssl)
+
+UNIT_TESTS += test_cfg
+test_cfg_OBJS := $(B)/broker/core/conf.o $(B)/broker/common/cfg.o $(B)/broker/common/util.o
+test_cfg_LIBS := $(call PKG_LIBS,inih)
+FUZZERS += fuzz_conf
+fuzz_conf_SRCS := broker/core/conf.c
