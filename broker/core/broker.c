@@ -16,10 +16,7 @@
 /* Servers tried for one spliced connection: the token's, then survivors. */
 #define BROKER_ROUTE_ATTEMPTS	3
 
-const int64_t broker_buckets_us[BROKER_BUCKETS] = {
-	250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000,
-	2500000, 5000000, 10000000, INT64_MAX
-};
+static const int64_t broker_buckets_us[METRICS_BUCKETS] = METRICS_BUCKET_BOUNDS_US;
 
 static int
 broker_place(void *ctx, const struct rdp_request *req, struct rdp_target *out,
@@ -87,7 +84,7 @@ static void
 route_event(struct broker *b, int outcome, const char *kind, const char *server,
     const char *user, const char *client, const char *detail)
 {
-	__atomic_add_fetch(&b->m.splices[outcome], 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&b->metrics->splices[outcome], 1, __ATOMIC_RELAXED);
 	/* errors logged by store */
 	(void)store_event_add(b->st, kind, server, user, client, detail, 0);
 }
@@ -145,7 +142,7 @@ route_mark_down(struct broker *b, const struct route_target *t, int err)
 	    t->address, t->port, strerror(err));
 	log_warn("server %s %s: marked down", t->server, reason);
 	(void)store_server_down(b->st, t->server_id, reason, util_now_ms());
-	__atomic_add_fetch(&b->m.failovers, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&b->metrics->failovers, 1, __ATOMIC_RELAXED);
 }
 
 static int
@@ -302,14 +299,14 @@ broker_done(void *ctx, enum rdp_outcome outcome, const struct rdp_request *req,
 	const char *client = req->client_addr ? req->client_addr : "";
 	int i;
 
-	for (i = 0; i < BROKER_BUCKETS - 1 && elapsed_us > broker_buckets_us[i]; i++)
+	for (i = 0; i < METRICS_BUCKETS - 1 && elapsed_us > broker_buckets_us[i]; i++)
 		;
-	__atomic_add_fetch(&b->m.hist[i], 1, __ATOMIC_RELAXED);
-	__atomic_add_fetch(&b->m.hist_sum_us, (uint64_t)elapsed_us, __ATOMIC_RELAXED);
-	__atomic_add_fetch(&b->m.redirects[outcome], 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&b->metrics->hist[i], 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&b->metrics->hist_sum_us, (uint64_t)elapsed_us, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&b->metrics->redirects[outcome], 1, __ATOMIC_RELAXED);
 	if (target != NULL && target->reconnect) {
 		kind = "reconnect";
-		__atomic_add_fetch(&b->m.reconnects, 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&b->metrics->reconnects, 1, __ATOMIC_RELAXED);
 	}
 	if (reason == NULL)
 		reason = "";

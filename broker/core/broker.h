@@ -12,6 +12,7 @@
 
 #include <stdint.h>
 
+#include "broker/core/metrics.h"
 #include "broker/front/rdp.h"
 #include "broker/front/token.h"
 
@@ -19,29 +20,15 @@ struct conf;
 struct store;
 struct splice;
 
-#define BROKER_BUCKETS 15
-
-struct broker_metrics {
-	uint64_t redirects[3];			/* by enum rdp_outcome */
-	uint64_t reconnects;			/* of redirects[RDP_REDIRECTED] */
-	uint64_t hist[BROKER_BUCKETS];		/* handling time, cumulative later */
-	uint64_t hist_sum_us;
-	uint64_t splices[3];			/* by BROKER_SPLICE_* */
-	uint64_t failovers;			/* servers replaced at splice time */
-};
-
-#define BROKER_SPLICED		0	/* spliced to a server */
-#define BROKER_SPLICE_REFUSED	1	/* bad token, no server left */
-#define BROKER_SPLICE_FAILED	2	/* unreachable, splice_max, database */
-
-/* Upper bounds of the handling-time histogram buckets, in microseconds
- * (the last is +Inf). */
-extern const int64_t broker_buckets_us[BROKER_BUCKETS];
+/* Route outcomes of a spliced connection, counted in metrics->splices. */
+#define BROKER_SPLICED		METRICS_SPLICED
+#define BROKER_SPLICE_REFUSED	METRICS_SPLICE_REFUSED
+#define BROKER_SPLICE_FAILED	METRICS_SPLICE_FAILED
 
 struct broker {
 	struct store *st;		/* borrowed */
 	const struct conf *c;		/* borrowed */
-	struct broker_metrics m;	/* updated atomically */
+	struct metrics_broker *metrics;	/* borrowed: its counters, atomics */
 	int token_mode;			/* set by broker_start */
 	struct token_key key;		/* token mode: the routing-token key */
 	struct splice *splice;		/* token mode or trust_cookie: the relay */

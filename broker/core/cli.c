@@ -4,7 +4,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "broker/http/api_admin.h"
+#include "broker/core/admin_token.h"
 #include "broker/core/cli.h"
 #include "broker/common/util.h"
 #include "broker/core/conf.h"
@@ -231,9 +231,9 @@ admin_password(struct store *st)
 static int
 admin_token(struct store *st, int argc, char **argv)
 {
-	char token[sizeof(API_ADMIN_TOKEN_PREFIX) + CRYPTO_TOKEN_LEN], hash[CRYPTO_HASH_HEX];
+	char token[ADMIN_TOKEN_LEN + 1], hash[CRYPTO_HASH_HEX];
 	struct store_admin_token *list = NULL;
-	size_t n = 0, plen = strlen(API_ADMIN_TOKEN_PREFIX);
+	size_t n = 0;
 	int r;
 
 	if (argc == 1 && strcmp(argv[0], "list") == 0) {
@@ -271,10 +271,7 @@ admin_token(struct store *st, int argc, char **argv)
 		printf("admin token %s removed\n", argv[1]);
 		return 0;
 	}
-	memcpy(token, API_ADMIN_TOKEN_PREFIX, plen);
-	if (crypto_token_new(token + plen, sizeof(token) - plen) != 0 ||
-	    crypto_sha256_hex(token, strlen(token), hash) != 0) {
-		crypto_wipe(token, sizeof(token));
+	if (admin_token_new(token, sizeof(token), hash) != 0) {
 		fprintf(stderr, "tsbroker: cannot make a token\n");
 		return 1;
 	}

@@ -1,3 +1,4 @@
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -30,10 +31,21 @@ crypto_token_new(char *out, size_t n)
 	uint8_t raw[CRYPTO_TOKEN_LEN / 2];
 
 	if (n <= CRYPTO_TOKEN_LEN || RAND_bytes(raw, sizeof(raw)) != 1)
-		return -1;
+		return CRYPTO_ERR;
 	util_hex(raw, sizeof(raw), out);
 	OPENSSL_cleanse(raw, sizeof(raw));
 	return 0;
+}
+
+int
+crypto_token_valid(const char *s)
+{
+	size_t i;
+
+	for (i = 0; i < CRYPTO_TOKEN_LEN; i++)
+		if (!isxdigit((unsigned char)s[i]))
+			return 0;
+	return s[i] == '\0';
 }
 
 int
@@ -43,7 +55,7 @@ crypto_sha256_hex(const char *s, size_t len, char *out)
 	unsigned int mdlen = 0;
 
 	if (EVP_Digest(s, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
-		return -1;
+		return CRYPTO_ERR;
 	util_hex(md, 32, out);
 	return 0;
 }
@@ -68,7 +80,7 @@ crypto_password_generate(char *out, size_t n)
 	uint8_t raw[64];
 
 	if (n < 2 || n - 1 > sizeof(raw) || RAND_bytes(raw, (int)(n - 1)) != 1)
-		return -1;
+		return CRYPTO_ERR;
 	for (size_t i = 0; i < n - 1; i++)
 		out[i] = set[raw[i] & 31];
 	out[n - 1] = '\0';
@@ -83,7 +95,7 @@ scrypt(const char *pw, const uint8_t *salt, size_t saltlen, uint64_t N,
 	EVP_KDF *kdf = EVP_KDF_fetch(NULL, "SCRYPT", NULL);
 	EVP_KDF_CTX *ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
 	OSSL_PARAM params[6], *q = params;
-	int ret = -1;
+	int ret = CRYPTO_ERR;
 
 	if (ctx == NULL)
 		goto out;
@@ -106,7 +118,7 @@ crypto_password_hash(const char *password, char *out, size_t n)
 {
 	uint8_t salt[SALT_LEN], dk[DK_LEN];
 	char salt_hex[2 * SALT_LEN + 1], dk_hex[2 * DK_LEN + 1];
-	int r = -1;
+	int r = CRYPTO_ERR;
 
 	if (RAND_bytes(salt, sizeof(salt)) != 1 ||
 	    scrypt(password, salt, sizeof(salt), SCRYPT_N, SCRYPT_R, SCRYPT_P,
@@ -128,7 +140,7 @@ unhex(const char *s, size_t len, uint8_t *out)
 	for (size_t i = 0; i < len; i++) {
 		unsigned int v;
 		if (sscanf(s + 2 * i, "%2x", &v) != 1)
-			return -1;
+			return CRYPTO_ERR;
 		out[i] = (uint8_t)v;
 	}
 	return 0;
@@ -140,19 +152,19 @@ crypto_password_verify(const char *password, const char *stored)
 	char salt_hex[2 * SALT_LEN + 1], dk_hex[2 * DK_LEN + 1];
 	uint8_t salt[SALT_LEN], want[DK_LEN], got[DK_LEN];
 	unsigned long N, r, p;
-	int ret = -2;
+	int ret = CRYPTO_MALFORMED;
 
 	if (sscanf(stored, "scrypt$%lu$%lu$%lu$%32[0-9a-f]$%64[0-9a-f]", &N, &r, &p,
 	    salt_hex, dk_hex) != 5 || strlen(salt_hex) != 2 * SALT_LEN ||
 	    strlen(dk_hex) != 2 * DK_LEN || N < 2 || N > (1UL << 20) || r < 1 ||
 	    r > 32 || p < 1 || p > 16)
-		return -2;
+		return CRYPTO_MALFORMED;
 	if (unhex(salt_hex, SALT_LEN, salt) != 0 || unhex(dk_hex, DK_LEN, want) != 0)
-		return -2;
+		return CRYPTO_MALFORMED;
 	if (scrypt(password, salt, SALT_LEN, N, (uint32_t)r, (uint32_t)p, got,
 	    sizeof(got)) != 0)
 		goto out;
-	ret = CRYPTO_memcmp(got, want, DK_LEN) == 0 ? 0 : -1;
+	ret = CRYPTO_memcmp(got, want, DK_LEN) == 0 ? 0 : CRYPTO_MISMATCH;
  out:
 	OPENSSL_cleanse(got, sizeof(got));
 	return ret;
@@ -166,7 +178,7 @@ crypto_hmac_sha256(const uint8_t *key, size_t keylen, const void *data,
 
 	if (HMAC(EVP_sha256(), key, (int)keylen, data, len, out, &outlen) == NULL ||
 	    outlen != 32)
-		return -1;
+		return CRYPTO_ERR;
 	return 0;
 }
 
@@ -180,8 +192,8 @@ add_ext(X509 *x, int nid, const char *value)
 	X509V3_set_ctx_nodb(&ctx);
 	X509V3_set_ctx(&ctx, x, x, NULL, NULL, 0);
 	if ((ex = X509V3_EXT_conf_nid(NULL, &ctx, nid, value)) == NULL)
-		return -1;
-	r = X509_add_ext(x, ex, -1) == 1 ? 0 : -1;
+		return CRYPTO_ERR;
+	r = X509_add_ext(x, ex, -1) == 1 ? 0 : CRYPTO_ERR;
 	X509_EXTENSION_free(ex);
 	return r;
 }
@@ -194,7 +206,7 @@ crypto_selfsigned_create(const char *cert_path, const char *key_path,
 	X509 *x = NULL;
 	FILE *f = NULL;
 	char san[512];
-	int fd = -1, r = -1, ok;
+	int fd = -1, r = CRYPTO_ERR, ok;
 
 	if ((pkey = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048)) == NULL ||
 	    (x = X509_new()) == NULL) {

@@ -12,27 +12,39 @@
 #define CRYPTO_HASH_HEX		65	/* SHA-256 hex + NUL */
 #define CRYPTO_PWHASH_MAX	192	/* "scrypt$N$r$p$salt$hash" + NUL */
 
-/* A new random agent token (CRYPTO_TOKEN_LEN hex chars) into out (n > 64). */
+/* Return codes: 0, or one of these. */
+#define CRYPTO_ERR		(-1)	/* OpenSSL or the kernel failed */
+#define CRYPTO_MISMATCH		(-2)	/* crypto_password_verify: another password */
+#define CRYPTO_MALFORMED	(-3)	/* ... the stored hash cannot be used */
+
+/* A new random token (CRYPTO_TOKEN_LEN hex chars) into out (n > 64), for
+ * agents, admin tokens and sessions. 0 or CRYPTO_ERR. */
 int crypto_token_new(char *out, size_t n);
-/* SHA-256 of s as lower-case hex into out[CRYPTO_HASH_HEX]. */
+/* 1 if s is of crypto_token_new's form (CRYPTO_TOKEN_LEN hex chars). */
+int crypto_token_valid(const char *s);
+/* SHA-256 of s as lower-case hex into out[CRYPTO_HASH_HEX]. 0 or CRYPTO_ERR. */
 int crypto_sha256_hex(const char *s, size_t len, char *out);
 /* Constant-time comparison of two equal-length buffers: 1 if equal. */
 int crypto_equal(const void *a, const void *b, size_t n);
 void crypto_wipe(void *p, size_t n);
 
-/* A random human-typable password (n-1 characters from a 32-letter set). */
+/* A random human-typable password (n-1 characters from a 32-letter set).
+ * 0 or CRYPTO_ERR. */
 int crypto_password_generate(char *out, size_t n);
-/* scrypt with a random salt, encoded into out[CRYPTO_PWHASH_MAX]. 0 or -1. */
+/* scrypt with a random salt, encoded into out[CRYPTO_PWHASH_MAX]. 0 or
+ * CRYPTO_ERR. */
 int crypto_password_hash(const char *password, char *out, size_t n);
-/* 0 if password matches stored, -1 if not, -2 if stored is malformed. */
+/* 0 if password matches stored, CRYPTO_MISMATCH if not, CRYPTO_MALFORMED if
+ * stored is malformed (or scrypt cannot run with its parameters). */
 int crypto_password_verify(const char *password, const char *stored);
 
-/* HMAC-SHA256 of data under key into out[32]. 0 or -1. */
+/* HMAC-SHA256 of data under key into out[32]. 0 or CRYPTO_ERR. */
 int crypto_hmac_sha256(const uint8_t *key, size_t keylen, const void *data,
     size_t len, uint8_t out[32]);
 
 /* Writes a new RSA-2048 key (mode 0600) and a self-signed certificate for
- * common_name, localhost and 127.0.0.1 valid ten years. 0 or -1 with err. */
+ * common_name, localhost and 127.0.0.1 valid ten years. 0 or CRYPTO_ERR
+ * with err. */
 int crypto_selfsigned_create(const char *cert_path, const char *key_path,
     const char *common_name, char *err, size_t errlen);
 

@@ -10,7 +10,9 @@
 
 #include "broker/http/api_admin.h"
 #include "broker/http/api_agent.h"
+#include "broker/http/metrics.h"
 #include "broker/core/broker.h"
+#include "broker/core/metrics.h"
 #include "broker/core/cli.h"
 #include "broker/common/log.h"
 #include "broker/common/util.h"
@@ -73,6 +75,13 @@ ensure_admin(struct store *st)
 	return r;
 }
 
+/* The spliced-connections gauge of /metrics. */
+static int
+splices_active(const void *broker)
+{
+	return broker_splices_active(broker);
+}
+
 /* Raises the soft open-files limit to the hard one and warns if that is
  * short of what the limits in c may need: a descriptor per RDP connection
  * (max_connections), a few more per handshake (FreeRDP's event handles),
@@ -110,6 +119,8 @@ serve(struct conf *c)
 	struct api_agent agent = { 0 };
 	struct api_admin admin = { 0 };
 	struct broker broker = { 0 };
+	struct metrics metrics = { 0 };		/* counters of the parts below */
+	struct metrics_page mpage = { &metrics, NULL, splices_active, &broker };
 	struct privdrop pd;
 	struct rdp_ops ops;
 	sigset_t sigs;
@@ -140,18 +151,21 @@ serve(struct conf *c)
 
 	agent.st = st;
 	agent.c = c;
+	agent.m = &metrics.heartbeats;
+	mpage.st = st;
 	struct http_conf hc = { c->http_listen, c->http_certificate, c->http_private_key,
 	    (size_t)c->http_body_limit, (unsigned int)c->http_max_connections };
 	if ((http = http_new(&hc, err, sizeof(err))) == NULL ||
 	    http_route(http, "POST", "/api/v1/heartbeat", api_agent_heartbeat, &agent) != 0 ||
-	    api_admin_init(&admin, st, c, &broker, &agent) != 0 ||
-	    api_admin_register(&admin, http) != 0) {
+	    api_admin_init(&admin, st, c, &metrics.logins) != 0 ||
+	    api_admin_register(&admin, http) != 0 || metrics_register(&mpage, http) != 0) {
 		log_error("https: %s", err);
 		goto out;
 	}
 
 	broker.st = st;
 	broker.c = c;
+	broker.metrics = &metrics.broker;
 	if (broker_start(&broker, err, sizeof(err)) != 0) {
 		log_error("rdp: %s", err);
 		goto out;

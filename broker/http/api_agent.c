@@ -3,11 +3,13 @@
 #include <strings.h>
 
 #include "broker/http/api_agent.h"
+#include "broker/http/http_reply.h"
 #include "broker/common/log.h"
 #include "broker/common/util.h"
 #include "broker/common/wire.h"
 #include "broker/core/conf.h"
 #include "broker/core/crypto.h"
+#include "broker/core/metrics.h"
 #include "broker/state/store.h"
 
 /* At most one log line a second for rejected agents, with a count of the
@@ -15,14 +17,10 @@
 static void
 log_rejected(struct api_agent *a, const char *client, const char *why)
 {
-	int64_t now = util_mono_ms();
+	uint64_t more;
 
-	if (now - a->bad_log_ms < 1000) {
-		__atomic_add_fetch(&a->bad_suppressed, 1, __ATOMIC_RELAXED);
+	if (!loglimit_pass(&a->rejected_log, util_mono_ms(), &more))
 		return;
-	}
-	a->bad_log_ms = now;
-	uint64_t more = __atomic_exchange_n(&a->bad_suppressed, 0, __ATOMIC_RELAXED);
 	if (more > 0)
 		log_warn("heartbeat from %s rejected: %s (and %llu more rejected "
 		    "heartbeats since the last such line)", client, why,
@@ -35,7 +33,7 @@ static void
 reject(struct api_agent *a, const struct http_request *req, struct http_response *res,
     int status, const char *msg)
 {
-	__atomic_add_fetch(&a->rejected, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&a->m->rejected, 1, __ATOMIC_RELAXED);
 	if (status == 401 || status == 403)
 		log_rejected(a, req->client, msg);
 	http_reply_error(res, status, msg);
@@ -84,7 +82,7 @@ api_agent_heartbeat(void *ctx, const struct http_request *req, struct http_respo
 	int64_t id;
 	int r;
 
-	__atomic_add_fetch(&a->received, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&a->m->received, 1, __ATOMIC_RELAXED);
 	if (authenticate(a, req, res, &id, name, sizeof(name)) != 0)
 		return;
 	if (wire_heartbeat_decode(req->body, req->body_len, &hb, err, sizeof(err)) != 0) {

@@ -2,21 +2,19 @@
 #ifndef TS_API_AGENT_H
 #define TS_API_AGENT_H
 
-#include <stdint.h>
-
+#include "broker/common/loglimit.h"
 #include "broker/http/http.h"
 
 struct conf;
+struct metrics_heartbeats;
 struct store;
 
+/* Set the first three before the route is served; zero the rest. */
 struct api_agent {
 	struct store *st;		/* borrowed */
 	const struct conf *c;		/* borrowed */
-	/* counters, read by the metrics endpoint */
-	uint64_t received, rejected;
-	/* bad-token log limiter */
-	int64_t bad_log_ms;
-	uint64_t bad_suppressed;
+	struct metrics_heartbeats *m;	/* borrowed: its counters */
+	struct loglimit rejected_log;
 };
 
 /* http_handler_fn; ctx is a struct api_agent. */

@@ -14,6 +14,7 @@
 #include "broker/common/log.h"
 #include "broker/common/util.h"
 #include "broker/http/http.h"
+#include "broker/http/http_reply.h"
 
 #define HTTP_MAX_ROUTES 32
 

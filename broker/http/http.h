@@ -60,11 +60,6 @@ void http_free(struct http *h);
 const char *http_header(const struct http_request *req, const char *name);
 const char *http_arg(const struct http_request *req, const char *name);
 
-/* Sets a JSON response; body is taken over (NULL answers 500). */
-void http_reply_json(struct http_response *res, int status, char *body);
-/* Sets {"error": msg} with status. */
-void http_reply_error(struct http_response *res, int status, const char *msg);
-/* Adds a response header (value copied). */
-void http_add_header(struct http_response *res, const char *name, const char *value);
+/* Responses are built with http_reply.h. */
 
 #endif

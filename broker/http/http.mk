@@ -1,6 +1,8 @@
 # broker/http/: the HTTPS side. The server (libmicrohttpd), the agent API,
-# the admin API with its login, the status page's files and /metrics.
-HTTP_SRC := broker/http/http.c broker/http/http_reply.c broker/http/api_agent.c broker/http/api_admin.c
+# the admin API, its authentication (auth.c), the status page's files and
+# the /metrics renderer.
+HTTP_SRC := broker/http/http.c broker/http/http_reply.c broker/http/api_agent.c broker/http/api_admin.c \
+	broker/http/auth.c broker/http/metrics.c
 HTTP_LIBS := $(call PKG_LIBS,libmicrohttpd)
 $(B)/broker/http/http.o: CFLAGS += $(call PKG_CFLAGS,libmicrohttpd)
 

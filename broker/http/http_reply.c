@@ -1,10 +1,8 @@
-/* http_reply: building responses (the half of http.h that needs no
- * libmicrohttpd, so handlers can be driven without a server, e.g. fuzzed). */
 #include <stdlib.h>
 
 #include "broker/common/util.h"
 #include "broker/common/wire.h"
-#include "broker/http/http.h"
+#include "broker/http/http_reply.h"
 
 void
 http_reply_json(struct http_response *res, int status, char *body)

@@ -3,8 +3,9 @@
  * actions, session ids), query arguments (limit, since, user, server,
  * state), the Cookie, Authorization and X-CSRF-Token headers, Content-Type
  * and the JSON bodies, against a real in-memory store with a server and
- * sessions. http.c is replaced by the stubs below (libmicrohttpd is not
- * needed: handlers only see struct http_request and the http_* calls).
+ * sessions, and GET /metrics (broker/http/metrics.c). http.c is replaced by
+ * the stubs below (libmicrohttpd is not needed: handlers only see struct
+ * http_request and the http_* calls).
  *
  * Input: a flags byte, then lines "METHOD", "PATH[?QUERY]", header lines
  * "Name: value" up to an empty line, then the body.
@@ -27,28 +28,16 @@
 #include <jansson.h>
 
 #include "broker/http/api_admin.h"
-#include "broker/http/api_agent.h"
-#include "broker/core/broker.h"
+#include "broker/http/metrics.h"
 #include "broker/common/log.h"
 #include "broker/common/util.h"
 #include "broker/common/wire.h"
+#include "broker/core/admin_token.h"
 #include "broker/core/conf.h"
 #include "broker/core/crypto.h"
+#include "broker/core/metrics.h"
 #include "broker/http/http.h"
 #include "broker/state/store.h"
-
-/* broker.c's, without linking the RDP side */
-const int64_t broker_buckets_us[BROKER_BUCKETS] = {
-	250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000,
-	INT64_MAX
-};
-
-int
-broker_splices_active(const struct broker *b)
-{
-	(void)b;
-	return 0;
-}
 
 #define MAX_FIELDS 32
 
@@ -68,11 +57,11 @@ static int nroutes;
 
 static struct store *st;
 static struct conf conf;
-static struct broker broker;
-static struct api_agent agent;
+static struct metrics metrics;
+static struct metrics_page mpage;
 static struct api_admin admin;
 static char bearer[128], cookie[128], csrf[CRYPTO_TOKEN_LEN + 1];
-static struct api_admin_session session0;
+static struct auth_session session0;
 static unsigned long runs;
 
 /* ---- http.c stubs ---- */
@@ -154,18 +143,13 @@ init(void)
 	hb.nsessions = 2;
 	if (store_heartbeat_apply(st, sid, &hb, util_now_ms(), &hr) != 0)
 		abort();
-	broker.st = st;
-	broker.c = &conf;
-	agent.st = st;
-	agent.c = &conf;
-	if (api_admin_init(&admin, st, &conf, &broker, &agent) != 0 ||
-	    api_admin_register(&admin, NULL) != 0)
+	mpage.m = &metrics;
+	mpage.st = st;
+	if (api_admin_init(&admin, st, &conf, &metrics.logins) != 0 ||
+	    api_admin_register(&admin, NULL) != 0 || metrics_register(&mpage, NULL) != 0)
 		abort();
 	/* a bearer token, and a browser session with its CSRF token */
-	if (crypto_token_new(id, sizeof(id)) != 0)
-		abort();
-	snprintf(bearer, sizeof(bearer), "%s%s", API_ADMIN_TOKEN_PREFIX, id);
-	if (crypto_sha256_hex(bearer, strlen(bearer), hash) != 0 ||
+	if (admin_token_new(bearer, sizeof(bearer), hash) != 0 ||
 	    store_admin_token_add(st, "fuzz", hash, 1) != 0)
 		abort();
 	if (crypto_token_new(id, sizeof(id)) != 0 ||
@@ -173,11 +157,11 @@ init(void)
 	    crypto_sha256_hex(id, CRYPTO_TOKEN_LEN, hash) != 0)
 		abort();
 	snprintf(cookie, sizeof(cookie), "%s", id);
-	admin.sessions[0].used = 1;
-	memcpy(admin.sessions[0].id_hash, hash, sizeof(hash));
-	memcpy(admin.sessions[0].csrf, csrf, sizeof(csrf));
-	admin.sessions[0].created = admin.sessions[0].last = util_mono_ms();
-	session0 = admin.sessions[0];
+	admin.auth.sessions[0].used = 1;
+	memcpy(admin.auth.sessions[0].id_hash, hash, sizeof(hash));
+	memcpy(admin.auth.sessions[0].csrf, csrf, sizeof(csrf));
+	admin.auth.sessions[0].created = admin.auth.sessions[0].last = util_mono_ms();
+	session0 = admin.auth.sessions[0];
 	/* one day: the fuzzer must not see the session expire */
 	conf.admin_session_idle = conf.admin_session_max = 86400;
 }
@@ -255,7 +239,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		f.values[f.nheaders++] = NULL;	/* filled below */
 	}
 	if (flags & 2) {
-		snprintf(cookie_hdr, sizeof(cookie_hdr), "%s=%s", API_ADMIN_COOKIE, cookie);
+		snprintf(cookie_hdr, sizeof(cookie_hdr), "%s=%s", AUTH_COOKIE_NAME, cookie);
 		f.names[f.nheaders] = "Cookie";
 		f.values[f.nheaders++] = cookie_hdr;
 	}
@@ -334,8 +318,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (++runs % 1000 == 0 && store_event_prune(st, 0, 100) != 0)
 		abort();
 	/* the browser session as it was (a logout wipes it) */
-	admin.sessions[0] = session0;
-	admin.sessions[0].last = util_mono_ms();
+	admin.auth.sessions[0] = session0;
+	admin.auth.sessions[0].last = util_mono_ms();
 	free(buf);
 	return 0;
 }
