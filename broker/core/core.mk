@@ -10,3 +10,6 @@ test_cfg_OBJS := $(B)/broker/core/conf.o $(B)/broker/common/cfg.o $(B)/broker/co
 test_cfg_LIBS := $(call PKG_LIBS,inih)
 FUZZERS += fuzz_conf
 fuzz_conf_SRCS := broker/core/conf.c
+UNIT_TESTS += test_admin_token
+test_admin_token_OBJS := $(B)/broker/core/admin_token.o $(B)/broker/core/crypto.o $(COMMON_OBJ)
+test_admin_token_LIBS := $(call PKG_LIBS,openssl) $(COMMON_LIBS)

@@ -32,10 +32,9 @@ int
 api_admin_init(struct api_admin *a, struct store *st, const struct conf *c,
     struct metrics_logins *logins)
 {
-	memset(a, 0, sizeof(*a));
 	a->st = st;
 	a->c = c;
-	return auth_init(&a->auth, st, c, logins);
+	return auth_init(&a->auth, st, c, logins);	/* bound: by api_admin_register */
 }
 
 void
@@ -73,10 +72,40 @@ arg_int(const struct http_request *req, struct http_response *res, const char *n
 	return 0;
 }
 
+/* Answers the error r of a store call: 404 with not_found (if not NULL) for
+ * STORE_NOT_FOUND, else 503 (disk full) or 500. */
 static void
-reply_store_error(struct http_response *res, int r)
+reply_store_error(struct http_response *res, int r, const char *not_found)
 {
-	http_reply_error(res, r == STORE_FULL ? 503 : 500, store_strerror(r));
+	if (r == STORE_NOT_FOUND && not_found != NULL)
+		http_reply_error(res, 404, not_found);
+	else
+		http_reply_error(res, r == STORE_FULL ? 503 : 500, store_strerror(r));
+}
+
+/* The same for a store call about server name. */
+static void
+reply_server_error(struct http_response *res, int r, const char *name)
+{
+	char msg[128];
+
+	snprintf(msg, sizeof(msg), "no server '%s'", name);
+	reply_store_error(res, r, msg);
+}
+
+/* The store's servers into *list (the caller frees it), or -1 with the
+ * error answered. */
+static int
+servers_load(struct api_admin *a, struct http_response *res, struct store_server **list,
+    size_t *n)
+{
+	int r;
+
+	if ((r = store_server_list(a->st, list, n)) != 0) {
+		reply_store_error(res, r, NULL);
+		return -1;
+	}
+	return 0;
 }
 
 /* ---- POST /api/v1/login, POST /api/v1/logout, GET /api/v1/session ---- */
@@ -195,12 +224,9 @@ api_admin_status(struct api_admin *a, const struct auth_who *who,
 	struct wire_json *o, *sv, *ss, *n1;
 	int64_t now = util_now_ms();
 	size_t n = 0;
-	int r;
 
-	if ((r = store_server_list(a->st, &list, &n)) != 0) {
-		reply_store_error(res, r);
+	if (servers_load(a, res, &list, &n) != 0)
 		return;
-	}
 	farm_summarise(list, n, now, &f);
 	free(list);
 	o = wire_json_object();
@@ -253,12 +279,9 @@ api_admin_servers(struct api_admin *a, const struct auth_who *who,
 	struct wire_json *o, *arr;
 	int64_t now = util_now_ms();
 	size_t n = 0;
-	int r;
 
-	if ((r = store_server_list(a->st, &list, &n)) != 0) {
-		reply_store_error(res, r);
+	if (servers_load(a, res, &list, &n) != 0)
 		return;
-	}
 	o = wire_json_object();
 	arr = wire_json_array();
 	for (size_t i = 0; i < n; i++)
@@ -297,7 +320,7 @@ api_admin_server_get(struct api_admin *a, const struct auth_who *who,
     const struct http_request *req, struct http_response *res)
 {
 	struct store_server s;
-	char name[WIRE_NAME_MAX], msg[128];
+	char name[WIRE_NAME_MAX];
 	const char *action;
 	int r;
 
@@ -307,13 +330,8 @@ api_admin_server_get(struct api_admin *a, const struct auth_who *who,
 		http_reply_error(res, 404, "no such resource");
 		return;
 	}
-	if ((r = store_server_get(a->st, name, &s)) == STORE_NOT_FOUND) {
-		snprintf(msg, sizeof(msg), "no server '%s'", name);
-		http_reply_error(res, 404, msg);
-		return;
-	}
-	if (r != 0) {
-		reply_store_error(res, r);
+	if ((r = store_server_get(a->st, name, &s)) != 0) {
+		reply_server_error(res, r, name);
 		return;
 	}
 	http_reply_json(res, 200, wire_json_dump(server_json(&s, util_now_ms())));
@@ -324,7 +342,7 @@ api_admin_server_post(struct api_admin *a, const struct auth_who *who,
     const struct http_request *req, struct http_response *res)
 {
 	struct store_server s;
-	char name[WIRE_NAME_MAX], msg[128];
+	char name[WIRE_NAME_MAX];
 	const char *action;
 	int r, drain;
 
@@ -335,13 +353,12 @@ api_admin_server_post(struct api_admin *a, const struct auth_who *who,
 		return;
 	}
 	drain = action[0] == 'd';
-	if ((r = store_server_drain(a->st, name, drain, util_now_ms())) == STORE_NOT_FOUND) {
-		snprintf(msg, sizeof(msg), "no server '%s'", name);
-		http_reply_error(res, 404, msg);
+	if ((r = store_server_drain(a->st, name, drain, util_now_ms())) != 0) {
+		reply_server_error(res, r, name);
 		return;
 	}
-	if (r != 0 || (r = store_server_get(a->st, name, &s)) != 0) {
-		reply_store_error(res, r);
+	if ((r = store_server_get(a->st, name, &s)) != 0) {
+		reply_store_error(res, r, NULL);
 		return;
 	}
 	log_info("server %s %s by %s from %s", name, drain ? "draining" : "enabled",
@@ -362,7 +379,7 @@ api_admin_sessions(struct api_admin *a, const struct auth_who *who,
 	struct store_server srv;
 	const char *user = http_arg(req, "user"), *server = http_arg(req, "server");
 	const char *state = http_arg(req, "state");
-	char norm[WIRE_USER_MAX] = "", msg[160];
+	char norm[WIRE_USER_MAX] = "";
 	struct wire_json *o, *arr;
 	size_t n = 0, shown = 0, total = 0;
 	int64_t limit;
@@ -390,19 +407,14 @@ api_admin_sessions(struct api_admin *a, const struct auth_who *who,
 			http_reply_error(res, 400, "'server' is not a server name");
 			return;
 		}
-		if ((r = store_server_get(a->st, server, &srv)) == STORE_NOT_FOUND) {
-			snprintf(msg, sizeof(msg), "no server '%s'", server);
-			http_reply_error(res, 404, msg);
-			return;
-		}
-		if (r != 0) {
-			reply_store_error(res, r);
+		if ((r = store_server_get(a->st, server, &srv)) != 0) {
+			reply_server_error(res, r, server);
 			return;
 		}
 		f.server = server;
 	}
 	if ((r = store_session_list(a->st, &f, &list, &n)) != 0) {
-		reply_store_error(res, r);
+		reply_store_error(res, r, NULL);
 		return;
 	}
 	o = wire_json_object();
@@ -440,13 +452,9 @@ api_admin_session_delete(struct api_admin *a, const struct auth_who *who,
 		http_reply_error(res, 400, "session ids are positive integers");
 		return;
 	}
-	if ((r = store_session_forget(a->st, id, util_now_ms())) == STORE_NOT_FOUND) {
+	if ((r = store_session_forget(a->st, id, util_now_ms())) != 0) {
 		snprintf(msg, sizeof(msg), "no session %lld (or it has ended)", id);
-		http_reply_error(res, 404, msg);
-		return;
-	}
-	if (r != 0) {
-		reply_store_error(res, r);
+		reply_store_error(res, r, msg);
 		return;
 	}
 	log_info("session %lld forgotten by %s from %s", id, who->name, req->client);
@@ -471,7 +479,7 @@ api_admin_events(struct api_admin *a, const struct auth_who *who,
 	    arg_int(req, res, "limit", 1, EVENTS_LIMIT_MAX, EVENTS_LIMIT_DEF, &limit) != 0)
 		return;
 	if ((r = store_event_list(a->st, since, (int)limit, &list, &n)) != 0) {
-		reply_store_error(res, r);
+		reply_store_error(res, r, NULL);
 		return;
 	}
 	o = wire_json_object();

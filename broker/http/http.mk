@@ -8,3 +8,7 @@ $(B)/broker/http/http.o: CFLAGS += $(call PKG_CFLAGS,libmicrohttpd)
 
 FUZZERS += fuzz_login
 fuzz_login_SRCS :=
+
+# the log limiter (broker/common/loglimit.c) of the agent API and the login
+UNIT_TESTS += test_loglimit
+test_loglimit_OBJS := $(B)/broker/common/loglimit.o
