@@ -46,12 +46,34 @@ test_malformed(void **state)
 	assert_int_equal(admin_token_hash(tok, hash), 0);
 }
 
+/* The form shared by agent tokens, session ids and the tail of admin
+ * tokens. */
+static void
+test_token_form(void **state)
+{
+	char tok[CRYPTO_TOKEN_LEN + 2];
+
+	assert_int_equal(crypto_token_new(tok, sizeof(tok)), 0);
+	assert_true(crypto_token_valid(tok));
+	tok[CRYPTO_TOKEN_LEN - 1] = '\0';
+	assert_false(crypto_token_valid(tok));
+	tok[CRYPTO_TOKEN_LEN - 1] = 'A';
+	assert_true(crypto_token_valid(tok));
+	tok[CRYPTO_TOKEN_LEN] = 'a';
+	tok[CRYPTO_TOKEN_LEN + 1] = '\0';
+	assert_false(crypto_token_valid(tok));
+	tok[CRYPTO_TOKEN_LEN] = '\0';
+	tok[3] = 'g';
+	assert_false(crypto_token_valid(tok));
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_new_and_hash),
 		cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_token_form),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
