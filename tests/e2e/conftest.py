@@ -5,6 +5,7 @@ certificates, wait_until, ...) is the library farm.py.
 Fixtures:
   broker_factory(**conf) -> Broker   a started broker (stopped at teardown)
   broker                             broker_factory() with short health timings
+  stopped_at_teardown                a list whose objects are stopped at teardown
 
 Sanitizers: every process started here inherits ASAN_OPTIONS,
 UBSAN_OPTIONS and LSAN_OPTIONS that halt on the first error and write reports
@@ -103,17 +104,22 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture
-def broker_factory(tmp_path):
+def stopped_at_teardown():
+    """A list: whatever a test or fixture appends to it (an object with
+    stop(): Broker, Target, ...) is stopped at teardown, the last first."""
     made = []
+    yield made
+    for x in reversed(made):
+        x.stop()
 
+
+@pytest.fixture
+def broker_factory(tmp_path, stopped_at_teardown):
     def make(name="broker", start=True, **conf):
         b = Broker(tmp_path / name, **conf)
-        made.append(b)
+        stopped_at_teardown.append(b)
         return b.start() if start else b
-
-    yield make
-    for b in made:
-        b.stop()
+    return make
 
 
 @pytest.fixture

@@ -487,6 +487,11 @@ class Target:
         return [c for c in found if user is None or c["user"] == user]
 
 
+def connects_at(targets, user):
+    """[(name, CONNECT record)] of user's connections at targets {name: Target}."""
+    return [(n, c) for n, t in targets.items() for c in t.connects(user)]
+
+
 def start_targets(broker, root, servers, **opts):
     """Adds each of servers {name: (address, port)} to the broker (opts:
     server add's options, e.g. max_sessions=100), starts its target and

@@ -4,8 +4,8 @@ middle of a heartbeat storm, a stale lock. The broker must answer clearly
 reconnects it can decide from committed state, recover when space returns,
 and never lose or corrupt what it acknowledged (PRAGMA integrity_check).
 
-The full-disk test mounts a 4 MB tmpfs (root only: skipped otherwise) and
-unmounts it whatever happens.
+The full-disk test mounts a 4 MB tmpfs (root only: skipped otherwise, which
+fails a TSBROKER_NO_SKIP=1 run) and unmounts it whatever happens.
 """
 import json
 import os

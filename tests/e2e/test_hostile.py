@@ -77,20 +77,16 @@ def up_broker(broker_factory):
 
 
 @pytest.fixture
-def target_factory(tmp_path):
+def target_factory(tmp_path, stopped_at_teardown):
     """target(broker): an rdptarget on 127.0.0.2 at the broker's RDP port (the
     client keeps the port), so that FreeRDP clients can follow redirects."""
-    made = []
-
     def make(b):
-        t = Target(tmp_path / f"target{len(made)}", "ts1", "127.0.0.2", b.rdp_port,
-                   cert=(b.cert, b.key))
-        made.append(t)
+        t = Target(tmp_path / f"target{len(stopped_at_teardown)}", "ts1", "127.0.0.2",
+                   b.rdp_port, cert=(b.cert, b.key))
+        stopped_at_teardown.append(t)
         t.start_target()
         return t.target
-    yield make
-    for t in made:
-        t.stop()
+    return make
 
 
 def probe(b):

@@ -4,7 +4,7 @@ nobody: no capabilities, no groups but nobody's, the state directory it
 created (0700) and the database (0600) owned by nobody; a root-only file is
 out of its reach (its status page file), and it still serves heartbeats,
 redirects and admin commands, across a restart. Root only (skipped
-otherwise).
+otherwise, which fails a TSBROKER_NO_SKIP=1 run).
 """
 import os
 import pathlib

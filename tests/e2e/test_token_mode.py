@@ -20,7 +20,8 @@ import types
 
 import pytest
 
-from farm import XFreeRDP, free_port, needs_tools, needs_xfreerdp, probe, start_targets, wait_until
+from farm import (XFreeRDP, connects_at, free_port, needs_tools, needs_xfreerdp, probe,
+                  start_targets, wait_until)
 
 ADDRESSES = {"ts1": "127.0.0.2", "ts2": "127.0.0.3"}
 
@@ -97,11 +98,10 @@ def other(name):
 
 
 @pytest.fixture
-def token_farm(broker_factory, tmp_path):
+def token_farm(broker_factory, tmp_path, stopped_at_teardown):
     """token_farm(**broker_conf): a token-mode broker on 127.0.0.1:P and
-    ts1/ts2 on their own ports, both up."""
-    made = []
-
+    ts1/ts2 on their own ports, both up (a frozen agent is thawed at the
+    end: Target.stop)."""
     def make(**conf):
         port = free_port("127.0.0.1")
         ports = {}
@@ -116,12 +116,9 @@ def token_farm(broker_factory, tmp_path):
         broker = broker_factory(rdp_port=port, **conf)
         targets = start_targets(broker, tmp_path,
                                 {n: (a, ports[n]) for n, a in ADDRESSES.items()})
-        made.extend(targets.values())
+        stopped_at_teardown.extend(targets.values())
         return types.SimpleNamespace(broker=broker, port=port, ports=ports, ts=targets)
-
-    yield make
-    for t in made:
-        t.stop()		# thaws an agent a test froze first
+    return make
 
 
 def freeze_agent(t):
@@ -136,8 +133,7 @@ def spliced_session(farm, user):
     assert res["ok"] and res["redirected"] == "1", res
     # the client only ever talked to the broker
     assert res["host"] == "127.0.0.1" and res["port"] == str(farm.port), res
-    found = wait_until(lambda: [(n, c) for n, t in farm.ts.items()
-                                for c in t.connects(user)], 5, f"{user} at a target")
+    found = wait_until(lambda: connects_at(farm.ts, user), 5, f"{user} at a target")
     assert len(found) == 1, found
     server, connect = found[0]
     token, sid = token_of(connect)
@@ -183,10 +179,8 @@ def test_stock_xfreerdp_follows_the_token(token_farm, tmp_path):
     b = farm.broker
     x = XFreeRDP(farm.port, "frank", tmp_path / "xfreerdp.log", domain="CORP")
     try:
-        found = wait_until(lambda: [(n, c) for n, t in farm.ts.items()
-                                    for c in t.connects("frank")], 30,
-                           "xfreerdp's session on a target")
-        server, connect = found[0]
+        server, connect = wait_until(lambda: connects_at(farm.ts, "frank"), 30,
+                                     "xfreerdp's session on a target")[0]
         # the stock client sent LoadBalanceInfo back verbatim as its routing
         # token: "Cookie: msts=tsb1.<session>.<expires>.<mac>" (and no cookie)
         token, sid = token_of(connect)
