@@ -3,16 +3,15 @@ AGENT_SRC := agent/main.c agent/conf.c agent/probe.c agent/sessions.c agent/repo
 AGENT_OBJ := $(AGENT_SRC:%.c=$(B)/%.o)
 AGENT_LIBS := $(call PKG_LIBS,libcurl libsystemd libcrypto) $(COMMON_LIBS)
 
-$(B)/agent/report.o: CFLAGS += $(call PKG_CFLAGS,libcurl libcrypto)
-$(B)/agent/main.o: CFLAGS += $(call PKG_CFLAGS,libcurl)
-$(B)/agent/sessions.o: CFLAGS += $(call PKG_CFLAGS,libsystemd)
+$(B)/agent/report.o: TS_CPPFLAGS += $(call PKG_CFLAGS,libcurl libcrypto)
+$(B)/agent/main.o: TS_CPPFLAGS += $(call PKG_CFLAGS,libcurl)
+$(B)/agent/sessions.o: TS_CPPFLAGS += $(call PKG_CFLAGS,libsystemd)
 
 PROGS += $(B)/tsagent
+ALL_OBJ += $(AGENT_OBJ)
 $(B)/tsagent: $(AGENT_OBJ) $(COMMON_OBJ)
-	$(CC) $(CFLAGS) -o $@ $^ $(AGENT_LIBS) $(LDLIBS_BASE)
+	$(LINK) -o $@ $^ $(AGENT_LIBS) $(LDLIBS_BASE)
 
-UNIT_TESTS += test_probe test_sessions
-test_probe_OBJS := $(B)/agent/probe.o $(COMMON_OBJ)
-test_probe_LIBS := $(COMMON_LIBS)
-test_sessions_OBJS := $(B)/agent/sessions.o $(COMMON_OBJ)
-test_sessions_LIBS := $(call PKG_LIBS,libsystemd) $(COMMON_LIBS)
+$(eval $(call unit_test,test_probe,$(B)/agent/probe.o $(COMMON_OBJ),$(COMMON_LIBS)))
+$(eval $(call unit_test,test_sessions,$(B)/agent/sessions.o $(COMMON_OBJ),\
+	$(call PKG_LIBS,libsystemd) $(COMMON_LIBS)))

@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
@@ -31,7 +32,7 @@ probe_file(const struct probe *p, const char *name, char **buf, char *err,
 	snprintf(path, sizeof(path), "%s/%s", p->root, name);
 	if ((r = util_file_read(path, PROBE_FILE_MAX, buf, NULL)) != 0) {
 		snprintf(err, errlen, "cannot read %s: %s", path,
-		    r == -2 ? "too large" : strerror(errno));
+		    r == UTIL_FILE_TOO_LARGE ? "too large" : strerror(errno));
 		return -1;
 	}
 	return 0;
@@ -83,30 +84,25 @@ probe_meminfo(const char *buf, const char *key)
 }
 
 int
-probe_load_read(struct probe *p, struct probe_load *out, char *err, size_t errlen)
+probe_load_parse(struct probe *p, const char *stat, const char *loadavg,
+    const char *meminfo, struct probe_load *out, char *err, size_t errlen)
 {
-	char *stat = NULL, *loadavg = NULL, *meminfo = NULL;
 	unsigned long long busy, total;
 	struct probe_load l;
-	int r = -1;
 
-	if (probe_file(p, "stat", &stat, err, errlen) != 0 ||
-	    probe_file(p, "loadavg", &loadavg, err, errlen) != 0 ||
-	    probe_file(p, "meminfo", &meminfo, err, errlen) != 0)
-		goto out;
 	if (probe_stat_parse(stat, &busy, &total, &l.ncpu) != 0) {
 		snprintf(err, errlen, "%s/stat: no cpu lines", p->root);
-		goto out;
+		return -1;
 	}
-	if (sscanf(loadavg, "%lf", &l.load1) != 1 || l.load1 < 0) {
+	if (sscanf(loadavg, "%lf", &l.load1) != 1 || !isfinite(l.load1) || l.load1 < 0) {
 		snprintf(err, errlen, "%s/loadavg: no load average", p->root);
-		goto out;
+		return -1;
 	}
 	l.mem_total_kb = probe_meminfo(meminfo, "MemTotal");
 	l.mem_available_kb = probe_meminfo(meminfo, "MemAvailable");
 	if (l.mem_total_kb < 0 || l.mem_available_kb < 0) {
 		snprintf(err, errlen, "%s/meminfo: no MemTotal or MemAvailable", p->root);
-		goto out;
+		return -1;
 	}
 	/* counters only grow; a smaller one (a fixture swap) restarts */
 	if (p->have_prev && total > p->prev_total && busy >= p->prev_busy)
@@ -120,7 +116,20 @@ probe_load_read(struct probe *p, struct probe_load *out, char *err, size_t errle
 	p->prev_total = total;
 	p->have_prev = 1;
 	*out = l;
-	r = 0;
+	return 0;
+}
+
+int
+probe_load_read(struct probe *p, struct probe_load *out, char *err, size_t errlen)
+{
+	char *stat = NULL, *loadavg = NULL, *meminfo = NULL;
+	int r = -1;
+
+	if (probe_file(p, "stat", &stat, err, errlen) != 0 ||
+	    probe_file(p, "loadavg", &loadavg, err, errlen) != 0 ||
+	    probe_file(p, "meminfo", &meminfo, err, errlen) != 0)
+		goto out;
+	r = probe_load_parse(p, stat, loadavg, meminfo, out, err, errlen);
  out:
 	free(stat);
 	free(loadavg);

@@ -620,7 +620,7 @@ sessions_file(struct sessions *s, struct wire_session **out, size_t *n,
 	int r;
 
 	if ((r = util_file_read(s->arg, SESSIONS_OUTPUT_MAX, &buf, &len)) != 0) {
-		snprintf(err, errlen, "%s: %s", s->arg, r == -2 ?
+		snprintf(err, errlen, "%s: %s", s->arg, r == UTIL_FILE_TOO_LARGE ?
 		    "larger than 4 MiB" : strerror(errno));
 		return -1;
 	}

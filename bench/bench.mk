@@ -6,21 +6,22 @@
 BENCH_BINS := $(B)/bench/rdpload $(B)/bench/tlsref $(B)/bench/placebench \
 	$(B)/bench/hbload $(B)/bench/splicebench
 BENCH_PY   ?= /usr/bin/python3
+ALL_OBJ    += $(BENCH_BINS:%=%.o)
 
-$(B)/bench/placebench.o: CFLAGS += $(call PKG_CFLAGS,sqlite3)
-$(B)/bench/hbload.o: CFLAGS += $(call PKG_CFLAGS,libcurl)
+$(B)/bench/placebench.o: TS_CPPFLAGS += $(call PKG_CFLAGS,sqlite3)
+$(B)/bench/hbload.o: TS_CPPFLAGS += $(call PKG_CFLAGS,libcurl)
 
 $(B)/bench/rdpload: $(B)/bench/rdpload.o
-	$(CC) $(CFLAGS) -o $@ $^ $(call PKG_LIBS,openssl) $(LDLIBS_BASE)
+	$(LINK) -o $@ $^ $(call PKG_LIBS,openssl) $(LDLIBS_BASE)
 $(B)/bench/tlsref: $(B)/bench/tlsref.o
-	$(CC) $(CFLAGS) -o $@ $^ $(call PKG_LIBS,openssl) $(LDLIBS_BASE)
+	$(LINK) -o $@ $^ $(call PKG_LIBS,openssl) $(LDLIBS_BASE)
 $(B)/bench/placebench: $(B)/bench/placebench.o $(B)/broker/state/store.o $(B)/broker/state/placement.o \
 	$(B)/schema.o $(COMMON_OBJ)
-	$(CC) $(CFLAGS) -o $@ $^ $(call PKG_LIBS,sqlite3) $(COMMON_LIBS) $(LDLIBS_BASE)
+	$(LINK) -o $@ $^ $(call PKG_LIBS,sqlite3) $(COMMON_LIBS) $(LDLIBS_BASE)
 $(B)/bench/hbload: $(B)/bench/hbload.o
-	$(CC) $(CFLAGS) -o $@ $^ $(call PKG_LIBS,libcurl) $(LDLIBS_BASE)
+	$(LINK) -o $@ $^ $(call PKG_LIBS,libcurl) $(LDLIBS_BASE)
 $(B)/bench/splicebench: $(B)/bench/splicebench.o
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_BASE)
+	$(LINK) -o $@ $^ $(LDLIBS_BASE)
 
 .PHONY: bench-bins bench-deps
 bench-bins: $(BENCH_BINS)

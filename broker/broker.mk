@@ -12,12 +12,12 @@ BROKER_OBJ := $(BROKER_SRC:%.c=$(B)/%.o) $(B)/schema.o
 BROKER_LIBS := $(FRONT_LIBS) $(HTTP_LIBS) $(STATE_LIBS) $(CORE_LIBS) $(COMMON_LIBS)
 
 PROGS += $(B)/tsbroker
+ALL_OBJ += $(BROKER_OBJ)
 $(B)/tsbroker: $(BROKER_OBJ) $(COMMON_OBJ)
-	$(CC) $(CFLAGS) -o $@ $^ $(BROKER_LIBS) $(LDLIBS_BASE)
+	$(LINK) -o $@ $^ $(BROKER_LIBS) $(LDLIBS_BASE)
 
 # broker/common/ (wire format) tests
-UNIT_TESTS += test_wire test_wire_admin
-test_wire_OBJS := $(B)/broker/common/wire.o $(B)/broker/common/util.o
-test_wire_LIBS := $(call PKG_LIBS,jansson)
-test_wire_admin_OBJS := $(B)/broker/common/wire.o $(B)/broker/common/util.o
-test_wire_admin_LIBS := $(call PKG_LIBS,jansson)
+$(eval $(call unit_test,test_wire,$(B)/broker/common/wire.o $(B)/broker/common/util.o,\
+	$(call PKG_LIBS,jansson)))
+$(eval $(call unit_test,test_wire_admin,$(B)/broker/common/wire.o $(B)/broker/common/util.o,\
+	$(call PKG_LIBS,jansson)))

@@ -5,17 +5,19 @@
 TOOLS_FREERDP_SERVER := freerdp-server2 freerdp2 winpr2
 TOOLS_FREERDP_CLIENT := freerdp-client2 freerdp2 winpr2
 
-$(B)/tools/rdptarget.o: CFLAGS += $(call PKG_CFLAGS,$(TOOLS_FREERDP_SERVER) jansson)
-$(B)/tools/rdpprobe.o: CFLAGS += $(call PKG_CFLAGS,$(TOOLS_FREERDP_CLIENT))
-$(B)/tools/peer_wlog.o: CFLAGS += $(call PKG_CFLAGS,winpr2)
+$(B)/tools/rdptarget.o: TS_CPPFLAGS += $(call PKG_CFLAGS,$(TOOLS_FREERDP_SERVER) jansson)
+$(B)/tools/rdpprobe.o: TS_CPPFLAGS += $(call PKG_CFLAGS,$(TOOLS_FREERDP_CLIENT))
+$(B)/tools/peer_wlog.o: TS_CPPFLAGS += $(call PKG_CFLAGS,winpr2)
 
 PROGS += $(B)/rdptarget $(B)/rdpprobe
-$(B)/rdptarget: $(B)/tools/rdptarget.o $(B)/tools/peer_wlog.o $(B)/broker/front/x224.o $(COMMON_OBJ)
-	$(CC) $(CFLAGS) -o $@ $^ $(call PKG_LIBS,$(TOOLS_FREERDP_SERVER)) $(COMMON_LIBS) $(LDLIBS_BASE)
-$(B)/rdpprobe: $(B)/tools/rdpprobe.o $(B)/tools/peer_wlog.o $(COMMON_OBJ)
-	$(CC) $(CFLAGS) -o $@ $^ $(call PKG_LIBS,$(TOOLS_FREERDP_CLIENT)) $(COMMON_LIBS) $(LDLIBS_BASE)
+RDPTARGET_OBJ := $(B)/tools/rdptarget.o $(B)/tools/peer_wlog.o $(B)/broker/front/x224.o
+RDPPROBE_OBJ := $(B)/tools/rdpprobe.o $(B)/tools/peer_wlog.o
+ALL_OBJ += $(RDPTARGET_OBJ) $(RDPPROBE_OBJ)
+$(B)/rdptarget: $(RDPTARGET_OBJ) $(COMMON_OBJ)
+	$(LINK) -o $@ $^ $(call PKG_LIBS,$(TOOLS_FREERDP_SERVER)) $(COMMON_LIBS) $(LDLIBS_BASE)
+$(B)/rdpprobe: $(RDPPROBE_OBJ) $(COMMON_OBJ)
+	$(LINK) -o $@ $^ $(call PKG_LIBS,$(TOOLS_FREERDP_CLIENT)) $(COMMON_LIBS) $(LDLIBS_BASE)
 
-UNIT_TESTS += test_x224
-test_x224_OBJS := $(B)/broker/front/x224.o $(B)/broker/common/log.o
+$(eval $(call unit_test,test_x224,$(B)/broker/front/x224.o $(B)/broker/common/log.o,))
 FUZZERS += fuzz_x224
 fuzz_x224_SRCS := broker/front/x224.c

@@ -84,7 +84,7 @@ util_file_read(const char *path, size_t max, char **out, size_t *len)
 	while ((r = read(fd, buf + used, max + 1 - used)) > 0) {
 		used += (size_t)r;
 		if (used > max) {
-			ret = -2;
+			ret = UTIL_FILE_TOO_LARGE;
 			goto out;
 		}
 	}

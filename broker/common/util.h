@@ -16,7 +16,8 @@ int util_strlcpy(char *dst, const char *src, size_t n);
 int util_hostport_parse(const char *s, char *host, size_t n, int *port);
 
 /* Reads a whole file (at most max bytes) into a new NUL-terminated buffer
- * owned by the caller. 0, -1 (errno set) or -2 if larger than max. */
+ * owned by the caller. 0, -1 (errno set) or UTIL_FILE_TOO_LARGE. */
+#define UTIL_FILE_TOO_LARGE	(-2)
 int util_file_read(const char *path, size_t max, char **out, size_t *len);
 
 /* Fills buf with n random bytes from the kernel. 0 or -1. */

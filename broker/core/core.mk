@@ -5,11 +5,9 @@ CORE_SRC := broker/core/main.c broker/core/conf.c broker/core/cli.c broker/core/
 	broker/core/broker.c broker/core/privdrop.c broker/core/admin_token.c
 CORE_LIBS := $(call PKG_LIBS,openssl)
 
-UNIT_TESTS += test_cfg
-test_cfg_OBJS := $(B)/broker/core/conf.o $(B)/broker/common/cfg.o $(B)/broker/common/util.o
-test_cfg_LIBS := $(call PKG_LIBS,inih)
+$(eval $(call unit_test,test_cfg,$(B)/broker/core/conf.o $(B)/broker/common/cfg.o \
+	$(B)/broker/common/util.o,$(call PKG_LIBS,inih)))
 FUZZERS += fuzz_conf
 fuzz_conf_SRCS := broker/core/conf.c
-UNIT_TESTS += test_admin_token
-test_admin_token_OBJS := $(B)/broker/core/admin_token.o $(B)/broker/core/crypto.o $(COMMON_OBJ)
-test_admin_token_LIBS := $(call PKG_LIBS,openssl) $(COMMON_LIBS)
+$(eval $(call unit_test,test_admin_token,$(B)/broker/core/admin_token.o $(B)/broker/core/crypto.o \
+	$(COMMON_OBJ),$(call PKG_LIBS,openssl) $(COMMON_LIBS)))

@@ -33,7 +33,7 @@ usage(void)
 	    "  -v       verbose (debug) log\n"
 	    "  -D       print a default configuration and exit\n"
 	    "Commands: server add|list|drain|enable|remove, session list|forget, "
-	    "admin password\n");
+	    "admin password, admin token add|list|remove\n");
 }
 
 /* Creates the certificate and key on first start. 0 or -1 (logged). */
@@ -155,11 +155,15 @@ serve(struct conf *c)
 	mpage.st = st;
 	struct http_conf hc = { c->http_listen, c->http_certificate, c->http_private_key,
 	    (size_t)c->http_body_limit, (unsigned int)c->http_max_connections };
-	if ((http = http_new(&hc, err, sizeof(err))) == NULL ||
-	    http_route(http, "POST", "/api/v1/heartbeat", api_agent_heartbeat, &agent) != 0 ||
+	if ((http = http_new(&hc, err, sizeof(err))) == NULL) {
+		log_error("https: %s", err);
+		goto out;
+	}
+	/* these leave err unset: they fail only on HTTP_MAX_ROUTES or a mutex */
+	if (http_route(http, "POST", "/api/v1/heartbeat", api_agent_heartbeat, &agent) != 0 ||
 	    api_admin_init(&admin, st, c, &metrics.logins) != 0 ||
 	    api_admin_register(&admin, http) != 0 || metrics_register(&mpage, http) != 0) {
-		log_error("https: %s", err);
+		log_error("https: cannot register the agent and admin API routes");
 		goto out;
 	}
 

@@ -4,11 +4,10 @@
 HTTP_SRC := broker/http/http.c broker/http/http_reply.c broker/http/api_agent.c broker/http/api_admin.c \
 	broker/http/auth.c broker/http/metrics.c
 HTTP_LIBS := $(call PKG_LIBS,libmicrohttpd)
-$(B)/broker/http/http.o: CFLAGS += $(call PKG_CFLAGS,libmicrohttpd)
+$(B)/broker/http/http.o: TS_CPPFLAGS += $(call PKG_CFLAGS,libmicrohttpd)
 
 FUZZERS += fuzz_login
 fuzz_login_SRCS :=
 
 # the log limiter (broker/common/loglimit.c) of the agent API and the login
-UNIT_TESTS += test_loglimit
-test_loglimit_OBJS := $(B)/broker/common/loglimit.o
+$(eval $(call unit_test,test_loglimit,$(B)/broker/common/loglimit.o,))

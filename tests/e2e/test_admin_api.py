@@ -7,7 +7,7 @@ import os
 import re
 import time
 
-from conftest import ROOT, heartbeat_body, wait_until
+from farm import ROOT, heartbeat_body, wait_until
 
 COOKIE = "__Host-tsbroker_session"
 HEX64 = re.compile(r"^[0-9a-f]{64}$")

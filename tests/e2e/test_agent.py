@@ -15,57 +15,9 @@ import types
 
 import pytest
 
-from conftest import TSAGENT, wait_until
+from farm import TSAGENT, Agent, wait_until
 
 OUTAGE = float(os.environ.get("TSAGENT_E2E_OUTAGE", "8"))
-
-
-class Agent:
-    """A tsagent process with its own config file and log."""
-
-    def __init__(self, workdir, broker, token, name="ts1", rdp_port=3389, sessions="auto",
-                 **extra):
-        self.dir = str(workdir)
-        os.makedirs(self.dir, exist_ok=True)
-        self.token = token
-        self.conf = os.path.join(self.dir, f"{name}.conf")
-        self.log_path = os.path.join(self.dir, f"{name}.log")
-        keys = {"name": name, "broker": f"https://127.0.0.1:{broker.http_port}",
-                "token": token, "ca": broker.cert, "rdp_address": "127.0.0.1",
-                "rdp_port": rdp_port, "sessions": sessions, "interval": 1,
-                "retry_max": 2, "connect_timeout": 2, "timeout": 5}
-        keys.update(extra)
-        with open(self.conf, "w") as f:
-            f.write("[agent]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items()))
-        os.chmod(self.conf, 0o600)
-        self.proc = None
-
-    def start(self):
-        self.err = open(self.log_path, "a")
-        self.proc = subprocess.Popen([TSAGENT, "-f", self.conf, "-v"],
-                                     stdout=subprocess.DEVNULL, stderr=self.err)
-        return self
-
-    def stop(self, sig=signal.SIGTERM, timeout=5):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-                pytest.fail(f"tsagent did not stop on signal {sig}")
-        if self.proc:
-            self.err.close()
-        return self.proc.returncode if self.proc else None
-
-    def once(self):
-        return subprocess.run([TSAGENT, "-f", self.conf, "--once"], capture_output=True,
-                              text=True, timeout=30)
-
-    def log(self):
-        with open(self.log_path) as f:
-            return f.read()
 
 
 class RdpPort:

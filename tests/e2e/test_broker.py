@@ -5,7 +5,7 @@ import signal
 import sqlite3
 import subprocess
 
-from conftest import TSBROKER, heartbeat_body, wait_until
+from farm import TSBROKER, heartbeat_body, wait_until
 
 
 def raw_post(broker, token, length):
@@ -184,3 +184,45 @@ def test_newer_database_refused(broker_factory):
 
 def test_sigterm_stops_cleanly(broker):
     assert broker.stop(signal.SIGTERM) == 0
+
+
+# every admin command, with arguments the dispatcher takes (run in order)
+COMMANDS = [("server add", "ts9 --address 127.0.0.2"), ("server list", ""),
+            ("server drain", "ts9"), ("server enable", "ts9"), ("session list", ""),
+            ("session forget", "999"), ("admin password", ""), ("admin token add", "t1"),
+            ("admin token list", ""), ("admin token remove", "t1"), ("server remove", "ts9")]
+
+
+def usage_commands(text):
+    """The commands a usage text names: "obj verb|verb, ..." on a Commands:
+    line (tsbroker -h) and "tsbroker -f FILE obj verb ARGS | verb ARGS"
+    lines (the admin commands' usage)."""
+    found = set()
+    for line in text.splitlines():
+        if line.startswith("Commands:"):
+            for group in line.split(":", 1)[1].split(","):
+                *prefix, verbs = group.split()
+                found.update(" ".join(prefix + [v]) for v in verbs.split("|"))
+        elif "tsbroker -f FILE " in line:
+            first, *rest = line.split("tsbroker -f FILE ", 1)[1].split(" | ")
+            words = []
+            for w in first.split():
+                if not w.islower() or w.startswith(("-", "[", "(")):
+                    break
+                words.append(w)
+            found.add(" ".join(words))
+            found.update(" ".join(words[:-1] + [r.split()[0]]) for r in rest)
+    return found
+
+
+def test_usage_names_every_command(broker):
+    commands = {c for c, _ in COMMANDS}
+    p = subprocess.run([TSBROKER, "-h"], capture_output=True, text=True)
+    assert p.returncode == 2 and commands <= usage_commands(p.stderr), p.stderr
+    p = broker.cli("no-such-command", check=False)
+    assert p.returncode == 2 and commands <= usage_commands(p.stderr), p.stderr
+    # and each of them is a command: the dispatcher takes it (no usage text)
+    for command, args in COMMANDS:
+        p = broker.cli(*command.split(), *args.split(), check=False,
+                       input="a new admin password\n" if command == "admin password" else None)
+        assert "usage:" not in p.stderr, (command, p.stderr)

@@ -14,33 +14,12 @@ import urllib.request
 
 import pytest
 
-from conftest import BUILD, ROOT, free_port, wait_until
-from journey_lib import HAVE_TOOLS, probe
+from farm import BUILD, ROOT, free_port, group_members, needs_tools, probe, wait_until
 
 DEMO = os.path.join(ROOT, "tools", "demo.sh")
 ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 
-pytestmark = pytest.mark.skipif(not HAVE_TOOLS, reason="build/rdptarget, build/rdpprobe and "
-                                "build/tsagent are needed (make)")
-
-
-def group_members(pgid):
-    """{pid: command line} of the live processes in process group pgid."""
-    found = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                stat = f.read()
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()     # state ppid pgrp ...
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found[int(d)] = cmd
-    return found
+pytestmark = needs_tools
 
 
 def alive(pid):

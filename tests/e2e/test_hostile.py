@@ -18,17 +18,14 @@ import resource
 import select
 import socket
 import ssl
-import subprocess
 import threading
 import time
 
 import pytest
 
 import rawrdp
-from conftest import BUILD, TSBROKER, free_port, heartbeat_body, wait_until
-
-RDPPROBE = os.path.join(BUILD, "rdpprobe")
-RDPTARGET = os.path.join(BUILD, "rdptarget")
+import farm
+from farm import TSBROKER, Target, free_port, heartbeat_body, wait_until
 
 
 def _sanitized():
@@ -80,42 +77,23 @@ def up_broker(broker_factory):
 
 
 @pytest.fixture
-def target_factory(tmp_path):
+def target_factory(tmp_path, stopped_at_teardown):
     """target(broker): an rdptarget on 127.0.0.2 at the broker's RDP port (the
     client keeps the port), so that FreeRDP clients can follow redirects."""
-    procs = []
-
     def make(b):
-        d = tmp_path / f"target{len(procs)}"
-        d.mkdir()
-        out = open(d / "rdptarget.out", "w")
-        p = subprocess.Popen([RDPTARGET, "--listen", f"127.0.0.2:{b.rdp_port}", "--cert",
-                              b.cert, "--key", b.key, "--sessions", str(d / "sessions.json"),
-                              "--name", "ts1"], stdout=out, stderr=subprocess.STDOUT)
-        procs.append((p, out))
-        wait_until(lambda: "LISTENING" in (d / "rdptarget.out").read_text()
-                   or p.poll() is not None, 10, "rdptarget to listen")
-        assert p.poll() is None
-        return p
-    yield make
-    for p, out in procs:
-        p.terminate()
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
-        out.close()
+        t = Target(tmp_path / f"target{len(stopped_at_teardown)}", "ts1", "127.0.0.2",
+                   b.rdp_port, cert=(b.cert, b.key))
+        stopped_at_teardown.append(t)
+        t.start_target()
+        return t.target
+    return make
 
 
 def probe(b):
     """rdpprobe (FreeRDP's client) through the broker: seconds it took."""
     t = time.monotonic()
-    p = subprocess.run([RDPPROBE, "--host", "127.0.0.1", "--port", str(b.rdp_port),
-                        "--user", "probe", "--password", "pw", "--timeout", "10"],
-                       capture_output=True, text=True, timeout=40)
-    assert "RESULT ok host=127.0.0.2" in p.stdout and "redirected=1" in p.stdout, \
-        p.stdout + p.stderr
+    res = farm.probe(b.rdp_port, "probe", timeout=10)
+    assert res["ok"] and res["host"] == "127.0.0.2" and res["redirected"] == "1", res
     return time.monotonic() - t
 
 
@@ -146,6 +124,20 @@ def wait_closed(sock, timeout):
             except (ConnectionError, OSError):
                 return time.monotonic() - start
     return None
+
+
+def handshakes_held(clients):
+    """True while every client's TLS handshake is under way at the broker:
+    its answer to the ClientHello has arrived (unread) and it is still open."""
+    for c in clients:
+        if not select.select([c.sock], [], [], 0)[0]:
+            return False
+        try:
+            if c.sock.recv(1, socket.MSG_PEEK) == b"":
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def all_closed(socks, timeout):
@@ -289,7 +281,11 @@ def test_tls_handshake_that_stalls(up_broker):
     # every slot stalled: a client waits for a slot (up to handshake_timeout)
     # and is served once the stalled are cut, with a whole handshake left
     stalled = [stall() for _ in range(4)]
-    time.sleep(1)
+    since = time.monotonic()
+    # the four hold every slot (each got the broker's answer to its
+    # ClientHello and is still open) for a third of handshake_timeout
+    wait_until(lambda: handshakes_held(stalled) and time.monotonic() - since >= 1, 5,
+               "four stalled handshakes holding the slots for 1 s")
     t = time.monotonic()
     try:
         res, _ = redirect(b, "after-stall", timeout=15)

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, free_port, wait_until
+from farm import ROOT, free_port, wait_until
 
 MODES = {
     "usr/bin/tsbroker": 0o755,
@@ -119,7 +119,7 @@ def test_example_configs_check_after_the_documented_edits(destdir, tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                    reason="systemd-analyze (systemd) is missing")
+                    reason="systemd-analyze (systemd: tools/deps.sh test) is missing")
 def test_systemd_units_verify(destdir, tmp_path):
     """verify needs the commands to exist: the units are checked as installed
     with their ExecStart paths pointed into DESTDIR."""

@@ -2,8 +2,8 @@
 127.0.0.1:P, three terminal servers (build/rdptarget on 127.0.0.2/.3/.4:P,
 each with a real tsagent reporting the target's sessions file), real RDP
 clients (build/rdpprobe; the stock xfreerdp under xvfb-run in the patching
-step). The steps build on each other and run in file order on one farm; a
-failed step skips the rest. Every check goes through the broker's admin API
+step). The steps build on each other and run in file order on one farm; once a
+step fails, the later ones fail at once, naming it. Every check goes through the broker's admin API
 with a bearer token, except the broker crash, where the database itself is
 the point. Every wait polls a condition.
 
@@ -13,7 +13,7 @@ recorded as test properties (junitxml).
 import collections
 import contextlib
 import json
-import shutil
+import os
 import signal
 import subprocess
 import threading
@@ -22,16 +22,15 @@ import types
 
 import pytest
 
-from conftest import TSBROKER, Broker, free_port, wait_until
-from journey_lib import (HAVE_TOOLS, Api, Holder, Target, XFreeRDP, address_server, probe)
+from farm import (TSBROKER, Api, Broker, Holder, XFreeRDP, address_server, free_port,
+                  needs_tools, probe, start_targets, wait_until)
 
 ADDRESSES = {"ts1": "127.0.0.2", "ts2": "127.0.0.3", "ts3": "127.0.0.4"}
 DESK2 = "127.0.0.5"
 HEARTBEAT_INTERVAL, DOWN_AFTER = 1, 3
 STORM = [f"user{i:02d}" for i in range(60)]
 
-pytestmark = pytest.mark.skipif(not HAVE_TOOLS, reason="build/rdptarget, build/rdpprobe and "
-                                "build/tsagent are needed (make)")
+pytestmark = needs_tools
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +47,8 @@ def farm(tmp_path_factory):
         broker.start()
         token = broker.cli("admin", "token", "add", "journey").stdout.strip().splitlines()[-1]
         f.api = Api(broker, token)
-        for name, address in ADDRESSES.items():
-            agent_token = broker.add_server(name, address, port=port, max_sessions=100)
-            f.ts[name] = Target(root / name, name, address, port, broker, agent_token)
-            f.ts[name].start()
+        f.ts = start_targets(broker, root, {n: (a, port) for n, a in ADDRESSES.items()},
+                             max_sessions=100)
         wait_until(lambda: all(s["state"] == "up" for s in f.api.servers().values()), 15,
                    "ts1..ts3 up")
         yield f
@@ -67,13 +64,11 @@ def farm(tmp_path_factory):
 
 @contextlib.contextmanager
 def step(farm, name):
-    """Runs one step of the journey; once one fails the later ones skip."""
+    """Runs one step of the journey; once one fails the later ones fail."""
     if farm.failed:
-        pytest.skip(f"the '{farm.failed}' step failed")
+        pytest.fail(f"the '{farm.failed}' step failed", pytrace=False)
     try:
         yield
-    except pytest.skip.Exception:
-        raise
     except BaseException:
         farm.failed = name
         raise
@@ -415,7 +410,8 @@ def test_6_broker_crash(farm, capsys, record_property):
 
 # ---- 7. backup while the broker runs ------------------------------------------------
 
-@pytest.mark.skipif(not shutil.which("sqlite3"), reason="the sqlite3 shell is needed")
+@pytest.mark.skipif(not os.access("/usr/bin/sqlite3", os.X_OK),
+                    reason="the sqlite3 shell is needed (tools/deps.sh test)")
 def test_7_backup_while_running(farm, tmp_path):
     with step(farm, "backup"):
         broker = farm.broker

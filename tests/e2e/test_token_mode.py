@@ -12,42 +12,25 @@ import hashlib
 import hmac
 import os
 import re
-import shutil
 import signal
 import socket
 import struct
-import subprocess
 import time
 import types
-import urllib.parse
 
 import pytest
 
-from conftest import free_port, wait_until
-from test_rdp_endpoint import (ADDRESSES, RDPPROBE, RDPTARGET, TSAGENT, Target, probe,
-                               stop_group, user_server)
+from farm import (XFreeRDP, connects_at, free_port, needs_tools, needs_xfreerdp, probe,
+                  start_targets, wait_until)
 
-pytestmark = pytest.mark.skipif(
-    not all(os.access(p, os.X_OK) for p in (RDPTARGET, RDPPROBE, TSAGENT)),
-    reason="build/rdptarget, build/rdpprobe and build/tsagent are needed (make)")
+ADDRESSES = {"ts1": "127.0.0.2", "ts2": "127.0.0.3"}
 
-CONNECT_RE = re.compile(r"^CONNECT user=(\S*) domain=(\S*) token=(\S*) cookie=(\S*) "
-                        r"client=(\S*) session=(\S+)$", re.M)
+pytestmark = needs_tools
+
 TOKEN_RE = re.compile(r"^Cookie: msts=(tsb1\.(\d+)\.(\d+)\.[A-Za-z0-9_-]{22})$")
 
 
 # ---- helpers -----------------------------------------------------------------
-
-def target_connects(target, user=None):
-    """[{user, domain, token, cookie, session}] of a target's CONNECT lines;
-    token is the routing-token line as the target received it (unescaped)."""
-    out = []
-    for u, d, tok, cookie, _client, sess in CONNECT_RE.findall(target.output()):
-        if user is None or u == user:
-            out.append({"user": u, "domain": d, "token": urllib.parse.unquote(tok),
-                        "cookie": urllib.parse.unquote(cookie), "session": sess})
-    return out
-
 
 def token_of(connect):
     """(token, session id) from a CONNECT record's "Cookie: msts=..." line."""
@@ -101,16 +84,6 @@ def recv_exact(s, n):
     return got
 
 
-def metrics(broker):
-    """{series: value} from /metrics (with an admin bearer token)."""
-    if getattr(broker, "admin_token", None) is None:
-        out = broker.cli("admin", "token", "add", "tests").stdout
-        broker.admin_token = out.strip().splitlines()[-1]
-    status, text = broker.request("GET", "/metrics", token=broker.admin_token)
-    assert status == 200, text
-    return {k: float(v) for k, v in re.findall(r"^([^#\s]\S*) (\S+)$", text, re.M)}
-
-
 SPLICED = 'tsbroker_splices_total{outcome="spliced"}'
 ACTIVE = "tsbroker_splices_active"
 
@@ -125,11 +98,10 @@ def other(name):
 
 
 @pytest.fixture
-def token_farm(broker_factory, tmp_path):
+def token_farm(broker_factory, tmp_path, stopped_at_teardown):
     """token_farm(**broker_conf): a token-mode broker on 127.0.0.1:P and
-    ts1/ts2 on their own ports, both up."""
-    made = []
-
+    ts1/ts2 on their own ports, both up (a frozen agent is thawed at the
+    end: Target.stop)."""
     def make(**conf):
         port = free_port("127.0.0.1")
         ports = {}
@@ -142,35 +114,16 @@ def token_farm(broker_factory, tmp_path):
         conf.setdefault("rdp__token_key", "token.key")
         conf.setdefault("rdp__connect_timeout", 2)
         broker = broker_factory(rdp_port=port, **conf)
-        targets = {}
-        for name, address in ADDRESSES.items():
-            token = broker.add_server(name, address, port=ports[name])
-            t = Target(tmp_path / name, name, address, ports[name], broker, token)
-            made.append(t)
-            t.start_target()
-            t.start_agent()
-            targets[name] = t
-        for name in targets:
-            wait_until(lambda: (broker.server(name) or {}).get("state") == "up", 15,
-                       f"{name} up")
+        targets = start_targets(broker, tmp_path,
+                                {n: (a, ports[n]) for n, a in ADDRESSES.items()})
+        stopped_at_teardown.extend(targets.values())
         return types.SimpleNamespace(broker=broker, port=port, ports=ports, ts=targets)
-
-    yield make
-    for t in made:
-        if t.agent is not None and t.agent.poll() is None:
-            t.agent.send_signal(signal.SIGCONT)     # a test may have frozen it
-        t.stop()
-
-
-def kill_target(t):
-    """SIGKILL the terminal server (the agent is left alone)."""
-    t.target.send_signal(signal.SIGKILL)
-    t.target.wait(10)
+    return make
 
 
 def freeze_agent(t):
     """The agent stops reporting: the broker still believes the server up."""
-    t.agent.send_signal(signal.SIGSTOP)
+    t.agent.proc.send_signal(signal.SIGSTOP)
 
 
 def spliced_session(farm, user):
@@ -180,8 +133,7 @@ def spliced_session(farm, user):
     assert res["ok"] and res["redirected"] == "1", res
     # the client only ever talked to the broker
     assert res["host"] == "127.0.0.1" and res["port"] == str(farm.port), res
-    found = wait_until(lambda: [(n, c) for n, t in farm.ts.items()
-                                for c in target_connects(t, user)], 5, f"{user} at a target")
+    found = wait_until(lambda: connects_at(farm.ts, user), 5, f"{user} at a target")
     assert len(found) == 1, found
     server, connect = found[0]
     token, sid = token_of(connect)
@@ -198,64 +150,57 @@ def test_probe_reaches_targets_on_ports_it_never_sees(token_farm):
     # the token names the session the broker committed for alice, and expires
     # token_ttl (60 s) after it was issued
     assert session_ids(b, "alice") == [sid]
-    assert user_server(b, "alice") == server
+    assert b.user_server("alice") == server
     expires = int(token.split(".")[2])
     assert 50 <= expires - time.time() <= 61
-    assert not target_connects(farm.ts[other(server)])
+    assert not farm.ts[other(server)].connects()
     # the splice ends when the client leaves
-    wait_until(lambda: metrics(b)[ACTIVE] == 0, 10, "no splice left")
-    assert metrics(b)[SPLICED] == 1
+    wait_until(lambda: b.metrics()[ACTIVE] == 0, 10, "no splice left")
+    assert b.metrics()[SPLICED] == 1
     ev = [e for e in b.events("splice") if e[2] == "alice"]
     assert len(ev) == 1 and ev[0][1] == server and f"session {sid}" in ev[0][4], ev
     # alice again: the same server and session; bob goes to the other server
     again = probe(farm.port, "alice")
     assert again["ok"] and again["host"] == "127.0.0.1", again
-    wait_until(lambda: len(target_connects(farm.ts[server], "alice")) == 2, 5, "alice back")
-    second = target_connects(farm.ts[server], "alice")[1]
-    assert token_of(second)[1] == sid and second["session"] == target_connects(
-        farm.ts[server], "alice")[0]["session"]
-    wait_until(lambda: user_server(b, "alice") == server, 10, "alice confirmed")
+    wait_until(lambda: len(farm.ts[server].connects("alice")) == 2, 5, "alice back")
+    second = farm.ts[server].connects("alice")[1]
+    assert token_of(second)[1] == sid and second["session"] == farm.ts[server].connects(
+        "alice")[0]["session"]
+    wait_until(lambda: b.user_server("alice") == server, 10, "alice confirmed")
     assert probe(farm.port, "bob")["ok"]
-    wait_until(lambda: target_connects(farm.ts[other(server)], "bob"), 5, "bob on the other")
+    wait_until(lambda: farm.ts[other(server)].connects("bob"), 5, "bob on the other")
     # no secret in the log: the MAC of a token is never written
     assert token.split(".")[3] not in b.log()
 
 
-@pytest.mark.skipif(not (shutil.which("xfreerdp") and shutil.which("xvfb-run")),
-                    reason="xfreerdp (freerdp2-x11) and xvfb-run (xvfb) are needed")
+@needs_xfreerdp
 def test_stock_xfreerdp_follows_the_token(token_farm, tmp_path):
     farm = token_farm()
     b = farm.broker
-    log = open(tmp_path / "xfreerdp.log", "w")
-    proc = subprocess.Popen(["xvfb-run", "-a", "xfreerdp", f"/v:127.0.0.1:{farm.port}",
-                             "/u:CORP\\frank", "/p:pw", "/cert:ignore"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    x = XFreeRDP(farm.port, "frank", tmp_path / "xfreerdp.log", domain="CORP")
     try:
-        found = wait_until(lambda: [(n, c) for n, t in farm.ts.items()
-                                    for c in target_connects(t, "frank")], 30,
-                           "xfreerdp's session on a target")
-        server, connect = found[0]
+        server, connect = wait_until(lambda: connects_at(farm.ts, "frank"), 30,
+                                     "xfreerdp's session on a target")[0]
         # the stock client sent LoadBalanceInfo back verbatim as its routing
         # token: "Cookie: msts=tsb1.<session>.<expires>.<mac>" (and no cookie)
         token, sid = token_of(connect)
         assert connect["domain"] == "CORP" and connect["cookie"] == ""
         assert session_ids(b, "frank") == [sid]
-        wait_until(lambda: user_server(b, "frank", "active") == server, 10,
+        wait_until(lambda: b.user_server("frank", "active") == server, 10,
                    "frank active in the broker's database")
-        assert metrics(b)[ACTIVE] == 1
-        assert proc.poll() is None, "xfreerdp exited while connected"
+        assert b.metrics()[ACTIVE] == 1
+        assert x.proc.poll() is None, "xfreerdp exited while connected"
     finally:
-        stop_group(proc)
-        log.close()
-    wait_until(lambda: metrics(b)[ACTIVE] == 0, 10, "the splice closed after xfreerdp")
+        x.stop()
+    wait_until(lambda: b.metrics()[ACTIVE] == 0, 10, "the splice closed after xfreerdp")
 
 
 def test_bad_tokens_never_reach_a_server(token_farm):
     farm = token_farm()
     b = farm.broker
     server, token, sid = spliced_session(farm, "alice")
-    wait_until(lambda: metrics(b)[ACTIVE] == 0, 10, "no splice left")
-    before = {n: len(target_connects(t)) for n, t in farm.ts.items()}
+    wait_until(lambda: b.metrics()[ACTIVE] == 0, 10, "no splice left")
+    before = {n: len(t.connects()) for n, t in farm.ts.items()}
     body, mac = token.rsplit(".", 1)
     flipped = ("A" if mac[0] != "A" else "B") + mac[1:]
     cases = {
@@ -273,9 +218,9 @@ def test_bad_tokens_never_reach_a_server(token_farm):
     assert sum("expired routing token" in d for d in details) == 1, details
     assert sum("malformed routing token" in d for d in details) == 1, details
     assert sum("unknown session 999999" in d for d in details) == 1, details
-    m = metrics(b)
+    m = b.metrics()
     assert m[SPLICED] == 1 and m['tsbroker_splices_total{outcome="refused"}'] == 5, m
-    assert {n: len(target_connects(t)) for n, t in farm.ts.items()} == before
+    assert {n: len(t.connects()) for n, t in farm.ts.items()} == before
     assert "unreachable" not in b.log()
     assert all((b.server(n) or {})["state"] == "up" for n in farm.ts)
     assert mac not in b.log() and flipped not in b.log()
@@ -286,7 +231,7 @@ def test_bad_tokens_never_reach_a_server(token_farm):
     # and the real token still works
     res = probe(farm.port, "alice", extra=("--load-balance-info", "Cookie: msts=" + token))
     assert res["ok"] and res["redirected"] == "0", res
-    wait_until(lambda: len(target_connects(farm.ts[server], "alice")) == 2, 5, "token replay")
+    wait_until(lambda: len(farm.ts[server].connects("alice")) == 2, 5, "token replay")
 
 
 def test_server_killed_before_the_reconnect_fails_over(token_farm):
@@ -297,12 +242,12 @@ def test_server_killed_before_the_reconnect_fails_over(token_farm):
     server, token, sid = spliced_session(farm, "alice")
     survivor = other(server)
     freeze_agent(farm.ts[server])
-    kill_target(farm.ts[server])
+    farm.ts[server].kill_target()
     assert b.server(server)["state"] == "up"
     # the client comes back with the token it was given
     res = probe(farm.port, "alice", extra=("--load-balance-info", "Cookie: msts=" + token))
     assert res["ok"] and res["host"] == "127.0.0.1", res
-    landed = wait_until(lambda: target_connects(farm.ts[survivor], "alice"), 5,
+    landed = wait_until(lambda: farm.ts[survivor].connects("alice"), 5,
                         "alice on the survivor")
     assert landed[0]["token"] == "Cookie: msts=" + token     # request bytes unchanged
     assert b.server(server)["state"] == "down"
@@ -312,13 +257,13 @@ def test_server_killed_before_the_reconnect_fails_over(token_farm):
     assert len(downs) == 1 and "unreachable from the broker" in downs[0][4], downs
     splice = [e for e in b.events("splice") if e[2] == "alice"][-1]
     assert splice[1] == survivor and f"failover from {server}" in splice[4], splice
-    assert metrics(b)["tsbroker_splice_failovers_total"] == 1
+    assert b.metrics()["tsbroker_splice_failovers_total"] == 1
     # the broker recorded alice's new placement on the survivor
-    assert user_server(b, "alice") == survivor
+    assert b.user_server("alice") == survivor
     # the whole path again, through the redirect: straight to the survivor
     res = probe(farm.port, "alice")
     assert res["ok"], res
-    wait_until(lambda: len(target_connects(farm.ts[survivor], "alice")) == 2, 5,
+    wait_until(lambda: len(farm.ts[survivor].connects("alice")) == 2, 5,
                "alice back on the survivor")
 
 
@@ -328,29 +273,29 @@ def test_server_down_then_no_server_left(token_farm):
     server, token, sid = spliced_session(farm, "carol")
     survivor = other(server)
     # the agent reports the killed server: it is down before the token returns
-    kill_target(farm.ts[server])
+    farm.ts[server].kill_target()
     wait_until(lambda: b.server(server)["state"] == "down", 10, f"{server} down")
     res = probe(farm.port, "carol", extra=("--load-balance-info", "Cookie: msts=" + token))
     assert res["ok"], res
-    wait_until(lambda: target_connects(farm.ts[survivor], "carol"), 5, "carol on the survivor")
+    wait_until(lambda: farm.ts[survivor].connects("carol"), 5, "carol on the survivor")
     splice = [e for e in b.events("splice") if e[2] == "carol"][-1]
     assert splice[1] == survivor and f"on {server} (down)" in splice[4], splice
     # now the survivor dies too, unseen by the broker: no server is left
     freeze_agent(farm.ts[survivor])
-    kill_target(farm.ts[survivor])
+    farm.ts[survivor].kill_target()
     got = raw_until_closed(farm.port, x224_request("Cookie: msts=" + token))
     assert got == b""
     assert b.server(survivor)["state"] == "down"
     refusals = [e for e in b.events("refusal") if e[2] == "carol"]
     assert len(refusals) == 1 and "no server" in refusals[0][4], refusals
-    assert metrics(b)['tsbroker_splices_total{outcome="refused"}'] == 1
+    assert b.metrics()['tsbroker_splices_total{outcome="refused"}'] == 1
 
 
 def test_idle_and_half_closed_splices_are_cleaned_up(token_farm):
     farm = token_farm(rdp__splice_idle_timeout=3)
     b = farm.broker
     server, token, sid = spliced_session(farm, "dave")
-    wait_until(lambda: metrics(b)[ACTIVE] == 0, 10, "no splice left")
+    wait_until(lambda: b.metrics()[ACTIVE] == 0, 10, "no splice left")
     request = x224_request("Cookie: msts=" + token)
 
     # half-closed: the client sends its request and shuts down its side; the
@@ -362,7 +307,7 @@ def test_idle_and_half_closed_splices_are_cleaned_up(token_farm):
     half.shutdown(socket.SHUT_WR)
     start = time.monotonic()
     assert half.recv(100) == b""
-    wait_until(lambda: metrics(b)[ACTIVE] == 0, 5, "the half-closed splice to end")
+    wait_until(lambda: b.metrics()[ACTIVE] == 0, 5, "the half-closed splice to end")
     assert time.monotonic() - start < 3, "ended by the idle timeout, not the half-close"
     half.close()
 
@@ -371,26 +316,26 @@ def test_idle_and_half_closed_splices_are_cleaned_up(token_farm):
     idle = socket.create_connection(("127.0.0.1", farm.port), timeout=10)
     idle.sendall(request)
     recv_exact(idle, 19)
-    wait_until(lambda: metrics(b)[ACTIVE] == 1, 5, "the idle splice")
+    wait_until(lambda: b.metrics()[ACTIVE] == 1, 5, "the idle splice")
     start = time.monotonic()
     assert idle.recv(100) == b""          # closed by the broker
     assert 2 <= time.monotonic() - start <= 8
-    wait_until(lambda: metrics(b)[ACTIVE] == 0, 5, "the idle splice to end")
+    wait_until(lambda: b.metrics()[ACTIVE] == 0, 5, "the idle splice to end")
     idle.close()
     assert "spliced connection idle for 3 s: closed" in b.log()
-    assert len(target_connects(farm.ts[server], "dave")) == 1   # neither got a session
+    assert len(farm.ts[server].connects("dave")) == 1   # neither got a session
 
 
 def test_trust_cookie_splices_to_the_live_session(token_farm):
     farm = token_farm(rdp__trust_cookie="yes")
     b = farm.broker
     server, token, sid = spliced_session(farm, "erin")
-    wait_until(lambda: user_server(b, "erin", "disconnected") == server, 10,
+    wait_until(lambda: b.user_server("erin", "disconnected") == server, 10,
                "erin's session disconnected")
     # erin again: her cookie takes her straight to her session, no redirect
     res = probe(farm.port, "erin")
     assert res["ok"] and res["redirected"] == "0" and res["host"] == "127.0.0.1", res
-    second = wait_until(lambda: target_connects(farm.ts[server], "erin")[1:], 5,
+    second = wait_until(lambda: farm.ts[server].connects("erin")[1:], 5,
                         "erin's second connection")[0]
     assert second["cookie"] == "erin" and second["token"] == ""
     ev = [e for e in b.events("splice") if e[2] == "erin"]
@@ -399,15 +344,15 @@ def test_trust_cookie_splices_to_the_live_session(token_farm):
     res = probe(farm.port, "fred")
     assert res["ok"] and res["redirected"] == "1", res
     fred = wait_until(lambda: [c for t in farm.ts.values()
-                               for c in target_connects(t, "fred")], 5, "fred at a target")
+                               for c in t.connects("fred")], 5, "fred at a target")
     assert TOKEN_RE.match(fred[0]["token"]) and fred[0]["cookie"] == ""
     # erin's server unreachable: the cookie is not spliced, it is marked down
     # and FreeRDP places erin on the survivor as usual
     freeze_agent(farm.ts[server])
-    kill_target(farm.ts[server])
+    farm.ts[server].kill_target()
     res = probe(farm.port, "erin")
     assert res["ok"] and res["redirected"] == "1", res
-    wait_until(lambda: target_connects(farm.ts[other(server)], "erin"), 5, "erin moved")
+    wait_until(lambda: farm.ts[other(server)].connects("erin"), 5, "erin moved")
     assert b.server(server)["state"] == "down"
 
 
@@ -428,13 +373,13 @@ def test_tokens_survive_a_broker_kill9(token_farm):
     # the token issued before the crash still leads to gina's session
     res = probe(farm.port, "gina", extra=("--load-balance-info", "Cookie: msts=" + token))
     assert res["ok"] and res["redirected"] == "0", res
-    connects = wait_until(lambda: target_connects(farm.ts[server], "gina")[1:], 5,
+    connects = wait_until(lambda: farm.ts[server].connects("gina")[1:], 5,
                           "gina back after the restart")
     assert token_of(connects[0]) == (token, sid)
-    assert connects[0]["session"] == target_connects(farm.ts[server], "gina")[0]["session"]
+    assert connects[0]["session"] == farm.ts[server].connects("gina")[0]["session"]
     # a token the restarted broker issues is signed with the same key
     res = probe(farm.port, "gina")
     assert res["ok"] and res["redirected"] == "1", res
-    third = wait_until(lambda: target_connects(farm.ts[server], "gina")[2:], 5,
+    third = wait_until(lambda: farm.ts[server].connects("gina")[2:], 5,
                        "gina through a fresh token")[0]
     assert token_of(third)[1] == sid

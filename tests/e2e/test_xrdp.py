@@ -19,8 +19,7 @@ import time
 
 import pytest
 
-from conftest import free_port, wait_until
-from test_agent import Agent
+from farm import Agent, free_port, stop, wait_until
 
 NEEDED = ["/usr/sbin/xrdp", "/usr/sbin/xrdp-sesman", "/usr/bin/Xvnc", "/usr/bin/xfreerdp",
           "/usr/bin/xvfb-run", "/usr/share/xrdp/socksetup"]
@@ -52,38 +51,9 @@ def spawn(args, log, **kw):
         out.close()
 
 
-def group_members(pgid):
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                continue
-            if int(fields[2]) == pgid and fields[0] not in "ZX":
-                out.append(int(d))
-    return out
-
-
-def stop_group(p, timeout=5):
+def stop_group(p):
     """Ends a process we started in its own session, and all of its group."""
-    if p is None:
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(p.pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + timeout
-        while group_members(p.pid) and time.monotonic() < deadline:
-            try:
-                p.wait(0.05)
-            except subprocess.TimeoutExpired:
-                pass
-        if not group_members(p.pid):
-            break
-    p.wait(timeout)
+    stop(p, timeout=5, group=True)
 
 
 def pids_of_uid(uid):

@@ -1,0 +1,634 @@
+"""The e2e farm library: every suite builds its farm from these pieces, and
+no test module is imported by another.
+
+  Broker            a tsbroker process with its config, admin CLI, HTTPS
+                    requests, /metrics and read-only views of its database
+  Agent             a tsagent process with its own config and log
+  Target            a terminal server: build/rdptarget and the Agent that
+                    reports its sessions file; start_targets() adds and
+                    starts several and waits until the broker has them up
+  probe, Holder     build/rdpprobe, once (its RESULT parsed) or held open
+  XFreeRDP          Debian's stock client under Xvfb, in its own group
+  Api               the admin JSON API with a bearer token
+  make_cert         a self-signed certificate for a name
+  wait_until, free_port, stop, group_members, heartbeat_body, ...
+
+Processes are owned by the object that started them and ended by its
+stop(); the fixtures (conftest.py) and the suites call stop() at teardown.
+TSBROKER_BUILD selects the binaries (default build/; make asan-test uses
+build-asan/). The raw RDP client is its own module, rawrdp.py.
+"""
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.path.abspath(os.environ.get("TSBROKER_BUILD") or os.path.join(ROOT, "build"))
+TSBROKER = os.path.join(BUILD, "tsbroker")
+TSAGENT = os.path.join(BUILD, "tsagent")
+RDPTARGET = os.path.join(BUILD, "rdptarget")
+RDPPROBE = os.path.join(BUILD, "rdpprobe")
+HAVE_TOOLS = all(os.access(p, os.X_OK) for p in (RDPTARGET, RDPPROBE, TSAGENT))
+
+# skip marks for what `make` and `tools/deps.sh test` provide (under
+# TSBROKER_NO_SKIP=1 a skip fails the run: conftest.py)
+needs_tools = pytest.mark.skipif(not HAVE_TOOLS, reason="build/rdptarget, build/rdpprobe "
+                                 "and build/tsagent are needed (make)")
+needs_xfreerdp = pytest.mark.skipif(
+    not (os.access("/usr/bin/xfreerdp", os.X_OK) and os.access("/usr/bin/xvfb-run", os.X_OK)),
+    reason="xfreerdp (freerdp2-x11) and xvfb-run (xvfb) are needed (tools/deps.sh test)")
+
+
+# ---- waiting, ports, processes ------------------------------------------------
+
+def wait_until(pred, timeout=10.0, what="condition", interval=0.05):
+    """Polls pred() until it returns a true value (returned) or fails the test."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def free_port(*hosts):
+    """A TCP port free on every host given (default 127.0.0.1)."""
+    hosts = hosts or ("127.0.0.1",)
+    for _ in range(200):
+        s = socket.socket()
+        s.bind((hosts[0], 0))
+        port = s.getsockname()[1]
+        s.close()
+        ok = True
+        for h in hosts[1:]:
+            t = socket.socket()
+            try:
+                t.bind((h, port))
+            except OSError:
+                ok = False
+            finally:
+                t.close()
+        if ok:
+            return port
+    raise RuntimeError("no free port")
+
+
+def group_members(pgid):
+    """{pid: command line} of the live (not zombie) processes in group pgid."""
+    found = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()     # state ppid pgrp ...
+        if int(fields[2]) == pgid and fields[0] not in "ZX":
+            found[int(d)] = cmd
+    return found
+
+
+def stop(proc, sig=signal.SIGTERM, timeout=10, group=False):
+    """Ends proc and reaps it: sig, then SIGKILL after timeout. group=True
+    (a process started with start_new_session=True): the signals go to its
+    whole process group, and it waits until the group is gone."""
+    if proc is None:
+        return
+    for s in (sig, signal.SIGKILL):
+        try:
+            if group:
+                os.killpg(proc.pid, s)
+            elif proc.poll() is None:
+                proc.send_signal(s)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                proc.wait(0.05)
+            except subprocess.TimeoutExpired:
+                continue
+            if not group or not group_members(proc.pid):
+                return
+        timeout = 5
+
+
+def parse_kv(line):
+    return dict(w.split("=", 1) for w in line.split() if "=" in w)
+
+
+def make_cert(directory, cn):
+    """(certificate, key) paths of a new self-signed RSA certificate for cn."""
+    cert, key = os.path.join(directory, f"{cn}.crt"), os.path.join(directory, f"{cn}.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", f"/CN={cn}", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+# ---- the broker -----------------------------------------------------------------
+
+class Broker:
+    """A tsbroker in its own directory; conf as section__key=value, e.g.
+    rdp__mode="token"."""
+
+    def __init__(self, workdir, rdp_port=None, **conf):
+        self.dir = str(workdir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.rdp_port = rdp_port or free_port()
+        self.http_port = free_port()
+        self.db = os.path.join(self.dir, "state.db")
+        self.cert = os.path.join(self.dir, "broker.crt")
+        self.key = os.path.join(self.dir, "broker.key")
+        sections = {
+            "state": {"path": self.db},
+            "rdp": {"listen": f"127.0.0.1:{self.rdp_port}", "certificate": self.cert,
+                    "private_key": self.key, "handshake_timeout": 5},
+            "http": {"listen": f"127.0.0.1:{self.http_port}"},
+            "health": {"heartbeat_interval": 1, "down_after": 3},
+            "placement": {"pending_ttl": 30},
+        }
+        for key, value in conf.items():
+            section, name = key.split("__", 1)
+            sections.setdefault(section, {})[name] = value
+        self.conf = os.path.join(self.dir, "broker.conf")
+        with open(self.conf, "w") as f:
+            for section, keys in sections.items():
+                f.write(f"[{section}]\n")
+                for k, v in keys.items():
+                    f.write(f"{k} = {v}\n")
+        self.proc = None
+        self.log_path = os.path.join(self.dir, "broker.log")
+        self.out_path = os.path.join(self.dir, "broker.out")
+        self.admin_password = None
+
+    # -- process --------------------------------------------------------
+    def start(self, expect_ready=True):
+        self.out_offset = os.path.getsize(self.out_path) if os.path.exists(self.out_path) else 0
+        self.out = open(self.out_path, "a")
+        self.err = open(self.log_path, "a")
+        self.proc = subprocess.Popen([TSBROKER, "-f", self.conf, "-v"], stdout=self.out,
+                                     stderr=self.err, cwd=self.dir)
+        if expect_ready:
+            wait_until(lambda: "tsbroker ready" in self.stdout(new=True)
+                       or self.proc.poll() is not None, 15, "the broker to start")
+            assert self.proc.poll() is None, f"broker exited: {self.log()}"
+            for line in self.stdout(new=True).splitlines():
+                if line.startswith("First admin password"):
+                    self.admin_password = line.rsplit(" ", 1)[1]
+        return self
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for f in (getattr(self, "out", None), getattr(self, "err", None)):
+            if f:
+                f.close()
+        return self.proc.returncode if self.proc else None
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.out.close()
+        self.err.close()
+
+    def stdout(self, new=False):
+        """What the broker printed; new=True: since the last start."""
+        with open(self.out_path) as f:
+            f.seek(self.out_offset if new else 0)
+            return f.read()
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    # -- admin commands -----------------------------------------------------
+    def cli(self, *args, input=None, check=True):
+        p = subprocess.run([TSBROKER, "-f", self.conf, *map(str, args)], input=input,
+                           capture_output=True, text=True, timeout=30, cwd=self.dir)
+        if check and p.returncode != 0:
+            raise AssertionError(f"tsbroker {' '.join(map(str, args))}: {p.returncode} "
+                                 f"{p.stdout} {p.stderr}")
+        return p
+
+    def add_server(self, name, address="127.0.0.2", **opts):
+        """server add; returns the agent's token."""
+        args = ["server", "add", name, "--address", address]
+        for k, v in opts.items():
+            args += ["--" + k.replace("_", "-"), str(v)]
+        return self.cli(*args).stdout.strip().splitlines()[-1]
+
+    def admin_token(self, name="tests"):
+        """A bearer token for the admin API (admin token add)."""
+        return self.cli("admin", "token", "add", name).stdout.strip().splitlines()[-1]
+
+    # -- HTTPS ----------------------------------------------------------
+    def ssl_context(self):
+        ctx = ssl.create_default_context(cafile=self.cert)
+        return ctx
+
+    def request(self, method, path, body=None, token=None, headers=None, raw=None):
+        """(status, parsed JSON or text) for one HTTPS request to the broker."""
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(f"https://127.0.0.1:{self.http_port}{path}", data=data,
+                                     method=method)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, context=self.ssl_context(), timeout=10) as r:
+                status, text = r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            status, text = e.code, e.read().decode()
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, text
+
+    def heartbeat(self, token, body):
+        return self.request("POST", "/api/v1/heartbeat", body, token=token)
+
+    def metrics(self):
+        """{series: value} from /metrics (open to loopback without a login;
+        it reads the store, so it answers while a writer holds the lock)."""
+        status, text = self.request("GET", "/metrics")
+        assert status == 200, text
+        return {k: float(v) for k, v in re.findall(r"^([^#\s]\S*) (\S+)$", text, re.M)}
+
+    # -- state, read straight from the database (read-only) ---------------
+    def query(self, sql, *args):
+        db = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+        try:
+            return db.execute(sql, args).fetchall()
+        finally:
+            db.close()
+
+    def server(self, name):
+        rows = self.query("SELECT state, admin_state, cpu_percent, mem_total_kb, "
+                          "mem_available_kb, ncpu, load1, last_heartbeat, quarantined_until "
+                          "FROM servers WHERE name = ?", name)
+        if not rows:
+            return None
+        keys = ("state", "admin_state", "cpu_percent", "mem_total_kb", "mem_available_kb",
+                "ncpu", "load1", "last_heartbeat", "quarantined_until")
+        return dict(zip(keys, rows[0]))
+
+    def sessions(self, server=None, state=None):
+        """[(user, server, state, remote_id)] of sessions that are not ended."""
+        sql = ("SELECT e.user, v.name, e.state, e.remote_id FROM sessions e JOIN servers v "
+               "ON v.id = e.server_id WHERE e.state != 'ended'")
+        rows = self.query(sql + " ORDER BY e.user, v.name")
+        return [r for r in rows if (server is None or r[1] == server)
+                and (state is None or r[2] == state)]
+
+    def user_server(self, user, state=None):
+        """The server the broker has user's session on (None if none)."""
+        rows = [r for r in self.sessions(state=state) if r[0] == user]
+        return rows[0][1] if rows else None
+
+    def events(self, kind=None):
+        rows = self.query("SELECT kind, server, user, client, detail FROM events ORDER BY id")
+        return [r for r in rows if kind is None or r[0] == kind]
+
+
+def heartbeat_body(name, sessions=(), accepting=True, port=3389, known=True):
+    body = {
+        "name": name, "version": "test",
+        "rdp": {"address": "127.0.0.2", "port": port, "accepting": accepting},
+        "load": {"ncpu": 2, "cpu_percent": 10.0, "load1": 0.5, "mem_total_kb": 1000000,
+                 "mem_available_kb": 500000},
+        "sessions": [{"user": u, "domain": "", "id": f"id-{u}", "state": s, "since": 0}
+                     for (u, s) in sessions] if known else None,
+    }
+    if not known:
+        body["sessions_error"] = "test: provider failed"
+    return body
+
+
+# ---- agents and terminal servers ------------------------------------------------
+
+class Agent:
+    """A tsagent process with its own config file (NAME.conf) and log
+    (NAME.log) in workdir; extra config keys override the defaults."""
+
+    def __init__(self, workdir, broker, token, name="ts1", rdp_port=3389, sessions="auto",
+                 **extra):
+        self.dir = str(workdir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.token = token
+        self.conf = os.path.join(self.dir, f"{name}.conf")
+        self.log_path = os.path.join(self.dir, f"{name}.log")
+        keys = {"name": name, "broker": f"https://127.0.0.1:{broker.http_port}",
+                "token": token, "ca": broker.cert, "rdp_address": "127.0.0.1",
+                "rdp_port": rdp_port, "sessions": sessions, "interval": 1,
+                "retry_max": 2, "connect_timeout": 2, "timeout": 5}
+        keys.update(extra)
+        with open(self.conf, "w") as f:
+            f.write("[agent]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items()))
+        os.chmod(self.conf, 0o600)
+        self.proc = None
+        self.err = None
+
+    def start(self):
+        self.err = open(self.log_path, "a")
+        self.proc = subprocess.Popen([TSAGENT, "-f", self.conf, "-v"],
+                                     stdout=subprocess.DEVNULL, stderr=self.err)
+        return self
+
+    def _close(self):
+        if self.err:
+            self.err.close()
+            self.err = None
+
+    def stop(self, sig=signal.SIGTERM, timeout=5):
+        """Ends the agent with sig; fails the test if it does not stop."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                pytest.fail(f"tsagent did not stop on signal {sig}")
+        self._close()
+        return self.proc.returncode if self.proc else None
+
+    def kill9(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self._close()
+
+    def once(self):
+        return subprocess.run([TSAGENT, "-f", self.conf, "--once"], capture_output=True,
+                              text=True, timeout=30)
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+
+class Target:
+    """One terminal server: an rdptarget on ADDRESS:PORT (its own certificate
+    for ADDRESS, or cert=(certificate, key)) and, with a broker and token, the
+    tsagent that reports its sessions file (file: provider) to the broker.
+    Restart semantics: start(restore=True) starts rdptarget on the sessions
+    file it left (--restore, sessions held across a crash); output(new=True)
+    is what the current run printed."""
+
+    def __init__(self, workdir, name, address, port, broker=None, token=None, cert=None):
+        self.dir = str(workdir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.name, self.address, self.port = name, address, port
+        self.broker, self.token = broker, token
+        self.sessions = os.path.join(self.dir, "sessions.json")
+        self.out_path = os.path.join(self.dir, "rdptarget.out")
+        self.cert, self.key = cert or make_cert(self.dir, address)
+        self.target = self.agent = None
+        self.files = []
+
+    def _open(self, name):
+        f = open(os.path.join(self.dir, name), "a")
+        self.files.append(f)
+        return f
+
+    def start_target(self, restore=False):
+        cmd = [RDPTARGET, "--listen", f"{self.address}:{self.port}", "--cert", self.cert,
+               "--key", self.key, "--sessions", self.sessions, "--name", self.name]
+        if restore:
+            cmd.append("--restore")
+        self.out_offset = os.path.getsize(self.out_path) if os.path.exists(self.out_path) else 0
+        self.target = subprocess.Popen(cmd, stdout=self._open("rdptarget.out"),
+                                       stderr=self._open("rdptarget.log"))
+        wait_until(lambda: "LISTENING" in self.output(new=True) or self.target.poll() is not None,
+                   10, f"{self.name}'s rdptarget to listen")
+        assert self.target.poll() is None, f"rdptarget {self.name} exited"
+
+    def start_agent(self):
+        self.agent = Agent(self.dir, self.broker, self.token, name=self.name,
+                           rdp_address=self.address, rdp_port=self.port,
+                           sessions=f"file:{self.sessions}").start()
+
+    def start(self, restore=False):
+        self.start_target(restore)
+        self.start_agent()
+
+    def stop_agent(self):
+        """The agent stops (SIGTERM): no more heartbeats."""
+        if self.agent is not None:
+            self.agent.stop()
+        self.agent = None
+
+    def kill_target(self):
+        """SIGKILL the RDP service (the agent is left alone)."""
+        self.target.send_signal(signal.SIGKILL)
+        self.target.wait(10)
+
+    def kill9(self):
+        """The server fails: its RDP service and its agent die at once."""
+        for p in (self.target, self.agent and self.agent.proc):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+        if self.target is not None:
+            self.target.wait(10)
+        if self.agent is not None:
+            self.agent.kill9()
+
+    def stop(self):
+        if self.agent is not None:
+            if self.agent.proc.poll() is None:
+                self.agent.proc.send_signal(signal.SIGCONT)   # a test may have frozen it
+            self.agent.stop()
+        stop(self.target)
+        for f in self.files:
+            f.close()
+        self.files = []
+
+    def output(self, new=False):
+        with open(self.out_path) as f:
+            if new:
+                f.seek(self.out_offset)
+            return f.read()
+
+    def connects(self, user=None):
+        """[{user, domain, token, cookie, client, session}] of the CONNECT lines
+        (all runs); token and cookie as the target received them (unescaped)."""
+        found = []
+        for line in self.output().splitlines():
+            if line.startswith("CONNECT "):
+                c = parse_kv(line)
+                for k in ("token", "cookie"):
+                    if k in c:
+                        c[k] = urllib.parse.unquote(c[k])
+                found.append(c)
+        return [c for c in found if user is None or c["user"] == user]
+
+
+def connects_at(targets, user):
+    """[(name, CONNECT record)] of user's connections at targets {name: Target}."""
+    return [(n, c) for n, t in targets.items() for c in t.connects(user)]
+
+
+def start_targets(broker, root, servers, **opts):
+    """Adds each of servers {name: (address, port)} to the broker (opts:
+    server add's options, e.g. max_sessions=100), starts its target and
+    agent under root/NAME, and waits until the broker has them all up.
+    Returns {name: Target}; the caller stops them (Target.stop)."""
+    targets = {}
+    try:
+        for name, (address, port) in servers.items():
+            token = broker.add_server(name, address, port=port, **opts)
+            targets[name] = Target(os.path.join(str(root), name), name, address, port,
+                                   broker, token)
+            targets[name].start()
+        wait_until(lambda: all((broker.server(n) or {}).get("state") == "up" for n in targets),
+                   15, f"{', '.join(targets)} up")
+    except BaseException:
+        for t in targets.values():
+            t.stop()
+        raise
+    return targets
+
+
+# ---- clients ----------------------------------------------------------------
+
+def probe_cmd(port, user, host="127.0.0.1", hold=0, timeout=20, source=None, extra=()):
+    cmd = [RDPPROBE, "--host", host, "--port", str(port), "--user", user, "--password", "pw",
+           "--timeout", str(timeout), *extra]
+    if hold:
+        cmd += ["--hold", str(hold)]
+    if source:
+        cmd += ["--source", source]
+    return cmd
+
+
+def parse_result(stdout, returncode):
+    """rdpprobe's RESULT line as a dict (ok: bool, host, port, redirected, reason)."""
+    lines = [l for l in stdout.splitlines() if l.startswith("RESULT ")]
+    assert len(lines) == 1, f"rdpprobe printed {stdout!r}"
+    words = lines[0].split()
+    res = parse_kv(lines[0])
+    res["ok"] = words[1] == "ok"
+    assert res["ok"] == (returncode == 0), (stdout, returncode)
+    return res
+
+
+def probe(port, user, host="127.0.0.1", hold=0, timeout=20, source=None, extra=()):
+    """One rdpprobe connection through the broker (or to host): its RESULT,
+    parsed. extra: more rdpprobe arguments (--load-balance-info ...)."""
+    p = subprocess.run(probe_cmd(port, user, host, hold, timeout, source, extra),
+                       capture_output=True, text=True, timeout=timeout + hold + 30)
+    return parse_result(p.stdout, p.returncode)
+
+
+class Holder:
+    """An rdpprobe that stays connected (--hold) until it is stopped or killed."""
+
+    def __init__(self, port, user, hold=600, source=None, timeout=60, host="127.0.0.1"):
+        self.user = user
+        self.proc = subprocess.Popen(probe_cmd(port, user, host, hold=hold, timeout=timeout,
+                                               source=source),
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
+
+    def result(self, timeout=30):
+        out, _ = self.proc.communicate(timeout=timeout)
+        return parse_result(out, self.proc.returncode)
+
+    def stop(self, sig=signal.SIGTERM):
+        stop(self.proc, sig)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+class XFreeRDP:
+    """The stock client under Xvfb (its defaults: TLS and NLA offered,
+    certificates ignored); its own process group, ended as a whole."""
+
+    def __init__(self, port, user, logpath, domain=None):
+        self.log = open(logpath, "w")
+        who = f"{domain}\\{user}" if domain else user
+        self.proc = subprocess.Popen(["xvfb-run", "-a", "xfreerdp", f"/v:127.0.0.1:{port}",
+                                      f"/u:{who}", "/p:pw", "/cert:ignore"],
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def stop(self):
+        stop(self.proc, group=True)
+        self.log.close()
+
+
+# ---- the broker's admin API ----------------------------------------------------
+
+class Api:
+    """The admin JSON API with a bearer token (tsbroker admin token add)."""
+
+    def __init__(self, broker, token):
+        self.broker, self.token = broker, token
+
+    def call(self, method, path, expect=200):
+        status, body = self.broker.request(method, path, token=self.token)
+        assert status == expect, f"{method} {path}: {status} {body}"
+        return body
+
+    def servers(self):
+        return {s["name"]: s for s in self.call("GET", "/api/v1/servers")["servers"]}
+
+    def sessions(self, **query):
+        query.setdefault("limit", 100000)
+        body = self.call("GET", "/api/v1/sessions?" + urllib.parse.urlencode(query))
+        assert not body["truncated"], body["total"]
+        return body["sessions"]
+
+    def live(self, users=None):
+        """{user: [session, ...]} of the sessions that are not ended."""
+        out = {}
+        for s in self.sessions():
+            if users is None or s["user"] in users:
+                out.setdefault(s["user"], []).append(s)
+        return out
+
+    def events(self, since=0, kind=None):
+        """Events after id `since`, oldest first."""
+        body = self.call("GET", f"/api/v1/events?since={since}&limit=1000")
+        assert len(body["events"]) < 1000, "too many events to read at once"
+        evs = sorted(body["events"], key=lambda e: e["id"])
+        return [e for e in evs if kind is None or e["kind"] == kind]
+
+    def last_event_id(self):
+        evs = self.call("GET", "/api/v1/events?limit=1")["events"]
+        return evs[0]["id"] if evs else 0
+
+    def drain(self, name):
+        return self.call("POST", f"/api/v1/servers/{name}/drain")
+
+    def enable(self, name):
+        return self.call("POST", f"/api/v1/servers/{name}/enable")
+
+
+def address_server(addresses, host):
+    """The server name whose address is host (None for another host)."""
+    return next((n for n, a in addresses.items() if a == host), None)
