@@ -5,6 +5,6 @@ FUZZERS += fuzz_agent_conf fuzz_sessions fuzz_admin
 fuzz_agent_conf_SRCS := agent/conf.c agent/sessions.c
 fuzz_agent_conf_LIBS := $(call PKG_LIBS,libsystemd)
 fuzz_sessions_SRCS :=
-fuzz_admin_SRCS := broker/http/api_admin.c broker/http/http_reply.c broker/state/store.c broker/state/placement.c broker/state/farm.c \
+fuzz_admin_SRCS := broker/http/api_admin.c broker/http/http_reply.c $(STORE_SRC) broker/state/farm.c \
 	broker/core/crypto.c broker/core/conf.c $(B)/schema.c
 fuzz_admin_LIBS := $(call PKG_LIBS,sqlite3 openssl)
