@@ -24,7 +24,7 @@ test_reconcile_OBJS := $(B)/broker/state/reconcile.o $(B)/broker/state/placement
 	$(B)/broker/state/states.o $(B)/broker/common/util.o
 # test_store: the store contract (store.h only, any engine); test_store_sqlite:
 # what only the SQLite engine has (its file, data_version, a full disk, upgrades)
-test_store_OBJS := $(STORE_OBJ) $(B)/broker/state/health.o $(B)/broker/core/conf.o $(COMMON_OBJ)
+test_store_OBJS := $(B)/tests/unit/store_fx.o $(STORE_OBJ) $(B)/broker/state/health.o $(B)/broker/core/conf.o $(COMMON_OBJ)
 test_store_LIBS := $(call PKG_LIBS,sqlite3) $(COMMON_LIBS)
 test_store_sqlite_OBJS := $(test_store_OBJS)
 test_store_sqlite_LIBS := $(test_store_LIBS)

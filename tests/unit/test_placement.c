@@ -11,7 +11,7 @@
 static struct pl_server
 srv(int64_t id, const char *name, int weight)
 {
-	struct pl_server s = { .id = id, .name = name, .up = 1, .weight = weight,
+	struct pl_server s = { .id = id, .name = name, .state = SERVER_UP, .weight = weight,
 	    .max_sessions = 1000 };
 	return s;
 }
@@ -58,9 +58,9 @@ static void
 test_reconnect_disconnected_active_pending(void **state)
 {
 	struct pl_server s[3] = { srv(1, "a", 100), srv(2, "b", 100), srv(3, "c", 100) };
-	struct pl_session disc = { 10, 3, PL_DISCONNECTED, 100 };
-	struct pl_session act = { 11, 1, PL_ACTIVE, 100 };
-	struct pl_session pend = { 12, 2, PL_PENDING, 100 };
+	struct pl_session disc = { 10, 3, SESSION_DISCONNECTED, 100 };
+	struct pl_session act = { 11, 1, SESSION_ACTIVE, 100 };
+	struct pl_session pend = { 12, 2, SESSION_PENDING, 100 };
 	struct pl_decision d;
 
 	s[2].sessions = 50;	/* c is the busiest: reconnect still wins */
@@ -82,19 +82,19 @@ test_reconnect_prefers_disconnected_then_recent(void **state)
 {
 	struct pl_server s[3] = { srv(1, "a", 100), srv(2, "b", 100), srv(3, "c", 100) };
 	struct pl_session sess[3] = {
-		{ 10, 1, PL_ACTIVE, 300 },
-		{ 11, 2, PL_DISCONNECTED, 100 },
-		{ 12, 3, PL_DISCONNECTED, 200 },
+		{ 10, 1, SESSION_ACTIVE, 300 },
+		{ 11, 2, SESSION_DISCONNECTED, 100 },
+		{ 12, 3, SESSION_DISCONNECTED, 200 },
 	};
 	struct pl_decision d;
 
 	assert_int_equal(pick(s, 3, sess, 3, &d), 0);
 	assert_int_equal(d.session, 2);
 	assert_string_equal(s[d.server].name, "c");
-	sess[2].state = PL_ACTIVE;	/* now one disconnected: b */
+	sess[2].state = SESSION_ACTIVE;	/* now one disconnected: b */
 	assert_int_equal(pick(s, 3, sess, 3, &d), 0);
 	assert_string_equal(s[d.server].name, "b");
-	sess[1].state = PL_ACTIVE;	/* all active: the most recent, a */
+	sess[1].state = SESSION_ACTIVE;	/* all active: the most recent, a */
 	assert_int_equal(pick(s, 3, sess, 3, &d), 0);
 	assert_string_equal(s[d.server].name, "a");
 }
@@ -103,10 +103,10 @@ static void
 test_draining_keeps_reconnects_no_new_users(void **state)
 {
 	struct pl_server s[2] = { srv(1, "a", 100), srv(2, "b", 100) };
-	struct pl_session sess = { 10, 1, PL_DISCONNECTED, 1 };
+	struct pl_session sess = { 10, 1, SESSION_DISCONNECTED, 1 };
 	struct pl_decision d;
 
-	s[0].draining = 1;
+	s[0].admin = ADMIN_DRAINING;
 	s[1].sessions = 100;	/* a would win on load, but drains */
 	assert_int_equal(pick(s, 2, &sess, 1, &d), 0);
 	assert_int_equal(d.reconnect, 1);
@@ -114,7 +114,7 @@ test_draining_keeps_reconnects_no_new_users(void **state)
 	assert_int_equal(pick(s, 2, NULL, 0, &d), 0);
 	assert_int_equal(d.reconnect, 0);
 	assert_string_equal(s[d.server].name, "b");
-	s[1].draining = 1;
+	s[1].admin = ADMIN_DRAINING;
 	assert_int_equal(pick(s, 2, NULL, 0, &d), PLACEMENT_NO_SERVER);
 }
 
@@ -122,7 +122,7 @@ static void
 test_max_sessions(void **state)
 {
 	struct pl_server s[2] = { srv(1, "a", 100), srv(2, "b", 100) };
-	struct pl_session sess = { 10, 1, PL_ACTIVE, 1 };
+	struct pl_session sess = { 10, 1, SESSION_ACTIVE, 1 };
 	struct pl_decision d;
 
 	s[0].max_sessions = 3;
@@ -142,12 +142,12 @@ static void
 test_down_and_quarantined_excluded(void **state)
 {
 	struct pl_server s[3] = { srv(1, "a", 100), srv(2, "b", 100), srv(3, "c", 100) };
-	struct pl_session on_down = { 10, 1, PL_DISCONNECTED, 1 };
-	struct pl_session pend_q = { 11, 2, PL_PENDING, 1 };
-	struct pl_session act_q = { 12, 2, PL_ACTIVE, 1 };
+	struct pl_session on_down = { 10, 1, SESSION_DISCONNECTED, 1 };
+	struct pl_session pend_q = { 11, 2, SESSION_PENDING, 1 };
+	struct pl_session act_q = { 12, 2, SESSION_ACTIVE, 1 };
 	struct pl_decision d;
 
-	s[0].up = 0;
+	s[0].state = SERVER_DOWN;
 	s[1].quarantined = 1;
 	s[2].sessions = 10;
 	assert_int_equal(pick(s, 3, NULL, 0, &d), 0);
@@ -163,7 +163,7 @@ test_down_and_quarantined_excluded(void **state)
 	assert_int_equal(pick(s, 3, &act_q, 1, &d), 0);
 	assert_int_equal(d.reconnect, 1);
 	assert_string_equal(s[d.server].name, "b");
-	s[2].up = 0;
+	s[2].state = SERVER_DOWN;
 	assert_int_equal(pick(s, 3, NULL, 0, &d), PLACEMENT_NO_SERVER);
 }
 
