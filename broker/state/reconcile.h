@@ -68,8 +68,8 @@ struct rc_plan {
 
 /* Plans heartbeat hb of a server whose stored health is state, with its
  * stored rows (not ended; rows[i].state as stored, before the beat) into
- * out, its changes written to changes[0..cap). seen is scratch of nrows
- * bytes. 0 or RECONCILE_TOO_MANY. */
+ * out, its changes written to changes[0..cap). seen (nrows bytes) is set
+ * to which rows a reported session matched. 0 or RECONCILE_TOO_MANY. */
 int reconcile_heartbeat(enum server_state state, const struct wire_heartbeat *hb,
     const struct rc_row *rows, size_t nrows, unsigned char *seen,
     struct rc_change *changes, size_t cap, struct rc_plan *out);
