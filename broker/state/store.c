@@ -31,6 +31,9 @@ struct load_cache {
 	uint64_t gen;			/* the engine's generation it reflects */
 	struct store_load *rows;	/* sorted by id; sv[i].name points into rows[i] */
 	struct pl_server *sv;
+	/* rows[i]'s quarantined_until and min_expires, dense for the scan of
+	 * every server at each decision */
+	int64_t *q_until, *min_expires;
 	unsigned char *dirty;
 	size_t n;
 };
@@ -41,6 +44,8 @@ struct store {
 	pthread_mutex_t lock;
 	struct load_cache lc;
 	int write;			/* the transaction open is a write */
+	int have_gen;			/* gen was read in this transaction */
+	uint64_t gen;
 	int lc_current;			/* lc reflects this transaction's start: its
 					 * own commit keeps it current */
 };
@@ -60,8 +65,11 @@ begin(struct store *st, int write)
 	}
 	st->write = write;
 	st->lc_current = 0;
-	if (write && st->lc.valid && st->e->generation(st->db, &g) == 0 && g == st->lc.gen)
-		st->lc_current = 1;
+	st->have_gen = write && st->lc.valid && st->e->generation(st->db, &g) == 0;
+	if (st->have_gen) {
+		st->gen = g;
+		st->lc_current = g == st->lc.gen;
+	}
 	return 0;
 }
 
@@ -73,8 +81,8 @@ end_locked(struct store *st, int r)
 {
 	uint64_t g;
 
-	r = st->e->end(st->db, r);
-	if (r == 0 && st->lc_current && st->e->generation(st->db, &g) == 0)
+	r = st->e->end(st->db, r, &g);
+	if (r == 0 && st->lc_current && g != 0)
 		st->lc.gen = g;
 	st->lc_current = 0;
 	return r;
@@ -99,20 +107,27 @@ lc_clear(struct load_cache *lc)
 {
 	free(lc->rows);
 	free(lc->sv);
+	free(lc->q_until);
+	free(lc->min_expires);
 	free(lc->dirty);
 	memset(lc, 0, sizeof(*lc));
 }
 
-/* Placement's view of a loaded row at now. */
-static struct pl_server
-lc_server(const struct store_load *w, int64_t now)
+/* Slot i from its loaded row at now. */
+static void
+lc_set(struct load_cache *lc, size_t i, int64_t now)
 {
+	const struct store_load *w = &lc->rows[i];
 	struct pl_server p = { .id = w->id, .name = w->name, .state = w->state,
 	    .admin = w->admin, .quarantined = w->quarantined_until > now,
 	    .weight = w->weight, .max_sessions = w->max_sessions,
 	    .sessions = w->sessions, .pending = w->pending,
 	    .cpu_percent = w->cpu_percent };
-	return p;
+
+	lc->sv[i] = p;
+	lc->q_until[i] = w->quarantined_until;
+	lc->min_expires[i] = w->min_expires;
+	lc->dirty[i] = 0;
 }
 
 /* Index of server id, or -1. */
@@ -124,9 +139,9 @@ lc_find(const struct load_cache *lc, int64_t id)
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 
-		if (lc->rows[mid].id == id)
+		if (lc->sv[mid].id == id)
 			return (ssize_t)mid;
-		if (lc->rows[mid].id < id)
+		if (lc->sv[mid].id < id)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -161,13 +176,16 @@ lc_load(struct store *st, uint64_t gen, int64_t now)
 	if ((r = st->e->load_all(st->db, now, &nl.rows, &nl.n)) != 0)
 		goto fail;
 	nl.sv = calloc(nl.n + 1, sizeof(*nl.sv));
+	nl.q_until = calloc(nl.n + 1, sizeof(*nl.q_until));
+	nl.min_expires = calloc(nl.n + 1, sizeof(*nl.min_expires));
 	nl.dirty = calloc(nl.n + 1, 1);
-	if (nl.sv == NULL || nl.dirty == NULL) {
+	if (nl.sv == NULL || nl.q_until == NULL || nl.min_expires == NULL ||
+	    nl.dirty == NULL) {
 		r = STORE_ERR;
 		goto fail;
 	}
 	for (size_t i = 0; i < nl.n; i++)
-		nl.sv[i] = lc_server(&nl.rows[i], now);
+		lc_set(&nl, i, now);
 	nl.valid = 1;
 	nl.gen = gen;
 	st->lc = nl;
@@ -188,7 +206,9 @@ lc_update(struct store *st, int64_t now)
 	uint64_t gen;
 	int r;
 
-	if ((r = st->e->generation(st->db, &gen)) != 0)
+	if (st->have_gen)
+		gen = st->gen;		/* read at begin, in this transaction */
+	else if ((r = st->e->generation(st->db, &gen)) != 0)
 		return r;
 	if (lc->valid && gen != lc->gen)
 		lc->valid = 0;
@@ -196,16 +216,16 @@ lc_update(struct store *st, int64_t now)
 		if (!lc->valid && (r = lc_load(st, gen, now)) != 0)
 			return r;
 		for (size_t i = 0; i < lc->n && lc->valid; i++) {
-			if (lc->dirty[i] || lc->rows[i].min_expires <= now) {
-				r = st->e->load_one(st->db, lc->rows[i].id, now, &lc->rows[i]);
+			if (lc->dirty[i] || lc->min_expires[i] <= now) {
+				r = st->e->load_one(st->db, lc->sv[i].id, now, &lc->rows[i]);
 				if (r == STORE_NOT_FOUND)
 					lc->valid = 0;	/* removed meanwhile: reload */
 				else if (r != 0)
 					return r;
-				lc->dirty[i] = 0;
-				lc->sv[i] = lc_server(&lc->rows[i], now);
+				else
+					lc_set(lc, i, now);
 			}
-			lc->sv[i].quarantined = lc->rows[i].quarantined_until > now;
+			lc->sv[i].quarantined = lc->q_until[i] > now;
 		}
 		if (lc->valid) {
 			st->lc_current = st->write;
@@ -502,12 +522,9 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 		*out = res;
 		if (placed_on != 0 && st->lc.valid && (size_t)d.server < st->lc.n) {
 			/* the new pending placement counts at once */
-			struct store_load *w = &st->lc.rows[d.server];
-
-			w->pending++;
 			st->lc.sv[d.server].pending++;
-			if (req->now + req->pending_ttl_ms < w->min_expires)
-				w->min_expires = req->now + req->pending_ttl_ms;
+			if (req->now + req->pending_ttl_ms < st->lc.min_expires[d.server])
+				st->lc.min_expires[d.server] = req->now + req->pending_ttl_ms;
 		}
 	} else
 		st->lc.valid = 0;
@@ -527,7 +544,7 @@ store_pending_expire(struct store *st, int64_t now, int *expired)
 	/* what ended here expired by now: only servers with such a counted
 	 * placement (min_expires <= now) can have lost one */
 	for (size_t i = 0; *expired > 0 && st->lc.valid && i < st->lc.n; i++)
-		if (st->lc.rows[i].min_expires <= now)
+		if (st->lc.min_expires[i] <= now)
 			st->lc.dirty[i] = 1;
 	return end(st, r);
 }

@@ -47,10 +47,14 @@ struct store_engine {
 	void (*close)(struct store_db *db);
 	/* write: the transaction will write (take the write lock now) */
 	int (*begin)(struct store_db *db, int write);
-	/* Commits when r is 0, else rolls back; r or the commit's error. */
-	int (*end)(struct store_db *db, int r);
-	/* A number that changes with every commit, by this connection or any
-	 * other; read inside a transaction, it stays until that one ends. */
+	/* Commits when r is 0, else rolls back; r or the commit's error. On
+	 * a commit of a write transaction in which generation was read, *gen
+	 * is the generation this commit made (not counting later commits by
+	 * others); else 0. */
+	int (*end)(struct store_db *db, int r, uint64_t *gen);
+	/* A number that changes with every commit, by this store or any
+	 * other; read inside a write transaction, it stays until that one
+	 * ends (the write lock keeps other commits out). */
 	int (*generation)(struct store_db *db, uint64_t *gen);
 
 	/* servers; *id: the server changed (0 if none) */

@@ -26,6 +26,7 @@ struct store_db {
 	uint32_t commits;	/* this connection's write commits: PRAGMA
 				 * data_version counts only the other connections' */
 	int writing;		/* the open transaction began as a write */
+	int64_t version;	/* PRAGMA data_version read in it, or -1 */
 };
 
 static int
@@ -230,14 +231,19 @@ static int
 sq_begin(struct store_db *d, int write)
 {
 	d->writing = write;
+	d->version = -1;
 	return write ? EXEC(d, "BEGIN IMMEDIATE", "") : EXEC(d, "BEGIN", "");
 }
 
 static int
-sq_end(struct store_db *d, int r)
+sq_end(struct store_db *d, int r, uint64_t *gen)
 {
-	if (r == 0 && (r = EXEC(d, "COMMIT", "")) == 0 && d->writing)
+	*gen = 0;
+	if (r == 0 && (r = EXEC(d, "COMMIT", "")) == 0 && d->writing) {
 		d->commits++;
+		if (d->version >= 0)
+			*gen = (uint64_t)d->version << 32 | d->commits;
+	}
 	if (r != 0 && !sqlite3_get_autocommit(d->db))
 		(void)EXEC(d, "ROLLBACK", "");
 	return r;
@@ -249,8 +255,10 @@ sq_generation(struct store_db *d, uint64_t *gen)
 	struct one o;
 	int r;
 
-	if ((r = row_one(d, prep(d, "PRAGMA data_version", ""), COLS(one_int), &o)) == 0)
+	if ((r = row_one(d, prep(d, "PRAGMA data_version", ""), COLS(one_int), &o)) == 0) {
+		d->version = o.v;
 		*gen = (uint64_t)o.v << 32 | d->commits;
+	}
 	return r;
 }
 
@@ -611,16 +619,16 @@ sq_heartbeat_apply(struct store_db *d, int64_t id, const struct wire_heartbeat *
 
 /* ---- placement ---- */
 
-/* Every server (where_s) with its counts at ?1 (sessions, where_e). */
-#define SQL_LOAD(where_e, where_s) \
-    "SELECT s.id, s.name, s.state, s.admin_state, s.quarantined_until, s.weight, " \
-    "s.max_sessions, s.cpu_percent, coalesce(c.sessions, 0), coalesce(c.pending, 0), " \
-    "coalesce(c.min_expires, 9223372036854775807) FROM servers s LEFT JOIN (SELECT " \
-    "server_id, count(*) FILTER (WHERE state IN ('active', 'disconnected')) AS " \
-    "sessions, count(*) FILTER (WHERE state = 'pending' AND expires > ?1) AS pending, " \
-    "min(expires) FILTER (WHERE state = 'pending' AND expires > ?1) AS min_expires " \
-    "FROM sessions WHERE " where_e "state IN ('active', 'disconnected', 'pending') " \
-    "GROUP BY server_id) c ON c.server_id = s.id " where_s
+/* The servers' placement inputs (where_s), and their counts at ?1 (where_e):
+ * two queries, as a join would build an index on the fly for 10,000. */
+#define SQL_LOAD_SERVERS(where_s) "SELECT id, name, state, admin_state, " \
+    "quarantined_until, weight, max_sessions, cpu_percent, 0, 0, " \
+    "9223372036854775807 FROM servers " where_s
+#define SQL_LOAD_COUNTS(where_e) "SELECT server_id, count(*) FILTER (WHERE state IN " \
+    "('active', 'disconnected')), count(*) FILTER (WHERE state = 'pending' AND " \
+    "expires > ?1), coalesce(min(expires) FILTER (WHERE state = 'pending' AND " \
+    "expires > ?1), 9223372036854775807) FROM sessions WHERE " where_e "state IN " \
+    "('active', 'disconnected', 'pending') GROUP BY server_id"
 
 #define LD(type, f) COL(type, struct store_load, f)
 static const struct col load_cols[] = {
@@ -628,19 +636,65 @@ static const struct col load_cols[] = {
 	LD('I', weight), LD('I', max_sessions), LD('D', cpu_percent), LD('I', sessions),
 	LD('I', pending), LD('L', min_expires),
 };
+static const struct col count_cols[] = {
+	LD('L', id), LD('I', sessions), LD('I', pending), LD('L', min_expires),
+};
+
+static int
+load_cmp(const void *a, const void *b)
+{
+	int64_t x = ((const struct store_load *)a)->id, y = ((const struct store_load *)b)->id;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Steps s (SQL_LOAD_COUNTS) into the matching rows of l[0..n), sorted by id. */
+static int
+load_counts(struct store_db *d, sqlite3_stmt *s, struct store_load *l, size_t n)
+{
+	struct store_load c, *w;
+	int rc, r = 0;
+
+	if (s == NULL)
+		return STORE_ERR;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		(void)row_map(s, COLS(count_cols), &c);
+		if ((w = bsearch(&c, l, n, sizeof(*l), load_cmp)) == NULL)
+			continue;
+		w->sessions = c.sessions;
+		w->pending = c.pending;
+		w->min_expires = c.min_expires;
+	}
+	if (rc != SQLITE_DONE)
+		r = DB_ERROR(d, rc);
+	done(d, s);
+	return r;
+}
 
 static int
 sq_load_all(struct store_db *d, int64_t now, struct store_load **out, size_t *n)
 {
-	return rows_all(d, prep(d, SQL_LOAD("", "ORDER BY s.id"), "I", now), sizeof(**out),
-	    COLS(load_cols), out, n);
+	int r;
+
+	if ((r = rows_all(d, prep(d, SQL_LOAD_SERVERS("ORDER BY id"), ""), sizeof(**out),
+	    COLS(load_cols), out, n)) != 0)
+		return r;
+	return load_counts(d, prep(d, SQL_LOAD_COUNTS(""), "I", now), *out, *n);
 }
 
 static int
 sq_load_one(struct store_db *d, int64_t id, int64_t now, struct store_load *out)
 {
-	return row_one(d, prep(d, SQL_LOAD("server_id = ?2 AND ", "WHERE s.id = ?2"), "II",
-	    now, id), COLS(load_cols), out);
+	struct store_load w;
+	int r;
+
+	if ((r = row_one(d, prep(d, SQL_LOAD_SERVERS("WHERE id = ?"), "I", id),
+	    COLS(load_cols), &w)) != 0 ||
+	    (r = load_counts(d, prep(d, SQL_LOAD_COUNTS("server_id = ?2 AND "), "II", now,
+	    id), &w, 1)) != 0)
+		return r;
+	*out = w;
+	return 0;
 }
 
 static const struct col pl_session_cols[] = {
