@@ -353,7 +353,8 @@ cli_run(const struct conf *c, int argc, char **argv)
 	char err[512];
 	int r;
 
-	if ((st = store_open(c->state_path, err, sizeof(err))) == NULL) {
+	if ((st = store_open_engine(c->state_engine, c->state_path, err,
+	    sizeof(err))) == NULL) {
 		fprintf(stderr, "tsbroker: %s\n", err);
 		return 1;
 	}
