@@ -29,13 +29,12 @@ static const struct store_engine *const engines[] = { &store_engine_sqlite };
 struct load_cache {
 	int valid;			/* 0: load everything before the next use */
 	uint64_t gen;			/* the engine's generation it reflects */
-	struct store_load *rows;	/* sorted by id; sv[i].name points into rows[i] */
-	struct pl_server *sv;
-	/* rows[i]'s quarantined_until and min_expires, dense for the scan of
-	 * every server at each decision */
-	int64_t *q_until, *min_expires;
+	struct pl_server *sv;		/* sorted by id; names owned */
+	int64_t *q_until;		/* quarantined_until */
+	int64_t *min_expires;		/* earliest expiry of a counted pending, or INT64_MAX */
 	unsigned char *dirty;
-	size_t n;
+	size_t n, cap;
+	int64_t now;			/* of the load under way */
 };
 
 struct store {
@@ -105,7 +104,8 @@ end(struct store *st, int r)
 static void
 lc_clear(struct load_cache *lc)
 {
-	free(lc->rows);
+	for (size_t i = 0; i < lc->n; i++)
+		free((char *)lc->sv[i].name);
 	free(lc->sv);
 	free(lc->q_until);
 	free(lc->min_expires);
@@ -113,21 +113,67 @@ lc_clear(struct load_cache *lc)
 	memset(lc, 0, sizeof(*lc));
 }
 
-/* Slot i from its loaded row at now. */
-static void
-lc_set(struct load_cache *lc, size_t i, int64_t now)
+/* Slot i from a loaded row at lc->now. */
+static int
+lc_set(struct load_cache *lc, size_t i, const struct store_load *w)
 {
-	const struct store_load *w = &lc->rows[i];
-	struct pl_server p = { .id = w->id, .name = w->name, .state = w->state,
-	    .admin = w->admin, .quarantined = w->quarantined_until > now,
-	    .weight = w->weight, .max_sessions = w->max_sessions,
-	    .sessions = w->sessions, .pending = w->pending,
-	    .cpu_percent = w->cpu_percent };
+	struct pl_server p = { .id = w->id, .state = w->state, .admin = w->admin,
+	    .quarantined = w->quarantined_until > lc->now, .weight = w->weight,
+	    .max_sessions = w->max_sessions, .sessions = w->sessions,
+	    .pending = w->pending, .cpu_percent = w->cpu_percent };
 
+	if ((p.name = strdup(w->name)) == NULL)
+		return STORE_ERR;
+	free((char *)lc->sv[i].name);
 	lc->sv[i] = p;
 	lc->q_until[i] = w->quarantined_until;
 	lc->min_expires[i] = w->min_expires;
 	lc->dirty[i] = 0;
+	return 0;
+}
+
+/* A row of a whole load (engine's load, in id order): appended. */
+static int
+lc_append(void *ctx, const struct store_load *w)
+{
+	struct load_cache *lc = ctx;
+
+	if (lc->n == lc->cap) {
+		size_t cap = lc->cap ? lc->cap * 2 : 64;
+		void *a = realloc(lc->sv, cap * sizeof(*lc->sv));
+
+		if (a != NULL)
+			lc->sv = a;
+		if (a == NULL || (a = realloc(lc->q_until, cap * sizeof(int64_t))) == NULL)
+			return STORE_ERR;
+		lc->q_until = a;
+		if ((a = realloc(lc->min_expires, cap * sizeof(int64_t))) == NULL)
+			return STORE_ERR;
+		lc->min_expires = a;
+		if ((a = realloc(lc->dirty, cap)) == NULL)
+			return STORE_ERR;
+		lc->dirty = a;
+		lc->cap = cap;
+	}
+	lc->sv[lc->n].name = NULL;
+	if (lc_set(lc, lc->n, w) != 0)
+		return STORE_ERR;
+	lc->n++;
+	return 0;
+}
+
+/* Slot *(size_t *)ctx re-read. */
+struct lc_slot {
+	struct load_cache *lc;
+	size_t i;
+};
+
+static int
+lc_replace(void *ctx, const struct store_load *w)
+{
+	struct lc_slot *s = ctx;
+
+	return lc_set(s->lc, s->i, w);
 }
 
 /* Index of server id, or -1. */
@@ -168,31 +214,18 @@ lc_touch(struct store *st, int64_t id)
 static int
 lc_load(struct store *st, uint64_t gen, int64_t now)
 {
-	struct load_cache nl;
+	struct load_cache *lc = &st->lc;
 	int r;
 
-	lc_clear(&st->lc);
-	memset(&nl, 0, sizeof(nl));
-	if ((r = st->e->load_all(st->db, now, &nl.rows, &nl.n)) != 0)
-		goto fail;
-	nl.sv = calloc(nl.n + 1, sizeof(*nl.sv));
-	nl.q_until = calloc(nl.n + 1, sizeof(*nl.q_until));
-	nl.min_expires = calloc(nl.n + 1, sizeof(*nl.min_expires));
-	nl.dirty = calloc(nl.n + 1, 1);
-	if (nl.sv == NULL || nl.q_until == NULL || nl.min_expires == NULL ||
-	    nl.dirty == NULL) {
-		r = STORE_ERR;
-		goto fail;
+	lc_clear(lc);
+	lc->now = now;
+	if ((r = st->e->load(st->db, 0, now, lc_append, lc)) != 0) {
+		lc_clear(lc);
+		return r;
 	}
-	for (size_t i = 0; i < nl.n; i++)
-		lc_set(&nl, i, now);
-	nl.valid = 1;
-	nl.gen = gen;
-	st->lc = nl;
+	lc->valid = 1;
+	lc->gen = gen;
 	return 0;
- fail:
-	lc_clear(&nl);
-	return r;
 }
 
 /* Brings the cache up to date at now (inside a transaction, lock held):
@@ -217,13 +250,14 @@ lc_update(struct store *st, int64_t now)
 			return r;
 		for (size_t i = 0; i < lc->n && lc->valid; i++) {
 			if (lc->dirty[i] || lc->min_expires[i] <= now) {
-				r = st->e->load_one(st->db, lc->sv[i].id, now, &lc->rows[i]);
+				struct lc_slot slot = { lc, i };
+
+				lc->now = now;
+				r = st->e->load(st->db, lc->sv[i].id, now, lc_replace, &slot);
 				if (r == STORE_NOT_FOUND)
 					lc->valid = 0;	/* removed meanwhile: reload */
 				else if (r != 0)
 					return r;
-				else
-					lc_set(lc, i, now);
 			}
 			lc->sv[i].quarantined = lc->q_until[i] > now;
 		}

@@ -83,10 +83,11 @@ struct store_engine {
 	    const struct wire_heartbeat *hb, const struct rc_plan *plan, int64_t now);
 
 	/* placement */
-	int (*load_all)(struct store_db *db, int64_t now, struct store_load **out,
-	    size_t *n);
-	int (*load_one)(struct store_db *db, int64_t id, int64_t now,
-	    struct store_load *out);
+	/* each(ctx, row) for every server (id 0) or for server id, in id
+	 * order, at now; each returns 0 or a STORE_* code, which stops the
+	 * load and is returned. STORE_NOT_FOUND if id names no server. */
+	int (*load)(struct store_db *db, int64_t id, int64_t now,
+	    int (*each)(void *ctx, const struct store_load *w), void *ctx);
 	/* the user's active and disconnected sessions and unexpired pending
 	 * placements */
 	int (*user_sessions)(struct store_db *db, const char *user, int64_t now,

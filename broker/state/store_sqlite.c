@@ -619,16 +619,15 @@ sq_heartbeat_apply(struct store_db *d, int64_t id, const struct wire_heartbeat *
 
 /* ---- placement ---- */
 
-/* The servers' placement inputs (where_s), and their counts at ?1 (where_e):
- * two queries, as a join would build an index on the fly for 10,000. */
-#define SQL_LOAD_SERVERS(where_s) "SELECT id, name, state, admin_state, " \
-    "quarantined_until, weight, max_sessions, cpu_percent, 0, 0, " \
-    "9223372036854775807 FROM servers " where_s
-#define SQL_LOAD_COUNTS(where_e) "SELECT server_id, count(*) FILTER (WHERE state IN " \
-    "('active', 'disconnected')), count(*) FILTER (WHERE state = 'pending' AND " \
-    "expires > ?1), coalesce(min(expires) FILTER (WHERE state = 'pending' AND " \
-    "expires > ?1), 9223372036854775807) FROM sessions WHERE " where_e "state IN " \
-    "('active', 'disconnected', 'pending') GROUP BY server_id"
+/* The servers' placement inputs (all, or WHERE id = ?2) with their counts
+ * at ?1, in id order: index lookups per server (sessions_server). */
+#define SQL_LOAD(where) "SELECT s.id, s.name, s.state, s.admin_state, " \
+    "s.quarantined_until, s.weight, s.max_sessions, s.cpu_percent, (SELECT count(*) " \
+    "FROM sessions WHERE server_id = s.id AND state IN ('active', 'disconnected')), " \
+    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'pending' AND " \
+    "expires > ?1), (SELECT coalesce(min(expires), 9223372036854775807) FROM sessions " \
+    "WHERE server_id = s.id AND state = 'pending' AND expires > ?1) FROM servers s " \
+    where " ORDER BY s.id"
 
 #define LD(type, f) COL(type, struct store_load, f)
 static const struct col load_cols[] = {
@@ -636,65 +635,27 @@ static const struct col load_cols[] = {
 	LD('I', weight), LD('I', max_sessions), LD('D', cpu_percent), LD('I', sessions),
 	LD('I', pending), LD('L', min_expires),
 };
-static const struct col count_cols[] = {
-	LD('L', id), LD('I', sessions), LD('I', pending), LD('L', min_expires),
-};
 
 static int
-load_cmp(const void *a, const void *b)
+sq_load(struct store_db *d, int64_t id, int64_t now,
+    int (*each)(void *ctx, const struct store_load *w), void *ctx)
 {
-	int64_t x = ((const struct store_load *)a)->id, y = ((const struct store_load *)b)->id;
-
-	return x < y ? -1 : x > y;
-}
-
-/* Steps s (SQL_LOAD_COUNTS) into the matching rows of l[0..n), sorted by id. */
-static int
-load_counts(struct store_db *d, sqlite3_stmt *s, struct store_load *l, size_t n)
-{
-	struct store_load c, *w;
-	int rc, r = 0;
+	sqlite3_stmt *s = id ? prep(d, SQL_LOAD("WHERE s.id = ?2"), "II", now, id) :
+	    prep(d, SQL_LOAD(""), "I", now);
+	struct store_load w;
+	int rc = SQLITE_DONE, r = 0, rows = 0;
 
 	if (s == NULL)
 		return STORE_ERR;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		(void)row_map(s, COLS(count_cols), &c);
-		if ((w = bsearch(&c, l, n, sizeof(*l), load_cmp)) == NULL)
-			continue;
-		w->sessions = c.sessions;
-		w->pending = c.pending;
-		w->min_expires = c.min_expires;
+	while (r == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		memset(&w, 0, sizeof(w));
+		r = row_map(s, COLS(load_cols), &w) == 0 ? each(ctx, &w) : STORE_ERR;
+		rows++;
 	}
-	if (rc != SQLITE_DONE)
+	if (r == 0 && rc != SQLITE_DONE)
 		r = DB_ERROR(d, rc);
 	done(d, s);
-	return r;
-}
-
-static int
-sq_load_all(struct store_db *d, int64_t now, struct store_load **out, size_t *n)
-{
-	int r;
-
-	if ((r = rows_all(d, prep(d, SQL_LOAD_SERVERS("ORDER BY id"), ""), sizeof(**out),
-	    COLS(load_cols), out, n)) != 0)
-		return r;
-	return load_counts(d, prep(d, SQL_LOAD_COUNTS(""), "I", now), *out, *n);
-}
-
-static int
-sq_load_one(struct store_db *d, int64_t id, int64_t now, struct store_load *out)
-{
-	struct store_load w;
-	int r;
-
-	if ((r = row_one(d, prep(d, SQL_LOAD_SERVERS("WHERE id = ?"), "I", id),
-	    COLS(load_cols), &w)) != 0 ||
-	    (r = load_counts(d, prep(d, SQL_LOAD_COUNTS("server_id = ?2 AND "), "II", now,
-	    id), &w, 1)) != 0)
-		return r;
-	*out = w;
-	return 0;
+	return r == 0 && id != 0 && rows == 0 ? STORE_NOT_FOUND : r;
 }
 
 static const struct col pl_session_cols[] = {
@@ -970,8 +931,7 @@ const struct store_engine store_engine_sqlite = {
 	.server_quarantine = sq_server_quarantine,
 	.heartbeat_read = sq_heartbeat_read,
 	.heartbeat_apply = sq_heartbeat_apply,
-	.load_all = sq_load_all,
-	.load_one = sq_load_one,
+	.load = sq_load,
 	.user_sessions = sq_user_sessions,
 	.placement_insert = sq_placement_insert,
 	.placement_refresh = sq_placement_refresh,
