@@ -2,12 +2,13 @@
 # engine, the rules of placement and heartbeat reconciliation, the states),
 # the farm's n+1 summary, health, and the schema embedded from schema/NNN_*.sql.
 # STORE_SRC/STORE_OBJ: what a program using store.h links (fuzz, bench).
-STORE_SRC := broker/state/store.c broker/state/store_sqlite.c broker/state/reconcile.c \
+STORE_SRC := broker/state/store.c broker/state/store_sqlite.c broker/state/sqlite_db.c \
+	broker/state/reconcile.c \
 	broker/state/states.c broker/state/placement.c
 STORE_OBJ := $(STORE_SRC:%.c=$(B)/%.o) $(B)/schema.o
 STATE_SRC := $(STORE_SRC) broker/state/health.c broker/state/farm.c
 STATE_LIBS := $(call PKG_LIBS,sqlite3)
-$(B)/broker/state/store_sqlite.o: CFLAGS += $(call PKG_CFLAGS,sqlite3)
+$(B)/broker/state/sqlite_db.o: CFLAGS += $(call PKG_CFLAGS,sqlite3)
 
 # schema/NNN_*.sql embedded in the binary, applied in order by store.c
 SCHEMA_SQL := $(sort $(wildcard schema/[0-9][0-9][0-9]_*.sql))

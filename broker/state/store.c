@@ -95,6 +95,14 @@ end(struct store *st, int r)
 	return r;
 }
 
+/* An event of this operation, in its transaction, when r is 0. */
+static int
+event(struct store *st, int r, int64_t now, const char *kind, const char *server,
+    const char *detail)
+{
+	return r != 0 ? r : st->e->event_add(st->db, now, kind, server, NULL, NULL, detail, 0);
+}
+
 /* One engine operation in a transaction of its own: its result. */
 #define ONE(st, write, op, ...) ({ int r_ = begin(st, write); \
     r_ != 0 ? r_ : end(st, (st)->e->op((st)->db, __VA_ARGS__)); })
@@ -369,6 +377,7 @@ store_server_add(struct store *st, const struct store_server *spec,
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	r = st->e->server_add(st->db, spec, token_hash, now);
+	r = event(st, r, now, "server_added", spec->name, spec->address);
 	lc_touch(st, 0);
 	return end(st, r);
 }
@@ -380,7 +389,7 @@ store_server_remove(struct store *st, const char *name, int64_t now)
 
 	if ((r = begin(st, 1)) != 0)
 		return r;
-	r = st->e->server_remove(st->db, name, now);
+	r = event(st, st->e->server_remove(st->db, name), now, "server_removed", name, NULL);
 	lc_touch(st, 0);
 	return end(st, r);
 }
@@ -393,8 +402,8 @@ store_server_drain(struct store *st, const char *name, int draining, int64_t now
 
 	if ((r = begin(st, 1)) != 0)
 		return r;
-	r = st->e->server_admin(st->db, name, draining ? ADMIN_DRAINING : ADMIN_ENABLED,
-	    now, &id);
+	r = st->e->server_admin(st->db, name, draining ? ADMIN_DRAINING : ADMIN_ENABLED, &id);
+	r = event(st, r, now, draining ? "drain" : "enable", name, NULL);
 	if (id != 0)
 		lc_touch(st, id);
 	return end(st, r);
@@ -433,12 +442,15 @@ store_server_auth(struct store *st, const char *token_hash, int64_t *id, char *n
 int
 store_server_down(struct store *st, int64_t id, const char *reason, int64_t now)
 {
+	char name[WIRE_NAME_MAX];
 	int r, changed;
 
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	lc_touch(st, id);
-	r = st->e->server_down(st->db, id, reason, now, &changed);
+	r = st->e->server_down(st->db, id, reason, now, name, &changed);
+	if (r == 0 && changed)
+		r = event(st, r, now, "server_down", name, reason);
 	return end(st, r);
 }
 
@@ -446,11 +458,13 @@ int
 store_server_quarantine(struct store *st, int64_t id, int64_t until,
     const char *reason, int64_t now)
 {
+	char name[WIRE_NAME_MAX];
 	int r;
 
 	if ((r = begin(st, 1)) != 0)
 		return r;
-	r = st->e->server_quarantine(st->db, id, until, reason, now);
+	r = st->e->server_quarantine(st->db, id, until, name);
+	r = event(st, r, now, "quarantine", name, reason);
 	lc_touch(st, id);
 	return end(st, r);
 }
@@ -467,13 +481,14 @@ store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat 
 	struct rc_plan plan;
 	enum server_state state;
 	enum admin_state admin;
+	char name[WIRE_NAME_MAX];
 	size_t n = 0, cap;
 	int r;
 
 	memset(res, 0, sizeof(*res));
 	if ((r = begin(st, 1)) != 0)
 		return r;
-	if ((r = st->e->heartbeat_read(st->db, id, &state, &admin,
+	if ((r = st->e->heartbeat_read(st->db, id, &state, &admin, name,
 	    hb->sessions_known ? &rows : NULL, &n)) != 0)
 		goto out;
 	res->draining = admin == ADMIN_DRAINING;
@@ -489,7 +504,14 @@ store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat 
 		r = STORE_ERR;
 		goto out;
 	}
-	if ((r = st->e->heartbeat_apply(st->db, id, hb, &plan, now)) != 0)
+	if ((r = st->e->heartbeat_apply(st->db, id, hb, &plan, plan.transition == RC_UP ?
+	    "heartbeat" : "RDP port not accepting", now)) != 0)
+		goto out;
+	if (plan.transition == RC_UP)
+		r = event(st, r, now, "server_up", name, "heartbeat with RDP accepting");
+	else if (plan.transition == RC_DOWN)
+		r = event(st, r, now, "server_down", name, "RDP port not accepting");
+	if (r != 0)
 		goto out;
 	res->went_up = plan.transition == RC_UP;
 	res->went_down = plan.transition == RC_DOWN;
@@ -700,7 +722,12 @@ store_event_prune(struct store *st, int64_t before_ms, int keep)
 int
 store_admin_password_set(struct store *st, const char *hash, int64_t now)
 {
-	return ONE(st, 1, admin_password_set, hash, now);
+	int r;
+
+	if ((r = begin(st, 1)) != 0)
+		return r;
+	r = st->e->admin_password_set(st->db, hash, now);
+	return end(st, event(st, r, now, "admin_password", NULL, "admin password set"));
 }
 
 int
@@ -713,7 +740,12 @@ int
 store_admin_token_add(struct store *st, const char *name, const char *token_hash,
     int64_t now)
 {
-	return ONE(st, 1, admin_token_add, name, token_hash, now);
+	int r;
+
+	if ((r = begin(st, 1)) != 0)
+		return r;
+	r = st->e->admin_token_add(st->db, name, token_hash, now);
+	return end(st, event(st, r, now, "admin_token_added", NULL, name));
 }
 
 int
@@ -732,5 +764,10 @@ store_admin_token_list(struct store *st, struct store_admin_token **out, size_t 
 int
 store_admin_token_remove(struct store *st, const char *name, int64_t now)
 {
-	return ONE(st, 1, admin_token_remove, name, now);
+	int r;
+
+	if ((r = begin(st, 1)) != 0)
+		return r;
+	r = st->e->admin_token_remove(st->db, name);
+	return end(st, event(st, r, now, "admin_token_removed", NULL, name));
 }

@@ -4,7 +4,8 @@
  * store.c is the engine-independent layer (the engine chosen at open, the
  * placement load cache, the rules of placement.c and reconcile.c); each
  * engine is one table of operations (store_engine.h): SQLite in
- * store_sqlite.c, the only file that includes sqlite3.h.
+ * store_sqlite.c (its SQL) on sqlite_db.c (the only file that includes
+ * sqlite3.h).
  *
  * Return codes: 0 on success or a STORE_* code below. Database failures are
  * logged once here (with the engine's message) and returned as STORE_ERR or

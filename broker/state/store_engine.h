@@ -57,30 +57,37 @@ struct store_engine {
 	 * ends (the write lock keeps other commits out). */
 	int (*generation)(struct store_db *db, uint64_t *gen);
 
+	/* Events are store.c's (event_add): the operations below write none
+	 * but the bulk ones (pending_expire, session_forget). A name out is a
+	 * WIRE_NAME_MAX buffer: the server's. */
+
 	/* servers; *id: the server changed (0 if none) */
 	int (*server_add)(struct store_db *db, const struct store_server *spec,
 	    const char *token_hash, int64_t now);
-	int (*server_remove)(struct store_db *db, const char *name, int64_t now);
+	int (*server_remove)(struct store_db *db, const char *name);
 	int (*server_admin)(struct store_db *db, const char *name, enum admin_state a,
-	    int64_t now, int64_t *id);
+	    int64_t *id);
 	int (*server_list)(struct store_db *db, struct store_server **out, size_t *n);
 	int (*server_get)(struct store_db *db, const char *name, struct store_server *out);
 	int (*server_auth)(struct store_db *db, const char *token_hash, int64_t *id,
 	    char *name, size_t namelen);
-	/* up/unknown -> down (sessions lost, pending placements ended, an
-	 * event); *changed 0 if it was down already */
+	/* up/unknown -> down (sessions lost, pending placements ended);
+	 * *changed 0 if it was down already */
 	int (*server_down)(struct store_db *db, int64_t id, const char *reason,
-	    int64_t now, int *changed);
+	    int64_t now, char *name, int *changed);
 	int (*server_quarantine)(struct store_db *db, int64_t id, int64_t until,
-	    const char *reason, int64_t now);
+	    char *name);
 
-	/* heartbeats: the server's stored health and admin state, and (if
-	 * rows is not NULL) its sessions that have not ended */
+	/* heartbeats: the server's stored health, admin state and name, and
+	 * (if rows is not NULL) its sessions that have not ended */
 	int (*heartbeat_read)(struct store_db *db, int64_t id, enum server_state *state,
-	    enum admin_state *admin, struct rc_row **rows, size_t *nrows);
-	/* the beat's load and health, then plan (reconcile.c) as one set */
+	    enum admin_state *admin, char *name, struct rc_row **rows, size_t *nrows);
+	/* the beat's load and health, then plan (reconcile.c) as one set;
+	 * reason: the state_reason of the plan's transition (a down one as
+	 * server_down) */
 	int (*heartbeat_apply)(struct store_db *db, int64_t id,
-	    const struct wire_heartbeat *hb, const struct rc_plan *plan, int64_t now);
+	    const struct wire_heartbeat *hb, const struct rc_plan *plan,
+	    const char *reason, int64_t now);
 
 	/* placement */
 	/* each(ctx, row) for every server (id 0) or for server id, in id
@@ -125,7 +132,7 @@ struct store_engine {
 	    char *name, size_t namelen);
 	int (*admin_token_list)(struct store_db *db, struct store_admin_token **out,
 	    size_t *n);
-	int (*admin_token_remove)(struct store_db *db, const char *name, int64_t now);
+	int (*admin_token_remove)(struct store_db *db, const char *name);
 };
 
 /* The engines built in (store_sqlite.c). */

@@ -1,221 +1,18 @@
-/* store_sqlite.c: the SQLite engine of store_engine.h, the only file that
- * includes sqlite3.h. SQL, transactions and row mapping only: the rules are
- * in store.c, placement.c and reconcile.c. WAL, synchronous=FULL,
- * foreign_keys=ON, a busy timeout; schema/NNN_*.sql applied in order by
- * PRAGMA user_version; prepared statements, cached. */
-#include <stdarg.h>
+/* store_sqlite.c: the SQLite engine of store_engine.h: the schema's SQL,
+ * rows mapped by column tables, and the engine's table of operations. The
+ * connection, statements and transactions are sqlite_db.c's (the only file
+ * that includes sqlite3.h). The rules are in store.c, placement.c and
+ * reconcile.c. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <sqlite3.h>
-
-#include "broker/common/log.h"
 #include "broker/common/util.h"
-#include "broker/state/schema.h"
-#include "broker/state/store_engine.h"
+#include "broker/state/sqlite_db.h"
 
-#define STMT_CACHE 128
-
-struct store_db {
-	sqlite3 *db;
-	struct { const char *sql; sqlite3_stmt *stmt; } cache[STMT_CACHE];
-	size_t ncache;
-	uint32_t commits;	/* this connection's write commits: PRAGMA
-				 * data_version counts only the other connections' */
-	int writing;		/* the open transaction began as a write */
-	int64_t version;	/* PRAGMA data_version read in it, or -1 */
-};
-
-static int
-db_error(struct store_db *d, const char *func, int rc)
-{
-	log_msg(LOG_ERROR, func, "database: %s", sqlite3_errmsg(d->db));
-	rc &= 0xff;
-	return rc == SQLITE_FULL || rc == SQLITE_IOERR ? STORE_FULL : STORE_ERR;
-}
-#define DB_ERROR(d, rc) db_error(d, __func__, rc)
-
-/* Returns the cached prepared statement for sql, bound with the values in
- * fmt ('t' text, 'i' int, 'I' int64, 'd' double), or NULL (logged). */
-static sqlite3_stmt *
-prep(struct store_db *d, const char *sql, const char *fmt, ...)
-{
-	sqlite3_stmt *stmt = NULL;
-	va_list ap;
-	size_t i;
-	int rc = SQLITE_OK;
-
-	for (i = 0; i < d->ncache; i++) {
-		if (d->cache[i].sql == sql) {
-			stmt = d->cache[i].stmt;
-			break;
-		}
-	}
-	if (stmt == NULL) {
-		if (sqlite3_prepare_v3(d->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
-		    &stmt, NULL) != SQLITE_OK) {
-			log_error("prepare: %s", sqlite3_errmsg(d->db));
-			return NULL;
-		}
-		if (d->ncache < STMT_CACHE) {
-			d->cache[d->ncache].sql = sql;
-			d->cache[d->ncache++].stmt = stmt;
-		}
-	}
-	va_start(ap, fmt);
-	for (i = 0; fmt[i] != '\0' && rc == SQLITE_OK; i++) {
-		int col = (int)i + 1;
-		switch (fmt[i]) {
-		case 't': rc = sqlite3_bind_text(stmt, col, va_arg(ap, const char *), -1,
-		    SQLITE_TRANSIENT); break;
-		case 'i': rc = sqlite3_bind_int(stmt, col, va_arg(ap, int)); break;
-		case 'I': rc = sqlite3_bind_int64(stmt, col, va_arg(ap, int64_t)); break;
-		case 'd': rc = sqlite3_bind_double(stmt, col, va_arg(ap, double)); break;
-		}
-	}
-	va_end(ap);
-	if (rc != SQLITE_OK) {
-		log_error("bind: %s", sqlite3_errmsg(d->db));
-		sqlite3_reset(stmt);
-		return NULL;
-	}
-	return stmt;
-}
-
-/* Resets a statement from prep() for its next use. */
-static void
-done(struct store_db *d, sqlite3_stmt *stmt)
-{
-	if (stmt == NULL)
-		return;
-	sqlite3_reset(stmt);
-	sqlite3_clear_bindings(stmt);
-	for (size_t i = 0; i < d->ncache; i++)
-		if (d->cache[i].stmt == stmt)
-			return;
-	sqlite3_finalize(stmt);	/* not cached: cache full */
-}
-
-/* Runs a statement that returns no rows; *changes (if not NULL) is how
- * many rows it changed. 0 or a STORE_* code. */
-static int
-exec_stmt(struct store_db *d, sqlite3_stmt *stmt, int *changes)
-{
-	int rc;
-
-	if (changes != NULL)
-		*changes = 0;
-	if (stmt == NULL)
-		return STORE_ERR;
-	rc = sqlite3_step(stmt);
-	done(d, stmt);
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
-			return STORE_EXISTS;
-		return DB_ERROR(d, rc);
-	}
-	if (changes != NULL)
-		*changes = sqlite3_changes(d->db);
-	return 0;
-}
-#define EXEC(d, ...) exec_stmt(d, prep(d, __VA_ARGS__), NULL)
-
-/* ---- row mapping: one table of columns per row type ---- */
-
-/* Column i of a row into the field at off (size bytes) of a struct:
- * 'L' int64, 'I' int, 'D' double, 'T' text, 'S' server state, 'A' admin
- * state, 'E' session state (the enums from their text, states.h). */
-struct col {
-	char type;
-	size_t off, size;
-};
-#define COL(type, T, f) { type, offsetof(T, f), sizeof(((T *)0)->f) }
-#define NCOLS(a) (sizeof(a) / sizeof((a)[0]))
-
-struct cols {
-	const struct col *c;
-	size_t n;
-};
-#define COLS(a) ((struct cols){ a, NCOLS(a) })
-
-/* Fills dst from the current row of s; 0 or -1 (a state's text unknown). */
-static int
-row_map(sqlite3_stmt *s, struct cols cols, void *dst)
-{
-	int r = 0;
-
-	for (size_t i = 0; i < cols.n; i++) {
-		const struct col *c = &cols.c[i];
-		void *p = (char *)dst + c->off;
-		const char *t = strchr("TSAE", c->type) ? (const char *)
-		    sqlite3_column_text(s, (int)i) : NULL;
-
-		switch (c->type) {
-		case 'L': *(int64_t *)p = sqlite3_column_int64(s, (int)i); break;
-		case 'I': *(int *)p = sqlite3_column_int(s, (int)i); break;
-		case 'D': *(double *)p = sqlite3_column_double(s, (int)i); break;
-		case 'T': util_strlcpy(p, t ? t : "", c->size); break;
-		case 'S': r |= server_state_parse(t, p); break;
-		case 'A': r |= admin_state_parse(t, p); break;
-		case 'E': r |= session_state_parse(t, p); break;
-		}
-	}
-	return r;
-}
-
-/* Steps s to its first row into dst. 0, STORE_NOT_FOUND or another
- * STORE_* code. Resets s. */
-static int
-row_one(struct store_db *d, sqlite3_stmt *s, struct cols cols, void *dst)
-{
-	int rc, r;
-
-	if (s == NULL)
-		return STORE_ERR;
-	if ((rc = sqlite3_step(s)) == SQLITE_ROW)
-		r = row_map(s, cols, dst) == 0 ? 0 : STORE_ERR;
-	else
-		r = rc == SQLITE_DONE ? STORE_NOT_FOUND : DB_ERROR(d, rc);
-	done(d, s);
-	return r;
-}
-
-/* Steps s through all its rows into a new array of elem-sized items. *out
- * and *n are set even on error: the caller frees *out. Resets s. */
-static int
-rows_all(struct store_db *d, sqlite3_stmt *s, size_t elem, struct cols cols,
-    void *out, size_t *n)
-{
-	char *list = NULL, *tmp;
-	size_t count = 0, cap = 0;
-	int rc = SQLITE_DONE, r = 0;
-
-	if (s == NULL)
-		r = STORE_ERR;
-	while (r == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if (count == cap) {
-			cap = cap ? cap * 2 : 16;
-			if ((tmp = realloc(list, cap * elem)) == NULL) {
-				r = STORE_ERR;
-				break;
-			}
-			list = tmp;
-		}
-		memset(list + count * elem, 0, elem);
-		if (row_map(s, cols, list + count * elem) != 0)
-			r = STORE_ERR;
-		count++;
-	}
-	if (r == 0 && rc != SQLITE_DONE)
-		r = DB_ERROR(d, rc);
-	done(d, s);
-	*(void **)out = list;
-	*n = count;
-	return r;
-}
+#define EXEC(d, ...) sqldb_exec(d, sqldb_prep(d, __VA_ARGS__), NULL)
 
 /* A single int64 or text column. */
 struct one {
@@ -225,43 +22,6 @@ struct one {
 static const struct col one_int[] = { COL('L', struct one, v) };
 static const struct col one_text[] = { COL('T', struct one, text) };
 
-/* ---- transactions ---- */
-
-static int
-sq_begin(struct store_db *d, int write)
-{
-	d->writing = write;
-	d->version = -1;
-	return write ? EXEC(d, "BEGIN IMMEDIATE", "") : EXEC(d, "BEGIN", "");
-}
-
-static int
-sq_end(struct store_db *d, int r, uint64_t *gen)
-{
-	*gen = 0;
-	if (r == 0 && (r = EXEC(d, "COMMIT", "")) == 0 && d->writing) {
-		d->commits++;
-		if (d->version >= 0)
-			*gen = (uint64_t)d->version << 32 | d->commits;
-	}
-	if (r != 0 && !sqlite3_get_autocommit(d->db))
-		(void)EXEC(d, "ROLLBACK", "");
-	return r;
-}
-
-static int
-sq_generation(struct store_db *d, uint64_t *gen)
-{
-	struct one o;
-	int r;
-
-	if ((r = row_one(d, prep(d, "PRAGMA data_version", ""), COLS(one_int), &o)) == 0) {
-		d->version = o.v;
-		*gen = (uint64_t)o.v << 32 | d->commits;
-	}
-	return r;
-}
-
 static int
 event_insert(struct store_db *d, int64_t now, const char *kind, const char *server,
     const char *user, const char *client, const char *detail, int64_t duration_us)
@@ -270,95 +30,6 @@ event_insert(struct store_db *d, int64_t now, const char *kind, const char *serv
 	    "duration_us) VALUES (?, ?, ?, ?, ?, ?, ?)", "ItttttI", now, kind,
 	    server ? server : "", user ? user : "", client ? client : "",
 	    detail ? detail : "", duration_us);
-}
-
-/* ---- open and migrate ---- */
-
-static int
-migrate(struct store_db *d, char *err, size_t errlen)
-{
-	sqlite3_stmt *s = NULL;
-	int version = 0, latest = (int)schema_migrations[schema_count - 1].version;
-	char *msg = NULL;
-
-	if (sqlite3_prepare_v2(d->db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK ||
-	    sqlite3_step(s) != SQLITE_ROW) {
-		snprintf(err, errlen, "cannot read the schema version: %s",
-		    sqlite3_errmsg(d->db));
-		sqlite3_finalize(s);
-		return STORE_ERR;
-	}
-	version = sqlite3_column_int(s, 0);
-	sqlite3_finalize(s);
-	if (version > latest) {
-		snprintf(err, errlen, "the database has schema version %d, newer than "
-		    "this tsbroker knows (%d): use a newer tsbroker or restore a backup",
-		    version, latest);
-		return STORE_TOO_NEW;
-	}
-	for (size_t i = 0; i < schema_count; i++) {
-		const struct schema_migration *m = &schema_migrations[i];
-		char sql[64];
-
-		if (m->version <= version)
-			continue;
-		snprintf(sql, sizeof(sql), ";PRAGMA user_version = %d; COMMIT;", m->version);
-		if (sqlite3_exec(d->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
-		    sqlite3_exec(d->db, m->sql, NULL, NULL, &msg) != SQLITE_OK ||
-		    sqlite3_exec(d->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-			snprintf(err, errlen, "migration %s failed: %s", m->name,
-			    msg ? msg : sqlite3_errmsg(d->db));
-			sqlite3_free(msg);
-			sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
-			return STORE_ERR;
-		}
-		log_info("applied schema migration %s", m->name);
-	}
-	return 0;
-}
-
-static void
-sq_close(struct store_db *d)
-{
-	if (d == NULL)
-		return;
-	for (size_t i = 0; i < d->ncache; i++)
-		sqlite3_finalize(d->cache[i].stmt);
-	sqlite3_close(d->db);
-	free(d);
-}
-
-static struct store_db *
-sq_open(const char *path, char *err, size_t errlen)
-{
-	struct store_db *d;
-	char *msg = NULL;
-
-	if ((d = calloc(1, sizeof(*d))) == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return NULL;
-	}
-	if (sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-	    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-		snprintf(err, errlen, "%s: %s", path, d->db ? sqlite3_errmsg(d->db) :
-		    "out of memory");
-		goto fail;
-	}
-	sqlite3_busy_timeout(d->db, 5000);
-	sqlite3_extended_result_codes(d->db, 1);
-	/* synchronous=FULL: a committed placement survives a power cut too */
-	if (sqlite3_exec(d->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
-	    "PRAGMA foreign_keys=ON;", NULL, NULL, &msg) != SQLITE_OK) {
-		snprintf(err, errlen, "%s: %s", path, msg ? msg : sqlite3_errmsg(d->db));
-		sqlite3_free(msg);
-		goto fail;
-	}
-	if (migrate(d, err, errlen) != 0)
-		goto fail;
-	return d;
- fail:
-	sq_close(d);
-	return NULL;
 }
 
 /* ---- servers ---- */
@@ -397,9 +68,6 @@ sq_server_add(struct store_db *d, const struct store_server *spec,
 	    "max_sessions, token_hash, state_since, created) VALUES "
 	    "(?, ?, ?, ?, ?, ?, ?, ?, ?)", "ttitiitII", spec->name, spec->address,
 	    spec->port, spec->fqdn, spec->weight, spec->max_sessions, token_hash, now, now);
-	if (r == 0)
-		r = event_insert(d, now, "server_added", spec->name, NULL, NULL,
-		    spec->address, 0);
 	return r;
 }
 
@@ -409,7 +77,7 @@ server_id(struct store_db *d, const char *name, int64_t *id)
 	struct one o;
 	int r;
 
-	if ((r = row_one(d, prep(d, "SELECT id FROM servers WHERE name = ?", "t", name),
+	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT id FROM servers WHERE name = ?", "t", name),
 	    COLS(one_int), &o)) == 0)
 		*id = o.v;
 	return r;
@@ -421,28 +89,25 @@ server_name(struct store_db *d, int64_t id, char *name, size_t n)
 	struct one o;
 	int r;
 
-	if ((r = row_one(d, prep(d, "SELECT name FROM servers WHERE id = ?", "I", id),
+	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT name FROM servers WHERE id = ?", "I", id),
 	    COLS(one_text), &o)) == 0)
 		util_strlcpy(name, o.text, n);
 	return r;
 }
 
 static int
-sq_server_remove(struct store_db *d, const char *name, int64_t now)
+sq_server_remove(struct store_db *d, const char *name)
 {
 	int64_t id;
 	int r;
 
 	if ((r = server_id(d, name, &id)) == 0)
 		r = EXEC(d, "DELETE FROM servers WHERE id = ?", "I", id);
-	if (r == 0)
-		r = event_insert(d, now, "server_removed", name, NULL, NULL, NULL, 0);
 	return r;
 }
 
 static int
-sq_server_admin(struct store_db *d, const char *name, enum admin_state a, int64_t now,
-    int64_t *id)
+sq_server_admin(struct store_db *d, const char *name, enum admin_state a, int64_t *id)
 {
 	int r;
 
@@ -450,23 +115,20 @@ sq_server_admin(struct store_db *d, const char *name, enum admin_state a, int64_
 	if ((r = server_id(d, name, id)) == 0)
 		r = EXEC(d, "UPDATE servers SET admin_state = ? WHERE id = ?", "tI",
 		    admin_state_str(a), *id);
-	if (r == 0)
-		r = event_insert(d, now, a == ADMIN_DRAINING ? "drain" : "enable", name,
-		    NULL, NULL, NULL, 0);
 	return r;
 }
 
 static int
 sq_server_list(struct store_db *d, struct store_server **out, size_t *n)
 {
-	return rows_all(d, prep(d, SQL_SERVER_COLS "ORDER BY s.name", ""), sizeof(**out),
+	return sqldb_rows(d, sqldb_prep(d, SQL_SERVER_COLS "ORDER BY s.name", ""), sizeof(**out),
 	    COLS(server_cols), out, n);
 }
 
 static int
 sq_server_get(struct store_db *d, const char *name, struct store_server *out)
 {
-	return row_one(d, prep(d, SQL_SERVER_COLS "WHERE s.name = ?", "t", name),
+	return sqldb_row(d, sqldb_prep(d, SQL_SERVER_COLS "WHERE s.name = ?", "t", name),
 	    COLS(server_cols), out);
 }
 
@@ -479,7 +141,7 @@ sq_server_auth(struct store_db *d, const char *token_hash, int64_t *id, char *na
 	struct store_server srv;
 	int r;
 
-	if ((r = row_one(d, prep(d, "SELECT id, name FROM servers WHERE token_hash = ?",
+	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT id, name FROM servers WHERE token_hash = ?",
 	    "t", token_hash), COLS(id_name_cols), &srv)) == 0) {
 		*id = srv.id;
 		util_strlcpy(name, srv.name, namelen);
@@ -487,15 +149,15 @@ sq_server_auth(struct store_db *d, const char *token_hash, int64_t *id, char *na
 	return r;
 }
 
-/* Marks server id down: sessions lost, pending placements ended, an event.
- * No-op if it is already down. */
+/* Marks server id down: sessions lost, pending placements ended. No-op if
+ * it is already down. */
 static int
-server_set_down(struct store_db *d, int64_t id, const char *name, const char *reason,
-    int64_t now, int *changed)
+server_set_down(struct store_db *d, int64_t id, const char *reason, int64_t now,
+    int *changed)
 {
 	int r;
 
-	if ((r = exec_stmt(d, prep(d, "UPDATE servers SET state = 'down', "
+	if ((r = sqldb_exec(d, sqldb_prep(d, "UPDATE servers SET state = 'down', "
 	    "state_reason = ?, state_since = ? WHERE id = ? AND state != 'down'", "tII",
 	    reason, now, id), changed)) != 0 || !*changed)
 		return r;
@@ -504,40 +166,36 @@ server_set_down(struct store_db *d, int64_t id, const char *name, const char *re
 	    (r = EXEC(d, "UPDATE sessions SET state = 'ended', updated = ?, expires = 0 "
 	    "WHERE server_id = ? AND state = 'pending'", "II", now, id)) != 0)
 		return r;
-	return event_insert(d, now, "server_down", name, NULL, NULL, reason, 0);
+	return 0;
 }
 
 static int
 sq_server_down(struct store_db *d, int64_t id, const char *reason, int64_t now,
-    int *changed)
+    char *name, int *changed)
 {
-	char name[WIRE_NAME_MAX];
 	int r;
 
 	*changed = 0;
-	if ((r = server_name(d, id, name, sizeof(name))) == 0)
-		r = server_set_down(d, id, name, reason, now, changed);
+	if ((r = server_name(d, id, name, WIRE_NAME_MAX)) == 0)
+		r = server_set_down(d, id, reason, now, changed);
 	return r;
 }
 
 static int
-sq_server_quarantine(struct store_db *d, int64_t id, int64_t until, const char *reason,
-    int64_t now)
+sq_server_quarantine(struct store_db *d, int64_t id, int64_t until, char *name)
 {
-	char name[WIRE_NAME_MAX];
 	int r;
 
-	if ((r = server_name(d, id, name, sizeof(name))) == 0)
+	if ((r = server_name(d, id, name, WIRE_NAME_MAX)) == 0)
 		r = EXEC(d, "UPDATE servers SET quarantined_until = ?, unconfirmed = 0 "
 		    "WHERE id = ?", "II", until, id);
-	if (r == 0)
-		r = event_insert(d, now, "quarantine", name, NULL, NULL, reason, 0);
 	return r;
 }
 
 /* ---- heartbeats ---- */
 
-static const struct col states_cols[] = { SV('S', state), SV('A', admin_state) };
+static const struct col states_cols[] = { SV('S', state), SV('A', admin_state),
+	SV('T', name) };
 static const struct col rc_row_cols[] = {
 	COL('L', struct rc_row, id), COL('T', struct rc_row, user),
 	COL('T', struct rc_row, remote_id), COL('E', struct rc_row, state),
@@ -545,19 +203,20 @@ static const struct col rc_row_cols[] = {
 
 static int
 sq_heartbeat_read(struct store_db *d, int64_t id, enum server_state *state,
-    enum admin_state *admin, struct rc_row **rows, size_t *nrows)
+    enum admin_state *admin, char *name, struct rc_row **rows, size_t *nrows)
 {
 	struct store_server srv;
 	int r;
 
-	if ((r = row_one(d, prep(d, "SELECT state, admin_state FROM servers WHERE id = ?",
-	    "I", id), COLS(states_cols), &srv)) != 0)
+	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT state, admin_state, name FROM servers WHERE "
+	    "id = ?", "I", id), COLS(states_cols), &srv)) != 0)
 		return r;
 	*state = srv.state;
 	*admin = srv.admin_state;
+	util_strlcpy(name, srv.name, WIRE_NAME_MAX);
 	if (rows == NULL)
 		return 0;
-	return rows_all(d, prep(d, "SELECT id, user, remote_id, state FROM sessions "
+	return sqldb_rows(d, sqldb_prep(d, "SELECT id, user, remote_id, state FROM sessions "
 	    "WHERE server_id = ? AND state != 'ended'", "I", id), sizeof(**rows),
 	    COLS(rc_row_cols), rows, nrows);
 }
@@ -589,26 +248,20 @@ change_apply(struct store_db *d, int64_t id, const struct wire_heartbeat *hb,
 
 static int
 sq_heartbeat_apply(struct store_db *d, int64_t id, const struct wire_heartbeat *hb,
-    const struct rc_plan *plan, int64_t now)
+    const struct rc_plan *plan, const char *reason, int64_t now)
 {
-	char name[WIRE_NAME_MAX];
 	int r, changed;
 
-	if ((r = server_name(d, id, name, sizeof(name))) != 0)
-		return r;
 	r = EXEC(d, "UPDATE servers SET last_heartbeat = ?, rdp_accepting = ?, "
 	    "agent_version = ?, ncpu = ?, cpu_percent = ?, load1 = ?, mem_total_kb = ?, "
 	    "mem_available_kb = ?, sessions_known = ? WHERE id = ?", "IitiddIIiI",
 	    now, hb->rdp_accepting, hb->version, hb->ncpu, hb->cpu_percent, hb->load1,
 	    hb->mem_total_kb, hb->mem_available_kb, hb->sessions_known, id);
-	if (r == 0 && plan->transition == RC_UP) {
-		r = EXEC(d, "UPDATE servers SET state = 'up', state_reason = "
-		    "'heartbeat', state_since = ? WHERE id = ?", "II", now, id);
-		if (r == 0)
-			r = event_insert(d, now, "server_up", name, NULL, NULL,
-			    "heartbeat with RDP accepting", 0);
-	} else if (r == 0 && plan->transition == RC_DOWN)
-		r = server_set_down(d, id, name, "RDP port not accepting", now, &changed);
+	if (r == 0 && plan->transition == RC_UP)
+		r = EXEC(d, "UPDATE servers SET state = 'up', state_reason = ?, "
+		    "state_since = ? WHERE id = ?", "tII", reason, now, id);
+	else if (r == 0 && plan->transition == RC_DOWN)
+		r = server_set_down(d, id, reason, now, &changed);
 	for (size_t i = 0; i < plan->nchanges && r == 0; i++)
 		r = change_apply(d, id, hb, &plan->changes[i], now);
 	if (r == 0 && plan->confirmed > 0)
@@ -636,25 +289,32 @@ static const struct col load_cols[] = {
 	LD('I', pending), LD('L', min_expires),
 };
 
+/* The caller's each of sq_load, called with the typed row. */
+struct load_each {
+	int (*each)(void *ctx, const struct store_load *w);
+	void *ctx;
+};
+
+static int
+load_row(void *ctx, const void *row)
+{
+	const struct load_each *l = ctx;
+
+	return l->each(l->ctx, row);
+}
+
 static int
 sq_load(struct store_db *d, int64_t id, int64_t now,
     int (*each)(void *ctx, const struct store_load *w), void *ctx)
 {
-	sqlite3_stmt *s = id ? prep(d, SQL_LOAD("WHERE s.id = ?2"), "II", now, id) :
-	    prep(d, SQL_LOAD(""), "I", now);
+	struct load_each l = { each, ctx };
 	struct store_load w;
-	int rc = SQLITE_DONE, r = 0, rows = 0;
+	size_t rows;
+	int r;
 
-	if (s == NULL)
-		return STORE_ERR;
-	while (r == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		memset(&w, 0, sizeof(w));
-		r = row_map(s, COLS(load_cols), &w) == 0 ? each(ctx, &w) : STORE_ERR;
-		rows++;
-	}
-	if (r == 0 && rc != SQLITE_DONE)
-		r = DB_ERROR(d, rc);
-	done(d, s);
+	r = sqldb_each(d, id ? sqldb_prep(d, SQL_LOAD("WHERE s.id = ?2"), "II", now, id) :
+	    sqldb_prep(d, SQL_LOAD(""), "I", now), COLS(load_cols), &w, sizeof(w),
+	    load_row, &l, &rows);
 	return r == 0 && id != 0 && rows == 0 ? STORE_NOT_FOUND : r;
 }
 
@@ -667,7 +327,7 @@ static int
 sq_user_sessions(struct store_db *d, const char *user, int64_t now,
     struct pl_session **out, size_t *n)
 {
-	return rows_all(d, prep(d, "SELECT id, server_id, state, updated FROM sessions "
+	return sqldb_rows(d, sqldb_prep(d, "SELECT id, server_id, state, updated FROM sessions "
 	    "WHERE user = ?1 AND (state IN ('active', 'disconnected') OR (state = "
 	    "'pending' AND expires > ?2))", "tI", user, now), sizeof(**out),
 	    COLS(pl_session_cols), out, n);
@@ -684,7 +344,7 @@ sq_placement_insert(struct store_db *d, int64_t server_id,
 	    "?, ?, ?)", "IttttIII", server_id, req->user, req->login, req->domain,
 	    req->client, req->now, req->now, req->now + req->pending_ttl_ms);
 	if (r == 0)
-		*session_id = sqlite3_last_insert_rowid(d->db);
+		*session_id = sqldb_last_id(d);
 	return r;
 }
 
@@ -705,7 +365,7 @@ static const struct col target_cols[] = {
 static int
 sq_placement_target(struct store_db *d, int64_t server_id, struct store_place_result *out)
 {
-	return row_one(d, prep(d, "SELECT name, address, fqdn, port FROM servers WHERE "
+	return sqldb_row(d, sqldb_prep(d, "SELECT name, address, fqdn, port FROM servers WHERE "
 	    "id = ?", "I", server_id), COLS(target_cols), out);
 }
 
@@ -725,7 +385,7 @@ sq_pending_expire(struct store_db *d, int64_t now, int *expired)
 		    "'pending' AND expires <= ?1) WHERE id IN (SELECT server_id FROM "
 		    "sessions WHERE state = 'pending' AND expires <= ?1)", "I", now);
 	if (r == 0)
-		r = exec_stmt(d, prep(d, "UPDATE sessions SET state = 'ended', "
+		r = sqldb_exec(d, sqldb_prep(d, "UPDATE sessions SET state = 'ended', "
 		    "updated = ?1 WHERE state = 'pending' AND expires <= ?1", "I", now),
 		    expired);
 	return r;
@@ -753,7 +413,7 @@ sq_session_route(struct store_db *d, int64_t session_id, int64_t *expires,
 	int r;
 
 	memset(&w, 0, sizeof(w));
-	if ((r = row_one(d, prep(d, "SELECT e.id, e.user, e.login, e.domain, e.state, "
+	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT e.id, e.user, e.login, e.domain, e.state, "
 	    "v.id, v.name, v.address, v.port, v.state, e.expires FROM sessions e JOIN "
 	    "servers v ON v.id = e.server_id WHERE e.id = ?", "I", session_id),
 	    COLS(route_cols), &w)) == 0) {
@@ -774,7 +434,7 @@ static int
 sq_session_list(struct store_db *d, const struct store_session_filter *f,
     struct store_session **out, size_t *n)
 {
-	return rows_all(d, prep(d, "SELECT e.id, v.name, e.user, e.login, e.domain, "
+	return sqldb_rows(d, sqldb_prep(d, "SELECT e.id, v.name, e.user, e.login, e.domain, "
 	    "e.remote_id, e.state, e.client, e.created, e.updated, e.expires FROM "
 	    "sessions e JOIN servers v ON v.id = e.server_id WHERE (?1 = '' OR e.user = "
 	    "?1) AND (?2 = '' OR v.name = ?2) AND ((?3 = '' AND e.state != 'ended') OR "
@@ -790,7 +450,7 @@ sq_session_forget(struct store_db *d, int64_t id, int64_t now)
 	char detail[64];
 	int r, changed;
 
-	r = exec_stmt(d, prep(d, "UPDATE sessions SET state = 'ended', updated = ? "
+	r = sqldb_exec(d, sqldb_prep(d, "UPDATE sessions SET state = 'ended', updated = ? "
 	    "WHERE id = ? AND state != 'ended'", "II", now, id), &changed);
 	if (r == 0 && !changed)
 		r = STORE_NOT_FOUND;
@@ -814,7 +474,7 @@ static int
 sq_event_list(struct store_db *d, int64_t since_id, int limit, struct store_event **out,
     size_t *n)
 {
-	return rows_all(d, prep(d, "SELECT id, ts, kind, server, user, client, detail, "
+	return sqldb_rows(d, sqldb_prep(d, "SELECT id, ts, kind, server, user, client, detail, "
 	    "duration_us FROM events WHERE id > ? ORDER BY id DESC LIMIT ?", "Ii",
 	    since_id, limit < 1 ? 1 : limit), sizeof(**out), COLS(event_cols), out, n);
 }
@@ -842,9 +502,6 @@ sq_admin_password_set(struct store_db *d, const char *hash, int64_t now)
 	r = EXEC(d, "INSERT INTO admin (id, password_hash, updated) VALUES (1, ?, ?) "
 	    "ON CONFLICT (id) DO UPDATE SET password_hash = excluded.password_hash, "
 	    "updated = excluded.updated", "tI", hash, now);
-	if (r == 0)
-		r = event_insert(d, now, "admin_password", NULL, NULL, NULL,
-		    "admin password set", 0);
 	return r;
 }
 
@@ -854,7 +511,7 @@ sq_admin_password_get(struct store_db *d, char *hash, size_t n)
 	struct one o;
 	int r;
 
-	if ((r = row_one(d, prep(d, "SELECT password_hash FROM admin WHERE id = 1", ""),
+	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT password_hash FROM admin WHERE id = 1", ""),
 	    COLS(one_text), &o)) == 0)
 		util_strlcpy(hash, o.text, n);
 	return r;
@@ -868,8 +525,6 @@ sq_admin_token_add(struct store_db *d, const char *name, const char *token_hash,
 
 	r = EXEC(d, "INSERT INTO admin_tokens (name, token_hash, created) VALUES "
 	    "(?, ?, ?)", "ttI", name, token_hash, now);
-	if (r == 0)
-		r = event_insert(d, now, "admin_token_added", NULL, NULL, NULL, name, 0);
 	return r;
 }
 
@@ -883,7 +538,7 @@ sq_admin_token_auth(struct store_db *d, const char *token_hash, int64_t now,
 	struct store_admin_token t;
 	int r;
 
-	r = row_one(d, prep(d, "SELECT name, created, last_used FROM admin_tokens "
+	r = sqldb_row(d, sqldb_prep(d, "SELECT name, created, last_used FROM admin_tokens "
 	    "WHERE token_hash = ?", "t", token_hash), COLS(token_cols), &t);
 	if (r == 0 && now - t.last_used >= 60000)
 		r = EXEC(d, "UPDATE admin_tokens SET last_used = ? WHERE token_hash = ?",
@@ -896,31 +551,27 @@ sq_admin_token_auth(struct store_db *d, const char *token_hash, int64_t now,
 static int
 sq_admin_token_list(struct store_db *d, struct store_admin_token **out, size_t *n)
 {
-	return rows_all(d, prep(d, "SELECT name, created, last_used FROM admin_tokens "
+	return sqldb_rows(d, sqldb_prep(d, "SELECT name, created, last_used FROM admin_tokens "
 	    "ORDER BY name", ""), sizeof(**out), COLS(token_cols), out, n);
 }
 
 static int
-sq_admin_token_remove(struct store_db *d, const char *name, int64_t now)
+sq_admin_token_remove(struct store_db *d, const char *name)
 {
 	int r, changed;
 
-	r = exec_stmt(d, prep(d, "DELETE FROM admin_tokens WHERE name = ?", "t", name),
+	r = sqldb_exec(d, sqldb_prep(d, "DELETE FROM admin_tokens WHERE name = ?", "t", name),
 	    &changed);
-	if (r == 0 && !changed)
-		r = STORE_NOT_FOUND;
-	if (r == 0)
-		r = event_insert(d, now, "admin_token_removed", NULL, NULL, NULL, name, 0);
-	return r;
+	return r == 0 && !changed ? STORE_NOT_FOUND : r;
 }
 
 const struct store_engine store_engine_sqlite = {
 	.name = "sqlite",
-	.open = sq_open,
-	.close = sq_close,
-	.begin = sq_begin,
-	.end = sq_end,
-	.generation = sq_generation,
+	.open = sqldb_open,
+	.close = sqldb_close,
+	.begin = sqldb_begin,
+	.end = sqldb_end,
+	.generation = sqldb_generation,
 	.server_add = sq_server_add,
 	.server_remove = sq_server_remove,
 	.server_admin = sq_server_admin,
