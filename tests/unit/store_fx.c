@@ -73,6 +73,21 @@ fx_add(struct fx *f, const char *name, int max)
 	assert_int_equal(store_server_add(f->st, &s, hash, T0), 0);
 }
 
+void
+fx_farm(struct fx *f, size_t n, int max)
+{
+	char name[2] = "a";
+
+	for (size_t i = 0; i < n; i++) {
+		name[0] = (char)('a' + i);
+		fx_add(f, name, max);
+	}
+	for (size_t i = 0; i < n; i++) {
+		name[0] = (char)('a' + i);
+		fx_beat(f, name, 1, T0, NULL, 0, 1);
+	}
+}
+
 int64_t
 fx_id(struct fx *f, const char *name)
 {

@@ -24,12 +24,16 @@ struct fx {
  * it), else dir/state.db. */
 int fx_setup(void **state);
 int fx_teardown(void **state);
+#define FX_TEST(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
 /* Another store on f's location (a second broker, an admin command). */
 struct store *fx_open(struct fx *f);
 
 /* Adds server name (address 10.0.0.<len>, weight 100) with max sessions. */
 void fx_add(struct fx *f, const char *name, int max);
 int64_t fx_id(struct fx *f, const char *name);
+/* fx_add of names a, b, ... (n of them, max sessions each), each then up by
+ * a heartbeat at T0 without sessions. */
+void fx_farm(struct fx *f, size_t n, int max);
 /* A heartbeat of name with the given users (all active, agent ids "id-USER"). */
 void fx_beat(struct fx *f, const char *name, int accepting, int64_t now,
     const char **users, size_t n, int known);

@@ -201,10 +201,7 @@ test_session_and_user_route(void **state)
 	struct store_route rt;
 	const char *alice[] = { "alice" };
 
-	fx_add(f, "a", 10);
-	fx_add(f, "b", 10);
-	fx_beat(f, "a", 1, T0, NULL, 0, 1);
-	fx_beat(f, "b", 1, T0, NULL, 0, 1);
+	fx_farm(f, 2, 10);
 	assert_int_equal(fx_place(f, "CORP\\Alice", T0 + 1, &res), 0);
 	assert_int_equal(res.server_id, fx_id(f, res.server));
 
@@ -286,10 +283,7 @@ test_placement_cache(void **state)
 	struct store_server c = { 0 };
 	struct store *other;
 
-	fx_add(f, "a", 10);
-	fx_add(f, "b", 10);
-	fx_beat(f, "a", 1, T0, NULL, 0, 1);
-	fx_beat(f, "b", 1, T0, NULL, 0, 1);
+	fx_farm(f, 2, 10);
 	assert_int_equal(fx_place(f, "u1", T0 + 1, &r), 0);
 	assert_string_equal(r.server, "a");
 	/* b drained by another process: the cache sees its commit */
@@ -487,10 +481,7 @@ test_storm_spreads(void **state)
 	const char *names[] = { "a", "b", "c" };
 	char u[16];
 
-	for (int i = 0; i < 3; i++) {
-		fx_add(f, names[i], 100);
-		fx_beat(f, names[i], 1, T0, NULL, 0, 1);
-	}
+	fx_farm(f, 3, 100);
 	other = fx_open(f);
 	for (int i = 0; i < 30; i++) {
 		struct store_place_request q = { u, u, "", "127.0.0.8", T0 + 1 + i,
@@ -524,19 +515,19 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_placement_pending_then_confirmed, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_reconcile_and_unknown_sessions, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_down_lost_and_return, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_restart_grace, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_pending_expiry_and_quarantine, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_names_and_admin, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_event_retention, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_session_and_user_route, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_placement_cache, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_heartbeat_result, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_server_and_session_states, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_admin_tokens, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_storm_spreads, fx_setup, fx_teardown),
+		FX_TEST(test_placement_pending_then_confirmed),
+		FX_TEST(test_reconcile_and_unknown_sessions),
+		FX_TEST(test_down_lost_and_return),
+		FX_TEST(test_restart_grace),
+		FX_TEST(test_pending_expiry_and_quarantine),
+		FX_TEST(test_names_and_admin),
+		FX_TEST(test_event_retention),
+		FX_TEST(test_session_and_user_route),
+		FX_TEST(test_placement_cache),
+		FX_TEST(test_heartbeat_result),
+		FX_TEST(test_server_and_session_states),
+		FX_TEST(test_admin_tokens),
+		FX_TEST(test_storm_spreads),
 		cmocka_unit_test(test_unknown_engine),
 	};
 	log_init("test_store", LOG_ERROR);

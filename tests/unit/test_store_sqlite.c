@@ -144,10 +144,7 @@ test_outside_commit_seen(void **state)
 	struct fx *f = *state;
 	struct store_place_result r;
 
-	fx_add(f, "a", 10);
-	fx_add(f, "b", 10);
-	fx_beat(f, "a", 1, T0, NULL, 0, 1);
-	fx_beat(f, "b", 1, T0, NULL, 0, 1);
+	fx_farm(f, 2, 10);
 	assert_int_equal(fx_place(f, "u1", T0 + 1, &r), 0);
 	assert_string_equal(r.server, "a");
 	assert_int_equal(fx_place(f, "u2", T0 + 2, &r), 0);
@@ -169,9 +166,9 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_migrate_and_reopen, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_upgrade_from_release, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_outside_commit_seen, fx_setup, fx_teardown),
+		FX_TEST(test_migrate_and_reopen),
+		FX_TEST(test_upgrade_from_release),
+		FX_TEST(test_outside_commit_seen),
 	};
 	log_init("test_store_sqlite", LOG_ERROR);
 	return cmocka_run_group_tests_name("store_sqlite", tests, NULL, NULL);
