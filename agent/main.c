@@ -35,7 +35,7 @@ struct agent {
 	char last_err[256];
 	int failures;
 	int interval;			/* seconds, as the broker said last */
-	char admin_state[16];		/* as the broker said last */
+	int draining;			/* the admin state, as the broker said last */
 };
 
 static void
@@ -170,9 +170,9 @@ agent_log_outcome(struct agent *a, enum report_status st, const char *err,
 		}
 	}
 	if (st == REPORT_OK && (changed || ans->interval != a->interval ||
-	    strcmp(ans->admin_state, a->admin_state) != 0))
+	    ans->draining != a->draining))
 		log_info("broker says: interval %d s, %s", ans->interval,
-		    ans->admin_state);
+		    ans->draining ? "draining" : "enabled");
 	a->last = st;
 	a->have_last = 1;
 	util_strlcpy(a->last_err, err, sizeof(a->last_err));
@@ -223,7 +223,7 @@ agent_beat(struct agent *a, int once)
 	if (st == REPORT_OK) {
 		a->failures = 0;
 		a->interval = ans.interval;
-		util_strlcpy(a->admin_state, ans.admin_state, sizeof(a->admin_state));
+		a->draining = ans.draining;
 	} else
 		a->failures++;
 	return st;

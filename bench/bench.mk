@@ -15,8 +15,7 @@ $(B)/bench/rdpload: $(B)/bench/rdpload.o
 	$(LINK) -o $@ $^ $(call PKG_LIBS,openssl) $(LDLIBS_BASE)
 $(B)/bench/tlsref: $(B)/bench/tlsref.o
 	$(LINK) -o $@ $^ $(call PKG_LIBS,openssl) $(LDLIBS_BASE)
-$(B)/bench/placebench: $(B)/bench/placebench.o $(B)/broker/state/store.o $(B)/broker/state/placement.o \
-	$(B)/schema.o $(COMMON_OBJ)
+$(B)/bench/placebench: $(B)/bench/placebench.o $(STORE_OBJ) $(COMMON_OBJ)
 	$(LINK) -o $@ $^ $(call PKG_LIBS,sqlite3) $(COMMON_LIBS) $(LDLIBS_BASE)
 $(B)/bench/hbload: $(B)/bench/hbload.o
 	$(LINK) -o $@ $^ $(call PKG_LIBS,libcurl) $(LDLIBS_BASE)

@@ -214,7 +214,7 @@ run_picks(int nservers, int per_server, long n, struct stats *out)
 		die("out of memory", NULL);
 	for (int i = 0; i < nservers; i++) {
 		snprintf(names[i], 16, "ts%05d", i + 1);
-		sv[i] = (struct pl_server){ .id = i + 1, .name = names[i], .up = 1,
+		sv[i] = (struct pl_server){ .id = i + 1, .name = names[i], .state = SERVER_UP,
 		    .weight = 100, .max_sessions = per_server + 1000, .sessions = per_server,
 		    .cpu_percent = (double)((i + 1) * 7919 % 1000) / 10.0 };
 	}

@@ -9,6 +9,21 @@
 
 #define ERR(...) do { snprintf(err, errlen, __VA_ARGS__); goto out; } while (0)
 
+/* The wire's state texts, in enum order (enum wire_session_state; the
+ * answer's admin state: enabled, draining). */
+static const char *const session_text[] = { "active", "disconnected", NULL };
+static const char *const admin_text[] = { "enabled", "draining", NULL };
+
+/* Index of text in a NULL-ended table, or -1. */
+static int
+text_index(const char *const *table, const char *text)
+{
+	for (int i = 0; table[i] != NULL; i++)
+		if (strcmp(table[i], text) == 0)
+			return i;
+	return -1;
+}
+
 /* Copies the string member key of o into dst; required or optional. */
 static int
 get_str(json_t *o, const char *path, const char *key, int required, char *dst,
@@ -77,6 +92,7 @@ static int
 session_decode(json_t *o, size_t i, struct wire_session *s, char *err, size_t errlen)
 {
 	char path[32], state[16];
+	int k;
 	json_t *id;
 
 	snprintf(path, sizeof(path), "sessions[%zu].", i);
@@ -94,10 +110,8 @@ session_decode(json_t *o, size_t i, struct wire_session *s, char *err, size_t er
 		snprintf(s->id, sizeof(s->id), "%lld", (long long)json_integer_value(id));
 	else if (get_str(o, path, "id", 0, s->id, sizeof(s->id), err, errlen) != 0)
 		return -1;
-	if (strcmp(state, "active") == 0)
-		s->state = WIRE_ACTIVE;
-	else if (strcmp(state, "disconnected") == 0)
-		s->state = WIRE_DISCONNECTED;
+	if ((k = text_index(session_text, state)) >= 0)
+		s->state = (enum wire_session_state)k;
 	else {
 		snprintf(err, errlen, "'%sstate' must be \"active\" or \"disconnected\"", path);
 		return -1;
@@ -275,7 +289,7 @@ wire_heartbeat_encode(const struct wire_heartbeat *hb)
 		const struct wire_session *s = &hb->sessions[i];
 		json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:s, s:I}",
 		    "user", s->user, "domain", s->domain, "id", s->id,
-		    "state", s->state == WIRE_ACTIVE ? "active" : "disconnected",
+		    "state", session_text[s->state == WIRE_DISCONNECTED],
 		    "since", (json_int_t)s->since));
 	}
 	if (list == NULL || json_array_size(list) != hb->nsessions) {
@@ -291,7 +305,7 @@ char *
 wire_answer_encode(const struct wire_answer *a)
 {
 	return dump(json_pack("{s:i, s:s}", "interval", a->interval,
-	    "admin_state", a->admin_state));
+	    "admin_state", admin_text[a->draining != 0]));
 }
 
 int
@@ -299,6 +313,7 @@ wire_answer_decode(const char *buf, size_t len, struct wire_answer *a, char *err
     size_t errlen)
 {
 	struct wire_answer tmp;
+	char admin[16];
 	json_t *root;
 	int64_t i;
 	int r = -1;
@@ -308,10 +323,10 @@ wire_answer_decode(const char *buf, size_t len, struct wire_answer *a, char *err
 	if (!json_is_object(root))
 		ERR("expected a JSON object");
 	if (get_int(root, "", "interval", 1, 3600, &i, err, errlen) != 0 ||
-	    get_str(root, "", "admin_state", 1, tmp.admin_state,
-	    sizeof(tmp.admin_state), err, errlen) != 0)
+	    get_str(root, "", "admin_state", 1, admin, sizeof(admin), err, errlen) != 0)
 		goto out;
 	tmp.interval = (int)i;
+	tmp.draining = text_index(admin_text, admin) == 1;	/* any other: enabled */
 	*a = tmp;
 	r = 0;
  out:

@@ -43,7 +43,7 @@ struct wire_heartbeat {
 
 struct wire_answer {
 	int interval;			/* seconds until the next heartbeat */
-	char admin_state[16];		/* "enabled" or "draining" */
+	int draining;			/* admin_state: "draining" (1) or "enabled" */
 };
 
 /* Parses a heartbeat body. 0, or -1 with the reason in err

@@ -187,7 +187,8 @@ route_token(struct broker *b, const struct rdp_route_request *req, int fd)
 		/* the server went down (or the session ended) since the token
 		 * was issued: place the user again */
 		snprintf(from, sizeof(from), "; session %lld %s on %s (%s)",
-		    (long long)sid, rt.session_state, rt.server, rt.server_state);
+		    (long long)sid, session_state_str(rt.session_state), rt.server,
+		    server_state_str(rt.server_state));
 		if ((r = route_place_again(b, &rt, client, &t, why, sizeof(why))) != 0)
 			goto refused;
 	}

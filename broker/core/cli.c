@@ -138,18 +138,18 @@ server_list(struct store *st)
 	    "BEAT");
 	for (size_t i = 0; i < n; i++) {
 		struct store_server *s = &list[i];
-		char addr[300], sess[32], beat[32], state[24];
+		char addr[300], sess[32], beat[32], health[24];
 		double mem = s->mem_total_kb ? 100.0 * (double)(s->mem_total_kb -
 		    s->mem_available_kb) / (double)s->mem_total_kb : 0;
 		snprintf(addr, sizeof(addr), "%s:%d", s->address, s->port);
 		snprintf(sess, sizeof(sess), "%d/%d", s->active + s->disconnected,
 		    s->max_sessions);
-		snprintf(state, sizeof(state), "%s%s", s->state,
+		snprintf(health, sizeof(health), "%s%s", server_state_str(s->state),
 		    s->quarantined_until > now ? "+q" : "");
 		age(now, s->last_heartbeat, beat, sizeof(beat));
 		printf("%-16s %-21s %-6d %-9s %-7s %5.1f %6.1f %9s %4d %4d %5s\n", s->name,
-		    addr, s->weight, s->admin_state, state, s->cpu_percent, mem, sess,
-		    s->pending, s->lost, beat);
+		    addr, s->weight, admin_state_str(s->admin_state), health, s->cpu_percent,
+		    mem, sess, s->pending, s->lost, beat);
 	}
 	free(list);
 	return 0;
@@ -160,8 +160,9 @@ session_list(struct store *st, int argc, char **argv)
 {
 	struct store_session_filter f = { NULL, NULL, NULL };
 	struct store_session *list = NULL;
+	enum session_state want;
 	size_t n = 0;
-	int r;
+	int r, none = 0;
 
 	for (int i = 0; i < argc; i += 2) {
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -169,14 +170,16 @@ session_list(struct store *st, int argc, char **argv)
 			f.user = v;
 		else if (v != NULL && strcmp(argv[i], "--server") == 0)
 			f.server = v;
-		else if (v != NULL && strcmp(argv[i], "--state") == 0)
-			f.state = v;
+		else if (v != NULL && strcmp(argv[i], "--state") == 0) {
+			none = session_state_parse(v, &want) != 0;	/* no such state: none */
+			f.state = &want;
+		}
 		else {
 			fputs(usage, stderr);
 			return 2;
 		}
 	}
-	if ((r = store_session_list(st, &f, &list, &n)) != 0)
+	if (!none && (r = store_session_list(st, &f, &list, &n)) != 0)
 		return fail(r, "sessions", "list");
 	printf("%-8s %-20s %-16s %-13s %-10s %-16s %s\n", "ID", "USER", "SERVER",
 	    "STATE", "AGENT_ID", "CLIENT", "UPDATED");
@@ -188,7 +191,8 @@ session_list(struct store *st, int argc, char **argv)
 		gmtime_r(&t, &tm);
 		strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
 		printf("%-8lld %-20s %-16s %-13s %-10s %-16s %s\n", (long long)e->id,
-		    e->user, e->server, e->state, e->remote_id[0] ? e->remote_id : "-",
+		    e->user, e->server, session_state_str(e->state),
+		    e->remote_id[0] ? e->remote_id : "-",
 		    e->client[0] ? e->client : "-", ts);
 	}
 	free(list);
@@ -346,7 +350,8 @@ cli_run(const struct conf *c, int argc, char **argv)
 	char err[512];
 	int r;
 
-	if ((st = store_open(c->state_path, err, sizeof(err))) == NULL) {
+	if ((st = store_open_engine(c->state_engine, c->state_path, err,
+	    sizeof(err))) == NULL) {
 		fprintf(stderr, "tsbroker: %s\n", err);
 		return 1;
 	}

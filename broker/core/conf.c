@@ -10,6 +10,7 @@
 #define I(f) offsetof(struct conf, f), 0
 
 static const struct cfg_key conf_keys[] = {
+	{ "state", "engine", CFG_ENUM, S(state_engine), 0, 0, "sqlite", "sqlite" },
 	{ "state", "path", CFG_STR, S(state_path), 0, 0, "var/tsbroker.db", NULL },
 	{ "state", "event_retention_days", CFG_INT, I(event_retention_days), 1, 3650, "30", NULL },
 	{ "state", "event_max", CFG_INT, I(event_max), 1000, 100000000, "1000000", NULL },

@@ -9,6 +9,7 @@
 
 struct conf {
 	char path[512];			/* the file it was read from */
+	char state_engine[16];		/* [state] engine: the store's (store.h) */
 	char state_path[512];		/* [state] path */
 	char run_user[64];		/* [broker] user: run as this user ("" = as started) */
 	int event_retention_days;	/* [state] event_retention_days */

@@ -144,8 +144,8 @@ server_json(const struct store_server *s, int64_t now)
 	wire_json_str(o, "fqdn", s->fqdn);
 	wire_json_int(o, "weight", s->weight);
 	wire_json_int(o, "max_sessions", s->max_sessions);
-	wire_json_str(o, "admin_state", s->admin_state);
-	wire_json_str(o, "state", s->state);
+	wire_json_str(o, "admin_state", admin_state_str(s->admin_state));
+	wire_json_str(o, "state", server_state_str(s->state));
 	wire_json_str(o, "state_reason", s->state_reason);
 	wire_json_int(o, "state_since", s->state_since);
 	wire_json_bool(o, "quarantined", s->quarantined_until > now);
@@ -188,7 +188,7 @@ session_rec_json(const struct store_session *e)
 	wire_json_str(o, "login", e->login);
 	wire_json_str(o, "domain", e->domain);
 	wire_json_str(o, "server", e->server);
-	wire_json_str(o, "state", e->state);
+	wire_json_str(o, "state", session_state_str(e->state));
 	wire_json_str(o, "remote_id", e->remote_id);
 	wire_json_str(o, "client", e->client);
 	wire_json_int(o, "created", e->created);
@@ -372,30 +372,27 @@ static void
 api_admin_sessions(struct api_admin *a, const struct auth_who *who,
     const struct http_request *req, struct http_response *res)
 {
-	static const char *states[] = { "pending", "active", "disconnected", "lost",
-	    "ended" };
 	struct store_session_filter f = { NULL, NULL, NULL };
 	struct store_session *list = NULL;
 	struct store_server srv;
 	const char *user = http_arg(req, "user"), *server = http_arg(req, "server");
 	const char *state = http_arg(req, "state");
 	char norm[WIRE_USER_MAX] = "";
+	enum session_state want;
 	struct wire_json *o, *arr;
 	size_t n = 0, shown = 0, total = 0;
 	int64_t limit;
-	int r, ok = 0;
+	int r;
 
 	if (arg_int(req, res, "limit", 1, SESSIONS_LIMIT_MAX, SESSIONS_LIMIT_DEF, &limit) != 0)
 		return;
 	if (state != NULL && state[0] != '\0') {
-		for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
-			ok |= strcmp(state, states[i]) == 0;
-		if (!ok) {
+		if (session_state_parse(state, &want) != 0) {
 			http_reply_error(res, 400, "'state' must be pending, active, "
 			    "disconnected, lost or ended");
 			return;
 		}
-		f.state = state;
+		f.state = &want;
 	}
 	if (user != NULL && user[0] != '\0' &&
 	    placement_user_normalise(user, norm, sizeof(norm)) != 0) {

@@ -108,8 +108,7 @@ api_agent_heartbeat(void *ctx, const struct http_request *req, struct http_respo
 		log_debug("server %s could not read its sessions (%s): kept as they were",
 		    name, hb.sessions_error);
 	ans.interval = a->c->heartbeat_interval;
-	util_strlcpy(ans.admin_state, hr.draining ? "draining" : "enabled",
-	    sizeof(ans.admin_state));
+	ans.draining = hr.draining;
 	http_reply_json(res, 200, wire_answer_encode(&ans));
  out:
 	wire_heartbeat_clear(&hb);

@@ -12,8 +12,7 @@ farm_server_sessions(const struct store_server *s)
 int
 farm_server_accepting(const struct store_server *s, int64_t now)
 {
-	return strcmp(s->state, "up") == 0 && strcmp(s->admin_state, "enabled") == 0 &&
-	    s->quarantined_until <= now;
+	return states_takes_new_users(s->state, s->admin_state, s->quarantined_until > now);
 }
 
 static int
@@ -40,7 +39,7 @@ farm_n1_compute(const struct store_server *sv, size_t n, int64_t now, struct far
 		const struct store_server *s = &sv[i];
 		int acc, need, spare, others, ok;
 
-		if (strcmp(s->state, "up") != 0)
+		if (s->state != SERVER_UP)
 			continue;
 		o->up++;
 		acc = farm_server_accepting(s, now);
@@ -79,13 +78,13 @@ farm_summarise(const struct store_server *sv, size_t n, int64_t now,
 	for (size_t i = 0; i < n; i++) {
 		const struct store_server *s = &sv[i];
 
-		if (strcmp(s->state, "up") == 0)
+		if (s->state == SERVER_UP)
 			f.up++;
-		else if (strcmp(s->state, "down") == 0)
+		else if (s->state == SERVER_DOWN)
 			f.down++;
 		else
 			f.unknown++;
-		if (strcmp(s->admin_state, "draining") == 0)
+		if (s->admin_state == ADMIN_DRAINING)
 			f.draining++;
 		if (s->quarantined_until > now)
 			f.quarantined++;

@@ -44,7 +44,7 @@ health_sweep(struct store *st, const struct conf *c, int64_t now, int64_t starte
 	for (size_t i = 0; i < n && r == 0; i++) {
 		int64_t last = list[i].last_heartbeat > started ? list[i].last_heartbeat :
 		    started;
-		if (strcmp(list[i].state, "up") != 0 || now - last <= down_ms)
+		if (list[i].state != SERVER_UP || now - last <= down_ms)
 			continue;
 		snprintf(reason, sizeof(reason), "no heartbeat for %lld s",
 		    (long long)((now - last) / 1000));

@@ -41,12 +41,12 @@ pick_reconnect(const struct pl_input *in, struct pl_decision *out)
 		const struct pl_session *s = &in->sessions[i];
 		const struct pl_server *srv = server_by_id(in, s->server_id, &si);
 
-		if (srv == NULL || !srv->up)
+		if (srv == NULL || srv->state != SERVER_UP)
 			continue;
-		if (s->state == PL_PENDING && srv->quarantined)
+		if (s->state == SESSION_PENDING && srv->quarantined)
 			continue;
 		if (best != NULL) {
-			int d = s->state == PL_DISCONNECTED, bd = best->state == PL_DISCONNECTED;
+			int d = s->state == SESSION_DISCONNECTED, bd = best->state == SESSION_DISCONNECTED;
 			if (d < bd || (d == bd && s->updated <= best->updated))
 				continue;
 		}
@@ -74,7 +74,7 @@ placement_pick(const struct pl_input *in, struct pl_decision *out)
 	for (size_t i = 0; i < in->nservers; i++) {
 		const struct pl_server *s = &in->servers[i];
 
-		if (!s->up || s->draining || s->quarantined)
+		if (!states_takes_new_users(s->state, s->admin, s->quarantined))
 			continue;
 		candidates++;
 		if (s->sessions + s->pending >= s->max_sessions)

@@ -8,13 +8,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum pl_session_state { PL_PENDING, PL_ACTIVE, PL_DISCONNECTED };
+#include "broker/state/states.h"
 
 struct pl_server {
 	int64_t id;
 	const char *name;
-	int up;			/* heartbeats arriving and RDP accepting */
-	int draining;		/* admin: keeps reconnects, gets no new users */
+	enum server_state state;	/* up: heartbeats arriving and RDP accepting */
+	enum admin_state admin;	/* draining: keeps reconnects, gets no new users */
 	int quarantined;	/* black hole: no new users, no pending reconnects */
 	int weight;		/* >= 1 */
 	int max_sessions;	/* >= 1 */
@@ -27,7 +27,7 @@ struct pl_server {
 struct pl_session {
 	int64_t id;
 	int64_t server_id;
-	enum pl_session_state state;
+	enum session_state state;	/* pending, active or disconnected */
 	int64_t updated;	/* larger is more recent */
 };
 

@@ -1,8 +1,14 @@
-# broker/state/: the state. The store (SQLite), placement, the farm's n+1
-# summary, health, and the schema embedded from schema/NNN_*.sql.
-STATE_SRC := broker/state/store.c broker/state/placement.c broker/state/health.c broker/state/farm.c
+# broker/state/: the state. The store (engine-independent layer, the SQLite
+# engine, the rules of placement and heartbeat reconciliation, the states),
+# the farm's n+1 summary, health, and the schema embedded from schema/NNN_*.sql.
+# STORE_SRC/STORE_OBJ: what a program using store.h links (fuzz, bench).
+STORE_SRC := broker/state/store.c broker/state/store_sqlite.c broker/state/sqlite_db.c \
+	broker/state/reconcile.c \
+	broker/state/states.c broker/state/placement.c
+STORE_OBJ := $(STORE_SRC:%.c=$(B)/%.o) $(B)/schema.o
+STATE_SRC := $(STORE_SRC) broker/state/health.c broker/state/farm.c
 STATE_LIBS := $(call PKG_LIBS,sqlite3)
-$(B)/broker/state/store.o: TS_CPPFLAGS += $(call PKG_CFLAGS,sqlite3)
+$(B)/broker/state/sqlite_db.o: TS_CPPFLAGS += $(call PKG_CFLAGS,sqlite3)
 
 # schema/NNN_*.sql embedded in the binary, applied in order by store.c
 SCHEMA_SQL := $(sort $(wildcard schema/[0-9][0-9][0-9]_*.sql))
@@ -12,11 +18,18 @@ $(B)/schema.c: $(SCHEMA_SQL) tools/embed-schema.sh
 $(B)/schema.o: $(B)/schema.c
 	$(COMPILE) -c -o $@ $<
 
-$(eval $(call unit_test,test_placement,$(B)/broker/state/placement.o,))
-$(eval $(call unit_test,test_store,$(B)/broker/state/store.o $(B)/broker/state/placement.o \
-	$(B)/broker/state/health.o $(B)/broker/core/conf.o $(B)/schema.o $(COMMON_OBJ),\
-	$(call PKG_LIBS,sqlite3) $(COMMON_LIBS)))
-$(eval $(call unit_test,test_farm,$(B)/broker/state/farm.o $(B)/broker/common/util.o,))
+$(eval $(call unit_test,test_placement,$(B)/broker/state/placement.o $(B)/broker/state/states.o,))
+$(eval $(call unit_test,test_states,$(B)/broker/state/states.o,))
+$(eval $(call unit_test,test_reconcile,$(B)/broker/state/reconcile.o $(B)/broker/state/placement.o \
+	$(B)/broker/state/states.o $(B)/broker/common/util.o,))
+# test_store: the store contract (store.h only, any engine); test_store_sqlite:
+# what only the SQLite engine has (its file, data_version, a full disk, upgrades)
+STORE_TEST_OBJS := $(B)/tests/unit/store_fx.o $(STORE_OBJ) $(B)/broker/state/health.o \
+	$(B)/broker/core/conf.o $(COMMON_OBJ)
+$(eval $(call unit_test,test_store,$(STORE_TEST_OBJS),$(call PKG_LIBS,sqlite3) $(COMMON_LIBS)))
+$(eval $(call unit_test,test_store_sqlite,$(STORE_TEST_OBJS),$(call PKG_LIBS,sqlite3) $(COMMON_LIBS)))
+$(eval $(call unit_test,test_farm,$(B)/broker/state/farm.o $(B)/broker/state/states.o \
+	$(B)/broker/common/util.o,))
 FUZZERS += fuzz_heartbeat
-fuzz_heartbeat_SRCS := broker/state/store.c broker/state/placement.c $(B)/schema.c
+fuzz_heartbeat_SRCS := $(STORE_SRC) $(B)/schema.c
 fuzz_heartbeat_LIBS := $(call PKG_LIBS,sqlite3)

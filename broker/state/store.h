@@ -1,7 +1,11 @@
 /* store: the broker's persistent state (servers, sessions, events, admin
  * credentials). Callers ask for operations, never for SQL; each operation is
  * atomic, so a second broker on a shared engine could run the same calls.
- * The SQLite implementation is store.c, the only file that includes sqlite3.h.
+ * store.c is the engine-independent layer (the engine chosen at open, the
+ * placement load cache, the rules of placement.c and reconcile.c); each
+ * engine is one table of operations (store_engine.h): SQLite in
+ * store_sqlite.c (its SQL) on sqlite_db.c (the only file that includes
+ * sqlite3.h).
  *
  * Return codes: 0 on success or a STORE_* code below. Database failures are
  * logged once here (with the engine's message) and returned as STORE_ERR or
@@ -15,6 +19,7 @@
 #include <stdint.h>
 
 #include "broker/common/wire.h"
+#include "broker/state/states.h"
 
 #define STORE_ERR	-1	/* database error */
 #define STORE_NOT_FOUND	-2	/* no such server/session */
@@ -33,8 +38,8 @@ struct store_server {
 	int port;
 	int weight;
 	int max_sessions;
-	char admin_state[16];		/* enabled | draining */
-	char state[16];			/* unknown | up | down */
+	enum admin_state admin_state;
+	enum server_state state;
 	char state_reason[128];
 	int64_t state_since;
 	int64_t quarantined_until;
@@ -60,7 +65,7 @@ struct store_session {
 	char login[WIRE_USER_MAX];
 	char domain[WIRE_USER_MAX];
 	char remote_id[WIRE_ID_MAX];
-	char state[16];
+	enum session_state state;
 	char client[64];
 	int64_t created, updated, expires;
 };
@@ -76,9 +81,16 @@ struct store_event {
 	int64_t duration_us;
 };
 
-/* Opens (creating) the database at path and applies pending migrations.
- * NULL with the reason in err; STORE_TOO_NEW databases are refused. */
+/* Opens (creating) the store of engine ("sqlite"; NULL: the default) at
+ * location (SQLite: a file path) and applies pending migrations. NULL with
+ * the reason in err (an unknown engine too); STORE_TOO_NEW databases are
+ * refused. */
+struct store *store_open_engine(const char *engine, const char *location, char *err,
+    size_t errlen);
+/* store_open_engine of the default engine (SQLite) at path. */
 struct store *store_open(const char *path, char *err, size_t errlen);
+/* 1 if engine names an engine built in. */
+int store_engine_known(const char *engine);
 void store_close(struct store *st);
 
 /* ---- servers ---- */
@@ -147,12 +159,12 @@ struct store_route {
 	char user[WIRE_USER_MAX];	/* normalised */
 	char login[WIRE_USER_MAX];
 	char domain[WIRE_USER_MAX];
-	char session_state[16];		/* pending | active | disconnected | lost | ended */
+	enum session_state session_state;
 	int64_t server_id;
 	char server[WIRE_NAME_MAX];
 	char address[WIRE_ADDR_MAX];
 	int port;
-	char server_state[16];		/* unknown | up | down */
+	enum server_state server_state;
 	int live;			/* 1: the session is active, disconnected or an
 					 * unexpired pending placement, on an up server */
 };
@@ -169,7 +181,8 @@ int store_user_route(struct store *st, const char *user, int64_t now,
 
 /* ---- sessions ---- */
 struct store_session_filter {
-	const char *user, *server, *state;	/* NULL or "" = any; ended hidden unless asked */
+	const char *user, *server;		/* NULL or "" = any */
+	const enum session_state *state;	/* NULL = any but ended */
 };
 int store_session_list(struct store *st, const struct store_session_filter *f,
     struct store_session **out, size_t *n);

@@ -17,8 +17,8 @@ srv(const char *name, const char *state, int max, int active, int disc, int pend
 
 	memset(&s, 0, sizeof(s));
 	strcpy(s.name, name);
-	strcpy(s.state, state);
-	strcpy(s.admin_state, "enabled");
+	assert_int_equal(server_state_parse(state, &s.state), 0);
+	s.admin_state = ADMIN_ENABLED;
 	s.weight = 100;
 	s.max_sessions = max;
 	s.active = active;
@@ -37,7 +37,7 @@ test_counts(void **state)
 	struct farm_summary f;
 
 	sv[1].lost = 4;
-	strcpy(sv[3].admin_state, "draining");
+	sv[3].admin_state = ADMIN_DRAINING;
 	sv[0].quarantined_until = NOW - 1;	/* over */
 	farm_summarise(sv, 4, NOW, &f);
 	assert_int_equal(f.servers, 4);
@@ -74,7 +74,7 @@ test_n1_equal_servers(void **state)
 	assert_int_equal(f.n1.spare, 17);
 	assert_string_equal(f.n1.busiest, "ts1");
 	/* ts3 goes down: 7 + 9 free, minus the 10 of either */
-	strcpy(sv[2].state, "down");
+	sv[2].state = SERVER_DOWN;
 	farm_summarise(sv, 3, NOW, &f);
 	assert_int_equal(f.n1.up, 2);
 	assert_int_equal(f.n1.headroom, 6);
@@ -112,7 +112,7 @@ test_n1_draining_and_quarantined_give_no_room(void **state)
 	};
 	struct farm_summary f;
 
-	strcpy(sv[1].admin_state, "draining");
+	sv[1].admin_state = ADMIN_DRAINING;
 	sv[2].quarantined_until = NOW + 1000;
 	farm_summarise(sv, 3, NOW, &f);
 	assert_int_equal(f.quarantined, 1);
@@ -147,7 +147,7 @@ test_n1_edges(void **state)
 	assert_int_equal(f.n1.headroom, 0);
 	assert_int_equal(f.n1.ok, 0);
 	/* over max_sessions (max lowered): no negative free places */
-	strcpy(sv[1].state, "up");
+	sv[1].state = SERVER_UP;
 	sv[1].active = 12;
 	farm_summarise(sv, 2, NOW, &f);
 	assert_int_equal(f.free, 10);

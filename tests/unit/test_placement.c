@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -11,7 +13,7 @@
 static struct pl_server
 srv(int64_t id, const char *name, int weight)
 {
-	struct pl_server s = { .id = id, .name = name, .up = 1, .weight = weight,
+	struct pl_server s = { .id = id, .name = name, .state = SERVER_UP, .weight = weight,
 	    .max_sessions = 1000 };
 	return s;
 }
@@ -58,9 +60,9 @@ static void
 test_reconnect_disconnected_active_pending(void **state)
 {
 	struct pl_server s[3] = { srv(1, "a", 100), srv(2, "b", 100), srv(3, "c", 100) };
-	struct pl_session disc = { 10, 3, PL_DISCONNECTED, 100 };
-	struct pl_session act = { 11, 1, PL_ACTIVE, 100 };
-	struct pl_session pend = { 12, 2, PL_PENDING, 100 };
+	struct pl_session disc = { 10, 3, SESSION_DISCONNECTED, 100 };
+	struct pl_session act = { 11, 1, SESSION_ACTIVE, 100 };
+	struct pl_session pend = { 12, 2, SESSION_PENDING, 100 };
 	struct pl_decision d;
 
 	s[2].sessions = 50;	/* c is the busiest: reconnect still wins */
@@ -82,19 +84,19 @@ test_reconnect_prefers_disconnected_then_recent(void **state)
 {
 	struct pl_server s[3] = { srv(1, "a", 100), srv(2, "b", 100), srv(3, "c", 100) };
 	struct pl_session sess[3] = {
-		{ 10, 1, PL_ACTIVE, 300 },
-		{ 11, 2, PL_DISCONNECTED, 100 },
-		{ 12, 3, PL_DISCONNECTED, 200 },
+		{ 10, 1, SESSION_ACTIVE, 300 },
+		{ 11, 2, SESSION_DISCONNECTED, 100 },
+		{ 12, 3, SESSION_DISCONNECTED, 200 },
 	};
 	struct pl_decision d;
 
 	assert_int_equal(pick(s, 3, sess, 3, &d), 0);
 	assert_int_equal(d.session, 2);
 	assert_string_equal(s[d.server].name, "c");
-	sess[2].state = PL_ACTIVE;	/* now one disconnected: b */
+	sess[2].state = SESSION_ACTIVE;	/* now one disconnected: b */
 	assert_int_equal(pick(s, 3, sess, 3, &d), 0);
 	assert_string_equal(s[d.server].name, "b");
-	sess[1].state = PL_ACTIVE;	/* all active: the most recent, a */
+	sess[1].state = SESSION_ACTIVE;	/* all active: the most recent, a */
 	assert_int_equal(pick(s, 3, sess, 3, &d), 0);
 	assert_string_equal(s[d.server].name, "a");
 }
@@ -103,10 +105,10 @@ static void
 test_draining_keeps_reconnects_no_new_users(void **state)
 {
 	struct pl_server s[2] = { srv(1, "a", 100), srv(2, "b", 100) };
-	struct pl_session sess = { 10, 1, PL_DISCONNECTED, 1 };
+	struct pl_session sess = { 10, 1, SESSION_DISCONNECTED, 1 };
 	struct pl_decision d;
 
-	s[0].draining = 1;
+	s[0].admin = ADMIN_DRAINING;
 	s[1].sessions = 100;	/* a would win on load, but drains */
 	assert_int_equal(pick(s, 2, &sess, 1, &d), 0);
 	assert_int_equal(d.reconnect, 1);
@@ -114,7 +116,7 @@ test_draining_keeps_reconnects_no_new_users(void **state)
 	assert_int_equal(pick(s, 2, NULL, 0, &d), 0);
 	assert_int_equal(d.reconnect, 0);
 	assert_string_equal(s[d.server].name, "b");
-	s[1].draining = 1;
+	s[1].admin = ADMIN_DRAINING;
 	assert_int_equal(pick(s, 2, NULL, 0, &d), PLACEMENT_NO_SERVER);
 }
 
@@ -122,7 +124,7 @@ static void
 test_max_sessions(void **state)
 {
 	struct pl_server s[2] = { srv(1, "a", 100), srv(2, "b", 100) };
-	struct pl_session sess = { 10, 1, PL_ACTIVE, 1 };
+	struct pl_session sess = { 10, 1, SESSION_ACTIVE, 1 };
 	struct pl_decision d;
 
 	s[0].max_sessions = 3;
@@ -142,12 +144,12 @@ static void
 test_down_and_quarantined_excluded(void **state)
 {
 	struct pl_server s[3] = { srv(1, "a", 100), srv(2, "b", 100), srv(3, "c", 100) };
-	struct pl_session on_down = { 10, 1, PL_DISCONNECTED, 1 };
-	struct pl_session pend_q = { 11, 2, PL_PENDING, 1 };
-	struct pl_session act_q = { 12, 2, PL_ACTIVE, 1 };
+	struct pl_session on_down = { 10, 1, SESSION_DISCONNECTED, 1 };
+	struct pl_session pend_q = { 11, 2, SESSION_PENDING, 1 };
+	struct pl_session act_q = { 12, 2, SESSION_ACTIVE, 1 };
 	struct pl_decision d;
 
-	s[0].up = 0;
+	s[0].state = SERVER_DOWN;
 	s[1].quarantined = 1;
 	s[2].sessions = 10;
 	assert_int_equal(pick(s, 3, NULL, 0, &d), 0);
@@ -163,7 +165,7 @@ test_down_and_quarantined_excluded(void **state)
 	assert_int_equal(pick(s, 3, &act_q, 1, &d), 0);
 	assert_int_equal(d.reconnect, 1);
 	assert_string_equal(s[d.server].name, "b");
-	s[2].up = 0;
+	s[2].state = SERVER_DOWN;
 	assert_int_equal(pick(s, 3, NULL, 0, &d), PLACEMENT_NO_SERVER);
 }
 
@@ -229,6 +231,123 @@ test_user_normalise(void **state)
 	    sizeof(out)), -1);
 }
 
+/* ---- a naive reference of the rules, for the randomised test ---- */
+
+/* The new user's server by the README's words: among the servers that take
+ * new users and are below max_sessions, the lowest (sessions + pending x
+ * penalty) / weight, then the lower CPU, then the name. */
+static int
+naive_new(const struct pl_input *in, size_t *out)
+{
+	int found = 0, candidates = 0;
+	double best = 0;
+
+	for (size_t i = 0; i < in->nservers; i++) {
+		const struct pl_server *s = &in->servers[i];
+		double load = ((double)s->sessions + (double)s->pending * in->pending_penalty) /
+		    s->weight;
+		const struct pl_server *b = found ? &in->servers[*out] : NULL;
+
+		if (s->state != SERVER_UP || s->admin != ADMIN_ENABLED || s->quarantined)
+			continue;
+		candidates++;
+		if (s->sessions + s->pending >= s->max_sessions)
+			continue;
+		if (!found || load < best || (load == best && (s->cpu_percent < b->cpu_percent ||
+		    (s->cpu_percent == b->cpu_percent && strcmp(s->name, b->name) < 0)))) {
+			found = 1;
+			best = load;
+			*out = i;
+		}
+	}
+	return found ? 0 : candidates ? PLACEMENT_NO_CAPACITY : PLACEMENT_NO_SERVER;
+}
+
+/* The user's session to go back to: on an up server (a pending one not on
+ * a quarantined server), disconnected before active or pending, then the
+ * most recent, then the first listed. -1 if none. */
+static ssize_t
+naive_reconnect(const struct pl_input *in, size_t *server)
+{
+	ssize_t best = -1;
+
+	for (size_t i = 0; i < in->nsessions; i++) {
+		const struct pl_session *e = &in->sessions[i], *b;
+		size_t k;
+
+		for (k = 0; k < in->nservers && in->servers[k].id != e->server_id; k++)
+			;
+		if (k == in->nservers || in->servers[k].state != SERVER_UP ||
+		    (e->state == SESSION_PENDING && in->servers[k].quarantined))
+			continue;
+		b = best >= 0 ? &in->sessions[best] : NULL;
+		if (b == NULL || (e->state == SESSION_DISCONNECTED) > (b->state ==
+		    SESSION_DISCONNECTED) || ((e->state == SESSION_DISCONNECTED) ==
+		    (b->state == SESSION_DISCONNECTED) && e->updated > b->updated)) {
+			best = (ssize_t)i;
+			*server = k;
+		}
+	}
+	return best;
+}
+
+/* Random farms (weights, caps, pending_penalty above 1, states, ties of
+ * load and CPU) and random sessions of the user: placement_pick decides as
+ * the reference does, through a logon storm that adds each placement as
+ * pending. */
+static void
+test_random_against_reference(void **state)
+{
+	static const char *names[] = { "a", "b", "c", "d", "e", "f", "g", "h" };
+	struct pl_server sv[8];
+	struct pl_session ss[4];
+	struct pl_decision d;
+	unsigned seed = 4242;
+
+	for (int round = 0; round < 20000; round++) {
+		size_t ns = 1 + (size_t)rand_r(&seed) % 8, nu = (size_t)rand_r(&seed) % 4;
+		struct pl_input in = { sv, ns, ss, nu, 1 + rand_r(&seed) % 4 };
+
+		for (size_t i = 0; i < ns; i++) {
+			sv[i] = srv((int64_t)i + 1, names[(i + (size_t)round) % 8],
+			    rand_r(&seed) % 3 ? 1 + rand_r(&seed) % 4 : 100);
+			sv[i].state = rand_r(&seed) % 5 ? SERVER_UP :
+			    (enum server_state)(rand_r(&seed) % 3);
+			sv[i].admin = rand_r(&seed) % 5 ? ADMIN_ENABLED : ADMIN_DRAINING;
+			sv[i].quarantined = rand_r(&seed) % 7 == 0;
+			sv[i].max_sessions = 1 + rand_r(&seed) % 12;
+			sv[i].sessions = rand_r(&seed) % (sv[i].max_sessions + 1);
+			sv[i].pending = rand_r(&seed) % 3;
+			sv[i].cpu_percent = (double)(rand_r(&seed) % 3) * 12.5;
+		}
+		for (size_t i = 0; i < nu; i++) {
+			ss[i].id = 100 + (int64_t)i;
+			ss[i].server_id = 1 + rand_r(&seed) % 9;	/* 9: no such server */
+			ss[i].state = (enum session_state)(rand_r(&seed) % 3);
+			ss[i].updated = rand_r(&seed) % 4;
+		}
+		for (int step = 0; step < 4; step++) {
+			size_t want_server = 0;
+			ssize_t want_sess = naive_reconnect(&in, &want_server);
+			int want = want_sess >= 0 ? 0 : naive_new(&in, &want_server);
+			int r = placement_pick(&in, &d);
+
+			if (r != want)
+				fail_msg("round %d step %d: %d, the reference %d", round, step, r,
+				    want);
+			if (r != 0)
+				break;
+			assert_int_equal(d.reconnect, want_sess >= 0);
+			assert_int_equal(d.server, want_server);
+			if (d.reconnect) {
+				assert_int_equal(d.session, (size_t)want_sess);
+				break;
+			}
+			sv[d.server].pending++;		/* the storm goes on */
+		}
+	}
+}
+
 int
 main(void)
 {
@@ -243,6 +362,7 @@ main(void)
 		cmocka_unit_test(test_burst_even_spread),
 		cmocka_unit_test(test_deterministic_ties),
 		cmocka_unit_test(test_user_normalise),
+		cmocka_unit_test(test_random_against_reference),
 	};
 	return cmocka_run_group_tests_name("placement", tests, NULL, NULL);
 }

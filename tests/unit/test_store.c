@@ -1,6 +1,14 @@
-/* Unit tests for broker/state/store.c and broker/state/health.c on real SQLite files:
- * migrations, placement commits, heartbeat reconciliation, pending expiry,
- * black-hole quarantine, server down and return. */
+/* The store contract: drives only store.h (and health.c on top of it), so
+ * that it runs unchanged on every engine: placement commits, heartbeat
+ * reconciliation, pending expiry, black-hole quarantine, server down and
+ * return, the load cache against another store's commits, routes, events,
+ * admin credentials. What only SQLite has is in test_store_sqlite.c.
+ *
+ * The engine: TSB_STORE_ENGINE (default sqlite) at TSB_STORE_LOCATION; by
+ * default a fresh SQLite file per test in a new temporary directory. A
+ * location given must be empty at each test's start (the runner of that
+ * engine resets it) and is opened twice for the tests of another store's
+ * commits. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,153 +25,7 @@
 #include "broker/state/health.h"
 #include "broker/state/placement.h"
 #include "broker/state/store.h"
-
-#define T0 INT64_C(1700000000000)
-
-struct fx {
-	char dir[64];
-	char path[96];
-	struct store *st;
-	struct conf c;
-};
-
-static int
-setup(void **state)
-{
-	struct fx *f = calloc(1, sizeof(*f));
-	char err[256];
-
-	snprintf(f->dir, sizeof(f->dir), "/tmp/tsb-store-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
-	snprintf(f->path, sizeof(f->path), "%s/state.db", f->dir);
-	f->st = store_open(f->path, err, sizeof(err));
-	assert_non_null(f->st);
-	conf_defaults(&f->c);
-	f->c.pending_ttl = 10;
-	f->c.down_after = 15;
-	f->c.quarantine_after = 3;
-	f->c.quarantine_time = 60;
-	*state = f;
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	struct fx *f = *state;
-	char cmd[128];
-
-	store_close(f->st);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-	assert_int_equal(system(cmd), 0);
-	free(f);
-	return 0;
-}
-
-static void
-add(struct fx *f, const char *name, int max)
-{
-	struct store_server s = { 0 };
-	char hash[65];
-
-	snprintf(s.name, sizeof(s.name), "%s", name);
-	snprintf(s.address, sizeof(s.address), "10.0.0.%zu", strlen(name));
-	snprintf(hash, sizeof(hash), "%064zx", (size_t)name[strlen(name) - 1]);
-	s.port = 3389;
-	s.weight = 100;
-	s.max_sessions = max;
-	assert_int_equal(store_server_add(f->st, &s, hash, T0), 0);
-}
-
-static int64_t
-id_of(struct fx *f, const char *name)
-{
-	struct store_server s;
-	assert_int_equal(store_server_get(f->st, name, &s), 0);
-	return s.id;
-}
-
-/* A heartbeat of `name` with the given users (all active, ids = user). */
-static void
-beat(struct fx *f, const char *name, int accepting, int64_t now, const char **users,
-    size_t n, int known)
-{
-	struct wire_heartbeat hb = { 0 };
-	struct store_heartbeat_result res;
-	struct wire_session s[16];
-
-	snprintf(hb.name, sizeof(hb.name), "%s", name);
-	hb.rdp_port = 3389;
-	hb.rdp_accepting = accepting;
-	hb.ncpu = 2;
-	hb.sessions_known = known;
-	for (size_t i = 0; i < n; i++) {
-		memset(&s[i], 0, sizeof(s[i]));
-		snprintf(s[i].user, sizeof(s[i].user), "%s", users[i]);
-		snprintf(s[i].id, sizeof(s[i].id), "id-%s", users[i]);
-		s[i].state = WIRE_ACTIVE;
-	}
-	hb.sessions = s;
-	hb.nsessions = n;
-	assert_int_equal(store_heartbeat_apply(f->st, id_of(f, name), &hb, now, &res), 0);
-}
-
-static int
-place(struct fx *f, const char *user, int64_t now, struct store_place_result *res)
-{
-	struct store_place_request r = { NULL, user, "", "127.0.0.9", now, 10000, 1 };
-	char norm[64];
-
-	assert_int_equal(placement_user_normalise(user, norm, sizeof(norm)), 0);
-	r.user = norm;
-	return store_placement_commit(f->st, &r, res);
-}
-
-static int
-count(struct fx *f, const char *server, const char *state)
-{
-	struct store_session_filter flt = { NULL, server, state };
-	struct store_session *list = NULL;
-	size_t n = 0;
-
-	assert_int_equal(store_session_list(f->st, &flt, &list, &n), 0);
-	free(list);
-	return (int)n;
-}
-
-/* 1 if server name is in state st, else 0. */
-static int
-count_state(struct fx *f, const char *name, const char *state)
-{
-	struct store_server s;
-
-	assert_int_equal(store_server_get(f->st, name, &s), 0);
-	return strcmp(s.state, state) == 0;
-}
-
-static void
-test_migrate_and_reopen(void **state)
-{
-	struct fx *f = *state;
-	char err[256], cmd[256];
-	struct store *st;
-
-	add(f, "a", 10);
-	store_close(f->st);
-	f->st = store_open(f->path, err, sizeof(err));	/* no second migration */
-	assert_non_null(f->st);
-	assert_int_equal(id_of(f, "a") > 0, 1);
-	store_close(f->st);
-	snprintf(cmd, sizeof(cmd), "sqlite3 %s 'PRAGMA user_version = 99'", f->path);
-	assert_int_equal(system(cmd), 0);
-	st = store_open(f->path, err, sizeof(err));
-	assert_null(st);
-	assert_non_null(strstr(err, "newer than this tsbroker"));
-	snprintf(cmd, sizeof(cmd), "sqlite3 %s 'PRAGMA user_version = 1'", f->path);
-	assert_int_equal(system(cmd), 0);
-	f->st = store_open(f->path, err, sizeof(err));
-	assert_non_null(f->st);
-}
+#include "tests/unit/store_fx.h"
 
 static void
 test_placement_pending_then_confirmed(void **state)
@@ -172,28 +34,28 @@ test_placement_pending_then_confirmed(void **state)
 	struct store_place_result r1, r2;
 	const char *alice[] = { "alice" };
 
-	add(f, "a", 10);
-	add(f, "b", 10);
-	assert_int_equal(place(f, "alice", T0, &r1), STORE_REFUSED);	/* none up */
+	fx_add(f, "a", 10);
+	fx_add(f, "b", 10);
+	assert_int_equal(fx_place(f, "alice", T0, &r1), STORE_REFUSED);	/* none up */
 	assert_string_equal(r1.reason, "no server is available");
-	beat(f, "a", 1, T0, NULL, 0, 1);
-	beat(f, "b", 1, T0, NULL, 0, 1);
-	assert_int_equal(place(f, "alice", T0 + 1, &r1), 0);
+	fx_beat(f, "a", 1, T0, NULL, 0, 1);
+	fx_beat(f, "b", 1, T0, NULL, 0, 1);
+	assert_int_equal(fx_place(f, "alice", T0 + 1, &r1), 0);
 	assert_string_equal(r1.server, "a");
 	assert_int_equal(r1.reconnect, 0);
 	/* the pending placement counts as load and brings alice back */
-	assert_int_equal(place(f, "bob", T0 + 2, &r2), 0);
+	assert_int_equal(fx_place(f, "bob", T0 + 2, &r2), 0);
 	assert_string_equal(r2.server, "b");
-	assert_int_equal(place(f, "alice", T0 + 3, &r2), 0);
+	assert_int_equal(fx_place(f, "alice", T0 + 3, &r2), 0);
 	assert_string_equal(r2.server, "a");
 	assert_int_equal(r2.reconnect, 1);
 	assert_int_equal(r2.session_id, r1.session_id);
-	assert_int_equal(count(f, "a", "pending"), 1);
+	assert_int_equal(fx_count(f, "a", "pending"), 1);
 	/* the agent's snapshot confirms it */
-	beat(f, "a", 1, T0 + 4, alice, 1, 1);
-	assert_int_equal(count(f, "a", "pending"), 0);
-	assert_int_equal(count(f, "a", "active"), 1);
-	assert_int_equal(place(f, "Alice", T0 + 5, &r2), 0);
+	fx_beat(f, "a", 1, T0 + 4, alice, 1, 1);
+	assert_int_equal(fx_count(f, "a", "pending"), 0);
+	assert_int_equal(fx_count(f, "a", "active"), 1);
+	assert_int_equal(fx_place(f, "Alice", T0 + 5, &r2), 0);
 	assert_int_equal(r2.session_id, r1.session_id);
 }
 
@@ -203,19 +65,19 @@ test_reconcile_and_unknown_sessions(void **state)
 	struct fx *f = *state;
 	const char *two[] = { "alice", "bob" }, *one[] = { "bob" };
 
-	add(f, "a", 10);
-	beat(f, "a", 1, T0, two, 2, 1);
-	assert_int_equal(count(f, "a", "active"), 2);
+	fx_add(f, "a", 10);
+	fx_beat(f, "a", 1, T0, two, 2, 1);
+	assert_int_equal(fx_count(f, "a", "active"), 2);
 	/* unknown: nothing changes */
-	beat(f, "a", 1, T0 + 1, NULL, 0, 0);
-	assert_int_equal(count(f, "a", "active"), 2);
+	fx_beat(f, "a", 1, T0 + 1, NULL, 0, 0);
+	assert_int_equal(fx_count(f, "a", "active"), 2);
 	/* vanished: ended */
-	beat(f, "a", 1, T0 + 2, one, 1, 1);
-	assert_int_equal(count(f, "a", "active"), 1);
-	assert_int_equal(count(f, "a", "ended"), 1);
+	fx_beat(f, "a", 1, T0 + 2, one, 1, 1);
+	assert_int_equal(fx_count(f, "a", "active"), 1);
+	assert_int_equal(fx_count(f, "a", "ended"), 1);
 	/* an empty but known list ends them all */
-	beat(f, "a", 1, T0 + 3, NULL, 0, 1);
-	assert_int_equal(count(f, "a", NULL), 0);
+	fx_beat(f, "a", 1, T0 + 3, NULL, 0, 1);
+	assert_int_equal(fx_count(f, "a", NULL), 0);
 }
 
 static void
@@ -225,23 +87,23 @@ test_down_lost_and_return(void **state)
 	struct store_place_result r;
 	const char *users[] = { "alice", "bob" }, *alice[] = { "alice" };
 
-	add(f, "a", 10);
-	add(f, "b", 10);
-	beat(f, "a", 1, T0, users, 2, 1);
-	beat(f, "b", 1, T0, NULL, 0, 1);
+	fx_add(f, "a", 10);
+	fx_add(f, "b", 10);
+	fx_beat(f, "a", 1, T0, users, 2, 1);
+	fx_beat(f, "b", 1, T0, NULL, 0, 1);
 	/* b keeps beating, a goes silent for longer than down_after */
-	beat(f, "b", 1, T0 + 16000, NULL, 0, 1);
+	fx_beat(f, "b", 1, T0 + 16000, NULL, 0, 1);
 	assert_int_equal(health_sweep(f->st, &f->c, T0 + 16000, 0), 0);
-	assert_int_equal(count(f, "a", "lost"), 2);
-	assert_int_equal(place(f, "alice", T0 + 16001, &r), 0);
+	assert_int_equal(fx_count(f, "a", "lost"), 2);
+	assert_int_equal(fx_place(f, "alice", T0 + 16001, &r), 0);
 	assert_string_equal(r.server, "b");	/* to the survivor */
 	/* a returns holding only alice's session: restored; bob's has ended */
-	beat(f, "a", 1, T0 + 17000, alice, 1, 1);
-	assert_int_equal(count(f, "a", "active"), 1);
-	assert_int_equal(count(f, "a", "lost"), 0);
+	fx_beat(f, "a", 1, T0 + 17000, alice, 1, 1);
+	assert_int_equal(fx_count(f, "a", "active"), 1);
+	assert_int_equal(fx_count(f, "a", "lost"), 0);
 	/* an agent whose RDP port is not accepting takes its server down */
-	beat(f, "a", 0, T0 + 18000, alice, 1, 1);
-	assert_int_equal(count(f, "a", "lost"), 1);
+	fx_beat(f, "a", 0, T0 + 18000, alice, 1, 1);
+	assert_int_equal(fx_count(f, "a", "lost"), 1);
 }
 
 static void
@@ -249,14 +111,14 @@ test_restart_grace(void **state)
 {
 	struct fx *f = *state;
 
-	add(f, "a", 10);
-	beat(f, "a", 1, T0, NULL, 0, 1);
+	fx_add(f, "a", 10);
+	fx_beat(f, "a", 1, T0, NULL, 0, 1);
 	/* the broker was down from T0 + 1 s to T0 + 60 s: a gets down_after
 	 * from the restart before it counts as down */
 	assert_int_equal(health_sweep(f->st, &f->c, T0 + 61000, T0 + 60000), 0);
-	assert_int_equal(count_state(f, "a", "up"), 1);
+	assert_int_equal(fx_server_in(f, "a", "up"), 1);
 	assert_int_equal(health_sweep(f->st, &f->c, T0 + 75001, T0 + 60000), 0);
-	assert_int_equal(count_state(f, "a", "up"), 0);
+	assert_int_equal(fx_server_in(f, "a", "up"), 0);
 }
 
 static void
@@ -269,32 +131,32 @@ test_pending_expiry_and_quarantine(void **state)
 	const char *ok[8];
 	int on_b = 0;
 
-	add(f, "a", 100);
-	add(f, "b", 100);
-	beat(f, "a", 1, T0, NULL, 0, 1);
-	beat(f, "b", 1, T0, NULL, 0, 1);
+	fx_add(f, "a", 100);
+	fx_add(f, "b", 100);
+	fx_beat(f, "a", 1, T0, NULL, 0, 1);
+	fx_beat(f, "b", 1, T0, NULL, 0, 1);
 	/* 6 users: 3 to a (a black hole), 3 to b which confirms them */
 	for (int i = 0; i < 6; i++) {
 		snprintf(user, sizeof(user), "u%d", i);
-		assert_int_equal(place(f, user, T0 + 1, &r), 0);
+		assert_int_equal(fx_place(f, user, T0 + 1, &r), 0);
 		if (strcmp(r.server, "b") == 0) {
 			ok[on_b] = strdup(user);
 			on_b++;
 		}
 	}
 	assert_int_equal(on_b, 3);
-	beat(f, "b", 1, T0 + 2000, ok, (size_t)on_b, 1);
-	beat(f, "a", 1, T0 + 2000, NULL, 0, 1);
-	beat(f, "a", 1, T0 + 11000, NULL, 0, 1);
-	beat(f, "b", 1, T0 + 11000, ok, (size_t)on_b, 1);
+	fx_beat(f, "b", 1, T0 + 2000, ok, (size_t)on_b, 1);
+	fx_beat(f, "a", 1, T0 + 2000, NULL, 0, 1);
+	fx_beat(f, "a", 1, T0 + 11000, NULL, 0, 1);
+	fx_beat(f, "b", 1, T0 + 11000, ok, (size_t)on_b, 1);
 	assert_int_equal(health_sweep(f->st, &f->c, T0 + 11001, 0), 0);
-	assert_int_equal(count(f, "a", "pending"), 0);
+	assert_int_equal(fx_count(f, "a", "pending"), 0);
 	assert_int_equal(store_server_get(f->st, "a", &s), 0);
 	assert_true(s.quarantined_until > T0 + 11001);
 	assert_int_equal(store_server_get(f->st, "b", &s), 0);
 	assert_int_equal(s.quarantined_until, 0);
 	/* new users avoid the quarantined server */
-	assert_int_equal(place(f, "newbie", T0 + 11002, &r), 0);
+	assert_int_equal(fx_place(f, "newbie", T0 + 11002, &r), 0);
 	assert_string_equal(r.server, "b");
 	for (int i = 0; i < on_b; i++)
 		free((char *)ok[i]);
@@ -308,7 +170,7 @@ test_names_and_admin(void **state)
 	int64_t id;
 	char name[64];
 
-	add(f, "a", 10);
+	fx_add(f, "a", 10);
 	assert_int_equal(store_server_drain(f->st, "nope", 1, T0), STORE_NOT_FOUND);
 	assert_int_equal(store_server_remove(f->st, "nope", T0), STORE_NOT_FOUND);
 	assert_int_equal(store_session_forget(f->st, 12345, T0), STORE_NOT_FOUND);
@@ -339,20 +201,17 @@ test_session_and_user_route(void **state)
 	struct store_route rt;
 	const char *alice[] = { "alice" };
 
-	add(f, "a", 10);
-	add(f, "b", 10);
-	beat(f, "a", 1, T0, NULL, 0, 1);
-	beat(f, "b", 1, T0, NULL, 0, 1);
-	assert_int_equal(place(f, "CORP\\Alice", T0 + 1, &res), 0);
-	assert_int_equal(res.server_id, id_of(f, res.server));
+	fx_farm(f, 2, 10);
+	assert_int_equal(fx_place(f, "CORP\\Alice", T0 + 1, &res), 0);
+	assert_int_equal(res.server_id, fx_id(f, res.server));
 
 	assert_int_equal(store_session_route(f->st, res.session_id, T0 + 2, &rt), 0);
 	assert_int_equal(rt.session_id, res.session_id);
 	assert_string_equal(rt.user, "alice");
 	assert_string_equal(rt.login, "CORP\\Alice");
-	assert_string_equal(rt.session_state, "pending");
+	assert_string_equal(session_state_str(rt.session_state), "pending");
 	assert_string_equal(rt.server, res.server);
-	assert_string_equal(rt.server_state, "up");
+	assert_string_equal(server_state_str(rt.server_state), "up");
 	assert_int_equal(rt.server_id, res.server_id);
 	assert_int_equal(rt.port, 3389);
 	assert_int_equal(rt.live, 1);
@@ -366,21 +225,21 @@ test_session_and_user_route(void **state)
 	assert_int_equal(store_user_route(f->st, "alice", T0 + 2, &rt), 0);
 	assert_int_equal(rt.session_id, res.session_id);
 	assert_int_equal(store_user_route(f->st, "bob", T0 + 2, &rt), STORE_NOT_FOUND);
-	assert_int_equal(count(f, NULL, "pending"), 1);	/* no placement for bob */
-	beat(f, res.server, 1, T0 + 3, alice, 1, 1);	/* confirmed: active */
+	assert_int_equal(fx_count(f, NULL, "pending"), 1);	/* no placement for bob */
+	fx_beat(f, res.server, 1, T0 + 3, alice, 1, 1);	/* confirmed: active */
 	assert_int_equal(store_user_route(f->st, "alice", T0 + 4, &rt), 0);
-	assert_string_equal(rt.session_state, "active");
+	assert_string_equal(session_state_str(rt.session_state), "active");
 
 	/* its server goes down: the token still names it, but it is not live,
 	 * and the user has no live session any more */
 	assert_int_equal(store_server_down(f->st, res.server_id, "test", T0 + 5), 0);
 	assert_int_equal(store_session_route(f->st, res.session_id, T0 + 6, &rt), 0);
-	assert_string_equal(rt.session_state, "lost");
-	assert_string_equal(rt.server_state, "down");
+	assert_string_equal(session_state_str(rt.session_state), "lost");
+	assert_string_equal(server_state_str(rt.server_state), "down");
 	assert_int_equal(rt.live, 0);
 	assert_int_equal(store_user_route(f->st, "alice", T0 + 6, &rt), STORE_NOT_FOUND);
 	/* placing her again goes to the survivor */
-	assert_int_equal(place(f, "alice", T0 + 7, &res), 0);
+	assert_int_equal(fx_place(f, "alice", T0 + 7, &res), 0);
 	assert_string_not_equal(res.server, rt.server);
 	assert_int_equal(store_user_route(f->st, "alice", T0 + 8, &rt), 0);
 	assert_string_equal(rt.server, res.server);
@@ -423,24 +282,20 @@ test_placement_cache(void **state)
 	struct store_place_result r;
 	struct store_server c = { 0 };
 	struct store *other;
-	char err[256];
 
-	add(f, "a", 10);
-	add(f, "b", 10);
-	beat(f, "a", 1, T0, NULL, 0, 1);
-	beat(f, "b", 1, T0, NULL, 0, 1);
-	assert_int_equal(place(f, "u1", T0 + 1, &r), 0);
+	fx_farm(f, 2, 10);
+	assert_int_equal(fx_place(f, "u1", T0 + 1, &r), 0);
 	assert_string_equal(r.server, "a");
 	/* b drained by another process: the cache sees its commit */
-	assert_non_null(other = store_open(f->path, err, sizeof(err)));
+	other = fx_open(f);
 	assert_int_equal(store_server_drain(other, "b", 1, T0 + 2), 0);
-	assert_int_equal(place(f, "u2", T0 + 3, &r), 0);
+	assert_int_equal(fx_place(f, "u2", T0 + 3, &r), 0);
 	assert_string_equal(r.server, "a");
 	assert_int_equal(store_server_drain(other, "b", 0, T0 + 4), 0);
 	/* a's two pending placements expire (10 s): a counts 0 again, ties to a */
-	assert_int_equal(place(f, "u3", T0 + 10000 + 4, &r), 0);
+	assert_int_equal(fx_place(f, "u3", T0 + 10000 + 4, &r), 0);
 	assert_string_equal(r.server, "a");
-	assert_int_equal(place(f, "u4", T0 + 10000 + 5, &r), 0);
+	assert_int_equal(fx_place(f, "u4", T0 + 10000 + 5, &r), 0);
 	assert_string_equal(r.server, "b");
 	/* a server added and brought up elsewhere, then one removed */
 	snprintf(c.name, sizeof(c.name), "c");
@@ -450,37 +305,230 @@ test_placement_cache(void **state)
 	c.max_sessions = 10;
 	assert_int_equal(store_server_add(other, &c, "cc", T0 + 10010), 0);
 	store_close(other);
-	beat(f, "c", 1, T0 + 10011, NULL, 0, 1);
-	assert_int_equal(place(f, "u5", T0 + 10012, &r), 0);
+	fx_beat(f, "c", 1, T0 + 10011, NULL, 0, 1);
+	assert_int_equal(fx_place(f, "u5", T0 + 10012, &r), 0);
 	assert_string_equal(r.server, "c");
-	assert_non_null(other = store_open(f->path, err, sizeof(err)));
+	other = fx_open(f);
 	assert_int_equal(store_server_remove(other, "c", T0 + 10013), 0);
 	store_close(other);
 	for (int i = 0; i < 4; i++) {
 		char u[8];
 
 		snprintf(u, sizeof(u), "v%d", i);
-		assert_int_equal(place(f, u, T0 + 10014 + i, &r), 0);
+		assert_int_equal(fx_place(f, u, T0 + 10014 + i, &r), 0);
 		assert_string_not_equal(r.server, "c");
 	}
 	/* u1..u4 and v0..v3 (the expired ones stay pending until expired) */
-	assert_int_equal(count(f, "a", "pending") + count(f, "b", "pending"), 8);
+	assert_int_equal(fx_count(f, "a", "pending") + fx_count(f, "b", "pending"), 8);
+}
+
+/* What a beat reports back: the transitions it caused, the placements it
+ * confirmed, the admin state to tell the agent. */
+static void
+test_heartbeat_result(void **state)
+{
+	struct fx *f = *state;
+	struct store_heartbeat_result res;
+	struct store_place_result pr;
+	struct wire_heartbeat hb = { 0 };
+	struct wire_session ws[2];
+	int64_t id;
+
+	fx_add(f, "a", 10);
+	id = fx_id(f, "a");
+	memset(ws, 0, sizeof(ws));
+	snprintf(ws[0].user, sizeof(ws[0].user), "CORP\\Alice");
+	snprintf(ws[0].id, sizeof(ws[0].id), "7");
+	ws[0].state = WIRE_DISCONNECTED;
+	snprintf(ws[1].user, sizeof(ws[1].user), "bob@corp");
+	ws[1].state = WIRE_ACTIVE;
+	hb.rdp_accepting = 1;
+	hb.sessions_known = 1;
+	hb.sessions = ws;
+	hb.nsessions = 1;		/* alice only */
+	assert_true(fx_server_in(f, "a", "unknown"));
+	assert_int_equal(store_heartbeat_apply(f->st, id, &hb, T0, &res), 0);
+	assert_int_equal(res.went_up, 1);
+	assert_int_equal(res.went_down, 0);
+	assert_int_equal(res.draining, 0);
+	assert_int_equal(fx_place(f, "alice", T0 + 1, &pr), 0);
+	assert_int_equal(pr.reconnect, 1);
+	assert_int_equal(fx_place(f, "bob", T0 + 2, &pr), 0);
+	assert_int_equal(pr.reconnect, 0);
+	assert_int_equal(store_server_drain(f->st, "a", 1, T0 + 3), 0);
+	/* both reported now: bob's pending placement is confirmed, alice's
+	 * row (the same agent id) is unchanged */
+	hb.nsessions = 2;
+	assert_int_equal(store_heartbeat_apply(f->st, id, &hb, T0 + 4, &res), 0);
+	assert_int_equal(res.went_up, 0);
+	assert_int_equal(res.confirmed, 1);
+	assert_int_equal(res.draining, 1);
+	assert_int_equal(fx_count(f, "a", "disconnected"), 1);
+	assert_int_equal(fx_count(f, "a", "active"), 1);
+	assert_int_equal(fx_count(f, "a", "pending"), 0);
+	/* not accepting: down once, the sessions lost with it */
+	hb.rdp_accepting = 0;
+	assert_int_equal(store_heartbeat_apply(f->st, id, &hb, T0 + 5, &res), 0);
+	assert_int_equal(res.went_down, 1);
+	assert_int_equal(fx_count(f, "a", "lost"), 2);
+	assert_int_equal(store_heartbeat_apply(f->st, id, &hb, T0 + 6, &res), 0);
+	assert_int_equal(res.went_down, 0);
+	assert_true(fx_server_in(f, "a", "down"));
+	/* back: restored with their states */
+	hb.rdp_accepting = 1;
+	assert_int_equal(store_heartbeat_apply(f->st, id, &hb, T0 + 7, &res), 0);
+	assert_int_equal(res.went_up, 1);
+	assert_int_equal(fx_count(f, "a", "disconnected"), 1);
+	assert_int_equal(fx_count(f, "a", "active"), 1);
+	assert_int_equal(store_heartbeat_apply(f->st, 999, &hb, T0 + 8, &res),
+	    STORE_NOT_FOUND);
+}
+
+/* Servers read back with their typed states; sessions listed by state. */
+static void
+test_server_and_session_states(void **state)
+{
+	struct fx *f = *state;
+	struct store_server *list = NULL, s;
+	struct store_session *ss = NULL;
+	struct store_session_filter flt = { "ALICE", NULL, NULL };
+	struct store_place_result pr;
+	const char *alice[] = { "alice" };
+	size_t n = 0;
+
+	fx_add(f, "b", 10);
+	fx_add(f, "a", 10);
+	fx_beat(f, "a", 1, T0, alice, 1, 1);
+	assert_int_equal(store_server_drain(f->st, "b", 1, T0 + 1), 0);
+	assert_int_equal(store_server_list(f->st, &list, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(list[0].name, "a");		/* by name */
+	assert_int_equal(list[0].state, SERVER_UP);
+	assert_int_equal(list[0].admin_state, ADMIN_ENABLED);
+	assert_int_equal(list[0].active, 1);
+	assert_int_equal(list[0].ncpu, 2);
+	assert_int_equal(list[1].state, SERVER_UNKNOWN);
+	assert_int_equal(list[1].admin_state, ADMIN_DRAINING);
+	free(list);
+	assert_int_equal(store_server_drain(f->st, "b", 0, T0 + 2), 0);
+	assert_int_equal(store_server_get(f->st, "b", &s), 0);
+	assert_int_equal(s.admin_state, ADMIN_ENABLED);
+	/* the user filter normalises */
+	assert_int_equal(store_session_list(f->st, &flt, &ss, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(ss[0].state, SESSION_ACTIVE);
+	assert_string_equal(ss[0].server, "a");
+	assert_string_equal(ss[0].remote_id, "id-alice");
+	assert_int_equal(store_session_forget(f->st, ss[0].id, T0 + 3), 0);
+	assert_int_equal(store_session_forget(f->st, ss[0].id, T0 + 4), STORE_NOT_FOUND);
+	free(ss);
+	assert_int_equal(fx_count(f, NULL, NULL), 0);	/* ended: hidden */
+	assert_int_equal(fx_count(f, NULL, "ended"), 1);
+	/* a full server refuses with the reason */
+	for (int i = 0; i < 10; i++) {
+		char u[8];
+
+		snprintf(u, sizeof(u), "u%d", i);
+		assert_int_equal(fx_place(f, u, T0 + 10 + i, &pr), 0);
+		assert_string_equal(pr.server, "a");	/* b is not up */
+	}
+	assert_int_equal(fx_place(f, "late", T0 + 30, &pr), STORE_REFUSED);
+	assert_string_equal(pr.reason, "all servers are full");
+	assert_int_equal(store_server_remove(f->st, "a", T0 + 31), 0);
+	assert_int_equal(store_server_get(f->st, "a", &s), STORE_NOT_FOUND);
+	assert_int_equal(fx_count(f, NULL, "pending"), 0);	/* gone with it */
+}
+
+static void
+test_admin_tokens(void **state)
+{
+	struct fx *f = *state;
+	struct store_admin_token *list = NULL;
+	char name[WIRE_NAME_MAX];
+	size_t n = 0;
+
+	assert_int_equal(store_admin_token_add(f->st, "ci", "h1", T0), 0);
+	assert_int_equal(store_admin_token_add(f->st, "ci", "h2", T0), STORE_EXISTS);
+	assert_int_equal(store_admin_token_add(f->st, "backup", "h2", T0), 0);
+	assert_int_equal(store_admin_token_auth(f->st, "h1", T0 + 1, name, sizeof(name)), 0);
+	assert_string_equal(name, "ci");
+	assert_int_equal(store_admin_token_auth(f->st, "nope", T0 + 1, name, sizeof(name)),
+	    STORE_NOT_FOUND);
+	/* the use is recorded at most once a minute */
+	assert_int_equal(store_admin_token_auth(f->st, "h1", T0 + 2, name, sizeof(name)), 0);
+	assert_int_equal(store_admin_token_list(f->st, &list, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(list[0].name, "backup");
+	assert_int_equal(list[0].last_used, 0);
+	assert_string_equal(list[1].name, "ci");
+	assert_int_equal(list[1].last_used, T0 + 1);
+	free(list);
+	assert_int_equal(store_admin_token_remove(f->st, "ci", T0 + 3), 0);
+	assert_int_equal(store_admin_token_remove(f->st, "ci", T0 + 3), STORE_NOT_FOUND);
+	assert_int_equal(store_admin_token_auth(f->st, "h1", T0 + 4, name, sizeof(name)),
+	    STORE_NOT_FOUND);
+}
+
+/* A logon storm through the store: each committed placement counts at once
+ * in the cache, another store's placements too. */
+static void
+test_storm_spreads(void **state)
+{
+	struct fx *f = *state;
+	struct store_place_result r;
+	struct store *other = NULL;
+	struct store_server s;
+	const char *names[] = { "a", "b", "c" };
+	char u[16];
+
+	fx_farm(f, 3, 100);
+	other = fx_open(f);
+	for (int i = 0; i < 30; i++) {
+		struct store_place_request q = { u, u, "", "127.0.0.8", T0 + 1 + i,
+		    10000, 1 };
+
+		snprintf(u, sizeof(u), "s%d", i);
+		if (i % 3 == 2)	/* one in three by the other broker */
+			assert_int_equal(store_placement_commit(other, &q, &r), 0);
+		else
+			assert_int_equal(fx_place(f, u, T0 + 1 + i, &r), 0);
+	}
+	store_close(other);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(store_server_get(f->st, names[i], &s), 0);
+		assert_int_equal(s.pending, 10);
+	}
+}
+
+static void
+test_unknown_engine(void **state)
+{
+	char err[256] = "";
+
+	assert_int_equal(store_engine_known("sqlite"), 1);
+	assert_int_equal(store_engine_known("nope"), 0);
+	assert_null(store_open_engine("nope", "/nonexistent", err, sizeof(err)));
+	assert_string_equal(err, "unknown store engine 'nope'");
 }
 
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_migrate_and_reopen, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_placement_pending_then_confirmed, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_reconcile_and_unknown_sessions, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_down_lost_and_return, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_restart_grace, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_pending_expiry_and_quarantine, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_names_and_admin, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_event_retention, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_session_and_user_route, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_placement_cache, setup, teardown),
+		FX_TEST(test_placement_pending_then_confirmed),
+		FX_TEST(test_reconcile_and_unknown_sessions),
+		FX_TEST(test_down_lost_and_return),
+		FX_TEST(test_restart_grace),
+		FX_TEST(test_pending_expiry_and_quarantine),
+		FX_TEST(test_names_and_admin),
+		FX_TEST(test_event_retention),
+		FX_TEST(test_session_and_user_route),
+		FX_TEST(test_placement_cache),
+		FX_TEST(test_heartbeat_result),
+		FX_TEST(test_server_and_session_states),
+		FX_TEST(test_admin_tokens),
+		FX_TEST(test_storm_spreads),
+		cmocka_unit_test(test_unknown_engine),
 	};
 	log_init("test_store", LOG_ERROR);
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);

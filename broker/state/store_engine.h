@@ -1,0 +1,141 @@
+/* store_engine: what a storage engine provides to the store (store.c), one
+ * table of operations per engine. Internal to broker/state/: callers use
+ * store.h. An engine maps rows and runs its own query language; the rules
+ * (placement, heartbeat reconciliation, the load cache) stay in store.c,
+ * placement.c and reconcile.c, so a second engine re-implements storage,
+ * not rules.
+ *
+ * Transactions: store.c serialises calls on one struct store_db (its lock)
+ * and brackets every store.h operation in begin .. end: each operation
+ * below runs inside that transaction and must not commit by itself.
+ * Returns: 0 or a STORE_* code (store.h); engine failures are logged once
+ * by the engine, with its message and __func__. Lists returned through
+ * out-parameters are new arrays owned by the caller (free()), also on
+ * error; strings in rows are copied into their fixed buffers. */
+#ifndef TS_STORE_ENGINE_H
+#define TS_STORE_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "broker/state/placement.h"
+#include "broker/state/reconcile.h"
+#include "broker/state/store.h"
+
+struct store_db;
+
+/* A server's placement inputs and the earliest expiry of its counted
+ * pending placements (INT64_MAX if none), as of now. */
+struct store_load {
+	int64_t id;
+	char name[WIRE_NAME_MAX];
+	enum server_state state;
+	enum admin_state admin;
+	int64_t quarantined_until;
+	int weight, max_sessions;
+	double cpu_percent;
+	int sessions;			/* active + disconnected */
+	int pending;			/* pending, expires > now */
+	int64_t min_expires;
+};
+
+struct store_engine {
+	const char *name;		/* the [state] engine value */
+	/* location: the engine's own (SQLite: a file path or ":memory:").
+	 * NULL with the reason in err; STORE_TOO_NEW refused. */
+	struct store_db *(*open)(const char *location, char *err, size_t errlen);
+	void (*close)(struct store_db *db);
+	/* write: the transaction will write (take the write lock now) */
+	int (*begin)(struct store_db *db, int write);
+	/* Commits when r is 0, else rolls back; r or the commit's error. On
+	 * a commit of a write transaction in which generation was read, *gen
+	 * is the generation this commit made (not counting later commits by
+	 * others); else 0. */
+	int (*end)(struct store_db *db, int r, uint64_t *gen);
+	/* A number that changes with every commit, by this store or any
+	 * other; read inside a write transaction, it stays until that one
+	 * ends (the write lock keeps other commits out). */
+	int (*generation)(struct store_db *db, uint64_t *gen);
+
+	/* Events are store.c's (event_add): the operations below write none
+	 * but the bulk ones (pending_expire, session_forget). A name out is a
+	 * WIRE_NAME_MAX buffer: the server's. */
+
+	/* servers; *id: the server changed (0 if none) */
+	int (*server_add)(struct store_db *db, const struct store_server *spec,
+	    const char *token_hash, int64_t now);
+	int (*server_remove)(struct store_db *db, const char *name);
+	int (*server_admin)(struct store_db *db, const char *name, enum admin_state a,
+	    int64_t *id);
+	int (*server_list)(struct store_db *db, struct store_server **out, size_t *n);
+	int (*server_get)(struct store_db *db, const char *name, struct store_server *out);
+	int (*server_auth)(struct store_db *db, const char *token_hash, int64_t *id,
+	    char *name, size_t namelen);
+	/* up/unknown -> down (sessions lost, pending placements ended);
+	 * *changed 0 if it was down already */
+	int (*server_down)(struct store_db *db, int64_t id, const char *reason,
+	    int64_t now, char *name, int *changed);
+	int (*server_quarantine)(struct store_db *db, int64_t id, int64_t until,
+	    char *name);
+
+	/* heartbeats: the server's stored health, admin state and name, and
+	 * (if rows is not NULL) its sessions that have not ended */
+	int (*heartbeat_read)(struct store_db *db, int64_t id, enum server_state *state,
+	    enum admin_state *admin, char *name, struct rc_row **rows, size_t *nrows);
+	/* the beat's load and health, then plan (reconcile.c) as one set;
+	 * reason: the state_reason of the plan's transition (a down one as
+	 * server_down) */
+	int (*heartbeat_apply)(struct store_db *db, int64_t id,
+	    const struct wire_heartbeat *hb, const struct rc_plan *plan,
+	    const char *reason, int64_t now);
+
+	/* placement */
+	/* each(ctx, row) for every server (id 0) or for server id, in id
+	 * order, at now; each returns 0 or a STORE_* code, which stops the
+	 * load and is returned. STORE_NOT_FOUND if id names no server. */
+	int (*load)(struct store_db *db, int64_t id, int64_t now,
+	    int (*each)(void *ctx, const struct store_load *w), void *ctx);
+	/* the user's active and disconnected sessions and unexpired pending
+	 * placements */
+	int (*user_sessions)(struct store_db *db, const char *user, int64_t now,
+	    struct pl_session **out, size_t *n);
+	int (*placement_insert)(struct store_db *db, int64_t server_id,
+	    const struct store_place_request *req, int64_t *session_id);
+	/* a reconnect: the session's client and time, a pending one's expiry */
+	int (*placement_refresh)(struct store_db *db, int64_t session_id,
+	    const struct store_place_request *req);
+	/* name, address, fqdn and port of server_id into out */
+	int (*placement_target)(struct store_db *db, int64_t server_id,
+	    struct store_place_result *out);
+	int (*pending_expire)(struct store_db *db, int64_t now, int *expired);
+
+	/* the route of session_id (all but live) and the session's expiry */
+	int (*session_route)(struct store_db *db, int64_t session_id, int64_t *expires,
+	    struct store_route *out);
+	/* f->user normalised already */
+	int (*session_list)(struct store_db *db, const struct store_session_filter *f,
+	    struct store_session **out, size_t *n);
+	int (*session_forget)(struct store_db *db, int64_t id, int64_t now);
+
+	int (*event_add)(struct store_db *db, int64_t now, const char *kind,
+	    const char *server, const char *user, const char *client, const char *detail,
+	    int64_t duration_us);
+	int (*event_list)(struct store_db *db, int64_t since_id, int limit,
+	    struct store_event **out, size_t *n);
+	int (*event_prune)(struct store_db *db, int64_t before_ms, int keep);
+
+	int (*admin_password_set)(struct store_db *db, const char *hash, int64_t now);
+	int (*admin_password_get)(struct store_db *db, char *hash, size_t n);
+	int (*admin_token_add)(struct store_db *db, const char *name,
+	    const char *token_hash, int64_t now);
+	int (*admin_token_auth)(struct store_db *db, const char *token_hash, int64_t now,
+	    char *name, size_t namelen);
+	int (*admin_token_list)(struct store_db *db, struct store_admin_token **out,
+	    size_t *n);
+	int (*admin_token_remove)(struct store_db *db, const char *name);
+};
+
+/* The engines built in (store_sqlite.c). */
+extern const struct store_engine store_engine_sqlite;
+
+#endif

@@ -1,0 +1,603 @@
+/* store_sqlite.c: the SQLite engine of store_engine.h: the schema's SQL,
+ * rows mapped by column tables, and the engine's table of operations. The
+ * connection, statements and transactions are sqlite_db.c's (the only file
+ * that includes sqlite3.h). The rules are in store.c, placement.c and
+ * reconcile.c. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/common/util.h"
+#include "broker/state/sqlite_db.h"
+
+#define EXEC(d, ...) sqldb_exec(d, sqldb_prep(d, __VA_ARGS__), NULL)
+
+/* A single int64 or text column. */
+struct one {
+	int64_t v;
+	char text[WIRE_ADDR_MAX];
+};
+static const struct col one_int[] = { COL('L', struct one, v) };
+static const struct col one_text[] = { COL('T', struct one, text) };
+
+static int
+event_insert(struct store_db *d, int64_t now, const char *kind, const char *server,
+    const char *user, const char *client, const char *detail, int64_t duration_us)
+{
+	return EXEC(d, "INSERT INTO events (ts, kind, server, user, client, detail, "
+	    "duration_us) VALUES (?, ?, ?, ?, ?, ?, ?)", "ItttttI", now, kind,
+	    server ? server : "", user ? user : "", client ? client : "",
+	    detail ? detail : "", duration_us);
+}
+
+/* ---- servers ---- */
+
+#define SQL_SERVER_COLS \
+    "SELECT s.id, s.name, s.address, s.fqdn, s.port, s.weight, s.max_sessions, " \
+    "s.admin_state, s.state, s.state_reason, s.state_since, s.quarantined_until, " \
+    "s.unconfirmed, s.last_confirmed, s.last_heartbeat, s.rdp_accepting, " \
+    "s.agent_version, s.ncpu, s.cpu_percent, s.load1, s.mem_total_kb, " \
+    "s.mem_available_kb, s.sessions_known, " \
+    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'active'), " \
+    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'disconnected'), " \
+    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'pending'), " \
+    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'lost') " \
+    "FROM servers s "
+
+#define SV(type, f) COL(type, struct store_server, f)
+static const struct col server_cols[] = {
+	SV('L', id), SV('T', name), SV('T', address), SV('T', fqdn), SV('I', port),
+	SV('I', weight), SV('I', max_sessions), SV('A', admin_state), SV('S', state),
+	SV('T', state_reason), SV('L', state_since), SV('L', quarantined_until),
+	SV('I', unconfirmed), SV('L', last_confirmed), SV('L', last_heartbeat),
+	SV('I', rdp_accepting), SV('T', agent_version), SV('I', ncpu),
+	SV('D', cpu_percent), SV('D', load1), SV('L', mem_total_kb),
+	SV('L', mem_available_kb), SV('I', sessions_known), SV('I', active),
+	SV('I', disconnected), SV('I', pending), SV('I', lost),
+};
+
+static int
+sq_server_add(struct store_db *d, const struct store_server *spec,
+    const char *token_hash, int64_t now)
+{
+	int r;
+
+	r = EXEC(d, "INSERT INTO servers (name, address, port, fqdn, weight, "
+	    "max_sessions, token_hash, state_since, created) VALUES "
+	    "(?, ?, ?, ?, ?, ?, ?, ?, ?)", "ttitiitII", spec->name, spec->address,
+	    spec->port, spec->fqdn, spec->weight, spec->max_sessions, token_hash, now, now);
+	return r;
+}
+
+static int
+server_id(struct store_db *d, const char *name, int64_t *id)
+{
+	struct one o;
+	int r;
+
+	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT id FROM servers WHERE name = ?", "t", name),
+	    COLS(one_int), &o)) == 0)
+		*id = o.v;
+	return r;
+}
+
+static int
+server_name(struct store_db *d, int64_t id, char *name, size_t n)
+{
+	struct one o;
+	int r;
+
+	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT name FROM servers WHERE id = ?", "I", id),
+	    COLS(one_text), &o)) == 0)
+		util_strlcpy(name, o.text, n);
+	return r;
+}
+
+static int
+sq_server_remove(struct store_db *d, const char *name)
+{
+	int64_t id;
+	int r;
+
+	if ((r = server_id(d, name, &id)) == 0)
+		r = EXEC(d, "DELETE FROM servers WHERE id = ?", "I", id);
+	return r;
+}
+
+static int
+sq_server_admin(struct store_db *d, const char *name, enum admin_state a, int64_t *id)
+{
+	int r;
+
+	*id = 0;
+	if ((r = server_id(d, name, id)) == 0)
+		r = EXEC(d, "UPDATE servers SET admin_state = ? WHERE id = ?", "tI",
+		    admin_state_str(a), *id);
+	return r;
+}
+
+static int
+sq_server_list(struct store_db *d, struct store_server **out, size_t *n)
+{
+	return sqldb_rows(d, sqldb_prep(d, SQL_SERVER_COLS "ORDER BY s.name", ""), sizeof(**out),
+	    COLS(server_cols), out, n);
+}
+
+static int
+sq_server_get(struct store_db *d, const char *name, struct store_server *out)
+{
+	return sqldb_row(d, sqldb_prep(d, SQL_SERVER_COLS "WHERE s.name = ?", "t", name),
+	    COLS(server_cols), out);
+}
+
+static const struct col id_name_cols[] = { SV('L', id), SV('T', name) };
+
+static int
+sq_server_auth(struct store_db *d, const char *token_hash, int64_t *id, char *name,
+    size_t namelen)
+{
+	struct store_server srv;
+	int r;
+
+	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT id, name FROM servers WHERE token_hash = ?",
+	    "t", token_hash), COLS(id_name_cols), &srv)) == 0) {
+		*id = srv.id;
+		util_strlcpy(name, srv.name, namelen);
+	}
+	return r;
+}
+
+/* Marks server id down: sessions lost, pending placements ended. No-op if
+ * it is already down. */
+static int
+server_set_down(struct store_db *d, int64_t id, const char *reason, int64_t now,
+    int *changed)
+{
+	int r;
+
+	if ((r = sqldb_exec(d, sqldb_prep(d, "UPDATE servers SET state = 'down', "
+	    "state_reason = ?, state_since = ? WHERE id = ? AND state != 'down'", "tII",
+	    reason, now, id), changed)) != 0 || !*changed)
+		return r;
+	if ((r = EXEC(d, "UPDATE sessions SET state = 'lost', updated = ? WHERE "
+	    "server_id = ? AND state IN ('active', 'disconnected')", "II", now, id)) != 0 ||
+	    (r = EXEC(d, "UPDATE sessions SET state = 'ended', updated = ?, expires = 0 "
+	    "WHERE server_id = ? AND state = 'pending'", "II", now, id)) != 0)
+		return r;
+	return 0;
+}
+
+static int
+sq_server_down(struct store_db *d, int64_t id, const char *reason, int64_t now,
+    char *name, int *changed)
+{
+	int r;
+
+	*changed = 0;
+	if ((r = server_name(d, id, name, WIRE_NAME_MAX)) == 0)
+		r = server_set_down(d, id, reason, now, changed);
+	return r;
+}
+
+static int
+sq_server_quarantine(struct store_db *d, int64_t id, int64_t until, char *name)
+{
+	int r;
+
+	if ((r = server_name(d, id, name, WIRE_NAME_MAX)) == 0)
+		r = EXEC(d, "UPDATE servers SET quarantined_until = ?, unconfirmed = 0 "
+		    "WHERE id = ?", "II", until, id);
+	return r;
+}
+
+/* ---- heartbeats ---- */
+
+static const struct col states_cols[] = { SV('S', state), SV('A', admin_state),
+	SV('T', name) };
+static const struct col rc_row_cols[] = {
+	COL('L', struct rc_row, id), COL('T', struct rc_row, user),
+	COL('T', struct rc_row, remote_id), COL('E', struct rc_row, state),
+};
+
+static int
+sq_heartbeat_read(struct store_db *d, int64_t id, enum server_state *state,
+    enum admin_state *admin, char *name, struct rc_row **rows, size_t *nrows)
+{
+	struct store_server srv;
+	int r;
+
+	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT state, admin_state, name FROM servers WHERE "
+	    "id = ?", "I", id), COLS(states_cols), &srv)) != 0)
+		return r;
+	*state = srv.state;
+	*admin = srv.admin_state;
+	util_strlcpy(name, srv.name, WIRE_NAME_MAX);
+	if (rows == NULL)
+		return 0;
+	return sqldb_rows(d, sqldb_prep(d, "SELECT id, user, remote_id, state FROM sessions "
+	    "WHERE server_id = ? AND state != 'ended'", "I", id), sizeof(**rows),
+	    COLS(rc_row_cols), rows, nrows);
+}
+
+/* One change of a plan. */
+static int
+change_apply(struct store_db *d, int64_t id, const struct wire_heartbeat *hb,
+    const struct rc_change *c, int64_t now)
+{
+	const struct wire_session *ws = &hb->sessions[c->session];
+
+	switch (c->op) {
+	case RC_INSERT:
+		return EXEC(d, "INSERT INTO sessions (server_id, user, login, domain, "
+		    "remote_id, state, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+		    "ItttttII", id, c->user, ws->user, ws->domain, ws->id,
+		    session_state_str(c->state), now, now);
+	case RC_UPDATE:
+		return EXEC(d, "UPDATE sessions SET state = ?, remote_id = ?, login = ?, "
+		    "domain = ?, updated = ?, expires = 0 WHERE id = ?", "ttttII",
+		    session_state_str(c->state), ws->id, ws->user, ws->domain, now,
+		    c->row_id);
+	case RC_END:
+		return EXEC(d, "UPDATE sessions SET state = 'ended', updated = ? "
+		    "WHERE id = ?", "II", now, c->row_id);
+	}
+	return STORE_ERR;
+}
+
+static int
+sq_heartbeat_apply(struct store_db *d, int64_t id, const struct wire_heartbeat *hb,
+    const struct rc_plan *plan, const char *reason, int64_t now)
+{
+	int r, changed;
+
+	r = EXEC(d, "UPDATE servers SET last_heartbeat = ?, rdp_accepting = ?, "
+	    "agent_version = ?, ncpu = ?, cpu_percent = ?, load1 = ?, mem_total_kb = ?, "
+	    "mem_available_kb = ?, sessions_known = ? WHERE id = ?", "IitiddIIiI",
+	    now, hb->rdp_accepting, hb->version, hb->ncpu, hb->cpu_percent, hb->load1,
+	    hb->mem_total_kb, hb->mem_available_kb, hb->sessions_known, id);
+	if (r == 0 && plan->transition == RC_UP)
+		r = EXEC(d, "UPDATE servers SET state = 'up', state_reason = ?, "
+		    "state_since = ? WHERE id = ?", "tII", reason, now, id);
+	else if (r == 0 && plan->transition == RC_DOWN)
+		r = server_set_down(d, id, reason, now, &changed);
+	for (size_t i = 0; i < plan->nchanges && r == 0; i++)
+		r = change_apply(d, id, hb, &plan->changes[i], now);
+	if (r == 0 && plan->confirmed > 0)
+		r = EXEC(d, "UPDATE servers SET last_confirmed = ?, unconfirmed = 0 "
+		    "WHERE id = ?", "II", now, id);
+	return r;
+}
+
+/* ---- placement ---- */
+
+/* The servers' placement inputs (all, or WHERE id = ?2) with their counts
+ * at ?1, in id order: index lookups per server (sessions_server). */
+#define SQL_LOAD(where) "SELECT s.id, s.name, s.state, s.admin_state, " \
+    "s.quarantined_until, s.weight, s.max_sessions, s.cpu_percent, (SELECT count(*) " \
+    "FROM sessions WHERE server_id = s.id AND state IN ('active', 'disconnected')), " \
+    "(SELECT count(*) FROM sessions WHERE server_id = s.id AND state = 'pending' AND " \
+    "expires > ?1), (SELECT coalesce(min(expires), 9223372036854775807) FROM sessions " \
+    "WHERE server_id = s.id AND state = 'pending' AND expires > ?1) FROM servers s " \
+    where " ORDER BY s.id"
+
+#define LD(type, f) COL(type, struct store_load, f)
+static const struct col load_cols[] = {
+	LD('L', id), LD('T', name), LD('S', state), LD('A', admin), LD('L', quarantined_until),
+	LD('I', weight), LD('I', max_sessions), LD('D', cpu_percent), LD('I', sessions),
+	LD('I', pending), LD('L', min_expires),
+};
+
+/* The caller's each of sq_load, called with the typed row. */
+struct load_each {
+	int (*each)(void *ctx, const struct store_load *w);
+	void *ctx;
+};
+
+static int
+load_row(void *ctx, const void *row)
+{
+	const struct load_each *l = ctx;
+
+	return l->each(l->ctx, row);
+}
+
+static int
+sq_load(struct store_db *d, int64_t id, int64_t now,
+    int (*each)(void *ctx, const struct store_load *w), void *ctx)
+{
+	struct load_each l = { each, ctx };
+	struct store_load w;
+	size_t rows;
+	int r;
+
+	r = sqldb_each(d, id ? sqldb_prep(d, SQL_LOAD("WHERE s.id = ?2"), "II", now, id) :
+	    sqldb_prep(d, SQL_LOAD(""), "I", now), COLS(load_cols), &w, sizeof(w),
+	    load_row, &l, &rows);
+	return r == 0 && id != 0 && rows == 0 ? STORE_NOT_FOUND : r;
+}
+
+static const struct col pl_session_cols[] = {
+	COL('L', struct pl_session, id), COL('L', struct pl_session, server_id),
+	COL('E', struct pl_session, state), COL('L', struct pl_session, updated),
+};
+
+static int
+sq_user_sessions(struct store_db *d, const char *user, int64_t now,
+    struct pl_session **out, size_t *n)
+{
+	return sqldb_rows(d, sqldb_prep(d, "SELECT id, server_id, state, updated FROM sessions "
+	    "WHERE user = ?1 AND (state IN ('active', 'disconnected') OR (state = "
+	    "'pending' AND expires > ?2))", "tI", user, now), sizeof(**out),
+	    COLS(pl_session_cols), out, n);
+}
+
+static int
+sq_placement_insert(struct store_db *d, int64_t server_id,
+    const struct store_place_request *req, int64_t *session_id)
+{
+	int r;
+
+	r = EXEC(d, "INSERT INTO sessions (server_id, user, login, domain, state, "
+	    "client, created, updated, expires) VALUES (?, ?, ?, ?, 'pending', ?, "
+	    "?, ?, ?)", "IttttIII", server_id, req->user, req->login, req->domain,
+	    req->client, req->now, req->now, req->now + req->pending_ttl_ms);
+	if (r == 0)
+		*session_id = sqldb_last_id(d);
+	return r;
+}
+
+static int
+sq_placement_refresh(struct store_db *d, int64_t session_id,
+    const struct store_place_request *req)
+{
+	return EXEC(d, "UPDATE sessions SET client = ?, updated = ?, expires = "
+	    "CASE state WHEN 'pending' THEN ? ELSE expires END WHERE id = ?",
+	    "tIII", req->client, req->now, req->now + req->pending_ttl_ms, session_id);
+}
+
+#define PR(type, f) COL(type, struct store_place_result, f)
+static const struct col target_cols[] = {
+	PR('T', server), PR('T', address), PR('T', fqdn), PR('I', port),
+};
+
+static int
+sq_placement_target(struct store_db *d, int64_t server_id, struct store_place_result *out)
+{
+	return sqldb_row(d, sqldb_prep(d, "SELECT name, address, fqdn, port FROM servers WHERE "
+	    "id = ?", "I", server_id), COLS(target_cols), out);
+}
+
+static int
+sq_pending_expire(struct store_db *d, int64_t now, int *expired)
+{
+	int r;
+
+	*expired = 0;
+	r = EXEC(d, "INSERT INTO events (ts, kind, server, user, client, detail) "
+	    "SELECT ?1, 'pending_expired', v.name, s.user, s.client, "
+	    "'placement not confirmed by the agent' FROM sessions s JOIN servers v "
+	    "ON v.id = s.server_id WHERE s.state = 'pending' AND s.expires <= ?1", "I", now);
+	if (r == 0)
+		r = EXEC(d, "UPDATE servers SET unconfirmed = unconfirmed + (SELECT "
+		    "count(*) FROM sessions WHERE server_id = servers.id AND state = "
+		    "'pending' AND expires <= ?1) WHERE id IN (SELECT server_id FROM "
+		    "sessions WHERE state = 'pending' AND expires <= ?1)", "I", now);
+	if (r == 0)
+		r = sqldb_exec(d, sqldb_prep(d, "UPDATE sessions SET state = 'ended', "
+		    "updated = ?1 WHERE state = 'pending' AND expires <= ?1", "I", now),
+		    expired);
+	return r;
+}
+
+/* ---- routing and sessions ---- */
+
+/* A route and its session's expiry (store.c decides whether it is live). */
+struct route_row {
+	struct store_route rt;
+	int64_t expires;
+};
+#define RT(type, f) COL(type, struct route_row, rt.f)
+static const struct col route_cols[] = {
+	RT('L', session_id), RT('T', user), RT('T', login), RT('T', domain),
+	RT('E', session_state), RT('L', server_id), RT('T', server), RT('T', address),
+	RT('I', port), RT('S', server_state), COL('L', struct route_row, expires),
+};
+
+static int
+sq_session_route(struct store_db *d, int64_t session_id, int64_t *expires,
+    struct store_route *out)
+{
+	struct route_row w;
+	int r;
+
+	memset(&w, 0, sizeof(w));
+	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT e.id, e.user, e.login, e.domain, e.state, "
+	    "v.id, v.name, v.address, v.port, v.state, e.expires FROM sessions e JOIN "
+	    "servers v ON v.id = e.server_id WHERE e.id = ?", "I", session_id),
+	    COLS(route_cols), &w)) == 0) {
+		*out = w.rt;
+		*expires = w.expires;
+	}
+	return r;
+}
+
+#define SE(type, f) COL(type, struct store_session, f)
+static const struct col session_cols[] = {
+	SE('L', id), SE('T', server), SE('T', user), SE('T', login), SE('T', domain),
+	SE('T', remote_id), SE('E', state), SE('T', client), SE('L', created),
+	SE('L', updated), SE('L', expires),
+};
+
+static int
+sq_session_list(struct store_db *d, const struct store_session_filter *f,
+    struct store_session **out, size_t *n)
+{
+	return sqldb_rows(d, sqldb_prep(d, "SELECT e.id, v.name, e.user, e.login, e.domain, "
+	    "e.remote_id, e.state, e.client, e.created, e.updated, e.expires FROM "
+	    "sessions e JOIN servers v ON v.id = e.server_id WHERE (?1 = '' OR e.user = "
+	    "?1) AND (?2 = '' OR v.name = ?2) AND ((?3 = '' AND e.state != 'ended') OR "
+	    "e.state = ?3) ORDER BY e.updated DESC, e.id DESC LIMIT 100000", "ttt",
+	    f->user ? f->user : "", f->server ? f->server : "",
+	    f->state ? session_state_str(*f->state) : ""), sizeof(**out),
+	    COLS(session_cols), out, n);
+}
+
+static int
+sq_session_forget(struct store_db *d, int64_t id, int64_t now)
+{
+	char detail[64];
+	int r, changed;
+
+	r = sqldb_exec(d, sqldb_prep(d, "UPDATE sessions SET state = 'ended', updated = ? "
+	    "WHERE id = ? AND state != 'ended'", "II", now, id), &changed);
+	if (r == 0 && !changed)
+		r = STORE_NOT_FOUND;
+	snprintf(detail, sizeof(detail), "session %lld forgotten", (long long)id);
+	if (r == 0)
+		r = EXEC(d, "INSERT INTO events (ts, kind, server, user, detail) SELECT "
+		    "?, 'forget', v.name, e.user, ? FROM sessions e JOIN servers v ON "
+		    "v.id = e.server_id WHERE e.id = ?", "ItI", now, detail, id);
+	return r;
+}
+
+/* ---- events ---- */
+
+#define EV(type, f) COL(type, struct store_event, f)
+static const struct col event_cols[] = {
+	EV('L', id), EV('L', ts), EV('T', kind), EV('T', server), EV('T', user),
+	EV('T', client), EV('T', detail), EV('L', duration_us),
+};
+
+static int
+sq_event_list(struct store_db *d, int64_t since_id, int limit, struct store_event **out,
+    size_t *n)
+{
+	return sqldb_rows(d, sqldb_prep(d, "SELECT id, ts, kind, server, user, client, detail, "
+	    "duration_us FROM events WHERE id > ? ORDER BY id DESC LIMIT ?", "Ii",
+	    since_id, limit < 1 ? 1 : limit), sizeof(**out), COLS(event_cols), out, n);
+}
+
+static int
+sq_event_prune(struct store_db *d, int64_t before_ms, int keep)
+{
+	int r;
+
+	r = EXEC(d, "DELETE FROM events WHERE ts < ? OR id <= (SELECT id FROM events "
+	    "ORDER BY id DESC LIMIT 1 OFFSET ?)", "Ii", before_ms, keep);
+	if (r == 0)
+		r = EXEC(d, "DELETE FROM sessions WHERE state = 'ended' AND updated < ?",
+		    "I", before_ms);
+	return r;
+}
+
+/* ---- admin credentials and tokens ---- */
+
+static int
+sq_admin_password_set(struct store_db *d, const char *hash, int64_t now)
+{
+	int r;
+
+	r = EXEC(d, "INSERT INTO admin (id, password_hash, updated) VALUES (1, ?, ?) "
+	    "ON CONFLICT (id) DO UPDATE SET password_hash = excluded.password_hash, "
+	    "updated = excluded.updated", "tI", hash, now);
+	return r;
+}
+
+static int
+sq_admin_password_get(struct store_db *d, char *hash, size_t n)
+{
+	struct one o;
+	int r;
+
+	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT password_hash FROM admin WHERE id = 1", ""),
+	    COLS(one_text), &o)) == 0)
+		util_strlcpy(hash, o.text, n);
+	return r;
+}
+
+static int
+sq_admin_token_add(struct store_db *d, const char *name, const char *token_hash,
+    int64_t now)
+{
+	int r;
+
+	r = EXEC(d, "INSERT INTO admin_tokens (name, token_hash, created) VALUES "
+	    "(?, ?, ?)", "ttI", name, token_hash, now);
+	return r;
+}
+
+#define AT(type, f) COL(type, struct store_admin_token, f)
+static const struct col token_cols[] = { AT('T', name), AT('L', created), AT('L', last_used) };
+
+static int
+sq_admin_token_auth(struct store_db *d, const char *token_hash, int64_t now,
+    char *name, size_t namelen)
+{
+	struct store_admin_token t;
+	int r;
+
+	r = sqldb_row(d, sqldb_prep(d, "SELECT name, created, last_used FROM admin_tokens "
+	    "WHERE token_hash = ?", "t", token_hash), COLS(token_cols), &t);
+	if (r == 0 && now - t.last_used >= 60000)
+		r = EXEC(d, "UPDATE admin_tokens SET last_used = ? WHERE token_hash = ?",
+		    "It", now, token_hash);
+	if (r == 0)
+		util_strlcpy(name, t.name, namelen);
+	return r;
+}
+
+static int
+sq_admin_token_list(struct store_db *d, struct store_admin_token **out, size_t *n)
+{
+	return sqldb_rows(d, sqldb_prep(d, "SELECT name, created, last_used FROM admin_tokens "
+	    "ORDER BY name", ""), sizeof(**out), COLS(token_cols), out, n);
+}
+
+static int
+sq_admin_token_remove(struct store_db *d, const char *name)
+{
+	int r, changed;
+
+	r = sqldb_exec(d, sqldb_prep(d, "DELETE FROM admin_tokens WHERE name = ?", "t", name),
+	    &changed);
+	return r == 0 && !changed ? STORE_NOT_FOUND : r;
+}
+
+const struct store_engine store_engine_sqlite = {
+	.name = "sqlite",
+	.open = sqldb_open,
+	.close = sqldb_close,
+	.begin = sqldb_begin,
+	.end = sqldb_end,
+	.generation = sqldb_generation,
+	.server_add = sq_server_add,
+	.server_remove = sq_server_remove,
+	.server_admin = sq_server_admin,
+	.server_list = sq_server_list,
+	.server_get = sq_server_get,
+	.server_auth = sq_server_auth,
+	.server_down = sq_server_down,
+	.server_quarantine = sq_server_quarantine,
+	.heartbeat_read = sq_heartbeat_read,
+	.heartbeat_apply = sq_heartbeat_apply,
+	.load = sq_load,
+	.user_sessions = sq_user_sessions,
+	.placement_insert = sq_placement_insert,
+	.placement_refresh = sq_placement_refresh,
+	.placement_target = sq_placement_target,
+	.pending_expire = sq_pending_expire,
+	.session_route = sq_session_route,
+	.session_list = sq_session_list,
+	.session_forget = sq_session_forget,
+	.event_add = event_insert,
+	.event_list = sq_event_list,
+	.event_prune = sq_event_prune,
+	.admin_password_set = sq_admin_password_set,
+	.admin_password_get = sq_admin_password_get,
+	.admin_token_add = sq_admin_token_add,
+	.admin_token_auth = sq_admin_token_auth,
+	.admin_token_list = sq_admin_token_list,
+	.admin_token_remove = sq_admin_token_remove,
+};

@@ -1,0 +1,175 @@
+/* What only the SQLite engine (broker/state/store_sqlite.c) has: its file
+ * and schema versions (migrations, a newer database refused, an upgrade of
+ * a database made by the release d80947e), and commits made outside the
+ * store (the sqlite3 shell) seen through PRAGMA data_version. The store
+ * contract for every engine is test_store.c. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "broker/common/log.h"
+#include "broker/state/store.h"
+#include "tests/unit/store_fx.h"
+
+/* Runs sql on f's file with the sqlite3 shell (another connection). */
+static void
+shell(struct fx *f, const char *sql)
+{
+	char cmd[2048];
+
+	snprintf(cmd, sizeof(cmd), "sqlite3 %s \"%s\"", f->path, sql);
+	assert_int_equal(system(cmd), 0);
+}
+
+static void
+test_migrate_and_reopen(void **state)
+{
+	struct fx *f = *state;
+	char err[256];
+	struct store *st;
+
+	fx_add(f, "a", 10);
+	store_close(f->st);
+	f->st = store_open(f->path, err, sizeof(err));	/* no second migration */
+	assert_non_null(f->st);
+	assert_int_equal(fx_id(f, "a") > 0, 1);
+	store_close(f->st);
+	shell(f, "PRAGMA user_version = 99");
+	st = store_open(f->path, err, sizeof(err));
+	assert_null(st);
+	assert_non_null(strstr(err, "newer than this tsbroker"));
+	shell(f, "PRAGMA user_version = 1");
+	f->st = store_open(f->path, err, sizeof(err));
+	assert_non_null(f->st);
+}
+
+/* A database made by the release d80947e (tests/unit/fixtures/), opened by
+ * this store: every row reads back, with its states as the enums. */
+static void
+test_upgrade_from_release(void **state)
+{
+	struct fx *f = *state;
+	struct store_server *sv = NULL;
+	struct store_session *ss = NULL;
+	struct store_event *ev = NULL;
+	struct store_admin_token *tk = NULL;
+	struct store_session_filter all = { NULL, NULL, NULL };
+	struct store_place_result pr;
+	struct store_route rt;
+	char cmd[1200], hash[200], name[WIRE_NAME_MAX], err[256];
+	const enum session_state ended = SESSION_ENDED;
+	size_t n = 0;
+	int64_t id;
+
+	store_close(f->st);
+	snprintf(cmd, sizeof(cmd), "rm -f %s && sqlite3 %s < tests/unit/fixtures/"
+	    "release-d80947e.sql", f->path, f->path);
+	assert_int_equal(system(cmd), 0);
+	f->st = store_open(f->path, err, sizeof(err));
+	assert_non_null(f->st);
+
+	assert_int_equal(store_server_list(f->st, &sv, &n), 0);
+	assert_int_equal(n, 4);
+	assert_string_equal(sv[0].name, "ts1");
+	assert_int_equal(sv[0].state, SERVER_UP);
+	assert_int_equal(sv[0].admin_state, ADMIN_ENABLED);
+	assert_int_equal(sv[0].active, 1);
+	assert_int_equal(sv[0].disconnected, 1);
+	assert_int_equal(sv[0].pending, 1);
+	assert_int_equal(sv[0].ncpu, 4);
+	assert_int_equal(sv[0].mem_total_kb, 8000000);
+	assert_int_equal(sv[1].state, SERVER_UP);
+	assert_int_equal(sv[1].admin_state, ADMIN_DRAINING);
+	assert_int_equal(sv[2].state, SERVER_DOWN);
+	assert_string_equal(sv[2].state_reason, "no heartbeat for 16 s");
+	assert_int_equal(sv[2].quarantined_until, T0 + 90000);
+	assert_int_equal(sv[2].lost, 1);
+	assert_int_equal(sv[3].state, SERVER_UNKNOWN);
+	assert_int_equal(sv[3].max_sessions, 7);
+	free(sv);
+
+	assert_int_equal(store_session_list(f->st, &all, &ss, &n), 0);
+	assert_int_equal(n, 4);		/* pending, active, disconnected, lost */
+	assert_string_equal(ss[0].user, "erin");	/* the newest first */
+	assert_int_equal(ss[0].state, SESSION_PENDING);
+	assert_string_equal(ss[0].login, "CORP\\Erin");
+	assert_string_equal(ss[0].client, "192.0.2.7");
+	assert_int_equal(ss[0].expires, T0 + 22000 + 120000);
+	assert_int_equal(ss[1].state, SESSION_LOST);
+	assert_string_equal(ss[1].user, "dave");
+	free(ss);
+	all.state = &ended;
+	assert_int_equal(store_session_list(f->st, &all, &ss, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(ss[0].user, "carol");
+	free(ss);
+	assert_int_equal(fx_count(f, "ts1", "active"), 1);
+	assert_int_equal(fx_count(f, "ts1", "disconnected"), 1);
+
+	assert_int_equal(store_session_route(f->st, 5, T0 + 23000, &rt), 0);
+	assert_int_equal(rt.session_state, SESSION_PENDING);
+	assert_int_equal(rt.server_state, SERVER_UP);
+	assert_int_equal(rt.live, 1);
+	assert_int_equal(store_event_list(f->st, 0, 100, &ev, &n), 0);
+	assert_int_equal(n, 13);
+	assert_string_equal(ev[0].kind, "test");
+	assert_int_equal(ev[0].duration_us, 1234);
+	free(ev);
+	assert_int_equal(store_admin_password_get(f->st, hash, sizeof(hash)), 0);
+	assert_string_equal(hash, "$scrypt$ln=15,r=8,p=1$c2FsdA$aGFzaA");
+	assert_int_equal(store_admin_token_list(f->st, &tk, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(tk[0].name, "ci");
+	free(tk);
+	assert_int_equal(store_server_auth(f->st, "2222222222222222222222222222222222222222"
+	    "222222222222222222222222", &id, name, sizeof(name)), 0);
+	assert_string_equal(name, "ts2");
+	/* and it works on: alice reconnects (disconnected bob first on ts1) */
+	assert_int_equal(fx_place(f, "bob", T0 + 30000, &pr), 0);
+	assert_int_equal(pr.reconnect, 1);
+	assert_string_equal(pr.server, "ts1");
+}
+
+/* A commit by another connection (the sqlite3 shell, not a store) is seen
+ * by the load cache through PRAGMA data_version; this store's own commits
+ * keep the cache (the generation counts them too). */
+static void
+test_outside_commit_seen(void **state)
+{
+	struct fx *f = *state;
+	struct store_place_result r;
+
+	fx_farm(f, 2, 10);
+	assert_int_equal(fx_place(f, "u1", T0 + 1, &r), 0);
+	assert_string_equal(r.server, "a");
+	assert_int_equal(fx_place(f, "u2", T0 + 2, &r), 0);
+	assert_string_equal(r.server, "b");
+	shell(f, "UPDATE servers SET admin_state = 'draining' WHERE name = 'a'");
+	for (int i = 0; i < 3; i++) {
+		char u[8];
+
+		snprintf(u, sizeof(u), "v%d", i);
+		assert_int_equal(fx_place(f, u, T0 + 3 + i, &r), 0);
+		assert_string_equal(r.server, "b");
+	}
+	shell(f, "UPDATE servers SET admin_state = 'enabled' WHERE name = 'a'");
+	assert_int_equal(fx_place(f, "w", T0 + 10, &r), 0);
+	assert_string_equal(r.server, "a");
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		FX_TEST(test_migrate_and_reopen),
+		FX_TEST(test_upgrade_from_release),
+		FX_TEST(test_outside_commit_seen),
+	};
+	log_init("test_store_sqlite", LOG_ERROR);
+	return cmocka_run_group_tests_name("store_sqlite", tests, NULL, NULL);
+}
