@@ -31,7 +31,7 @@ FUZZERS :=
 all:
 
 # Shared by both daemons (logging, config, JSON wire format, helpers).
-COMMON_SRC := broker/common/log.c broker/common/cfg.c broker/common/wire.c broker/common/util.c
+COMMON_SRC := broker/common/log.c broker/common/cfg.c broker/common/wire.c broker/common/util.c broker/common/net.c
 COMMON_OBJ := $(COMMON_SRC:%.c=$(B)/%.o)
 $(B)/broker/common/cfg.o: CFLAGS += $(call PKG_CFLAGS,inih)
 $(B)/broker/common/wire.o: CFLAGS += $(call PKG_CFLAGS,jansson)

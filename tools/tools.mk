@@ -7,12 +7,11 @@ TOOLS_FREERDP_CLIENT := freerdp-client2 freerdp2 winpr2
 
 $(B)/tools/rdptarget.o: CFLAGS += $(call PKG_CFLAGS,$(TOOLS_FREERDP_SERVER) jansson)
 $(B)/tools/rdpprobe.o: CFLAGS += $(call PKG_CFLAGS,$(TOOLS_FREERDP_CLIENT))
-$(B)/tools/peer_wlog.o: CFLAGS += $(call PKG_CFLAGS,winpr2)
 
 PROGS += $(B)/rdptarget $(B)/rdpprobe
-$(B)/rdptarget: $(B)/tools/rdptarget.o $(B)/tools/peer_wlog.o $(B)/broker/front/x224.o $(COMMON_OBJ)
+$(B)/rdptarget: $(B)/tools/rdptarget.o $(B)/broker/front/frpeer.o $(B)/broker/front/x224.o $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(call PKG_LIBS,$(TOOLS_FREERDP_SERVER)) $(COMMON_LIBS) $(LDLIBS_BASE)
-$(B)/rdpprobe: $(B)/tools/rdpprobe.o $(B)/tools/peer_wlog.o $(COMMON_OBJ)
+$(B)/rdpprobe: $(B)/tools/rdpprobe.o $(B)/broker/front/frpeer.o $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(call PKG_LIBS,$(TOOLS_FREERDP_CLIENT)) $(COMMON_LIBS) $(LDLIBS_BASE)
 
 UNIT_TESTS += test_x224

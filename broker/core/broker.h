@@ -1,4 +1,5 @@
-/* broker: the decisions behind the RDP endpoint. Implements struct rdp_ops:
+/* broker: the decisions behind the RDP endpoint. Implements the front door
+ * (broker/front/door.h):
  * a user's placement is decided and committed by the store before the
  * redirect is sent; each connection's outcome becomes an event and counts
  * in the redirect metrics. In token mode it issues the routing token with
@@ -12,7 +13,7 @@
 
 #include <stdint.h>
 
-#include "broker/front/rdp.h"
+#include "broker/front/door.h"
 #include "broker/front/token.h"
 
 struct conf;
@@ -22,7 +23,7 @@ struct splice;
 #define BROKER_BUCKETS 15
 
 struct broker_metrics {
-	uint64_t redirects[3];			/* by enum rdp_outcome */
+	uint64_t redirects[3];			/* by enum door_outcome */
 	uint64_t reconnects;			/* of redirects[RDP_REDIRECTED] */
 	uint64_t hist[BROKER_BUCKETS];		/* handling time, cumulative later */
 	uint64_t hist_sum_us;
@@ -52,10 +53,10 @@ struct broker {
  * with the reason in err. */
 int broker_start(struct broker *b, char *err, size_t n);
 /* Closes every spliced connection, frees the relay, wipes the key. Call
- * after rdp_free (no route in progress). */
+ * after rdp_free (no splice in progress). */
 void broker_stop(struct broker *b);
 /* Fills ops to call into b. */
-void broker_rdp_ops(struct broker *b, struct rdp_ops *ops);
+void broker_door_ops(struct broker *b, struct door_ops *ops);
 /* Spliced connections open now (0 without a relay). */
 int broker_splices_active(const struct broker *b);
 

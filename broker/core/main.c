@@ -111,7 +111,7 @@ serve(struct conf *c)
 	struct api_admin admin = { 0 };
 	struct broker broker = { 0 };
 	struct privdrop pd;
-	struct rdp_ops ops;
+	struct door_ops ops;
 	sigset_t sigs;
 	char err[512];
 	int sig, ret = 1;
@@ -156,7 +156,7 @@ serve(struct conf *c)
 		log_error("rdp: %s", err);
 		goto out;
 	}
-	broker_rdp_ops(&broker, &ops);
+	broker_door_ops(&broker, &ops);
 	if ((rdp = rdp_new(&c->rdp, &ops, err, sizeof(err))) == NULL) {
 		log_error("rdp: %s", err);
 		goto out;

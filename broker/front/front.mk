@@ -1,14 +1,23 @@
-# broker/front/: the front door. The RDP endpoint (accept loop, FreeRDP peer,
-# redirect), the X.224 parser, routing tokens and the token-mode splice.
-FRONT_SRC := broker/front/rdp.c broker/front/x224.c broker/front/token.c broker/front/splice.c
-FRONT_LIBS := $(call PKG_LIBS,freerdp-server2 freerdp2 winpr2)
-$(B)/broker/front/rdp.o: CFLAGS += $(call PKG_CFLAGS,freerdp-server2 freerdp2 winpr2)
+# broker/front/: the front door. The RDP endpoint (rdp.c) made of the
+# admission engine (admit.c), the seam to the core (door.c), the FreeRDP
+# engine (rdp_freerdp.c, frpeer.c) and its PEM workaround (pem_cache.c);
+# the X.224 parser, routing tokens and the token-mode splice.
+FRONT_SRC := broker/front/rdp.c broker/front/admit.c broker/front/door.c \
+	broker/front/rdp_freerdp.c broker/front/frpeer.c broker/front/pem_cache.c \
+	broker/front/x224.c broker/front/token.c broker/front/splice.c
+FRONT_LIBS := $(call PKG_LIBS,freerdp-server2 freerdp2 winpr2 openssl)
+$(B)/broker/front/rdp_freerdp.o $(B)/broker/front/frpeer.o: CFLAGS += $(call PKG_CFLAGS,freerdp-server2 freerdp2 winpr2)
+$(B)/broker/front/pem_cache.o: CFLAGS += $(call PKG_CFLAGS,openssl)
 
-UNIT_TESTS += test_token test_splice
+UNIT_TESTS += test_token test_splice test_admit test_net
 test_token_OBJS := $(B)/broker/front/token.o $(B)/broker/core/crypto.o $(COMMON_OBJ)
 test_token_LIBS := $(call PKG_LIBS,openssl) $(COMMON_LIBS)
 test_splice_OBJS := $(B)/broker/front/splice.o $(COMMON_OBJ)
 test_splice_LIBS := $(COMMON_LIBS)
+test_admit_OBJS := $(B)/broker/front/admit.o $(B)/broker/front/x224.o $(COMMON_OBJ)
+test_admit_LIBS := $(COMMON_LIBS)
+test_net_OBJS := $(COMMON_OBJ)
+test_net_LIBS := $(COMMON_LIBS)
 FUZZERS += fuzz_token
 fuzz_token_SRCS := broker/front/token.c broker/core/crypto.c
 fuzz_token_LIBS := $(call PKG_LIBS,openssl)
