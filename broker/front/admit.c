@@ -67,6 +67,7 @@ struct admit {
 	int nhandshakes;		/* in a slot */
 	uint64_t slot_timeouts;		/* timed out waiting for a slot, since the last log */
 	int64_t slot_logged_ms;
+	int nqueued;			/* in the queue */
 	int nthreads;			/* live workers */
 	int nidle;			/* workers waiting for the queue */
 	uint64_t overflow;		/* closed at accept since the last log */
@@ -241,6 +242,7 @@ worker_main(void *arg)
 			break;		/* stopping and nothing left */
 		if ((a->qhead = c->qnext) == NULL)
 			a->qtail = NULL;
+		a->nqueued--;
 		a->nidle--;
 		pthread_mutex_unlock(&a->lock);
 		a->h.handle(a->h.ctx, c);
@@ -382,7 +384,9 @@ waiting_promote(struct admit *a)
 		else
 			a->qhead = c;
 		a->qtail = c;
-		if (a->nidle == 0 && worker_spawn(a) != 0 && a->nthreads == 0)
+		a->nqueued++;
+		/* a worker for each queued connection (at most max_handshakes) */
+		if (a->nidle < a->nqueued && worker_spawn(a) != 0 && a->nthreads == 0)
 			log_error("cannot start a connection thread");
 		pthread_cond_signal(&a->cond);
 	}
