@@ -15,6 +15,7 @@
 #include "broker/common/wire.h"
 #include "broker/core/conf.h"
 #include "broker/core/crypto.h"
+#include "broker/front/pem_cache.h"
 #include "broker/state/farm.h"
 #include "broker/state/placement.h"
 #include "broker/state/store.h"
@@ -1016,6 +1017,10 @@ api_admin_metrics(void *ctx, const struct http_request *req, struct http_respons
 	    ld(&m->splices[BROKER_SPLICED]), ld(&m->splices[BROKER_SPLICE_REFUSED]),
 	    ld(&m->splices[BROKER_SPLICE_FAILED]), broker_splices_active(a->broker),
 	    ld(&m->failovers));
+	tb_printf(&b, "# HELP tsbroker_pem_cache_hits_total FreeRDP TLS set-up PEM reads "
+	    "served from the key and certificate parsed at start (two per handshake).\n"
+	    "# TYPE tsbroker_pem_cache_hits_total counter\n"
+	    "tsbroker_pem_cache_hits_total %" PRIu64 "\n", pem_cache_hits());
 	tb_printf(&b, "# HELP tsbroker_heartbeats_received_total Agent heartbeats "
 	    "received.\n# TYPE tsbroker_heartbeats_received_total counter\n"
 	    "tsbroker_heartbeats_received_total %" PRIu64 "\n"
