@@ -12,14 +12,14 @@ $(B)/bench/hbload.o: CFLAGS += $(call PKG_CFLAGS,libcurl)
 
 $(B)/bench/rdpload: $(B)/bench/rdpload.o
 	$(CC) $(CFLAGS) -o $@ $^ $(call PKG_LIBS,openssl) $(LDLIBS_BASE)
-$(B)/bench/tlsref: $(B)/bench/tlsref.o
+$(B)/bench/tlsref: $(B)/bench/tlsref.o $(B)/broker/common/net.o $(B)/broker/common/util.o
 	$(CC) $(CFLAGS) -o $@ $^ $(call PKG_LIBS,openssl) $(LDLIBS_BASE)
 $(B)/bench/placebench: $(B)/bench/placebench.o $(B)/broker/state/store.o $(B)/broker/state/placement.o \
 	$(B)/schema.o $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(call PKG_LIBS,sqlite3) $(COMMON_LIBS) $(LDLIBS_BASE)
 $(B)/bench/hbload: $(B)/bench/hbload.o
 	$(CC) $(CFLAGS) -o $@ $^ $(call PKG_LIBS,libcurl) $(LDLIBS_BASE)
-$(B)/bench/splicebench: $(B)/bench/splicebench.o
+$(B)/bench/splicebench: $(B)/bench/splicebench.o $(B)/broker/common/net.o $(B)/broker/common/util.o
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_BASE)
 
 .PHONY: bench-bins bench-deps
