@@ -9,7 +9,7 @@ FRONT_LIBS := $(call PKG_LIBS,freerdp-server2 freerdp2 winpr2 openssl)
 $(B)/broker/front/rdp_freerdp.o $(B)/broker/front/frpeer.o: CFLAGS += $(call PKG_CFLAGS,freerdp-server2 freerdp2 winpr2)
 $(B)/broker/front/pem_cache.o: CFLAGS += $(call PKG_CFLAGS,openssl)
 
-UNIT_TESTS += test_token test_splice test_admit test_net
+UNIT_TESTS += test_token test_splice test_admit test_net test_pem_cache
 test_token_OBJS := $(B)/broker/front/token.o $(B)/broker/core/crypto.o $(COMMON_OBJ)
 test_token_LIBS := $(call PKG_LIBS,openssl) $(COMMON_LIBS)
 test_splice_OBJS := $(B)/broker/front/splice.o $(COMMON_OBJ)
@@ -18,6 +18,9 @@ test_admit_OBJS := $(B)/broker/front/admit.o $(B)/broker/front/x224.o $(COMMON_O
 test_admit_LIBS := $(COMMON_LIBS)
 test_net_OBJS := $(COMMON_OBJ)
 test_net_LIBS := $(COMMON_LIBS)
+# -rdynamic: the PEM readers in the dynamic symbol table, as in tsbroker
+test_pem_cache_OBJS := $(B)/broker/front/pem_cache.o $(B)/broker/common/util.o
+test_pem_cache_LIBS := $(call PKG_LIBS,openssl) -rdynamic
 FUZZERS += fuzz_token
 fuzz_token_SRCS := broker/front/token.c broker/core/crypto.c
 fuzz_token_LIBS := $(call PKG_LIBS,openssl)
