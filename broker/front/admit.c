@@ -279,33 +279,33 @@ worker_spawn(struct admit *a)
 
 /* ---- listener ------------------------------------------------------------------ */
 
-/* Called with a->lock held. */
+/* A warning about *count connections turned away by a limit, at most every
+ * ADMIT_OVERFLOW_LOG_MS (force: now). Called with a->lock held. */
+static void
+limit_log(uint64_t *count, int64_t *logged_ms, int64_t now, int force, const char *verb,
+    const char *what, int limit, const char *state)
+{
+	if (*count == 0 || (!force && now - *logged_ms < ADMIT_OVERFLOW_LOG_MS))
+		return;
+	log_warn("%s%llu connection(s) %s: %d %s", verb, (unsigned long long)*count, what,
+	    limit, state);
+	*count = 0;
+	*logged_ms = now;
+}
+
 static void
 overflow_log(struct admit *a, int64_t now, int force)
 {
-	if (a->overflow == 0)
-		return;
-	if (!force && now - a->overflow_logged_ms < ADMIT_OVERFLOW_LOG_MS)
-		return;
-	log_warn("closed %llu connection(s) at accept: %d connections open "
-	    "(max_connections)", (unsigned long long)a->overflow, a->conf.max_connections);
-	a->overflow = 0;
-	a->overflow_logged_ms = now;
+	limit_log(&a->overflow, &a->overflow_logged_ms, now, force, "closed ", "at accept",
+	    a->conf.max_connections, "connections open (max_connections)");
 }
 
-/* Called with a->lock held. */
 static void
 slot_timeout_log(struct admit *a, int64_t now, int force)
 {
-	if (a->slot_timeouts == 0)
-		return;
-	if (!force && now - a->slot_logged_ms < ADMIT_OVERFLOW_LOG_MS)
-		return;
-	log_warn("%llu connection(s) waited handshake_timeout for a handshake slot: "
-	    "%d handshakes in progress (max_handshakes)",
-	    (unsigned long long)a->slot_timeouts, a->conf.max_handshakes);
-	a->slot_timeouts = 0;
-	a->slot_logged_ms = now;
+	limit_log(&a->slot_timeouts, &a->slot_logged_ms, now, force, "",
+	    "waited handshake_timeout for a handshake slot", a->conf.max_handshakes,
+	    "handshakes in progress (max_handshakes)");
 }
 
 /* A waiting connection's socket is readable (or closed): drops it, or
