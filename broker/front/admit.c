@@ -683,7 +683,7 @@ admit_free(struct admit *a)
 		 * free memory under its feet */
 		log_error("%d connection thread(s) still busy after %d s; not freeing",
 		    left, ADMIT_STOP_WAIT_MS / 1000);
-		return -1;
+		return ADMIT_BUSY;
 	}
 	/* queued connections no worker could take (thread creation failed):
 	 * out of the slot stage, so dropped like waiting ones */
