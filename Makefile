@@ -53,7 +53,7 @@ all:
 
 # Shared by both daemons (logging, config, JSON wire format, helpers).
 COMMON_SRC := broker/common/log.c broker/common/cfg.c broker/common/wire.c broker/common/util.c
-COMMON_SRC += broker/common/loglimit.c
+COMMON_SRC += broker/common/loglimit.c broker/common/net.c
 COMMON_OBJ := $(COMMON_SRC:%.c=$(B)/%.o)
 ALL_OBJ += $(COMMON_OBJ)
 $(B)/broker/common/cfg.o: TS_CPPFLAGS += $(call PKG_CFLAGS,inih)

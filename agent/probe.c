@@ -1,15 +1,12 @@
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
-#include <netdb.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "agent/probe.h"
+#include "broker/common/net.h"
 #include "broker/common/util.h"
 
 #define PROBE_FILE_MAX	(1024 * 1024)
@@ -137,55 +134,15 @@ probe_load_read(struct probe *p, struct probe_load *out, char *err, size_t errle
 	return r;
 }
 
-/* Connects fd to ai within the time left until deadline (monotonic ms). */
-static int
-probe_connect(const struct addrinfo *ai, int64_t deadline)
-{
-	struct pollfd pfd;
-	socklen_t len = sizeof(int);
-	int fd, soerr = 0, ok = 0;
-	int64_t left;
-
-	if ((fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-	    ai->ai_protocol)) < 0)
-		return 0;
-	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-		ok = 1;
-	else if (errno == EINPROGRESS) {
-		pfd.fd = fd;
-		pfd.events = POLLOUT;
-		while ((left = deadline - util_mono_ms()) > 0) {
-			int n = poll(&pfd, 1, (int)left);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr,
-			    &len) == 0 && soerr == 0)
-				ok = 1;
-			break;
-		}
-	}
-	close(fd);
-	return ok;
-}
-
 int
 probe_rdp_accepting(const char *host, int port, int timeout_ms)
 {
-	struct addrinfo hints, *res = NULL;
-	char service[16];
-	int64_t deadline = util_mono_ms() + timeout_ms;
-	int ok = 0;
+	char err[128];
+	int fd;
 
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV;
-	snprintf(service, sizeof(service), "%d", port);
-	if (getaddrinfo(host[0] ? host : "127.0.0.1", service, &hints, &res) != 0)
+	if ((fd = net_connect(err, sizeof(err), host[0] ? host : "127.0.0.1", port,
+	    timeout_ms)) < 0)
 		return 0;
-	for (const struct addrinfo *ai = res; ai != NULL && !ok &&
-	    util_mono_ms() < deadline; ai = ai->ai_next)
-		ok = probe_connect(ai, deadline);
-	freeaddrinfo(res);
-	return ok;
+	close(fd);
+	return 1;
 }

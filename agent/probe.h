@@ -35,8 +35,9 @@ int probe_load_read(struct probe *p, struct probe_load *out, char *err,
 int probe_load_parse(struct probe *p, const char *stat, const char *loadavg,
     const char *meminfo, struct probe_load *out, char *err, size_t errlen);
 
-/* 1 if a TCP connection to host:port completes within timeout_ms, else 0.
- * host may be a name or an address; empty means 127.0.0.1. */
+/* 1 if a TCP connection to host:port completes within timeout_ms (for each
+ * address the name has), else 0. host may be a name or an address; empty
+ * means 127.0.0.1. */
 int probe_rdp_accepting(const char *host, int port, int timeout_ms);
 
 #endif

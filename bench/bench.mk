@@ -13,13 +13,13 @@ $(B)/bench/hbload.o: TS_CPPFLAGS += $(call PKG_CFLAGS,libcurl)
 
 $(B)/bench/rdpload: $(B)/bench/rdpload.o
 	$(LINK) -o $@ $^ $(call PKG_LIBS,openssl) $(LDLIBS_BASE)
-$(B)/bench/tlsref: $(B)/bench/tlsref.o
+$(B)/bench/tlsref: $(B)/bench/tlsref.o $(B)/broker/common/net.o $(B)/broker/common/util.o
 	$(LINK) -o $@ $^ $(call PKG_LIBS,openssl) $(LDLIBS_BASE)
 $(B)/bench/placebench: $(B)/bench/placebench.o $(STORE_OBJ) $(COMMON_OBJ)
 	$(LINK) -o $@ $^ $(call PKG_LIBS,sqlite3) $(COMMON_LIBS) $(LDLIBS_BASE)
 $(B)/bench/hbload: $(B)/bench/hbload.o
 	$(LINK) -o $@ $^ $(call PKG_LIBS,libcurl) $(LDLIBS_BASE)
-$(B)/bench/splicebench: $(B)/bench/splicebench.o
+$(B)/bench/splicebench: $(B)/bench/splicebench.o $(B)/broker/common/net.o $(B)/broker/common/util.o
 	$(LINK) -o $@ $^ $(LDLIBS_BASE)
 
 .PHONY: bench-bins bench-deps

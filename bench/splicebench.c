@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "bench/benchutil.h"
+#include "broker/common/net.h"
 
 #define BUF	65536
 #define LINE_MAX_LEN 256
@@ -71,9 +72,9 @@ read_all(int fd, void *p, size_t n)
 }
 
 static int
-resolve(const char *hostport, int passive)
+resolve(const char *hostport)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = passive ? AI_PASSIVE : 0 };
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM };
 	char host[256], *colon;
 
 	snprintf(host, sizeof(host), "%s", hostport);
@@ -126,13 +127,12 @@ sink_conn(void *arg)
 static int
 run_sink(const char *listen_at)
 {
-	int lfd, one = 1;
+	char err[300];
+	int lfd;
 
-	if (resolve(listen_at, 1) != 0 ||
-	    (lfd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
-	    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-	    bind(lfd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(lfd, 512) != 0) {
-		fprintf(stderr, "splicebench: listen %s: %s\n", listen_at, strerror(errno));
+	if ((lfd = net_listen(err, sizeof(err), listen_at, 512)) < 0 ||
+	    net_set_nonblock(lfd, 0) != 0) {
+		fprintf(stderr, "splicebench: %s\n", lfd < 0 ? err : strerror(errno));
 		return 1;
 	}
 	printf("LISTENING %s\n", listen_at);
@@ -147,7 +147,7 @@ run_sink(const char *listen_at)
 				continue;
 			return 1;
 		}
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		net_set_nodelay(fd);
 		pthread_attr_init(&a);
 		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
 		if (pthread_create(&t, &a, sink_conn, (void *)(intptr_t)fd) != 0)
@@ -324,7 +324,7 @@ main(int argc, char **argv)
 	if (strcmp(argv[1], "sink") == 0 && listen_at != NULL)
 		return run_sink(listen_at);
 	if (strcmp(argv[1], "client") != 0 || connect_to == NULL || line[0] == '\0' ||
-	    streams < 1 || streams > 256 || strlen(line) > 200 || resolve(connect_to, 0) != 0)
+	    streams < 1 || streams > 256 || strlen(line) > 200 || resolve(connect_to) != 0)
 		goto usage;
 	if (bytes_per_stream > 0)
 		return run_bulk(streams);

@@ -11,20 +11,18 @@
  * SSL_CTX), as a TLS server should. */
 #include <errno.h>
 #include <getopt.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+
+#include "broker/common/net.h"
 
 #define THREADS_MAX	256
 
@@ -44,12 +42,10 @@ on_signal(int sig)
 static void
 serve(int fd)
 {
-	struct timeval tv = { 10, 0 };
 	SSL *ssl;
 	char b;
 
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	net_set_timeouts(fd, 10000, 10000);
 	if ((ssl = SSL_new(ctx)) == NULL || SSL_set_fd(ssl, fd) != 1 ||
 	    SSL_accept(ssl) != 1 || SSL_write(ssl, "x", 1) != 1) {
 		__atomic_add_fetch(&failed, 1, __ATOMIC_RELAXED);
@@ -67,15 +63,14 @@ static void *
 worker_main(void *arg)
 {
 	while (!stopping) {
-		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-		int one = 1;
+		int fd = net_accept(lfd, NULL, 0);
 
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
 			break;
 		}
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		net_set_nodelay(fd);
 		serve(fd);
 	}
 	return NULL;
@@ -97,10 +92,9 @@ main(int argc, char **argv)
 		{ "threads", 1, NULL, 't' }, { NULL, 0, NULL, 0 },
 	};
 	const char *listen_at = NULL, *cert = NULL, *key = NULL;
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *ai;
 	pthread_t th[THREADS_MAX];
-	char host[256], *colon;
-	int nthreads = 8, one = 1, ch;
+	char err[300];
+	int nthreads = 8, ch;
 
 	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (ch) {
@@ -112,16 +106,8 @@ main(int argc, char **argv)
 		}
 	}
 	if (listen_at == NULL || cert == NULL || key == NULL || nthreads < 1 ||
-	    nthreads > THREADS_MAX || strlen(listen_at) >= sizeof(host))
+	    nthreads > THREADS_MAX)
 		usage();
-	snprintf(host, sizeof(host), "%s", listen_at);
-	if ((colon = strrchr(host, ':')) == NULL)
-		usage();
-	*colon = '\0';
-	if (getaddrinfo(host, colon + 1, &hints, &ai) != 0) {
-		fprintf(stderr, "tlsref: cannot resolve %s\n", listen_at);
-		return 1;
-	}
 	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL ||
 	    SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
 	    SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
@@ -130,13 +116,11 @@ main(int argc, char **argv)
 		return 1;
 	}
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_SSLv3);
-	if ((lfd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
-	    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-	    bind(lfd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(lfd, 512) != 0) {
-		fprintf(stderr, "tlsref: listen %s: %s\n", listen_at, strerror(errno));
+	if ((lfd = net_listen(err, sizeof(err), listen_at, 512)) < 0 ||
+	    net_set_nonblock(lfd, 0) != 0) {
+		fprintf(stderr, "tlsref: %s\n", lfd < 0 ? err : strerror(errno));
 		return 1;
 	}
-	freeaddrinfo(ai);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGTERM, on_signal);
 	signal(SIGINT, on_signal);

@@ -41,7 +41,7 @@
 #include <winpr/synch.h>
 #include <winpr/wlog.h>
 
-#include "tools/peer_wlog.h"
+#include "broker/front/frpeer.h"
 
 static pthread_mutex_t result_lock = PTHREAD_MUTEX_INITIALIZER;
 static int result_done;
@@ -260,7 +260,7 @@ main(int argc, char **argv)
 		result_print("RESULT fail reason=thread");
 		return 1;
 	}
-	peer_wlog_setup(verbose, WLOG_DEBUG);
+	frpeer_wlog_setup(verbose ? WLOG_DEBUG : WLOG_FATAL);
 	/* skip the per-process primitives benchmark (about 1 s here) */
 	primitives_set_hints(PRIMITIVES_ONLY_CPU);
 

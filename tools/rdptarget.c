@@ -21,8 +21,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -44,10 +42,11 @@
 #include <jansson.h>
 
 #include "broker/common/log.h"
+#include "broker/common/net.h"
 #include "broker/common/util.h"
+#include "broker/front/frpeer.h"
 #include "broker/front/x224.h"
 
-#include "tools/peer_wlog.h"
 
 #define HANDSHAKE_MS	30000	/* a client must be active within this */
 #define PEM_MAX		(64 * 1024)
@@ -330,18 +329,6 @@ peer_fail(struct tpeer *p, const char *reason)
 
 /* ---- the X.224 request, peeked before FreeRDP reads it ---------------------- */
 
-static int
-set_rcvtimeo(int fd, int64_t ms)
-{
-	struct timeval tv;
-
-	if (ms < 0)
-		ms = 0;
-	tv.tv_sec = ms / 1000;
-	tv.tv_usec = (ms % 1000) * 1000;
-	return setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-}
-
 /* Peeks the whole Connection Request into buf. 0, or -1 (EOF, timeout, error)
  * or a negative x224 error less than -1 for a header that is not TPKT. */
 static int
@@ -356,7 +343,7 @@ peek_request(int fd, int64_t deadline_ms, uint8_t *buf, size_t *len)
 
 		if (left <= 0)
 			return -1;
-		set_rcvtimeo(fd, left);
+		net_set_timeouts(fd, (long)left, -1);
 		n = recv(fd, buf, want, MSG_PEEK | MSG_WAITALL);
 		if (n == 0)
 			return -1;
@@ -375,7 +362,7 @@ peek_request(int fd, int64_t deadline_ms, uint8_t *buf, size_t *len)
 			want = need;
 			continue;
 		}
-		set_rcvtimeo(fd, 0);
+		net_set_timeouts(fd, 0, -1);
 		*len = (size_t)n;
 		return 0;
 	}
@@ -422,33 +409,13 @@ peer_main(void *arg)
 	struct tpeer *p = arg;
 	struct target *t = p->t;
 	freerdp_peer *peer = NULL;
-	rdpSettings *s;
-	HANDLE handles[MAXIMUM_WAIT_OBJECTS];
 	int64_t deadline = util_mono_ms() + HANDSHAKE_MS;
 	const char *why = NULL;
-	DWORD count, status;
+	enum frpeer_step st;
 
 	peek_identity(p, deadline);
-	if ((peer = freerdp_peer_new(p->fd)) == NULL) {
-		why = "freerdp_peer_new failed";
-		goto out;
-	}
-	peer->ContextExtra = p;
-	if (!freerdp_peer_context_new(peer)) {
-		freerdp_peer_free(peer);
-		peer = NULL;
-		why = "freerdp_peer_context_new failed";
-		goto out;
-	}
-	s = peer->settings;
-	if (!freerdp_settings_set_string(s, FreeRDP_CertificateContent, t->cert) ||
-	    !freerdp_settings_set_string(s, FreeRDP_PrivateKeyContent, t->key)) {
-		why = "settings failed";
-		goto out;
-	}
-	s->RdpSecurity = FALSE;
-	s->TlsSecurity = TRUE;
-	s->NlaSecurity = FALSE;
+	if ((peer = frpeer_new(p->fd, t->cert, t->key, p, &why)) == NULL)
+		goto out;	/* the fd is closed */
 	peer->PostConnect = on_post_connect;
 	peer->Activate = on_activate;
 	if (!peer->Initialize(peer)) {
@@ -462,26 +429,16 @@ peer_main(void *arg)
 			why = "handshake timeout";
 			break;
 		}
-		count = peer->GetEventHandles(peer, handles, MAXIMUM_WAIT_OBJECTS - 1);
-		if (count == 0) {
-			why = "no event handles";
-			break;
-		}
-		handles[count++] = t->stop_event;
-		status = WaitForMultipleObjects(count, handles, FALSE, (DWORD)left);
-		if (status == WAIT_FAILED) {
-			why = "wait failed";
-			break;
-		}
-		if (WaitForSingleObject(t->stop_event, 0) == WAIT_OBJECT_0)
-			break;
-		if (status == WAIT_TIMEOUT)
+		if ((st = frpeer_step(peer, t->stop_event, (DWORD)left)) == FRPEER_TIMEOUT)
 			continue;
-		if (!peer->CheckFileDescriptor(peer)) {
-			if (p->session < 0)
-				why = "handshake failed";
+		if (st == FRPEER_ENOHANDLES)
+			why = "no event handles";
+		else if (st == FRPEER_EWAIT)
+			why = "wait failed";
+		else if (st == FRPEER_CLOSED && p->session < 0)
+			why = "handshake failed";
+		if (st != FRPEER_READY)
 			break;
-		}
 	}
  out:
 	if (why != NULL)
@@ -491,12 +448,7 @@ peer_main(void *arg)
 	pthread_mutex_lock(&t->lock);
 	p->open = 0;		/* FreeRDP closes the fd from here on */
 	pthread_mutex_unlock(&t->lock);
-	if (peer != NULL) {
-		peer->Disconnect(peer);
-		freerdp_peer_context_free(peer);
-		freerdp_peer_free(peer);
-	} else
-		close(p->fd);
+	frpeer_free(peer);
 	pthread_mutex_lock(&t->lock);
 	p->finished = 1;
 	pthread_mutex_unlock(&t->lock);
@@ -529,43 +481,6 @@ peers_reap(struct target *t, int all)
 	}
 }
 
-static int
-listen_open(const char *hostport, char *bound, size_t n)
-{
-	char host[256], addr[64];
-	struct sockaddr_in sin;
-	socklen_t slen = sizeof(sin);
-	int fd, port, one = 1;
-
-	if (util_hostport_parse(hostport, host, sizeof(host), &port) != 0) {
-		/* allow port 0: pick a free port */
-		const char *c = strrchr(hostport, ':');
-
-		if (c == NULL || strcmp(c, ":0") != 0 ||
-		    (size_t)(c - hostport) >= sizeof(host))
-			return -1;
-		memcpy(host, hostport, (size_t)(c - hostport));
-		host[c - hostport] = '\0';
-		port = 0;
-	}
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_port = htons((uint16_t)port);
-	if (inet_pton(AF_INET, host, &sin.sin_addr) != 1)
-		return -1;
-	if ((fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
-		return -1;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 || listen(fd, 128) != 0 ||
-	    getsockname(fd, (struct sockaddr *)&sin, &slen) != 0) {
-		close(fd);
-		return -1;
-	}
-	inet_ntop(AF_INET, &sin.sin_addr, addr, sizeof(addr));
-	snprintf(bound, n, "%s:%d", addr, ntohs(sin.sin_port));
-	return fd;
-}
-
 static void
 usage(void)
 {
@@ -592,7 +507,7 @@ main(int argc, char **argv)
 	struct target t;
 	struct sigaction sa;
 	struct pollfd pfd[2];
-	char bound[300];
+	char bound[300], err[300];
 	size_t len;
 	int c, lfd, verbose = 0, restore = 0;
 
@@ -619,7 +534,7 @@ main(int argc, char **argv)
 		log_error("cannot read %s or %s", cert_path, key_path);
 		return 1;
 	}
-	peer_wlog_setup(verbose, WLOG_INFO);
+	frpeer_wlog_setup(verbose ? WLOG_INFO : WLOG_FATAL);
 	winpr_InitializeSSL(WINPR_SSL_INIT_DEFAULT);
 	pthread_mutex_init(&t.lock, NULL);
 	if ((t.stop_event = CreateEvent(NULL, TRUE, FALSE, NULL)) == NULL)
@@ -633,8 +548,9 @@ main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	if ((lfd = listen_open(listen_addr, bound, sizeof(bound))) < 0) {
-		log_error("cannot listen on %s: %s", listen_addr, strerror(errno));
+	if ((lfd = net_listen(err, sizeof(err), listen_addr, 128)) < 0 ||
+	    net_local_name(lfd, bound, sizeof(bound)) != 0) {
+		log_error("%s", lfd < 0 ? err : "getsockname failed");
 		return 1;
 	}
 	printf("LISTENING %s\n", bound);
@@ -645,8 +561,7 @@ main(int argc, char **argv)
 	pfd[1].fd = stop_pipe[0];
 	pfd[1].events = POLLIN;
 	while (!stop_flag) {
-		struct sockaddr_in sin;
-		socklen_t slen = sizeof(sin);
+		char client[NET_ADDR_MAX];
 		struct tpeer *p;
 		int fd;
 
@@ -655,7 +570,7 @@ main(int argc, char **argv)
 		peers_reap(&t, 0);
 		if (stop_flag || !(pfd[0].revents & POLLIN))
 			continue;
-		if ((fd = accept4(lfd, (struct sockaddr *)&sin, &slen, SOCK_CLOEXEC)) < 0)
+		if ((fd = net_accept(lfd, client, sizeof(client))) < 0)
 			continue;
 		if ((p = calloc(1, sizeof(*p))) == NULL) {
 			close(fd);
@@ -665,7 +580,7 @@ main(int argc, char **argv)
 		p->fd = fd;
 		p->open = 1;
 		p->session = -1;
-		inet_ntop(AF_INET, &sin.sin_addr, p->client, sizeof(p->client));
+		util_strlcpy(p->client, client, sizeof(p->client));
 		pthread_mutex_lock(&t.lock);
 		p->next = t.peers;
 		t.peers = p;

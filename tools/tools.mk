@@ -7,11 +7,10 @@ TOOLS_FREERDP_CLIENT := freerdp-client2 freerdp2 winpr2
 
 $(B)/tools/rdptarget.o: TS_CPPFLAGS += $(call PKG_CFLAGS,$(TOOLS_FREERDP_SERVER) jansson)
 $(B)/tools/rdpprobe.o: TS_CPPFLAGS += $(call PKG_CFLAGS,$(TOOLS_FREERDP_CLIENT))
-$(B)/tools/peer_wlog.o: TS_CPPFLAGS += $(call PKG_CFLAGS,winpr2)
 
 PROGS += $(B)/rdptarget $(B)/rdpprobe
-RDPTARGET_OBJ := $(B)/tools/rdptarget.o $(B)/tools/peer_wlog.o $(B)/broker/front/x224.o
-RDPPROBE_OBJ := $(B)/tools/rdpprobe.o $(B)/tools/peer_wlog.o
+RDPTARGET_OBJ := $(B)/tools/rdptarget.o $(B)/broker/front/frpeer.o $(B)/broker/front/x224.o
+RDPPROBE_OBJ := $(B)/tools/rdpprobe.o $(B)/broker/front/frpeer.o
 ALL_OBJ += $(RDPTARGET_OBJ) $(RDPPROBE_OBJ)
 $(B)/rdptarget: $(RDPTARGET_OBJ) $(COMMON_OBJ)
 	$(LINK) -o $@ $^ $(call PKG_LIBS,$(TOOLS_FREERDP_SERVER)) $(COMMON_LIBS) $(LDLIBS_BASE)

@@ -5,6 +5,7 @@
 
 #include "broker/core/broker.h"
 #include "broker/common/log.h"
+#include "broker/common/net.h"
 #include "broker/common/util.h"
 #include "broker/core/conf.h"
 #include "broker/core/crypto.h"
@@ -18,38 +19,40 @@
 
 static const int64_t broker_buckets_us[METRICS_BUCKETS] = METRICS_BUCKET_BOUNDS_US;
 
-static int
-broker_place(void *ctx, const struct rdp_request *req, struct rdp_target *out,
-    char *reason, size_t n)
+/* DOOR_LOGON: decides and commits where req's user goes. */
+static void
+broker_place(struct broker *b, const struct door_request *req, struct door_answer *ans)
 {
-	struct broker *b = ctx;
+	struct door_redirect *out = &ans->redirect;
 	struct store_place_request pr;
 	struct store_place_result res;
 	char user[WIRE_USER_MAX];
 	int r;
 
-	if (placement_user_normalise(req->user ? req->user : "", user, sizeof(user)) != 0) {
-		snprintf(reason, n, "no usable user name");
-		return RDP_PLACE_REFUSED;
+	ans->verdict = DOOR_REFUSE;
+	ans->refusal = DOOR_REFUSAL_DENIED;
+	if (placement_user_normalise(req->user, user, sizeof(user)) != 0) {
+		snprintf(ans->reason, sizeof(ans->reason), "no usable user name");
+		return;
 	}
 	memset(&pr, 0, sizeof(pr));
 	pr.user = user;
 	pr.login = req->user;
-	pr.domain = req->domain ? req->domain : "";
-	pr.client = req->client_addr ? req->client_addr : "";
+	pr.domain = req->domain;
+	pr.client = req->client_addr;
 	pr.now = util_now_ms();
 	pr.pending_ttl_ms = b->c->pending_ttl * 1000;
 	pr.pending_penalty = b->c->pending_penalty;
 	if ((r = store_placement_commit(b->st, &pr, &res)) == STORE_REFUSED) {
-		snprintf(reason, n, "%s", res.reason);
-		return RDP_PLACE_NO_SERVER;
+		snprintf(ans->reason, sizeof(ans->reason), "%s", res.reason);
+		ans->refusal = DOOR_REFUSAL_NO_SERVER;
+		return;
 	}
 	if (r != 0) {
-		snprintf(reason, n, "the broker cannot record the placement (%s)",
-		    store_strerror(r));
-		return RDP_PLACE_REFUSED;
+		snprintf(ans->reason, sizeof(ans->reason),
+		    "the broker cannot record the placement (%s)", store_strerror(r));
+		return;
 	}
-	memset(out, 0, sizeof(*out));
 	util_strlcpy(out->server, res.server, sizeof(out->server));
 	util_strlcpy(out->address, res.address, sizeof(out->address));
 	util_strlcpy(out->fqdn, res.fqdn, sizeof(out->fqdn));
@@ -63,22 +66,14 @@ broker_place(void *ctx, const struct rdp_request *req, struct rdp_target *out,
 	if (b->token_mode && token_issue(&b->key, res.session_id,
 	    pr.now / 1000 + b->c->token_ttl, out->routing_token,
 	    sizeof(out->routing_token)) != 0) {
-		snprintf(reason, n, "cannot issue a routing token");
-		return RDP_PLACE_REFUSED;
+		snprintf(ans->reason, sizeof(ans->reason), "cannot issue a routing token");
+		return;
 	}
-	return 0;
+	ans->verdict = DOOR_REDIRECT;
+	ans->refusal = DOOR_REFUSAL_NONE;
 }
 
 /* ---- token mode and trusted cookies: route and splice --------------------- */
-
-/* Where a routed connection goes. */
-struct route_target {
-	int64_t server_id;
-	int64_t session_id;
-	char server[WIRE_NAME_MAX];
-	char address[WIRE_ADDR_MAX];
-	int port;
-};
 
 static void
 route_event(struct broker *b, int outcome, const char *kind, const char *server,
@@ -89,31 +84,33 @@ route_event(struct broker *b, int outcome, const char *kind, const char *server,
 	(void)store_event_add(b->st, kind, server, user, client, detail, 0);
 }
 
+/* Where a routed connection goes: a server of the store. */
 static void
-target_from_route(struct route_target *t, const struct store_route *rt)
+target_set(struct door_splice *t, int64_t server_id, int64_t session_id, const char *server,
+    const char *address, int port)
 {
-	memset(t, 0, sizeof(*t));
-	t->server_id = rt->server_id;
-	t->session_id = rt->session_id;
-	util_strlcpy(t->server, rt->server, sizeof(t->server));
-	util_strlcpy(t->address, rt->address, sizeof(t->address));
-	t->port = rt->port;
+	t->server_id = server_id;
+	t->session_id = session_id;
+	util_strlcpy(t->server, server, sizeof(t->server));
+	util_strlcpy(t->address, address, sizeof(t->address));
+	t->port = port;
 }
 
-/* Places rt's user again (reconnect rules first, so a survivor holding one
- * of their sessions wins). 0 with *t, or a STORE_* code with why filled. */
+/* Places t's user again (reconnect rules first, so a survivor holding one
+ * of their sessions wins) and points t at the server. 0, or a STORE_* code
+ * with why filled. */
 static int
-route_place_again(struct broker *b, const struct store_route *rt, const char *client,
-    struct route_target *t, char *why, size_t n)
+route_place_again(struct broker *b, struct door_splice *t, const char *client, char *why,
+    size_t n)
 {
 	struct store_place_request pr;
 	struct store_place_result res;
 	int r;
 
 	memset(&pr, 0, sizeof(pr));
-	pr.user = rt->user;
-	pr.login = rt->login[0] ? rt->login : rt->user;
-	pr.domain = rt->domain;
+	pr.user = t->user;
+	pr.login = t->login[0] ? t->login : t->user;
+	pr.domain = t->domain;
 	pr.client = client;
 	pr.now = util_now_ms();
 	pr.pending_ttl_ms = b->c->pending_ttl * 1000;
@@ -122,19 +119,28 @@ route_place_again(struct broker *b, const struct store_route *rt, const char *cl
 		snprintf(why, n, "%s", r == STORE_REFUSED ? res.reason : store_strerror(r));
 		return r;
 	}
-	memset(t, 0, sizeof(*t));
-	t->server_id = res.server_id;
-	t->session_id = res.session_id;
-	util_strlcpy(t->server, res.server, sizeof(t->server));
-	util_strlcpy(t->address, res.address, sizeof(t->address));
-	t->port = res.port;
+	target_set(t, res.server_id, res.session_id, res.server, res.address, res.port);
 	return 0;
+}
+
+/* No server for a routing token: logged, an event. */
+static void
+route_refused(struct broker *b, int r, const char *user, const char *client, const char *why,
+    const char *from)
+{
+	char detail[256];
+
+	snprintf(detail, sizeof(detail), "no server for the routing token: %.80s%.140s",
+	    why, from);
+	log_warn("%s from %s refused: %s", user, client, detail);
+	route_event(b, r == STORE_REFUSED ? BROKER_SPLICE_REFUSED : BROKER_SPLICE_FAILED,
+	    "refusal", NULL, user, client, detail);
 }
 
 /* The broker cannot reach t: it is marked down (its sessions lost, its
  * pending placements ended) so that nobody else is sent there either. */
 static void
-route_mark_down(struct broker *b, const struct route_target *t, int err)
+route_mark_down(struct broker *b, const struct door_splice *t, int err)
 {
 	char reason[128];
 
@@ -146,30 +152,36 @@ route_mark_down(struct broker *b, const struct route_target *t, int err)
 }
 
 static int
-route_connect(struct broker *b, const struct route_target *t)
+route_connect(struct broker *b, const struct door_splice *t)
 {
-	return splice_connect(t->address, t->port, b->c->connect_timeout * 1000);
+	char err[160];
+
+	return net_connect(err, sizeof(err), t->address, t->port,
+	    b->c->connect_timeout * 1000);
 }
 
 /* A connection that came back with a routing token: verify, look up the
- * session's server, connect (failing over), splice with the request. */
-static int
-route_token(struct broker *b, const struct rdp_route_request *req, int fd)
+ * session's server (placing the user again if it is gone). */
+static void
+route_token(struct broker *b, const struct door_request *req, struct door_answer *ans)
 {
 	const char *client = req->client_addr;
+	struct door_splice *t = &ans->splice;
 	struct store_route rt;
-	struct route_target t;
-	char why[256], from[160] = "";
+	char why[256];
 	int64_t sid;
-	int r, sfd = -1, err = 0;
+	int r;
 
-	if ((r = token_verify(&b->key, req->token, strlen(req->token),
+	ans->verdict = DOOR_REFUSE;
+	ans->refusal = DOOR_REFUSAL_DENIED;
+	if ((r = token_verify(&b->key, req->x224.token, strlen(req->x224.token),
 	    util_now_ms() / 1000, &sid)) != 0) {
 		/* never log the token: its MAC is as good as a password for 60 s */
 		log_warn("connection from %s refused: %s", client, token_strerror(r));
 		route_event(b, BROKER_SPLICE_REFUSED, "token_refused", NULL, NULL, client,
 		    token_strerror(r));
-		return RDP_ROUTE_CLOSED;
+		snprintf(ans->reason, sizeof(ans->reason), "%s", token_strerror(r));
+		return;
 	}
 	if ((r = store_session_route(b->st, sid, util_now_ms(), &rt)) != 0) {
 		snprintf(why, sizeof(why), r == STORE_NOT_FOUND ? "routing token for an "
@@ -178,20 +190,42 @@ route_token(struct broker *b, const struct rdp_route_request *req, int fd)
 		log_warn("connection from %s refused: %s", client, why);
 		route_event(b, r == STORE_NOT_FOUND ? BROKER_SPLICE_REFUSED :
 		    BROKER_SPLICE_FAILED, "token_refused", NULL, NULL, client, why);
-		return RDP_ROUTE_CLOSED;
+		snprintf(ans->reason, sizeof(ans->reason), "%s", why);
+		return;
 	}
-	const char *user = rt.login[0] ? rt.login : rt.user;
+	util_strlcpy(t->user, rt.user, sizeof(t->user));
+	util_strlcpy(t->login, rt.login[0] ? rt.login : rt.user, sizeof(t->login));
+	util_strlcpy(t->domain, rt.domain, sizeof(t->domain));
 	if (rt.live)
-		target_from_route(&t, &rt);
+		target_set(t, rt.server_id, rt.session_id, rt.server, rt.address, rt.port);
 	else {
 		/* the server went down (or the session ended) since the token
 		 * was issued: place the user again */
-		snprintf(from, sizeof(from), "; session %lld %s on %s (%s)",
+		snprintf(t->note, sizeof(t->note), "; session %lld %s on %s (%s)",
 		    (long long)sid, session_state_str(rt.session_state), rt.server,
 		    server_state_str(rt.server_state));
-		if ((r = route_place_again(b, &rt, client, &t, why, sizeof(why))) != 0)
-			goto refused;
+		if ((r = route_place_again(b, t, client, why, sizeof(why))) != 0) {
+			route_refused(b, r, t->login, client, why, t->note);
+			snprintf(ans->reason, sizeof(ans->reason), "%s", why);
+			return;
+		}
 	}
+	ans->verdict = DOOR_SPLICE;
+	ans->refusal = DOOR_REFUSAL_NONE;
+}
+
+/* Carries out route_token's answer: connect (failing over), splice with the
+ * request. */
+static enum door_splice_result
+splice_token(struct broker *b, const struct door_request *req, const struct door_answer *ans,
+    int fd)
+{
+	const char *client = req->client_addr;
+	struct door_splice t = ans->splice;
+	const char *user = t.login;
+	char why[256];
+	int r, sfd = -1, err = 0;
+
 	for (int attempt = 1; ; attempt++) {
 		if ((sfd = route_connect(b, &t)) >= 0)
 			break;
@@ -203,101 +237,128 @@ route_token(struct broker *b, const struct rdp_route_request *req, int fd)
 			log_warn("%s from %s not spliced: %s", user, client, why);
 			route_event(b, BROKER_SPLICE_FAILED, "splice_failed", t.server, user,
 			    client, why);
-			return RDP_ROUTE_CLOSED;
+			return DOOR_CLOSED;
 		}
-		snprintf(from, sizeof(from), "; failover from %s (unreachable: %s)",
+		snprintf(t.note, sizeof(t.note), "; failover from %s (unreachable: %s)",
 		    t.server, strerror(err));
-		if ((r = route_place_again(b, &rt, client, &t, why, sizeof(why))) != 0)
-			goto refused;
+		if ((r = route_place_again(b, &t, client, why, sizeof(why))) != 0) {
+			route_refused(b, r, user, client, why, t.note);
+			return DOOR_CLOSED;
+		}
 	}
-	if (splice_start(b->splice, fd, sfd, req->request, req->request_len) != 0) {
+	if (splice_start(b->splice, fd, sfd, req->x224.bytes, req->x224.len) != 0) {
 		close(sfd);
 		snprintf(why, sizeof(why), "cannot splice to %s: %d connections spliced "
 		    "(splice_max) or out of resources", t.server, b->c->splice_max);
 		log_warn("%s from %s not spliced: %s", user, client, why);
 		route_event(b, BROKER_SPLICE_FAILED, "splice_failed", t.server, user, client,
 		    why);
-		return RDP_ROUTE_CLOSED;
+		return DOOR_CLOSED;
 	}
 	snprintf(why, sizeof(why), "routing token, session %lld%s", (long long)t.session_id,
-	    from);
+	    t.note);
 	log_info("%s from %s spliced to %s (%s:%d)%s", user, client, t.server, t.address,
-	    t.port, from);
+	    t.port, t.note);
 	route_event(b, BROKER_SPLICED, "splice", t.server, user, client, why);
-	return RDP_ROUTE_SPLICED;
- refused:
-	{
-		char detail[256];
-
-		snprintf(detail, sizeof(detail), "no server for the routing token: %.80s%.140s",
-		    why, from);
-		log_warn("%s from %s refused: %s", user, client, detail);
-		route_event(b, r == STORE_REFUSED ? BROKER_SPLICE_REFUSED :
-		    BROKER_SPLICE_FAILED, "refusal", NULL, user, client, detail);
-	}
-	return RDP_ROUTE_CLOSED;
+	return DOOR_SPLICED;
 }
 
 /* trust_cookie: "Cookie: mstshash=USER" of a user with a live session on an
  * up server goes straight there, the request still unread (the relay sends
- * it). Anything else, or an unreachable server (then marked down), is
- * declined: FreeRDP handles the connection and placement decides. */
-static int
-route_cookie(struct broker *b, const struct rdp_route_request *req, int fd)
+ * it). Anything else goes on: FreeRDP handles the connection and placement
+ * decides. */
+static void
+route_cookie(struct broker *b, const struct door_request *req, struct door_answer *ans)
 {
-	const char *client = req->client_addr;
-	char user[WIRE_USER_MAX], why[160];
+	struct door_splice *t = &ans->splice;
+	char user[WIRE_USER_MAX];
 	struct store_route rt;
-	struct route_target t;
+
+	ans->verdict = DOOR_GO_ON;
+	if (placement_user_normalise(req->x224.cookie, user, sizeof(user)) != 0 ||
+	    store_user_route(b->st, user, util_now_ms(), &rt) != 0)
+		return;
+	target_set(t, rt.server_id, rt.session_id, rt.server, rt.address, rt.port);
+	util_strlcpy(t->user, user, sizeof(t->user));
+	util_strlcpy(t->login, rt.login[0] ? rt.login : user, sizeof(t->login));
+	util_strlcpy(t->domain, rt.domain, sizeof(t->domain));
+	ans->verdict = DOOR_SPLICE;
+}
+
+/* Carries out route_cookie's answer; an unreachable server (then marked
+ * down) or a full relay declines. */
+static enum door_splice_result
+splice_cookie(struct broker *b, const struct door_request *req, const struct door_answer *ans,
+    int fd)
+{
+	const struct door_splice *t = &ans->splice;
+	const char *client = req->client_addr;
+	char why[160];
 	int sfd;
 
-	if (placement_user_normalise(req->cookie, user, sizeof(user)) != 0 ||
-	    store_user_route(b->st, user, util_now_ms(), &rt) != 0)
-		return RDP_ROUTE_DECLINED;
-	target_from_route(&t, &rt);
-	if ((sfd = route_connect(b, &t)) < 0) {
-		route_mark_down(b, &t, errno);
-		return RDP_ROUTE_DECLINED;
+	if ((sfd = route_connect(b, t)) < 0) {
+		route_mark_down(b, t, errno);
+		return DOOR_DECLINED;
 	}
 	if (splice_start(b->splice, fd, sfd, NULL, 0) != 0) {
 		close(sfd);
 		log_warn("cookie %s from %s not spliced (splice_max %d reached?): "
-		    "placing it as usual", user, client, b->c->splice_max);
-		return RDP_ROUTE_DECLINED;
+		    "placing it as usual", t->user, client, b->c->splice_max);
+		return DOOR_DECLINED;
 	}
 	snprintf(why, sizeof(why), "cookie (trust_cookie), session %lld",
-	    (long long)rt.session_id);
-	log_info("%s from %s spliced to %s (%s:%d) by its cookie", user, client, t.server,
-	    t.address, t.port);
-	route_event(b, BROKER_SPLICED, "splice", t.server, rt.login[0] ? rt.login : user,
-	    client, why);
-	return RDP_ROUTE_SPLICED;
-}
-
-static int
-broker_route(void *ctx, const struct rdp_route_request *req, int fd)
-{
-	struct broker *b = ctx;
-
-	if (b->splice == NULL)
-		return req->kind == RDP_ROUTE_COOKIE ? RDP_ROUTE_DECLINED : RDP_ROUTE_CLOSED;
-	if (req->kind == RDP_ROUTE_TOKEN) {
-		if (!b->token_mode)
-			return RDP_ROUTE_CLOSED;
-		return route_token(b, req, fd);
-	}
-	return route_cookie(b, req, fd);
+	    (long long)t->session_id);
+	log_info("%s from %s spliced to %s (%s:%d) by its cookie", t->user, client, t->server,
+	    t->address, t->port);
+	route_event(b, BROKER_SPLICED, "splice", t->server, t->login, client, why);
+	return DOOR_SPLICED;
 }
 
 static void
-broker_done(void *ctx, enum rdp_outcome outcome, const struct rdp_request *req,
-    const struct rdp_target *target, const char *reason, int64_t elapsed_us)
+broker_decide(void *ctx, const struct door_request *req, struct door_answer *ans)
+{
+	struct broker *b = ctx;
+	int token = req->x224.token_kind == X224_TOKEN_MSTS;
+
+	memset(ans, 0, sizeof(*ans));
+	if (req->stage == DOOR_LOGON) {
+		broker_place(b, req, ans);
+		return;
+	}
+	if (b->splice == NULL || (token && !b->token_mode)) {
+		/* nothing to splice with: a cookie goes on, a token is closed */
+		ans->verdict = token ? DOOR_REFUSE : DOOR_GO_ON;
+		ans->refusal = token ? DOOR_REFUSAL_DENIED : DOOR_REFUSAL_NONE;
+		return;
+	}
+	if (token)
+		route_token(b, req, ans);
+	else
+		route_cookie(b, req, ans);
+}
+
+static enum door_splice_result
+broker_splice(void *ctx, const struct door_request *req, const struct door_answer *ans,
+    int fd)
+{
+	struct broker *b = ctx;
+
+	if (b->splice == NULL || ans->verdict != DOOR_SPLICE)
+		return DOOR_CLOSED;
+	if (req->x224.token_kind == X224_TOKEN_MSTS)
+		return splice_token(b, req, ans, fd);
+	return splice_cookie(b, req, ans, fd);
+}
+
+static void
+broker_done(void *ctx, const struct door_request *req, enum door_outcome outcome,
+    const struct door_answer *ans, const char *reason, int64_t elapsed_us)
 {
 	static const char *kinds[] = { "placement", "refusal", "redirect_failed" };
 	struct broker *b = ctx;
+	const struct door_redirect *target = ans != NULL ? &ans->redirect : NULL;
 	const char *kind = kinds[outcome], *server = target ? target->server : "";
-	const char *user = req->user ? req->user : "";
-	const char *client = req->client_addr ? req->client_addr : "";
+	const char *user = req->user, *client = req->client_addr;
 	int i;
 
 	for (i = 0; i < METRICS_BUCKETS - 1 && elapsed_us > broker_buckets_us[i]; i++)
@@ -312,12 +373,12 @@ broker_done(void *ctx, enum rdp_outcome outcome, const struct rdp_request *req,
 	if (reason == NULL)
 		reason = "";
 	/* a connection that never said who it was (a port scan, a load
-	 * balancer's check, garbage) counts, but is no event: rdp.c logs it */
-	if (outcome == RDP_FAILED && user[0] == '\0') {
+	 * balancer's check, garbage) counts, but is no event */
+	if (outcome == DOOR_FAILED && user[0] == '\0') {
 		log_debug("connection from %s failed: %s", client, reason);
 		return;
 	}
-	if (outcome == RDP_REDIRECTED)
+	if (outcome == DOOR_REDIRECTED)
 		log_info("%s from %s -> %s (%s, %lld us)", user, client, server,
 		    target->reconnect ? "reconnect" : "new", (long long)elapsed_us);
 	else
@@ -362,10 +423,10 @@ broker_splices_active(const struct broker *b)
 }
 
 void
-broker_rdp_ops(struct broker *b, struct rdp_ops *ops)
+broker_door_ops(struct broker *b, struct door_ops *ops)
 {
-	ops->place = broker_place;
+	ops->decide = broker_decide;
+	ops->splice = broker_splice;
 	ops->done = broker_done;
-	ops->route = broker_route;
 	ops->ctx = b;
 }

@@ -1,4 +1,5 @@
-/* broker: the decisions behind the RDP endpoint. Implements struct rdp_ops:
+/* broker: the decisions behind the RDP endpoint. Implements the front door
+ * (broker/front/door.h):
  * a user's placement is decided and committed by the store before the
  * redirect is sent; each connection's outcome becomes an event and counts
  * in the redirect metrics. In token mode it issues the routing token with
@@ -13,7 +14,7 @@
 #include <stdint.h>
 
 #include "broker/core/metrics.h"
-#include "broker/front/rdp.h"
+#include "broker/front/door.h"
 #include "broker/front/token.h"
 
 struct conf;
@@ -39,10 +40,10 @@ struct broker {
  * with the reason in err. */
 int broker_start(struct broker *b, char *err, size_t n);
 /* Closes every spliced connection, frees the relay, wipes the key. Call
- * after rdp_free (no route in progress). */
+ * after rdp_free (no splice in progress). */
 void broker_stop(struct broker *b);
 /* Fills ops to call into b. */
-void broker_rdp_ops(struct broker *b, struct rdp_ops *ops);
+void broker_door_ops(struct broker *b, struct door_ops *ops);
 /* Spliced connections open now (0 without a relay). */
 int broker_splices_active(const struct broker *b);
 

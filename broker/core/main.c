@@ -21,6 +21,7 @@
 #include "broker/state/health.h"
 #include "broker/http/http.h"
 #include "broker/core/privdrop.h"
+#include "broker/front/pem_cache.h"
 #include "broker/front/rdp.h"
 #include "broker/state/store.h"
 
@@ -120,9 +121,9 @@ serve(struct conf *c)
 	struct api_admin admin = { 0 };
 	struct broker broker = { 0 };
 	struct metrics metrics = { 0 };		/* counters of the parts below */
-	struct metrics_page mpage = { &metrics, NULL, splices_active, &broker };
+	struct metrics_page mpage = { &metrics, NULL, splices_active, &broker, pem_cache_hits };
 	struct privdrop pd;
-	struct rdp_ops ops;
+	struct door_ops ops;
 	sigset_t sigs;
 	char err[512];
 	int sig, ret = 1;
@@ -175,7 +176,7 @@ serve(struct conf *c)
 		log_error("rdp: %s", err);
 		goto out;
 	}
-	broker_rdp_ops(&broker, &ops);
+	broker_door_ops(&broker, &ops);
 	if ((rdp = rdp_new(&c->rdp, &ops, err, sizeof(err))) == NULL) {
 		log_error("rdp: %s", err);
 		goto out;

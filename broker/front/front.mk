@@ -1,12 +1,23 @@
-# broker/front/: the front door. The RDP endpoint (accept loop, FreeRDP peer,
-# redirect), the X.224 parser, routing tokens and the token-mode splice.
-FRONT_SRC := broker/front/rdp.c broker/front/x224.c broker/front/token.c broker/front/splice.c
-FRONT_LIBS := $(call PKG_LIBS,freerdp-server2 freerdp2 winpr2)
-$(B)/broker/front/rdp.o: TS_CPPFLAGS += $(call PKG_CFLAGS,freerdp-server2 freerdp2 winpr2)
+# broker/front/: the front door. The RDP endpoint (rdp.c) made of the
+# admission engine (admit.c), the seam to the core (door.c), the FreeRDP
+# engine (rdp_freerdp.c, frpeer.c) and its PEM workaround (pem_cache.c);
+# the X.224 parser, routing tokens and the token-mode splice.
+FRONT_SRC := broker/front/rdp.c broker/front/admit.c broker/front/door.c \
+	broker/front/rdp_freerdp.c broker/front/frpeer.c broker/front/pem_cache.c \
+	broker/front/x224.c broker/front/token.c broker/front/splice.c
+FRONT_LIBS := $(call PKG_LIBS,freerdp-server2 freerdp2 winpr2 openssl)
+$(B)/broker/front/rdp_freerdp.o $(B)/broker/front/frpeer.o: TS_CPPFLAGS += $(call PKG_CFLAGS,freerdp-server2 freerdp2 winpr2)
+$(B)/broker/front/pem_cache.o: TS_CPPFLAGS += $(call PKG_CFLAGS,openssl)
 
 $(eval $(call unit_test,test_token,$(B)/broker/front/token.o $(B)/broker/core/crypto.o \
 	$(COMMON_OBJ),$(call PKG_LIBS,openssl) $(COMMON_LIBS)))
 $(eval $(call unit_test,test_splice,$(B)/broker/front/splice.o $(COMMON_OBJ),$(COMMON_LIBS)))
+$(eval $(call unit_test,test_admit,$(B)/broker/front/admit.o $(B)/broker/front/x224.o \
+	$(COMMON_OBJ),$(COMMON_LIBS)))
+$(eval $(call unit_test,test_net,$(COMMON_OBJ),$(COMMON_LIBS)))
+# -rdynamic: the PEM readers in the dynamic symbol table, as in tsbroker
+$(eval $(call unit_test,test_pem_cache,$(B)/broker/front/pem_cache.o $(B)/broker/common/util.o,\
+	$(call PKG_LIBS,openssl) -rdynamic))
 FUZZERS += fuzz_token
 fuzz_token_SRCS := broker/front/token.c broker/core/crypto.c
 fuzz_token_LIBS := $(call PKG_LIBS,openssl)

@@ -1,6 +1,4 @@
 #include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -8,10 +6,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 
 #include "broker/common/log.h"
+#include "broker/common/net.h"
 #include "broker/common/util.h"
 #include "broker/front/splice.h"
 
@@ -73,55 +70,6 @@ splice_active(struct splice *s)
 	n = s->active;
 	pthread_mutex_unlock(&s->lock);
 	return n;
-}
-
-int
-splice_connect(const char *host, int port, int timeout_ms)
-{
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
-	    .ai_flags = AI_NUMERICSERV }, *ai = NULL, *a;
-	char ports[8];
-	int fd = -1, err = ECONNREFUSED;
-
-	snprintf(ports, sizeof(ports), "%d", port);
-	if (getaddrinfo(host, ports, &hints, &ai) != 0) {
-		errno = EHOSTUNREACH;
-		return -1;
-	}
-	for (a = ai; a != NULL; a = a->ai_next) {
-		struct pollfd pfd;
-		socklen_t len = sizeof(err);
-		int one = 1;
-
-		if ((fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
-		    0)) < 0) {
-			err = errno;
-			continue;
-		}
-		if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
-			err = 0;
-		else if (errno != EINPROGRESS)
-			err = errno;
-		else {
-			pfd.fd = fd;
-			pfd.events = POLLOUT;
-			if (poll(&pfd, 1, timeout_ms) != 1)
-				err = ETIMEDOUT;
-			else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-				err = errno;
-		}
-		if (err == 0) {
-			fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-			break;
-		}
-		close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(ai);
-	if (fd < 0)
-		errno = err;
-	return fd;
 }
 
 /* Writes all of buf; the socket has a send timeout. 0 or -1. */
@@ -216,8 +164,6 @@ pair_main(void *arg)
 int
 splice_start(struct splice *s, int client, int server, const void *first, size_t n)
 {
-	struct timeval tv = { s->c.idle_timeout_ms / 1000,
-	    (s->c.idle_timeout_ms % 1000) * 1000 };
 	pthread_attr_t attr;
 	pthread_t t;
 	struct pair *p;
@@ -238,8 +184,8 @@ splice_start(struct splice *s, int client, int server, const void *first, size_t
 	p->fd[0] = client;
 	p->fd[1] = server;
 	/* a peer that stops reading cannot hold a thread longer than the idle time */
-	setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	setsockopt(server, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	net_set_timeouts(client, -1, s->c.idle_timeout_ms);
+	net_set_timeouts(server, -1, s->c.idle_timeout_ms);
 	pthread_mutex_lock(&s->lock);
 	p->next = s->pairs;
 	s->pairs = p;

@@ -1,7 +1,8 @@
 /* splice: token mode's TCP relay. A client's connection is joined to a
  * terminal server's, bytes unchanged both ways, until either side has closed
  * both directions or the pair is idle for too long. Each pair runs in its own
- * thread; at most `max` pairs at once. */
+ * thread; at most `max` pairs at once. Connecting to the server is
+ * net_connect's (broker/common/net.h). */
 #ifndef TS_SPLICE_H
 #define TS_SPLICE_H
 
@@ -17,9 +18,6 @@ struct splice;
 struct splice *splice_new(const struct splice_conf *c);
 /* Stops every pair (closing their sockets) and frees s. NULL ok. */
 void splice_free(struct splice *s);
-
-/* Connects to host:port within timeout_ms. The socket or -1 (errno set). */
-int splice_connect(const char *host, int port, int timeout_ms);
 
 /* Takes over client and server (closing them when done), sends first (n
  * bytes, e.g. the client's Connection Request) to server, then relays.

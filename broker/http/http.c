@@ -12,6 +12,7 @@
 #include <microhttpd.h>
 
 #include "broker/common/log.h"
+#include "broker/common/net.h"
 #include "broker/common/util.h"
 #include "broker/http/http.h"
 #include "broker/http/http_reply.h"
@@ -79,35 +80,6 @@ http_mhd_log(void *cls, const char *fmt, va_list ap)
 	log_debug("libmicrohttpd: %s", line);
 }
 
-static int
-http_bind(const char *listen_addr, char *err, size_t errlen)
-{
-	struct addrinfo hints = { .ai_flags = AI_PASSIVE | AI_NUMERICSERV,
-	    .ai_socktype = SOCK_STREAM }, *ai = NULL;
-	char host[256], port[8];
-	int p, fd = -1, one = 1;
-
-	if (util_hostport_parse(listen_addr, host, sizeof(host), &p) != 0) {
-		snprintf(err, errlen, "'%s' is not host:port", listen_addr);
-		return -1;
-	}
-	snprintf(port, sizeof(port), "%d", p);
-	if (getaddrinfo(host, port, &hints, &ai) != 0 || ai == NULL) {
-		snprintf(err, errlen, "cannot resolve %s", host);
-		return -1;
-	}
-	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 512) != 0) {
-		snprintf(err, errlen, "cannot listen on %s: %s", listen_addr, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(ai);
-	return fd;
-}
-
 struct http *
 http_new(const struct http_conf *c, char *err, size_t errlen)
 {
@@ -128,7 +100,7 @@ http_new(const struct http_conf *c, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %s", c->private_key, strerror(errno));
 		goto fail;
 	}
-	if ((h->fd = http_bind(c->listen, err, errlen)) < 0)
+	if ((h->fd = net_listen(err, errlen, c->listen, 512)) < 0)
 		goto fail;
 	return h;
  fail:

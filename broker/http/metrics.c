@@ -139,6 +139,11 @@ metrics_get(void *ctx, const struct http_request *req, struct http_response *res
 	    ld(&m->splices[METRICS_SPLICED]), ld(&m->splices[METRICS_SPLICE_REFUSED]),
 	    ld(&m->splices[METRICS_SPLICE_FAILED]), active,
 	    ld(&m->failovers));
+	tb_printf(&b, "# HELP tsbroker_pem_cache_hits_total FreeRDP TLS set-up PEM reads "
+	    "served from the key and certificate parsed at start (two per handshake).\n"
+	    "# TYPE tsbroker_pem_cache_hits_total counter\n"
+	    "tsbroker_pem_cache_hits_total %" PRIu64 "\n",
+	    p->pem_cache_hits ? p->pem_cache_hits() : 0);
 	tb_printf(&b, "# HELP tsbroker_heartbeats_received_total Agent heartbeats "
 	    "received.\n# TYPE tsbroker_heartbeats_received_total counter\n"
 	    "tsbroker_heartbeats_received_total %" PRIu64 "\n"

@@ -6,6 +6,8 @@
 #ifndef TS_HTTP_METRICS_H
 #define TS_HTTP_METRICS_H
 
+#include <stdint.h>
+
 #include "broker/http/http.h"
 
 struct metrics;
@@ -19,6 +21,8 @@ struct metrics_page {
 	/* the spliced connections open now; NULL: none */
 	int (*splices_active)(const void *ctx);
 	const void *splices_ctx;
+	/* FreeRDP's PEM reads served by the cache (front/pem_cache.h); NULL: 0 */
+	uint64_t (*pem_cache_hits)(void);
 };
 
 /* Registers GET /metrics on h (before http_start). 0 or -1 (table full). */

@@ -1,4 +1,5 @@
-/* Unit tests for broker/front/splice.c on real loopback TCP sockets. */
+/* Unit tests for broker/front/splice.c on real loopback TCP sockets (the
+ * connect to the server is broker/common/net.c's). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,8 +14,11 @@
 #include <cmocka.h>
 
 #include "broker/common/log.h"
+#include "broker/common/net.h"
 #include "broker/common/util.h"
 #include "broker/front/splice.h"
+
+static char err[160];	/* net_connect's reason */
 
 static int
 listener(int *port)
@@ -71,11 +75,11 @@ test_connect(void **state)
 {
 	int port, lfd = listener(&port), fd;
 
-	fd = splice_connect("127.0.0.1", port, 1000);
+	fd = net_connect(err, sizeof(err), "127.0.0.1", port, 1000);
 	assert_true(fd >= 0);
 	close(fd);
 	close(lfd);
-	assert_int_equal(splice_connect("127.0.0.1", port, 1000), -1);
+	assert_int_equal(net_connect(err, sizeof(err), "127.0.0.1", port, 1000), -1);
 	assert_int_equal(errno, ECONNREFUSED);
 }
 
@@ -88,7 +92,7 @@ test_relay_and_half_close(void **state)
 	char buf[70000], big[70000];
 
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, cl), 0);
-	up = splice_connect("127.0.0.1", port, 1000);
+	up = net_connect(err, sizeof(err), "127.0.0.1", port, 1000);
 	assert_true(up >= 0);
 	srv = accept(lfd, NULL, NULL);
 	assert_int_equal(splice_start(s, cl[1], up, "HELLO", 5), 0);
@@ -126,7 +130,7 @@ test_idle_timeout_and_cap(void **state)
 
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
-	up = splice_connect("127.0.0.1", port, 1000);
+	up = net_connect(err, sizeof(err), "127.0.0.1", port, 1000);
 	srv = accept(lfd, NULL, NULL);
 	assert_int_equal(splice_start(s, a[1], up, NULL, 0), 0);
 	/* at the cap: refused, the fds stay the caller's */
@@ -152,7 +156,7 @@ test_free_stops_pairs(void **state)
 	int port, lfd = listener(&port), a[2], srv, up;
 
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
-	up = splice_connect("127.0.0.1", port, 1000);
+	up = net_connect(err, sizeof(err), "127.0.0.1", port, 1000);
 	srv = accept(lfd, NULL, NULL);
 	assert_int_equal(splice_start(s, a[1], up, NULL, 0), 0);
 	splice_free(s);		/* returns once the pair has ended */
