@@ -81,7 +81,6 @@ static int
 conf_check(const char *path, struct agent_conf *c, char *err, size_t errlen)
 {
 	char host[256], msg[256];
-	size_t len;
 	char *dot;
 
 	if (c->name[0] == '\0') {
@@ -95,16 +94,8 @@ conf_check(const char *path, struct agent_conf *c, char *err, size_t errlen)
 			return conf_fail(path, "name", err, errlen,
 			    "'name' is not set and the host name is too long");
 	}
-	if (c->broker[0] == '\0')
-		return conf_fail(path, "broker", err, errlen,
-		    "'broker' is required (https://HOST:PORT)");
-	if (strncmp(c->broker, "https://", 8) != 0 || c->broker[8] == '\0' ||
-	    c->broker[8] == '/')
-		return conf_fail(path, "broker", err, errlen,
-		    "'broker' expects an https://HOST[:PORT] URL");
-	len = strlen(c->broker);
-	while (len > 8 && c->broker[len - 1] == '/')
-		c->broker[--len] = '\0';
+	if (brokers_parse(c->broker, &c->brokers, msg, sizeof(msg)) != 0)
+		return conf_fail(path, "broker", err, errlen, msg);
 	if (c->token[0] == '\0')
 		return conf_fail(path, "token", err, errlen,
 		    "'token' is required (printed by 'tsbroker server add')");

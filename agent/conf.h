@@ -6,13 +6,15 @@
 
 #include <stddef.h>
 
+#include "agent/brokers.h"
 #include "broker/common/wire.h"
 
 #define CONF_PATH_MAX	1024
 
 struct agent_conf {
 	char name[WIRE_NAME_MAX];	/* default: the host name */
-	char broker[512];		/* https://host[:port] (a path is kept) */
+	char broker[1024];		/* as written: URLs, spaces or commas */
+	struct brokers brokers;		/* broker parsed (a path is kept) */
 	char token[512];		/* secret: never log it */
 	char ca[CONF_PATH_MAX];		/* CA bundle, or the broker's own certificate */
 	char rdp_address[WIRE_ADDR_MAX];/* reported; probed (127.0.0.1 if empty) */
@@ -26,8 +28,8 @@ struct agent_conf {
 };
 
 /* Loads path into c. 0, or -1 with "path:line: message" (or "path: message")
- * in err. Also checks what the INI table cannot: a https broker URL, a
- * token, a known sessions provider. */
+ * in err. Also checks what the INI table cannot: the https broker URLs
+ * (parsed into c->brokers), a token, a known sessions provider. */
 int conf_load(const char *path, struct agent_conf *c, char *err, size_t errlen);
 
 #endif

@@ -11,6 +11,7 @@
 
 #include <curl/curl.h>
 
+#include "agent/brokers.h"
 #include "agent/conf.h"
 #include "agent/probe.h"
 #include "agent/report.h"
@@ -34,6 +35,7 @@ struct agent {
 	int have_last;
 	char last_err[256];
 	int failures;
+	int reporting_to;		/* index in conf.brokers logged last, or -1 */
 	int interval;			/* seconds, as the broker said last */
 	int draining;			/* the admin state, as the broker said last */
 };
@@ -194,6 +196,58 @@ agent_backoff_ms(const struct agent *a)
 	return d / 2 + (int64_t)(rnd % (uint32_t)(d / 2 + 1));
 }
 
+static enum brokers_result
+agent_broker_result(struct agent *a, enum report_status st)
+{
+	switch (st) {
+	case REPORT_OK:
+	case REPORT_REJECTED:	/* the farm's word on this agent: see README */
+	case REPORT_REFUSED:
+		return BROKERS_ANSWERED;
+	case REPORT_UNREACHABLE:
+		return agent_stopping(a) ? BROKERS_ABORTED : BROKERS_FAILED;
+	case REPORT_ERROR:
+		break;
+	}
+	return BROKERS_ABORTED;
+}
+
+/* Sends body to the current broker, then to the next ones while they fail
+ * (brokers.h). Logs when the broker reported to changes. */
+static enum report_status
+agent_send(struct agent *a, const char *body, struct wire_answer *ans,
+    char *err, size_t errlen)
+{
+	struct brokers *b = &a->conf.brokers;
+	struct brokers_beat bt;
+	enum report_status st;
+	enum brokers_result res;
+	char first_err[256] = "";
+	const char *url;
+
+	brokers_beat_begin(b, &bt);
+	do {
+		url = brokers_beat_url(b, &bt);
+		memset(ans, 0, sizeof(*ans));
+		st = report_send(a->report, url, body, ans, err, errlen);
+		res = agent_broker_result(a, st);
+		if (res == BROKERS_FAILED) {
+			log_debug("%s: %s", url, err);
+			if (bt.tried == 0)
+				util_strlcpy(first_err, err, sizeof(first_err));
+		}
+	} while (brokers_beat_record(b, &bt, res) == 1);
+	if (res == BROKERS_ANSWERED && b->current != a->reporting_to) {
+		if (a->reporting_to >= 0 && first_err[0] != '\0')
+			log_info("reporting to %s (%s: %s)", url,
+			    b->url[a->reporting_to], first_err);
+		else
+			log_info("reporting to %s", url);
+		a->reporting_to = b->current;
+	}
+	return st;
+}
+
 /* One heartbeat. For --once prints the answer. */
 static enum report_status
 agent_beat(struct agent *a, int once)
@@ -205,8 +259,7 @@ agent_beat(struct agent *a, int once)
 
 	if ((body = agent_snapshot(a)) == NULL)
 		return REPORT_ERROR;
-	memset(&ans, 0, sizeof(ans));
-	st = report_send(a->report, body, &ans, err, sizeof(err));
+	st = agent_send(a, body, &ans, err, sizeof(err));
 	free(body);
 	if (once) {
 		const char *text = report_answer_text(a->report);
@@ -306,6 +359,7 @@ main(int argc, char **argv)
 	a->sessions_ok = 1;
 	a->load_ok = 1;
 	a->interval = a->conf.interval;
+	a->reporting_to = -1;
 
 	if (once) {
 		rc = agent_beat(a, 1) == REPORT_OK ? 0 : 1;

@@ -20,7 +20,7 @@ enum report_trust { TRUST_SYSTEM, TRUST_CA, TRUST_PIN };
 
 struct report {
 	CURL *curl;
-	char url[600];
+	char url[BROKERS_URL_MAX + 32];	/* of the request under way */
 	char ca[CONF_PATH_MAX];
 	char pin[80];			/* "sha256//BASE64" when pinning is possible */
 	enum report_trust trust;	/* what to try first: what worked last */
@@ -131,11 +131,9 @@ report_new(const struct agent_conf *c, int (*cancel)(void *), void *cancel_arg,
 	r->connect_timeout = c->connect_timeout;
 	r->timeout = c->timeout;
 	r->trust = TRUST_SYSTEM;
-	if ((size_t)snprintf(r->url, sizeof(r->url), "%s/api/v1/heartbeat",
-	    c->broker) >= sizeof(r->url) ||
-	    (size_t)snprintf(r->auth, sizeof(r->auth), "Authorization: Bearer %s",
+	if ((size_t)snprintf(r->auth, sizeof(r->auth), "Authorization: Bearer %s",
 	    c->token) >= sizeof(r->auth)) {
-		snprintf(err, errlen, "broker URL or token too long");
+		snprintf(err, errlen, "token too long");
 		goto fail;
 	}
 	if (c->ca[0] != '\0') {
@@ -241,8 +239,8 @@ report_error_text(const struct report *r, char *out, size_t n)
 }
 
 enum report_status
-report_send(struct report *r, const char *body, struct wire_answer *ans,
-    char *err, size_t errlen)
+report_send(struct report *r, const char *broker, const char *body,
+    struct wire_answer *ans, char *err, size_t errlen)
 {
 	struct curl_slist *hdrs = NULL, *h;
 	char cerr[CURL_ERROR_SIZE], why[256];
@@ -250,6 +248,11 @@ report_send(struct report *r, const char *body, struct wire_answer *ans,
 	CURLcode rc;
 	long http;
 
+	if ((size_t)snprintf(r->url, sizeof(r->url), "%s/api/v1/heartbeat",
+	    broker) >= sizeof(r->url)) {
+		snprintf(err, errlen, "broker URL too long");
+		return REPORT_ERROR;
+	}
 	if ((h = curl_slist_append(hdrs, "Content-Type: application/json")) == NULL ||
 	    (hdrs = h, h = curl_slist_append(hdrs, r->auth)) == NULL ||
 	    (hdrs = h, h = curl_slist_append(hdrs, "Expect:")) == NULL) {

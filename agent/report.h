@@ -10,7 +10,8 @@
  *     broker must present exactly that key; names and dates are not checked.
  *     If the broker presents another key, the file is tried as a CA (chain
  *     and name checked), so a private root CA in a file of its own works
- *     too. Either way trust is anchored in the key in the file. */
+ *     too. Either way trust is anchored in the key in the file.
+ * The same trust applies to every broker in the list. */
 #ifndef TS_AGENT_REPORT_H
 #define TS_AGENT_REPORT_H
 
@@ -21,9 +22,9 @@
 
 enum report_status {
 	REPORT_OK = 0,
-	REPORT_UNREACHABLE = -1,	/* no connection, TLS failure, timeout */
+	REPORT_UNREACHABLE = -1,	/* no connection, TLS failure, timeout, 5xx */
 	REPORT_REJECTED = -2,		/* 401: the token was rejected */
-	REPORT_REFUSED = -3,		/* another HTTP error, or a bad answer */
+	REPORT_REFUSED = -3,		/* another 4xx, or a bad answer */
 	REPORT_ERROR = -4,		/* local failure (no memory) */
 };
 
@@ -37,10 +38,13 @@ struct report *report_new(const struct agent_conf *c, int (*cancel)(void *),
 /* Wipes the token. */
 void report_free(struct report *r);
 
-/* POSTs body to BROKER/api/v1/heartbeat. REPORT_OK fills *ans; otherwise
- * err says why (never with the token). */
-enum report_status report_send(struct report *r, const char *body,
-    struct wire_answer *ans, char *err, size_t errlen);
+/* POSTs body to broker/api/v1/heartbeat (broker: one URL of the list, as
+ * brokers.h keeps it). REPORT_OK fills *ans; otherwise err says why (never
+ * with the token). The CA file or pinned key of c applies to every broker
+ * (brokers of an HA pair share one certificate), and the trust that worked
+ * last is tried first. */
+enum report_status report_send(struct report *r, const char *broker,
+    const char *body, struct wire_answer *ans, char *err, size_t errlen);
 
 /* The body of the last answer (NUL-terminated, maybe empty), owned by r. */
 const char *report_answer_text(const struct report *r);
