@@ -40,15 +40,15 @@ brokers_parse(const char *spec, struct brokers *b, char *err, size_t errlen)
 			return BROKERS_TOO_MANY;
 		}
 		if ((r = brokers_url_add(&tmp, p, len)) != BROKERS_OK) {
-			snprintf(err, errlen, "'broker': '%.*s' is not an "
-			    "https://HOST[:PORT] URL", len > 200 ? 200 : (int)len, p);
+			snprintf(err, errlen, "'broker' expects an https://HOST[:PORT] "
+			    "URL, not '%.*s'", len > 200 ? 200 : (int)len, p);
 			return r;
 		}
 		p += len;
 	}
 	if (tmp.n == 0) {
-		snprintf(err, errlen, "'broker' is required (https://HOST:PORT, "
-		    "or several separated by spaces or commas)");
+		snprintf(err, errlen, "'broker' is required (https://HOST:PORT; "
+		    "several: separated by spaces or commas)");
 		return BROKERS_EMPTY;
 	}
 	*b = tmp;
