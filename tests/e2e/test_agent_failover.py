@@ -82,19 +82,18 @@ def agent_on(tmp_path, stopped_at_teardown):
     return make
 
 
-def test_config_list(tmp_path):
-    good = tmp_path / "good.conf"
-    good.write_text("[agent]\nbroker = https://a:1, https://b:2/ https://c\ntoken = t\n")
-    p = subprocess.run([TSAGENT, "-f", str(good), "-t"], capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    bad = tmp_path / "bad.conf"
-    bad.write_text("[agent]\ntoken = t\nbroker = https://a:1 http://b:2\n")
-    p = subprocess.run([TSAGENT, "-f", str(bad), "-t"], capture_output=True, text=True)
-    assert p.returncode == 1
-    assert f"{bad}:3: 'broker' expects an https://HOST[:PORT] URL, not 'http://b:2'" in p.stderr
-    bad.write_text("[agent]\ntoken = t\nbroker = " + "https://a " * 9 + "\n")
-    p = subprocess.run([TSAGENT, "-f", str(bad), "-t"], capture_output=True, text=True)
-    assert p.returncode == 1 and "at most 8 URLs" in p.stderr, p.stderr
+@pytest.mark.parametrize("broker,message", [
+    ("https://a:1, https://b:2/ https://c", None),
+    ("https://a:1 http://b:2", ":3: 'broker' expects an https://HOST[:PORT] URL, not 'http://b:2'"),
+    ("https://a " * 9, ":3: 'broker' takes at most 8 URLs"),
+    (" , ", ":3: 'broker' is required"),
+])
+def test_config_list(tmp_path, broker, message):
+    conf = tmp_path / "agent.conf"
+    conf.write_text(f"[agent]\ntoken = t\nbroker = {broker}\n")
+    p = subprocess.run([TSAGENT, "-f", str(conf), "-t"], capture_output=True, text=True)
+    assert p.returncode == (0 if message is None else 1), p.stderr
+    assert message is None or f"{conf}{message}" in p.stderr, p.stderr
 
 
 def test_failover_and_stay(broker_factory, agent_on, rdp_port):

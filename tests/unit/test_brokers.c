@@ -68,54 +68,51 @@ test_parse_too_long(void **state)
 	assert_int_equal(brokers_parse(spec, &b, err, sizeof(err)), 0);
 }
 
-/* Runs one beat where results[i] is the outcome of broker i; returns the
- * number of tries and writes their order into order. */
+/* Runs one beat where outcomes[i] is what broker i does: 'A' answers,
+ * 'F' fails, 'X' aborts. Returns the number of tries, their order in order. */
 static int
-beat(struct brokers *b, const enum brokers_result *results, int *order)
+beat(struct brokers *b, const char *outcomes, int *order)
 {
 	struct brokers_beat bt;
+	enum brokers_result res;
 	int n = 0;
 
+	assert_int_equal((int)strlen(outcomes), b->n);
 	brokers_beat_begin(b, &bt);
 	do {
 		assert_ptr_equal(brokers_beat_url(b, &bt), b->url[bt.at]);
 		order[n++] = bt.at;
 		assert_true(n <= b->n);
-	} while (brokers_beat_record(b, &bt, results[order[n - 1]]) == 1);
+		res = outcomes[bt.at] == 'A' ? BROKERS_ANSWERED :
+		    outcomes[bt.at] == 'F' ? BROKERS_FAILED : BROKERS_ABORTED;
+	} while (brokers_beat_record(b, &bt, res) == 1);
 	return n;
 }
 
 static void
 test_failover_and_stay(void **state)
 {
-	enum brokers_result all_ok[3] = { BROKERS_ANSWERED, BROKERS_ANSWERED,
-	    BROKERS_ANSWERED };
-	enum brokers_result first_down[3] = { BROKERS_FAILED, BROKERS_ANSWERED,
-	    BROKERS_ANSWERED };
-	enum brokers_result second_down[3] = { BROKERS_ANSWERED, BROKERS_FAILED,
-	    BROKERS_ANSWERED };
 	struct brokers b;
 	char err[256];
 	int order[8];
 
 	assert_int_equal(brokers_parse("https://a https://b https://c", &b, err,
 	    sizeof(err)), 0);
-	assert_int_equal(beat(&b, all_ok, order), 1);
+	assert_int_equal(beat(&b, "AAA", order), 1);
 	assert_int_equal(order[0], 0);
 	/* a fails: b in the same beat */
-	assert_int_equal(beat(&b, first_down, order), 2);
+	assert_int_equal(beat(&b, "FAA", order), 2);
 	assert_int_equal(order[1], 1);
 	assert_int_equal(b.current, 1);
 	/* a is back: the agent stays on b */
-	assert_int_equal(beat(&b, all_ok, order), 1);
+	assert_int_equal(beat(&b, "AAA", order), 1);
 	assert_int_equal(order[0], 1);
 	assert_int_equal(b.current, 1);
-	/* b fails: c, then a when c fails too, wrapping around */
-	assert_int_equal(beat(&b, second_down, order), 2);
+	/* b fails: c */
+	assert_int_equal(beat(&b, "AFA", order), 2);
 	assert_int_equal(b.current, 2);
-	enum brokers_result only_a[3] = { BROKERS_ANSWERED, BROKERS_FAILED,
-	    BROKERS_FAILED };
-	assert_int_equal(beat(&b, only_a, order), 2);
+	/* c fails: a, wrapping around */
+	assert_int_equal(beat(&b, "AFF", order), 2);
 	assert_int_equal(order[0], 2);
 	assert_int_equal(order[1], 0);
 	assert_int_equal(b.current, 0);
@@ -124,8 +121,6 @@ test_failover_and_stay(void **state)
 static void
 test_all_fail_no_flap(void **state)
 {
-	enum brokers_result all_503[3] = { BROKERS_FAILED, BROKERS_FAILED,
-	    BROKERS_FAILED };
 	struct brokers b;
 	char err[256];
 	int order[8];
@@ -134,28 +129,30 @@ test_all_fail_no_flap(void **state)
 	    sizeof(err)), 0);
 	b.current = 1;
 	for (int i = 0; i < 10; i++) {
-		/* each tried once, starting at the current one, which stays */
-		assert_int_equal(beat(&b, all_503, order), 3);
+		/* each tried once, from the current one, which stays */
+		assert_int_equal(beat(&b, "FFF", order), 3);
 		assert_int_equal(order[0], 1);
 		assert_int_equal(order[1], 2);
 		assert_int_equal(order[2], 0);
 		assert_int_equal(b.current, 1);
 	}
+	/* a single broker that fails: one try, kept */
+	assert_int_equal(brokers_parse("https://a", &b, err, sizeof(err)), 0);
+	assert_int_equal(beat(&b, "F", order), 1);
+	assert_int_equal(b.current, 0);
 }
 
 static void
-test_answer_and_abort_end_the_beat(void **state)
+test_abort_ends_the_beat(void **state)
 {
-	enum brokers_result abort_first[2] = { BROKERS_ABORTED, BROKERS_ANSWERED };
-	enum brokers_result fail_then_abort[2] = { BROKERS_FAILED, BROKERS_ABORTED };
 	struct brokers b;
 	char err[256];
 	int order[8];
 
 	assert_int_equal(brokers_parse("https://a https://b", &b, err, sizeof(err)), 0);
-	assert_int_equal(beat(&b, abort_first, order), 1);
+	assert_int_equal(beat(&b, "XA", order), 1);
 	assert_int_equal(b.current, 0);
-	assert_int_equal(beat(&b, fail_then_abort, order), 2);
+	assert_int_equal(beat(&b, "FX", order), 2);
 	assert_int_equal(b.current, 0);	/* b did not answer: not chosen */
 }
 
@@ -168,7 +165,7 @@ main(void)
 		cmocka_unit_test(test_parse_too_long),
 		cmocka_unit_test(test_failover_and_stay),
 		cmocka_unit_test(test_all_fail_no_flap),
-		cmocka_unit_test(test_answer_and_abort_end_the_beat),
+		cmocka_unit_test(test_abort_ends_the_beat),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
