@@ -33,3 +33,8 @@ $(eval $(call unit_test,test_farm,$(B)/broker/state/farm.o $(B)/broker/state/sta
 FUZZERS += fuzz_heartbeat
 fuzz_heartbeat_SRCS := $(STORE_SRC) $(B)/schema.c
 fuzz_heartbeat_LIBS := $(call PKG_LIBS,sqlite3)
+# make unit-pg: the store contract suite on a throwaway PostgreSQL cluster
+# (tests/pg/unit-pg.sh: one cluster, a fresh database per test).
+.PHONY: unit-pg
+unit-pg: $(B)/tests/test_store
+	sh tests/pg/unit-pg.sh $(B)/tests/test_store
