@@ -17,7 +17,8 @@
 #include "broker/state/store.h"
 #include "broker/state/store_engine.h"
 
-static const struct store_engine *const engines[] = { &store_engine_sqlite };
+static const struct store_engine *const engines[] = { &store_engine_sqlite,
+	&store_engine_postgresql };
 
 /* The servers' placement inputs, kept in memory so that a decision does not
  * load every server and count its sessions (placement at 10,000 servers).

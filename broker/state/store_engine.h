@@ -135,7 +135,9 @@ struct store_engine {
 	int (*admin_token_remove)(struct store_db *db, const char *name);
 };
 
-/* The engines built in (store_sqlite.c). */
+/* The engines built in (store_sqlite.c; store_pg.c, the same operations on
+ * PostgreSQL). */
 extern const struct store_engine store_engine_sqlite;
+extern const struct store_engine store_engine_postgresql;
 
 #endif

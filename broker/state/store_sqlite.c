@@ -10,9 +10,26 @@
 #include <string.h>
 
 #include "broker/common/util.h"
-#include "broker/state/sqlite_db.h"
 
-#define EXEC(d, ...) sqldb_exec(d, sqldb_prep(d, __VA_ARGS__), NULL)
+/* The SQL below is shared with the PostgreSQL engine: store_pg.c defines
+ * STORE_SQL_PG and includes this file, so the two engines differ in their
+ * connection (sqlite_db.c, pg_db.c), not in copies of the operations. The
+ * SQL is therefore in the dialect both take: "user" quoted, placeholders
+ * '?' or '?N', typed by the bind format. */
+#ifndef STORE_SQL_PG
+#include "broker/state/sqlite_db.h"
+#define DB_PREP sqldb_prep
+#define DB_EXEC sqldb_exec
+#define DB_ROW sqldb_row
+#define DB_ROWS sqldb_rows
+#define DB_EACH sqldb_each
+#define DB_LAST_ID sqldb_last_id
+#define ENGINE_VAR store_engine_sqlite
+#define ENGINE_NAME "sqlite"
+#define ENGINE_OPS(f) sqldb_##f
+#endif
+
+#define EXEC(d, ...) DB_EXEC(d, DB_PREP(d, __VA_ARGS__), NULL)
 
 /* A single int64 or text column. */
 struct one {
@@ -26,7 +43,7 @@ static int
 event_insert(struct store_db *d, int64_t now, const char *kind, const char *server,
     const char *user, const char *client, const char *detail, int64_t duration_us)
 {
-	return EXEC(d, "INSERT INTO events (ts, kind, server, user, client, detail, "
+	return EXEC(d, "INSERT INTO events (ts, kind, server, \"user\", client, detail, "
 	    "duration_us) VALUES (?, ?, ?, ?, ?, ?, ?)", "ItttttI", now, kind,
 	    server ? server : "", user ? user : "", client ? client : "",
 	    detail ? detail : "", duration_us);
@@ -77,7 +94,7 @@ server_id(struct store_db *d, const char *name, int64_t *id)
 	struct one o;
 	int r;
 
-	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT id FROM servers WHERE name = ?", "t", name),
+	if ((r = DB_ROW(d, DB_PREP(d, "SELECT id FROM servers WHERE name = ?", "t", name),
 	    COLS(one_int), &o)) == 0)
 		*id = o.v;
 	return r;
@@ -89,7 +106,7 @@ server_name(struct store_db *d, int64_t id, char *name, size_t n)
 	struct one o;
 	int r;
 
-	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT name FROM servers WHERE id = ?", "I", id),
+	if ((r = DB_ROW(d, DB_PREP(d, "SELECT name FROM servers WHERE id = ?", "I", id),
 	    COLS(one_text), &o)) == 0)
 		util_strlcpy(name, o.text, n);
 	return r;
@@ -121,14 +138,14 @@ sq_server_admin(struct store_db *d, const char *name, enum admin_state a, int64_
 static int
 sq_server_list(struct store_db *d, struct store_server **out, size_t *n)
 {
-	return sqldb_rows(d, sqldb_prep(d, SQL_SERVER_COLS "ORDER BY s.name", ""), sizeof(**out),
+	return DB_ROWS(d, DB_PREP(d, SQL_SERVER_COLS "ORDER BY s.name", ""), sizeof(**out),
 	    COLS(server_cols), out, n);
 }
 
 static int
 sq_server_get(struct store_db *d, const char *name, struct store_server *out)
 {
-	return sqldb_row(d, sqldb_prep(d, SQL_SERVER_COLS "WHERE s.name = ?", "t", name),
+	return DB_ROW(d, DB_PREP(d, SQL_SERVER_COLS "WHERE s.name = ?", "t", name),
 	    COLS(server_cols), out);
 }
 
@@ -141,7 +158,7 @@ sq_server_auth(struct store_db *d, const char *token_hash, int64_t *id, char *na
 	struct store_server srv;
 	int r;
 
-	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT id, name FROM servers WHERE token_hash = ?",
+	if ((r = DB_ROW(d, DB_PREP(d, "SELECT id, name FROM servers WHERE token_hash = ?",
 	    "t", token_hash), COLS(id_name_cols), &srv)) == 0) {
 		*id = srv.id;
 		util_strlcpy(name, srv.name, namelen);
@@ -157,7 +174,7 @@ server_set_down(struct store_db *d, int64_t id, const char *reason, int64_t now,
 {
 	int r;
 
-	if ((r = sqldb_exec(d, sqldb_prep(d, "UPDATE servers SET state = 'down', "
+	if ((r = DB_EXEC(d, DB_PREP(d, "UPDATE servers SET state = 'down', "
 	    "state_reason = ?, state_since = ? WHERE id = ? AND state != 'down'", "tII",
 	    reason, now, id), changed)) != 0 || !*changed)
 		return r;
@@ -208,7 +225,7 @@ sq_heartbeat_read(struct store_db *d, int64_t id, enum server_state *state,
 	struct store_server srv;
 	int r;
 
-	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT state, admin_state, name FROM servers WHERE "
+	if ((r = DB_ROW(d, DB_PREP(d, "SELECT state, admin_state, name FROM servers WHERE "
 	    "id = ?", "I", id), COLS(states_cols), &srv)) != 0)
 		return r;
 	*state = srv.state;
@@ -216,7 +233,7 @@ sq_heartbeat_read(struct store_db *d, int64_t id, enum server_state *state,
 	util_strlcpy(name, srv.name, WIRE_NAME_MAX);
 	if (rows == NULL)
 		return 0;
-	return sqldb_rows(d, sqldb_prep(d, "SELECT id, user, remote_id, state FROM sessions "
+	return DB_ROWS(d, DB_PREP(d, "SELECT id, \"user\", remote_id, state FROM sessions "
 	    "WHERE server_id = ? AND state != 'ended'", "I", id), sizeof(**rows),
 	    COLS(rc_row_cols), rows, nrows);
 }
@@ -230,7 +247,7 @@ change_apply(struct store_db *d, int64_t id, const struct wire_heartbeat *hb,
 
 	switch (c->op) {
 	case RC_INSERT:
-		return EXEC(d, "INSERT INTO sessions (server_id, user, login, domain, "
+		return EXEC(d, "INSERT INTO sessions (server_id, \"user\", login, domain, "
 		    "remote_id, state, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
 		    "ItttttII", id, c->user, ws->user, ws->domain, ws->id,
 		    session_state_str(c->state), now, now);
@@ -312,8 +329,8 @@ sq_load(struct store_db *d, int64_t id, int64_t now,
 	size_t rows;
 	int r;
 
-	r = sqldb_each(d, id ? sqldb_prep(d, SQL_LOAD("WHERE s.id = ?2"), "II", now, id) :
-	    sqldb_prep(d, SQL_LOAD(""), "I", now), COLS(load_cols), &w, sizeof(w),
+	r = DB_EACH(d, id ? DB_PREP(d, SQL_LOAD("WHERE s.id = ?2"), "II", now, id) :
+	    DB_PREP(d, SQL_LOAD(""), "I", now), COLS(load_cols), &w, sizeof(w),
 	    load_row, &l, &rows);
 	return r == 0 && id != 0 && rows == 0 ? STORE_NOT_FOUND : r;
 }
@@ -327,8 +344,8 @@ static int
 sq_user_sessions(struct store_db *d, const char *user, int64_t now,
     struct pl_session **out, size_t *n)
 {
-	return sqldb_rows(d, sqldb_prep(d, "SELECT id, server_id, state, updated FROM sessions "
-	    "WHERE user = ?1 AND (state IN ('active', 'disconnected') OR (state = "
+	return DB_ROWS(d, DB_PREP(d, "SELECT id, server_id, state, updated FROM sessions "
+	    "WHERE \"user\" = ?1 AND (state IN ('active', 'disconnected') OR (state = "
 	    "'pending' AND expires > ?2))", "tI", user, now), sizeof(**out),
 	    COLS(pl_session_cols), out, n);
 }
@@ -339,12 +356,12 @@ sq_placement_insert(struct store_db *d, int64_t server_id,
 {
 	int r;
 
-	r = EXEC(d, "INSERT INTO sessions (server_id, user, login, domain, state, "
+	r = EXEC(d, "INSERT INTO sessions (server_id, \"user\", login, domain, state, "
 	    "client, created, updated, expires) VALUES (?, ?, ?, ?, 'pending', ?, "
 	    "?, ?, ?)", "IttttIII", server_id, req->user, req->login, req->domain,
 	    req->client, req->now, req->now, req->now + req->pending_ttl_ms);
 	if (r == 0)
-		*session_id = sqldb_last_id(d);
+		*session_id = DB_LAST_ID(d);
 	return r;
 }
 
@@ -365,7 +382,7 @@ static const struct col target_cols[] = {
 static int
 sq_placement_target(struct store_db *d, int64_t server_id, struct store_place_result *out)
 {
-	return sqldb_row(d, sqldb_prep(d, "SELECT name, address, fqdn, port FROM servers WHERE "
+	return DB_ROW(d, DB_PREP(d, "SELECT name, address, fqdn, port FROM servers WHERE "
 	    "id = ?", "I", server_id), COLS(target_cols), out);
 }
 
@@ -375,7 +392,7 @@ sq_pending_expire(struct store_db *d, int64_t now, int *expired)
 	int r;
 
 	*expired = 0;
-	r = EXEC(d, "INSERT INTO events (ts, kind, server, user, client, detail) "
+	r = EXEC(d, "INSERT INTO events (ts, kind, server, \"user\", client, detail) "
 	    "SELECT ?1, 'pending_expired', v.name, s.user, s.client, "
 	    "'placement not confirmed by the agent' FROM sessions s JOIN servers v "
 	    "ON v.id = s.server_id WHERE s.state = 'pending' AND s.expires <= ?1", "I", now);
@@ -385,7 +402,7 @@ sq_pending_expire(struct store_db *d, int64_t now, int *expired)
 		    "'pending' AND expires <= ?1) WHERE id IN (SELECT server_id FROM "
 		    "sessions WHERE state = 'pending' AND expires <= ?1)", "I", now);
 	if (r == 0)
-		r = sqldb_exec(d, sqldb_prep(d, "UPDATE sessions SET state = 'ended', "
+		r = DB_EXEC(d, DB_PREP(d, "UPDATE sessions SET state = 'ended', "
 		    "updated = ?1 WHERE state = 'pending' AND expires <= ?1", "I", now),
 		    expired);
 	return r;
@@ -413,7 +430,7 @@ sq_session_route(struct store_db *d, int64_t session_id, int64_t *expires,
 	int r;
 
 	memset(&w, 0, sizeof(w));
-	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT e.id, e.user, e.login, e.domain, e.state, "
+	if ((r = DB_ROW(d, DB_PREP(d, "SELECT e.id, e.user, e.login, e.domain, e.state, "
 	    "v.id, v.name, v.address, v.port, v.state, e.expires FROM sessions e JOIN "
 	    "servers v ON v.id = e.server_id WHERE e.id = ?", "I", session_id),
 	    COLS(route_cols), &w)) == 0) {
@@ -434,7 +451,7 @@ static int
 sq_session_list(struct store_db *d, const struct store_session_filter *f,
     struct store_session **out, size_t *n)
 {
-	return sqldb_rows(d, sqldb_prep(d, "SELECT e.id, v.name, e.user, e.login, e.domain, "
+	return DB_ROWS(d, DB_PREP(d, "SELECT e.id, v.name, e.user, e.login, e.domain, "
 	    "e.remote_id, e.state, e.client, e.created, e.updated, e.expires FROM "
 	    "sessions e JOIN servers v ON v.id = e.server_id WHERE (?1 = '' OR e.user = "
 	    "?1) AND (?2 = '' OR v.name = ?2) AND ((?3 = '' AND e.state != 'ended') OR "
@@ -450,13 +467,13 @@ sq_session_forget(struct store_db *d, int64_t id, int64_t now)
 	char detail[64];
 	int r, changed;
 
-	r = sqldb_exec(d, sqldb_prep(d, "UPDATE sessions SET state = 'ended', updated = ? "
+	r = DB_EXEC(d, DB_PREP(d, "UPDATE sessions SET state = 'ended', updated = ? "
 	    "WHERE id = ? AND state != 'ended'", "II", now, id), &changed);
 	if (r == 0 && !changed)
 		r = STORE_NOT_FOUND;
 	snprintf(detail, sizeof(detail), "session %lld forgotten", (long long)id);
 	if (r == 0)
-		r = EXEC(d, "INSERT INTO events (ts, kind, server, user, detail) SELECT "
+		r = EXEC(d, "INSERT INTO events (ts, kind, server, \"user\", detail) SELECT "
 		    "?, 'forget', v.name, e.user, ? FROM sessions e JOIN servers v ON "
 		    "v.id = e.server_id WHERE e.id = ?", "ItI", now, detail, id);
 	return r;
@@ -474,7 +491,7 @@ static int
 sq_event_list(struct store_db *d, int64_t since_id, int limit, struct store_event **out,
     size_t *n)
 {
-	return sqldb_rows(d, sqldb_prep(d, "SELECT id, ts, kind, server, user, client, detail, "
+	return DB_ROWS(d, DB_PREP(d, "SELECT id, ts, kind, server, \"user\", client, detail, "
 	    "duration_us FROM events WHERE id > ? ORDER BY id DESC LIMIT ?", "Ii",
 	    since_id, limit < 1 ? 1 : limit), sizeof(**out), COLS(event_cols), out, n);
 }
@@ -511,7 +528,7 @@ sq_admin_password_get(struct store_db *d, char *hash, size_t n)
 	struct one o;
 	int r;
 
-	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT password_hash FROM admin WHERE id = 1", ""),
+	if ((r = DB_ROW(d, DB_PREP(d, "SELECT password_hash FROM admin WHERE id = 1", ""),
 	    COLS(one_text), &o)) == 0)
 		util_strlcpy(hash, o.text, n);
 	return r;
@@ -538,7 +555,7 @@ sq_admin_token_auth(struct store_db *d, const char *token_hash, int64_t now,
 	struct store_admin_token t;
 	int r;
 
-	r = sqldb_row(d, sqldb_prep(d, "SELECT name, created, last_used FROM admin_tokens "
+	r = DB_ROW(d, DB_PREP(d, "SELECT name, created, last_used FROM admin_tokens "
 	    "WHERE token_hash = ?", "t", token_hash), COLS(token_cols), &t);
 	if (r == 0 && now - t.last_used >= 60000)
 		r = EXEC(d, "UPDATE admin_tokens SET last_used = ? WHERE token_hash = ?",
@@ -551,7 +568,7 @@ sq_admin_token_auth(struct store_db *d, const char *token_hash, int64_t now,
 static int
 sq_admin_token_list(struct store_db *d, struct store_admin_token **out, size_t *n)
 {
-	return sqldb_rows(d, sqldb_prep(d, "SELECT name, created, last_used FROM admin_tokens "
+	return DB_ROWS(d, DB_PREP(d, "SELECT name, created, last_used FROM admin_tokens "
 	    "ORDER BY name", ""), sizeof(**out), COLS(token_cols), out, n);
 }
 
@@ -560,18 +577,18 @@ sq_admin_token_remove(struct store_db *d, const char *name)
 {
 	int r, changed;
 
-	r = sqldb_exec(d, sqldb_prep(d, "DELETE FROM admin_tokens WHERE name = ?", "t", name),
+	r = DB_EXEC(d, DB_PREP(d, "DELETE FROM admin_tokens WHERE name = ?", "t", name),
 	    &changed);
 	return r == 0 && !changed ? STORE_NOT_FOUND : r;
 }
 
-const struct store_engine store_engine_sqlite = {
-	.name = "sqlite",
-	.open = sqldb_open,
-	.close = sqldb_close,
-	.begin = sqldb_begin,
-	.end = sqldb_end,
-	.generation = sqldb_generation,
+const struct store_engine ENGINE_VAR = {
+	.name = ENGINE_NAME,
+	.open = ENGINE_OPS(open),
+	.close = ENGINE_OPS(close),
+	.begin = ENGINE_OPS(begin),
+	.end = ENGINE_OPS(end),
+	.generation = ENGINE_OPS(generation),
 	.server_add = sq_server_add,
 	.server_remove = sq_server_remove,
 	.server_admin = sq_server_admin,

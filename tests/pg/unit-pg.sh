@@ -9,6 +9,7 @@ dir=$(mktemp -d /tmp/tsb-pg-XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 trap '"$here/cluster.sh" stop "$dir"; rm -rf "$dir"' EXIT INT TERM
 "$here/cluster.sh" start "$dir" "$port"
+export PGOPTIONS="-c client_min_messages=warning"
 psql="psql -q -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $port -U postgres -d postgres"
 $psql -c 'CREATE DATABASE tsb_template'
 export TSB_STORE_ENGINE=postgresql
