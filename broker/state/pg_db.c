@@ -368,6 +368,13 @@ pgdb_user_lock(struct store_db *d, const char *user)
 	    user), NULL);
 }
 
+int
+pgdb_server_lock(struct store_db *d, int64_t server_id)
+{
+	return pgdb_exec(d, pgdb_prep(d, "SELECT id FROM servers WHERE id = ? FOR UPDATE", "I",
+	    server_id), NULL);
+}
+
 /* ---- open and migrate ---- */
 
 /* Applies the migrations not applied yet, each in its transaction, under

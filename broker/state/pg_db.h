@@ -52,8 +52,10 @@ int64_t pgdb_last_id(struct store_db *d);
 int pgdb_begin(struct store_db *d, int write);
 int pgdb_end(struct store_db *d, int r, uint64_t *gen);
 int pgdb_generation(struct store_db *d, uint64_t *gen);
-/* The per-user placement lock, held until the transaction ends. */
+/* The placement locks of store_engine.h, held until the transaction ends:
+ * an advisory lock on the user's hash, the server's row FOR UPDATE. */
 int pgdb_user_lock(struct store_db *d, const char *user);
+int pgdb_server_lock(struct store_db *d, int64_t server_id);
 
 /* What the last failure was: decides a retry of the whole transaction. */
 enum pg_fault {

@@ -36,6 +36,8 @@ STORE_TEST_OBJS := $(B)/tests/unit/store_fx.o $(STORE_OBJ) $(B)/broker/state/hea
 	$(B)/broker/core/conf.o $(COMMON_OBJ)
 $(eval $(call unit_test,test_store,$(STORE_TEST_OBJS),$(STATE_LIBS) $(COMMON_LIBS)))
 $(eval $(call unit_test,test_store_sqlite,$(STORE_TEST_OBJS),$(STATE_LIBS) $(COMMON_LIBS)))
+# test_store_pg: several stores at once (on PostgreSQL by make unit-pg)
+$(eval $(call unit_test,test_store_pg,$(STORE_TEST_OBJS),$(STATE_LIBS) $(COMMON_LIBS)))
 $(eval $(call unit_test,test_farm,$(B)/broker/state/farm.o $(B)/broker/state/states.o \
 	$(B)/broker/common/util.o,))
 FUZZERS += fuzz_heartbeat
@@ -46,5 +48,5 @@ fuzz_heartbeat_LIBS := $(STATE_LIBS)
 # make unit.
 .PHONY: unit-pg
 unit: unit-pg
-unit-pg: $(B)/tests/test_store
-	sh tests/pg/unit-pg.sh $(B)/tests/test_store
+unit-pg: $(B)/tests/test_store $(B)/tests/test_store_pg
+	sh tests/pg/unit-pg.sh $^

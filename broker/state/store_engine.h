@@ -99,6 +99,12 @@ struct store_engine {
 	 * placements */
 	int (*user_sessions)(struct store_db *db, const char *user, int64_t now,
 	    struct pl_session **out, size_t *n);
+	/* Optional (NULL: the engine's write lock serialises placements, as
+	 * SQLite's does). user_lock: no other store places user until this
+	 * transaction ends; server_lock: nor writes to server_id's placements,
+	 * and its load read after it counts every commit before it. */
+	int (*user_lock)(struct store_db *db, const char *user);
+	int (*server_lock)(struct store_db *db, int64_t server_id);
 	int (*placement_insert)(struct store_db *db, int64_t server_id,
 	    const struct store_place_request *req, int64_t *session_id);
 	/* a reconnect: the session's client and time, a pending one's expiry */

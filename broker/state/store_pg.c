@@ -12,4 +12,6 @@
 #define ENGINE_VAR store_engine_postgresql
 #define ENGINE_NAME "postgresql"
 #define ENGINE_OPS(f) pgdb_##f
+#define ENGINE_USER_LOCK pgdb_user_lock
+#define ENGINE_SERVER_LOCK pgdb_server_lock
 #include "broker/state/store_sqlite.c"

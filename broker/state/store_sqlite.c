@@ -27,6 +27,8 @@
 #define ENGINE_VAR store_engine_sqlite
 #define ENGINE_NAME "sqlite"
 #define ENGINE_OPS(f) sqldb_##f
+#define ENGINE_USER_LOCK NULL	/* the write lock serialises placements */
+#define ENGINE_SERVER_LOCK NULL
 #endif
 
 #define EXEC(d, ...) DB_EXEC(d, DB_PREP(d, __VA_ARGS__), NULL)
@@ -601,6 +603,8 @@ const struct store_engine ENGINE_VAR = {
 	.heartbeat_apply = sq_heartbeat_apply,
 	.load = sq_load,
 	.user_sessions = sq_user_sessions,
+	.user_lock = ENGINE_USER_LOCK,
+	.server_lock = ENGINE_SERVER_LOCK,
 	.placement_insert = sq_placement_insert,
 	.placement_refresh = sq_placement_refresh,
 	.placement_target = sq_placement_target,
