@@ -48,5 +48,5 @@ fuzz_heartbeat_LIBS := $(STATE_LIBS)
 # make unit.
 .PHONY: unit-pg
 unit: unit-pg
-unit-pg: $(B)/tests/test_store $(B)/tests/test_store_pg
-	sh tests/pg/unit-pg.sh $^
+unit-pg: $(B)/tests/test_store $(B)/tests/test_store_pg $(B)/tsbroker
+	TSBROKER=$(B)/tsbroker sh tests/pg/unit-pg.sh $(B)/tests/test_store $(B)/tests/test_store_pg
