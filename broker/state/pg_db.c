@@ -326,7 +326,12 @@ pgdb_begin(struct store_db *d, int write)
 	d->fault = PG_OK;
 	d->writing = write;
 	d->gen = 0;
-	if ((r = simple(d, "BEGIN ISOLATION LEVEL READ COMMITTED", __func__)) == 0)
+	r = simple(d, "BEGIN ISOLATION LEVEL READ COMMITTED", __func__);
+	/* lost while idle (a restart, pg_terminate_backend): nothing was
+	 * sent yet, so reconnect once and begin again */
+	if (r != 0 && d->fault == PG_CONN_LOST && (r = reconnect(d)) == 0)
+		r = simple(d, "BEGIN ISOLATION LEVEL READ COMMITTED", __func__);
+	if (r == 0)
 		d->in_tx = 1;
 	return r;
 }

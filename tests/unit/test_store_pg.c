@@ -95,11 +95,40 @@ test_two_brokers_storm(void **state)
 	store_close(b[1].st);
 }
 
+/* PostgreSQL only (TSB_PG_KILL: a command ending every other backend of
+ * the test database, pg_terminate_backend): the store's connection dies
+ * between two operations; the next one reconnects (nothing was sent yet)
+ * and works, and the data is whole. */
+static void
+test_backend_killed(void **state)
+{
+	struct fx *f = *state;
+	const char *kill = getenv("TSB_PG_KILL");
+	struct store_place_result res;
+
+	if (kill == NULL || kill[0] == '\0')
+		return;		/* not PostgreSQL */
+	fx_farm(f, 2, 10);
+	assert_int_equal(fx_place(f, "before", T0 + 1, &res), 0);
+	assert_int_equal(system(kill), 0);
+	assert_int_equal(fx_place(f, "after", T0 + 2, &res), 0);
+	assert_int_equal(fx_count(f, NULL, "pending"), 2);
+	assert_int_equal(fx_place(f, "after", T0 + 3, &res), 0);
+	assert_true(res.reconnect);
+	assert_int_equal(fx_count(f, NULL, "pending"), 2);
+	/* a write op and a read op too */
+	assert_int_equal(system(kill), 0);
+	assert_int_equal(store_server_drain(f->st, "a", 1, T0 + 4), 0);
+	assert_int_equal(fx_server_in(f, "a", "up"), 1);
+	assert_int_equal(fx_count(f, NULL, "pending"), 2);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		FX_TEST(test_two_brokers_storm),
+		FX_TEST(test_backend_killed),
 	};
 	log_init("test_store_pg", LOG_ERROR);
 	return cmocka_run_group_tests_name("store_pg", tests, NULL, NULL);
