@@ -43,6 +43,7 @@ $(eval $(call unit_test,test_farm,$(B)/broker/state/farm.o $(B)/broker/state/sta
 FUZZERS += fuzz_heartbeat
 fuzz_heartbeat_SRCS := $(STORE_SRC) $(B)/schema.c $(B)/schema_pg.c
 fuzz_heartbeat_LIBS := $(STATE_LIBS)
+fuzz_heartbeat_CFLAGS := $(call PKG_CFLAGS,libpq)
 # make unit-pg: the store contract suite on a throwaway PostgreSQL cluster
 # (tests/pg/unit-pg.sh: one cluster, a fresh database per test); part of
 # make unit.

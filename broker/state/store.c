@@ -460,12 +460,13 @@ store_server_quarantine(struct store *st, int64_t id, int64_t until,
     const char *reason, int64_t now)
 {
 	char name[WIRE_NAME_MAX];
-	int r;
+	int r, changed = 0;
 
 	if ((r = begin(st, 1)) != 0)
 		return r;
-	r = st->e->server_quarantine(st->db, id, until, name);
-	r = event(st, r, now, "quarantine", name, reason);
+	r = st->e->server_quarantine(st->db, id, until, name, &changed);
+	if (changed)	/* else another store did: its event */
+		r = event(st, r, now, "quarantine", name, reason);
 	lc_touch(st, id);
 	return end(st, r);
 }

@@ -75,8 +75,9 @@ struct store_engine {
 	 * *changed 0 if it was down already */
 	int (*server_down)(struct store_db *db, int64_t id, const char *reason,
 	    int64_t now, char *name, int *changed);
+	/* *changed 0 if another store quarantined it first (none unconfirmed) */
 	int (*server_quarantine)(struct store_db *db, int64_t id, int64_t until,
-	    char *name);
+	    char *name, int *changed);
 
 	/* heartbeats: the server's stored health, admin state and name, and
 	 * (if rows is not NULL) its sessions that have not ended */

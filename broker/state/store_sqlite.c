@@ -200,14 +200,19 @@ sq_server_down(struct store_db *d, int64_t id, const char *reason, int64_t now,
 	return r;
 }
 
+/* Conditional on unconfirmed placements: of two stores quarantining at
+ * once, the second finds them reset and changes nothing. */
 static int
-sq_server_quarantine(struct store_db *d, int64_t id, int64_t until, char *name)
+sq_server_quarantine(struct store_db *d, int64_t id, int64_t until, char *name,
+    int *changed)
 {
 	int r;
 
+	*changed = 0;
 	if ((r = server_name(d, id, name, WIRE_NAME_MAX)) == 0)
-		r = EXEC(d, "UPDATE servers SET quarantined_until = ?, unconfirmed = 0 "
-		    "WHERE id = ?", "II", until, id);
+		r = DB_EXEC(d, DB_PREP(d, "UPDATE servers SET quarantined_until = ?, "
+		    "unconfirmed = 0 WHERE id = ? AND unconfirmed > 0", "II", until, id),
+		    changed);
 	return r;
 }
 
@@ -388,25 +393,34 @@ sq_placement_target(struct store_db *d, int64_t server_id, struct store_place_re
 	    "id = ?", "I", server_id), COLS(target_cols), out);
 }
 
+/* Ends the pending placements expired by now, marking them (expires
+ * negated) so that the events and unconfirmed counts below are of the rows
+ * this transaction ended: another store expiring at the same time waits on
+ * those rows and then skips them (no longer pending), so each placement
+ * expires, is counted and is reported once. */
 static int
 sq_pending_expire(struct store_db *d, int64_t now, int *expired)
 {
 	int r;
 
 	*expired = 0;
-	r = EXEC(d, "INSERT INTO events (ts, kind, server, \"user\", client, detail) "
-	    "SELECT ?1, 'pending_expired', v.name, s.user, s.client, "
-	    "'placement not confirmed by the agent' FROM sessions s JOIN servers v "
-	    "ON v.id = s.server_id WHERE s.state = 'pending' AND s.expires <= ?1", "I", now);
-	if (r == 0)
+	r = DB_EXEC(d, DB_PREP(d, "UPDATE sessions SET state = 'ended', updated = ?1, "
+	    "expires = -expires WHERE state = 'pending' AND expires <= ?1 AND expires > 0",
+	    "I", now), expired);
+	if (r == 0 && *expired > 0)
+		r = EXEC(d, "INSERT INTO events (ts, kind, server, \"user\", client, detail) "
+		    "SELECT ?1, 'pending_expired', v.name, s.user, s.client, "
+		    "'placement not confirmed by the agent' FROM sessions s JOIN servers v "
+		    "ON v.id = s.server_id WHERE s.state = 'ended' AND s.expires < 0 "
+		    "ORDER BY s.id", "I", now);
+	if (r == 0 && *expired > 0)
 		r = EXEC(d, "UPDATE servers SET unconfirmed = unconfirmed + (SELECT "
 		    "count(*) FROM sessions WHERE server_id = servers.id AND state = "
-		    "'pending' AND expires <= ?1) WHERE id IN (SELECT server_id FROM "
-		    "sessions WHERE state = 'pending' AND expires <= ?1)", "I", now);
-	if (r == 0)
-		r = DB_EXEC(d, DB_PREP(d, "UPDATE sessions SET state = 'ended', "
-		    "updated = ?1 WHERE state = 'pending' AND expires <= ?1", "I", now),
-		    expired);
+		    "'ended' AND expires < 0) WHERE id IN (SELECT server_id FROM "
+		    "sessions WHERE state = 'ended' AND expires < 0)", "");
+	if (r == 0 && *expired > 0)
+		r = EXEC(d, "UPDATE sessions SET expires = -expires WHERE state = 'ended' "
+		    "AND expires < 0", "");
 	return r;
 }
 

@@ -3,7 +3,8 @@
  * the same): two stores on the same location place a storm of users from
  * two threads, each user by both at once. Every user gets exactly one
  * session, the servers' shares differ by at most one and none goes over
- * max_sessions, and each store's load cache sees the other's commits. */
+ * max_sessions, and each store's load cache sees the other's commits;
+ * background sweeps by both land once; a killed backend is survived. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -95,6 +96,73 @@ test_two_brokers_storm(void **state)
 	store_close(b[1].st);
 }
 
+struct sweep {
+	struct store *st;
+	int64_t now;
+	int expired, r;
+};
+
+static void *
+expire(void *arg)
+{
+	struct sweep *w = arg;
+
+	w->r = store_pending_expire(w->st, w->now, &w->expired);
+	return NULL;
+}
+
+static int
+events_of(struct fx *f, const char *kind)
+{
+	struct store_event *ev = NULL;
+	size_t n = 0;
+	int c = 0;
+
+	assert_int_equal(store_event_list(f->st, 0, 100000, &ev, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		c += strcmp(ev[i].kind, kind) == 0;
+	free(ev);
+	return c;
+}
+
+/* Two brokers' sweeps at once: each expired placement is ended, counted
+ * unconfirmed and reported once; a quarantine by both is one. */
+static void
+test_background_once(void **state)
+{
+	struct fx *f = *state;
+	struct sweep w[2] = { { fx_open(f), T0 + 60000, 0, 0 },
+		{ fx_open(f), T0 + 60000, 0, 0 } };
+	struct store_place_result res;
+	struct store_server s;
+	pthread_t t[2];
+	char u[16];
+
+	fx_farm(f, 2, 100);
+	for (int i = 0; i < 40; i++) {
+		snprintf(u, sizeof(u), "p%d", i);
+		assert_int_equal(fx_place(f, u, T0 + 1, &res), 0);
+	}
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, expire, &w[i]), 0);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+	assert_int_equal(w[0].r, 0);
+	assert_int_equal(w[1].r, 0);
+	assert_int_equal(w[0].expired + w[1].expired, 40);
+	assert_int_equal(events_of(f, "pending_expired"), 40);
+	assert_int_equal(store_server_get(f->st, "a", &s), 0);
+	assert_int_equal(s.unconfirmed, 20);
+	assert_int_equal(s.pending, 0);
+	assert_int_equal(store_server_quarantine(w[0].st, s.id, T0 + 120000, "test",
+	    T0 + 60001), 0);
+	assert_int_equal(store_server_quarantine(w[1].st, s.id, T0 + 120001, "test",
+	    T0 + 60002), 0);
+	assert_int_equal(events_of(f, "quarantine"), 1);
+	store_close(w[0].st);
+	store_close(w[1].st);
+}
+
 /* PostgreSQL only (TSB_PG_KILL: a command ending every other backend of
  * the test database, pg_terminate_backend): the store's connection dies
  * between two operations; the next one reconnects (nothing was sent yet)
@@ -128,6 +196,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		FX_TEST(test_two_brokers_storm),
+		FX_TEST(test_background_once),
 		FX_TEST(test_backend_killed),
 	};
 	log_init("test_store_pg", LOG_ERROR);
