@@ -15,7 +15,14 @@
  * is CONNECTION_BAD) and 25006 (read-only: a standby) -> PQreset at the next
  * pgdb_begin (libpq walks the host list to the primary); 40001/40P01 ->
  * the whole transaction may be retried; 53100 disk full -> STORE_FULL;
- * 23505 -> STORE_EXISTS; anything else STORE_ERR.
+ * 23505 -> STORE_EXISTS; anything else STORE_ERR. A connection lost while
+ * idle is reconnected at pgdb_begin and the transaction begun again
+ * (nothing was sent). A COMMIT lost in flight is in doubt: STORE_ERR, and
+ * the next operation re-reads: a placement retried finds its pending row
+ * (a reconnect, never a second session), a heartbeat is reconciled again
+ * by the next beat, a server or token added again is STORE_EXISTS. Not yet
+ * done: retrying a whole transaction on 40001/40P01 (READ COMMITTED gives
+ * a deadlock only when two placements re-pick across two servers' locks).
  * Statements from pgdb_prep belong to the connection and hold their bound
  * values until the next pgdb_prep. */
 #ifndef TS_PG_DB_H
