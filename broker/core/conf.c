@@ -79,6 +79,10 @@ conf_parse(struct conf *c, const char *path, const char *text, char *err, size_t
 		    c->heartbeat_interval);
 		return -1;
 	}
+	if (strcmp(c->state_engine, "postgresql") == 0 && c->state_url[0] == '\0') {
+		snprintf(err, errlen, "%s: [state] engine = postgresql needs 'url'", path);
+		return -1;
+	}
 	util_strlcpy(c->path, path, sizeof(c->path));
 	conf_finish(c);
 	return 0;
