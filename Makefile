@@ -158,11 +158,12 @@ demo: all
 # DESTDIR and PREFIX as usual; configs are examples, never overwritten.
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/tsbroker/web \
-	  $(DESTDIR)$(PREFIX)/share/tsbroker/schema $(DESTDIR)$(PREFIX)/share/doc/tsbroker \
+	  $(DESTDIR)$(PREFIX)/share/tsbroker/schema/postgresql $(DESTDIR)$(PREFIX)/share/doc/tsbroker \
 	  $(DESTDIR)/etc/systemd/system
 	install -d -m 0700 $(DESTDIR)/etc/tsbroker $(DESTDIR)/etc/tsagent
 	install -m 0755 $(B)/tsbroker $(B)/tsagent $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 schema/*.sql $(DESTDIR)$(PREFIX)/share/tsbroker/schema/
+	install -m 0644 schema/postgresql/*.sql $(DESTDIR)$(PREFIX)/share/tsbroker/schema/postgresql/
 	if [ -n "$$(ls web 2>/dev/null)" ]; then cp -R web/. $(DESTDIR)$(PREFIX)/share/tsbroker/web/; fi
 	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/tsbroker/
 	install -m 0644 broker/tsbroker.conf.example agent/tsagent.conf.example \

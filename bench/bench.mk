@@ -16,7 +16,7 @@ $(B)/bench/rdpload: $(B)/bench/rdpload.o
 $(B)/bench/tlsref: $(B)/bench/tlsref.o $(B)/broker/common/net.o $(B)/broker/common/util.o
 	$(LINK) -o $@ $^ $(call PKG_LIBS,openssl) $(LDLIBS_BASE)
 $(B)/bench/placebench: $(B)/bench/placebench.o $(STORE_OBJ) $(COMMON_OBJ)
-	$(LINK) -o $@ $^ $(call PKG_LIBS,sqlite3) $(COMMON_LIBS) $(LDLIBS_BASE)
+	$(LINK) -o $@ $^ $(call PKG_LIBS,sqlite3 libpq) $(COMMON_LIBS) $(LDLIBS_BASE)
 $(B)/bench/hbload: $(B)/bench/hbload.o
 	$(LINK) -o $@ $^ $(call PKG_LIBS,libcurl) $(LDLIBS_BASE)
 $(B)/bench/splicebench: $(B)/bench/splicebench.o $(B)/broker/common/net.o $(B)/broker/common/util.o

@@ -8,7 +8,7 @@ include broker/state/state.mk
 include broker/http/http.mk
 
 BROKER_SRC := $(CORE_SRC) $(FRONT_SRC) $(STATE_SRC) $(HTTP_SRC)
-BROKER_OBJ := $(BROKER_SRC:%.c=$(B)/%.o) $(B)/schema.o
+BROKER_OBJ := $(BROKER_SRC:%.c=$(B)/%.o) $(B)/schema.o $(B)/schema_pg.o
 BROKER_LIBS := $(FRONT_LIBS) $(HTTP_LIBS) $(STATE_LIBS) $(CORE_LIBS) $(COMMON_LIBS)
 
 PROGS += $(B)/tsbroker

@@ -350,7 +350,7 @@ cli_run(const struct conf *c, int argc, char **argv)
 	char err[512];
 	int r;
 
-	if ((st = store_open_engine(c->state_engine, c->state_path, err,
+	if ((st = store_open_engine(c->state_engine, conf_state_location(c), err,
 	    sizeof(err))) == NULL) {
 		fprintf(stderr, "tsbroker: %s\n", err);
 		return 1;

@@ -10,8 +10,9 @@
 #define I(f) offsetof(struct conf, f), 0
 
 static const struct cfg_key conf_keys[] = {
-	{ "state", "engine", CFG_ENUM, S(state_engine), 0, 0, "sqlite", "sqlite" },
+	{ "state", "engine", CFG_ENUM, S(state_engine), 0, 0, "sqlite", "sqlite|postgresql" },
 	{ "state", "path", CFG_STR, S(state_path), 0, 0, "var/tsbroker.db", NULL },
+	{ "state", "url", CFG_STR, S(state_url), 0, 0, NULL, NULL },
 	{ "state", "event_retention_days", CFG_INT, I(event_retention_days), 1, 3650, "30", NULL },
 	{ "state", "event_max", CFG_INT, I(event_max), 1000, 100000000, "1000000", NULL },
 	{ "broker", "user", CFG_STR, S(run_user), 0, 0, NULL, NULL },
@@ -78,6 +79,10 @@ conf_parse(struct conf *c, const char *path, const char *text, char *err, size_t
 		    c->heartbeat_interval);
 		return -1;
 	}
+	if (strcmp(c->state_engine, "postgresql") == 0 && c->state_url[0] == '\0') {
+		snprintf(err, errlen, "%s: [state] engine = postgresql needs 'url'", path);
+		return -1;
+	}
 	util_strlcpy(c->path, path, sizeof(c->path));
 	conf_finish(c);
 	return 0;
@@ -102,4 +107,10 @@ conf_print_defaults(FILE *out)
 	fputs("# tsbroker configuration: every key with its default "
 	    "(README \"Configuration\")\n", out);
 	return cfg_print_defaults(conf_keys, out);
+}
+
+const char *
+conf_state_location(const struct conf *c)
+{
+	return strcmp(c->state_engine, "postgresql") == 0 ? c->state_url : c->state_path;
 }

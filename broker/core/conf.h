@@ -11,6 +11,8 @@ struct conf {
 	char path[512];			/* the file it was read from */
 	char state_engine[16];		/* [state] engine: the store's (store.h) */
 	char state_path[512];		/* [state] path */
+	char state_url[1024];		/* [state] url: libpq conninfo (postgresql);
+					 * may hold a password: never printed */
 	char run_user[64];		/* [broker] user: run as this user ("" = as started) */
 	int event_retention_days;	/* [state] event_retention_days */
 	int event_max;			/* [state] event_max */
@@ -47,5 +49,8 @@ void conf_defaults(struct conf *c);
 /* Writes the default configuration (every key, `tsbroker -D`, used by
  * `make run`). 0 or -1. */
 int conf_print_defaults(FILE *out);
+/* The store's location for store_open_engine: [state] url for postgresql,
+ * else [state] path. Borrowed from c. */
+const char *conf_state_location(const struct conf *c);
 
 #endif

@@ -142,7 +142,7 @@ serve(struct conf *c)
 	if (ensure_certificate(c->rdp.certificate, c->rdp.private_key) != 0 ||
 	    ensure_certificate(c->http_certificate, c->http_private_key) != 0)
 		goto out;
-	if ((st = store_open_engine(c->state_engine, c->state_path, err,
+	if ((st = store_open_engine(c->state_engine, conf_state_location(c), err,
 	    sizeof(err))) == NULL ||
 	    privdrop_own_state(&pd, c->state_path, err, sizeof(err)) != 0) {
 		log_error("%s", err);

@@ -13,5 +13,8 @@ struct schema_migration {
 
 extern const struct schema_migration schema_migrations[];
 extern const size_t schema_count;
+/* schema/postgresql/NNN_*.sql (build/schema_pg.c), the PostgreSQL engine's */
+extern const struct schema_migration pg_schema_migrations[];
+extern const size_t pg_schema_count;
 
 #endif

@@ -3,11 +3,11 @@
 # the farm's n+1 summary, health, and the schema embedded from schema/NNN_*.sql.
 # STORE_SRC/STORE_OBJ: what a program using store.h links (fuzz, bench).
 STORE_SRC := broker/state/store.c broker/state/store_sqlite.c broker/state/sqlite_db.c \
-	broker/state/reconcile.c \
+	broker/state/store_pg.c broker/state/pg_db.c broker/state/reconcile.c \
 	broker/state/states.c broker/state/placement.c
-STORE_OBJ := $(STORE_SRC:%.c=$(B)/%.o) $(B)/schema.o
+STORE_OBJ := $(STORE_SRC:%.c=$(B)/%.o) $(B)/schema.o $(B)/schema_pg.o
 STATE_SRC := $(STORE_SRC) broker/state/health.c broker/state/farm.c
-STATE_LIBS := $(call PKG_LIBS,sqlite3)
+STATE_LIBS := $(call PKG_LIBS,sqlite3) $(call PKG_LIBS,libpq)
 $(B)/broker/state/sqlite_db.o: TS_CPPFLAGS += $(call PKG_CFLAGS,sqlite3)
 
 # schema/NNN_*.sql embedded in the binary, applied in order by store.c
@@ -17,6 +17,14 @@ $(B)/schema.c: $(SCHEMA_SQL) tools/embed-schema.sh
 	sh tools/embed-schema.sh $(SCHEMA_SQL) > $@
 $(B)/schema.o: $(B)/schema.c
 	$(COMPILE) -c -o $@ $<
+# schema/postgresql/NNN_*.sql: the PostgreSQL engine's (pg_db.c)
+PG_SCHEMA_SQL := $(sort $(wildcard schema/postgresql/[0-9][0-9][0-9]_*.sql))
+$(B)/schema_pg.c: $(PG_SCHEMA_SQL) tools/embed-schema.sh
+	@mkdir -p $(B)
+	sh tools/embed-schema.sh -p pg_ $(PG_SCHEMA_SQL) > $@
+$(B)/schema_pg.o: $(B)/schema_pg.c
+	$(COMPILE) -c -o $@ $<
+$(B)/broker/state/pg_db.o: TS_CPPFLAGS += $(call PKG_CFLAGS,libpq)
 
 $(eval $(call unit_test,test_placement,$(B)/broker/state/placement.o $(B)/broker/state/states.o,))
 $(eval $(call unit_test,test_states,$(B)/broker/state/states.o,))
@@ -26,10 +34,20 @@ $(eval $(call unit_test,test_reconcile,$(B)/broker/state/reconcile.o $(B)/broker
 # what only the SQLite engine has (its file, data_version, a full disk, upgrades)
 STORE_TEST_OBJS := $(B)/tests/unit/store_fx.o $(STORE_OBJ) $(B)/broker/state/health.o \
 	$(B)/broker/core/conf.o $(COMMON_OBJ)
-$(eval $(call unit_test,test_store,$(STORE_TEST_OBJS),$(call PKG_LIBS,sqlite3) $(COMMON_LIBS)))
-$(eval $(call unit_test,test_store_sqlite,$(STORE_TEST_OBJS),$(call PKG_LIBS,sqlite3) $(COMMON_LIBS)))
+$(eval $(call unit_test,test_store,$(STORE_TEST_OBJS),$(STATE_LIBS) $(COMMON_LIBS)))
+$(eval $(call unit_test,test_store_sqlite,$(STORE_TEST_OBJS),$(STATE_LIBS) $(COMMON_LIBS)))
+# test_store_pg: several stores at once (on PostgreSQL by make unit-pg)
+$(eval $(call unit_test,test_store_pg,$(STORE_TEST_OBJS),$(STATE_LIBS) $(COMMON_LIBS)))
 $(eval $(call unit_test,test_farm,$(B)/broker/state/farm.o $(B)/broker/state/states.o \
 	$(B)/broker/common/util.o,))
 FUZZERS += fuzz_heartbeat
-fuzz_heartbeat_SRCS := $(STORE_SRC) $(B)/schema.c
-fuzz_heartbeat_LIBS := $(call PKG_LIBS,sqlite3)
+fuzz_heartbeat_SRCS := $(STORE_SRC) $(B)/schema.c $(B)/schema_pg.c
+fuzz_heartbeat_LIBS := $(STATE_LIBS)
+fuzz_heartbeat_CFLAGS := $(call PKG_CFLAGS,libpq)
+# make unit-pg: the store contract suite on a throwaway PostgreSQL cluster
+# (tests/pg/unit-pg.sh: one cluster, a fresh database per test); part of
+# make unit.
+.PHONY: unit-pg
+unit: unit-pg
+unit-pg: $(B)/tests/test_store $(B)/tests/test_store_pg $(B)/tsbroker
+	TSBROKER=$(B)/tsbroker sh tests/pg/unit-pg.sh $(B)/tests/test_store $(B)/tests/test_store_pg

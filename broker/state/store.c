@@ -17,7 +17,8 @@
 #include "broker/state/store.h"
 #include "broker/state/store_engine.h"
 
-static const struct store_engine *const engines[] = { &store_engine_sqlite };
+static const struct store_engine *const engines[] = { &store_engine_sqlite,
+	&store_engine_postgresql };
 
 /* The servers' placement inputs, kept in memory so that a decision does not
  * load every server and count its sessions (placement at 10,000 servers).
@@ -459,12 +460,13 @@ store_server_quarantine(struct store *st, int64_t id, int64_t until,
     const char *reason, int64_t now)
 {
 	char name[WIRE_NAME_MAX];
-	int r;
+	int r, changed = 0;
 
 	if ((r = begin(st, 1)) != 0)
 		return r;
-	r = st->e->server_quarantine(st->db, id, until, name);
-	r = event(st, r, now, "quarantine", name, reason);
+	r = st->e->server_quarantine(st->db, id, until, name, &changed);
+	if (changed)	/* else another store did: its event */
+		r = event(st, r, now, "quarantine", name, reason);
 	lc_touch(st, id);
 	return end(st, r);
 }
@@ -533,20 +535,39 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 	struct pl_session *ss = NULL;
 	struct pl_decision d;
 	struct store_place_result res;
-	size_t ns = 0, nu = 0;
+	size_t ns = 0, nu = 0, locked = SIZE_MAX;
 	int r, pr, full = 0;
 	int64_t placed_on = 0;
 
 	memset(&res, 0, sizeof(res));
 	if ((r = begin(st, 1)) != 0)
 		return r;
-	if ((r = place_load(st, req->user, req->now, &sv, &ns, &ss, &nu)) != 0)
-		goto out;
-	struct pl_input in = { sv, ns, ss, nu, req->pending_penalty };
-	if ((pr = placement_pick(&in, &d)) != 0) {
-		util_strlcpy(out->reason, placement_strerror(pr), sizeof(out->reason));
-		r = STORE_REFUSED;
-		goto out;
+	if (st->e->user_lock != NULL) {
+		/* other stores commit meanwhile: the generation is read after */
+		if ((r = st->e->user_lock(st->db, req->user)) != 0)
+			goto out;
+		st->have_gen = 0;
+	}
+	for (int tries = 0;; tries++) {
+		free(ss);
+		if ((r = place_load(st, req->user, req->now, &sv, &ns, &ss, &nu)) != 0)
+			goto out;
+		struct pl_input in = { sv, ns, ss, nu, req->pending_penalty };
+		if ((pr = placement_pick(&in, &d)) != 0) {
+			util_strlcpy(out->reason, placement_strerror(pr), sizeof(out->reason));
+			r = STORE_REFUSED;
+			goto out;
+		}
+		if (d.reconnect || st->e->server_lock == NULL || d.server == locked)
+			break;
+		/* another store may have placed on it: lock it, recount, pick
+		 * again (the same server: done) */
+		if (tries == 8 || (r = st->e->server_lock(st->db, sv[d.server].id)) != 0) {
+			r = r ? r : STORE_ERR;
+			goto out;
+		}
+		locked = d.server;
+		lc_touch(st, sv[d.server].id);
 	}
 	res.reconnect = d.reconnect;
 	if (d.reconnect) {

@@ -75,8 +75,9 @@ struct store_engine {
 	 * *changed 0 if it was down already */
 	int (*server_down)(struct store_db *db, int64_t id, const char *reason,
 	    int64_t now, char *name, int *changed);
+	/* *changed 0 if another store quarantined it first (none unconfirmed) */
 	int (*server_quarantine)(struct store_db *db, int64_t id, int64_t until,
-	    char *name);
+	    char *name, int *changed);
 
 	/* heartbeats: the server's stored health, admin state and name, and
 	 * (if rows is not NULL) its sessions that have not ended */
@@ -99,6 +100,12 @@ struct store_engine {
 	 * placements */
 	int (*user_sessions)(struct store_db *db, const char *user, int64_t now,
 	    struct pl_session **out, size_t *n);
+	/* Optional (NULL: the engine's write lock serialises placements, as
+	 * SQLite's does). user_lock: no other store places user until this
+	 * transaction ends; server_lock: nor writes to server_id's placements,
+	 * and its load read after it counts every commit before it. */
+	int (*user_lock)(struct store_db *db, const char *user);
+	int (*server_lock)(struct store_db *db, int64_t server_id);
 	int (*placement_insert)(struct store_db *db, int64_t server_id,
 	    const struct store_place_request *req, int64_t *session_id);
 	/* a reconnect: the session's client and time, a pending one's expiry */
@@ -135,7 +142,9 @@ struct store_engine {
 	int (*admin_token_remove)(struct store_db *db, const char *name);
 };
 
-/* The engines built in (store_sqlite.c). */
+/* The engines built in (store_sqlite.c; store_pg.c, the same operations on
+ * PostgreSQL). */
 extern const struct store_engine store_engine_sqlite;
+extern const struct store_engine store_engine_postgresql;
 
 #endif

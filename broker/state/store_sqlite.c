@@ -10,9 +10,28 @@
 #include <string.h>
 
 #include "broker/common/util.h"
-#include "broker/state/sqlite_db.h"
 
-#define EXEC(d, ...) sqldb_exec(d, sqldb_prep(d, __VA_ARGS__), NULL)
+/* The SQL below is shared with the PostgreSQL engine: store_pg.c defines
+ * STORE_SQL_PG and includes this file, so the two engines differ in their
+ * connection (sqlite_db.c, pg_db.c), not in copies of the operations. The
+ * SQL is therefore in the dialect both take: "user" quoted, placeholders
+ * '?' or '?N', typed by the bind format. */
+#ifndef STORE_SQL_PG
+#include "broker/state/sqlite_db.h"
+#define DB_PREP sqldb_prep
+#define DB_EXEC sqldb_exec
+#define DB_ROW sqldb_row
+#define DB_ROWS sqldb_rows
+#define DB_EACH sqldb_each
+#define DB_LAST_ID sqldb_last_id
+#define ENGINE_VAR store_engine_sqlite
+#define ENGINE_NAME "sqlite"
+#define ENGINE_OPS(f) sqldb_##f
+#define ENGINE_USER_LOCK NULL	/* the write lock serialises placements */
+#define ENGINE_SERVER_LOCK NULL
+#endif
+
+#define EXEC(d, ...) DB_EXEC(d, DB_PREP(d, __VA_ARGS__), NULL)
 
 /* A single int64 or text column. */
 struct one {
@@ -26,7 +45,7 @@ static int
 event_insert(struct store_db *d, int64_t now, const char *kind, const char *server,
     const char *user, const char *client, const char *detail, int64_t duration_us)
 {
-	return EXEC(d, "INSERT INTO events (ts, kind, server, user, client, detail, "
+	return EXEC(d, "INSERT INTO events (ts, kind, server, \"user\", client, detail, "
 	    "duration_us) VALUES (?, ?, ?, ?, ?, ?, ?)", "ItttttI", now, kind,
 	    server ? server : "", user ? user : "", client ? client : "",
 	    detail ? detail : "", duration_us);
@@ -77,7 +96,7 @@ server_id(struct store_db *d, const char *name, int64_t *id)
 	struct one o;
 	int r;
 
-	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT id FROM servers WHERE name = ?", "t", name),
+	if ((r = DB_ROW(d, DB_PREP(d, "SELECT id FROM servers WHERE name = ?", "t", name),
 	    COLS(one_int), &o)) == 0)
 		*id = o.v;
 	return r;
@@ -89,7 +108,7 @@ server_name(struct store_db *d, int64_t id, char *name, size_t n)
 	struct one o;
 	int r;
 
-	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT name FROM servers WHERE id = ?", "I", id),
+	if ((r = DB_ROW(d, DB_PREP(d, "SELECT name FROM servers WHERE id = ?", "I", id),
 	    COLS(one_text), &o)) == 0)
 		util_strlcpy(name, o.text, n);
 	return r;
@@ -121,14 +140,14 @@ sq_server_admin(struct store_db *d, const char *name, enum admin_state a, int64_
 static int
 sq_server_list(struct store_db *d, struct store_server **out, size_t *n)
 {
-	return sqldb_rows(d, sqldb_prep(d, SQL_SERVER_COLS "ORDER BY s.name", ""), sizeof(**out),
+	return DB_ROWS(d, DB_PREP(d, SQL_SERVER_COLS "ORDER BY s.name", ""), sizeof(**out),
 	    COLS(server_cols), out, n);
 }
 
 static int
 sq_server_get(struct store_db *d, const char *name, struct store_server *out)
 {
-	return sqldb_row(d, sqldb_prep(d, SQL_SERVER_COLS "WHERE s.name = ?", "t", name),
+	return DB_ROW(d, DB_PREP(d, SQL_SERVER_COLS "WHERE s.name = ?", "t", name),
 	    COLS(server_cols), out);
 }
 
@@ -141,7 +160,7 @@ sq_server_auth(struct store_db *d, const char *token_hash, int64_t *id, char *na
 	struct store_server srv;
 	int r;
 
-	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT id, name FROM servers WHERE token_hash = ?",
+	if ((r = DB_ROW(d, DB_PREP(d, "SELECT id, name FROM servers WHERE token_hash = ?",
 	    "t", token_hash), COLS(id_name_cols), &srv)) == 0) {
 		*id = srv.id;
 		util_strlcpy(name, srv.name, namelen);
@@ -157,7 +176,7 @@ server_set_down(struct store_db *d, int64_t id, const char *reason, int64_t now,
 {
 	int r;
 
-	if ((r = sqldb_exec(d, sqldb_prep(d, "UPDATE servers SET state = 'down', "
+	if ((r = DB_EXEC(d, DB_PREP(d, "UPDATE servers SET state = 'down', "
 	    "state_reason = ?, state_since = ? WHERE id = ? AND state != 'down'", "tII",
 	    reason, now, id), changed)) != 0 || !*changed)
 		return r;
@@ -181,14 +200,19 @@ sq_server_down(struct store_db *d, int64_t id, const char *reason, int64_t now,
 	return r;
 }
 
+/* Conditional on unconfirmed placements: of two stores quarantining at
+ * once, the second finds them reset and changes nothing. */
 static int
-sq_server_quarantine(struct store_db *d, int64_t id, int64_t until, char *name)
+sq_server_quarantine(struct store_db *d, int64_t id, int64_t until, char *name,
+    int *changed)
 {
 	int r;
 
+	*changed = 0;
 	if ((r = server_name(d, id, name, WIRE_NAME_MAX)) == 0)
-		r = EXEC(d, "UPDATE servers SET quarantined_until = ?, unconfirmed = 0 "
-		    "WHERE id = ?", "II", until, id);
+		r = DB_EXEC(d, DB_PREP(d, "UPDATE servers SET quarantined_until = ?, "
+		    "unconfirmed = 0 WHERE id = ? AND unconfirmed > 0", "II", until, id),
+		    changed);
 	return r;
 }
 
@@ -208,7 +232,7 @@ sq_heartbeat_read(struct store_db *d, int64_t id, enum server_state *state,
 	struct store_server srv;
 	int r;
 
-	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT state, admin_state, name FROM servers WHERE "
+	if ((r = DB_ROW(d, DB_PREP(d, "SELECT state, admin_state, name FROM servers WHERE "
 	    "id = ?", "I", id), COLS(states_cols), &srv)) != 0)
 		return r;
 	*state = srv.state;
@@ -216,7 +240,7 @@ sq_heartbeat_read(struct store_db *d, int64_t id, enum server_state *state,
 	util_strlcpy(name, srv.name, WIRE_NAME_MAX);
 	if (rows == NULL)
 		return 0;
-	return sqldb_rows(d, sqldb_prep(d, "SELECT id, user, remote_id, state FROM sessions "
+	return DB_ROWS(d, DB_PREP(d, "SELECT id, \"user\", remote_id, state FROM sessions "
 	    "WHERE server_id = ? AND state != 'ended'", "I", id), sizeof(**rows),
 	    COLS(rc_row_cols), rows, nrows);
 }
@@ -230,7 +254,7 @@ change_apply(struct store_db *d, int64_t id, const struct wire_heartbeat *hb,
 
 	switch (c->op) {
 	case RC_INSERT:
-		return EXEC(d, "INSERT INTO sessions (server_id, user, login, domain, "
+		return EXEC(d, "INSERT INTO sessions (server_id, \"user\", login, domain, "
 		    "remote_id, state, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
 		    "ItttttII", id, c->user, ws->user, ws->domain, ws->id,
 		    session_state_str(c->state), now, now);
@@ -312,8 +336,8 @@ sq_load(struct store_db *d, int64_t id, int64_t now,
 	size_t rows;
 	int r;
 
-	r = sqldb_each(d, id ? sqldb_prep(d, SQL_LOAD("WHERE s.id = ?2"), "II", now, id) :
-	    sqldb_prep(d, SQL_LOAD(""), "I", now), COLS(load_cols), &w, sizeof(w),
+	r = DB_EACH(d, id ? DB_PREP(d, SQL_LOAD("WHERE s.id = ?2"), "II", now, id) :
+	    DB_PREP(d, SQL_LOAD(""), "I", now), COLS(load_cols), &w, sizeof(w),
 	    load_row, &l, &rows);
 	return r == 0 && id != 0 && rows == 0 ? STORE_NOT_FOUND : r;
 }
@@ -327,8 +351,8 @@ static int
 sq_user_sessions(struct store_db *d, const char *user, int64_t now,
     struct pl_session **out, size_t *n)
 {
-	return sqldb_rows(d, sqldb_prep(d, "SELECT id, server_id, state, updated FROM sessions "
-	    "WHERE user = ?1 AND (state IN ('active', 'disconnected') OR (state = "
+	return DB_ROWS(d, DB_PREP(d, "SELECT id, server_id, state, updated FROM sessions "
+	    "WHERE \"user\" = ?1 AND (state IN ('active', 'disconnected') OR (state = "
 	    "'pending' AND expires > ?2))", "tI", user, now), sizeof(**out),
 	    COLS(pl_session_cols), out, n);
 }
@@ -339,12 +363,12 @@ sq_placement_insert(struct store_db *d, int64_t server_id,
 {
 	int r;
 
-	r = EXEC(d, "INSERT INTO sessions (server_id, user, login, domain, state, "
+	r = EXEC(d, "INSERT INTO sessions (server_id, \"user\", login, domain, state, "
 	    "client, created, updated, expires) VALUES (?, ?, ?, ?, 'pending', ?, "
 	    "?, ?, ?)", "IttttIII", server_id, req->user, req->login, req->domain,
 	    req->client, req->now, req->now, req->now + req->pending_ttl_ms);
 	if (r == 0)
-		*session_id = sqldb_last_id(d);
+		*session_id = DB_LAST_ID(d);
 	return r;
 }
 
@@ -365,29 +389,38 @@ static const struct col target_cols[] = {
 static int
 sq_placement_target(struct store_db *d, int64_t server_id, struct store_place_result *out)
 {
-	return sqldb_row(d, sqldb_prep(d, "SELECT name, address, fqdn, port FROM servers WHERE "
+	return DB_ROW(d, DB_PREP(d, "SELECT name, address, fqdn, port FROM servers WHERE "
 	    "id = ?", "I", server_id), COLS(target_cols), out);
 }
 
+/* Ends the pending placements expired by now, marking them (expires
+ * negated) so that the events and unconfirmed counts below are of the rows
+ * this transaction ended: another store expiring at the same time waits on
+ * those rows and then skips them (no longer pending), so each placement
+ * expires, is counted and is reported once. */
 static int
 sq_pending_expire(struct store_db *d, int64_t now, int *expired)
 {
 	int r;
 
 	*expired = 0;
-	r = EXEC(d, "INSERT INTO events (ts, kind, server, user, client, detail) "
-	    "SELECT ?1, 'pending_expired', v.name, s.user, s.client, "
-	    "'placement not confirmed by the agent' FROM sessions s JOIN servers v "
-	    "ON v.id = s.server_id WHERE s.state = 'pending' AND s.expires <= ?1", "I", now);
-	if (r == 0)
+	r = DB_EXEC(d, DB_PREP(d, "UPDATE sessions SET state = 'ended', updated = ?1, "
+	    "expires = -expires WHERE state = 'pending' AND expires <= ?1 AND expires > 0",
+	    "I", now), expired);
+	if (r == 0 && *expired > 0)
+		r = EXEC(d, "INSERT INTO events (ts, kind, server, \"user\", client, detail) "
+		    "SELECT ?1, 'pending_expired', v.name, s.user, s.client, "
+		    "'placement not confirmed by the agent' FROM sessions s JOIN servers v "
+		    "ON v.id = s.server_id WHERE s.state = 'ended' AND s.expires < 0 "
+		    "ORDER BY s.id", "I", now);
+	if (r == 0 && *expired > 0)
 		r = EXEC(d, "UPDATE servers SET unconfirmed = unconfirmed + (SELECT "
 		    "count(*) FROM sessions WHERE server_id = servers.id AND state = "
-		    "'pending' AND expires <= ?1) WHERE id IN (SELECT server_id FROM "
-		    "sessions WHERE state = 'pending' AND expires <= ?1)", "I", now);
-	if (r == 0)
-		r = sqldb_exec(d, sqldb_prep(d, "UPDATE sessions SET state = 'ended', "
-		    "updated = ?1 WHERE state = 'pending' AND expires <= ?1", "I", now),
-		    expired);
+		    "'ended' AND expires < 0) WHERE id IN (SELECT server_id FROM "
+		    "sessions WHERE state = 'ended' AND expires < 0)", "");
+	if (r == 0 && *expired > 0)
+		r = EXEC(d, "UPDATE sessions SET expires = -expires WHERE state = 'ended' "
+		    "AND expires < 0", "");
 	return r;
 }
 
@@ -413,7 +446,7 @@ sq_session_route(struct store_db *d, int64_t session_id, int64_t *expires,
 	int r;
 
 	memset(&w, 0, sizeof(w));
-	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT e.id, e.user, e.login, e.domain, e.state, "
+	if ((r = DB_ROW(d, DB_PREP(d, "SELECT e.id, e.user, e.login, e.domain, e.state, "
 	    "v.id, v.name, v.address, v.port, v.state, e.expires FROM sessions e JOIN "
 	    "servers v ON v.id = e.server_id WHERE e.id = ?", "I", session_id),
 	    COLS(route_cols), &w)) == 0) {
@@ -434,7 +467,7 @@ static int
 sq_session_list(struct store_db *d, const struct store_session_filter *f,
     struct store_session **out, size_t *n)
 {
-	return sqldb_rows(d, sqldb_prep(d, "SELECT e.id, v.name, e.user, e.login, e.domain, "
+	return DB_ROWS(d, DB_PREP(d, "SELECT e.id, v.name, e.user, e.login, e.domain, "
 	    "e.remote_id, e.state, e.client, e.created, e.updated, e.expires FROM "
 	    "sessions e JOIN servers v ON v.id = e.server_id WHERE (?1 = '' OR e.user = "
 	    "?1) AND (?2 = '' OR v.name = ?2) AND ((?3 = '' AND e.state != 'ended') OR "
@@ -450,13 +483,13 @@ sq_session_forget(struct store_db *d, int64_t id, int64_t now)
 	char detail[64];
 	int r, changed;
 
-	r = sqldb_exec(d, sqldb_prep(d, "UPDATE sessions SET state = 'ended', updated = ? "
+	r = DB_EXEC(d, DB_PREP(d, "UPDATE sessions SET state = 'ended', updated = ? "
 	    "WHERE id = ? AND state != 'ended'", "II", now, id), &changed);
 	if (r == 0 && !changed)
 		r = STORE_NOT_FOUND;
 	snprintf(detail, sizeof(detail), "session %lld forgotten", (long long)id);
 	if (r == 0)
-		r = EXEC(d, "INSERT INTO events (ts, kind, server, user, detail) SELECT "
+		r = EXEC(d, "INSERT INTO events (ts, kind, server, \"user\", detail) SELECT "
 		    "?, 'forget', v.name, e.user, ? FROM sessions e JOIN servers v ON "
 		    "v.id = e.server_id WHERE e.id = ?", "ItI", now, detail, id);
 	return r;
@@ -474,7 +507,7 @@ static int
 sq_event_list(struct store_db *d, int64_t since_id, int limit, struct store_event **out,
     size_t *n)
 {
-	return sqldb_rows(d, sqldb_prep(d, "SELECT id, ts, kind, server, user, client, detail, "
+	return DB_ROWS(d, DB_PREP(d, "SELECT id, ts, kind, server, \"user\", client, detail, "
 	    "duration_us FROM events WHERE id > ? ORDER BY id DESC LIMIT ?", "Ii",
 	    since_id, limit < 1 ? 1 : limit), sizeof(**out), COLS(event_cols), out, n);
 }
@@ -511,7 +544,7 @@ sq_admin_password_get(struct store_db *d, char *hash, size_t n)
 	struct one o;
 	int r;
 
-	if ((r = sqldb_row(d, sqldb_prep(d, "SELECT password_hash FROM admin WHERE id = 1", ""),
+	if ((r = DB_ROW(d, DB_PREP(d, "SELECT password_hash FROM admin WHERE id = 1", ""),
 	    COLS(one_text), &o)) == 0)
 		util_strlcpy(hash, o.text, n);
 	return r;
@@ -538,7 +571,7 @@ sq_admin_token_auth(struct store_db *d, const char *token_hash, int64_t now,
 	struct store_admin_token t;
 	int r;
 
-	r = sqldb_row(d, sqldb_prep(d, "SELECT name, created, last_used FROM admin_tokens "
+	r = DB_ROW(d, DB_PREP(d, "SELECT name, created, last_used FROM admin_tokens "
 	    "WHERE token_hash = ?", "t", token_hash), COLS(token_cols), &t);
 	if (r == 0 && now - t.last_used >= 60000)
 		r = EXEC(d, "UPDATE admin_tokens SET last_used = ? WHERE token_hash = ?",
@@ -551,7 +584,7 @@ sq_admin_token_auth(struct store_db *d, const char *token_hash, int64_t now,
 static int
 sq_admin_token_list(struct store_db *d, struct store_admin_token **out, size_t *n)
 {
-	return sqldb_rows(d, sqldb_prep(d, "SELECT name, created, last_used FROM admin_tokens "
+	return DB_ROWS(d, DB_PREP(d, "SELECT name, created, last_used FROM admin_tokens "
 	    "ORDER BY name", ""), sizeof(**out), COLS(token_cols), out, n);
 }
 
@@ -560,18 +593,18 @@ sq_admin_token_remove(struct store_db *d, const char *name)
 {
 	int r, changed;
 
-	r = sqldb_exec(d, sqldb_prep(d, "DELETE FROM admin_tokens WHERE name = ?", "t", name),
+	r = DB_EXEC(d, DB_PREP(d, "DELETE FROM admin_tokens WHERE name = ?", "t", name),
 	    &changed);
 	return r == 0 && !changed ? STORE_NOT_FOUND : r;
 }
 
-const struct store_engine store_engine_sqlite = {
-	.name = "sqlite",
-	.open = sqldb_open,
-	.close = sqldb_close,
-	.begin = sqldb_begin,
-	.end = sqldb_end,
-	.generation = sqldb_generation,
+const struct store_engine ENGINE_VAR = {
+	.name = ENGINE_NAME,
+	.open = ENGINE_OPS(open),
+	.close = ENGINE_OPS(close),
+	.begin = ENGINE_OPS(begin),
+	.end = ENGINE_OPS(end),
+	.generation = ENGINE_OPS(generation),
 	.server_add = sq_server_add,
 	.server_remove = sq_server_remove,
 	.server_admin = sq_server_admin,
@@ -584,6 +617,8 @@ const struct store_engine store_engine_sqlite = {
 	.heartbeat_apply = sq_heartbeat_apply,
 	.load = sq_load,
 	.user_sessions = sq_user_sessions,
+	.user_lock = ENGINE_USER_LOCK,
+	.server_lock = ENGINE_SERVER_LOCK,
 	.placement_insert = sq_placement_insert,
 	.placement_refresh = sq_placement_refresh,
 	.placement_target = sq_placement_target,

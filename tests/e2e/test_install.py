@@ -69,9 +69,13 @@ def test_files_and_modes(destdir):
     for rel, mode in MODES.items():
         st = os.stat(destdir / rel)
         assert stat.S_IMODE(st.st_mode) == mode, (rel, oct(st.st_mode))
-    schemas = sorted(os.listdir(destdir / "usr/share/tsbroker/schema"))
-    assert schemas == sorted(f for f in os.listdir(os.path.join(ROOT, "schema"))
-                             if f.endswith(".sql"))
+    # both engines' migrations (schema/*.sql and schema/postgresql/*.sql)
+    for sub in ("", "postgresql"):
+        installed = sorted(f for f in os.listdir(destdir / "usr/share/tsbroker/schema" / sub)
+                           if f.endswith(".sql"))
+        shipped = sorted(f for f in os.listdir(os.path.join(ROOT, "schema", sub))
+                         if f.endswith(".sql"))
+        assert installed == shipped and shipped, sub
     # PREFIX reached the units and the example config; nothing under /usr/local
     for rel in ("etc/systemd/system/tsbroker.service", "etc/systemd/system/tsagent.service",
                 "usr/share/doc/tsbroker/tsbroker.conf.example"):

@@ -26,6 +26,7 @@ fx_setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
 	const char *loc = getenv("TSB_STORE_LOCATION");
+	const char *reset = getenv("TSB_STORE_RESET");
 
 	assert_non_null(f);
 	snprintf(f->dir, sizeof(f->dir), "/tmp/tsb-store-XXXXXX");
@@ -35,6 +36,8 @@ fx_setup(void **state)
 	else
 		snprintf(f->path, sizeof(f->path), "%s/state.db", f->dir);
 	f->engine = getenv("TSB_STORE_ENGINE");
+	if (reset != NULL && reset[0] != '\0')
+		assert_int_equal(system(reset), 0);
 	f->st = fx_open(f);
 	conf_defaults(&f->c);
 	f->c.pending_ttl = 10;

@@ -21,7 +21,8 @@ struct fx {
 
 /* cmocka setup/teardown: *state is the struct fx. The location is
  * TSB_STORE_LOCATION if set (it must be empty: its engine's runner resets
- * it), else dir/state.db. */
+ * it, e.g. with TSB_STORE_RESET, a shell command run before each test's
+ * open: tests/pg/unit-pg.sh), else dir/state.db. */
 int fx_setup(void **state);
 int fx_teardown(void **state);
 #define FX_TEST(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)

@@ -1,0 +1,77 @@
+/* pg_db: the PostgreSQL engine's connection (for store_pg.c):
+ * connecting with a libpq conninfo (several hosts, target_session_attrs,
+ * sslmode, a password from .pgpass or a service file: all libpq's), the
+ * migrations of schema/postgresql/NNN_*.sql applied once under an advisory
+ * lock (several brokers starting together), prepared statements named once
+ * per connection (PQprepare/PQexecPrepared, cached by the SQL text's
+ * address; '?' and '?N' placeholders as in sqlite_db.h, typed from fmt),
+ * rows mapped by the column tables of sqlite_db.h, transactions and their
+ * generation. pg_db.c is the only file that includes libpq-fe.h.
+ *
+ * Returns: 0 or a STORE_* code (store.h); PostgreSQL failures are logged
+ * once here with the server's message and PQhost/PQport/PQdb at most: the
+ * conninfo (which may hold a password) is never logged nor put into err.
+ * Errors (enum pg_fault, pgdb_fault): connection lost (no SQLSTATE: PQstatus
+ * is CONNECTION_BAD) and 25006 (read-only: a standby) -> PQreset at the next
+ * pgdb_begin (libpq walks the host list to the primary); 40001/40P01 ->
+ * the whole transaction may be retried; 53100 disk full -> STORE_FULL;
+ * 23505 -> STORE_EXISTS; anything else STORE_ERR. A connection lost while
+ * idle is reconnected at pgdb_begin and the transaction begun again
+ * (nothing was sent). A COMMIT lost in flight is in doubt: STORE_ERR, and
+ * the next operation re-reads: a placement retried finds its pending row
+ * (a reconnect, never a second session), a heartbeat is reconciled again
+ * by the next beat, a server or token added again is STORE_EXISTS. Not yet
+ * done: retrying a whole transaction on 40001/40P01 (READ COMMITTED gives
+ * a deadlock only when two placements re-pick across two servers' locks).
+ * Statements from pgdb_prep belong to the connection and hold their bound
+ * values until the next pgdb_prep. */
+#ifndef TS_PG_DB_H
+#define TS_PG_DB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "broker/state/sqlite_db.h"	/* struct col, struct cols, COL, COLS */
+
+struct pg_stmt;
+
+/* NULL with the reason in err (never the conninfo); a newer schema is
+ * refused (STORE_TOO_NEW). Owned by the caller: pgdb_close. */
+struct store_db *pgdb_open(const char *conninfo, char *err, size_t errlen);
+void pgdb_close(struct store_db *d);
+
+/* The statement for sql (a string constant), with the values in fmt ('t'
+ * text, 'i' int, 'I' int64, 'd' double) bound, or NULL (logged). */
+struct pg_stmt *pgdb_prep(struct store_db *d, const char *sql, const char *fmt, ...);
+/* As sqldb_exec, sqldb_row, sqldb_rows, sqldb_each (sqlite_db.h). */
+int pgdb_exec(struct store_db *d, struct pg_stmt *s, int *changes);
+int pgdb_row(struct store_db *d, struct pg_stmt *s, struct cols cols, void *dst);
+int pgdb_rows(struct store_db *d, struct pg_stmt *s, size_t elem, struct cols cols,
+    void *out, size_t *n);
+int pgdb_each(struct store_db *d, struct pg_stmt *s, struct cols cols, void *buf,
+    size_t elem, int (*each)(void *ctx, const void *row), void *ctx, size_t *rows);
+/* The id of this session's last INSERT (lastval()); 0 if none. */
+int64_t pgdb_last_id(struct store_db *d);
+
+/* The engine's begin, end and generation (store_engine.h): the generation
+ * is pg_snapshot_xmax(pg_current_snapshot()), the next transaction id of
+ * the cluster, which any commit of any broker moves. */
+int pgdb_begin(struct store_db *d, int write);
+int pgdb_end(struct store_db *d, int r, uint64_t *gen);
+int pgdb_generation(struct store_db *d, uint64_t *gen);
+/* The placement locks of store_engine.h, held until the transaction ends:
+ * an advisory lock on the user's hash, the server's row FOR UPDATE. */
+int pgdb_user_lock(struct store_db *d, const char *user);
+int pgdb_server_lock(struct store_db *d, int64_t server_id);
+
+/* What the last failure was: decides a retry of the whole transaction. */
+enum pg_fault {
+	PG_OK,
+	PG_CONN_LOST,		/* no SQLSTATE, CONNECTION_BAD; COMMIT in doubt */
+	PG_READ_ONLY,		/* 25006: a standby */
+	PG_RETRY,		/* 40001, 40P01 */
+	PG_OTHER,
+};
+enum pg_fault pgdb_fault(const struct store_db *d);
+
+#endif
