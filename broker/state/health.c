@@ -37,7 +37,7 @@ health_sweep(struct store *st, const struct conf *c, int64_t now, int64_t starte
 	size_t n = 0;
 	int64_t down_ms = (int64_t)c->down_after * 1000;
 	char reason[128];
-	int r, expired;
+	int r, expired, changed;
 
 	if ((r = store_server_list(st, &list, &n)) != 0)
 		return r;
@@ -67,10 +67,11 @@ health_sweep(struct store *st, const struct conf *c, int64_t now, int64_t starte
 			continue;
 		snprintf(reason, sizeof(reason), "%d placements in a row not confirmed "
 		    "while other servers confirm theirs", s->unconfirmed);
-		log_warn("server %s quarantined for %d s: %s", s->name,
-		    c->quarantine_time, reason);
 		r = store_server_quarantine(st, s->id,
-		    now + (int64_t)c->quarantine_time * 1000, reason, now);
+		    now + (int64_t)c->quarantine_time * 1000, reason, now, &changed);
+		if (r == 0 && changed)	/* else another broker did, and logged it */
+			log_warn("server %s quarantined for %d s: %s", s->name,
+			    c->quarantine_time, reason);
 	}
 	free(list);
 	return r;

@@ -457,7 +457,7 @@ store_server_down(struct store *st, int64_t id, const char *reason, int64_t now)
 
 int
 store_server_quarantine(struct store *st, int64_t id, int64_t until,
-    const char *reason, int64_t now)
+    const char *reason, int64_t now, int *changed_out)
 {
 	char name[WIRE_NAME_MAX];
 	int r, changed = 0;
@@ -468,7 +468,9 @@ store_server_quarantine(struct store *st, int64_t id, int64_t until,
 	if (changed)	/* else another store did: its event */
 		r = event(st, r, now, "quarantine", name, reason);
 	lc_touch(st, id);
-	return end(st, r);
+	if ((r = end(st, r)) == 0 && changed_out != NULL)
+		*changed_out = changed;
+	return r;
 }
 
 /* ---- heartbeats ---- */

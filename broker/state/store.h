@@ -106,8 +106,10 @@ int store_server_auth(struct store *st, const char *token_hash, int64_t *id,
     char *name, size_t namelen);
 /* up/unknown -> down: its sessions become lost, pending placements end. */
 int store_server_down(struct store *st, int64_t id, const char *reason, int64_t now);
+/* *changed (may be NULL): 1 if this call quarantined it (and wrote the
+ * event), 0 if another store had already. */
 int store_server_quarantine(struct store *st, int64_t id, int64_t until,
-    const char *reason, int64_t now);
+    const char *reason, int64_t now, int *changed);
 
 /* ---- heartbeats ---- */
 struct store_heartbeat_result {

@@ -6,7 +6,7 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 dir=$(mktemp -d /tmp/tsb-pg-XXXXXX)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 trap '"$here/cluster.sh" stop "$dir"; rm -rf "$dir"' EXIT INT TERM
 "$here/cluster.sh" start "$dir" "$port"
 export PGOPTIONS="-c client_min_messages=warning"

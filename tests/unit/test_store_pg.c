@@ -136,6 +136,7 @@ test_background_once(void **state)
 	struct store_place_result res;
 	struct store_server s;
 	pthread_t t[2];
+	int changed[2] = { -1, -1 };
 	char u[16];
 
 	fx_farm(f, 2, 100);
@@ -155,10 +156,11 @@ test_background_once(void **state)
 	assert_int_equal(s.unconfirmed, 20);
 	assert_int_equal(s.pending, 0);
 	assert_int_equal(store_server_quarantine(w[0].st, s.id, T0 + 120000, "test",
-	    T0 + 60001), 0);
+	    T0 + 60001, &changed[0]), 0);
 	assert_int_equal(store_server_quarantine(w[1].st, s.id, T0 + 120001, "test",
-	    T0 + 60002), 0);
+	    T0 + 60002, &changed[1]), 0);
 	assert_int_equal(events_of(f, "quarantine"), 1);
+	assert_int_equal(changed[0] + changed[1], 1);	/* one of them logs it */
 	store_close(w[0].st);
 	store_close(w[1].st);
 }
