@@ -326,10 +326,14 @@ pgdb_begin(struct store_db *d, int write)
 	d->fault = PG_OK;
 	d->writing = write;
 	d->gen = 0;
-	r = simple(d, "BEGIN ISOLATION LEVEL READ COMMITTED", __func__);
 	/* lost while idle (a restart, pg_terminate_backend): nothing was
-	 * sent yet, so reconnect once and begin again */
-	if (r != 0 && d->fault == PG_CONN_LOST && (r = reconnect(d)) == 0)
+	 * sent yet, so reconnect once (logged there) and begin again */
+	PQclear(PQexec(d->conn, "BEGIN ISOLATION LEVEL READ COMMITTED"));
+	if (PQstatus(d->conn) == CONNECTION_BAD && (r = reconnect(d)) != 0)
+		return r;
+	if (PQtransactionStatus(d->conn) == PQTRANS_INTRANS)
+		r = 0;
+	else
 		r = simple(d, "BEGIN ISOLATION LEVEL READ COMMITTED", __func__);
 	if (r == 0)
 		d->in_tx = 1;
