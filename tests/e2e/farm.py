@@ -11,6 +11,8 @@ no test module is imported by another.
   XFreeRDP          Debian's stock client under Xvfb, in its own group
   Api               the admin JSON API with a bearer token
   make_cert         a self-signed certificate for a name
+  PgCluster         a throwaway PostgreSQL primary, with a synchronous
+                    standby if asked (tests/pg/cluster.sh): kill, promote
   wait_until, free_port, stop, group_members, heartbeat_body, ...
 
 Processes are owned by the object that started them and ended by its
@@ -21,11 +23,13 @@ build-asan/). The raw RDP client is its own module, rawrdp.py.
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
 import ssl
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -627,6 +631,102 @@ class Api:
 
     def enable(self, name):
         return self.call("POST", f"/api/v1/servers/{name}/enable")
+
+
+# ---- PostgreSQL ------------------------------------------------------------
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+needs_pg = pytest.mark.skipif(not os.access(os.path.join(PG_BIN, "initdb"), os.X_OK),
+                              reason="postgresql-15 is needed (tools/deps.sh test)")
+
+
+class PgCluster:
+    """A primary on 127.0.0.1 and, with standby=True, a streaming standby
+    the primary waits for (FIRST 1). kill_primary() crashes the primary,
+    promote() makes the standby the primary (waiting for none, as Patroni
+    would); url() lists both hosts with target_session_attrs=read-write, so
+    libpq finds whichever is the primary."""
+
+    SCRIPT = os.path.join(ROOT, "tests", "pg", "cluster.sh")
+
+    def __init__(self, standby=False):
+        # its own directory under /tmp: the postgres user cannot enter
+        # pytest's tmp_path (mode 0700, root's)
+        self.dir = tempfile.mkdtemp(prefix="tsb-pg-")
+        os.chmod(self.dir, 0o755)
+        self.nodes = [{"dir": os.path.join(self.dir, "n1"), "port": free_port(), "up": False}]
+        if standby:
+            self.nodes.append({"dir": os.path.join(self.dir, "n2"), "port": free_port(),
+                               "up": False})
+        self.primary = 0
+
+    def _sh(self, *args):
+        subprocess.run(["sh", self.SCRIPT, *map(str, args)], check=True, timeout=120)
+
+    def start(self):
+        n1 = self.nodes[0]
+        self._sh("start", n1["dir"], n1["port"])
+        n1["up"] = True
+        if len(self.nodes) > 1:
+            n2 = self.nodes[1]
+            self._sh("standby", n2["dir"], n2["port"], n1["port"], "s2")
+            n2["up"] = True
+            self._sh("sync", n1["port"], "s2")
+        return self
+
+    @property
+    def port(self):
+        """The primary's port."""
+        return self.nodes[self.primary]["port"]
+
+    def url(self, dbname, **extra):
+        """A libpq conninfo naming every node."""
+        hosts = ",".join("127.0.0.1" for _ in self.nodes)
+        ports = ",".join(str(n["port"]) for n in self.nodes)
+        opts = {"host": hosts, "port": ports, "user": "postgres", "dbname": dbname,
+                "target_session_attrs": "read-write", "connect_timeout": 2, **extra}
+        return " ".join(f"{k}={v}" for k, v in opts.items())
+
+    def psql(self, sql, db="postgres", node=None):
+        """Runs sql on the primary (or node i); its unaligned output."""
+        port = self.nodes[self.primary if node is None else node]["port"]
+        p = subprocess.run(["psql", "-q", "-X", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h",
+                            "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", db, "-c",
+                            sql], check=True, capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "PGOPTIONS": "-c client_min_messages=warning"})
+        return p.stdout.strip()
+
+    def create_db(self, name):
+        """A fresh, empty database name (dropped first if it exists)."""
+        self.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        self.psql(f"CREATE DATABASE {name}")
+        return name
+
+    def kill(self, i):
+        """SIGKILL to node i's postmaster and backends."""
+        self._sh("kill", self.nodes[i]["dir"])
+        self.nodes[i]["up"] = False
+
+    def kill_primary(self):
+        self.kill(self.primary)
+
+    def kill_standby(self):
+        self.kill(1 - self.primary)
+
+    def promote(self):
+        """The standby becomes the primary; returns time.monotonic() when
+        it accepts writes."""
+        i = 1 - self.primary
+        self._sh("promote", self.nodes[i]["dir"], self.nodes[i]["port"])
+        self.primary = i
+        return time.monotonic()
+
+    def stop(self):
+        for n in self.nodes:
+            if n["up"]:
+                self._sh("stop", n["dir"])
+                n["up"] = False
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def address_server(addresses, host):

@@ -2,43 +2,24 @@
 for this module, a fresh database per test; the broker, its CLI, heartbeats,
 the admin API and a placement through rdpprobe, with a known password in
 [state] url that must appear in no log and no output."""
-import os
-import shutil
-import subprocess
-import tempfile
-
 import pytest
 
-from farm import ROOT, Broker, heartbeat_body, probe, wait_until, free_port, HAVE_TOOLS
+from farm import Broker, PgCluster, heartbeat_body, needs_pg, probe, wait_until, HAVE_TOOLS
 
-CLUSTER = os.path.join(ROOT, "tests", "pg", "cluster.sh")
 PASSWORD = "Kn0wn-e2e-Pa55word"
+pytestmark = needs_pg
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    if not os.path.exists("/usr/lib/postgresql/15/bin/initdb"):
-        pytest.skip("postgresql-15 is not installed")
-    d = tempfile.mkdtemp(prefix="tsb-pg-e2e-")
-    port = free_port()
-    subprocess.run(["sh", CLUSTER, "start", d, str(port)], check=True)
-    yield port
-    subprocess.run(["sh", CLUSTER, "stop", d], check=False)
-    shutil.rmtree(d, ignore_errors=True)
-
-
-def psql(port, sql):
-    subprocess.run(["psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p",
-                    str(port), "-U", "postgres", "-d", "postgres", "-c", sql], check=True,
-                   env={**os.environ, "PGOPTIONS": "-c client_min_messages=warning"})
+    c = PgCluster().start()
+    yield c
+    c.stop()
 
 
 @pytest.fixture
 def pg_broker(cluster, tmp_path):
-    psql(cluster, "DROP DATABASE IF EXISTS tsb_e2e WITH (FORCE)")
-    psql(cluster, "CREATE DATABASE tsb_e2e")
-    url = (f"host=127.0.0.1 port={cluster} user=postgres password={PASSWORD} "
-           f"dbname=tsb_e2e connect_timeout=5")
+    url = cluster.url(cluster.create_db("tsb_e2e"), password=PASSWORD, connect_timeout=5)
     b = Broker(tmp_path / "broker", state__engine="postgresql", state__url=url)
     b.start()
     yield b
