@@ -29,6 +29,7 @@ struct pg_stmt {
 };
 
 struct store_db {
+	struct sql_db sql;		/* first: pgdb_ops */
 	PGconn *conn;
 	struct pg_stmt cache[STMT_CACHE];
 	size_t ncache;
@@ -127,16 +128,14 @@ stmt_get(struct store_db *d, const char *sql, const char *fmt)
 	return s;
 }
 
-struct pg_stmt *
-pgdb_prep(struct store_db *d, const char *sql, const char *fmt, ...)
+static struct sql_stmt *
+pgdb_vprep(struct store_db *d, const char *sql, const char *fmt, va_list ap)
 {
 	struct pg_stmt *s;
-	va_list ap;
 	int i;
 
 	if ((s = stmt_get(d, sql, fmt)) == NULL)
 		return NULL;
-	va_start(ap, fmt);
 	for (i = 0; fmt[i] != '\0'; i++) {
 		char *v = d->vals[i];
 
@@ -149,16 +148,28 @@ pgdb_prep(struct store_db *d, const char *sql, const char *fmt, ...)
 		case 'd': snprintf(v, sizeof(d->vals[i]), "%.17g", va_arg(ap, double)); break;
 		}
 	}
-	va_end(ap);
 	d->nparams = i;
+	return (struct sql_stmt *)s;
+}
+
+static struct sql_stmt *
+pgdb_prep(struct store_db *d, const char *sql, const char *fmt, ...)
+{
+	struct sql_stmt *s;
+	va_list ap;
+
+	va_start(ap, fmt);
+	s = pgdb_vprep(d, sql, fmt, ap);
+	va_end(ap);
 	return s;
 }
 
 /* Runs s; the result (PGRES_TUPLES_OK or COMMAND_OK) or NULL (classified
  * into *r). */
 static PGresult *
-run(struct store_db *d, struct pg_stmt *s, int *r, const char *func)
+run(struct store_db *d, struct sql_stmt *stmt, int *r, const char *func)
 {
+	const struct pg_stmt *s = (const struct pg_stmt *)stmt;
 	PGresult *res;
 	ExecStatusType st;
 
@@ -200,8 +211,8 @@ row_map(PGresult *res, int row, struct cols cols, void *dst)
 	return r;
 }
 
-int
-pgdb_exec(struct store_db *d, struct pg_stmt *s, int *changes)
+static int
+pgdb_exec(struct store_db *d, struct sql_stmt *s, int *changes)
 {
 	PGresult *res;
 	int r;
@@ -216,8 +227,8 @@ pgdb_exec(struct store_db *d, struct pg_stmt *s, int *changes)
 	return 0;
 }
 
-int
-pgdb_row(struct store_db *d, struct pg_stmt *s, struct cols cols, void *dst)
+static int
+pgdb_row(struct store_db *d, struct sql_stmt *s, struct cols cols, void *dst)
 {
 	PGresult *res;
 	int r;
@@ -232,8 +243,8 @@ pgdb_row(struct store_db *d, struct pg_stmt *s, struct cols cols, void *dst)
 	return r;
 }
 
-int
-pgdb_rows(struct store_db *d, struct pg_stmt *s, size_t elem, struct cols cols,
+static int
+pgdb_rows(struct store_db *d, struct sql_stmt *s, size_t elem, struct cols cols,
     void *out, size_t *n)
 {
 	PGresult *res;
@@ -256,8 +267,8 @@ pgdb_rows(struct store_db *d, struct pg_stmt *s, size_t elem, struct cols cols,
 	return r;
 }
 
-int
-pgdb_each(struct store_db *d, struct pg_stmt *s, struct cols cols, void *buf, size_t elem,
+static int
+pgdb_each(struct store_db *d, struct sql_stmt *s, struct cols cols, void *buf, size_t elem,
     int (*each)(void *ctx, const void *row), void *ctx, size_t *rows)
 {
 	PGresult *res;
@@ -278,7 +289,7 @@ pgdb_each(struct store_db *d, struct pg_stmt *s, struct cols cols, void *buf, si
 struct gen_row { int64_t v; };
 static const struct col gen_cols[] = { COL('L', struct gen_row, v) };
 
-int64_t
+static int64_t
 pgdb_last_id(struct store_db *d)
 {
 	struct gen_row g = { 0 };
@@ -286,6 +297,9 @@ pgdb_last_id(struct store_db *d)
 	(void)pgdb_row(d, pgdb_prep(d, "SELECT lastval()", ""), COLS(gen_cols), &g);
 	return g.v;
 }
+
+static const struct sql_ops pgdb_ops = { pgdb_vprep, pgdb_exec, pgdb_row, pgdb_rows,
+	pgdb_each, pgdb_last_id };
 
 /* A statement without parameters or rows, outside the cache. */
 static int
@@ -452,6 +466,7 @@ pgdb_open(const char *conninfo, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	d->sql.ops = &pgdb_ops;
 	d->conn = PQconnectdb(conninfo);
 	if (PQstatus(d->conn) != CONNECTION_OK) {
 		/* libpq's message names host and port, never the password */

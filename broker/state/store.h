@@ -3,9 +3,9 @@
  * atomic, so a second broker on a shared engine could run the same calls.
  * store.c is the engine-independent layer (the engine chosen at open, the
  * placement load cache, the rules of placement.c and reconcile.c); each
- * engine is one table of operations (store_engine.h): SQLite in
- * store_sqlite.c (its SQL) on sqlite_db.c (the only file that includes
- * sqlite3.h).
+ * engine is one table of operations (store_engine.h): the SQL both share
+ * in store_sql.c, on sqlite_db.c (the only file that includes sqlite3.h)
+ * or pg_db.c (libpq-fe.h), PostgreSQL's own statements in store_pg.c.
  *
  * Return codes: 0 on success or a STORE_* code below. Database failures are
  * logged once here (with the engine's message) and returned as STORE_ERR or

@@ -142,8 +142,8 @@ struct store_engine {
 	int (*admin_token_remove)(struct store_db *db, const char *name);
 };
 
-/* The engines built in (store_sqlite.c; store_pg.c, the same operations on
- * PostgreSQL). */
+/* The engines built in (store_sql.c: the SQL both share, on sqlite_db.c or
+ * pg_db.c, with store_pg.c's statements for PostgreSQL). */
 extern const struct store_engine store_engine_sqlite;
 extern const struct store_engine store_engine_postgresql;
 
