@@ -42,8 +42,10 @@ struct store_db *pgdb_open(const char *conninfo, char *err, size_t errlen);
 void pgdb_close(struct store_db *d);
 
 /* The engine's begin, end and generation (store_engine.h): the generation
- * is pg_snapshot_xmax(pg_current_snapshot()), the next transaction id of
- * the cluster, which any commit of any broker moves. */
+ * is a hash of pg_current_snapshot()'s running transactions and xmax, which
+ * any transaction completing on the cluster changes; end reports the one
+ * its own commit makes (read just before it) unless another transaction
+ * completed since the generation was read in this transaction. */
 int pgdb_begin(struct store_db *d, int write);
 int pgdb_end(struct store_db *d, int r, uint64_t *gen);
 int pgdb_generation(struct store_db *d, uint64_t *gen);

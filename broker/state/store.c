@@ -36,6 +36,7 @@ struct load_cache {
 	unsigned char *dirty;
 	size_t n, cap;
 	int64_t now;			/* of the load under way */
+	uint64_t loads;			/* whole loads so far (store_cache_loads) */
 };
 
 struct store {
@@ -113,13 +114,17 @@ event(struct store *st, int r, int64_t now, const char *kind, const char *server
 static void
 lc_clear(struct load_cache *lc)
 {
+	uint64_t loads;
+
 	for (size_t i = 0; i < lc->n; i++)
 		free((char *)lc->sv[i].name);
 	free(lc->sv);
 	free(lc->q_until);
 	free(lc->min_expires);
 	free(lc->dirty);
+	loads = lc->loads;
 	memset(lc, 0, sizeof(*lc));
+	lc->loads = loads;
 }
 
 /* Slot i from a loaded row at lc->now. */
@@ -234,6 +239,7 @@ lc_load(struct store *st, uint64_t gen, int64_t now)
 	}
 	lc->valid = 1;
 	lc->gen = gen;
+	lc->loads++;
 	return 0;
 }
 
@@ -351,6 +357,17 @@ store_close(struct store *st)
 	st->e->close(st->db);
 	pthread_mutex_destroy(&st->lock);
 	free(st);
+}
+
+uint64_t
+store_cache_loads(struct store *st)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&st->lock);
+	n = st->lc.loads;
+	pthread_mutex_unlock(&st->lock);
+	return n;
 }
 
 const char *

@@ -221,6 +221,10 @@ int store_admin_token_auth(struct store *st, const char *token_hash, int64_t now
 int store_admin_token_list(struct store *st, struct store_admin_token **out, size_t *n);
 int store_admin_token_remove(struct store *st, const char *name, int64_t now);
 
+/* How many times the placement load cache was loaded whole (every server
+ * read): after another store's commit, never after this store's own. */
+uint64_t store_cache_loads(struct store *st);
+
 const char *store_strerror(int r);
 
 #endif

@@ -49,12 +49,13 @@ struct store_engine {
 	int (*begin)(struct store_db *db, int write);
 	/* Commits when r is 0, else rolls back; r or the commit's error. On
 	 * a commit of a write transaction in which generation was read, *gen
-	 * is the generation this commit made (not counting later commits by
-	 * others); else 0. */
+	 * is the generation this commit made, if no other store committed
+	 * since it was last read in this transaction (SQLite: its write lock
+	 * keeps them out); else 0 (unknown: the cache reloads). */
 	int (*end)(struct store_db *db, int r, uint64_t *gen);
 	/* A number that changes with every commit, by this store or any
-	 * other; read inside a write transaction, it stays until that one
-	 * ends (the write lock keeps other commits out). */
+	 * other: equal generations mean no other store committed between the
+	 * two reads. Never 0. */
 	int (*generation)(struct store_db *db, uint64_t *gen);
 
 	/* Events are store.c's (event_add): the operations below write none

@@ -322,6 +322,69 @@ test_placement_cache(void **state)
 	assert_int_equal(fx_count(f, "a", "pending") + fx_count(f, "b", "pending"), 8);
 }
 
+/* The engine's generation hook: this store's own placements and heartbeats
+ * keep its cache (no whole reload), another store's commit forces one and
+ * the next placement sees it. */
+static void
+test_generation_own_and_other(void **state)
+{
+	struct fx *f = *state;
+	struct store_place_result r;
+	struct store *other;
+	const char *users[] = { "w0" };
+	char u[16];
+	uint64_t loads;
+
+	fx_farm(f, 3, 100);
+	assert_int_equal(fx_place(f, "u0", T0 + 1, &r), 0);
+	loads = store_cache_loads(f->st);
+	assert_int_equal(loads >= 1, 1);
+	for (int i = 1; i < 30; i++) {
+		snprintf(u, sizeof(u), "u%d", i);
+		assert_int_equal(fx_place(f, u, T0 + 1 + i, &r), 0);
+		if (i % 10 == 0)
+			fx_beat(f, "c", 1, T0 + 1 + i, users, 1, 1);
+	}
+	assert_int_equal(store_cache_loads(f->st), loads);
+	/* another broker drains b and adds a session on a: seen at once */
+	other = fx_open(f);
+	assert_int_equal(store_server_drain(other, "b", 1, T0 + 40), 0);
+	for (int i = 0; i < 6; i++) {
+		snprintf(u, sizeof(u), "x%d", i);
+		assert_int_equal(fx_place(f, u, T0 + 41 + i, &r), 0);
+		assert_string_not_equal(r.server, "b");
+	}
+	assert_int_equal(store_cache_loads(f->st), loads + 1);
+	store_close(other);
+}
+
+/* Session fields the engine's batched statements must carry intact. */
+static void
+test_heartbeat_odd_names(void **state)
+{
+	struct fx *f = *state;
+	const char *users[] = { "o\"brien", "back\\slash", "comma,{brace}", "x" };
+	struct store_session_filter flt = { NULL, "a", NULL };
+	struct store_session *list = NULL;
+	size_t n = 0;
+
+	fx_farm(f, 1, 10);
+	fx_beat(f, "a", 1, T0 + 1, users, 4, 1);
+	assert_int_equal(store_session_list(f->st, &flt, &list, &n), 0);
+	assert_int_equal(n, 4);
+	for (size_t i = 0; i < n; i++) {
+		int found = 0;
+
+		for (size_t k = 0; k < 4; k++)
+			found |= strcmp(list[i].login, users[k]) == 0;
+		assert_int_equal(found, 1);
+	}
+	free(list);
+	/* two vanish (ended), the others stay */
+	fx_beat(f, "a", 1, T0 + 2, users, 2, 1);
+	assert_int_equal(fx_count(f, "a", "active"), 2);
+}
+
 /* What a beat reports back: the transitions it caused, the placements it
  * confirmed, the admin state to tell the agent. */
 static void
@@ -525,6 +588,8 @@ main(void)
 		FX_TEST(test_session_and_user_route),
 		FX_TEST(test_placement_cache),
 		FX_TEST(test_heartbeat_result),
+		FX_TEST(test_generation_own_and_other),
+		FX_TEST(test_heartbeat_odd_names),
 		FX_TEST(test_server_and_session_states),
 		FX_TEST(test_admin_tokens),
 		FX_TEST(test_storm_spreads),
