@@ -141,6 +141,25 @@ struct store_engine {
 	int (*admin_token_list)(struct store_db *db, struct store_admin_token **out,
 	    size_t *n);
 	int (*admin_token_remove)(struct store_db *db, const char *name);
+
+	/* admin browser sessions; keep: the most recently used kept */
+	int (*admin_session_add)(struct store_db *db, const struct store_admin_session *s,
+	    int keep);
+	int (*admin_session_get)(struct store_db *db, const char *id_hash,
+	    struct store_admin_session *out);
+	int (*admin_session_touch)(struct store_db *db, const char *id_hash, int64_t now);
+	/* STORE_NOT_FOUND if none */
+	int (*admin_session_remove)(struct store_db *db, const char *id_hash);
+	/* those used before idle_before or made before max_before */
+	int (*admin_session_prune)(struct store_db *db, int64_t idle_before,
+	    int64_t max_before, int *pruned);
+
+	/* settings; setting_add: *added 0 if key had a value (kept) */
+	int (*setting_get)(struct store_db *db, const char *key, char *value, size_t n);
+	int (*setting_add)(struct store_db *db, const char *key, const char *value,
+	    int64_t now, int *added);
+	int (*setting_set)(struct store_db *db, const char *key, const char *value,
+	    int64_t now);
 };
 
 /* The engines built in (store_sql.c: the SQL both share, on sqlite_db.c or

@@ -666,6 +666,89 @@ sq_admin_token_remove(struct store_db *d, const char *name)
 	return r == 0 && !changed ? STORE_NOT_FOUND : r;
 }
 
+/* ---- admin browser sessions ---- */
+
+#define AS(type, f) COL(type, struct store_admin_session, f)
+static const struct col admin_session_cols[] = { AS('T', id_hash), AS('T', client),
+	AS('L', created), AS('L', last_used) };
+
+static int
+sq_admin_session_add(struct store_db *d, const struct store_admin_session *s, int keep)
+{
+	int r;
+
+	r = EXEC(d, "INSERT INTO admin_sessions (id_hash, client, created, last_used) "
+	    "VALUES (?, ?, ?, ?)", "ttII", s->id_hash, s->client, s->created, s->last_used);
+	if (r == 0)
+		r = EXEC(d, "DELETE FROM admin_sessions WHERE id_hash NOT IN (SELECT id_hash "
+		    "FROM admin_sessions ORDER BY last_used DESC, created DESC LIMIT ?)", "i",
+		    keep);
+	return r;
+}
+
+static int
+sq_admin_session_get(struct store_db *d, const char *id_hash,
+    struct store_admin_session *out)
+{
+	return sql_row(d, sql_prep(d, "SELECT id_hash, client, created, last_used FROM "
+	    "admin_sessions WHERE id_hash = ?", "t", id_hash), COLS(admin_session_cols), out);
+}
+
+static int
+sq_admin_session_touch(struct store_db *d, const char *id_hash, int64_t now)
+{
+	return EXEC(d, "UPDATE admin_sessions SET last_used = ? WHERE id_hash = ? AND "
+	    "last_used < ?", "ItI", now, id_hash, now);
+}
+
+static int
+sq_admin_session_remove(struct store_db *d, const char *id_hash)
+{
+	int r, changed;
+
+	r = sql_exec(d, sql_prep(d, "DELETE FROM admin_sessions WHERE id_hash = ?", "t",
+	    id_hash), &changed);
+	return r == 0 && !changed ? STORE_NOT_FOUND : r;
+}
+
+static int
+sq_admin_session_prune(struct store_db *d, int64_t idle_before, int64_t max_before,
+    int *pruned)
+{
+	return sql_exec(d, sql_prep(d, "DELETE FROM admin_sessions WHERE last_used <= ? OR "
+	    "created <= ?", "II", idle_before, max_before), pruned);
+}
+
+/* ---- settings ---- */
+
+static int
+sq_setting_get(struct store_db *d, const char *key, char *value, size_t n)
+{
+	struct one o;
+	int r;
+
+	if ((r = sql_row(d, sql_prep(d, "SELECT value FROM settings WHERE key = ?", "t", key),
+	    COLS(one_text), &o)) == 0)
+		util_strlcpy(value, o.text, n);
+	return r;
+}
+
+static int
+sq_setting_add(struct store_db *d, const char *key, const char *value, int64_t now,
+    int *added)
+{
+	return sql_exec(d, sql_prep(d, "INSERT INTO settings (key, value, updated) VALUES "
+	    "(?, ?, ?) ON CONFLICT (key) DO NOTHING", "ttI", key, value, now), added);
+}
+
+static int
+sq_setting_set(struct store_db *d, const char *key, const char *value, int64_t now)
+{
+	return EXEC(d, "INSERT INTO settings (key, value, updated) VALUES (?, ?, ?) ON "
+	    "CONFLICT (key) DO UPDATE SET value = excluded.value, updated = "
+	    "excluded.updated", "ttI", key, value, now);
+}
+
 /* The operations both engines share, in each engine's table. */
 #define SQL_OPS \
 	.server_add = sq_server_add, \
@@ -694,7 +777,15 @@ sq_admin_token_remove(struct store_db *d, const char *name)
 	.admin_token_add = sq_admin_token_add, \
 	.admin_token_auth = sq_admin_token_auth, \
 	.admin_token_list = sq_admin_token_list, \
-	.admin_token_remove = sq_admin_token_remove,
+	.admin_token_remove = sq_admin_token_remove, \
+	.admin_session_add = sq_admin_session_add, \
+	.admin_session_get = sq_admin_session_get, \
+	.admin_session_touch = sq_admin_session_touch, \
+	.admin_session_remove = sq_admin_session_remove, \
+	.admin_session_prune = sq_admin_session_prune, \
+	.setting_get = sq_setting_get, \
+	.setting_add = sq_setting_add, \
+	.setting_set = sq_setting_set,
 
 const struct store_engine store_engine_sqlite = {
 	.name = "sqlite",
