@@ -39,6 +39,10 @@ $(eval $(call unit_test,test_store,$(STORE_TEST_OBJS),$(STATE_LIBS) $(COMMON_LIB
 $(eval $(call unit_test,test_store_sqlite,$(STORE_TEST_OBJS),$(STATE_LIBS) $(COMMON_LIBS)))
 # test_store_pg: several stores at once (on PostgreSQL by make unit-pg)
 $(eval $(call unit_test,test_store_pg,$(STORE_TEST_OBJS),$(STATE_LIBS) $(COMMON_LIBS)))
+# test_keys (broker/core/keys.c): the token key's check against a store
+$(eval $(call unit_test,test_keys,$(B)/broker/core/keys.o $(B)/broker/core/crypto.o \
+	$(B)/broker/front/token.o $(STORE_OBJ) $(COMMON_OBJ),$(call PKG_LIBS,openssl) \
+	$(STATE_LIBS) $(COMMON_LIBS)))
 $(eval $(call unit_test,test_farm,$(B)/broker/state/farm.o $(B)/broker/state/states.o \
 	$(B)/broker/common/util.o,))
 FUZZERS += fuzz_heartbeat
