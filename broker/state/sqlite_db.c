@@ -80,19 +80,7 @@ sqldb_vprep(struct store_db *d, const char *sql, const char *fmt, va_list ap)
 	return (struct sql_stmt *)stmt;
 }
 
-static struct sql_stmt *
-sqldb_prep(struct store_db *d, const char *sql, const char *fmt, ...)
-{
-	struct sql_stmt *s;
-	va_list ap;
-
-	va_start(ap, fmt);
-	s = sqldb_vprep(d, sql, fmt, ap);
-	va_end(ap);
-	return s;
-}
-
-/* Resets a statement from sqldb_prep() for its next use. */
+/* Resets a statement from sql_prep() for its next use. */
 static void
 done(struct store_db *d, sqlite3_stmt *stmt)
 {
@@ -129,7 +117,7 @@ sqldb_exec(struct store_db *d, struct sql_stmt *s, int *changes)
 		*changes = sqlite3_changes(d->db);
 	return 0;
 }
-#define EXEC(d, ...) sqldb_exec(d, sqldb_prep(d, __VA_ARGS__), NULL)
+#define EXEC(d, ...) sqldb_exec(d, sql_prep(d, __VA_ARGS__), NULL)
 
 /* ---- row mapping: one table of columns per row type ---- */
 
@@ -271,7 +259,7 @@ sqldb_end(struct store_db *d, int r, uint64_t *gen)
 int
 sqldb_generation(struct store_db *d, uint64_t *gen)
 {
-	sqlite3_stmt *s = (sqlite3_stmt *)sqldb_prep(d, "PRAGMA data_version", "");
+	sqlite3_stmt *s = (sqlite3_stmt *)sql_prep(d, "PRAGMA data_version", "");
 	int rc;
 
 	if (s == NULL)

@@ -140,16 +140,23 @@ server_id(struct store_db *d, const char *name, int64_t *id)
 	return r;
 }
 
+/* The first row's single text column into out (n bytes). */
 static int
-server_name(struct store_db *d, int64_t id, char *name, size_t n)
+text_row(struct store_db *d, struct sql_stmt *s, char *out, size_t n)
 {
 	struct one o;
 	int r;
 
-	if ((r = sql_row(d, sql_prep(d, "SELECT name FROM servers WHERE id = ?", "I", id),
-	    COLS(one_text), &o)) == 0)
-		util_strlcpy(name, o.text, n);
+	if ((r = sql_row(d, s, COLS(one_text), &o)) == 0)
+		util_strlcpy(out, o.text, n);
 	return r;
+}
+
+static int
+server_name(struct store_db *d, int64_t id, char *name, size_t n)
+{
+	return text_row(d, sql_prep(d, "SELECT name FROM servers WHERE id = ?", "I", id),
+	    name, n);
 }
 
 static int
@@ -609,13 +616,8 @@ sq_admin_password_set(struct store_db *d, const char *hash, int64_t now)
 static int
 sq_admin_password_get(struct store_db *d, char *hash, size_t n)
 {
-	struct one o;
-	int r;
-
-	if ((r = sql_row(d, sql_prep(d, "SELECT password_hash FROM admin WHERE id = 1", ""),
-	    COLS(one_text), &o)) == 0)
-		util_strlcpy(hash, o.text, n);
-	return r;
+	return text_row(d, sql_prep(d, "SELECT password_hash FROM admin WHERE id = 1", ""),
+	    hash, n);
 }
 
 static int
@@ -724,13 +726,8 @@ sq_admin_session_prune(struct store_db *d, int64_t idle_before, int64_t max_befo
 static int
 sq_setting_get(struct store_db *d, const char *key, char *value, size_t n)
 {
-	struct one o;
-	int r;
-
-	if ((r = sql_row(d, sql_prep(d, "SELECT value FROM settings WHERE key = ?", "t", key),
-	    COLS(one_text), &o)) == 0)
-		util_strlcpy(value, o.text, n);
-	return r;
+	return text_row(d, sql_prep(d, "SELECT value FROM settings WHERE key = ?", "t", key),
+	    value, n);
 }
 
 static int
