@@ -90,10 +90,10 @@ limits(const struct auth *a)
 	return l;
 }
 
-/* The CSRF token of the session whose cookie is id: HMAC(id, a label) in
- * hex, so no store keeps it and every broker derives the same. 0 or -1. */
-static int
-session_csrf(const char *id, char out[CRYPTO_TOKEN_LEN + 1])
+/* HMAC of the cookie, so no store keeps it and every broker derives the
+ * same. */
+int
+auth_session_csrf(const char *id, char out[CRYPTO_TOKEN_LEN + 1])
 {
 	static const char label[] = "tsbroker admin session csrf";
 	uint8_t mac[32];
@@ -160,7 +160,7 @@ auth_check(struct auth *a, const struct http_request *req, struct http_response 
 		r = -1;
 		goto out;
 	}
-	if (r != 0 || session_csrf(id, who->csrf) != 0) {
+	if (r != 0 || auth_session_csrf(id, who->csrf) != 0) {
 		reply_store_error(res, r ? r : STORE_ERR);
 		r = -1;
 		goto out;
@@ -357,7 +357,7 @@ auth_login(struct auth *a, const struct http_request *req, struct http_response 
 	memset(&s, 0, sizeof(s));
 	if (crypto_token_new(id, sizeof(id)) != 0 ||
 	    crypto_sha256_hex(id, CRYPTO_TOKEN_LEN, s.id_hash) != 0 ||
-	    session_csrf(id, csrf) != 0) {
+	    auth_session_csrf(id, csrf) != 0) {
 		http_reply_error(res, 500, "cannot make a session");
 		goto out;
 	}

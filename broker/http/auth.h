@@ -98,6 +98,10 @@ void auth_login(struct auth *a, const struct http_request *req,
  * cookie. */
 void auth_logout(struct auth *a, const struct auth_who *who,
     const struct http_request *req, struct http_response *res);
+/* The CSRF token of the session whose cookie value is cookie (a
+ * CRYPTO_TOKEN_LEN hex token): HMAC(cookie, a label) in hex. 0 or -1. */
+int auth_session_csrf(const char *cookie, char out[CRYPTO_TOKEN_LEN + 1]);
+
 /* GET /api/v1/session: who is logged in (a session: with its CSRF token). */
 void auth_session_get(struct auth *a, const struct auth_who *who,
     struct http_response *res);
