@@ -9,6 +9,7 @@
 #include "broker/common/util.h"
 #include "broker/core/conf.h"
 #include "broker/core/crypto.h"
+#include "broker/core/keys.h"
 #include "broker/state/store.h"
 
 static const char usage[] =
@@ -18,7 +19,8 @@ static const char usage[] =
     "       tsbroker -f FILE session list [--user U] [--server NAME] [--state S]\n"
     "       tsbroker -f FILE session forget ID\n"
     "       tsbroker -f FILE admin password   (reads the new password from stdin)\n"
-    "       tsbroker -f FILE admin token add NAME | list | remove NAME\n";
+    "       tsbroker -f FILE admin token add NAME | list | remove NAME\n"
+    "       tsbroker -f FILE admin token-key record   (key rotation: docs/ha-keys.md)\n";
 
 static int
 fail(int r, const char *what, const char *name)
@@ -289,6 +291,22 @@ admin_token(struct store *st, int argc, char **argv)
 	return 0;
 }
 
+/* `admin token-key record`: this config's routing-token key becomes the one
+ * the brokers sharing the store must use. */
+static int
+admin_token_key(const struct conf *c, struct store *st)
+{
+	char old[CRYPTO_HASH_HEX], fp[CRYPTO_HASH_HEX], err[512];
+
+	if (keys_token_record(st, c->token_key, old, fp, err, sizeof(err)) != 0) {
+		fprintf(stderr, "tsbroker: %s\n", err);
+		return 1;
+	}
+	printf("routing-token key fingerprint recorded: %s (%s), replacing %s\n", fp,
+	    c->token_key, old[0] ? old : "none");
+	return 0;
+}
+
 static int
 dispatch(const struct conf *c, struct store *st, int argc, char **argv)
 {
@@ -338,6 +356,9 @@ dispatch(const struct conf *c, struct store *st, int argc, char **argv)
 		return admin_password(st);
 	else if (strcmp(obj, "admin") == 0 && strcmp(verb, "token") == 0 && argc > 2)
 		return admin_token(st, argc - 2, argv + 2);
+	else if (strcmp(obj, "admin") == 0 && strcmp(verb, "token-key") == 0 && argc == 3 &&
+	    strcmp(argv[2], "record") == 0)
+		return admin_token_key(c, st);
  usage:
 	fputs(usage, stderr);
 	return 2;

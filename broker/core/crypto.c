@@ -182,6 +182,49 @@ crypto_hmac_sha256(const uint8_t *key, size_t keylen, const void *data,
 	return 0;
 }
 
+int
+crypto_key_fingerprint(const uint8_t *key, size_t keylen, char out[CRYPTO_HASH_HEX])
+{
+	static const char label[] = "tsbroker token-key fingerprint";
+	uint8_t mac[32];
+
+	if (crypto_hmac_sha256(key, keylen, label, sizeof(label) - 1, mac) != 0)
+		return CRYPTO_ERR;
+	util_hex(mac, sizeof(mac), out);
+	return 0;
+}
+
+int
+crypto_cert_fingerprint(const char *path, char out[CRYPTO_CERT_FP], char *err,
+    size_t errlen)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+	X509 *x = NULL;
+	FILE *f;
+
+	if ((f = fopen(path, "r")) == NULL) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return CRYPTO_ERR;
+	}
+	x = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	if (x == NULL || X509_digest(x, EVP_sha256(), md, &n) != 1 || n != 32) {
+		snprintf(err, errlen, "%s: not a PEM certificate", path);
+		X509_free(x);
+		ERR_clear_error();
+		return CRYPTO_ERR;
+	}
+	X509_free(x);
+	for (unsigned int i = 0; i < n; i++) {
+		out[3 * i] = hex[md[i] >> 4];
+		out[3 * i + 1] = hex[md[i] & 15];
+		out[3 * i + 2] = i + 1 < n ? ':' : '\0';
+	}
+	return 0;
+}
+
 static int
 add_ext(X509 *x, int nid, const char *value)
 {

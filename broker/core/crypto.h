@@ -42,6 +42,18 @@ int crypto_password_verify(const char *password, const char *stored);
 int crypto_hmac_sha256(const uint8_t *key, size_t keylen, const void *data,
     size_t len, uint8_t out[32]);
 
+/* The fingerprint of a secret key: HMAC-SHA256(key, "tsbroker token-key
+ * fingerprint") as lower-case hex into out[CRYPTO_HASH_HEX]. It names the
+ * key without revealing anything of it. 0 or CRYPTO_ERR. */
+int crypto_key_fingerprint(const uint8_t *key, size_t keylen, char out[CRYPTO_HASH_HEX]);
+
+#define CRYPTO_CERT_FP	96	/* "AB:CD:..." of SHA-256 + NUL */
+/* The SHA-256 fingerprint of the first certificate in the PEM file path, as
+ * `openssl x509 -noout -fingerprint -sha256` prints it (upper-case hex
+ * pairs joined by ':') into out[CRYPTO_CERT_FP]. 0, or CRYPTO_ERR with err. */
+int crypto_cert_fingerprint(const char *path, char out[CRYPTO_CERT_FP], char *err,
+    size_t errlen);
+
 /* Writes a new RSA-2048 key (mode 0600) and a self-signed certificate for
  * common_name, localhost and 127.0.0.1 valid ten years. 0 or CRYPTO_ERR
  * with err. */

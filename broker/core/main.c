@@ -18,6 +18,7 @@
 #include "broker/common/util.h"
 #include "broker/core/conf.h"
 #include "broker/core/crypto.h"
+#include "broker/core/keys.h"
 #include "broker/state/health.h"
 #include "broker/http/http.h"
 #include "broker/core/privdrop.h"
@@ -34,7 +35,7 @@ usage(void)
 	    "  -v       verbose (debug) log\n"
 	    "  -D       print a default configuration and exit\n"
 	    "Commands: server add|list|drain|enable|remove, session list|forget, "
-	    "admin password, admin token add|list|remove\n");
+	    "admin password, admin token add|list|remove, admin token-key record\n");
 }
 
 /* Creates the certificate and key on first start. 0 or -1 (logged). */
@@ -74,6 +75,53 @@ ensure_admin(struct store *st)
 		    "'tsbroker admin password'): %s\n", pw);
 	crypto_wipe(pw, sizeof(pw));
 	return r;
+}
+
+/* -t: the fingerprints by which brokers sharing a store compare their
+ * certificate and routing-token key (docs/ha-keys.md). 0, or 1 if the
+ * token key in use (token mode) cannot be read. */
+static int
+print_fingerprints(const struct conf *c)
+{
+	char fp[CRYPTO_CERT_FP], kfp[CRYPTO_HASH_HEX], err[512];
+	int token = strcmp(c->rdp.mode, "token") == 0, r;
+
+	if (access(c->rdp.certificate, F_OK) != 0)
+		printf("RDP certificate: none yet (made at the first start): %s\n",
+		    c->rdp.certificate);
+	else if (crypto_cert_fingerprint(c->rdp.certificate, fp, err, sizeof(err)) == 0)
+		printf("RDP certificate SHA-256 fingerprint: %s\n", fp);
+	else
+		printf("RDP certificate: %s\n", err);
+	r = keys_token_fingerprint(c->token_key, 0, kfp, err, sizeof(err));
+	if (r == 0)
+		printf("routing-token key fingerprint: %s (%s)\n", kfp, c->token_key);
+	else if (r == KEYS_NONE)
+		printf("routing-token key: none yet (made at the first start in token "
+		    "mode): %s\n", c->token_key);
+	else
+		printf("routing-token key: %s\n", err);
+	return r == 0 || r == KEYS_NONE || !token ? 0 : 1;
+}
+
+/* Token mode: the routing-token key must be the one the brokers sharing the
+ * store use; the first records it. 0 or -1 (logged). */
+static int
+check_token_key(const struct conf *c, struct store *st)
+{
+	char err[768];
+	int first = 0;
+
+	if (strcmp(c->rdp.mode, "token") != 0)
+		return 0;
+	if (keys_token_check(st, c->token_key, &first, err, sizeof(err)) != 0) {
+		log_error("%s", err);
+		return -1;
+	}
+	if (first)
+		log_info("recorded the routing-token key's fingerprint in the store: the "
+		    "brokers sharing it must use the same key (%s)", c->token_key);
+	return 0;
 }
 
 /* The spliced-connections gauge of /metrics. */
@@ -148,7 +196,7 @@ serve(struct conf *c)
 		log_error("%s", err);
 		goto out;
 	}
-	if (ensure_admin(st) != 0)
+	if (ensure_admin(st) != 0 || check_token_key(c, st) != 0)
 		goto out;
 
 	agent.st = st;
@@ -243,7 +291,7 @@ main(int argc, char **argv)
 	}
 	if (check) {
 		printf("%s: configuration ok\n", path);
-		return 0;
+		return print_fingerprints(&c);
 	}
 	if (optind < argc)
 		return cli_run(&c, argc - optind, argv + optind);

@@ -40,7 +40,6 @@ auth_cleanup(struct auth *a)
 {
 	if (a == NULL || !a->ready)
 		return;
-	crypto_wipe(a->sessions, sizeof(a->sessions));
 	pthread_mutex_destroy(&a->lock);
 	a->ready = 0;
 }
@@ -82,34 +81,29 @@ cookie_get(const struct http_request *req, const char *name, char *out, size_t n
 
 /* ---- sessions (browser logins) ---- */
 
-/* Drops expired sessions. Lock held. */
-static void
-sessions_expire(struct auth *a, int64_t now)
+static struct store_session_limits
+limits(const struct auth *a)
 {
-	int64_t idle = (int64_t)a->c->admin_session_idle * 1000;
-	int64_t max = (int64_t)a->c->admin_session_max * 1000;
+	struct store_session_limits l = { (int64_t)a->c->admin_session_idle * 1000,
+	    (int64_t)a->c->admin_session_max * 1000 };
 
-	for (int i = 0; i < AUTH_SESSIONS; i++) {
-		struct auth_session *s = &a->sessions[i];
-		if (s->used && (now - s->last >= idle || now - s->created >= max))
-			crypto_wipe(s, sizeof(*s));
-	}
+	return l;
 }
 
-/* Finds the session of the cookie value id. Lock held. Slot or -1. */
-static int
-session_find(struct auth *a, const char *id)
+/* HMAC of the cookie, so no store keeps it and every broker derives the
+ * same. */
+int
+auth_session_csrf(const char *id, char out[CRYPTO_TOKEN_LEN + 1])
 {
-	char hash[CRYPTO_HASH_HEX];
+	static const char label[] = "tsbroker admin session csrf";
+	uint8_t mac[32];
+	int r;
 
-	if (!crypto_token_valid(id) || crypto_sha256_hex(id, CRYPTO_TOKEN_LEN, hash) != 0)
-		return -1;
-	for (int i = 0; i < AUTH_SESSIONS; i++) {
-		struct auth_session *s = &a->sessions[i];
-		if (s->used && crypto_equal(s->id_hash, hash, CRYPTO_HASH_HEX - 1))
-			return i;
-	}
-	return -1;
+	r = crypto_hmac_sha256((const uint8_t *)id, strlen(id), label, sizeof(label) - 1, mac);
+	if (r == 0)
+		util_hex(mac, sizeof(mac), out);
+	crypto_wipe(mac, sizeof(mac));
+	return r == 0 ? 0 : -1;
 }
 
 /* A bearer token's request: 0 with who->name, or -1 with 401/5xx answered. */
@@ -147,41 +141,49 @@ auth_check(struct auth *a, const struct http_request *req, struct http_response 
     struct auth_who *who)
 {
 	const char *auth = http_header(req, "Authorization"), *csrf;
+	const struct store_session_limits lim = limits(a);
+	struct store_admin_session s;
 	char id[CRYPTO_TOKEN_LEN + 2];
-	int64_t now = util_mono_ms();
-	int slot;
+	int r = -1;
 
 	memset(who, 0, sizeof(*who));
 	if (auth != NULL)
 		return check_bearer(a, req, res, auth, who);
 	if (cookie_get(req, AUTH_COOKIE_NAME, id, sizeof(id)) != 0) {
 		http_reply_error(res, 401, "login required");
-		return -1;
+		goto out;
 	}
-	pthread_mutex_lock(&a->lock);
-	sessions_expire(a, now);
-	if ((slot = session_find(a, id)) < 0) {
-		pthread_mutex_unlock(&a->lock);
+	if (!crypto_token_valid(id) || crypto_sha256_hex(id, CRYPTO_TOKEN_LEN,
+	    who->session) != 0 || (r = store_admin_session_use(a->st, who->session,
+	    util_now_ms(), &lim, &s)) == STORE_NOT_FOUND) {
 		http_reply_error(res, 401, "login required (the session has ended)");
-		return -1;
+		r = -1;
+		goto out;
+	}
+	if (r != 0 || auth_session_csrf(id, who->csrf) != 0) {
+		reply_store_error(res, r ? r : STORE_ERR);
+		r = -1;
+		goto out;
 	}
 	if (method_changes_state(req->method)) {
 		csrf = http_header(req, "X-CSRF-Token");
 		if (csrf == NULL || strlen(csrf) != CRYPTO_TOKEN_LEN ||
-		    !crypto_equal(csrf, a->sessions[slot].csrf, CRYPTO_TOKEN_LEN)) {
-			pthread_mutex_unlock(&a->lock);
+		    !crypto_equal(csrf, who->csrf, CRYPTO_TOKEN_LEN)) {
 			log_warn("admin %s %s from %s refused: missing or wrong CSRF token",
 			    req->method, req->path, req->client);
 			http_reply_error(res, 403, "missing or wrong X-CSRF-Token");
-			return -1;
+			r = -1;
+			goto out;
 		}
 	}
-	a->sessions[slot].last = now;
-	pthread_mutex_unlock(&a->lock);
 	who->kind = AUTH_BY_COOKIE;
-	who->slot = slot;
+	who->created = s.created;
 	util_strlcpy(who->name, "admin", sizeof(who->name));
-	return 0;
+ out:
+	if (r != 0)
+		crypto_wipe(who, sizeof(*who));
+	crypto_wipe(id, sizeof(id));
+	return r;
 }
 
 /* ---- login rate limits ---- */
@@ -274,15 +276,15 @@ log_limited(struct auth *a, const char *client, int64_t wait)
 
 /* ---- POST /api/v1/login, POST /api/v1/logout, GET /api/v1/session ---- */
 
+/* created: the login (unix ms) */
 static char *
-session_json(struct auth *a, const struct auth_session *s, int64_t now)
+session_json(struct auth *a, const char *csrf, int64_t created)
 {
-	int64_t left_max = s->created + (int64_t)a->c->admin_session_max * 1000 - now;
 	struct wire_json *o = wire_json_object();
 
 	wire_json_str(o, "user", "admin");
-	wire_json_str(o, "csrf_token", s->csrf);
-	wire_json_int(o, "expires", util_now_ms() + left_max);
+	wire_json_str(o, "csrf_token", csrf);
+	wire_json_int(o, "expires", created + (int64_t)a->c->admin_session_max * 1000);
 	wire_json_int(o, "idle_timeout", a->c->admin_session_idle);
 	return wire_json_dump(o);
 }
@@ -297,23 +299,11 @@ set_cookie(struct http_response *res, const char *value, int max_age)
 	http_add_header(res, "Set-Cookie", buf);
 }
 
-/* Keeps s in a free slot, or in the least recently used one. */
+/* A login of client succeeded: its failures are forgiven. */
 static void
-session_keep(struct auth *a, const struct auth_session *s, const char *client)
+limit_forget(struct auth *a, const char *client)
 {
-	int slot = 0;
-
 	pthread_mutex_lock(&a->lock);
-	sessions_expire(a, s->created);
-	for (int i = 0; i < AUTH_SESSIONS; i++) {
-		if (!a->sessions[i].used) {
-			slot = i;
-			break;
-		}
-		if (a->sessions[i].last < a->sessions[slot].last)
-			slot = i;	/* full: the least recently used goes */
-	}
-	a->sessions[slot] = *s;
 	for (int i = 0; i < AUTH_LIMITS; i++)
 		if (strcmp(a->limits[i].client, client) == 0)
 			memset(&a->limits[i], 0, sizeof(a->limits[i]));
@@ -325,8 +315,9 @@ auth_login(struct auth *a, const struct http_request *req, struct http_response 
 {
 	const char *ct = http_header(req, "Content-Type");
 	char pw[256], hash[CRYPTO_PWHASH_MAX], err[128], id[CRYPTO_TOKEN_LEN + 1], buf[24];
-	struct auth_session s;
-	int64_t wait, now;
+	char csrf[CRYPTO_TOKEN_LEN + 1];
+	struct store_admin_session s;
+	int64_t wait;
 	int r, failures;
 
 	if (ct == NULL || strncasecmp(ct, "application/json", 16) != 0) {
@@ -366,23 +357,25 @@ auth_login(struct auth *a, const struct http_request *req, struct http_response 
 	memset(&s, 0, sizeof(s));
 	if (crypto_token_new(id, sizeof(id)) != 0 ||
 	    crypto_sha256_hex(id, CRYPTO_TOKEN_LEN, s.id_hash) != 0 ||
-	    crypto_token_new(s.csrf, sizeof(s.csrf)) != 0) {
+	    auth_session_csrf(id, csrf) != 0) {
 		http_reply_error(res, 500, "cannot make a session");
 		goto out;
 	}
-	now = util_mono_ms();
-	s.used = 1;
-	s.created = s.last = now;
+	s.created = s.last_used = util_now_ms();
 	util_strlcpy(s.client, req->client, sizeof(s.client));
-	session_keep(a, &s, req->client);
+	if ((r = store_admin_session_add(a->st, &s, AUTH_SESSIONS)) != 0) {
+		reply_store_error(res, r);
+		goto out;
+	}
+	limit_forget(a, req->client);
 	__atomic_add_fetch(&a->m->ok, 1, __ATOMIC_RELAXED);
 	log_info("admin logged in from %s", req->client);
 	(void)store_event_add(a->st, "admin_login", NULL, NULL, req->client,
 	    "status page login", 0);
 	set_cookie(res, id, a->c->admin_session_max);
-	http_reply_json(res, 200, session_json(a, &s, now));
-	crypto_wipe(&s, sizeof(s));
+	http_reply_json(res, 200, session_json(a, csrf, s.created));
  out:
+	crypto_wipe(csrf, sizeof(csrf));
 	crypto_wipe(id, sizeof(id));
 	crypto_wipe(pw, sizeof(pw));
 }
@@ -391,10 +384,15 @@ void
 auth_logout(struct auth *a, const struct auth_who *who, const struct http_request *req,
     struct http_response *res)
 {
+	int r;
+
 	if (who->kind == AUTH_BY_COOKIE) {
-		pthread_mutex_lock(&a->lock);
-		crypto_wipe(&a->sessions[who->slot], sizeof(a->sessions[who->slot]));
-		pthread_mutex_unlock(&a->lock);
+		/* NOT_FOUND: ended meanwhile (another tab, another broker) */
+		if ((r = store_admin_session_remove(a->st, who->session)) != 0 &&
+		    r != STORE_NOT_FOUND) {
+			reply_store_error(res, r);
+			return;
+		}
 		log_info("admin logged out from %s", req->client);
 	}
 	set_cookie(res, "", 0);
@@ -404,7 +402,6 @@ auth_logout(struct auth *a, const struct auth_who *who, const struct http_reques
 void
 auth_session_get(struct auth *a, const struct auth_who *who, struct http_response *res)
 {
-	struct auth_session s;
 	struct wire_json *o;
 
 	if (who->kind == AUTH_BY_BEARER) {
@@ -414,9 +411,5 @@ auth_session_get(struct auth *a, const struct auth_who *who, struct http_respons
 		http_reply_json(res, 200, wire_json_dump(o));
 		return;
 	}
-	pthread_mutex_lock(&a->lock);
-	s = a->sessions[who->slot];
-	pthread_mutex_unlock(&a->lock);
-	http_reply_json(res, 200, session_json(a, &s, util_mono_ms()));
-	crypto_wipe(&s, sizeof(s));
+	http_reply_json(res, 200, session_json(a, who->csrf, who->created));
 }

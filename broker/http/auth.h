@@ -3,10 +3,14 @@
  *    password sets the cookie AUTH_COOKIE_NAME (HttpOnly, Secure,
  *    SameSite=Strict, Path=/) and answers a CSRF token that every
  *    state-changing request (not GET or HEAD) must send as X-CSRF-Token.
- *    Sessions live in memory only (a restart logs everyone out); only the
- *    SHA-256 of their ids is kept. They expire after [http]
+ *    Sessions live in the store (store_admin_session_*), so every broker
+ *    sharing it knows them and a logout on one ends it on all; only the
+ *    SHA-256 of the cookie is kept, and the CSRF token is derived from the
+ *    cookie (HMAC), not stored. They expire after [http]
  *    admin_session_idle seconds without a request and at the latest
- *    admin_session_max seconds after the login.
+ *    admin_session_max seconds after the login; at most AUTH_SESSIONS are
+ *    kept (the least recently used goes); expired rows are deleted by the
+ *    background work (health.c).
  *  - a script: "Authorization: Bearer tsba_<64 hex>" (admin_token.h), kept
  *    as its SHA-256 in the store. No CSRF token is needed: browsers never
  *    send it by themselves.
@@ -50,15 +54,10 @@ enum auth_kind {
 struct auth_who {
 	enum auth_kind kind;
 	char name[WIRE_NAME_MAX];	/* token name, or "admin" */
-	int slot;			/* session slot (AUTH_BY_COOKIE) */
-};
-
-struct auth_session {
-	int used;
-	char id_hash[CRYPTO_HASH_HEX];		/* SHA-256 of the cookie's value */
+	/* AUTH_BY_COOKIE: */
+	char session[CRYPTO_HASH_HEX];	/* the store's key: SHA-256 of the cookie */
 	char csrf[CRYPTO_TOKEN_LEN + 1];
-	int64_t created, last;			/* monotonic ms */
-	char client[64];
+	int64_t created;		/* the login, unix ms */
 };
 
 struct auth_limit {
@@ -72,8 +71,7 @@ struct auth {
 	const struct conf *c;			/* borrowed */
 	struct metrics_logins *m;		/* borrowed: its counters */
 	int ready;
-	pthread_mutex_t lock;			/* sessions, limits, bucket */
-	struct auth_session sessions[AUTH_SESSIONS];
+	pthread_mutex_t lock;			/* limits, bucket */
 	struct auth_limit limits[AUTH_LIMITS];
 	double bucket;				/* global login attempts allowed now */
 	int64_t bucket_ms;
@@ -84,7 +82,7 @@ struct auth {
  * it. 0 or -1. */
 int auth_init(struct auth *a, struct store *st, const struct conf *c,
     struct metrics_logins *m);
-/* Forgets the sessions (wiped). Safe on a zeroed a and twice. */
+/* Safe on a zeroed a and twice. */
 void auth_cleanup(struct auth *a);
 
 /* Authenticates req for an AUTH_ADMIN route: 0 with *who filled, or -1 with
@@ -100,6 +98,10 @@ void auth_login(struct auth *a, const struct http_request *req,
  * cookie. */
 void auth_logout(struct auth *a, const struct auth_who *who,
     const struct http_request *req, struct http_response *res);
+/* The CSRF token of the session whose cookie value is cookie (a
+ * CRYPTO_TOKEN_LEN hex token): HMAC(cookie, a label) in hex. 0 or -1. */
+int auth_session_csrf(const char *cookie, char out[CRYPTO_TOKEN_LEN + 1]);
+
 /* GET /api/v1/session: who is logged in (a session: with its CSRF token). */
 void auth_session_get(struct auth *a, const struct auth_who *who,
     struct http_response *res);

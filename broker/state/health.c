@@ -77,6 +77,18 @@ health_sweep(struct store *st, const struct conf *c, int64_t now, int64_t starte
 	return r;
 }
 
+/* Expired admin browser sessions (auth.h) deleted: each by one broker. */
+static void
+admin_sessions_prune(struct health *h, int64_t now)
+{
+	const struct store_session_limits lim = {
+	    (int64_t)h->c->admin_session_idle * 1000, (int64_t)h->c->admin_session_max * 1000 };
+	int pruned = 0;
+
+	if (store_admin_session_prune(h->st, now, &lim, &pruned) == 0 && pruned > 0)
+		log_info("%d expired admin sessions deleted", pruned);
+}
+
 static void *
 health_main(void *arg)
 {
@@ -93,6 +105,7 @@ health_main(void *arg)
 			(void)store_event_prune(h->st, now -
 			    (int64_t)h->c->event_retention_days * 86400 * 1000,
 			    h->c->event_max);
+			admin_sessions_prune(h, now);
 			last_prune = now;
 		}
 		pthread_mutex_lock(&h->lock);

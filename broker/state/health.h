@@ -1,5 +1,6 @@
 /* health: turns the absence of heartbeats into server states, expires
- * pending placements, quarantines black holes and prunes old events.
+ * pending placements, quarantines black holes and prunes old events and
+ * expired admin sessions.
  * (Heartbeats themselves are applied by store_heartbeat_apply.) */
 #ifndef TS_HEALTH_H
 #define TS_HEALTH_H

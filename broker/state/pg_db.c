@@ -29,6 +29,7 @@ struct pg_stmt {
 };
 
 struct store_db {
+	struct sql_db sql;		/* first: pgdb_ops */
 	PGconn *conn;
 	struct pg_stmt cache[STMT_CACHE];
 	size_t ncache;
@@ -127,16 +128,14 @@ stmt_get(struct store_db *d, const char *sql, const char *fmt)
 	return s;
 }
 
-struct pg_stmt *
-pgdb_prep(struct store_db *d, const char *sql, const char *fmt, ...)
+static struct sql_stmt *
+pgdb_vprep(struct store_db *d, const char *sql, const char *fmt, va_list ap)
 {
 	struct pg_stmt *s;
-	va_list ap;
 	int i;
 
 	if ((s = stmt_get(d, sql, fmt)) == NULL)
 		return NULL;
-	va_start(ap, fmt);
 	for (i = 0; fmt[i] != '\0'; i++) {
 		char *v = d->vals[i];
 
@@ -149,16 +148,28 @@ pgdb_prep(struct store_db *d, const char *sql, const char *fmt, ...)
 		case 'd': snprintf(v, sizeof(d->vals[i]), "%.17g", va_arg(ap, double)); break;
 		}
 	}
-	va_end(ap);
 	d->nparams = i;
+	return (struct sql_stmt *)s;
+}
+
+static struct sql_stmt *
+pgdb_prep(struct store_db *d, const char *sql, const char *fmt, ...)
+{
+	struct sql_stmt *s;
+	va_list ap;
+
+	va_start(ap, fmt);
+	s = pgdb_vprep(d, sql, fmt, ap);
+	va_end(ap);
 	return s;
 }
 
 /* Runs s; the result (PGRES_TUPLES_OK or COMMAND_OK) or NULL (classified
  * into *r). */
 static PGresult *
-run(struct store_db *d, struct pg_stmt *s, int *r, const char *func)
+run(struct store_db *d, struct sql_stmt *stmt, int *r, const char *func)
 {
+	const struct pg_stmt *s = (const struct pg_stmt *)stmt;
 	PGresult *res;
 	ExecStatusType st;
 
@@ -200,8 +211,8 @@ row_map(PGresult *res, int row, struct cols cols, void *dst)
 	return r;
 }
 
-int
-pgdb_exec(struct store_db *d, struct pg_stmt *s, int *changes)
+static int
+pgdb_exec(struct store_db *d, struct sql_stmt *s, int *changes)
 {
 	PGresult *res;
 	int r;
@@ -216,8 +227,8 @@ pgdb_exec(struct store_db *d, struct pg_stmt *s, int *changes)
 	return 0;
 }
 
-int
-pgdb_row(struct store_db *d, struct pg_stmt *s, struct cols cols, void *dst)
+static int
+pgdb_row(struct store_db *d, struct sql_stmt *s, struct cols cols, void *dst)
 {
 	PGresult *res;
 	int r;
@@ -232,8 +243,8 @@ pgdb_row(struct store_db *d, struct pg_stmt *s, struct cols cols, void *dst)
 	return r;
 }
 
-int
-pgdb_rows(struct store_db *d, struct pg_stmt *s, size_t elem, struct cols cols,
+static int
+pgdb_rows(struct store_db *d, struct sql_stmt *s, size_t elem, struct cols cols,
     void *out, size_t *n)
 {
 	PGresult *res;
@@ -256,8 +267,8 @@ pgdb_rows(struct store_db *d, struct pg_stmt *s, size_t elem, struct cols cols,
 	return r;
 }
 
-int
-pgdb_each(struct store_db *d, struct pg_stmt *s, struct cols cols, void *buf, size_t elem,
+static int
+pgdb_each(struct store_db *d, struct sql_stmt *s, struct cols cols, void *buf, size_t elem,
     int (*each)(void *ctx, const void *row), void *ctx, size_t *rows)
 {
 	PGresult *res;
@@ -278,7 +289,7 @@ pgdb_each(struct store_db *d, struct pg_stmt *s, struct cols cols, void *buf, si
 struct gen_row { int64_t v; };
 static const struct col gen_cols[] = { COL('L', struct gen_row, v) };
 
-int64_t
+static int64_t
 pgdb_last_id(struct store_db *d)
 {
 	struct gen_row g = { 0 };
@@ -286,6 +297,9 @@ pgdb_last_id(struct store_db *d)
 	(void)pgdb_row(d, pgdb_prep(d, "SELECT lastval()", ""), COLS(gen_cols), &g);
 	return g.v;
 }
+
+static const struct sql_ops pgdb_ops = { pgdb_vprep, pgdb_exec, pgdb_row, pgdb_rows,
+	pgdb_each, pgdb_last_id };
 
 /* A statement without parameters or rows, outside the cache. */
 static int
@@ -315,6 +329,8 @@ reconnect(struct store_db *d)
 	return 0;
 }
 
+static int gen_made(struct store_db *d, uint64_t *made);
+
 int
 pgdb_begin(struct store_db *d, int write)
 {
@@ -343,13 +359,16 @@ pgdb_begin(struct store_db *d, int write)
 int
 pgdb_end(struct store_db *d, int r, uint64_t *gen)
 {
+	uint64_t made = 0;
+
 	*gen = 0;
 	if (!d->in_tx)
 		return r;
 	d->in_tx = 0;
+	if (r == 0 && d->writing && d->gen != 0)
+		r = gen_made(d, &made);
 	if (r == 0 && (r = simple(d, "COMMIT", __func__)) == 0) {
-		if (d->writing)
-			*gen = d->gen;
+		*gen = made;
 		return 0;
 	}
 	if (PQstatus(d->conn) == CONNECTION_OK &&
@@ -358,16 +377,106 @@ pgdb_end(struct store_db *d, int r, uint64_t *gen)
 	return r;
 }
 
+/* The generation: a hash of the snapshot's running transactions (xip, in
+ * ascending order) and its xmax, which is the latest completed transaction
+ * + 1. While xmax stays, transactions below it can only complete, leaving
+ * xip; one above it that completes moves xmax: so an equal generation
+ * means no transaction completed between the two reads (xmax alone misses
+ * a commit by one that was running at the first). xmin is left out: it
+ * counts this connection's own transaction. */
+#define SQL_SNAPSHOT "WITH c AS (SELECT pg_current_snapshot() AS s) " \
+    "SELECT 1, x::text::bigint FROM c, pg_snapshot_xip(s) AS x UNION ALL " \
+    "SELECT 2, pg_snapshot_xmax(s)::text::bigint FROM c"
+#define GEN_RANGE_MAX 65536	/* of running xids predicted by gen_made */
+
+struct snap_row {
+	int64_t kind, v;		/* 1 running, 2 xmax, 3 this transaction's xid */
+};
+static const struct col snap_cols[] = { COL('L', struct snap_row, kind),
+	COL('L', struct snap_row, v) };
+
+struct snap {
+	uint64_t h;			/* of the running xids so far */
+	int64_t xmax, own;
+};
+
+static uint64_t
+gen_mix(uint64_t h, uint64_t v)
+{
+	h = (h ^ v) * UINT64_C(0x9e3779b97f4a7c15);
+	return h ^ (h >> 31);
+}
+
+static uint64_t
+gen_final(uint64_t h, int64_t xmax)
+{
+	h = gen_mix(h ^ UINT64_C(0x5bd1e995), (uint64_t)xmax);
+	return h != 0 ? h : 1;		/* 0: unknown */
+}
+
+static int
+snap_row(void *ctx, const void *row)
+{
+	const struct snap_row *w = row;
+	struct snap *sn = ctx;
+
+	if (w->kind == 1)
+		sn->h = gen_mix(sn->h, (uint64_t)w->v);
+	else if (w->kind == 2)
+		sn->xmax = w->v;
+	else
+		sn->own = w->v;
+	return 0;
+}
+
 int
 pgdb_generation(struct store_db *d, uint64_t *gen)
 {
-	struct gen_row g;
+	struct snap sn = { 0, 0, 0 };
+	struct snap_row w;
+	size_t rows;
 	int r;
 
-	if ((r = pgdb_row(d, pgdb_prep(d, "SELECT pg_snapshot_xmax(pg_current_snapshot())::"
-	    "text::bigint", ""), COLS(gen_cols), &g)) == 0)
-		*gen = d->gen = (uint64_t)g.v;
+	if ((r = pgdb_each(d, pgdb_prep(d, SQL_SNAPSHOT " ORDER BY 1, 2", ""),
+	    COLS(snap_cols), &w, sizeof(w), snap_row, &sn, &rows)) == 0)
+		*gen = d->gen = gen_final(sn.h, sn.xmax);
 	return r;
+}
+
+/* The generation this transaction's commit will make, read just before it:
+ * 0 if another transaction completed since the generation was read in it.
+ * Else, with xid X of this one: X below xmax leaves the snapshot as it is;
+ * X at or above it makes xmax X + 1 and every xid from the old xmax to X
+ * (running now, none completed yet) part of the running set. A subxact
+ * among those makes the guess wrong: one needless reload, never a missed
+ * commit. */
+static int
+gen_made(struct store_db *d, uint64_t *made)
+{
+	struct snap sn = { 0, 0, 0 };
+	struct snap_row w;
+	size_t rows;
+	uint64_t h;
+	int r;
+
+	*made = 0;
+	if ((r = pgdb_each(d, pgdb_prep(d, SQL_SNAPSHOT " UNION ALL SELECT 3, "
+	    "coalesce(pg_current_xact_id_if_assigned()::text::bigint, 0) ORDER BY 1, 2", ""),
+	    COLS(snap_cols), &w, sizeof(w), snap_row, &sn, &rows)) != 0)
+		return r;
+	if (gen_final(sn.h, sn.xmax) != d->gen)
+		return 0;
+	if (sn.own < sn.xmax) {		/* no xid (0) too */
+		*made = d->gen;
+		return 0;
+	}
+	if (sn.own - sn.xmax > GEN_RANGE_MAX)
+		return 0;
+	h = sn.h;
+	for (int64_t x = sn.xmax; x < sn.own; x++)
+		h = gen_mix(h, (uint64_t)x);
+	*made = gen_final(h, sn.own + 1);
+	return 0;
 }
 
 int
@@ -452,6 +561,7 @@ pgdb_open(const char *conninfo, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	d->sql.ops = &pgdb_ops;
 	d->conn = PQconnectdb(conninfo);
 	if (PQstatus(d->conn) != CONNECTION_OK) {
 		/* libpq's message names host and port, never the password */

@@ -1,11 +1,12 @@
-/* pg_db: the PostgreSQL engine's connection (for store_pg.c):
+/* pg_db: the PostgreSQL engine's connection (struct sql_ops of sql_db.h for
+ * store_sql.c and store_pg.c):
  * connecting with a libpq conninfo (several hosts, target_session_attrs,
  * sslmode, a password from .pgpass or a service file: all libpq's), the
  * migrations of schema/postgresql/NNN_*.sql applied once under an advisory
  * lock (several brokers starting together), prepared statements named once
  * per connection (PQprepare/PQexecPrepared, cached by the SQL text's
- * address; '?' and '?N' placeholders as in sqlite_db.h, typed from fmt),
- * rows mapped by the column tables of sqlite_db.h, transactions and their
+ * address; '?' and '?N' placeholders typed from fmt), rows mapped by the
+ * column tables of sql_db.h, transactions and their
  * generation. pg_db.c is the only file that includes libpq-fe.h.
  *
  * Returns: 0 or a STORE_* code (store.h); PostgreSQL failures are logged
@@ -23,39 +24,28 @@
  * by the next beat, a server or token added again is STORE_EXISTS. Not yet
  * done: retrying a whole transaction on 40001/40P01 (READ COMMITTED gives
  * a deadlock only when two placements re-pick across two servers' locks).
- * Statements from pgdb_prep belong to the connection and hold their bound
- * values until the next pgdb_prep. */
+ * Its statements (struct sql_ops) hold their bound values (text by
+ * pointer: the caller's strings must live until the statement runs) until
+ * the next prep. */
 #ifndef TS_PG_DB_H
 #define TS_PG_DB_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "broker/state/sqlite_db.h"	/* struct col, struct cols, COL, COLS */
-
-struct pg_stmt;
+#include "broker/state/sql_db.h"
+#include "broker/state/store_engine.h"
 
 /* NULL with the reason in err (never the conninfo); a newer schema is
  * refused (STORE_TOO_NEW). Owned by the caller: pgdb_close. */
 struct store_db *pgdb_open(const char *conninfo, char *err, size_t errlen);
 void pgdb_close(struct store_db *d);
 
-/* The statement for sql (a string constant), with the values in fmt ('t'
- * text, 'i' int, 'I' int64, 'd' double) bound, or NULL (logged). */
-struct pg_stmt *pgdb_prep(struct store_db *d, const char *sql, const char *fmt, ...);
-/* As sqldb_exec, sqldb_row, sqldb_rows, sqldb_each (sqlite_db.h). */
-int pgdb_exec(struct store_db *d, struct pg_stmt *s, int *changes);
-int pgdb_row(struct store_db *d, struct pg_stmt *s, struct cols cols, void *dst);
-int pgdb_rows(struct store_db *d, struct pg_stmt *s, size_t elem, struct cols cols,
-    void *out, size_t *n);
-int pgdb_each(struct store_db *d, struct pg_stmt *s, struct cols cols, void *buf,
-    size_t elem, int (*each)(void *ctx, const void *row), void *ctx, size_t *rows);
-/* The id of this session's last INSERT (lastval()); 0 if none. */
-int64_t pgdb_last_id(struct store_db *d);
-
 /* The engine's begin, end and generation (store_engine.h): the generation
- * is pg_snapshot_xmax(pg_current_snapshot()), the next transaction id of
- * the cluster, which any commit of any broker moves. */
+ * is a hash of pg_current_snapshot()'s running transactions and xmax, which
+ * any transaction completing on the cluster changes; end reports the one
+ * its own commit makes (read just before it) unless another transaction
+ * completed since the generation was read in this transaction. */
 int pgdb_begin(struct store_db *d, int write);
 int pgdb_end(struct store_db *d, int r, uint64_t *gen);
 int pgdb_generation(struct store_db *d, uint64_t *gen);

@@ -17,6 +17,7 @@
 #define STMT_CACHE 128
 
 struct store_db {
+	struct sql_db sql;	/* first: sqldb_ops */
 	sqlite3 *db;
 	struct { const char *sql; sqlite3_stmt *stmt; } cache[STMT_CACHE];
 	size_t ncache;
@@ -37,11 +38,10 @@ db_error(struct store_db *d, const char *func, int rc)
 
 /* Returns the cached prepared statement for sql, bound with the values in
  * fmt ('t' text, 'i' int, 'I' int64, 'd' double), or NULL (logged). */
-sqlite3_stmt *
-sqldb_prep(struct store_db *d, const char *sql, const char *fmt, ...)
+static struct sql_stmt *
+sqldb_vprep(struct store_db *d, const char *sql, const char *fmt, va_list ap)
 {
 	sqlite3_stmt *stmt = NULL;
-	va_list ap;
 	size_t i;
 	int rc = SQLITE_OK;
 
@@ -62,7 +62,6 @@ sqldb_prep(struct store_db *d, const char *sql, const char *fmt, ...)
 			d->cache[d->ncache++].stmt = stmt;
 		}
 	}
-	va_start(ap, fmt);
 	for (i = 0; fmt[i] != '\0' && rc == SQLITE_OK; i++) {
 		int col = (int)i + 1;
 		switch (fmt[i]) {
@@ -73,16 +72,15 @@ sqldb_prep(struct store_db *d, const char *sql, const char *fmt, ...)
 		case 'd': rc = sqlite3_bind_double(stmt, col, va_arg(ap, double)); break;
 		}
 	}
-	va_end(ap);
 	if (rc != SQLITE_OK) {
 		log_error("bind: %s", sqlite3_errmsg(d->db));
 		sqlite3_reset(stmt);
 		return NULL;
 	}
-	return stmt;
+	return (struct sql_stmt *)stmt;
 }
 
-/* Resets a statement from sqldb_prep() for its next use. */
+/* Resets a statement from sql_prep() for its next use. */
 static void
 done(struct store_db *d, sqlite3_stmt *stmt)
 {
@@ -98,9 +96,10 @@ done(struct store_db *d, sqlite3_stmt *stmt)
 
 /* Runs a statement that returns no rows; *changes (if not NULL) is how
  * many rows it changed. 0 or a STORE_* code. */
-int
-sqldb_exec(struct store_db *d, sqlite3_stmt *stmt, int *changes)
+static int
+sqldb_exec(struct store_db *d, struct sql_stmt *s, int *changes)
 {
+	sqlite3_stmt *stmt = (sqlite3_stmt *)s;
 	int rc;
 
 	if (changes != NULL)
@@ -118,7 +117,7 @@ sqldb_exec(struct store_db *d, sqlite3_stmt *stmt, int *changes)
 		*changes = sqlite3_changes(d->db);
 	return 0;
 }
-#define EXEC(d, ...) sqldb_exec(d, sqldb_prep(d, __VA_ARGS__), NULL)
+#define EXEC(d, ...) sqldb_exec(d, sql_prep(d, __VA_ARGS__), NULL)
 
 /* ---- row mapping: one table of columns per row type ---- */
 
@@ -149,9 +148,10 @@ row_map(sqlite3_stmt *s, struct cols cols, void *dst)
 
 /* Steps s to its first row into dst. 0, STORE_NOT_FOUND or another
  * STORE_* code. Resets s. */
-int
-sqldb_row(struct store_db *d, sqlite3_stmt *s, struct cols cols, void *dst)
+static int
+sqldb_row(struct store_db *d, struct sql_stmt *st, struct cols cols, void *dst)
 {
+	sqlite3_stmt *s = (sqlite3_stmt *)st;
 	int rc, r;
 
 	if (s == NULL)
@@ -166,10 +166,11 @@ sqldb_row(struct store_db *d, sqlite3_stmt *s, struct cols cols, void *dst)
 
 /* Steps s through all its rows into a new array of elem-sized items. *out
  * and *n are set even on error: the caller frees *out. Resets s. */
-int
-sqldb_rows(struct store_db *d, sqlite3_stmt *s, size_t elem, struct cols cols,
+static int
+sqldb_rows(struct store_db *d, struct sql_stmt *st, size_t elem, struct cols cols,
     void *out, size_t *n)
 {
+	sqlite3_stmt *s = (sqlite3_stmt *)st;
 	char *list = NULL, *tmp;
 	size_t count = 0, cap = 0;
 	int rc = SQLITE_DONE, r = 0;
@@ -201,10 +202,11 @@ sqldb_rows(struct store_db *d, sqlite3_stmt *s, size_t elem, struct cols cols,
 /* Steps s through all its rows, each into buf (elem bytes, zeroed first)
  * and then to each(ctx, buf), which returns 0 or a STORE_* code that stops
  * the walk. *rows is how many rows came. Resets s. */
-int
-sqldb_each(struct store_db *d, sqlite3_stmt *s, struct cols cols, void *buf, size_t elem,
-    int (*each)(void *ctx, const void *row), void *ctx, size_t *rows)
+static int
+sqldb_each(struct store_db *d, struct sql_stmt *st, struct cols cols, void *buf,
+    size_t elem, int (*each)(void *ctx, const void *row), void *ctx, size_t *rows)
 {
+	sqlite3_stmt *s = (sqlite3_stmt *)st;
 	int rc = SQLITE_DONE, r = 0;
 
 	*rows = 0;
@@ -221,11 +223,14 @@ sqldb_each(struct store_db *d, sqlite3_stmt *s, struct cols cols, void *buf, siz
 	return r;
 }
 
-int64_t
+static int64_t
 sqldb_last_id(struct store_db *d)
 {
 	return sqlite3_last_insert_rowid(d->db);
 }
+
+static const struct sql_ops sqldb_ops = { sqldb_vprep, sqldb_exec, sqldb_row,
+	sqldb_rows, sqldb_each, sqldb_last_id };
 
 /* ---- transactions ---- */
 
@@ -254,7 +259,7 @@ sqldb_end(struct store_db *d, int r, uint64_t *gen)
 int
 sqldb_generation(struct store_db *d, uint64_t *gen)
 {
-	sqlite3_stmt *s = sqldb_prep(d, "PRAGMA data_version", "");
+	sqlite3_stmt *s = (sqlite3_stmt *)sql_prep(d, "PRAGMA data_version", "");
 	int rc;
 
 	if (s == NULL)
@@ -333,6 +338,7 @@ sqldb_open(const char *path, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	d->sql.ops = &sqldb_ops;
 	if (sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 	    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
 		snprintf(err, errlen, "%s: %s", path, d->db ? sqlite3_errmsg(d->db) :

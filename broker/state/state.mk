@@ -1,8 +1,9 @@
-# broker/state/: the state. The store (engine-independent layer, the SQLite
-# engine, the rules of placement and heartbeat reconciliation, the states),
+# broker/state/: the state. The store (engine-independent layer, the SQL both
+# engines share, the SQLite and PostgreSQL connections, the rules of placement
+# and heartbeat reconciliation, the states),
 # the farm's n+1 summary, health, and the schema embedded from schema/NNN_*.sql.
 # STORE_SRC/STORE_OBJ: what a program using store.h links (fuzz, bench).
-STORE_SRC := broker/state/store.c broker/state/store_sqlite.c broker/state/sqlite_db.c \
+STORE_SRC := broker/state/store.c broker/state/store_sql.c broker/state/sqlite_db.c \
 	broker/state/store_pg.c broker/state/pg_db.c broker/state/reconcile.c \
 	broker/state/states.c broker/state/placement.c
 STORE_OBJ := $(STORE_SRC:%.c=$(B)/%.o) $(B)/schema.o $(B)/schema_pg.o
@@ -38,6 +39,10 @@ $(eval $(call unit_test,test_store,$(STORE_TEST_OBJS),$(STATE_LIBS) $(COMMON_LIB
 $(eval $(call unit_test,test_store_sqlite,$(STORE_TEST_OBJS),$(STATE_LIBS) $(COMMON_LIBS)))
 # test_store_pg: several stores at once (on PostgreSQL by make unit-pg)
 $(eval $(call unit_test,test_store_pg,$(STORE_TEST_OBJS),$(STATE_LIBS) $(COMMON_LIBS)))
+# test_keys (broker/core/keys.c): the token key's check against a store
+$(eval $(call unit_test,test_keys,$(B)/broker/core/keys.o $(B)/broker/core/crypto.o \
+	$(B)/broker/front/token.o $(STORE_OBJ) $(COMMON_OBJ),$(call PKG_LIBS,openssl) \
+	$(STATE_LIBS) $(COMMON_LIBS)))
 $(eval $(call unit_test,test_farm,$(B)/broker/state/farm.o $(B)/broker/state/states.o \
 	$(B)/broker/common/util.o,))
 FUZZERS += fuzz_heartbeat

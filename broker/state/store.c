@@ -36,6 +36,7 @@ struct load_cache {
 	unsigned char *dirty;
 	size_t n, cap;
 	int64_t now;			/* of the load under way */
+	uint64_t loads;			/* whole loads so far (store_cache_loads) */
 };
 
 struct store {
@@ -113,13 +114,17 @@ event(struct store *st, int r, int64_t now, const char *kind, const char *server
 static void
 lc_clear(struct load_cache *lc)
 {
+	uint64_t loads;
+
 	for (size_t i = 0; i < lc->n; i++)
 		free((char *)lc->sv[i].name);
 	free(lc->sv);
 	free(lc->q_until);
 	free(lc->min_expires);
 	free(lc->dirty);
+	loads = lc->loads;
 	memset(lc, 0, sizeof(*lc));
+	lc->loads = loads;
 }
 
 /* Slot i from a loaded row at lc->now. */
@@ -234,6 +239,7 @@ lc_load(struct store *st, uint64_t gen, int64_t now)
 	}
 	lc->valid = 1;
 	lc->gen = gen;
+	lc->loads++;
 	return 0;
 }
 
@@ -351,6 +357,17 @@ store_close(struct store *st)
 	st->e->close(st->db);
 	pthread_mutex_destroy(&st->lock);
 	free(st);
+}
+
+uint64_t
+store_cache_loads(struct store *st)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&st->lock);
+	n = st->lc.loads;
+	pthread_mutex_unlock(&st->lock);
+	return n;
 }
 
 const char *
@@ -793,4 +810,90 @@ store_admin_token_remove(struct store *st, const char *name, int64_t now)
 		return r;
 	r = st->e->admin_token_remove(st->db, name);
 	return end(st, event(st, r, now, "admin_token_removed", NULL, name));
+}
+
+/* ---- admin browser sessions ---- */
+
+int
+store_admin_session_add(struct store *st, const struct store_admin_session *s, int keep)
+{
+	return ONE(st, 1, admin_session_add, s, keep < 1 ? 1 : keep);
+}
+
+/* The rule of expiry (the prune's SQL says the same). */
+static int
+admin_session_live(const struct store_admin_session *s, int64_t now,
+    const struct store_session_limits *lim)
+{
+	return now - s->last_used < lim->idle_ms && now - s->created < lim->max_ms;
+}
+
+int
+store_admin_session_use(struct store *st, const char *id_hash, int64_t now,
+    const struct store_session_limits *lim, struct store_admin_session *out)
+{
+	struct store_admin_session s;
+	int r;
+
+	if ((r = begin(st, 1)) != 0)
+		return r;
+	if ((r = st->e->admin_session_get(st->db, id_hash, &s)) == 0 &&
+	    !admin_session_live(&s, now, lim))
+		r = STORE_NOT_FOUND;
+	if (r == 0 && now - s.last_used >= 1000)
+		r = st->e->admin_session_touch(st->db, id_hash, now);
+	if ((r = end(st, r)) == 0)
+		*out = s;
+	return r;
+}
+
+int
+store_admin_session_remove(struct store *st, const char *id_hash)
+{
+	return ONE(st, 1, admin_session_remove, id_hash);
+}
+
+int
+store_admin_session_prune(struct store *st, int64_t now,
+    const struct store_session_limits *lim, int *pruned)
+{
+	int n = 0, r;
+
+	r = ONE(st, 1, admin_session_prune, now - lim->idle_ms, now - lim->max_ms, &n);
+	*pruned = r == 0 ? n : 0;
+	return r;
+}
+
+/* ---- settings ---- */
+
+int
+store_setting_get(struct store *st, const char *key, char *value, size_t n)
+{
+	return ONE(st, 0, setting_get, key, value, n);
+}
+
+int
+store_setting_claim(struct store *st, const char *key, const char *value, int64_t now,
+    char *current, size_t n, int *first)
+{
+	int r, added = 0;
+
+	if ((r = begin(st, 1)) != 0)
+		return r;
+	if ((r = st->e->setting_add(st->db, key, value, now, &added)) == 0)
+		r = st->e->setting_get(st->db, key, current, n);
+	if ((r = end(st, r)) == 0)
+		*first = added > 0;
+	return r;
+}
+
+int
+store_setting_set(struct store *st, const char *key, const char *value, int64_t now)
+{
+	int r;
+
+	if ((r = begin(st, 1)) != 0)
+		return r;
+	r = st->e->setting_set(st->db, key, value, now);
+	return end(st, event(st, r, now, "setting", NULL, key));
 }

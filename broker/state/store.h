@@ -3,9 +3,9 @@
  * atomic, so a second broker on a shared engine could run the same calls.
  * store.c is the engine-independent layer (the engine chosen at open, the
  * placement load cache, the rules of placement.c and reconcile.c); each
- * engine is one table of operations (store_engine.h): SQLite in
- * store_sqlite.c (its SQL) on sqlite_db.c (the only file that includes
- * sqlite3.h).
+ * engine is one table of operations (store_engine.h): the SQL both share
+ * in store_sql.c, on sqlite_db.c (the only file that includes sqlite3.h)
+ * or pg_db.c (libpq-fe.h), PostgreSQL's own statements in store_pg.c.
  *
  * Return codes: 0 on success or a STORE_* code below. Database failures are
  * logged once here (with the engine's message) and returned as STORE_ERR or
@@ -220,6 +220,48 @@ int store_admin_token_auth(struct store *st, const char *token_hash, int64_t now
     char *name, size_t namelen);
 int store_admin_token_list(struct store *st, struct store_admin_token **out, size_t *n);
 int store_admin_token_remove(struct store *st, const char *name, int64_t now);
+
+/* ---- admin browser sessions (auth.c), shared by the brokers ---- */
+struct store_admin_session {
+	char id_hash[65];		/* SHA-256 hex of the cookie's value */
+	char client[64];		/* the login's address */
+	int64_t created, last_used;	/* unix ms */
+};
+/* When a session expires: unused for idle_ms, or max_ms after its login. */
+struct store_session_limits {
+	int64_t idle_ms, max_ms;
+};
+/* Adds s (a login); beyond keep sessions the least recently used go. */
+int store_admin_session_add(struct store *st, const struct store_admin_session *s,
+    int keep);
+/* The session id_hash if it is live at now: 0 with it in *out (its use at
+ * now recorded, at most one write a second), STORE_NOT_FOUND if there is
+ * none or it has expired (an expired one stays until the prune). */
+int store_admin_session_use(struct store *st, const char *id_hash, int64_t now,
+    const struct store_session_limits *lim, struct store_admin_session *out);
+/* Ends the session (a logout); STORE_NOT_FOUND if there is none. */
+int store_admin_session_remove(struct store *st, const char *id_hash);
+/* Deletes the sessions expired at now; *pruned is how many this call
+ * deleted (of several stores pruning at once, each row counts once). */
+int store_admin_session_prune(struct store *st, int64_t now,
+    const struct store_session_limits *lim, int *pruned);
+
+/* ---- settings the brokers sharing the store agree on ---- */
+#define STORE_SETTING_TOKEN_KEY	"token_key_fingerprint"	/* token mode's key */
+#define STORE_SETTING_MAX	128	/* bytes of a value, NUL included */
+/* The value of key into value (n bytes); STORE_NOT_FOUND if none. */
+int store_setting_get(struct store *st, const char *key, char *value, size_t n);
+/* Records value for key unless a value is recorded already; 0 with the
+ * value in force in current (n bytes) and *first 1 if this call recorded
+ * it. Of several stores claiming at once, one records. */
+int store_setting_claim(struct store *st, const char *key, const char *value,
+    int64_t now, char *current, size_t n, int *first);
+/* Sets key to value, replacing any (with an event naming the key). */
+int store_setting_set(struct store *st, const char *key, const char *value, int64_t now);
+
+/* How many times the placement load cache was loaded whole (every server
+ * read): after another store's commit, never after this store's own. */
+uint64_t store_cache_loads(struct store *st);
 
 const char *store_strerror(int r);
 

@@ -49,12 +49,13 @@ struct store_engine {
 	int (*begin)(struct store_db *db, int write);
 	/* Commits when r is 0, else rolls back; r or the commit's error. On
 	 * a commit of a write transaction in which generation was read, *gen
-	 * is the generation this commit made (not counting later commits by
-	 * others); else 0. */
+	 * is the generation this commit made, if no other store committed
+	 * since it was last read in this transaction (SQLite: its write lock
+	 * keeps them out); else 0 (unknown: the cache reloads). */
 	int (*end)(struct store_db *db, int r, uint64_t *gen);
 	/* A number that changes with every commit, by this store or any
-	 * other; read inside a write transaction, it stays until that one
-	 * ends (the write lock keeps other commits out). */
+	 * other: equal generations mean no other store committed between the
+	 * two reads. Never 0. */
 	int (*generation)(struct store_db *db, uint64_t *gen);
 
 	/* Events are store.c's (event_add): the operations below write none
@@ -140,10 +141,29 @@ struct store_engine {
 	int (*admin_token_list)(struct store_db *db, struct store_admin_token **out,
 	    size_t *n);
 	int (*admin_token_remove)(struct store_db *db, const char *name);
+
+	/* admin browser sessions; keep: the most recently used kept */
+	int (*admin_session_add)(struct store_db *db, const struct store_admin_session *s,
+	    int keep);
+	int (*admin_session_get)(struct store_db *db, const char *id_hash,
+	    struct store_admin_session *out);
+	int (*admin_session_touch)(struct store_db *db, const char *id_hash, int64_t now);
+	/* STORE_NOT_FOUND if none */
+	int (*admin_session_remove)(struct store_db *db, const char *id_hash);
+	/* those used before idle_before or made before max_before */
+	int (*admin_session_prune)(struct store_db *db, int64_t idle_before,
+	    int64_t max_before, int *pruned);
+
+	/* settings; setting_add: *added 0 if key had a value (kept) */
+	int (*setting_get)(struct store_db *db, const char *key, char *value, size_t n);
+	int (*setting_add)(struct store_db *db, const char *key, const char *value,
+	    int64_t now, int *added);
+	int (*setting_set)(struct store_db *db, const char *key, const char *value,
+	    int64_t now);
 };
 
-/* The engines built in (store_sqlite.c; store_pg.c, the same operations on
- * PostgreSQL). */
+/* The engines built in (store_sql.c: the SQL both share, on sqlite_db.c or
+ * pg_db.c, with store_pg.c's statements for PostgreSQL). */
 extern const struct store_engine store_engine_sqlite;
 extern const struct store_engine store_engine_postgresql;
 

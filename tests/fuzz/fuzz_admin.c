@@ -61,7 +61,7 @@ static struct metrics metrics;
 static struct metrics_page mpage;
 static struct api_admin admin;
 static char bearer[128], cookie[128], csrf[CRYPTO_TOKEN_LEN + 1];
-static struct auth_session session0;
+static struct store_admin_session session0;
 static unsigned long runs;
 
 /* ---- http.c stubs ---- */
@@ -153,15 +153,13 @@ init(void)
 	    store_admin_token_add(st, "fuzz", hash, 1) != 0)
 		abort();
 	if (crypto_token_new(id, sizeof(id)) != 0 ||
-	    crypto_token_new(csrf, sizeof(csrf)) != 0 ||
-	    crypto_sha256_hex(id, CRYPTO_TOKEN_LEN, hash) != 0)
+	    auth_session_csrf(id, csrf) != 0 ||
+	    crypto_sha256_hex(id, CRYPTO_TOKEN_LEN, session0.id_hash) != 0)
 		abort();
 	snprintf(cookie, sizeof(cookie), "%s", id);
-	admin.auth.sessions[0].used = 1;
-	memcpy(admin.auth.sessions[0].id_hash, hash, sizeof(hash));
-	memcpy(admin.auth.sessions[0].csrf, csrf, sizeof(csrf));
-	admin.auth.sessions[0].created = admin.auth.sessions[0].last = util_mono_ms();
-	session0 = admin.auth.sessions[0];
+	session0.created = session0.last_used = util_now_ms();
+	if (store_admin_session_add(st, &session0, AUTH_SESSIONS) != 0)
+		abort();
 	/* one day: the fuzzer must not see the session expire */
 	conf.admin_session_idle = conf.admin_session_max = 86400;
 }
@@ -317,9 +315,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* a bounded store: events and ended sessions pruned now and then */
 	if (++runs % 1000 == 0 && store_event_prune(st, 0, 100) != 0)
 		abort();
-	/* the browser session as it was (a logout wipes it) */
-	admin.auth.sessions[0] = session0;
-	admin.auth.sessions[0].last = util_mono_ms();
+	/* the browser session as it was (a logout ends it; logins may push
+	 * it out): made again, the most recently used */
+	(void)store_admin_session_remove(st, session0.id_hash);
+	session0.last_used = util_now_ms();
+	if (store_admin_session_add(st, &session0, AUTH_SESSIONS) != 0)
+		abort();
 	free(buf);
 	return 0;
 }

@@ -322,6 +322,69 @@ test_placement_cache(void **state)
 	assert_int_equal(fx_count(f, "a", "pending") + fx_count(f, "b", "pending"), 8);
 }
 
+/* The engine's generation hook: this store's own placements and heartbeats
+ * keep its cache (no whole reload), another store's commit forces one and
+ * the next placement sees it. */
+static void
+test_generation_own_and_other(void **state)
+{
+	struct fx *f = *state;
+	struct store_place_result r;
+	struct store *other;
+	const char *users[] = { "w0" };
+	char u[16];
+	uint64_t loads;
+
+	fx_farm(f, 3, 100);
+	assert_int_equal(fx_place(f, "u0", T0 + 1, &r), 0);
+	loads = store_cache_loads(f->st);
+	assert_int_equal(loads >= 1, 1);
+	for (int i = 1; i < 30; i++) {
+		snprintf(u, sizeof(u), "u%d", i);
+		assert_int_equal(fx_place(f, u, T0 + 1 + i, &r), 0);
+		if (i % 10 == 0)
+			fx_beat(f, "c", 1, T0 + 1 + i, users, 1, 1);
+	}
+	assert_int_equal(store_cache_loads(f->st), loads);
+	/* another broker drains b and adds a session on a: seen at once */
+	other = fx_open(f);
+	assert_int_equal(store_server_drain(other, "b", 1, T0 + 40), 0);
+	for (int i = 0; i < 6; i++) {
+		snprintf(u, sizeof(u), "x%d", i);
+		assert_int_equal(fx_place(f, u, T0 + 41 + i, &r), 0);
+		assert_string_not_equal(r.server, "b");
+	}
+	assert_int_equal(store_cache_loads(f->st), loads + 1);
+	store_close(other);
+}
+
+/* Session fields the engine's batched statements must carry intact. */
+static void
+test_heartbeat_odd_names(void **state)
+{
+	struct fx *f = *state;
+	const char *users[] = { "o\"brien", "back\\slash", "comma,{brace}", "x" };
+	struct store_session_filter flt = { NULL, "a", NULL };
+	struct store_session *list = NULL;
+	size_t n = 0;
+
+	fx_farm(f, 1, 10);
+	fx_beat(f, "a", 1, T0 + 1, users, 4, 1);
+	assert_int_equal(store_session_list(f->st, &flt, &list, &n), 0);
+	assert_int_equal(n, 4);
+	for (size_t i = 0; i < n; i++) {
+		int found = 0;
+
+		for (size_t k = 0; k < 4; k++)
+			found |= strcmp(list[i].login, users[k]) == 0;
+		assert_int_equal(found, 1);
+	}
+	free(list);
+	/* two vanish (ended), the others stay */
+	fx_beat(f, "a", 1, T0 + 2, users, 2, 1);
+	assert_int_equal(fx_count(f, "a", "active"), 2);
+}
+
 /* What a beat reports back: the transitions it caused, the placements it
  * confirmed, the admin state to tell the agent. */
 static void
@@ -469,6 +532,112 @@ test_admin_tokens(void **state)
 	    STORE_NOT_FOUND);
 }
 
+/* A login session made with another store (a second broker) from T0. */
+static struct store_admin_session
+session_at(const char *hash, int64_t t)
+{
+	struct store_admin_session s = { "", "127.0.0.5", t, t };
+
+	snprintf(s.id_hash, sizeof(s.id_hash), "%s", hash);
+	return s;
+}
+
+/* Admin browser sessions, shared by the stores on one location: a login on
+ * one is used on the other, logged out there, and gone for the first;
+ * idle and absolute expiry; the least recently used go beyond the bound;
+ * the prune of two stores deletes each expired row once. */
+static void
+test_admin_sessions(void **state)
+{
+	struct fx *f = *state;
+	const struct store_session_limits lim = { 10000, 60000 };
+	struct store_admin_session s, out;
+	struct store *other = fx_open(f);
+	int n1 = -1, n2 = -1;
+
+	s = session_at("h1", T0);
+	assert_int_equal(store_admin_session_add(f->st, &s, 4), 0);
+	assert_int_equal(store_admin_session_use(other, "h1", T0 + 500, &lim, &out), 0);
+	assert_string_equal(out.client, "127.0.0.5");
+	assert_int_equal(out.created, T0);
+	assert_int_equal(store_admin_session_use(f->st, "nope", T0 + 500, &lim, &out),
+	    STORE_NOT_FOUND);
+	/* used at most once a second is written: T0 + 500 was not */
+	assert_int_equal(store_admin_session_use(f->st, "h1", T0 + 1200, &lim, &out), 0);
+	assert_int_equal(out.last_used, T0);
+	assert_int_equal(store_admin_session_use(f->st, "h1", T0 + 1300, &lim, &out), 0);
+	assert_int_equal(out.last_used, T0 + 1200);
+	/* logout on the other */
+	assert_int_equal(store_admin_session_remove(other, "h1"), 0);
+	assert_int_equal(store_admin_session_remove(other, "h1"), STORE_NOT_FOUND);
+	assert_int_equal(store_admin_session_use(f->st, "h1", T0 + 1400, &lim, &out),
+	    STORE_NOT_FOUND);
+	/* idle: 10 s unused */
+	s = session_at("h2", T0);
+	assert_int_equal(store_admin_session_add(f->st, &s, 4), 0);
+	assert_int_equal(store_admin_session_use(f->st, "h2", T0 + 9999, &lim, &out), 0);
+	assert_int_equal(store_admin_session_use(f->st, "h2", T0 + 9999 + 10000, &lim, &out),
+	    STORE_NOT_FOUND);
+	/* absolute: 60 s after the login, however used */
+	s = session_at("h3", T0);
+	assert_int_equal(store_admin_session_add(f->st, &s, 4), 0);
+	for (int64_t t = T0 + 5000; t < T0 + 60000; t += 5000)
+		assert_int_equal(store_admin_session_use(other, "h3", t, &lim, &out), 0);
+	assert_int_equal(store_admin_session_use(other, "h3", T0 + 60000, &lim, &out),
+	    STORE_NOT_FOUND);
+	/* the prune: h2 and h3 (expired, still stored) once, by one store;
+	 * the live one stays */
+	s = session_at("live", T0 + 60000);
+	assert_int_equal(store_admin_session_add(f->st, &s, 4), 0);
+	assert_int_equal(store_admin_session_prune(f->st, T0 + 60001, &lim, &n1), 0);
+	assert_int_equal(store_admin_session_prune(other, T0 + 60001, &lim, &n2), 0);
+	assert_int_equal(n1, 2);
+	assert_int_equal(n2, 0);
+	assert_int_equal(store_admin_session_use(other, "live", T0 + 60002, &lim, &out), 0);
+	/* bounded: of 4 kept, the least recently used goes */
+	for (int i = 0; i < 4; i++) {
+		char h[8];
+
+		snprintf(h, sizeof(h), "b%d", i);
+		s = session_at(h, T0 + 70000 + i);
+		assert_int_equal(store_admin_session_add(i % 2 ? other : f->st, &s, 4), 0);
+	}
+	assert_int_equal(store_admin_session_use(f->st, "b0", T0 + 72000, &lim, &out), 0);
+	s = session_at("b4", T0 + 73000);
+	assert_int_equal(store_admin_session_add(f->st, &s, 4), 0);
+	assert_int_equal(store_admin_session_use(f->st, "b1", T0 + 73001, &lim, &out),
+	    STORE_NOT_FOUND);
+	assert_int_equal(store_admin_session_use(f->st, "b0", T0 + 73001, &lim, &out), 0);
+	assert_int_equal(store_admin_session_use(other, "b2", T0 + 80000, &lim, &out), 0);
+	store_close(other);
+}
+
+/* Settings the brokers agree on: the first claim records, later ones (with
+ * another value) get the recorded one; a set replaces it. */
+static void
+test_settings(void **state)
+{
+	struct fx *f = *state;
+	struct store *other = fx_open(f);
+	char v[STORE_SETTING_MAX];
+	int first = -1;
+
+	assert_int_equal(store_setting_get(f->st, STORE_SETTING_TOKEN_KEY, v, sizeof(v)),
+	    STORE_NOT_FOUND);
+	assert_int_equal(store_setting_claim(f->st, STORE_SETTING_TOKEN_KEY, "aa", T0, v,
+	    sizeof(v), &first), 0);
+	assert_int_equal(first, 1);
+	assert_string_equal(v, "aa");
+	assert_int_equal(store_setting_claim(other, STORE_SETTING_TOKEN_KEY, "bb", T0 + 1, v,
+	    sizeof(v), &first), 0);
+	assert_int_equal(first, 0);
+	assert_string_equal(v, "aa");
+	assert_int_equal(store_setting_set(other, STORE_SETTING_TOKEN_KEY, "bb", T0 + 2), 0);
+	assert_int_equal(store_setting_get(f->st, STORE_SETTING_TOKEN_KEY, v, sizeof(v)), 0);
+	assert_string_equal(v, "bb");
+	store_close(other);
+}
+
 /* A logon storm through the store: each committed placement counts at once
  * in the cache, another store's placements too. */
 static void
@@ -525,8 +694,12 @@ main(void)
 		FX_TEST(test_session_and_user_route),
 		FX_TEST(test_placement_cache),
 		FX_TEST(test_heartbeat_result),
+		FX_TEST(test_generation_own_and_other),
+		FX_TEST(test_heartbeat_odd_names),
 		FX_TEST(test_server_and_session_states),
 		FX_TEST(test_admin_tokens),
+		FX_TEST(test_admin_sessions),
+		FX_TEST(test_settings),
 		FX_TEST(test_storm_spreads),
 		cmocka_unit_test(test_unknown_engine),
 	};

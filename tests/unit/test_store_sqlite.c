@@ -1,4 +1,4 @@
-/* What only the SQLite engine (broker/state/store_sqlite.c) has: its file
+/* What only the SQLite engine (broker/state/sqlite_db.c) has: its file
  * and schema versions (migrations, a newer database refused, an upgrade of
  * a database made by the release d80947e), and commits made outside the
  * store (the sqlite3 shell) seen through PRAGMA data_version. The store

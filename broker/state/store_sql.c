@@ -1,8 +1,9 @@
-/* store_sqlite.c: the SQLite engine of store_engine.h: the schema's SQL,
- * rows mapped by column tables, and the engine's table of operations. The
- * connection, statements and transactions are sqlite_db.c's (the only file
- * that includes sqlite3.h). The rules are in store.c, placement.c and
- * reconcile.c. */
+/* store_sql.c: the SQL operations of store_engine.h that both engines share
+ * (over sql_db.h: sqlite_db.c and pg_db.c), and the engines' tables: these
+ * operations with each engine's connection and its own statements where
+ * the dialects differ (store_pg.h). The rules are in store.c, placement.c
+ * and reconcile.c. */
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -10,28 +11,65 @@
 #include <string.h>
 
 #include "broker/common/util.h"
-
-/* The SQL below is shared with the PostgreSQL engine: store_pg.c defines
- * STORE_SQL_PG and includes this file, so the two engines differ in their
- * connection (sqlite_db.c, pg_db.c), not in copies of the operations. The
- * SQL is therefore in the dialect both take: "user" quoted, placeholders
- * '?' or '?N', typed by the bind format. */
-#ifndef STORE_SQL_PG
+#include "broker/state/pg_db.h"
+#include "broker/state/sql_db.h"
 #include "broker/state/sqlite_db.h"
-#define DB_PREP sqldb_prep
-#define DB_EXEC sqldb_exec
-#define DB_ROW sqldb_row
-#define DB_ROWS sqldb_rows
-#define DB_EACH sqldb_each
-#define DB_LAST_ID sqldb_last_id
-#define ENGINE_VAR store_engine_sqlite
-#define ENGINE_NAME "sqlite"
-#define ENGINE_OPS(f) sqldb_##f
-#define ENGINE_USER_LOCK NULL	/* the write lock serialises placements */
-#define ENGINE_SERVER_LOCK NULL
-#endif
+#include "broker/state/store_pg.h"
 
-#define EXEC(d, ...) DB_EXEC(d, DB_PREP(d, __VA_ARGS__), NULL)
+/* ---- sql_db.h: through the connection's operations ---- */
+
+static const struct sql_ops *
+ops(struct store_db *d)
+{
+	return ((const struct sql_db *)d)->ops;
+}
+
+struct sql_stmt *
+sql_prep(struct store_db *d, const char *sql, const char *fmt, ...)
+{
+	struct sql_stmt *s;
+	va_list ap;
+
+	va_start(ap, fmt);
+	s = ops(d)->prep(d, sql, fmt, ap);
+	va_end(ap);
+	return s;
+}
+
+int
+sql_exec(struct store_db *d, struct sql_stmt *s, int *changes)
+{
+	return ops(d)->exec(d, s, changes);
+}
+
+int
+sql_row(struct store_db *d, struct sql_stmt *s, struct cols cols, void *dst)
+{
+	return ops(d)->row(d, s, cols, dst);
+}
+
+int
+sql_rows(struct store_db *d, struct sql_stmt *s, size_t elem, struct cols cols,
+    void *out, size_t *n)
+{
+	return ops(d)->rows(d, s, elem, cols, out, n);
+}
+
+int
+sql_each(struct store_db *d, struct sql_stmt *s, struct cols cols, void *buf,
+    size_t elem, int (*each)(void *ctx, const void *row), void *ctx, size_t *rows)
+{
+	return ops(d)->each(d, s, cols, buf, elem, each, ctx, rows);
+}
+
+int64_t
+sql_last_id(struct store_db *d)
+{
+	return ops(d)->last_id(d);
+}
+
+#define EXEC(d, ...) sql_exec(d, sql_prep(d, __VA_ARGS__), NULL)
+
 
 /* A single int64 or text column. */
 struct one {
@@ -96,22 +134,29 @@ server_id(struct store_db *d, const char *name, int64_t *id)
 	struct one o;
 	int r;
 
-	if ((r = DB_ROW(d, DB_PREP(d, "SELECT id FROM servers WHERE name = ?", "t", name),
+	if ((r = sql_row(d, sql_prep(d, "SELECT id FROM servers WHERE name = ?", "t", name),
 	    COLS(one_int), &o)) == 0)
 		*id = o.v;
+	return r;
+}
+
+/* The first row's single text column into out (n bytes). */
+static int
+text_row(struct store_db *d, struct sql_stmt *s, char *out, size_t n)
+{
+	struct one o;
+	int r;
+
+	if ((r = sql_row(d, s, COLS(one_text), &o)) == 0)
+		util_strlcpy(out, o.text, n);
 	return r;
 }
 
 static int
 server_name(struct store_db *d, int64_t id, char *name, size_t n)
 {
-	struct one o;
-	int r;
-
-	if ((r = DB_ROW(d, DB_PREP(d, "SELECT name FROM servers WHERE id = ?", "I", id),
-	    COLS(one_text), &o)) == 0)
-		util_strlcpy(name, o.text, n);
-	return r;
+	return text_row(d, sql_prep(d, "SELECT name FROM servers WHERE id = ?", "I", id),
+	    name, n);
 }
 
 static int
@@ -140,14 +185,14 @@ sq_server_admin(struct store_db *d, const char *name, enum admin_state a, int64_
 static int
 sq_server_list(struct store_db *d, struct store_server **out, size_t *n)
 {
-	return DB_ROWS(d, DB_PREP(d, SQL_SERVER_COLS "ORDER BY s.name", ""), sizeof(**out),
+	return sql_rows(d, sql_prep(d, SQL_SERVER_COLS "ORDER BY s.name", ""), sizeof(**out),
 	    COLS(server_cols), out, n);
 }
 
 static int
 sq_server_get(struct store_db *d, const char *name, struct store_server *out)
 {
-	return DB_ROW(d, DB_PREP(d, SQL_SERVER_COLS "WHERE s.name = ?", "t", name),
+	return sql_row(d, sql_prep(d, SQL_SERVER_COLS "WHERE s.name = ?", "t", name),
 	    COLS(server_cols), out);
 }
 
@@ -160,7 +205,7 @@ sq_server_auth(struct store_db *d, const char *token_hash, int64_t *id, char *na
 	struct store_server srv;
 	int r;
 
-	if ((r = DB_ROW(d, DB_PREP(d, "SELECT id, name FROM servers WHERE token_hash = ?",
+	if ((r = sql_row(d, sql_prep(d, "SELECT id, name FROM servers WHERE token_hash = ?",
 	    "t", token_hash), COLS(id_name_cols), &srv)) == 0) {
 		*id = srv.id;
 		util_strlcpy(name, srv.name, namelen);
@@ -176,7 +221,7 @@ server_set_down(struct store_db *d, int64_t id, const char *reason, int64_t now,
 {
 	int r;
 
-	if ((r = DB_EXEC(d, DB_PREP(d, "UPDATE servers SET state = 'down', "
+	if ((r = sql_exec(d, sql_prep(d, "UPDATE servers SET state = 'down', "
 	    "state_reason = ?, state_since = ? WHERE id = ? AND state != 'down'", "tII",
 	    reason, now, id), changed)) != 0 || !*changed)
 		return r;
@@ -210,7 +255,7 @@ sq_server_quarantine(struct store_db *d, int64_t id, int64_t until, char *name,
 
 	*changed = 0;
 	if ((r = server_name(d, id, name, WIRE_NAME_MAX)) == 0)
-		r = DB_EXEC(d, DB_PREP(d, "UPDATE servers SET quarantined_until = ?, "
+		r = sql_exec(d, sql_prep(d, "UPDATE servers SET quarantined_until = ?, "
 		    "unconfirmed = 0 WHERE id = ? AND unconfirmed > 0", "II", until, id),
 		    changed);
 	return r;
@@ -232,7 +277,7 @@ sq_heartbeat_read(struct store_db *d, int64_t id, enum server_state *state,
 	struct store_server srv;
 	int r;
 
-	if ((r = DB_ROW(d, DB_PREP(d, "SELECT state, admin_state, name FROM servers WHERE "
+	if ((r = sql_row(d, sql_prep(d, "SELECT state, admin_state, name FROM servers WHERE "
 	    "id = ?", "I", id), COLS(states_cols), &srv)) != 0)
 		return r;
 	*state = srv.state;
@@ -240,7 +285,7 @@ sq_heartbeat_read(struct store_db *d, int64_t id, enum server_state *state,
 	util_strlcpy(name, srv.name, WIRE_NAME_MAX);
 	if (rows == NULL)
 		return 0;
-	return DB_ROWS(d, DB_PREP(d, "SELECT id, \"user\", remote_id, state FROM sessions "
+	return sql_rows(d, sql_prep(d, "SELECT id, \"user\", remote_id, state FROM sessions "
 	    "WHERE server_id = ? AND state != 'ended'", "I", id), sizeof(**rows),
 	    COLS(rc_row_cols), rows, nrows);
 }
@@ -270,9 +315,25 @@ change_apply(struct store_db *d, int64_t id, const struct wire_heartbeat *hb,
 	return STORE_ERR;
 }
 
+/* The plan's changes one statement each (SQLite: no round trips). */
 static int
-sq_heartbeat_apply(struct store_db *d, int64_t id, const struct wire_heartbeat *hb,
-    const struct rc_plan *plan, const char *reason, int64_t now)
+changes_each(struct store_db *d, int64_t id, const struct wire_heartbeat *hb,
+    const struct rc_plan *plan, int64_t now)
+{
+	int r = 0;
+
+	for (size_t i = 0; i < plan->nchanges && r == 0; i++)
+		r = change_apply(d, id, hb, &plan->changes[i], now);
+	return r;
+}
+
+/* The beat's load and health, the plan's session changes by changes(), the
+ * placements it confirmed. */
+static int
+heartbeat_apply(struct store_db *d, int64_t id, const struct wire_heartbeat *hb,
+    const struct rc_plan *plan, const char *reason, int64_t now,
+    int (*changes)(struct store_db *, int64_t, const struct wire_heartbeat *,
+    const struct rc_plan *, int64_t))
 {
 	int r, changed;
 
@@ -286,12 +347,26 @@ sq_heartbeat_apply(struct store_db *d, int64_t id, const struct wire_heartbeat *
 		    "state_since = ? WHERE id = ?", "tII", reason, now, id);
 	else if (r == 0 && plan->transition == RC_DOWN)
 		r = server_set_down(d, id, reason, now, &changed);
-	for (size_t i = 0; i < plan->nchanges && r == 0; i++)
-		r = change_apply(d, id, hb, &plan->changes[i], now);
+	if (r == 0 && plan->nchanges > 0)
+		r = changes(d, id, hb, plan, now);
 	if (r == 0 && plan->confirmed > 0)
 		r = EXEC(d, "UPDATE servers SET last_confirmed = ?, unconfirmed = 0 "
 		    "WHERE id = ?", "II", now, id);
 	return r;
+}
+
+static int
+sq_heartbeat_apply(struct store_db *d, int64_t id, const struct wire_heartbeat *hb,
+    const struct rc_plan *plan, const char *reason, int64_t now)
+{
+	return heartbeat_apply(d, id, hb, plan, reason, now, changes_each);
+}
+
+static int
+pg_heartbeat_apply(struct store_db *d, int64_t id, const struct wire_heartbeat *hb,
+    const struct rc_plan *plan, const char *reason, int64_t now)
+{
+	return heartbeat_apply(d, id, hb, plan, reason, now, store_pg_changes_apply);
 }
 
 /* ---- placement ---- */
@@ -336,8 +411,8 @@ sq_load(struct store_db *d, int64_t id, int64_t now,
 	size_t rows;
 	int r;
 
-	r = DB_EACH(d, id ? DB_PREP(d, SQL_LOAD("WHERE s.id = ?2"), "II", now, id) :
-	    DB_PREP(d, SQL_LOAD(""), "I", now), COLS(load_cols), &w, sizeof(w),
+	r = sql_each(d, id ? sql_prep(d, SQL_LOAD("WHERE s.id = ?2"), "II", now, id) :
+	    sql_prep(d, SQL_LOAD(""), "I", now), COLS(load_cols), &w, sizeof(w),
 	    load_row, &l, &rows);
 	return r == 0 && id != 0 && rows == 0 ? STORE_NOT_FOUND : r;
 }
@@ -351,7 +426,7 @@ static int
 sq_user_sessions(struct store_db *d, const char *user, int64_t now,
     struct pl_session **out, size_t *n)
 {
-	return DB_ROWS(d, DB_PREP(d, "SELECT id, server_id, state, updated FROM sessions "
+	return sql_rows(d, sql_prep(d, "SELECT id, server_id, state, updated FROM sessions "
 	    "WHERE \"user\" = ?1 AND (state IN ('active', 'disconnected') OR (state = "
 	    "'pending' AND expires > ?2))", "tI", user, now), sizeof(**out),
 	    COLS(pl_session_cols), out, n);
@@ -368,7 +443,7 @@ sq_placement_insert(struct store_db *d, int64_t server_id,
 	    "?, ?, ?)", "IttttIII", server_id, req->user, req->login, req->domain,
 	    req->client, req->now, req->now, req->now + req->pending_ttl_ms);
 	if (r == 0)
-		*session_id = DB_LAST_ID(d);
+		*session_id = sql_last_id(d);
 	return r;
 }
 
@@ -389,7 +464,7 @@ static const struct col target_cols[] = {
 static int
 sq_placement_target(struct store_db *d, int64_t server_id, struct store_place_result *out)
 {
-	return DB_ROW(d, DB_PREP(d, "SELECT name, address, fqdn, port FROM servers WHERE "
+	return sql_row(d, sql_prep(d, "SELECT name, address, fqdn, port FROM servers WHERE "
 	    "id = ?", "I", server_id), COLS(target_cols), out);
 }
 
@@ -404,7 +479,7 @@ sq_pending_expire(struct store_db *d, int64_t now, int *expired)
 	int r;
 
 	*expired = 0;
-	r = DB_EXEC(d, DB_PREP(d, "UPDATE sessions SET state = 'ended', updated = ?1, "
+	r = sql_exec(d, sql_prep(d, "UPDATE sessions SET state = 'ended', updated = ?1, "
 	    "expires = -expires WHERE state = 'pending' AND expires <= ?1 AND expires > 0",
 	    "I", now), expired);
 	if (r == 0 && *expired > 0)
@@ -446,7 +521,7 @@ sq_session_route(struct store_db *d, int64_t session_id, int64_t *expires,
 	int r;
 
 	memset(&w, 0, sizeof(w));
-	if ((r = DB_ROW(d, DB_PREP(d, "SELECT e.id, e.user, e.login, e.domain, e.state, "
+	if ((r = sql_row(d, sql_prep(d, "SELECT e.id, e.user, e.login, e.domain, e.state, "
 	    "v.id, v.name, v.address, v.port, v.state, e.expires FROM sessions e JOIN "
 	    "servers v ON v.id = e.server_id WHERE e.id = ?", "I", session_id),
 	    COLS(route_cols), &w)) == 0) {
@@ -467,7 +542,7 @@ static int
 sq_session_list(struct store_db *d, const struct store_session_filter *f,
     struct store_session **out, size_t *n)
 {
-	return DB_ROWS(d, DB_PREP(d, "SELECT e.id, v.name, e.user, e.login, e.domain, "
+	return sql_rows(d, sql_prep(d, "SELECT e.id, v.name, e.user, e.login, e.domain, "
 	    "e.remote_id, e.state, e.client, e.created, e.updated, e.expires FROM "
 	    "sessions e JOIN servers v ON v.id = e.server_id WHERE (?1 = '' OR e.user = "
 	    "?1) AND (?2 = '' OR v.name = ?2) AND ((?3 = '' AND e.state != 'ended') OR "
@@ -483,7 +558,7 @@ sq_session_forget(struct store_db *d, int64_t id, int64_t now)
 	char detail[64];
 	int r, changed;
 
-	r = DB_EXEC(d, DB_PREP(d, "UPDATE sessions SET state = 'ended', updated = ? "
+	r = sql_exec(d, sql_prep(d, "UPDATE sessions SET state = 'ended', updated = ? "
 	    "WHERE id = ? AND state != 'ended'", "II", now, id), &changed);
 	if (r == 0 && !changed)
 		r = STORE_NOT_FOUND;
@@ -507,7 +582,7 @@ static int
 sq_event_list(struct store_db *d, int64_t since_id, int limit, struct store_event **out,
     size_t *n)
 {
-	return DB_ROWS(d, DB_PREP(d, "SELECT id, ts, kind, server, \"user\", client, detail, "
+	return sql_rows(d, sql_prep(d, "SELECT id, ts, kind, server, \"user\", client, detail, "
 	    "duration_us FROM events WHERE id > ? ORDER BY id DESC LIMIT ?", "Ii",
 	    since_id, limit < 1 ? 1 : limit), sizeof(**out), COLS(event_cols), out, n);
 }
@@ -541,13 +616,8 @@ sq_admin_password_set(struct store_db *d, const char *hash, int64_t now)
 static int
 sq_admin_password_get(struct store_db *d, char *hash, size_t n)
 {
-	struct one o;
-	int r;
-
-	if ((r = DB_ROW(d, DB_PREP(d, "SELECT password_hash FROM admin WHERE id = 1", ""),
-	    COLS(one_text), &o)) == 0)
-		util_strlcpy(hash, o.text, n);
-	return r;
+	return text_row(d, sql_prep(d, "SELECT password_hash FROM admin WHERE id = 1", ""),
+	    hash, n);
 }
 
 static int
@@ -571,7 +641,7 @@ sq_admin_token_auth(struct store_db *d, const char *token_hash, int64_t now,
 	struct store_admin_token t;
 	int r;
 
-	r = DB_ROW(d, DB_PREP(d, "SELECT name, created, last_used FROM admin_tokens "
+	r = sql_row(d, sql_prep(d, "SELECT name, created, last_used FROM admin_tokens "
 	    "WHERE token_hash = ?", "t", token_hash), COLS(token_cols), &t);
 	if (r == 0 && now - t.last_used >= 60000)
 		r = EXEC(d, "UPDATE admin_tokens SET last_used = ? WHERE token_hash = ?",
@@ -584,7 +654,7 @@ sq_admin_token_auth(struct store_db *d, const char *token_hash, int64_t now,
 static int
 sq_admin_token_list(struct store_db *d, struct store_admin_token **out, size_t *n)
 {
-	return DB_ROWS(d, DB_PREP(d, "SELECT name, created, last_used FROM admin_tokens "
+	return sql_rows(d, sql_prep(d, "SELECT name, created, last_used FROM admin_tokens "
 	    "ORDER BY name", ""), sizeof(**out), COLS(token_cols), out, n);
 }
 
@@ -593,46 +663,149 @@ sq_admin_token_remove(struct store_db *d, const char *name)
 {
 	int r, changed;
 
-	r = DB_EXEC(d, DB_PREP(d, "DELETE FROM admin_tokens WHERE name = ?", "t", name),
+	r = sql_exec(d, sql_prep(d, "DELETE FROM admin_tokens WHERE name = ?", "t", name),
 	    &changed);
 	return r == 0 && !changed ? STORE_NOT_FOUND : r;
 }
 
-const struct store_engine ENGINE_VAR = {
-	.name = ENGINE_NAME,
-	.open = ENGINE_OPS(open),
-	.close = ENGINE_OPS(close),
-	.begin = ENGINE_OPS(begin),
-	.end = ENGINE_OPS(end),
-	.generation = ENGINE_OPS(generation),
-	.server_add = sq_server_add,
-	.server_remove = sq_server_remove,
-	.server_admin = sq_server_admin,
-	.server_list = sq_server_list,
-	.server_get = sq_server_get,
-	.server_auth = sq_server_auth,
-	.server_down = sq_server_down,
-	.server_quarantine = sq_server_quarantine,
-	.heartbeat_read = sq_heartbeat_read,
+/* ---- admin browser sessions ---- */
+
+#define AS(type, f) COL(type, struct store_admin_session, f)
+static const struct col admin_session_cols[] = { AS('T', id_hash), AS('T', client),
+	AS('L', created), AS('L', last_used) };
+
+static int
+sq_admin_session_add(struct store_db *d, const struct store_admin_session *s, int keep)
+{
+	int r;
+
+	r = EXEC(d, "INSERT INTO admin_sessions (id_hash, client, created, last_used) "
+	    "VALUES (?, ?, ?, ?)", "ttII", s->id_hash, s->client, s->created, s->last_used);
+	if (r == 0)
+		r = EXEC(d, "DELETE FROM admin_sessions WHERE id_hash NOT IN (SELECT id_hash "
+		    "FROM admin_sessions ORDER BY last_used DESC, created DESC LIMIT ?)", "i",
+		    keep);
+	return r;
+}
+
+static int
+sq_admin_session_get(struct store_db *d, const char *id_hash,
+    struct store_admin_session *out)
+{
+	return sql_row(d, sql_prep(d, "SELECT id_hash, client, created, last_used FROM "
+	    "admin_sessions WHERE id_hash = ?", "t", id_hash), COLS(admin_session_cols), out);
+}
+
+static int
+sq_admin_session_touch(struct store_db *d, const char *id_hash, int64_t now)
+{
+	return EXEC(d, "UPDATE admin_sessions SET last_used = ? WHERE id_hash = ? AND "
+	    "last_used < ?", "ItI", now, id_hash, now);
+}
+
+static int
+sq_admin_session_remove(struct store_db *d, const char *id_hash)
+{
+	int r, changed;
+
+	r = sql_exec(d, sql_prep(d, "DELETE FROM admin_sessions WHERE id_hash = ?", "t",
+	    id_hash), &changed);
+	return r == 0 && !changed ? STORE_NOT_FOUND : r;
+}
+
+static int
+sq_admin_session_prune(struct store_db *d, int64_t idle_before, int64_t max_before,
+    int *pruned)
+{
+	return sql_exec(d, sql_prep(d, "DELETE FROM admin_sessions WHERE last_used <= ? OR "
+	    "created <= ?", "II", idle_before, max_before), pruned);
+}
+
+/* ---- settings ---- */
+
+static int
+sq_setting_get(struct store_db *d, const char *key, char *value, size_t n)
+{
+	return text_row(d, sql_prep(d, "SELECT value FROM settings WHERE key = ?", "t", key),
+	    value, n);
+}
+
+static int
+sq_setting_add(struct store_db *d, const char *key, const char *value, int64_t now,
+    int *added)
+{
+	return sql_exec(d, sql_prep(d, "INSERT INTO settings (key, value, updated) VALUES "
+	    "(?, ?, ?) ON CONFLICT (key) DO NOTHING", "ttI", key, value, now), added);
+}
+
+static int
+sq_setting_set(struct store_db *d, const char *key, const char *value, int64_t now)
+{
+	return EXEC(d, "INSERT INTO settings (key, value, updated) VALUES (?, ?, ?) ON "
+	    "CONFLICT (key) DO UPDATE SET value = excluded.value, updated = "
+	    "excluded.updated", "ttI", key, value, now);
+}
+
+/* The operations both engines share, in each engine's table. */
+#define SQL_OPS \
+	.server_add = sq_server_add, \
+	.server_remove = sq_server_remove, \
+	.server_admin = sq_server_admin, \
+	.server_list = sq_server_list, \
+	.server_get = sq_server_get, \
+	.server_auth = sq_server_auth, \
+	.server_down = sq_server_down, \
+	.server_quarantine = sq_server_quarantine, \
+	.heartbeat_read = sq_heartbeat_read, \
+	.load = sq_load, \
+	.user_sessions = sq_user_sessions, \
+	.placement_insert = sq_placement_insert, \
+	.placement_refresh = sq_placement_refresh, \
+	.placement_target = sq_placement_target, \
+	.pending_expire = sq_pending_expire, \
+	.session_route = sq_session_route, \
+	.session_list = sq_session_list, \
+	.session_forget = sq_session_forget, \
+	.event_add = event_insert, \
+	.event_list = sq_event_list, \
+	.event_prune = sq_event_prune, \
+	.admin_password_set = sq_admin_password_set, \
+	.admin_password_get = sq_admin_password_get, \
+	.admin_token_add = sq_admin_token_add, \
+	.admin_token_auth = sq_admin_token_auth, \
+	.admin_token_list = sq_admin_token_list, \
+	.admin_token_remove = sq_admin_token_remove, \
+	.admin_session_add = sq_admin_session_add, \
+	.admin_session_get = sq_admin_session_get, \
+	.admin_session_touch = sq_admin_session_touch, \
+	.admin_session_remove = sq_admin_session_remove, \
+	.admin_session_prune = sq_admin_session_prune, \
+	.setting_get = sq_setting_get, \
+	.setting_add = sq_setting_add, \
+	.setting_set = sq_setting_set,
+
+const struct store_engine store_engine_sqlite = {
+	.name = "sqlite",
+	.open = sqldb_open,
+	.close = sqldb_close,
+	.begin = sqldb_begin,
+	.end = sqldb_end,
+	.generation = sqldb_generation,
 	.heartbeat_apply = sq_heartbeat_apply,
-	.load = sq_load,
-	.user_sessions = sq_user_sessions,
-	.user_lock = ENGINE_USER_LOCK,
-	.server_lock = ENGINE_SERVER_LOCK,
-	.placement_insert = sq_placement_insert,
-	.placement_refresh = sq_placement_refresh,
-	.placement_target = sq_placement_target,
-	.pending_expire = sq_pending_expire,
-	.session_route = sq_session_route,
-	.session_list = sq_session_list,
-	.session_forget = sq_session_forget,
-	.event_add = event_insert,
-	.event_list = sq_event_list,
-	.event_prune = sq_event_prune,
-	.admin_password_set = sq_admin_password_set,
-	.admin_password_get = sq_admin_password_get,
-	.admin_token_add = sq_admin_token_add,
-	.admin_token_auth = sq_admin_token_auth,
-	.admin_token_list = sq_admin_token_list,
-	.admin_token_remove = sq_admin_token_remove,
+	.user_lock = NULL,	/* the write lock serialises placements */
+	.server_lock = NULL,
+	SQL_OPS
+};
+
+const struct store_engine store_engine_postgresql = {
+	.name = "postgresql",
+	.open = pgdb_open,
+	.close = pgdb_close,
+	.begin = pgdb_begin,
+	.end = pgdb_end,
+	.generation = pgdb_generation,
+	.heartbeat_apply = pg_heartbeat_apply,
+	.user_lock = pgdb_user_lock,
+	.server_lock = pgdb_server_lock,
+	SQL_OPS
 };
