@@ -9,38 +9,27 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 
-from farm import ROOT, Broker, free_port
+from farm import Broker, PgCluster, needs_pg
 
-CLUSTER = os.path.join(ROOT, "tests", "pg", "cluster.sh")
+pytestmark = needs_pg
 COOKIE = "__Host-tsbroker_session"
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    if not os.path.exists("/usr/lib/postgresql/15/bin/initdb"):
-        pytest.skip("postgresql-15 is not installed")
-    d = tempfile.mkdtemp(prefix="tsb-pg-shared-")
-    port = free_port()
-    subprocess.run(["sh", CLUSTER, "start", d, str(port)], check=True)
-    yield port
-    subprocess.run(["sh", CLUSTER, "stop", d], check=False)
-    shutil.rmtree(d, ignore_errors=True)
+    c = PgCluster().start()
+    yield c
+    c.stop()
 
 
 @pytest.fixture
 def url(cluster, request):
     """A fresh database for the test: its libpq conninfo."""
-    db = "tsb_" + request.node.name.lower()[:40]
-    for sql in (f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", f"CREATE DATABASE {db}"):
-        subprocess.run(["psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p",
-                        str(cluster), "-U", "postgres", "-d", "postgres", "-c", sql],
-                       check=True, env={**os.environ,
-                                        "PGOPTIONS": "-c client_min_messages=warning"})
-    return f"host=127.0.0.1 port={cluster} user=postgres dbname={db} connect_timeout=5"
+    return cluster.url(cluster.create_db("tsb_" + request.node.name.lower()[:40]),
+                       connect_timeout=5)
 
 
 def pair_broker(tmp_path, name, url, **conf):
