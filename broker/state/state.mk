@@ -4,7 +4,7 @@
 # STORE_SRC/STORE_OBJ: what a program using store.h links (fuzz, bench).
 STORE_SRC := broker/state/store.c broker/state/store_sqlite.c broker/state/sqlite_db.c \
 	broker/state/store_pg.c broker/state/pg_db.c broker/state/reconcile.c \
-	broker/state/states.c broker/state/placement.c
+	broker/state/states.c broker/state/placement.c broker/state/lastseen.c
 STORE_OBJ := $(STORE_SRC:%.c=$(B)/%.o) $(B)/schema.o $(B)/schema_pg.o
 STATE_SRC := $(STORE_SRC) broker/state/health.c broker/state/farm.c
 STATE_LIBS := $(call PKG_LIBS,sqlite3) $(call PKG_LIBS,libpq)

@@ -14,4 +14,5 @@
 #define ENGINE_OPS(f) pgdb_##f
 #define ENGINE_USER_LOCK pgdb_user_lock
 #define ENGINE_SERVER_LOCK pgdb_server_lock
+#define ENGINE_FAULTS (&pgdb_faults)
 #include "broker/state/store_sqlite.c"

@@ -29,6 +29,7 @@
 #define ENGINE_OPS(f) sqldb_##f
 #define ENGINE_USER_LOCK NULL	/* the write lock serialises placements */
 #define ENGINE_SERVER_LOCK NULL
+#define ENGINE_FAULTS NULL	/* SQLITE_BUSY could be STORE_FAULT_RETRY */
 #endif
 
 #define EXEC(d, ...) DB_EXEC(d, DB_PREP(d, __VA_ARGS__), NULL)
@@ -600,6 +601,7 @@ sq_admin_token_remove(struct store_db *d, const char *name)
 
 const struct store_engine ENGINE_VAR = {
 	.name = ENGINE_NAME,
+	.faults = ENGINE_FAULTS,
 	.open = ENGINE_OPS(open),
 	.close = ENGINE_OPS(close),
 	.begin = ENGINE_OPS(begin),
