@@ -148,6 +148,7 @@ serve(struct conf *c)
 		log_error("%s", err);
 		goto out;
 	}
+	store_commit_timeout(st, c->commit_timeout * 1000);
 	if (ensure_admin(st) != 0)
 		goto out;
 

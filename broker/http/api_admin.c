@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "broker/http/api_admin.h"
 #include "broker/http/http_reply.h"
@@ -73,14 +74,14 @@ arg_int(const struct http_request *req, struct http_response *res, const char *n
 }
 
 /* Answers the error r of a store call: 404 with not_found (if not NULL) for
- * STORE_NOT_FOUND, else 503 (disk full) or 500. */
+ * STORE_NOT_FOUND, else 503 (disk full, database unavailable) or 500. */
 static void
 reply_store_error(struct http_response *res, int r, const char *not_found)
 {
 	if (r == STORE_NOT_FOUND && not_found != NULL)
 		http_reply_error(res, 404, not_found);
 	else
-		http_reply_error(res, r == STORE_FULL ? 503 : 500, store_strerror(r));
+		http_reply_store_error(res, r);
 }
 
 /* The same for a store call about server name. */
@@ -215,6 +216,27 @@ event_json(const struct store_event *e)
 
 /* ---- GET /api/v1/status ---- */
 
+/* During an outage of the state database: 503 saying since when and why,
+ * and 1; else 0. */
+static int
+reply_outage(struct api_admin *a, struct http_response *res)
+{
+	char why[160], when[32], msg[256];
+	int64_t since;
+	time_t t;
+	struct tm tm;
+
+	if (!store_outage(a->st, &since, why, sizeof(why)))
+		return 0;
+	t = (time_t)(since / 1000);
+	gmtime_r(&t, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+	snprintf(msg, sizeof(msg), "state database unreachable since %s (%s): known users "
+	    "are sent back to their sessions, new users are refused", when, why);
+	http_reply_error(res, 503, msg);
+	return 1;
+}
+
 static void
 api_admin_status(struct api_admin *a, const struct auth_who *who,
     const struct http_request *req, struct http_response *res)
@@ -224,9 +246,15 @@ api_admin_status(struct api_admin *a, const struct auth_who *who,
 	struct wire_json *o, *sv, *ss, *n1;
 	int64_t now = util_now_ms();
 	size_t n = 0;
+	int r;
 
-	if (servers_load(a, res, &list, &n) != 0)
+	if (reply_outage(a, res))
 		return;
+	if ((r = store_server_list(a->st, &list, &n)) != 0) {
+		if (!reply_outage(a, res))	/* or it began with this read */
+			reply_store_error(res, r, NULL);
+		return;
+	}
 	farm_summarise(list, n, now, &f);
 	free(list);
 	o = wire_json_object();

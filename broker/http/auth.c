@@ -54,7 +54,7 @@ method_changes_state(const char *m)
 static void
 reply_store_error(struct http_response *res, int r)
 {
-	http_reply_error(res, r == STORE_FULL ? 503 : 500, store_strerror(r));
+	http_reply_store_error(res, r);
 }
 
 /* The value of cookie name in the Cookie header into out, 0 or -1. */

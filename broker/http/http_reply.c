@@ -3,6 +3,7 @@
 #include "broker/common/util.h"
 #include "broker/common/wire.h"
 #include "broker/http/http_reply.h"
+#include "broker/state/store.h"
 
 void
 http_reply_json(struct http_response *res, int status, char *body)
@@ -17,6 +18,13 @@ void
 http_reply_error(struct http_response *res, int status, const char *msg)
 {
 	http_reply_json(res, status, wire_error_encode(msg));
+}
+
+void
+http_reply_store_error(struct http_response *res, int r)
+{
+	http_reply_error(res, r == STORE_FULL || r == STORE_UNAVAILABLE ? 503 : 500,
+	    store_strerror(r));
 }
 
 void

@@ -9,6 +9,9 @@
 void http_reply_json(struct http_response *res, int status, char *body);
 /* Sets {"error": msg} with status. */
 void http_reply_error(struct http_response *res, int status, const char *msg);
+/* Answers the error r of a store call (store.h): 503 when the disk is full
+ * or the state database unavailable (worth retrying later), else 500. */
+void http_reply_store_error(struct http_response *res, int r);
 /* Adds a response header (value copied; names must be static strings).
  * Beyond HTTP_MAX_HEADERS, left out. */
 void http_add_header(struct http_response *res, const char *name, const char *value);

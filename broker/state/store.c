@@ -512,7 +512,7 @@ store_recover(struct store *st)
 	pthread_mutex_unlock(&st->lock);
 	log_info("state database reachable again after an outage of %.1f s",
 	    (double)(util_now_ms() - since) / 1000.0);
-	return 0;
+	return 1;
 }
 
 void

@@ -237,7 +237,8 @@ int store_admin_token_remove(struct store *st, const char *name, int64_t now);
 int store_outage(struct store *st, int64_t *since, char *why, size_t n);
 /* While down: tries a new connection without blocking the requests (they
  * fail fast meanwhile), logs the outage's end with its length. 0 when up
- * (now or already), else STORE_UNAVAILABLE. Call it every 250 ms or so. */
+ * already, 1 when this call ended an outage, else STORE_UNAVAILABLE. Call
+ * it every 250 ms or so. */
 int store_recover(struct store *st);
 /* Bounds the wait of a COMMIT (ms; [state] commit_timeout): past it the
  * commit is not durable (a synchronous standby missing): STORE_UNAVAILABLE.
