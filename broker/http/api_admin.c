@@ -221,7 +221,7 @@ event_json(const struct store_event *e)
 static int
 reply_outage(struct api_admin *a, struct http_response *res)
 {
-	char why[160], when[32], msg[256];
+	char why[160], when[32], msg[320];
 	int64_t since;
 	time_t t;
 	struct tm tm;
