@@ -58,7 +58,8 @@ db_error(struct store_db *d, const char *func, PGresult *res)
 {
 	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 
-	if (PQstatus(d->conn) == CONNECTION_BAD)
+	/* the server's errors carry a SQLSTATE; libpq's own (the link) none */
+	if (PQstatus(d->conn) == CONNECTION_BAD || state == NULL)
 		d->fault = PG_CONN_LOST;
 	else if (state != NULL && strcmp(state, "25006") == 0)
 		d->fault = PG_READ_ONLY;
@@ -550,8 +551,9 @@ pgdb_end(struct store_db *d, int r, uint64_t *gen)
 			*gen = d->gen;
 		return 0;
 	}
-	if (PQstatus(d->conn) == CONNECTION_OK &&
-	    PQtransactionStatus(d->conn) != PQTRANS_IDLE)
+	/* a link lost is not rolled back (nor its fault overwritten) */
+	if (d->fault != PG_CONN_LOST && d->fault != PG_IN_DOUBT &&
+	    PQstatus(d->conn) == CONNECTION_OK && PQtransactionStatus(d->conn) != PQTRANS_IDLE)
 		(void)simple(d, "ROLLBACK", __func__);
 	return r;
 }

@@ -12,7 +12,8 @@
  * once here with the server's message and PQhost/PQport/PQdb at most: the
  * conninfo (which may hold a password) is never logged nor put into err.
  * Faults (enum pg_fault, classified for store.c by pgdb_faults): connection
- * lost (no SQLSTATE: PQstatus is CONNECTION_BAD) before COMMIT, 25006 (a
+ * lost (no SQLSTATE: libpq's own error, PQstatus CONNECTION_BAD or a failed
+ * read) before COMMIT, 25006 (a
  * standby), 40001/40P01 -> STORE_FAULT_RETRY (reconnected at the next
  * pgdb_begin: libpq walks the host list to the primary); a reconnect that
  * finds no primary -> STORE_FAULT_DOWN (STORE_UNAVAILABLE); 53100 disk full
