@@ -79,7 +79,7 @@ server_find(const struct lastseen *ls, int64_t id)
 static int
 server_put(struct lastseen *ls, const struct lastseen_entry *e)
 {
-	struct server_row *s = (struct server_row *)server_find(ls, e->server_id);
+	struct server_row *s = (struct server_row *)server_find(ls, e->r.server_id);
 
 	if (s == NULL) {
 		if (ls->nsv == ls->capsv) {
@@ -92,12 +92,14 @@ server_put(struct lastseen *ls, const struct lastseen_entry *e)
 			ls->capsv = cap;
 		}
 		s = &ls->sv[ls->nsv++];
+		s->fqdn[0] = '\0';
 	}
-	s->id = e->server_id;
-	util_strlcpy(s->name, e->server, sizeof(s->name));
-	util_strlcpy(s->address, e->address, sizeof(s->address));
-	util_strlcpy(s->fqdn, e->fqdn, sizeof(s->fqdn));
-	s->port = e->port;
+	s->id = e->r.server_id;
+	util_strlcpy(s->name, e->r.server, sizeof(s->name));
+	util_strlcpy(s->address, e->r.address, sizeof(s->address));
+	if (e->fqdn[0] != '\0')	/* a route has none: keep a placement's */
+		util_strlcpy(s->fqdn, e->fqdn, sizeof(s->fqdn));
+	s->port = e->r.port;
 	return 0;
 }
 
@@ -110,16 +112,16 @@ entry_of(const struct lastseen *ls, const struct user_row *r, struct lastseen_en
 	if (s == NULL)
 		return -1;
 	memset(out, 0, sizeof(*out));
-	util_strlcpy(out->user, r->user, sizeof(out->user));
-	util_strlcpy(out->login, r->login, sizeof(out->login));
-	util_strlcpy(out->domain, r->domain, sizeof(out->domain));
-	out->session_id = r->session_id;
-	out->server_id = r->server_id;
-	out->seen = r->seen;
-	util_strlcpy(out->server, s->name, sizeof(out->server));
-	util_strlcpy(out->address, s->address, sizeof(out->address));
+	util_strlcpy(out->r.user, r->user, sizeof(out->r.user));
+	util_strlcpy(out->r.login, r->login, sizeof(out->r.login));
+	util_strlcpy(out->r.domain, r->domain, sizeof(out->r.domain));
+	out->r.session_id = r->session_id;
+	out->r.server_id = r->server_id;
+	util_strlcpy(out->r.server, s->name, sizeof(out->r.server));
+	util_strlcpy(out->r.address, s->address, sizeof(out->r.address));
+	out->r.port = s->port;
 	util_strlcpy(out->fqdn, s->fqdn, sizeof(out->fqdn));
-	out->port = s->port;
+	out->seen = r->seen;
 	return 0;
 }
 
@@ -149,11 +151,11 @@ lastseen_put(struct lastseen *ls, const struct lastseen_entry *e)
 	struct user_row *r;
 	uint32_t *s;
 
-	if (e->user[0] == '\0')
+	if (e->r.user[0] == '\0')
 		return 0;
 	if (gen_alloc(g) != 0 || server_put(ls, e) != 0)
 		return -1;
-	s = slot(g, e->user);
+	s = slot(g, e->r.user);
 	if (*s == 0 && g->n == LASTSEEN_USERS) {
 		/* the newer is full: it becomes the older, the older is dropped */
 		struct generation old = ls->g[1];
@@ -164,16 +166,16 @@ lastseen_put(struct lastseen *ls, const struct lastseen_entry *e)
 		if (gen_alloc(g) != 0)
 			return -1;
 		memset(g->index, 0, SLOTS * sizeof(*g->index));
-		s = slot(g, e->user);
+		s = slot(g, e->r.user);
 	}
 	if (*s == 0)
 		*s = (uint32_t)++g->n;
 	r = &g->rows[*s - 1];
-	util_strlcpy(r->user, e->user, sizeof(r->user));
-	util_strlcpy(r->login, e->login, sizeof(r->login));
-	util_strlcpy(r->domain, e->domain, sizeof(r->domain));
-	r->session_id = e->session_id;
-	r->server_id = e->server_id;
+	util_strlcpy(r->user, e->r.user, sizeof(r->user));
+	util_strlcpy(r->login, e->r.login, sizeof(r->login));
+	util_strlcpy(r->domain, e->r.domain, sizeof(r->domain));
+	r->session_id = e->r.session_id;
+	r->server_id = e->r.server_id;
 	r->seen = e->seen;
 	return 0;
 }
@@ -203,7 +205,7 @@ lastseen_session(const struct lastseen *ls, int64_t session_id, struct lastseen_
 			if (r->session_id != session_id)
 				continue;
 			/* an older generation's row of a user seen again since is stale */
-			if (lastseen_get(ls, r->user, out) == 0 && out->session_id == session_id)
+			if (lastseen_get(ls, r->user, out) == 0 && out->r.session_id == session_id)
 				return 0;
 		}
 	return -1;

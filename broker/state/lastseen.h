@@ -14,19 +14,15 @@
 #include <stdint.h>
 
 #include "broker/common/wire.h"
+#include "broker/state/store.h"	/* struct store_route */
 
 #define LASTSEEN_USERS	16384
 
 struct lastseen_entry {
-	char user[WIRE_USER_MAX];	/* normalised: the key */
-	char login[WIRE_USER_MAX];
-	char domain[WIRE_USER_MAX];
-	int64_t session_id;
-	int64_t server_id;
-	char server[WIRE_NAME_MAX];
-	char address[WIRE_ADDR_MAX];
-	char fqdn[WIRE_ADDR_MAX];
-	int port;
+	struct store_route r;		/* r.user (normalised) is the key; kept:
+					 * user, login, domain, session_id,
+					 * server_id, server, address, port */
+	char fqdn[WIRE_ADDR_MAX];	/* the server's, as a placement read it */
 	int64_t seen;			/* ms: when it was read */
 };
 

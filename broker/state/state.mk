@@ -28,6 +28,7 @@ $(B)/broker/state/pg_db.o: TS_CPPFLAGS += $(call PKG_CFLAGS,libpq)
 
 $(eval $(call unit_test,test_placement,$(B)/broker/state/placement.o $(B)/broker/state/states.o,))
 $(eval $(call unit_test,test_states,$(B)/broker/state/states.o,))
+$(eval $(call unit_test,test_lastseen,$(B)/broker/state/lastseen.o $(B)/broker/common/util.o,))
 $(eval $(call unit_test,test_reconcile,$(B)/broker/state/reconcile.o $(B)/broker/state/placement.o \
 	$(B)/broker/state/states.o $(B)/broker/common/util.o,))
 # test_store: the store contract (store.h only, any engine); test_store_sqlite:

@@ -722,27 +722,19 @@ store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat 
 
 /* ---- placement ---- */
 
-/* The user's live session as read (a placement's result or a route), for
- * the outage (lastseen.h). Lock held; out of memory: not kept. */
+/* A live session as read (a placement's result, a route), for the outage
+ * (lastseen.h); fqdn "" keeps the one a placement saw. Lock held; out of
+ * memory: not kept. */
 static void
-seen_put(struct store *st, const char *user, const char *login, const char *domain,
-    int64_t session_id, int64_t server_id, const char *server, const char *address,
-    const char *fqdn, int port)
+seen_put(struct store *st, const struct store_route *rt, const char *fqdn)
 {
 	struct lastseen_entry e;
 
 	if (st->seen == NULL && (st->seen = lastseen_new()) == NULL)
 		return;
 	memset(&e, 0, sizeof(e));
-	util_strlcpy(e.user, user, sizeof(e.user));
-	util_strlcpy(e.login, login ? login : "", sizeof(e.login));
-	util_strlcpy(e.domain, domain ? domain : "", sizeof(e.domain));
-	e.session_id = session_id;
-	e.server_id = server_id;
-	util_strlcpy(e.server, server, sizeof(e.server));
-	util_strlcpy(e.address, address, sizeof(e.address));
-	util_strlcpy(e.fqdn, fqdn ? fqdn : "", sizeof(e.fqdn));
-	e.port = port;
+	e.r = *rt;
+	util_strlcpy(e.fqdn, fqdn, sizeof(e.fqdn));
 	e.seen = util_now_ms();
 	(void)lastseen_put(st->seen, &e);
 }
@@ -759,12 +751,12 @@ seen_answer(struct store *st, const char *user, struct store_place_result *out)
 	memset(out, 0, sizeof(*out));
 	out->reconnect = 1;
 	out->unrecorded = 1;
-	out->session_id = e.session_id;
-	out->server_id = e.server_id;
-	util_strlcpy(out->server, e.server, sizeof(out->server));
-	util_strlcpy(out->address, e.address, sizeof(out->address));
+	out->session_id = e.r.session_id;
+	out->server_id = e.r.server_id;
+	util_strlcpy(out->server, e.r.server, sizeof(out->server));
+	util_strlcpy(out->address, e.r.address, sizeof(out->address));
 	util_strlcpy(out->fqdn, e.fqdn, sizeof(out->fqdn));
-	out->port = e.port;
+	out->port = e.r.port;
 	util_strlcpy(out->reason, "the state database is unavailable", sizeof(out->reason));
 	return 0;
 }
@@ -864,9 +856,17 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 	/* (a new placement not known durable is never told) */
 	if (r == 0) {
 		*out = res;
-		if (!res.unrecorded)
-			seen_put(st, req->user, req->login, req->domain, res.session_id,
-			    res.server_id, res.server, res.address, res.fqdn, res.port);
+		if (!res.unrecorded) {
+			struct store_route rt = { .session_id = res.session_id,
+			    .server_id = res.server_id, .port = res.port };
+
+			util_strlcpy(rt.user, req->user, sizeof(rt.user));
+			util_strlcpy(rt.login, req->login ? req->login : "", sizeof(rt.login));
+			util_strlcpy(rt.domain, req->domain ? req->domain : "", sizeof(rt.domain));
+			util_strlcpy(rt.server, res.server, sizeof(rt.server));
+			util_strlcpy(rt.address, res.address, sizeof(rt.address));
+			seen_put(st, &rt, res.fqdn);
+		}
 		if (placed_on != 0 && st->lc.valid && (size_t)d.server < st->lc.n) {
 			/* the new pending placement counts at once */
 			st->lc.sv[d.server].pending++;
@@ -901,21 +901,6 @@ store_pending_expire(struct store *st, int64_t now, int *expired)
 
 /* ---- routing ---- */
 
-/* A live route read: kept for the outage. Lock held. */
-static void
-seen_route_put(struct store *st, const struct store_route *rt)
-{
-	struct lastseen_entry e;
-	const char *fqdn = "";
-
-	/* a route has no fqdn: keep the one a placement saw */
-	if (st->seen != NULL && lastseen_get(st->seen, rt->user, &e) == 0 &&
-	    e.server_id == rt->server_id)
-		fqdn = e.fqdn;
-	seen_put(st, rt->user, rt->login, rt->domain, rt->session_id, rt->server_id,
-	    rt->server, rt->address, fqdn, rt->port);
-}
-
 /* While the database is unavailable: the last live route read of user (or,
  * user NULL, of session_id), live on an up server as it was then.
  * STORE_UNAVAILABLE if none. Takes the lock. */
@@ -928,21 +913,13 @@ seen_route(struct store *st, const char *user, int64_t session_id, struct store_
 	pthread_mutex_lock(&st->lock);
 	if (st->seen != NULL && (user != NULL ? lastseen_get(st->seen, user, &e) :
 	    lastseen_session(st->seen, session_id, &e)) == 0) {
-		memset(out, 0, sizeof(*out));
-		out->session_id = e.session_id;
-		util_strlcpy(out->user, e.user, sizeof(out->user));
-		util_strlcpy(out->login, e.login, sizeof(out->login));
-		util_strlcpy(out->domain, e.domain, sizeof(out->domain));
+		*out = e.r;
 		out->session_state = SESSION_ACTIVE;
-		out->server_id = e.server_id;
-		util_strlcpy(out->server, e.server, sizeof(out->server));
-		util_strlcpy(out->address, e.address, sizeof(out->address));
-		out->port = e.port;
 		out->server_state = SERVER_UP;
 		out->live = 1;
 		log_warn("session %lld of %s on %s from memory (the state database is "
-		    "unavailable): not recorded", (long long)e.session_id, e.user,
-		    e.server);
+		    "unavailable): not recorded", (long long)e.r.session_id, e.r.user,
+		    e.r.server);
 		r = 0;
 	}
 	pthread_mutex_unlock(&st->lock);
@@ -979,7 +956,7 @@ store_session_route(struct store *st, int64_t session_id, int64_t now,
 	if ((r = end_locked(st, route_get(st, session_id, now, &res))) == STORE_AGAIN)
 		goto retry;
 	if (r == 0 && res.live)
-		seen_route_put(st, &res);
+		seen_put(st, &res, "");
 	pthread_mutex_unlock(&st->lock);
 	if (r == STORE_UNAVAILABLE)
 		return seen_route(st, NULL, session_id, out);
@@ -1022,7 +999,7 @@ store_user_route(struct store *st, const char *user, int64_t now,
 	if (r != STORE_NOT_FOUND)
 		r = e;
 	if (r == 0 && res.live)
-		seen_route_put(st, &res);
+		seen_put(st, &res, "");
 	pthread_mutex_unlock(&st->lock);
 	if (r == STORE_UNAVAILABLE)
 		return seen_route(st, user, 0, out);
