@@ -124,14 +124,14 @@ begin(struct store *st, int write)
 	return 0;
 }
 
-/* The operation runs again (lock held): STORE_AGAIN, or r when it ran
- * RETRY_MAX times. */
+/* The operation runs again (lock held): STORE_AGAIN, or r when it may not
+ * or ran RETRY_MAX times. */
 static int
-again(struct store *st, int r, int wait)
+again(struct store *st, int r, int may, int wait)
 {
 	unsigned int jitter = 0;
 
-	if (st->attempt >= RETRY_MAX)
+	if (!may || st->attempt >= RETRY_MAX)
 		return r;
 	if (wait) {
 		struct timespec ts;
@@ -150,12 +150,12 @@ again(struct store *st, int r, int wait)
 
 /* Ends the transaction (commit if r is 0); the lock stays held. A commit
  * of a store whose cache was current keeps it current: what it changed is
- * marked dirty already. Faults (store_engine.h): STORE_AGAIN when the
- * whole operation is to run again (the lock still held, st->again set);
- * an in-doubt COMMIT resolved by the engine's re-read; no database:
- * STORE_UNAVAILABLE and the outage begins. */
+ * marked dirty already. Faults (store_engine.h): with may_again,
+ * STORE_AGAIN when the whole operation is to run again (st->again set: the
+ * caller goes back to its begin); an in-doubt COMMIT resolved by the
+ * engine's re-read; no database: STORE_UNAVAILABLE, the outage begins. */
 static int
-end_locked(struct store *st, int r)
+end_tx(struct store *st, int r, int may_again)
 {
 	uint64_t g = 0;
 
@@ -164,7 +164,7 @@ end_locked(struct store *st, int r)
 	if (r != 0 && r != STORE_REFUSED && r != STORE_NOT_FOUND && r != STORE_EXISTS) {
 		switch (fault_of(st)) {
 		case STORE_FAULT_RETRY:
-			r = again(st, r, 1);
+			r = again(st, r, may_again, 1);
 			break;
 		case STORE_FAULT_IN_DOUBT:
 			switch (st->e->faults->resolve(st->db)) {
@@ -173,7 +173,7 @@ end_locked(struct store *st, int r)
 				st->lc_current = 0;
 				break;
 			case STORE_OUTCOME_ABORTED:
-				r = again(st, STORE_UNAVAILABLE, 0);
+				r = again(st, STORE_UNAVAILABLE, may_again, 0);
 				break;
 			default:
 				r = STORE_UNAVAILABLE;
@@ -195,12 +195,22 @@ end_locked(struct store *st, int r)
 	return r;
 }
 
-/* Ends the transaction and releases the lock, unless the operation runs
- * again (STORE_AGAIN: begin takes it over). */
+/* end_tx that may answer STORE_AGAIN: the caller must then go back to its
+ * begin (the lock still held). Every operation is a loop ( retry: begin ..
+ * end_again == STORE_AGAIN: goto retry), or ONE/ONE_LIST. */
 static int
-end(struct store *st, int r)
+end_locked(struct store *st, int r)
 {
-	if ((r = end_locked(st, r)) != STORE_AGAIN)
+	return end_tx(st, r, 1);
+}
+
+/* Ends the transaction and releases the lock, unless the operation is to
+ * run again (STORE_AGAIN: the caller goes back to begin, which takes the
+ * lock over). */
+static int
+end_again(struct store *st, int r)
+{
+	if ((r = end_tx(st, r, 1)) != STORE_AGAIN)
 		pthread_mutex_unlock(&st->lock);
 	return r;
 }
@@ -217,14 +227,14 @@ event(struct store *st, int r, int64_t now, const char *kind, const char *server
  * end says so: its result. */
 #define ONE(st, write, op, ...) ({ int r_; \
     while ((r_ = begin(st, write)) == 0 && \
-        (r_ = end(st, (st)->e->op((st)->db, __VA_ARGS__))) == STORE_AGAIN) \
+        (r_ = end_again(st, (st)->e->op((st)->db, __VA_ARGS__))) == STORE_AGAIN) \
 	; \
     r_; })
 /* The same for an operation returning a list in *out, freed before a run
  * again (and on error, as list_done). */
 #define ONE_LIST(st, op, out, ...) ({ int r_; \
     while ((r_ = begin(st, 0)) == 0 && \
-        (r_ = end(st, (st)->e->op((st)->db, __VA_ARGS__))) == STORE_AGAIN) { \
+        (r_ = end_again(st, (st)->e->op((st)->db, __VA_ARGS__))) == STORE_AGAIN) { \
 	free(*(out)); \
 	*(out) = NULL; \
     } \
@@ -551,7 +561,7 @@ store_server_add(struct store *st, const struct store_server *spec,
 	r = st->e->server_add(st->db, spec, token_hash, now);
 	r = event(st, r, now, "server_added", spec->name, spec->address);
 	lc_touch(st, 0);
-	if ((r = end(st, r)) == STORE_AGAIN)
+	if ((r = end_again(st, r)) == STORE_AGAIN)
 		goto retry;
 	return r;
 }
@@ -566,7 +576,7 @@ store_server_remove(struct store *st, const char *name, int64_t now)
 		return r;
 	r = event(st, st->e->server_remove(st->db, name), now, "server_removed", name, NULL);
 	lc_touch(st, 0);
-	if ((r = end(st, r)) == STORE_AGAIN)
+	if ((r = end_again(st, r)) == STORE_AGAIN)
 		goto retry;
 	return r;
 }
@@ -584,7 +594,7 @@ store_server_drain(struct store *st, const char *name, int draining, int64_t now
 	r = event(st, r, now, draining ? "drain" : "enable", name, NULL);
 	if (id != 0)
 		lc_touch(st, id);
-	if ((r = end(st, r)) == STORE_AGAIN)
+	if ((r = end_again(st, r)) == STORE_AGAIN)
 		goto retry;
 	return r;
 }
@@ -632,7 +642,7 @@ store_server_down(struct store *st, int64_t id, const char *reason, int64_t now)
 	r = st->e->server_down(st->db, id, reason, now, name, &changed);
 	if (r == 0 && changed)
 		r = event(st, r, now, "server_down", name, reason);
-	if ((r = end(st, r)) == STORE_AGAIN)
+	if ((r = end_again(st, r)) == STORE_AGAIN)
 		goto retry;
 	return r;
 }
@@ -652,7 +662,7 @@ store_server_quarantine(struct store *st, int64_t id, int64_t until,
 	if (changed)	/* else another store did: its event */
 		r = event(st, r, now, "quarantine", name, reason);
 	lc_touch(st, id);
-	if ((r = end(st, r)) == STORE_AGAIN)
+	if ((r = end_again(st, r)) == STORE_AGAIN)
 		goto retry;
 	if (r == 0 && changed_out != NULL)
 		*changed_out = changed;
@@ -715,7 +725,7 @@ store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat 
 	free(rows);
 	free(changes);
 	free(seen);
-	if ((r = end(st, r)) == STORE_AGAIN)
+	if ((r = end_again(st, r)) == STORE_AGAIN)
 		goto retry;
 	return r;
 }
@@ -894,7 +904,7 @@ store_pending_expire(struct store *st, int64_t now, int *expired)
 	for (size_t i = 0; *expired > 0 && st->lc.valid && i < st->lc.n; i++)
 		if (st->lc.min_expires[i] <= now)
 			st->lc.dirty[i] = 1;
-	if ((r = end(st, r)) == STORE_AGAIN)
+	if ((r = end_again(st, r)) == STORE_AGAIN)
 		goto retry;
 	return r;
 }
@@ -1034,7 +1044,7 @@ store_session_forget(struct store *st, int64_t id, int64_t now)
 		return r;
 	r = st->e->session_forget(st->db, id, now);
 	lc_touch(st, 0);		/* rare: reload rather than look the server up */
-	if ((r = end(st, r)) == STORE_AGAIN)
+	if ((r = end_again(st, r)) == STORE_AGAIN)
 		goto retry;
 	return r;
 }
@@ -1073,7 +1083,8 @@ store_admin_password_set(struct store *st, const char *hash, int64_t now)
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	r = st->e->admin_password_set(st->db, hash, now);
-	if ((r = end(st, event(st, r, now, "admin_password", NULL, "admin password set"))) == STORE_AGAIN)
+	r = event(st, r, now, "admin_password", NULL, "admin password set");
+	if ((r = end_again(st, r)) == STORE_AGAIN)
 		goto retry;
 	return r;
 }
@@ -1094,7 +1105,8 @@ store_admin_token_add(struct store *st, const char *name, const char *token_hash
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	r = st->e->admin_token_add(st->db, name, token_hash, now);
-	if ((r = end(st, event(st, r, now, "admin_token_added", NULL, name))) == STORE_AGAIN)
+	r = event(st, r, now, "admin_token_added", NULL, name);
+	if ((r = end_again(st, r)) == STORE_AGAIN)
 		goto retry;
 	return r;
 }
@@ -1121,7 +1133,8 @@ store_admin_token_remove(struct store *st, const char *name, int64_t now)
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	r = st->e->admin_token_remove(st->db, name);
-	if ((r = end(st, event(st, r, now, "admin_token_removed", NULL, name))) == STORE_AGAIN)
+	r = event(st, r, now, "admin_token_removed", NULL, name);
+	if ((r = end_again(st, r)) == STORE_AGAIN)
 		goto retry;
 	return r;
 }
