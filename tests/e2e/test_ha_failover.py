@@ -16,8 +16,8 @@ import time
 import pytest
 
 import rawrdp
-from farm import (Broker, PgCluster, Target, heartbeat_body, needs_pg, probe, wait_until,
-                  HAVE_TOOLS)
+from farm import (Broker, Holder, PgCluster, Target, free_port, heartbeat_body, needs_pg,
+                  probe, wait_until, HAVE_TOOLS)
 
 pytestmark = [needs_pg, pytest.mark.skipif(not HAVE_TOOLS, reason="test peers not built")]
 
@@ -39,30 +39,39 @@ def servers_up(b, names):
 
 
 @pytest.fixture
-def ha(tmp_path):
-    cluster = PgCluster(standby=True).start()
-    db = cluster.create_db("tsb_ha")
-    b = Broker(tmp_path / "broker", state__engine="postgresql",
-               state__url=cluster.url(db, connect_timeout=2), state__commit_timeout=2,
-               rdp__handshake_timeout=HANDSHAKE_TIMEOUT, health__down_after=10)
-    targets = {}
-    try:
+def ha_farm(tmp_path):
+    """ha_farm(**broker_conf) -> (cluster, db, broker, {name: Target}): a
+    primary with a synchronous standby, a broker on it, ts1 and ts2 up (on
+    the broker's RDP port, or on their own in token mode)."""
+    made = []
+
+    def make(**conf):
+        cluster = PgCluster(standby=True)
+        made.append(cluster)
+        cluster.start()
+        db = cluster.create_db("tsb_ha")
+        b = Broker(tmp_path / "broker", state__engine="postgresql",
+                   state__url=cluster.url(db, connect_timeout=2), state__commit_timeout=2,
+                   rdp__handshake_timeout=HANDSHAKE_TIMEOUT, health__down_after=10, **conf)
+        made.append(b)
         b.start()
+        targets = {}
         for name, address in (("ts1", "127.0.0.2"), ("ts2", "127.0.0.3")):
-            token = b.add_server(name, address, port=b.rdp_port, max_sessions=1000)
-            targets[name] = Target(tmp_path / name, name, address, b.rdp_port, b, token)
+            port = free_port(address) if "rdp__mode" in conf else b.rdp_port
+            token = b.add_server(name, address, port=port, max_sessions=1000)
+            targets[name] = Target(tmp_path / name, name, address, port, b, token)
+            made.append(targets[name])
             targets[name].start()
         wait_until(lambda: servers_up(b, targets), 20, "ts1 and ts2 up")
-        yield cluster, db, b
-    finally:
-        for t in targets.values():
-            t.stop()
-        b.stop()
-        cluster.stop()
+        return cluster, db, b, targets
+
+    yield make
+    for part in reversed(made):
+        part.stop()
 
 
-def test_primary_killed_mid_storm(ha):
-    cluster, db, b = ha
+def test_primary_killed_mid_storm(ha_farm):
+    cluster, db, b, _ = ha_farm()
     admin = b.login()
     # ts3 only beats (drained: nobody is placed where nothing listens)
     hb_token = b.add_server("ts3", "127.0.0.4", max_sessions=1000)
@@ -170,3 +179,34 @@ def test_primary_killed_mid_storm(ha):
     assert int(mem) >= acked["seq"], (mem, acked)
     print(f"{len(told)} placements told, {acked['seq']} heartbeats acknowledged: all on the "
           f"new primary, none twice")
+
+
+def test_token_mode_without_a_primary(ha_farm):
+    """Token mode: a running splice keeps flowing while no primary is
+    reachable, and a user the broker placed is spliced back to their session
+    (the routing token's session read from memory); a new user is refused."""
+    cluster, db, b, ts = ha_farm(rdp__mode="token", rdp__token_key="token.key",
+                                 rdp__connect_timeout=2)
+    holder = Holder(b.rdp_port, "carol")
+    try:
+        wait_until(lambda: b.metrics().get("tsbroker_splices_active") == 1, 20,
+                   "carol's splice")
+        dave = probe(b.rdp_port, "dave")
+        assert dave["ok"] and dave["host"] == "127.0.0.1", dave
+        at = wait_until(lambda: [n for n, t in ts.items() if t.connects("dave")], 5,
+                        "dave at a target")
+        cluster.kill_primary()
+        wait_until(lambda: b.metrics().get("tsbroker_state_database_up") == 0, 15,
+                   "the broker to see the outage")
+        again = probe(b.rdp_port, "dave")
+        assert again["ok"] and again["host"] == "127.0.0.1", again
+        assert len(ts[at[0]].connects("dave")) == 2
+        assert "from memory (the state database is unavailable)" in b.log()
+        res = rawrdp.redirect("127.0.0.1", b.rdp_port, "erin", timeout=HANDSHAKE_TIMEOUT + 5)
+        assert not res.redirected and res.errinfo is not None, res
+        # carol's splice never stopped
+        assert holder.proc.poll() is None
+        assert b.metrics()["tsbroker_splices_active"] >= 1
+        assert b.proc.poll() is None
+    finally:
+        holder.stop()
