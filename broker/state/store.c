@@ -733,14 +733,15 @@ store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat 
 /* ---- placement ---- */
 
 /* A live session as read (a placement's result, a route), for the outage
- * (lastseen.h); fqdn "" keeps the one a placement saw. Lock held; out of
- * memory: not kept. */
+ * (lastseen.h) of an engine that can have one; fqdn "" keeps the one a
+ * placement saw. Lock held; out of memory: not kept. */
 static void
 seen_put(struct store *st, const struct store_route *rt, const char *fqdn)
 {
 	struct lastseen_entry e;
 
-	if (st->seen == NULL && (st->seen = lastseen_new()) == NULL)
+	if (st->e->faults == NULL ||
+	    (st->seen == NULL && (st->seen = lastseen_new()) == NULL))
 		return;
 	memset(&e, 0, sizeof(e));
 	e.r = *rt;
