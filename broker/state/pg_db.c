@@ -415,7 +415,8 @@ pgdb_begin(struct store_db *d, int write)
 	int r;
 
 	if ((d->fault == PG_CONN_LOST || d->fault == PG_READ_ONLY || d->fault == PG_DOWN ||
-	    PQstatus(d->conn) == CONNECTION_BAD) && (r = reconnect(d)) != 0)
+	    d->fault == PG_IN_DOUBT || PQstatus(d->conn) == CONNECTION_BAD) &&
+	    (r = reconnect(d)) != 0)
 		return r;
 	d->fault = PG_OK;
 	d->xid = 0;
