@@ -309,7 +309,8 @@
       document.body.dataset.refreshed = String((Number(document.body.dataset.refreshed) || 0) + 1);
     } catch (e) {
       if (e.status === 401) { refreshing = false; showLogin('Your session has ended: sign in again.'); return; }
-      setLive(false, `broker unreachable (${e.message})`);
+      // 503: the broker answers but cannot read its state (the message says why)
+      setLive(false, e.status === 503 ? e.message : `broker unreachable (${e.message})`);
     } finally {
       refreshing = false;
     }

@@ -51,6 +51,9 @@ broker_place(struct broker *b, const struct door_request *req, struct door_answe
 	if (r != 0) {
 		snprintf(ans->reason, sizeof(ans->reason),
 		    "the broker cannot record the placement (%s)", store_strerror(r));
+		/* no state database: to the client, as if no server had room */
+		if (r == STORE_UNAVAILABLE || r == STORE_FULL)
+			ans->refusal = DOOR_REFUSAL_NO_SERVER;
 		return;
 	}
 	util_strlcpy(out->server, res.server, sizeof(out->server));
@@ -61,7 +64,7 @@ broker_place(struct broker *b, const struct door_request *req, struct door_answe
 	out->session_id = res.session_id;
 	if (res.unrecorded)
 		log_warn("reconnect of %s to %s served from committed state, not recorded: "
-		    "the disk is full", user, res.server);
+		    "%s", user, res.server, res.reason);
 	/* the placement is committed: now the token that leads back to it */
 	if (b->token_mode && token_issue(&b->key, res.session_id,
 	    pr.now / 1000 + b->c->token_ttl, out->routing_token,

@@ -376,6 +376,7 @@ cli_run(const struct conf *c, int argc, char **argv)
 		fprintf(stderr, "tsbroker: %s\n", err);
 		return 1;
 	}
+	store_commit_timeout(st, c->commit_timeout * 1000);
 	r = dispatch(c, st, argc, argv);
 	store_close(st);
 	return r;

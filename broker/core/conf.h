@@ -16,6 +16,7 @@ struct conf {
 	char run_user[64];		/* [broker] user: run as this user ("" = as started) */
 	int event_retention_days;	/* [state] event_retention_days */
 	int event_max;			/* [state] event_max */
+	int commit_timeout;		/* [state] commit_timeout: a COMMIT's wait, s */
 	struct rdp_conf rdp;		/* [rdp] */
 	char token_key[512];		/* [rdp] token_key: HMAC key file */
 	int token_ttl;			/* [rdp] token_ttl, seconds */

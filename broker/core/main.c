@@ -196,6 +196,7 @@ serve(struct conf *c)
 		log_error("%s", err);
 		goto out;
 	}
+	store_commit_timeout(st, c->commit_timeout * 1000);
 	if (ensure_admin(st) != 0 || check_token_key(c, st) != 0)
 		goto out;
 

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "broker/http/api_admin.h"
 #include "broker/http/http_reply.h"
@@ -73,24 +74,25 @@ arg_int(const struct http_request *req, struct http_response *res, const char *n
 }
 
 /* Answers the error r of a store call: 404 with not_found (if not NULL) for
- * STORE_NOT_FOUND, else 503 (disk full) or 500. */
+ * STORE_NOT_FOUND, else 503 (disk full, database unavailable) or 500. */
 static void
-reply_store_error(struct http_response *res, int r, const char *not_found)
+reply_store_error(struct api_admin *a, struct http_response *res, int r,
+    const char *not_found)
 {
 	if (r == STORE_NOT_FOUND && not_found != NULL)
 		http_reply_error(res, 404, not_found);
 	else
-		http_reply_error(res, r == STORE_FULL ? 503 : 500, store_strerror(r));
+		http_reply_store_error(res, a->st, r);
 }
 
 /* The same for a store call about server name. */
 static void
-reply_server_error(struct http_response *res, int r, const char *name)
+reply_server_error(struct api_admin *a, struct http_response *res, int r, const char *name)
 {
 	char msg[128];
 
 	snprintf(msg, sizeof(msg), "no server '%s'", name);
-	reply_store_error(res, r, msg);
+	reply_store_error(a, res, r, msg);
 }
 
 /* The store's servers into *list (the caller frees it), or -1 with the
@@ -102,7 +104,7 @@ servers_load(struct api_admin *a, struct http_response *res, struct store_server
 	int r;
 
 	if ((r = store_server_list(a->st, list, n)) != 0) {
-		reply_store_error(res, r, NULL);
+		reply_store_error(a, res, r, NULL);
 		return -1;
 	}
 	return 0;
@@ -224,9 +226,16 @@ api_admin_status(struct api_admin *a, const struct auth_who *who,
 	struct wire_json *o, *sv, *ss, *n1;
 	int64_t now = util_now_ms();
 	size_t n = 0;
+	int r;
 
-	if (servers_load(a, res, &list, &n) != 0)
+	if (store_outage(a->st, NULL, NULL, 0)) {
+		http_reply_store_error(res, a->st, STORE_UNAVAILABLE);
 		return;
+	}
+	if ((r = store_server_list(a->st, &list, &n)) != 0) {
+		reply_store_error(a, res, r, NULL);
+		return;
+	}
 	farm_summarise(list, n, now, &f);
 	free(list);
 	o = wire_json_object();
@@ -331,7 +340,7 @@ api_admin_server_get(struct api_admin *a, const struct auth_who *who,
 		return;
 	}
 	if ((r = store_server_get(a->st, name, &s)) != 0) {
-		reply_server_error(res, r, name);
+		reply_server_error(a, res, r, name);
 		return;
 	}
 	http_reply_json(res, 200, wire_json_dump(server_json(&s, util_now_ms())));
@@ -354,11 +363,11 @@ api_admin_server_post(struct api_admin *a, const struct auth_who *who,
 	}
 	drain = action[0] == 'd';
 	if ((r = store_server_drain(a->st, name, drain, util_now_ms())) != 0) {
-		reply_server_error(res, r, name);
+		reply_server_error(a, res, r, name);
 		return;
 	}
 	if ((r = store_server_get(a->st, name, &s)) != 0) {
-		reply_store_error(res, r, NULL);
+		reply_store_error(a, res, r, NULL);
 		return;
 	}
 	log_info("server %s %s by %s from %s", name, drain ? "draining" : "enabled",
@@ -405,13 +414,13 @@ api_admin_sessions(struct api_admin *a, const struct auth_who *who,
 			return;
 		}
 		if ((r = store_server_get(a->st, server, &srv)) != 0) {
-			reply_server_error(res, r, server);
+			reply_server_error(a, res, r, server);
 			return;
 		}
 		f.server = server;
 	}
 	if ((r = store_session_list(a->st, &f, &list, &n)) != 0) {
-		reply_store_error(res, r, NULL);
+		reply_store_error(a, res, r, NULL);
 		return;
 	}
 	o = wire_json_object();
@@ -451,7 +460,7 @@ api_admin_session_delete(struct api_admin *a, const struct auth_who *who,
 	}
 	if ((r = store_session_forget(a->st, id, util_now_ms())) != 0) {
 		snprintf(msg, sizeof(msg), "no session %lld (or it has ended)", id);
-		reply_store_error(res, r, msg);
+		reply_store_error(a, res, r, msg);
 		return;
 	}
 	log_info("session %lld forgotten by %s from %s", id, who->name, req->client);
@@ -476,7 +485,7 @@ api_admin_events(struct api_admin *a, const struct auth_who *who,
 	    arg_int(req, res, "limit", 1, EVENTS_LIMIT_MAX, EVENTS_LIMIT_DEF, &limit) != 0)
 		return;
 	if ((r = store_event_list(a->st, since, (int)limit, &list, &n)) != 0) {
-		reply_store_error(res, r, NULL);
+		reply_store_error(a, res, r, NULL);
 		return;
 	}
 	o = wire_json_object();

@@ -65,7 +65,7 @@ authenticate(struct api_agent *a, const struct http_request *req,
 		return -1;
 	}
 	if (r != 0) {
-		http_reply_error(res, r == STORE_FULL ? 503 : 500, store_strerror(r));
+		http_reply_store_error(res, a->st, r);
 		return -1;
 	}
 	return 0;
@@ -97,7 +97,7 @@ api_agent_heartbeat(void *ctx, const struct http_request *req, struct http_respo
 		goto out;
 	}
 	if ((r = store_heartbeat_apply(a->st, id, &hb, util_now_ms(), &hr)) != 0) {
-		http_reply_error(res, r == STORE_FULL ? 503 : 500, store_strerror(r));
+		http_reply_store_error(res, a->st, r);
 		goto out;
 	}
 	if (hr.went_up)

@@ -50,11 +50,6 @@ method_changes_state(const char *m)
 	return strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0;
 }
 
-static void
-reply_store_error(struct http_response *res, int r)
-{
-	http_reply_error(res, r == STORE_FULL ? 503 : 500, store_strerror(r));
-}
 
 /* The value of cookie name in the Cookie header into out, 0 or -1. */
 static int
@@ -129,7 +124,7 @@ check_bearer(struct auth *a, const struct http_request *req, struct http_respons
 		return -1;
 	}
 	if (r != 0) {
-		reply_store_error(res, r);
+		http_reply_store_error(res, a->st, r);
 		return -1;
 	}
 	who->kind = AUTH_BY_BEARER;
@@ -161,7 +156,7 @@ auth_check(struct auth *a, const struct http_request *req, struct http_response 
 		goto out;
 	}
 	if (r != 0 || auth_session_csrf(id, who->csrf) != 0) {
-		reply_store_error(res, r ? r : STORE_ERR);
+		http_reply_store_error(res, a->st, r ? r : STORE_ERR);
 		r = -1;
 		goto out;
 	}
@@ -338,7 +333,7 @@ auth_login(struct auth *a, const struct http_request *req, struct http_response 
 		goto out;
 	}
 	if ((r = store_admin_password_get(a->st, hash, sizeof(hash))) != 0) {
-		reply_store_error(res, r);
+		http_reply_store_error(res, a->st, r);
 		goto out;
 	}
 	if ((r = crypto_password_verify(pw, hash)) != 0) {
@@ -364,7 +359,7 @@ auth_login(struct auth *a, const struct http_request *req, struct http_response 
 	s.created = s.last_used = util_now_ms();
 	util_strlcpy(s.client, req->client, sizeof(s.client));
 	if ((r = store_admin_session_add(a->st, &s, AUTH_SESSIONS)) != 0) {
-		reply_store_error(res, r);
+		http_reply_store_error(res, a->st, r);
 		goto out;
 	}
 	limit_forget(a, req->client);
@@ -390,7 +385,7 @@ auth_logout(struct auth *a, const struct auth_who *who, const struct http_reques
 		/* NOT_FOUND: ended meanwhile (another tab, another broker) */
 		if ((r = store_admin_session_remove(a->st, who->session)) != 0 &&
 		    r != STORE_NOT_FOUND) {
-			reply_store_error(res, r);
+			http_reply_store_error(res, a->st, r);
 			return;
 		}
 		log_info("admin logged out from %s", req->client);

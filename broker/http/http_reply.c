@@ -1,8 +1,11 @@
+#include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "broker/common/util.h"
 #include "broker/common/wire.h"
 #include "broker/http/http_reply.h"
+#include "broker/state/store.h"
 
 void
 http_reply_json(struct http_response *res, int status, char *body)
@@ -17,6 +20,27 @@ void
 http_reply_error(struct http_response *res, int status, const char *msg)
 {
 	http_reply_json(res, status, wire_error_encode(msg));
+}
+
+void
+http_reply_store_error(struct http_response *res, struct store *st, int r)
+{
+	char why[160], when[32], msg[320];
+	int64_t since;
+	time_t t;
+	struct tm tm;
+
+	if (r != STORE_UNAVAILABLE || !store_outage(st, &since, why, sizeof(why))) {
+		http_reply_error(res, r == STORE_FULL || r == STORE_UNAVAILABLE ? 503 : 500,
+		    store_strerror(r));
+		return;
+	}
+	t = (time_t)(since / 1000);
+	gmtime_r(&t, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+	snprintf(msg, sizeof(msg), "state database unreachable since %s (%s): known users "
+	    "are sent back to their sessions, new users are refused", when, why);
+	http_reply_error(res, 503, msg);
 }
 
 void

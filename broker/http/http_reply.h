@@ -9,6 +9,11 @@
 void http_reply_json(struct http_response *res, int status, char *body);
 /* Sets {"error": msg} with status. */
 void http_reply_error(struct http_response *res, int status, const char *msg);
+struct store;
+/* Answers the error r of a store call on st (store.h): 503 when the disk is
+ * full or the state database unavailable (worth retrying later; during an
+ * outage the message says since when and why), else 500. */
+void http_reply_store_error(struct http_response *res, struct store *st, int r);
 /* Adds a response header (value copied; names must be static strings).
  * Beyond HTTP_MAX_HEADERS, left out. */
 void http_add_header(struct http_response *res, const char *name, const char *value);

@@ -56,6 +56,38 @@ ld(const uint64_t *p)
 	return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
 
+/* The farm's servers and sessions (farm.h). */
+static void
+farm_gauges(struct textbuf *b, const struct farm_summary *fs)
+{
+	const struct farm_summary f = *fs;
+
+	tb_printf(b, "# HELP tsbroker_servers Terminal servers by health state.\n"
+	    "# TYPE tsbroker_servers gauge\n"
+	    "tsbroker_servers{state=\"up\"} %d\ntsbroker_servers{state=\"down\"} %d\n"
+	    "tsbroker_servers{state=\"unknown\"} %d\n", f.up, f.down, f.unknown);
+	tb_printf(b, "# HELP tsbroker_servers_draining Servers drained by an admin.\n"
+	    "# TYPE tsbroker_servers_draining gauge\ntsbroker_servers_draining %d\n"
+	    "# HELP tsbroker_servers_quarantined Servers quarantined as black holes.\n"
+	    "# TYPE tsbroker_servers_quarantined gauge\ntsbroker_servers_quarantined %d\n"
+	    "# HELP tsbroker_servers_accepting Servers taking new users (up, enabled, "
+	    "not quarantined).\n# TYPE tsbroker_servers_accepting gauge\n"
+	    "tsbroker_servers_accepting %d\n", f.draining, f.quarantined, f.accepting);
+	tb_printf(b, "# HELP tsbroker_sessions Sessions by state.\n"
+	    "# TYPE tsbroker_sessions gauge\n"
+	    "tsbroker_sessions{state=\"active\"} %d\n"
+	    "tsbroker_sessions{state=\"disconnected\"} %d\n"
+	    "tsbroker_sessions{state=\"pending\"} %d\n"
+	    "tsbroker_sessions{state=\"lost\"} %d\n", f.active, f.disconnected,
+	    f.pending, f.lost);
+	tb_printf(b, "# HELP tsbroker_n_plus_1_headroom Free places left after the "
+	    "loss of the worst up server (negative: users without a place).\n"
+	    "# TYPE tsbroker_n_plus_1_headroom gauge\ntsbroker_n_plus_1_headroom %d\n"
+	    "# HELP tsbroker_n_plus_1_ok 1 if the loss of any one up server is absorbed.\n"
+	    "# TYPE tsbroker_n_plus_1_ok gauge\ntsbroker_n_plus_1_ok %d\n",
+	    f.n1.headroom, f.n1.ok);
+}
+
 static void
 metrics_get(void *ctx, const struct http_request *req, struct http_response *res)
 {
@@ -71,38 +103,27 @@ metrics_get(void *ctx, const struct http_request *req, struct http_response *res
 	struct farm_summary f;
 	uint64_t cum = 0;
 	size_t n = 0;
-	int r, active = p->splices_active ? p->splices_active(p->splices_ctx) : 0;
+	int64_t since = 0;
+	int r, down, active = p->splices_active ? p->splices_active(p->splices_ctx) : 0;
 
-	if ((r = store_server_list(p->st, &list, &n)) != 0) {
-		http_reply_error(res, r == STORE_FULL ? 503 : 500, store_strerror(r));
+	if ((r = store_server_list(p->st, &list, &n)) != 0 && r != STORE_UNAVAILABLE) {
+		http_reply_store_error(res, p->st, r);
 		return;
 	}
-	farm_summarise(list, n, util_now_ms(), &f);
+	down = store_outage(p->st, &since, NULL, 0);
+	if (r == 0) {
+		farm_summarise(list, n, util_now_ms(), &f);
+		farm_gauges(&b, &f);
+	}
 	free(list);
-	tb_printf(&b, "# HELP tsbroker_servers Terminal servers by health state.\n"
-	    "# TYPE tsbroker_servers gauge\n"
-	    "tsbroker_servers{state=\"up\"} %d\ntsbroker_servers{state=\"down\"} %d\n"
-	    "tsbroker_servers{state=\"unknown\"} %d\n", f.up, f.down, f.unknown);
-	tb_printf(&b, "# HELP tsbroker_servers_draining Servers drained by an admin.\n"
-	    "# TYPE tsbroker_servers_draining gauge\ntsbroker_servers_draining %d\n"
-	    "# HELP tsbroker_servers_quarantined Servers quarantined as black holes.\n"
-	    "# TYPE tsbroker_servers_quarantined gauge\ntsbroker_servers_quarantined %d\n"
-	    "# HELP tsbroker_servers_accepting Servers taking new users (up, enabled, "
-	    "not quarantined).\n# TYPE tsbroker_servers_accepting gauge\n"
-	    "tsbroker_servers_accepting %d\n", f.draining, f.quarantined, f.accepting);
-	tb_printf(&b, "# HELP tsbroker_sessions Sessions by state.\n"
-	    "# TYPE tsbroker_sessions gauge\n"
-	    "tsbroker_sessions{state=\"active\"} %d\n"
-	    "tsbroker_sessions{state=\"disconnected\"} %d\n"
-	    "tsbroker_sessions{state=\"pending\"} %d\n"
-	    "tsbroker_sessions{state=\"lost\"} %d\n", f.active, f.disconnected,
-	    f.pending, f.lost);
-	tb_printf(&b, "# HELP tsbroker_n_plus_1_headroom Free places left after the "
-	    "loss of the worst up server (negative: users without a place).\n"
-	    "# TYPE tsbroker_n_plus_1_headroom gauge\ntsbroker_n_plus_1_headroom %d\n"
-	    "# HELP tsbroker_n_plus_1_ok 1 if the loss of any one up server is absorbed.\n"
-	    "# TYPE tsbroker_n_plus_1_ok gauge\ntsbroker_n_plus_1_ok %d\n",
-	    f.n1.headroom, f.n1.ok);
+	tb_printf(&b, "# HELP tsbroker_state_database_up 1 if the state database is "
+	    "reachable, 0 during an outage (the farm's gauges are left out then).\n"
+	    "# TYPE tsbroker_state_database_up gauge\ntsbroker_state_database_up %d\n"
+	    "# HELP tsbroker_state_database_outage_seconds How long the state database "
+	    "has been unreachable (0: it is reachable).\n"
+	    "# TYPE tsbroker_state_database_outage_seconds gauge\n"
+	    "tsbroker_state_database_outage_seconds %.3f\n", !down,
+	    down ? (double)(util_now_ms() - since) / 1000.0 : 0.0);
 	tb_printf(&b, "# HELP tsbroker_redirects_total RDP connections by outcome.\n"
 	    "# TYPE tsbroker_redirects_total counter\n");
 	for (int i = 0; i < METRICS_OUTCOMES; i++)

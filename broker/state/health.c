@@ -95,12 +95,20 @@ health_main(void *arg)
 	struct health *h = arg;
 	int64_t last_prune = 0;
 	struct timespec ts;
+	int r;
 
 	pthread_mutex_lock(&h->lock);
 	while (!h->stop) {
 		pthread_mutex_unlock(&h->lock);
 		int64_t now = util_now_ms();
-		(void)health_sweep(h->st, h->c, now, h->started);	/* errors logged by store */
+		/* the state database unreachable: try it every 250 ms, sweep
+		 * nothing (the broker's view is stale); back, the servers get
+		 * the grace of a restart (no heartbeat could be recorded) */
+		if ((r = store_recover(h->st)) == 1)
+			h->started = now;
+		int down = r < 0;
+		if (!down)
+			(void)health_sweep(h->st, h->c, now, h->started);	/* errors logged by store */
 		if (now - last_prune > 60 * 1000) {
 			(void)store_event_prune(h->st, now -
 			    (int64_t)h->c->event_retention_days * 86400 * 1000,
@@ -110,7 +118,11 @@ health_main(void *arg)
 		}
 		pthread_mutex_lock(&h->lock);
 		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += 1;
+		if (down && (ts.tv_nsec += 250 * 1000000L) >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		} else if (!down)
+			ts.tv_sec += 1;
 		if (!h->stop)
 			pthread_cond_timedwait(&h->cond, &h->lock, &ts);
 	}

@@ -1,11 +1,13 @@
 /* pg_db.c: the PostgreSQL connection (pg_db.h), the only file that
  * includes libpq-fe.h. */
+#include <poll.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <libpq-fe.h>
 
@@ -22,6 +24,8 @@
 #define OID_FLOAT8 701
 /* pg_advisory_xact_lock keys: the migrations; users use hashtext() */
 #define LOCK_MIGRATE INT64_C(0x7473620001)
+/* until store_commit_timeout says otherwise ([state] commit_timeout) */
+#define PGDB_COMMIT_TIMEOUT_MS 5000
 
 struct pg_stmt {
 	const char *sql;		/* the cache key: a string constant */
@@ -31,6 +35,12 @@ struct pg_stmt {
 struct store_db {
 	struct sql_db sql;		/* first: pgdb_ops */
 	PGconn *conn;
+	char *conninfo;			/* for connections made off the lock; wiped */
+	char incarnation[64];		/* the server's timeline and start time */
+	int64_t xid;			/* this write transaction's id, read before
+					 * COMMIT; 0: none (nothing to commit) */
+	int commit_timeout_ms;		/* 0: unbounded */
+	int in_commit, warned;		/* a WARNING came during COMMIT */
 	struct pg_stmt cache[STMT_CACHE];
 	size_t ncache;
 	/* the values bound by the last pgdb_prep */
@@ -49,7 +59,8 @@ db_error(struct store_db *d, const char *func, PGresult *res)
 {
 	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 
-	if (PQstatus(d->conn) == CONNECTION_BAD)
+	/* the server's errors carry a SQLSTATE; libpq's own (the link) none */
+	if (PQstatus(d->conn) == CONNECTION_BAD || state == NULL)
 		d->fault = PG_CONN_LOST;
 	else if (state != NULL && strcmp(state, "25006") == 0)
 		d->fault = PG_READ_ONLY;
@@ -312,34 +323,118 @@ simple(struct store_db *d, const char *sql, const char *func)
 	return r;
 }
 
-/* ---- transactions ---- */
+/* ---- connections ---- */
+
+/* The server's notices: a WARNING during COMMIT marks it (by severity, not
+ * by text: a cancelled synchronous-replication wait says "committed
+ * locally"); WARNINGs are logged, lesser notices dropped. */
+static void
+notice_receive(void *arg, const PGresult *res)
+{
+	struct store_db *d = arg;
+	const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+	if (sev == NULL || strcmp(sev, "WARNING") != 0)
+		return;
+	if (d->in_commit)
+		d->warned = 1;
+	log_msg(LOG_WARN, __func__, "database: %s", msg ? msg : "(warning)");
+}
+
+/* A new session on conn: its notices, its settings, which server it is.
+ * 0, or -1 (conn unusable). */
+static int
+conn_setup(struct store_db *d, PGconn *conn, char *incarnation, size_t n)
+{
+	PGresult *res;
+	int ok;
+
+	PQsetNoticeReceiver(conn, notice_receive, d);
+	/* the server's NOTICEs (IF NOT EXISTS) are noise; WARNINGs are kept */
+	res = PQexec(conn, "SET client_min_messages = warning");
+	ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+	PQclear(res);
+	if (!ok)
+		return -1;
+	/* which server: an xid means the same transaction only on the same
+	 * incarnation (a promotion changes the timeline, a restart the start) */
+	res = PQexec(conn, "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) || ' ' "
+	    "|| pg_postmaster_start_time()::text");
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+		util_strlcpy(incarnation, PQgetvalue(res, 0, 0), n);
+	else
+		incarnation[0] = '\0';	/* a standby: never the same */
+	PQclear(res);
+	return PQstatus(conn) == CONNECTION_OK ? 0 : -1;
+}
 
 /* After a lost connection or a standby: reconnect (libpq walks the host
- * list); the prepared statements are gone with the old session. */
+ * list); the prepared statements are gone with the old session. No
+ * primary: PG_DOWN, STORE_UNAVAILABLE. */
 static int
 reconnect(struct store_db *d)
 {
 	PQreset(d->conn);
 	d->ncache = 0;
 	d->fault = PG_OK;
-	if (PQstatus(d->conn) != CONNECTION_OK)
-		return DB_ERROR(d, NULL);
+	if (PQstatus(d->conn) != CONNECTION_OK ||
+	    conn_setup(d, d->conn, d->incarnation, sizeof(d->incarnation)) != 0) {
+		(void)DB_ERROR(d, NULL);
+		d->fault = PG_DOWN;
+		return STORE_UNAVAILABLE;
+	}
 	log_info("reconnected to database %s:%s/%s", PQhost(d->conn), PQport(d->conn),
 	    PQdb(d->conn));
 	return 0;
 }
 
 static int gen_made(struct store_db *d, uint64_t *made);
+static void *
+pgdb_connect(struct store_db *d)
+{
+	PGconn *conn = PQconnectdb(d->conninfo);
+
+	if (PQstatus(conn) != CONNECTION_OK) {
+		PQfinish(conn);
+		return NULL;
+	}
+	return conn;
+}
+
+static void
+pgdb_install(struct store_db *d, void *conn)
+{
+	PQfinish(d->conn);
+	d->conn = conn;
+	d->ncache = 0;
+	d->fault = PG_OK;
+	d->in_tx = 0;
+	if (conn_setup(d, d->conn, d->incarnation, sizeof(d->incarnation)) != 0)
+		d->fault = PG_CONN_LOST;	/* the next begin reconnects */
+	log_info("connected to database %s:%s/%s", PQhost(d->conn), PQport(d->conn),
+	    PQdb(d->conn));
+}
+
+static void
+pgdb_commit_timeout(struct store_db *d, int ms)
+{
+	d->commit_timeout_ms = ms;
+}
+
+/* ---- transactions ---- */
 
 int
 pgdb_begin(struct store_db *d, int write)
 {
 	int r;
 
-	if ((d->fault == PG_CONN_LOST || d->fault == PG_READ_ONLY ||
-	    PQstatus(d->conn) == CONNECTION_BAD) && (r = reconnect(d)) != 0)
+	if ((d->fault == PG_CONN_LOST || d->fault == PG_READ_ONLY || d->fault == PG_DOWN ||
+	    d->fault == PG_IN_DOUBT || PQstatus(d->conn) == CONNECTION_BAD) &&
+	    (r = reconnect(d)) != 0)
 		return r;
 	d->fault = PG_OK;
+	d->xid = 0;
 	d->writing = write;
 	d->gen = 0;
 	/* lost while idle (a restart, pg_terminate_backend): nothing was
@@ -356,6 +451,108 @@ pgdb_begin(struct store_db *d, int write)
 	return r;
 }
 
+static void
+hook(struct store_db *d, enum pgdb_hook_point where)
+{
+	if (pgdb_test_hook != NULL)
+		pgdb_test_hook(where, PQsocket(d->conn), PQbackendPID(d->conn));
+}
+
+/* Sends a cancel for the statement under way on d (a new connection to the
+ * same server, bounded by its connect_timeout). */
+static void
+cancel(struct store_db *d)
+{
+	PGcancel *c = PQgetCancel(d->conn);
+	char err[256];
+
+	if (c != NULL && !PQcancel(c, err, sizeof(err)))
+		log_msg(LOG_WARN, __func__, "database: cannot cancel: %s", err);
+	PQfreeCancel(c);
+}
+
+/* Waits until the COMMIT sent has its answer, cancelling it past the
+ * commit timeout (a synchronous standby that does not confirm) and giving
+ * the connection up if even the cancel is not answered within as long. */
+static void
+commit_wait(struct store_db *d)
+{
+	int64_t start = util_mono_ms(), limit = d->commit_timeout_ms;
+	int cancelled = 0;
+
+	while (PQisBusy(d->conn)) {
+		struct pollfd p = { .fd = PQsocket(d->conn), .events = POLLIN };
+		int64_t left = limit > 0 ? start + limit * (cancelled + 1) - util_mono_ms() : -1;
+		int n = poll(&p, 1, limit > 0 ? (int)(left > 0 ? left : 0) : -1);
+
+		if (n == 0 && !cancelled) {
+			log_msg(LOG_WARN, "pgdb_end", "database: COMMIT unanswered after %d ms "
+			    "(a synchronous standby missing?): cancelling its wait",
+			    d->commit_timeout_ms);
+			cancel(d);
+			cancelled = 1;
+			continue;
+		}
+		if (n == 0)	/* not even the cancel answered: give it up */
+			(void)shutdown(PQsocket(d->conn), SHUT_RDWR);
+		if (n < 0 || !PQconsumeInput(d->conn))
+			break;
+	}
+}
+
+/* COMMIT, bounded by the commit timeout. 0; STORE_UNAVAILABLE when it
+ * warned (PG_LOCAL_ONLY: on the primary only, not replicated); else the
+ * failure classified (a lost connection with an xid: PG_IN_DOUBT). */
+static int
+commit(struct store_db *d)
+{
+	PGresult *res, *last = NULL;
+	int r;
+
+	d->in_commit = 1;
+	d->warned = 0;
+	if (PQsendQuery(d->conn, "COMMIT")) {
+		hook(d, PGDB_HOOK_COMMIT_SENT);
+		commit_wait(d);
+	}
+	while ((res = PQgetResult(d->conn)) != NULL) {
+		PQclear(last);
+		last = res;
+	}
+	d->in_commit = 0;
+	if (PQresultStatus(last) == PGRES_COMMAND_OK && !d->warned)
+		r = 0;
+	else if (d->warned) {
+		log_msg(LOG_WARN, "pgdb_end", "database %s:%s: a commit was made on the "
+		    "primary only (its synchronous standby did not confirm it): not durable, "
+		    "not told", PQhost(d->conn) ? PQhost(d->conn) : "",
+		    PQport(d->conn) ? PQport(d->conn) : "");
+		d->fault = PG_LOCAL_ONLY;
+		r = STORE_UNAVAILABLE;
+	} else {
+		r = db_error(d, "pgdb_end", last);
+		if (d->fault == PG_CONN_LOST && d->xid != 0)
+			d->fault = PG_IN_DOUBT;
+	}
+	PQclear(last);
+	return r;
+}
+
+/* This write transaction's id into d->xid (0: it has none, nothing to
+ * commit, no doubt possible). */
+static int
+xid_read(struct store_db *d)
+{
+	struct gen_row g = { 0 };
+	int r;
+
+	d->xid = 0;
+	if ((r = pgdb_row(d, pgdb_prep(d, "SELECT coalesce(pg_current_xact_id_if_assigned()"
+	    "::text, '0')::bigint", ""), COLS(gen_cols), &g)) == 0)
+		d->xid = g.v;
+	return r;
+}
+
 int
 pgdb_end(struct store_db *d, int r, uint64_t *gen)
 {
@@ -365,14 +562,17 @@ pgdb_end(struct store_db *d, int r, uint64_t *gen)
 	if (!d->in_tx)
 		return r;
 	d->in_tx = 0;
-	if (r == 0 && d->writing && d->gen != 0)
-		r = gen_made(d, &made);
-	if (r == 0 && (r = simple(d, "COMMIT", __func__)) == 0) {
+	if (r == 0 && d->writing)
+		r = d->gen != 0 ? gen_made(d, &made) : xid_read(d);
+	if (r == 0 && d->writing)
+		hook(d, PGDB_HOOK_BEFORE_COMMIT);
+	if (r == 0 && (r = commit(d)) == 0) {
 		*gen = made;
 		return 0;
 	}
-	if (PQstatus(d->conn) == CONNECTION_OK &&
-	    PQtransactionStatus(d->conn) != PQTRANS_IDLE)
+	/* a link lost is not rolled back (nor its fault overwritten) */
+	if (d->fault != PG_CONN_LOST && d->fault != PG_IN_DOUBT &&
+	    PQstatus(d->conn) == CONNECTION_OK && PQtransactionStatus(d->conn) != PQTRANS_IDLE)
 		(void)simple(d, "ROLLBACK", __func__);
 	return r;
 }
@@ -429,6 +629,84 @@ snap_row(void *ctx, const void *row)
 	return 0;
 }
 
+static enum store_fault
+pgdb_classify(struct store_db *d)
+{
+	switch (d->fault) {
+	case PG_CONN_LOST:
+	case PG_READ_ONLY:
+	case PG_RETRY:
+		return STORE_FAULT_RETRY;
+	case PG_IN_DOUBT:
+		return STORE_FAULT_IN_DOUBT;
+	case PG_DOWN:
+		return STORE_FAULT_DOWN;
+	default:
+		return STORE_FAULT_FINAL;
+	}
+}
+
+/* A write transaction committed with its own xid: 0 when its commit (and
+ * so every earlier one) was confirmed by the synchronous standbys. */
+static int
+barrier(struct store_db *d)
+{
+	uint64_t gen;
+	int r;
+
+	if ((r = pgdb_begin(d, 1)) != 0)
+		return r;
+	r = pgdb_exec(d, pgdb_prep(d, "SELECT pg_current_xact_id()", ""), NULL);
+	return pgdb_end(d, r, &gen);
+}
+
+/* The in-doubt COMMIT of d->xid, after reconnecting: decided by
+ * pg_xact_status on the same server incarnation only. */
+static enum store_outcome
+pgdb_resolve(struct store_db *d)
+{
+	char st[32] = "", was[sizeof(d->incarnation)];
+	int64_t xid = d->xid;
+	const char *state;
+	PGresult *res;
+	char q[96];
+	enum store_outcome o;
+
+	util_strlcpy(was, d->incarnation, sizeof(was));
+	if (reconnect(d) != 0)
+		return STORE_OUTCOME_UNKNOWN;	/* PG_DOWN */
+	snprintf(q, sizeof(q), "SELECT pg_xact_status('%lld'::xid8)", (long long)xid);
+	res = PQexec(d->conn, q);
+	state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+		util_strlcpy(st, PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0),
+		    sizeof(st));
+	else if (state != NULL && strcmp(state, "22023") == 0)
+		util_strlcpy(st, "future", sizeof(st));	/* never got here */
+	PQclear(res);
+	if (strcmp(st, "aborted") == 0 || strcmp(st, "future") == 0)
+		o = STORE_OUTCOME_ABORTED;
+	else if (strcmp(st, "committed") == 0 && was[0] != '\0' &&
+	    strcmp(was, d->incarnation) == 0)
+		o = barrier(d) == 0 ? STORE_OUTCOME_COMMITTED : STORE_OUTCOME_UNKNOWN;
+	else
+		o = STORE_OUTCOME_UNKNOWN;	/* in progress, or another incarnation */
+	log_msg(o == STORE_OUTCOME_UNKNOWN ? LOG_WARN : LOG_INFO, __func__,
+	    "database: a COMMIT lost with its connection (xid %lld) %s", (long long)xid,
+	    o == STORE_OUTCOME_COMMITTED ? "had committed" : o == STORE_OUTCOME_ABORTED ?
+	    "never committed: the operation runs again" : "has an unknown outcome: "
+	    "the operation fails, nothing is told");
+	return o;
+}
+
+const struct store_faults pgdb_faults = {
+	.classify = pgdb_classify,
+	.resolve = pgdb_resolve,
+	.connect = pgdb_connect,
+	.install = pgdb_install,
+	.commit_timeout = pgdb_commit_timeout,
+};
+
 int
 pgdb_generation(struct store_db *d, uint64_t *gen)
 {
@@ -464,6 +742,7 @@ gen_made(struct store_db *d, uint64_t *made)
 	    "coalesce(pg_current_xact_id_if_assigned()::text::bigint, 0) ORDER BY 1, 2", ""),
 	    COLS(snap_cols), &w, sizeof(w), snap_row, &sn, &rows)) != 0)
 		return r;
+	d->xid = sn.own;
 	if (gen_final(sn.h, sn.xmax) != d->gen)
 		return 0;
 	if (sn.own < sn.xmax) {		/* no xid (0) too */
@@ -548,6 +827,10 @@ pgdb_close(struct store_db *d)
 	if (d == NULL)
 		return;
 	PQfinish(d->conn);
+	if (d->conninfo != NULL) {
+		explicit_bzero(d->conninfo, strlen(d->conninfo));
+		free(d->conninfo);
+	}
 	free(d);
 }
 
@@ -562,15 +845,22 @@ pgdb_open(const char *conninfo, char *err, size_t errlen)
 		return NULL;
 	}
 	d->sql.ops = &pgdb_ops;
+	d->commit_timeout_ms = PGDB_COMMIT_TIMEOUT_MS;
+	if ((d->conninfo = strdup(conninfo)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	d->conn = PQconnectdb(conninfo);
 	if (PQstatus(d->conn) != CONNECTION_OK) {
 		/* libpq's message names host and port, never the password */
 		snprintf(err, errlen, "database: %s", PQerrorMessage(d->conn));
 		goto fail;
 	}
-	/* the server's NOTICEs (IF NOT EXISTS) are noise; WARNINGs are kept */
-	if (simple(d, "SET client_min_messages = warning", __func__) != 0 ||
-	    migrate(d, err, errlen) != 0)
+	if (conn_setup(d, d->conn, d->incarnation, sizeof(d->incarnation)) != 0) {
+		snprintf(err, errlen, "database: %s", PQerrorMessage(d->conn));
+		goto fail;
+	}
+	if (migrate(d, err, errlen) != 0)
 		goto fail;
 	return d;
  fail:

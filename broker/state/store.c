@@ -10,8 +10,11 @@
 #include <string.h>
 #include <sys/types.h>
 
+#include <time.h>
+
 #include "broker/common/log.h"
 #include "broker/common/util.h"
+#include "broker/state/lastseen.h"
 #include "broker/state/placement.h"
 #include "broker/state/reconcile.h"
 #include "broker/state/store.h"
@@ -49,18 +52,66 @@ struct store {
 	uint64_t gen;
 	int lc_current;			/* lc reflects this transaction's start: its
 					 * own commit keeps it current */
+	int again;			/* the next begin runs the operation again,
+					 * the lock still held */
+	int attempt;			/* of the operation under way */
+	int64_t down_since;		/* ms: no database reachable since; 0 */
+	char down_why[160];
+	struct lastseen *seen;		/* the users' last live sessions read */
 };
+
+/* end_locked: run the operation again (internal, never returned). */
+#define STORE_AGAIN	-64
+/* A serialization failure or deadlock runs an operation again at most this
+ * often, after 1..2^attempt ms (jittered); a lost connection likewise. */
+#define RETRY_MAX	6
 
 /* ---- transactions: lock, the engine's begin .. end ---- */
 
+/* The engine's fault handling of store_engine.h, or NULL. */
+static enum store_fault
+fault_of(struct store *st)
+{
+	return st->e->faults != NULL ? st->e->faults->classify(st->db) : STORE_FAULT_FINAL;
+}
+
+/* No database reachable: logged once, at the start of the outage; the
+ * requests fail fast until store_recover finds one. Lock held. */
+static void
+outage_start(struct store *st, const char *why)
+{
+	if (st->down_since != 0)
+		return;
+	st->down_since = util_now_ms();
+	util_strlcpy(st->down_why, why, sizeof(st->down_why));
+	st->lc.valid = 0;
+	log_error("state database unreachable (%s): requests fail fast, known users are "
+	    "sent back to their sessions unrecorded, until it is back", why);
+}
+
+/* Begins an operation's transaction, taking the lock (kept when it runs
+ * again: st->again). Known down: STORE_UNAVAILABLE at once. */
 static int
 begin(struct store *st, int write)
 {
 	uint64_t g;
 	int r;
 
-	pthread_mutex_lock(&st->lock);
+	if (st->again)
+		st->again = 0;
+	else {
+		pthread_mutex_lock(&st->lock);
+		st->attempt = 0;
+	}
+	if (st->down_since != 0) {
+		pthread_mutex_unlock(&st->lock);
+		return STORE_UNAVAILABLE;
+	}
 	if ((r = st->e->begin(st->db, write)) != 0) {
+		if (fault_of(st) == STORE_FAULT_DOWN) {
+			outage_start(st, "no primary answers");
+			r = STORE_UNAVAILABLE;
+		}
 		pthread_mutex_unlock(&st->lock);
 		return r;
 	}
@@ -74,26 +125,94 @@ begin(struct store *st, int write)
 	return 0;
 }
 
+/* The operation runs again (lock held): STORE_AGAIN, or r when it may not
+ * or ran RETRY_MAX times. */
+static int
+again(struct store *st, int r, int may, int wait)
+{
+	unsigned int jitter = 0;
+
+	if (!may || st->attempt >= RETRY_MAX)
+		return r;
+	if (wait) {
+		struct timespec ts;
+
+		(void)util_random(&jitter, sizeof(jitter));
+		jitter = 1 + jitter % (2u << st->attempt);	/* ms */
+		ts.tv_sec = 0;
+		ts.tv_nsec = (long)jitter * 1000000L;
+		nanosleep(&ts, NULL);
+	}
+	st->attempt++;
+	st->again = 1;
+	st->lc.valid = 0;	/* what it read was rolled back with it */
+	return STORE_AGAIN;
+}
+
 /* Ends the transaction (commit if r is 0); the lock stays held. A commit
  * of a store whose cache was current keeps it current: what it changed is
- * marked dirty already. */
+ * marked dirty already. Faults (store_engine.h): with may_again,
+ * STORE_AGAIN when the whole operation is to run again (st->again set: the
+ * caller goes back to its begin); an in-doubt COMMIT resolved by the
+ * engine's re-read; no database: STORE_UNAVAILABLE, the outage begins. */
 static int
-end_locked(struct store *st, int r)
+end_tx(struct store *st, int r, int may_again)
 {
-	uint64_t g;
+	uint64_t g = 0;
 
 	r = st->e->end(st->db, r, &g);
+	st->lc_current = (r == 0 && st->lc_current);
+	if (r != 0 && r != STORE_REFUSED && r != STORE_NOT_FOUND && r != STORE_EXISTS) {
+		switch (fault_of(st)) {
+		case STORE_FAULT_RETRY:
+			r = again(st, r, may_again, 1);
+			break;
+		case STORE_FAULT_IN_DOUBT:
+			switch (st->e->faults->resolve(st->db)) {
+			case STORE_OUTCOME_COMMITTED:
+				r = 0;		/* its generation unknown: g 0 */
+				st->lc_current = 0;
+				break;
+			case STORE_OUTCOME_ABORTED:
+				r = again(st, STORE_UNAVAILABLE, may_again, 0);
+				break;
+			default:
+				r = STORE_UNAVAILABLE;
+			}
+			if (fault_of(st) == STORE_FAULT_DOWN)
+				outage_start(st, "the connection was lost in a COMMIT");
+			break;
+		case STORE_FAULT_DOWN:
+			outage_start(st, "no primary answers");
+			r = STORE_UNAVAILABLE;
+			break;
+		default:
+			break;
+		}
+	}
 	if (r == 0 && st->lc_current && g != 0)
 		st->lc.gen = g;
 	st->lc_current = 0;
 	return r;
 }
 
+/* end_tx that may answer STORE_AGAIN: the caller must then go back to its
+ * begin (the lock still held). Every operation is a loop ( retry: begin ..
+ * end_again == STORE_AGAIN: goto retry), or ONE/ONE_LIST. */
 static int
-end(struct store *st, int r)
+end_locked(struct store *st, int r)
 {
-	r = end_locked(st, r);
-	pthread_mutex_unlock(&st->lock);
+	return end_tx(st, r, 1);
+}
+
+/* Ends the transaction and releases the lock, unless the operation is to
+ * run again (STORE_AGAIN: the caller goes back to begin, which takes the
+ * lock over). */
+static int
+end_again(struct store *st, int r)
+{
+	if ((r = end_tx(st, r, 1)) != STORE_AGAIN)
+		pthread_mutex_unlock(&st->lock);
 	return r;
 }
 
@@ -105,9 +224,22 @@ event(struct store *st, int r, int64_t now, const char *kind, const char *server
 	return r != 0 ? r : st->e->event_add(st->db, now, kind, server, NULL, NULL, detail, 0);
 }
 
-/* One engine operation in a transaction of its own: its result. */
-#define ONE(st, write, op, ...) ({ int r_ = begin(st, write); \
-    r_ != 0 ? r_ : end(st, (st)->e->op((st)->db, __VA_ARGS__)); })
+/* One engine operation in a transaction of its own, run again while its
+ * end says so: its result. */
+#define ONE(st, write, op, ...) ({ int r_; \
+    while ((r_ = begin(st, write)) == 0 && \
+        (r_ = end_again(st, (st)->e->op((st)->db, __VA_ARGS__))) == STORE_AGAIN) \
+	; \
+    r_; })
+/* The same for an operation returning a list in *out, freed before a run
+ * again (and on error, as list_done). */
+#define ONE_LIST(st, op, out, ...) ({ int r_; \
+    while ((r_ = begin(st, 0)) == 0 && \
+        (r_ = end_again(st, (st)->e->op((st)->db, __VA_ARGS__))) == STORE_AGAIN) { \
+	free(*(out)); \
+	*(out) = NULL; \
+    } \
+    list_done(r_, out); })
 
 /* ---- the load cache (struct load_cache); lock held ---- */
 
@@ -354,6 +486,7 @@ store_close(struct store *st)
 	if (st == NULL)
 		return;
 	lc_clear(&st->lc);
+	lastseen_free(st->seen);
 	st->e->close(st->db);
 	pthread_mutex_destroy(&st->lock);
 	free(st);
@@ -370,6 +503,52 @@ store_cache_loads(struct store *st)
 	return n;
 }
 
+/* ---- outages ---- */
+
+int
+store_outage(struct store *st, int64_t *since, char *why, size_t n)
+{
+	int down;
+
+	pthread_mutex_lock(&st->lock);
+	down = st->down_since != 0;
+	if (down && since != NULL)
+		*since = st->down_since;
+	if (down && why != NULL)
+		util_strlcpy(why, st->down_why, n);
+	pthread_mutex_unlock(&st->lock);
+	return down;
+}
+
+int
+store_recover(struct store *st)
+{
+	const struct store_faults *f = st->e->faults;
+	int64_t since;
+	void *conn;
+
+	if (!store_outage(st, &since, NULL, 0))
+		return 0;
+	/* off the lock: requests keep failing fast meanwhile */
+	if (f == NULL || f->connect == NULL || (conn = f->connect(st->db)) == NULL)
+		return STORE_UNAVAILABLE;
+	pthread_mutex_lock(&st->lock);
+	f->install(st->db, conn);
+	st->down_since = 0;
+	st->lc.valid = 0;
+	pthread_mutex_unlock(&st->lock);
+	log_info("state database reachable again after an outage of %.1f s",
+	    (double)(util_now_ms() - since) / 1000.0);
+	return 1;
+}
+
+void
+store_commit_timeout(struct store *st, int ms)
+{
+	if (st->e->faults != NULL && st->e->faults->commit_timeout != NULL)
+		st->e->faults->commit_timeout(st->db, ms);
+}
+
 const char *
 store_strerror(int r)
 {
@@ -380,6 +559,7 @@ store_strerror(int r)
 	case STORE_FULL: return "the disk is full";
 	case STORE_REFUSED: return "refused";
 	case STORE_TOO_NEW: return "database is newer than this tsbroker";
+	case STORE_UNAVAILABLE: return "the state database is unavailable";
 	default: return "database error";
 	}
 }
@@ -392,12 +572,15 @@ store_server_add(struct store *st, const struct store_server *spec,
 {
 	int r;
 
+ retry:
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	r = st->e->server_add(st->db, spec, token_hash, now);
 	r = event(st, r, now, "server_added", spec->name, spec->address);
 	lc_touch(st, 0);
-	return end(st, r);
+	if ((r = end_again(st, r)) == STORE_AGAIN)
+		goto retry;
+	return r;
 }
 
 int
@@ -405,11 +588,14 @@ store_server_remove(struct store *st, const char *name, int64_t now)
 {
 	int r;
 
+ retry:
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	r = event(st, st->e->server_remove(st->db, name), now, "server_removed", name, NULL);
 	lc_touch(st, 0);
-	return end(st, r);
+	if ((r = end_again(st, r)) == STORE_AGAIN)
+		goto retry;
+	return r;
 }
 
 int
@@ -418,13 +604,16 @@ store_server_drain(struct store *st, const char *name, int draining, int64_t now
 	int64_t id = 0;
 	int r;
 
+ retry:
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	r = st->e->server_admin(st->db, name, draining ? ADMIN_DRAINING : ADMIN_ENABLED, &id);
 	r = event(st, r, now, draining ? "drain" : "enable", name, NULL);
 	if (id != 0)
 		lc_touch(st, id);
-	return end(st, r);
+	if ((r = end_again(st, r)) == STORE_AGAIN)
+		goto retry;
+	return r;
 }
 
 /* A list's array is freed on error: *out is NULL then. */
@@ -441,7 +630,7 @@ list_done(int r, void *out)
 int
 store_server_list(struct store *st, struct store_server **out, size_t *n)
 {
-	return list_done(ONE(st, 0, server_list, out, n), out);
+	return ONE_LIST(st, server_list, out, out, n);
 }
 
 int
@@ -463,13 +652,16 @@ store_server_down(struct store *st, int64_t id, const char *reason, int64_t now)
 	char name[WIRE_NAME_MAX];
 	int r, changed;
 
+ retry:
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	lc_touch(st, id);
 	r = st->e->server_down(st->db, id, reason, now, name, &changed);
 	if (r == 0 && changed)
 		r = event(st, r, now, "server_down", name, reason);
-	return end(st, r);
+	if ((r = end_again(st, r)) == STORE_AGAIN)
+		goto retry;
+	return r;
 }
 
 int
@@ -477,15 +669,19 @@ store_server_quarantine(struct store *st, int64_t id, int64_t until,
     const char *reason, int64_t now, int *changed_out)
 {
 	char name[WIRE_NAME_MAX];
-	int r, changed = 0;
+	int r, changed;
 
+ retry:
+	changed = 0;
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	r = st->e->server_quarantine(st->db, id, until, name, &changed);
 	if (changed)	/* else another store did: its event */
 		r = event(st, r, now, "quarantine", name, reason);
 	lc_touch(st, id);
-	if ((r = end(st, r)) == 0 && changed_out != NULL)
+	if ((r = end_again(st, r)) == STORE_AGAIN)
+		goto retry;
+	if (r == 0 && changed_out != NULL)
 		*changed_out = changed;
 	return r;
 }
@@ -506,7 +702,12 @@ store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat 
 	size_t n = 0, cap;
 	int r;
 
+ retry:
 	memset(res, 0, sizeof(*res));
+	rows = NULL;
+	changes = NULL;
+	seen = NULL;
+	n = 0;
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	if ((r = st->e->heartbeat_read(st->db, id, &state, &admin, name,
@@ -541,25 +742,84 @@ store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat 
 	free(rows);
 	free(changes);
 	free(seen);
-	return end(st, r);
+	if ((r = end_again(st, r)) == STORE_AGAIN)
+		goto retry;
+	return r;
 }
 
 /* ---- placement ---- */
+
+/* A live session as read (a placement's result, a route), for the outage
+ * (lastseen.h) of an engine that can have one; fqdn "" keeps the one a
+ * placement saw. Lock held; out of memory: not kept. */
+static void
+seen_put(struct store *st, const struct store_route *rt, const char *fqdn)
+{
+	struct lastseen_entry e;
+
+	if (st->e->faults == NULL ||
+	    (st->seen == NULL && (st->seen = lastseen_new()) == NULL))
+		return;
+	memset(&e, 0, sizeof(e));
+	e.r = *rt;
+	util_strlcpy(e.fqdn, fqdn, sizeof(e.fqdn));
+	e.seen = util_now_ms();
+	(void)lastseen_put(st->seen, &e);
+}
+
+/* While the database is unavailable: user's last live session read, as an
+ * unrecorded reconnect. 0, or -1 if none. Lock held. */
+static int
+seen_answer(struct store *st, const char *user, struct store_place_result *out)
+{
+	struct lastseen_entry e;
+
+	if (st->seen == NULL || lastseen_get(st->seen, user, &e) != 0)
+		return -1;
+	memset(out, 0, sizeof(*out));
+	out->reconnect = 1;
+	out->unrecorded = 1;
+	out->session_id = e.r.session_id;
+	out->server_id = e.r.server_id;
+	util_strlcpy(out->server, e.r.server, sizeof(out->server));
+	util_strlcpy(out->address, e.r.address, sizeof(out->address));
+	util_strlcpy(out->fqdn, e.fqdn, sizeof(out->fqdn));
+	out->port = e.r.port;
+	util_strlcpy(out->reason, "the state database is unavailable", sizeof(out->reason));
+	return 0;
+}
 
 int
 store_placement_commit(struct store *st, const struct store_place_request *req,
     struct store_place_result *out)
 {
-	const struct pl_server *sv = NULL;
-	struct pl_session *ss = NULL;
+	const struct pl_server *sv;
+	struct pl_session *ss;
 	struct pl_decision d;
 	struct store_place_result res;
-	size_t ns = 0, nu = 0, locked = SIZE_MAX;
-	int r, pr, full = 0;
-	int64_t placed_on = 0;
+	size_t ns, nu, locked;
+	int r, pr, full, decided;
+	int64_t placed_on;
 
+ retry:
 	memset(&res, 0, sizeof(res));
-	if ((r = begin(st, 1)) != 0)
+	sv = NULL;
+	ss = NULL;
+	ns = nu = 0;
+	locked = SIZE_MAX;
+	full = decided = 0;
+	placed_on = 0;
+	if ((r = begin(st, 1)) == STORE_UNAVAILABLE) {
+		/* known down: the user's last live session, unrecorded */
+		pthread_mutex_lock(&st->lock);
+		if (seen_answer(st, req->user, &res) == 0) {
+			*out = res;
+			r = 0;
+		}
+		pthread_mutex_unlock(&st->lock);
+		return r;
+	}
+	if (r != 0)
 		return r;
 	if (st->e->user_lock != NULL) {
 		/* other stores commit meanwhile: the generation is read after */
@@ -589,6 +849,7 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 		lc_touch(st, sv[d.server].id);
 	}
 	res.reconnect = d.reconnect;
+	decided = 1;
 	if (d.reconnect) {
 		res.session_id = ss[d.session].id;
 		r = st->e->placement_refresh(st->db, res.session_id, req);
@@ -608,14 +869,32 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 	free(ss);
 	if (full && r == 0)
 		r = STORE_FULL;
-	if ((r = end_locked(st, r)) == STORE_FULL && res.reconnect && res.server[0] != '\0') {
-		/* the disk is full (at the refresh or the commit): the session the
-		 * reconnect follows is committed already, so it is served */
+	if ((r = end_locked(st, r)) == STORE_AGAIN)
+		goto retry;
+	if ((r == STORE_FULL || r == STORE_UNAVAILABLE) && res.reconnect &&
+	    res.server[0] != '\0') {
+		/* the disk is full or the database gone (at the refresh or the
+		 * commit): the session the reconnect follows is committed
+		 * already, so it is served */
 		res.unrecorded = 1;
+		util_strlcpy(res.reason, store_strerror(r), sizeof(res.reason));
 		r = 0;
-	}
+	} else if (r == STORE_UNAVAILABLE && !decided)
+		r = seen_answer(st, req->user, &res) == 0 ? 0 : r;
+	/* (a new placement not known durable is never told) */
 	if (r == 0) {
 		*out = res;
+		if (!res.unrecorded) {
+			struct store_route rt = { .session_id = res.session_id,
+			    .server_id = res.server_id, .port = res.port };
+
+			util_strlcpy(rt.user, req->user, sizeof(rt.user));
+			util_strlcpy(rt.login, req->login ? req->login : "", sizeof(rt.login));
+			util_strlcpy(rt.domain, req->domain ? req->domain : "", sizeof(rt.domain));
+			util_strlcpy(rt.server, res.server, sizeof(rt.server));
+			util_strlcpy(rt.address, res.address, sizeof(rt.address));
+			seen_put(st, &rt, res.fqdn);
+		}
 		if (placed_on != 0 && st->lc.valid && (size_t)d.server < st->lc.n) {
 			/* the new pending placement counts at once */
 			st->lc.sv[d.server].pending++;
@@ -634,6 +913,7 @@ store_pending_expire(struct store *st, int64_t now, int *expired)
 	int r;
 
 	*expired = 0;
+ retry:
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	r = st->e->pending_expire(st->db, now, expired);
@@ -642,10 +922,37 @@ store_pending_expire(struct store *st, int64_t now, int *expired)
 	for (size_t i = 0; *expired > 0 && st->lc.valid && i < st->lc.n; i++)
 		if (st->lc.min_expires[i] <= now)
 			st->lc.dirty[i] = 1;
-	return end(st, r);
+	if ((r = end_again(st, r)) == STORE_AGAIN)
+		goto retry;
+	return r;
 }
 
 /* ---- routing ---- */
+
+/* While the database is unavailable: the last live route read of user (or,
+ * user NULL, of session_id), live on an up server as it was then.
+ * STORE_UNAVAILABLE if none. Takes the lock. */
+static int
+seen_route(struct store *st, const char *user, int64_t session_id, struct store_route *out)
+{
+	struct lastseen_entry e;
+	int r = STORE_UNAVAILABLE;
+
+	pthread_mutex_lock(&st->lock);
+	if (st->seen != NULL && (user != NULL ? lastseen_get(st->seen, user, &e) :
+	    lastseen_session(st->seen, session_id, &e)) == 0) {
+		*out = e.r;
+		out->session_state = SESSION_ACTIVE;
+		out->server_state = SERVER_UP;
+		out->live = 1;
+		log_warn("session %lld of %s on %s from memory (the state database is "
+		    "unavailable): not recorded", (long long)e.r.session_id, e.r.user,
+		    e.r.server);
+		r = 0;
+	}
+	pthread_mutex_unlock(&st->lock);
+	return r;
+}
 
 /* The route of session_id with live decided at now. Lock held. */
 static int
@@ -669,9 +976,18 @@ store_session_route(struct store *st, int64_t session_id, int64_t now,
 	struct store_route res;
 	int r;
 
-	if ((r = begin(st, 0)) != 0)
+ retry:
+	if ((r = begin(st, 0)) == STORE_UNAVAILABLE)
+		return seen_route(st, NULL, session_id, out);
+	if (r != 0)
 		return r;
-	r = end(st, route_get(st, session_id, now, &res));
+	if ((r = end_locked(st, route_get(st, session_id, now, &res))) == STORE_AGAIN)
+		goto retry;
+	if (r == 0 && res.live)
+		seen_put(st, &res, "");
+	pthread_mutex_unlock(&st->lock);
+	if (r == STORE_UNAVAILABLE)
+		return seen_route(st, NULL, session_id, out);
 	if (r == 0)
 		*out = res;
 	return r;
@@ -682,13 +998,18 @@ store_user_route(struct store *st, const char *user, int64_t now,
     struct store_route *out)
 {
 	struct store_route res;
-	const struct pl_server *sv = NULL;
-	struct pl_session *ss = NULL;
+	const struct pl_server *sv;
+	struct pl_session *ss;
 	struct pl_decision d;
-	size_t ns = 0, nu = 0;
-	int r;
+	size_t ns, nu;
+	int r, e;
 
-	if ((r = begin(st, 0)) != 0)
+ retry:
+	ss = NULL;
+	ns = nu = 0;
+	if ((r = begin(st, 0)) == STORE_UNAVAILABLE)
+		return seen_route(st, user, 0, out);
+	if (r != 0)
 		return r;
 	if ((r = place_load(st, user, now, &sv, &ns, &ss, &nu)) != 0)
 		goto out;
@@ -700,7 +1021,16 @@ store_user_route(struct store *st, const char *user, int64_t now,
 	r = route_get(st, ss[d.session].id, now, &res);
  out:
 	free(ss);
-	(void)end(st, 0);	/* read only: ends the snapshot */
+	/* read only: ends the snapshot (a fault runs it again) */
+	if ((e = end_locked(st, r == STORE_NOT_FOUND ? 0 : r)) == STORE_AGAIN)
+		goto retry;
+	if (r != STORE_NOT_FOUND)
+		r = e;
+	if (r == 0 && res.live)
+		seen_put(st, &res, "");
+	pthread_mutex_unlock(&st->lock);
+	if (r == STORE_UNAVAILABLE)
+		return seen_route(st, user, 0, out);
 	if (r == 0)
 		*out = res;
 	return r;
@@ -719,7 +1049,7 @@ store_session_list(struct store *st, const struct store_session_filter *f,
 	    sizeof(user)) != 0)
 		user[0] = '\0';
 	nf.user = user;
-	return list_done(ONE(st, 0, session_list, &nf, out, n), out);
+	return ONE_LIST(st, session_list, out, &nf, out, n);
 }
 
 int
@@ -727,11 +1057,14 @@ store_session_forget(struct store *st, int64_t id, int64_t now)
 {
 	int r;
 
+ retry:
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	r = st->e->session_forget(st->db, id, now);
 	lc_touch(st, 0);		/* rare: reload rather than look the server up */
-	return end(st, r);
+	if ((r = end_again(st, r)) == STORE_AGAIN)
+		goto retry;
+	return r;
 }
 
 /* ---- events ---- */
@@ -748,7 +1081,7 @@ int
 store_event_list(struct store *st, int64_t since_id, int limit,
     struct store_event **out, size_t *n)
 {
-	return list_done(ONE(st, 0, event_list, since_id, limit, out, n), out);
+	return ONE_LIST(st, event_list, out, since_id, limit, out, n);
 }
 
 int
@@ -764,10 +1097,14 @@ store_admin_password_set(struct store *st, const char *hash, int64_t now)
 {
 	int r;
 
+ retry:
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	r = st->e->admin_password_set(st->db, hash, now);
-	return end(st, event(st, r, now, "admin_password", NULL, "admin password set"));
+	r = event(st, r, now, "admin_password", NULL, "admin password set");
+	if ((r = end_again(st, r)) == STORE_AGAIN)
+		goto retry;
+	return r;
 }
 
 int
@@ -782,10 +1119,14 @@ store_admin_token_add(struct store *st, const char *name, const char *token_hash
 {
 	int r;
 
+ retry:
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	r = st->e->admin_token_add(st->db, name, token_hash, now);
-	return end(st, event(st, r, now, "admin_token_added", NULL, name));
+	r = event(st, r, now, "admin_token_added", NULL, name);
+	if ((r = end_again(st, r)) == STORE_AGAIN)
+		goto retry;
+	return r;
 }
 
 int
@@ -798,7 +1139,7 @@ store_admin_token_auth(struct store *st, const char *token_hash, int64_t now,
 int
 store_admin_token_list(struct store *st, struct store_admin_token **out, size_t *n)
 {
-	return list_done(ONE(st, 0, admin_token_list, out, n), out);
+	return ONE_LIST(st, admin_token_list, out, out, n);
 }
 
 int
@@ -806,10 +1147,14 @@ store_admin_token_remove(struct store *st, const char *name, int64_t now)
 {
 	int r;
 
+ retry:
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	r = st->e->admin_token_remove(st->db, name);
-	return end(st, event(st, r, now, "admin_token_removed", NULL, name));
+	r = event(st, r, now, "admin_token_removed", NULL, name);
+	if ((r = end_again(st, r)) == STORE_AGAIN)
+		goto retry;
+	return r;
 }
 
 /* ---- admin browser sessions ---- */
@@ -835,6 +1180,7 @@ store_admin_session_use(struct store *st, const char *id_hash, int64_t now,
 	struct store_admin_session s;
 	int r;
 
+ retry:
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	if ((r = st->e->admin_session_get(st->db, id_hash, &s)) == 0 &&
@@ -842,7 +1188,9 @@ store_admin_session_use(struct store *st, const char *id_hash, int64_t now,
 		r = STORE_NOT_FOUND;
 	if (r == 0 && now - s.last_used >= 1000)
 		r = st->e->admin_session_touch(st->db, id_hash, now);
-	if ((r = end(st, r)) == 0)
+	if ((r = end_again(st, r)) == STORE_AGAIN)
+		goto retry;
+	if (r == 0)
 		*out = s;
 	return r;
 }
@@ -876,13 +1224,17 @@ int
 store_setting_claim(struct store *st, const char *key, const char *value, int64_t now,
     char *current, size_t n, int *first)
 {
-	int r, added = 0;
+	int r, added;
 
+ retry:
+	added = 0;
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	if ((r = st->e->setting_add(st->db, key, value, now, &added)) == 0)
 		r = st->e->setting_get(st->db, key, current, n);
-	if ((r = end(st, r)) == 0)
+	if ((r = end_again(st, r)) == STORE_AGAIN)
+		goto retry;
+	if (r == 0)
 		*first = added > 0;
 	return r;
 }
@@ -892,8 +1244,12 @@ store_setting_set(struct store *st, const char *key, const char *value, int64_t 
 {
 	int r;
 
+ retry:
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	r = st->e->setting_set(st->db, key, value, now);
-	return end(st, event(st, r, now, "setting", NULL, key));
+	r = event(st, r, now, "setting", NULL, key);
+	if ((r = end_again(st, r)) == STORE_AGAIN)
+		goto retry;
+	return r;
 }

@@ -27,6 +27,8 @@
 #define STORE_FULL	-4	/* the disk or database is full */
 #define STORE_REFUSED	-5	/* placement refused: no server, no capacity */
 #define STORE_TOO_NEW	-6	/* written by a newer tsbroker */
+#define STORE_UNAVAILABLE -7	/* no state database reachable, or a commit
+				 * not known to be durable: nothing to tell */
 
 struct store;
 
@@ -140,8 +142,9 @@ struct store_place_result {
 	char address[WIRE_ADDR_MAX];
 	char fqdn[WIRE_ADDR_MAX];
 	int port;
-	char reason[64];		/* why, on STORE_REFUSED */
-	int unrecorded;			/* a reconnect served without its refresh */
+	char reason[64];		/* why, on STORE_REFUSED; why unrecorded */
+	int unrecorded;			/* a reconnect served without its refresh
+					 * (disk full, database unavailable) */
 };
 /* Decides (placement.c) and commits in one transaction: a reconnect refreshes
  * the session, a new user gets a pending placement that counts as load at
@@ -262,6 +265,26 @@ int store_setting_set(struct store *st, const char *key, const char *value, int6
 /* How many times the placement load cache was loaded whole (every server
  * read): after another store's commit, never after this store's own. */
 uint64_t store_cache_loads(struct store *st);
+/* ---- faults (README "When the state database fails") ---- */
+/* Each operation runs whole again when the engine says it may (a
+ * serialization failure, a deadlock, a connection lost before COMMIT: a few
+ * times, jittered) and an in-doubt COMMIT is re-read, never guessed. When
+ * no database is reachable the store is down: operations fail fast with
+ * STORE_UNAVAILABLE, except that a user whose live session this store last
+ * read (placements, routes: the most recent LASTSEEN_USERS or more, see
+ * lastseen.h) is still answered from memory, unrecorded (res->unrecorded,
+ * res->reason). */
+/* 1 if down, with since (ms) and why (a phrase) when not NULL; else 0. */
+int store_outage(struct store *st, int64_t *since, char *why, size_t n);
+/* While down: tries a new connection without blocking the requests (they
+ * fail fast meanwhile), logs the outage's end with its length. 0 when up
+ * already, 1 when this call ended an outage, else STORE_UNAVAILABLE. Call
+ * it every 250 ms or so. */
+int store_recover(struct store *st);
+/* Bounds the wait of a COMMIT (ms; [state] commit_timeout): past it the
+ * commit is not durable (a synchronous standby missing): STORE_UNAVAILABLE.
+ * No-op on engines that do not wait. */
+void store_commit_timeout(struct store *st, int ms);
 
 const char *store_strerror(int r);
 

@@ -39,8 +39,45 @@ struct store_load {
 	int64_t min_expires;
 };
 
+/* What an engine's last failure means for the whole store operation
+ * (store.c: begin .. end run again, or answered). */
+enum store_fault {
+	STORE_FAULT_FINAL,		/* answer it */
+	STORE_FAULT_RETRY,		/* nothing was committed: run it again (a
+					 * serialization failure, a deadlock, a
+					 * connection lost before COMMIT, a standby) */
+	STORE_FAULT_IN_DOUBT,		/* the COMMIT's outcome is unknown: resolve */
+	STORE_FAULT_DOWN,		/* no database reachable: STORE_UNAVAILABLE */
+};
+
+/* What became of an in-doubt COMMIT. */
+enum store_outcome {
+	STORE_OUTCOME_COMMITTED,	/* durably: the operation is done */
+	STORE_OUTCOME_ABORTED,		/* never committed: run it again */
+	STORE_OUTCOME_UNKNOWN,		/* cannot tell (no primary, or committed on
+					 * the primary only): STORE_UNAVAILABLE */
+};
+
+/* An engine's fault handling; NULL (SQLite today): every failure final. */
+struct store_faults {
+	/* the meaning of the last failure of db (since its last begin) */
+	enum store_fault (*classify)(struct store_db *db);
+	/* after STORE_FAULT_IN_DOUBT: reconnects and re-reads */
+	enum store_outcome (*resolve)(struct store_db *db);
+	/* While down: a new connection made without the store's lock (it
+	 * reads nothing of db but what open set; it may block up to the
+	 * engine's connect timeout), NULL if none can be had; then put in
+	 * place with the lock held (install owns it). */
+	void *(*connect)(struct store_db *db);
+	void (*install)(struct store_db *db, void *conn);
+	/* bounds a COMMIT's wait (ms, 0 unbounded): past it the engine stops
+	 * waiting and the commit is not durable (STORE_UNAVAILABLE) */
+	void (*commit_timeout)(struct store_db *db, int ms);
+};
+
 struct store_engine {
-	const char *name;		/* the [state] engine value */
+	const char *name;
+	const struct store_faults *faults;	/* NULL: none */		/* the [state] engine value */
 	/* location: the engine's own (SQLite: a file path or ":memory:").
 	 * NULL with the reason in err; STORE_TOO_NEW refused. */
 	struct store_db *(*open)(const char *location, char *err, size_t errlen);

@@ -799,6 +799,7 @@ const struct store_engine store_engine_sqlite = {
 
 const struct store_engine store_engine_postgresql = {
 	.name = "postgresql",
+	.faults = &pgdb_faults,
 	.open = pgdb_open,
 	.close = pgdb_close,
 	.begin = pgdb_begin,

@@ -275,6 +275,24 @@ class Broker:
     def heartbeat(self, token, body):
         return self.request("POST", "/api/v1/heartbeat", body, token=token)
 
+    def login(self):
+        """Headers of a cookie session for the admin API (no store write per
+        request, unlike a bearer token's last-used stamp; held in memory, so
+        it answers while the state database is unreachable)."""
+        import http.cookiejar
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=self.ssl_context()),
+            urllib.request.HTTPCookieProcessor(jar))
+        req = urllib.request.Request(f"https://127.0.0.1:{self.http_port}/api/v1/login",
+                                     data=json.dumps({"password": self.admin_password}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        with opener.open(req, timeout=10) as r:
+            csrf = json.loads(r.read())["csrf_token"]
+        # the cookie is __Host- and Secure: send it by hand to 127.0.0.1
+        cookie = "; ".join(f"{c.name}={c.value}" for c in jar)
+        return {"Cookie": cookie, "X-CSRF-Token": csrf}
+
     def metrics(self):
         """{series: value} from /metrics (open to loopback without a login;
         it reads the store, so it answers while a writer holds the lock)."""

@@ -7,7 +7,6 @@ and never lose or corrupt what it acknowledged (PRAGMA integrity_check).
 The full-disk test mounts a 4 MB tmpfs (root only: skipped otherwise, which
 fails a TSBROKER_NO_SKIP=1 run) and unmounts it whatever happens.
 """
-import json
 import os
 import platform
 import signal
@@ -85,25 +84,6 @@ def busy_waiting(pid):
     return found
 
 
-def login(b):
-    """A cookie session for the admin API (no store write per request, unlike
-    a bearer token's last-used stamp)."""
-    import http.cookiejar
-    import urllib.request
-    jar = http.cookiejar.CookieJar()
-    opener = urllib.request.build_opener(
-        urllib.request.HTTPSHandler(context=b.ssl_context()),
-        urllib.request.HTTPCookieProcessor(jar))
-    req = urllib.request.Request(f"https://127.0.0.1:{b.http_port}/api/v1/login",
-                                 data=json.dumps({"password": b.admin_password}).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
-    with opener.open(req, timeout=10) as r:
-        csrf = json.loads(r.read())["csrf_token"]
-    # the cookie is __Host- and Secure: send it by hand to 127.0.0.1
-    cookie = "; ".join(f"{c.name}={c.value}" for c in jar)
-    return {"Cookie": cookie, "X-CSRF-Token": csrf}
-
-
 def test_disk_full(broker_factory, tmpfs):
     db = os.path.join(tmpfs, "state.db")
     b = broker_factory(start=False, state__path=db, health__down_after=600)
@@ -121,7 +101,7 @@ def test_disk_full(broker_factory, tmpfs):
     alice_tok = t1 if alice_srv == "ts1" else t2
     other, other_tok = ("ts2", t2) if alice_srv == "ts1" else ("ts1", t1)
     assert b.heartbeat(alice_tok, heartbeat_body(alice_srv, [("alice", "active")]))[0] == 200
-    admin = login(b)
+    admin = b.login()
     log_mark = len(b.log())
 
     filler = fill(tmpfs)

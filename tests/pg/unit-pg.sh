@@ -14,8 +14,9 @@ psql="psql -q -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $port -U postgres -d postgre
 $psql -c 'CREATE DATABASE tsb_template'
 export TSB_STORE_ENGINE=postgresql
 export TSB_STORE_LOCATION="host=127.0.0.1 port=$port user=postgres dbname=tsb connect_timeout=5"
+# psql to the cluster (add -d DB -c SQL): the fault tests' second connection
+export TSB_PG_PSQL="psql -q -X -t -A -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $port -U postgres"
 export TSB_PG_KILL="$psql -c \"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'tsb'\" >/dev/null"
-export TSB_PG_PSQL="psql -q -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $port -U postgres -d tsb"
 export TSB_STORE_RESET="$psql -c 'DROP DATABASE IF EXISTS tsb WITH (FORCE)' -c 'CREATE DATABASE tsb TEMPLATE tsb_template'"
 # The CLI on engine = postgresql, with a known password in the url (the
 # cluster trusts: libpq never sends it): it appears in no output, also not

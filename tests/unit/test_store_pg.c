@@ -4,7 +4,14 @@
  * two threads, each user by both at once. Every user gets exactly one
  * session, the servers' shares differ by at most one and none goes over
  * max_sessions, and each store's load cache sees the other's commits;
- * background sweeps by both land once; a killed backend is survived. */
+ * background sweeps by both land once; a killed backend is survived. The
+ * fault handling (PostgreSQL only, on the throwaway cluster, with a second
+ * connection by psql and pg_db.c's test hook): a real deadlock retried
+ * whole, a COMMIT lost both ways (never committed: run again; committed:
+ * done, not twice), a commit waiting for a missing synchronous standby
+ * (cancelled past commit_timeout, or its backend terminated: not durable,
+ * STORE_UNAVAILABLE), and an outage (no connection allowed): fail fast, a
+ * known user still answered, recovered by store_recover. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,11 +20,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
 #include "broker/common/log.h"
 #include "broker/state/store.h"
+#include "broker/common/util.h"
+#include "broker/state/pg_db.h"
 #include "tests/unit/store_fx.h"
 
 #define USERS 120
@@ -194,33 +206,48 @@ test_backend_killed(void **state)
 	assert_int_equal(fx_count(f, NULL, "pending"), 2);
 }
 
-/* The first line psql (TSB_PG_PSQL) prints for sql, into out. */
+/* ---- faults: a second connection (psql) and pg_db.c's test hook ---- */
+
+/* The first line psql prints for sql on db (TSB_PG_PSQL), into out. */
 static void
-psql_out(const char *psql, const char *sql, char *out, size_t n)
+psql(const char *db, const char *sql, char *out, size_t n)
 {
-	char cmd[1024];
+	char cmd[2048];
 	FILE *p;
 
-	snprintf(cmd, sizeof(cmd), "%s -tA -c \"%s\"", psql, sql);
+	snprintf(cmd, sizeof(cmd), "%s -d %s -c \"%s\"", getenv("TSB_PG_PSQL"), db, sql);
 	assert_non_null(p = popen(cmd, "r"));
-	out[0] = '\0';
-	if (fgets(out, (int)n, p) != NULL)
-		out[strcspn(out, "\n")] = '\0';
+	if (out != NULL) {
+		out[0] = '\0';
+		if (fgets(out, (int)n, p) != NULL)
+			out[strcspn(out, "\n")] = '\0';
+	}
+	while (fgetc(p) != EOF)
+		;
 	assert_int_equal(pclose(p), 0);
 }
 
-/* Polls psql's answer to sql until it is want (10 s at most). */
+/* Polls sql on db until it prints want (10 s at most). */
 static void
-psql_until(const char *psql, const char *sql, const char *want)
+psql_on_until(const char *db, const char *sql, const char *want)
 {
-	char out[128] = "";
+	char v[256];
 
-	for (int i = 0; i < 1000 && strcmp(out, want) != 0; i++) {
-		psql_out(psql, sql, out, sizeof(out));
-		if (strcmp(out, want) != 0)
-			usleep(10000);
+	for (int i = 0; i < 1000; i++) {
+		psql(db, sql, v, sizeof(v));
+		if (strcmp(v, want) == 0)
+			return;
+		usleep(10000);
 	}
-	assert_string_equal(out, want);
+	fail_msg("'%s' never printed '%s' (last '%s')", sql, want, v);
+}
+
+#define psql_until(sql, want) psql_on_until("postgres", sql, want)
+
+static int
+pg(void)
+{
+	return getenv("TSB_PG_PSQL") != NULL && getenv("TSB_PG_PSQL")[0] != '\0';
 }
 
 /* PostgreSQL only (TSB_PG_PSQL: psql on the test database): a transaction
@@ -235,26 +262,25 @@ static void
 test_commit_in_flight(void **state)
 {
 	struct fx *f = *state;
-	const char *psql = getenv("TSB_PG_PSQL");
 	struct store_place_result res;
 	struct store *other;
 	char cmd[1024], go[64];
 	FILE *fp;
 
-	if (psql == NULL || psql[0] == '\0')
-		return;		/* not PostgreSQL */
+	if (!pg())
+		return;
 	fx_farm(f, 2, 100);
 	assert_int_equal(store_server_drain(f->st, "b", 1, T0), 0);
 	snprintf(go, sizeof(go), "/tmp/tsb-go-%d", (int)getpid());
 	(void)unlink(go);
 	/* the enable: its xid assigned, then it waits for the file go (the
 	 * server reads it: /tmp) */
-	snprintf(cmd, sizeof(cmd), "%s -c \"BEGIN; UPDATE servers SET admin_state = "
+	snprintf(cmd, sizeof(cmd), "%s -d tsb -c \"BEGIN; UPDATE servers SET admin_state = "
 	    "'enabled' WHERE name = 'b'; DO \\$\\$ BEGIN WHILE (pg_stat_file('%s', true))."
 	    "size IS NULL LOOP PERFORM pg_sleep(0.01); END LOOP; END \\$\\$; COMMIT;\" "
-	    ">/dev/null &", psql, go);
+	    ">/dev/null &", getenv("TSB_PG_PSQL"), go);
 	assert_int_equal(system(cmd), 0);
-	psql_until(psql, "SELECT count(*) FROM pg_stat_activity WHERE datname = 'tsb' "
+	psql_until("SELECT count(*) FROM pg_stat_activity WHERE datname = 'tsb' "
 	    "AND backend_xid IS NOT NULL AND query LIKE '%pg_stat_file%'", "1");
 	/* a later transaction commits: xmax passes the drain's xid */
 	other = fx_open(f);
@@ -263,10 +289,241 @@ test_commit_in_flight(void **state)
 	assert_int_equal(fx_place(f, "u0", T0 + 1, &res), 0);	/* cache loaded */
 	assert_non_null(fp = fopen(go, "w"));
 	fclose(fp);
-	psql_until(psql, "SELECT admin_state FROM servers WHERE name = 'b'", "enabled");
+	psql_on_until("tsb", "SELECT admin_state FROM servers WHERE name = 'b'", "enabled");
 	assert_int_equal(fx_place(f, "u1", T0 + 2, &res), 0);
 	assert_string_equal(res.server, "b");
 	(void)unlink(go);
+}
+
+/* What the hook does, at its first call at its point (then counts). */
+enum hook_act {
+	HOOK_NONE,
+	HOOK_TERMINATE,		/* pg_terminate_backend, the backend gone */
+	HOOK_DROP_COMMITTED,	/* once the COMMIT is done server-side, our end
+				 * of the socket replaced: the answer lost */
+	HOOK_TERMINATE_SYNCREP,	/* once it waits for the synchronous standby */
+};
+static struct {
+	enum hook_act act;
+	enum pgdb_hook_point at;
+	int calls[2];		/* by point */
+} hk;
+
+void
+pgdb_test_hook(enum pgdb_hook_point where, int fd, int pid)
+{
+	char q[256];
+
+	if (hk.act == HOOK_NONE || hk.calls[where]++ != 0 || where != hk.at)
+		return;
+	switch (hk.act) {
+	case HOOK_TERMINATE:
+		snprintf(q, sizeof(q), "SELECT pg_terminate_backend(%d)", pid);
+		psql("postgres", q, NULL, 0);
+		snprintf(q, sizeof(q), "SELECT count(*) FROM pg_stat_activity WHERE pid = %d",
+		    pid);
+		psql_until(q, "0");
+		break;
+	case HOOK_DROP_COMMITTED:
+		snprintf(q, sizeof(q), "SELECT state FROM pg_stat_activity WHERE pid = %d", pid);
+		psql_until(q, "idle");
+		/* the socket, its answer unread, replaced by an unconnected one */
+		int s = socket(AF_INET, SOCK_STREAM, 0);
+		assert_true(s >= 0 && dup2(s, fd) == fd);
+		close(s);
+		break;
+	case HOOK_TERMINATE_SYNCREP:
+		snprintf(q, sizeof(q), "SELECT wait_event FROM pg_stat_activity WHERE pid = %d",
+		    pid);
+		psql_until(q, "SyncRep");
+		snprintf(q, sizeof(q), "SELECT pg_terminate_backend(%d)", pid);
+		psql("postgres", q, NULL, 0);
+		break;
+	default:
+		break;
+	}
+}
+
+static void
+hook_set(enum hook_act act, enum pgdb_hook_point at)
+{
+	memset(&hk, 0, sizeof(hk));
+	hk.act = act;
+	hk.at = at;
+}
+
+/* A real deadlock: a second connection holds server a's row and then asks
+ * for the user's placement lock, which the store holds while it waits for
+ * a's row. PostgreSQL ends the store's transaction (40P01: the other
+ * waits longer before it checks); the store runs the whole placement again
+ * and places the user once. */
+static void
+test_deadlock_retried(void **state)
+{
+	struct fx *f = *state;
+	struct store_place_result res;
+	char cmd[1024], v[64];
+	int st;
+
+	if (!pg())
+		return;
+	fx_farm(f, 1, 10);
+	snprintf(cmd, sizeof(cmd), "%s -d tsb -c \"BEGIN; SET LOCAL deadlock_timeout = '20s'; "
+	    "SELECT id FROM servers WHERE name = 'a' FOR UPDATE; SELECT pg_sleep(0.6), 'x-sleeps'; "
+	    "SELECT pg_advisory_xact_lock(1, hashtext('dl')); COMMIT\" >/dev/null",
+	    getenv("TSB_PG_PSQL"));
+	FILE *x = popen(cmd, "r");
+	assert_non_null(x);
+	psql_until("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%x-sleeps%' AND "
+	    "state = 'active' AND pid <> pg_backend_pid()", "1");
+	assert_int_equal(fx_place(f, "dl", T0 + 1, &res), 0);
+	st = pclose(x);
+	assert_int_equal(st, 0);	/* the other was not the victim */
+	assert_int_equal(fx_count(f, NULL, "pending"), 1);
+	/* PostgreSQL counts the deadlock it broke */
+	for (int i = 0; i < 500; i++) {
+		psql("postgres", "SELECT deadlocks FROM pg_stat_database WHERE datname = 'tsb'",
+		    v, sizeof(v));
+		if (atoi(v) >= 1)
+			break;
+		usleep(20000);
+	}
+	assert_true(atoi(v) >= 1);
+}
+
+/* The backend dies between the statements and COMMIT: the COMMIT is in
+ * doubt, pg_xact_status says aborted, the placement runs again: one
+ * session. */
+static void
+test_commit_lost_never_committed(void **state)
+{
+	struct fx *f = *state;
+	struct store_place_result res;
+
+	if (!pg())
+		return;
+	fx_farm(f, 2, 10);
+	hook_set(HOOK_TERMINATE, PGDB_HOOK_BEFORE_COMMIT);
+	assert_int_equal(fx_place(f, "doubt", T0 + 1, &res), 0);
+	hook_set(HOOK_NONE, 0);
+	assert_false(res.reconnect);
+	assert_int_equal(fx_count(f, NULL, "pending"), 1);
+	assert_int_equal(fx_place(f, "doubt", T0 + 2, &res), 0);
+	assert_true(res.reconnect);
+}
+
+/* The COMMIT is done on the server but its answer is lost: the store
+ * reconnects, finds it committed (same server), and answers it once: not
+ * placed again. */
+static void
+test_commit_lost_committed(void **state)
+{
+	struct fx *f = *state;
+	struct store_place_result res;
+
+	if (!pg())
+		return;
+	fx_farm(f, 2, 10);
+	hook_set(HOOK_DROP_COMMITTED, PGDB_HOOK_COMMIT_SENT);
+	assert_int_equal(fx_place(f, "done", T0 + 1, &res), 0);
+	assert_int_equal(hk.calls[PGDB_HOOK_BEFORE_COMMIT], 2);	/* it, the barrier */
+	hook_set(HOOK_NONE, 0);
+	assert_false(res.reconnect);
+	assert_int_equal(fx_count(f, NULL, "pending"), 1);
+	assert_int_equal(fx_place(f, "done", T0 + 2, &res), 0);
+	assert_true(res.reconnect);
+}
+
+/* The primary waits for a synchronous standby that is not there. */
+static void
+sync_standby(const char *names)
+{
+	char q[128];
+
+	snprintf(q, sizeof(q), "ALTER SYSTEM SET synchronous_standby_names = '%s'", names);
+	psql("postgres", q, NULL, 0);
+	psql("postgres", "SELECT pg_reload_conf()", NULL, 0);
+	snprintf(q, sizeof(q), "SELECT current_setting('synchronous_standby_names') = '%s'",
+	    names);
+	psql_until(q, "t");
+}
+
+/* With the synchronous standby missing, a COMMIT waits: past
+ * commit_timeout the store cancels the wait and the commit, made on the
+ * primary only, is not durable: STORE_UNAVAILABLE, not told (a placement
+ * and a heartbeat), and the store lock is free again. A backend terminated
+ * in that wait likewise. */
+static void
+test_sync_wait_bounded(void **state)
+{
+	struct fx *f = *state;
+	struct store_place_result res;
+	struct store_heartbeat_result hr;
+	struct wire_heartbeat hb;
+	int64_t t;
+
+	if (!pg())
+		return;
+	fx_farm(f, 2, 10);
+	store_commit_timeout(f->st, 300);
+	sync_standby("FIRST 1 (nosuch)");
+	t = util_mono_ms();
+	int r = fx_place(f, "local", T0 + 1, &res);
+	t = util_mono_ms() - t;
+	print_message("a placement with the synchronous standby missing: %d after %lld ms\n",
+	    r, (long long)t);
+	assert_int_equal(r, STORE_UNAVAILABLE);
+	assert_true(t >= 300 && t < 10000);
+	memset(&hb, 0, sizeof(hb));
+	util_strlcpy(hb.name, "a", sizeof(hb.name));
+	hb.rdp_accepting = 1;
+	assert_int_equal(store_heartbeat_apply(f->st, fx_id(f, "a"), &hb, T0 + 2, &hr),
+	    STORE_UNAVAILABLE);
+	/* terminated while it waits: committed locally, not durable either */
+	store_commit_timeout(f->st, 60000);
+	hook_set(HOOK_TERMINATE_SYNCREP, PGDB_HOOK_COMMIT_SENT);
+	assert_int_equal(fx_place(f, "killed", T0 + 3, &res), STORE_UNAVAILABLE);
+	hook_set(HOOK_NONE, 0);
+	sync_standby("");
+	store_commit_timeout(f->st, 5000);
+	assert_int_equal(fx_place(f, "after", T0 + 4, &res), 0);
+}
+
+/* No connection allowed (the database closed to new connections, the
+ * store's backend ended): the store is down; a user it placed is still
+ * answered (unrecorded), a new one fails fast; store_recover brings it
+ * back once connections are allowed again. */
+static void
+test_outage(void **state)
+{
+	struct fx *f = *state;
+	struct store_place_result res, first;
+	int64_t since = 0, t;
+	char why[160];
+
+	if (!pg())
+		return;
+	fx_farm(f, 2, 10);
+	assert_int_equal(fx_place(f, "known", T0 + 1, &first), 0);
+	psql("postgres", "ALTER DATABASE tsb ALLOW_CONNECTIONS false", NULL, 0);
+	psql("postgres", "SELECT count(pg_terminate_backend(pid)) >= 0 FROM pg_stat_activity "
+	    "WHERE datname = 'tsb'", NULL, 0);
+	psql_until("SELECT count(*) FROM pg_stat_activity WHERE datname = 'tsb'", "0");
+	assert_int_equal(fx_place(f, "known", T0 + 2, &res), 0);
+	assert_true(res.unrecorded && res.reconnect);
+	assert_string_equal(res.server, first.server);
+	assert_int_equal(res.session_id, first.session_id);
+	assert_int_equal(store_outage(f->st, &since, why, sizeof(why)), 1);
+	assert_true(since > 0);
+	t = util_mono_ms();
+	assert_int_equal(fx_place(f, "new", T0 + 3, &res), STORE_UNAVAILABLE);
+	assert_true(util_mono_ms() - t < 100);	/* fast: no connection tried */
+	assert_int_equal(store_recover(f->st), STORE_UNAVAILABLE);
+	psql("postgres", "ALTER DATABASE tsb ALLOW_CONNECTIONS true", NULL, 0);
+	assert_int_equal(store_recover(f->st), 1);
+	assert_int_equal(store_outage(f->st, NULL, NULL, 0), 0);
+	assert_int_equal(fx_place(f, "new", T0 + 4, &res), 0);
+	assert_int_equal(fx_count(f, NULL, "pending"), 2);
 }
 
 int
@@ -277,7 +534,12 @@ main(void)
 		FX_TEST(test_background_once),
 		FX_TEST(test_backend_killed),
 		FX_TEST(test_commit_in_flight),
+		FX_TEST(test_deadlock_retried),
+		FX_TEST(test_commit_lost_never_committed),
+		FX_TEST(test_commit_lost_committed),
+		FX_TEST(test_sync_wait_bounded),
+		FX_TEST(test_outage),
 	};
-	log_init("test_store_pg", LOG_ERROR);
+	log_init("test_store_pg", getenv("TSB_TEST_LOG") ? LOG_DEBUG : LOG_ERROR);
 	return cmocka_run_group_tests_name("store_pg", tests, NULL, NULL);
 }
