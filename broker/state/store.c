@@ -789,6 +789,8 @@ seen_answer(struct store *st, const char *user, struct store_place_result *out)
 	return 0;
 }
 
+#define PLACE_ROUNDS 16	/* servers locked by one placement at most */
+
 int
 store_placement_commit(struct store *st, const struct store_place_request *req,
     struct store_place_result *out)
@@ -797,16 +799,16 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 	struct pl_session *ss;
 	struct pl_decision d;
 	struct store_place_result res;
-	size_t ns, nu, locked;
+	size_t ns, nu;
 	int r, pr, full, decided;
-	int64_t placed_on;
+	int64_t placed_on, locked;
 
  retry:
 	memset(&res, 0, sizeof(res));
 	sv = NULL;
 	ss = NULL;
 	ns = nu = 0;
-	locked = SIZE_MAX;
+	locked = 0;
 	full = decided = 0;
 	placed_on = 0;
 	if ((r = begin(st, 1)) == STORE_UNAVAILABLE) {
@@ -837,16 +839,25 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 			r = STORE_REFUSED;
 			goto out;
 		}
-		if (d.reconnect || st->e->server_lock == NULL || d.server == locked)
+		if (d.reconnect || st->e->server_lock == NULL || sv[d.server].id == locked)
 			break;
 		/* another store may have placed on it: lock it, recount, pick
-		 * again (the same server: done) */
-		if (tries == 8 || (r = st->e->server_lock(st->db, sv[d.server].id)) != 0) {
-			r = r ? r : STORE_ERR;
+		 * again (the same server: done). Servers not locked may be
+		 * stale by others' commits since the cache was read: after a
+		 * few rounds it is read whole (then only placements still in
+		 * flight elsewhere are unseen, one per other store). */
+		if (tries == PLACE_ROUNDS) {
+			log_error("no stable choice for %s after %d servers locked", req->user,
+			    PLACE_ROUNDS);
+			r = STORE_ERR;
 			goto out;
 		}
-		locked = d.server;
-		lc_touch(st, sv[d.server].id);
+		if ((r = st->e->server_lock(st->db, sv[d.server].id)) != 0)
+			goto out;
+		locked = sv[d.server].id;
+		lc_touch(st, locked);
+		if (tries == PLACE_ROUNDS / 4)
+			st->lc.valid = 0;
 	}
 	res.reconnect = d.reconnect;
 	decided = 1;
