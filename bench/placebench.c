@@ -146,12 +146,14 @@ run_placements(struct store *st, const char *prefix, long start, long n, long st
 	struct store_place_request req;
 	struct store_place_result res;
 	char user[48];
+	int r;
 
 	for (long i = 0; i < n; i++) {
 		int64_t a;
 
 		snprintf(user, sizeof(user), "%s%07ld", prefix, start + i * stride);
 		memset(&req, 0, sizeof(req));
+		memset(&res, 0, sizeof(res));
 		req.user = user;
 		req.login = user;
 		req.domain = "BENCH";
@@ -160,9 +162,11 @@ run_placements(struct store *st, const char *prefix, long start, long n, long st
 		req.pending_ttl_ms = 120000;
 		req.pending_penalty = 1;
 		a = bench_mono_ns();
-		if (store_placement_commit(st, &req, &res) != 0)
-			(*errors)++;
-		else
+		if ((r = store_placement_commit(st, &req, &res)) != 0) {
+			if ((*errors)++ < 3)
+				fprintf(stderr, "placebench: %s: %s%s%s\n", user, store_strerror(r),
+				    res.reason[0] ? ": " : "", res.reason);
+		} else
 			lat_push(l, bench_mono_ns() - a);
 	}
 }
