@@ -53,7 +53,10 @@ chmod 700 "$DIR"
 PG=$(mktemp -d /tmp/tsb-ha-demo.XXXXXX)
 chmod 755 "$PG"
 echo "$PG" > "$DIR/pg.path"
-STOPS="sh tests/pg/patroni.sh stop '$PG' >/dev/null 2>&1; rm -rf '$PG'"
+# at exit: stopped, its logs kept in DIR/pg/, its directory removed
+STOPS="sh tests/pg/patroni.sh stop '$PG' >/dev/null 2>&1; mkdir -p '$DIR/pg';
+	cp '$PG/etcd.log' '$DIR/pg/' 2>/dev/null; cp '$PG/n1/patroni.log' '$DIR/pg/n1.log' 2>/dev/null;
+	cp '$PG/n2/patroni.log' '$DIR/pg/n2.log' 2>/dev/null; rm -rf '$PG'"
 PIDS=" "		# demo_cleanup runs STOPS and says "stopped" from here on
 
 echo "$DEMO: starting etcd and two PostgreSQL nodes under Patroni (about 10 s) ..."
@@ -155,7 +158,8 @@ three terminal servers (state in $DIR/, the database in $PG/)
   alice lands on the same server through A or B. The agents report to
   the first of "$URLS" that answers.
 
-  Kill a part, then watch both pages (servers, sessions, events):
+  Kill a part, then watch both pages (servers, sessions, events); the
+  commands run from $ROOT:
     broker A         kill -9 $(cat "$DIR/a/broker.pid")
                      B's page: the servers stay up (the agents move to B within
                      one heartbeat); logons through 127.0.0.10 go on. Clients of
@@ -166,12 +170,13 @@ three terminal servers (state in $DIR/, the database in $PG/)
                      logons pause meanwhile, then go on; nothing placed is lost.
     the standby      sh tests/pg/patroni.sh kill-node $PG N   (N: the node that is not the primary)
                      commits wait until Patroni stops waiting for it (not strict
-                     synchronous_mode, within about 5 s); then logons go on.
+                     synchronous_mode: its next loop, 1-2 s); then logons go on.
     a node back      sh tests/pg/patroni.sh start-node $PG N  (it rejoins as the standby)
     roles            sh tests/pg/patroni.sh role $PG 1; sh tests/pg/patroni.sh role $PG 2
     ts2              kill -9 \$(cat $DIR/ts2/rdptarget.pid)
                      ts2 goes down within 6 s; new users go to ts1 and ts3.
   Logs: $DIR/a/broker.log, $DIR/b/broker.log, $DIR/ts*/, $PG/n*/patroni.log
+        (the database's logs are copied to $DIR/pg/ at exit)
 
 Press Ctrl-C to stop.
 EOF
