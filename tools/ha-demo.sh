@@ -70,7 +70,7 @@ URL="host=127.0.0.1,127.0.0.1 port=$PG1,$PG2 user=postgres dbname=tsbroker targe
 # the shared certificate, key and routing-token key (docs/ha-keys.md)
 openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=tsbroker-ha-demo" \
 	-keyout "$DIR/tsbroker.key" -out "$DIR/tsbroker.crt" 2>/dev/null
-openssl rand -hex 32 > "$DIR/token.key"
+openssl rand -out "$DIR/token.key" 32
 chmod 600 "$DIR/tsbroker.key" "$DIR/token.key"
 
 # broker_conf NAME HOST: DIR/NAME/tsbroker.conf for a broker on HOST
