@@ -60,7 +60,10 @@ STOPS="sh tests/pg/patroni.sh stop '$PG' >/dev/null 2>&1; mkdir -p '$DIR/pg';
 PIDS=" "		# demo_cleanup runs STOPS and says "stopped" from here on
 
 echo "$DEMO: starting etcd and two PostgreSQL nodes under Patroni (about 10 s) ..."
-sh tests/pg/patroni.sh start "$PG" "$PG_BASE"
+sh tests/pg/patroni.sh start "$PG" "$PG_BASE" || {
+	tail -n 15 "$PG/etcd.log" "$PG"/n*/patroni.log >&2
+	exit 1
+}
 node=$(sh tests/pg/patroni.sh primary "$PG")
 PG1=$((PG_BASE + 2)) PG2=$((PG_BASE + 4))
 psql -q -X -h 127.0.0.1 -p $((PG_BASE + 2 * node)) -U postgres -d postgres \
