@@ -1102,7 +1102,8 @@ def place_errors(r):
     if n == 0:
         return ""
     if r.get("logged_errors") == 0:
-        return (f"; the {n} errors are STORE_ERR with no log line: on this path only "
+        return (f"; {'the 1 error is' if n == 1 else f'the {n} errors are'} STORE_ERR with no "
+                "log line: on this path only "
                 "store_placement_commit's lock-and-recount loop ends so (8 rounds, store.c), "
                 "when both connections keep choosing the same least-loaded server")
     return f"; {n} errors, {r.get('logged_errors')} logged (bench/results/run/ha-placebench-pg2.out)"
