@@ -48,7 +48,8 @@ endef
 
 .SECONDEXPANSION:
 .SECONDARY:
-.PHONY: all test unit unit-bins e2e web-test bench fuzz asan asan-test leakcheck install clean run deps test-deps demo
+.PHONY: all test unit unit-bins e2e web-test bench fuzz asan asan-test leakcheck install clean run deps test-deps demo \
+	ha-demo
 all:
 
 # Shared by both daemons (logging, config, JSON wire format, helpers).
@@ -154,6 +155,10 @@ run: deps all
 # A live farm on loopback (broker, three rdptargets with agents) until Ctrl-C.
 demo: all
 	@sh tools/demo.sh
+
+# Two brokers on PostgreSQL under Patroni, three terminal servers (root).
+ha-demo: all
+	@sh tools/ha-demo.sh
 
 # DESTDIR and PREFIX as usual; configs are examples, never overwritten.
 install: all

@@ -86,22 +86,24 @@ def run_json(cmd, timeout=300, name=None):
 
 
 class Broker:
-    def __init__(self, build, name, mode="address", db=None, **extra):
+    def __init__(self, build, name, mode="address", db=None, host="127.0.0.1", rdp_port=None,
+                 **extra):
         self.build = build
+        self.host = host
         self.dir = os.path.join(RUN, name)
         shutil.rmtree(self.dir, ignore_errors=True)
         os.makedirs(self.dir)
-        self.rdp_port = free_port()
-        self.http_port = free_port()
+        self.rdp_port = rdp_port or free_port(host)
+        self.http_port = free_port(host)
         self.db = db or os.path.join(self.dir, "state.db")
         self.cert = os.path.join(RUN, "broker.crt")
         self.key = os.path.join(RUN, "broker.key")
         conf = {
             "state": {"path": self.db},
-            "rdp": {"listen": f"127.0.0.1:{self.rdp_port}", "mode": mode,
+            "rdp": {"listen": f"{host}:{self.rdp_port}", "mode": mode,
                     "certificate": self.cert, "private_key": self.key,
                     "token_key": os.path.join(self.dir, "token.key")},
-            "http": {"listen": f"127.0.0.1:{self.http_port}",
+            "http": {"listen": f"{host}:{self.http_port}",
                      "web_root": os.path.join(ROOT, "web")},
             # the bench posts heartbeats itself: servers stay up for the run
             "health": {"heartbeat_interval": 5, "down_after": 3600},
@@ -171,7 +173,7 @@ class Broker:
         return ctx
 
     def get(self, path):
-        with urllib.request.urlopen(f"https://127.0.0.1:{self.http_port}{path}",
+        with urllib.request.urlopen(f"https://{self.host}:{self.http_port}{path}",
                                     context=self.ssl_ctx(), timeout=60) as r:
             return r.read().decode()
 
@@ -181,7 +183,7 @@ class Broker:
                 "load": {"ncpu": 8, "cpu_percent": 5.0, "load1": 0.5,
                          "mem_total_kb": 32000000, "mem_available_kb": 16000000},
                 "sessions": list(sessions)}
-        req = urllib.request.Request(f"https://127.0.0.1:{self.http_port}/api/v1/heartbeat",
+        req = urllib.request.Request(f"https://{self.host}:{self.http_port}/api/v1/heartbeat",
                                      data=json.dumps(body).encode(), method="POST")
         req.add_header("Authorization", f"Bearer {self.tokens[name]}")
         with urllib.request.urlopen(req, context=self.ssl_ctx(), timeout=30) as r:
@@ -446,7 +448,7 @@ def hb_broker(build, args, name, db=None):
 
 
 def hb_base(build, args, b, tokens):
-    return [os.path.join(build, "bench", "hbload"), "--url", f"https://127.0.0.1:{b.http_port}",
+    return [os.path.join(build, "bench", "hbload"), "--url", f"https://{b.host}:{b.http_port}",
             "--ca", b.cert, "--tokens", tokens, "--threads", str(args.hb_threads),
             "--sessions", "20"]
 
@@ -593,6 +595,339 @@ backend terminal_servers
     R["splice"] = res
 
 
+# ---- HA: PostgreSQL with a synchronous standby, two brokers -------------------
+
+HA_HOSTS = ("127.0.0.1", "127.0.0.10")		# broker A, broker B: one RDP port
+HA_SERVERS = {"ts1": "127.0.0.2", "ts2": "127.0.0.3", "ts3": "127.0.0.4"}
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+
+def e2e_farm(build):
+    """tests/e2e/farm.py, the e2e farm library (PgCluster, Target, probe) on
+    this build's binaries."""
+    os.environ["TSBROKER_BUILD"] = build
+    sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+    import farm
+    return farm
+
+
+def poll(pred, timeout, what):
+    """pred()'s first true value within timeout seconds, else RuntimeError."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
+
+
+def as_postgres(cmd):
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.getuid() == 0 else cmd
+
+
+def pg_stat_statements_on(c):
+    """Restarts the primary with pg_stat_statements (the statements each
+    operation sends, counted by the server) and waits for the standby."""
+    c.psql("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+    n = c.nodes[c.primary]
+    subprocess.run(as_postgres([os.path.join(PG_BIN, "pg_ctl"), "-D", os.path.join(n["dir"], "data"),
+                                "-l", os.path.join(n["dir"], "log"), "-w", "-t", "60", "-m", "fast",
+                                "restart"]), check=True, capture_output=True, timeout=90)
+    subprocess.run(["sh", c.SCRIPT, "sync", str(c.port), "s2"], check=True, timeout=60)
+
+
+class PgWaits:
+    """What the database's client backends were doing, sampled every 20 ms
+    from pg_stat_activity by one psql (\watch) while a load runs: shares of
+    the samples by wait event ('CPU' when none: running; ClientRead: waiting
+    for the broker's next statement; SyncRep: for the synchronous standby;
+    Lock: for a row or advisory lock), and the statements per operation from
+    pg_stat_statements when the primary has it."""
+
+    def __init__(self, c, db):
+        self.c, self.db = c, db
+        self.s0 = self.statements()
+        self.p = subprocess.Popen(
+            ["psql", "-q", "-X", "-t", "-A", "-h", "127.0.0.1", "-p", str(c.port), "-U", "postgres",
+             "-d", "postgres"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "PGOPTIONS": "-c client_min_messages=warning"})
+        self.p.stdin.write(
+            "SELECT 'w|' || coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM "
+            f"pg_stat_activity WHERE datname = '{db}' AND backend_type = 'client backend' "
+            "AND state <> 'idle' AND pid <> pg_backend_pid() \\watch 0.02\n")
+        self.p.stdin.flush()
+
+    def statements(self):
+        """{queryid: (calls, total ms, text)} of this database, or None."""
+        try:
+            out = self.c.psql("SELECT s.queryid, s.calls, s.total_exec_time, "
+                              "regexp_replace(left(s.query, 70), '[|\\s]+', ' ', 'g') FROM "
+                              "pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
+                              f"WHERE d.datname = '{self.db}'", db=self.db)
+        except subprocess.CalledProcessError:
+            return None
+        rows = (line.split("|", 3) for line in out.splitlines() if line.count("|") >= 3)
+        return {q: (int(n), float(ms), text) for q, n, ms, text in rows}
+
+    def stop(self, ops):
+        """{"waits": [(event, percent)], "samples": n, "statements_per_op",
+        "top": (text, percent of the server's time, ms per call)}."""
+        self.p.terminate()
+        out, _ = self.p.communicate(timeout=30)
+        s1 = self.statements()
+        counts = {}
+        for line in out.splitlines():
+            if line.startswith("w|"):
+                counts[line[2:]] = counts.get(line[2:], 0) + 1
+        total = sum(counts.values()) or 1
+        waits = sorted(((k, round(100.0 * v / total)) for k, v in counts.items()),
+                       key=lambda x: -x[1])[:4]
+        res = {"waits": waits, "samples": total, "statements_per_op": None, "top": None}
+        if self.s0 is not None and s1 is not None and ops:
+            d = {q: (n - self.s0.get(q, (0, 0.0))[0], ms - self.s0.get(q, (0, 0.0))[1], t)
+                 for q, (n, ms, t) in s1.items()}
+            res["statements_per_op"] = sum(n for n, _, _ in d.values()) / ops
+            busy = sum(ms for _, ms, _ in d.values()) or 1.0
+            n, ms, text = max(d.values(), key=lambda x: x[1])
+            res["top"] = (text, round(100.0 * ms / busy), ms / max(n, 1), n / ops)
+        return res
+
+
+def pg_load_farm(c, db, nservers, per):
+    """The farm of placebench's bulk load (same names, same users
+    u0000000...), in two INSERT ... SELECT statements."""
+    now = int(time.time() * 1000)
+    c.psql(f"""BEGIN;
+INSERT INTO servers (id, name, address, port, weight, max_sessions, token_hash, state,
+  state_reason, state_since, last_heartbeat, rdp_accepting, ncpu, cpu_percent, created)
+SELECT i, 'ts' || lpad(i::text, 5, '0'), '10.' || (i >> 16) || '.' || ((i >> 8) & 255) || '.' ||
+  (i & 255), 3389, 100, {per + 1000}, lpad(to_hex(i), 64, '0'), 'up', 'bench', {now}, {now}, 1, 8,
+  (i * 7919 % 1000) / 10.0, {now} FROM generate_series(1, {nservers}) i;
+INSERT INTO sessions (server_id, "user", login, domain, remote_id, state, created, updated)
+SELECT i, 'u' || lpad(((i - 1) * {per} + j)::text, 7, '0'),
+  'u' || lpad(((i - 1) * {per} + j)::text, 7, '0'), 'BENCH', (j + 1)::text,
+  CASE WHEN j % 5 = 4 THEN 'disconnected' ELSE 'active' END, {now}, {now}
+  FROM generate_series(1, {nservers}) i, generate_series(0, {per - 1}) j;
+COMMIT; ANALYZE""", db=db)
+
+
+def pgbench_commits(c, db, clients, seconds):
+    """The durable-commit floor on this cluster: one-row INSERT transactions
+    (pgbench, closed loop), {rate, p50_us, p99_us}."""
+    d = os.path.join(RUN, "pgbench")
+    os.makedirs(d, exist_ok=True)
+    script = os.path.join(d, "commit.sql")
+    with open(script, "w") as f:
+        f.write("INSERT INTO events (ts, kind, detail) VALUES (1, 'bench', 'commit reference');\n")
+    for old in os.listdir(d):
+        if old.startswith(f"c{clients}."):
+            os.unlink(os.path.join(d, old))
+    p = subprocess.run([os.path.join(PG_BIN, "pgbench"), "-n", "-h", "127.0.0.1", "-p", str(c.port),
+                        "-U", "postgres", "-c", str(clients), "-j", str(clients), "-T", str(seconds),
+                        "-f", script, "-l", "--log-prefix", os.path.join(d, f"c{clients}"), db],
+                       capture_output=True, text=True, timeout=seconds + 60, cwd=d)
+    if p.returncode != 0:
+        raise RuntimeError(f"pgbench: {p.stderr[-300:]}")
+    lat = []
+    for name in os.listdir(d):
+        if name.startswith(f"c{clients}."):
+            with open(os.path.join(d, name)) as f:
+                lat += [int(line.split()[2]) for line in f if line.strip()]
+    lat.sort()
+    m = re.search(r"tps = ([\d.]+)", p.stdout)
+    return {"rate": float(m.group(1)) if m else len(lat) / seconds,
+            "p50_us": lat[len(lat) // 2] if lat else None,
+            "p99_us": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None}
+
+
+def ha_placement(build, args, c):
+    """placebench on the same farm: SQLite (one broker), PostgreSQL with one
+    and two connections placing at once; pgbench's commit as the floor."""
+    pb = os.path.join(build, "bench", "placebench")
+    n, per = args.ha_servers, 20
+    common = ["--servers", str(n), "--sessions-per-server", str(per), "--decisions",
+              str(args.ha_decisions), "--reconnects", str(args.ha_decisions // 2)]
+    res = {"servers": n, "sessions": n * per}
+    res["sqlite"] = run_json([pb, "--db", os.path.join(RUN, "ha-place.db"), *common,
+                              "--commits", "500"], name="ha-placebench-sqlite")
+    db = c.create_db("bench_place")
+    url = c.url(db)
+    Broker(build, "ha-schema", state__engine="postgresql", state__url=url).cli("server", "list")
+    c.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", db=db)
+    pg_load_farm(c, db, n, per)
+    res["pg1"] = run_json([pb, "--engine", "postgresql", "--location", url, *common,
+                           "--prefix", "one"], name="ha-placebench-pg1")
+    w = PgWaits(c, db)
+    res["pg2"] = run_json([pb, "--engine", "postgresql", "--location", url, *common,
+                           "--connections", "2", "--prefix", "two"], name="ha-placebench-pg2")
+    ops = 2 * (args.ha_decisions + 1) + 2 * (args.ha_decisions // 2)
+    res["pg2"]["profile"] = w.stop(ops)
+    with open(os.path.join(RUN, "ha-placebench-pg2.out")) as f:
+        res["pg2"]["logged_errors"] = sum(1 for line in f if "[error]" in line)
+    res["commit1"] = pgbench_commits(c, db, 1, 2)
+    res["commit2"] = pgbench_commits(c, db, 2, 2)
+    return res
+
+
+def ha_brokers(build, c, db, port):
+    """Brokers A and B on one database, the same certificate and token key."""
+    url = c.url(c.create_db(db))
+    key = os.path.join(RUN, "ha-token.key")
+    out = []
+    for i, host in enumerate(HA_HOSTS):
+        b = Broker(build, f"{db}-{'ab'[i]}", host=host, rdp_port=port,
+                   state__engine="postgresql", state__url=url, rdp__token_key=key)
+        out.append(b.start())
+    return out
+
+
+def ha_heartbeats(build, args, c):
+    """hbload against broker A (agents list A first, so all report to it)
+    while B runs too; agents enrolled in one statement."""
+    a, b = ha_brokers(build, c, "bench_hb", free_port())
+    try:
+        # tokens of 64 hex digits as the broker's (SEED and NNNNNNNN in hex);
+        # the database keeps their SHA-256
+        tokens, seed = os.path.join(RUN, "ha-hb-tokens.txt"), secrets.token_hex(28)
+        with open(tokens, "w") as f:
+            f.writelines(f"agent{i:05d} {seed}{i:08x}\n" for i in range(args.agents))
+        now = int(time.time() * 1000)
+        c.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", db="bench_hb")
+        c.psql("INSERT INTO servers (name, address, port, weight, max_sessions, token_hash, "
+               "state_since, created) SELECT 'agent' || lpad(i::text, 5, '0'), '10.1.' || "
+               "(i / 256) || '.' || (i % 256), 3389, 100, 100, encode(sha256(convert_to("
+               f"'{seed}' || lpad(to_hex(i), 8, '0'), 'UTF8')), 'hex'), {now}, {now} "
+               f"FROM generate_series(0, {args.agents - 1}) i", db="bench_hb")
+        base = hb_base(build, args, a, tokens)
+        run_json([*base, "--duration", "3"], name="ha-hb-warm")
+        c0, w = cpu_s(a.pid), PgWaits(c, "bench_hb")
+        r = run_json([*base, "--duration", str(args.hb_duration)], name="ha-hb-steady")
+        r["broker_cpu_us"] = (cpu_s(a.pid) - c0) * 1e6 / max(r["ok"], 1)
+        r["profile"] = w.stop(r["ok"])
+        r["agents"] = args.agents
+        return r
+    finally:
+        a.stop()
+        b.stop()
+
+
+class ProbeLoop:
+    """A client that logs on again and again, each time as a new user: to
+    broker A first and, when A fails, to B (as a client behind a floating
+    address or a list of brokers would). Records (start, end, broker index
+    or None, user) per logon, monotonic seconds."""
+
+    def __init__(self, farm, port, prefix):
+        import threading
+        self.farm, self.port, self.prefix = farm, port, prefix
+        self.log, self.stopped = [], False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        k = 0
+        while not self.stopped:
+            user = f"{self.prefix}{k}"
+            k += 1
+            t0 = time.monotonic()
+            got = None
+            for i, host in enumerate(HA_HOSTS):
+                try:
+                    r = self.farm.probe(self.port, user, host=host, timeout=5)
+                except Exception:
+                    continue
+                if r["ok"] and r.get("redirected") == "1":
+                    got = i
+                    break
+            self.log.append((t0, time.monotonic(), got, user))
+            if got is None:
+                time.sleep(0.02)
+
+    def stop(self):
+        self.stopped = True
+        self.t.join(60)
+
+    def first_ok_after(self, t, broker=None):
+        for t0, t1, got, user in self.log:
+            if t1 > t and got is not None and (broker is None or got == broker):
+                return t1, user
+        return None, None
+
+
+def ha_deaths(build, args, c, farm):
+    """Two brokers, three rdptargets; a broker killed (-9), later the
+    primary killed (-9) and the standby promoted, under a logon loop."""
+    port = farm.free_port(*HA_HOSTS, *HA_SERVERS.values())
+    a, b = ha_brokers(build, c, "bench_ha", port)
+    targets = []
+    res = {}
+    try:
+        for name, addr in HA_SERVERS.items():
+            a.add_server(name, addr, port=port)
+            t = farm.Target(os.path.join(RUN, "ha-targets", name), name, addr, port)
+            t.start_target()
+            targets.append(t)
+            b.tokens[name] = a.tokens[name]
+            a.heartbeat(name, addr, port=port)
+        loop = ProbeLoop(farm, port, "death")
+        poll(lambda: sum(1 for e in loop.log if e[2] == 0) >= 3, 60, "logons via A")
+        t_kill = time.monotonic()
+        logons = sorted(e[1] - e[0] for e in loop.log if e[2] is not None)
+        a.stop(signal.SIGKILL)
+        poll(lambda: loop.first_ok_after(t_kill, 1)[0], 60, "a logon via B")
+        t_ok, user = loop.first_ok_after(t_kill, 1)
+        res["broker"] = {"seconds": t_ok - t_kill, "user": user,
+                         "logon_p50": logons[len(logons) // 2],
+                         "failed": sum(1 for e in loop.log if e[1] > t_kill and e[0] < t_ok
+                                       and e[2] is None)}
+        # the primary: kill -9, promote at once (as tests/pg/cluster.sh does)
+        poll(lambda: sum(1 for e in loop.log if e[0] > t_ok) >= 3, 60, "logons via B")
+        t_kill = time.monotonic()
+        c.kill_primary()
+        t_promoted = c.promote()
+        try:
+            poll(lambda: loop.first_ok_after(t_promoted)[0] or b.proc.poll() is not None, 60,
+                 "a logon on the new primary")
+        except RuntimeError:
+            pass
+        t_ok, user = loop.first_ok_after(t_promoted)
+        loop.stop()
+        if b.proc.poll() is not None:
+            res["primary"] = {"error": "broker B exited: " + b.log_text().strip()[-300:]}
+        elif t_ok is None:
+            res["primary"] = {"error": "no logon within 60 s: " + b.log_text().strip()[-300:]}
+        else:
+            rows = c.psql(f"SELECT count(*) FROM sessions WHERE \"user\" = '{user}'", db="bench_ha")
+            told = [e[3] for e in loop.log if e[2] is not None]
+            in_db = set(c.psql("SELECT \"user\" FROM sessions WHERE \"user\" LIKE 'death%'",
+                               db="bench_ha").split())
+            res["primary"] = {"seconds": t_ok - t_kill, "after_promote": t_ok - t_promoted,
+                              "promote": t_promoted - t_kill, "user": user,
+                              "in_new_primary": rows == "1",
+                              "told": len(told), "lost": len([u for u in told if u not in in_db])}
+    finally:
+        for t in targets:
+            t.stop()
+        a.stop()
+        b.stop()
+    return res
+
+
+def bench_ha(build, args, R):
+    farm = e2e_farm(build)
+    c = farm.PgCluster(standby=True).start()
+    out = {}
+    try:
+        pg_stat_statements_on(c)
+        out["placement"] = ha_placement(build, args, c)
+        out["heartbeats"] = ha_heartbeats(build, args, c)
+        out["deaths"] = ha_deaths(build, args, c, farm)	# last: the primary dies
+    finally:
+        R["ha"] = out
+        c.stop()
+
+
 # ---- the table -------------------------------------------------------------------
 
 def fmt(x, unit="", nd=0):
@@ -726,6 +1061,110 @@ def table(R, meta):
             if ref:
                 line += f", HAProxy +{ref['rtt']['p50_us'] - d['rtt']['p50_us']:.0f} us"
             rows.append(("", "added round-trip latency (p50, vs direct)", line, "", ""))
+    if "ha" in R:
+        rows += ha_rows(R["ha"], R)
+    return rows
+
+
+def pg_cause(prof, op):
+    """The measured cause of a missed PostgreSQL target, from PgWaits: where
+    the server's time went and what the backends waited for, and what would
+    close the gap."""
+    if not prof:
+        return "no profile"
+    waits = dict(prof["waits"])
+    spo = prof.get("statements_per_op")
+    parts, fixes = [], []
+    if spo is not None:
+        parts.append(f"{spo:.1f} statements per {op}")
+    top = prof.get("top")
+    if top:
+        text, share, ms, per_op = top
+        parts.append(f"{share}% of the server's time in `{text.strip()}...` "
+                     f"({ms:.1f} ms a call, {per_op:.1f} per {op})")
+        if share >= 50:
+            fixes.append("that statement is the cost: run it less often (a cache kept across "
+                         "commits) or make it cheaper")
+    parts.append("in-transaction samples: " + ", ".join(f"{e} {p}%" for e, p in prof["waits"]))
+    if waits.get("Client:ClientRead", 0) >= 15 or (spo or 0) >= 4:
+        fixes.append(f"fewer round trips ({spo or 0:.1f} statements a {op}; ClientRead "
+                     f"{waits.get('Client:ClientRead', 0)}%): one statement set")
+    if waits.get("IPC:SyncRep", 0) >= 15:
+        fixes.append(f"commits wait for the synchronous standby (SyncRep {waits['IPC:SyncRep']}%): "
+                     "more work per commit or more commits at once")
+    if sum(p for e, p in waits.items() if e.startswith("Lock")) >= 15:
+        fixes.append("lock waits: the connections queue on the same rows")
+    return "; ".join(parts) + "; would close it: " + ("; ".join(fixes) or "see bench/results/run/")
+
+
+def place_errors(r):
+    n = r["new"]["errors"]
+    if n == 0:
+        return ""
+    if r.get("logged_errors") == 0:
+        return (f"; {'the 1 error is' if n == 1 else f'the {n} errors are'} STORE_ERR with no "
+                "log line: on this path only "
+                "store_placement_commit's lock-and-recount loop ends so (8 rounds, store.c), "
+                "when both connections keep choosing the same least-loaded server")
+    return f"; {n} errors, {r.get('logged_errors')} logged (bench/results/run/ha-placebench-pg2.out)"
+
+
+def ha_rows(h, R):
+    rows = []
+    p = h.get("placement")
+    if p:
+        two, one, sq = p["pg2"], p["pg1"], p["sqlite"]
+        ok = two["new"]["rate"] >= 100 and two["new"]["p99_us"] <= 50000 and two["new"]["errors"] == 0
+        rows += [("HA", f"PostgreSQL + synchronous standby, {p['servers']:,} servers, {p['sessions']:,} "
+                  "sessions: new users, 2 connections placing at once (two brokers)",
+                  f"{fmt(two['new']['rate'], '/s')}, p50 {fmt(two['new']['p50_us'] / 1000, ' ms', 1)}, "
+                  f"p99 {fmt(two['new']['p99_us'] / 1000, ' ms', 1)}, errors {two['new']['errors']}",
+                  f"1 connection {fmt(one['new']['rate'], '/s')} p99 {fmt(one['new']['p99_us'] / 1000, ' ms', 1)}; "
+                  f"SQLite same farm {fmt(sq['new']['rate'], '/s')} p99 {fmt(sq['new']['p99_us'] / 1000, ' ms', 1)}; "
+                  f"one INSERT commit (pgbench) {fmt(p['commit2']['rate'], '/s')} with 2 clients, "
+                  f"p99 {fmt(p['commit1']['p99_us'] / 1000, ' ms', 1)} with 1",
+                  "target >= 100/s, p99 <= 50 ms, no error: " + ("met" if ok else
+                  "missed: " + pg_cause(two.get("profile"), "placement") + place_errors(two))),
+                 ("", "reconnects, 2 connections", f"{fmt(two['reconnect']['rate'], '/s')}, "
+                  f"p99 {fmt(two['reconnect']['p99_us'] / 1000, ' ms', 1)}",
+                  f"SQLite {fmt(sq['reconnect']['rate'], '/s')}, p99 {fmt(sq['reconnect']['p99_us'] / 1000, ' ms', 1)}", "")]
+    hb = h.get("heartbeats")
+    if hb:
+        ref = ""
+        if "heartbeats" in R:
+            ref = f"SQLite (heartbeats above) {fmt(R['heartbeats']['steady']['rate'], '/s')}; "
+        ok = hb["rate"] >= 1000
+        rows.append(("", f"heartbeats, {hb['agents']} agents x 20 sessions to broker A (B running), "
+                     f"{hb['threads']} connections, unchanged sessions",
+                     f"{fmt(hb['rate'], '/s')} (p50 {fmt(hb['p50_us'], ' us')}, p99 {fmt(hb['p99_us'], ' us')}, "
+                     f"errors {hb['errors']})",
+                     ref + f"broker CPU {fmt(hb['broker_cpu_us'], ' us')}/heartbeat",
+                     "target >= 1,000/s: " + ("met" if ok else "missed: " +
+                                              pg_cause(hb.get("profile"), "heartbeat"))))
+    d = h.get("deaths", {})
+    b = d.get("broker")
+    if b:
+        rows.append(("", "kill -9 of broker A -> first logon placed by B (rdpprobe in a loop: A, "
+                     "then B when A fails)", f"{b['seconds']:.2f} s ({b['failed']} logons failed)",
+                     f"one logon alone p50 {b['logon_p50']:.2f} s; a floating address adds its move "
+                     "(docs/ha-clients.md)",
+                     "target <= 2 s: " + ("met" if b["seconds"] <= 2 else
+                                          "missed: the logon itself takes "
+                                          f"{b['logon_p50']:.2f} s on this machine now")))
+    q = d.get("primary")
+    if q:
+        if "error" in q:
+            rows.append(("", "kill -9 of the primary + promote -> first commit through a broker",
+                         "n/a", q["error"], "target <= 2 s after the promotion: missed"))
+        else:
+            rows.append(("", "kill -9 of the primary + promote (cluster.sh) -> first placement "
+                         "committed on the new primary through broker B",
+                         f"{q['seconds']:.2f} s ({q['after_promote']:.2f} s after the promotion)",
+                         f"promotion {q['promote']:.2f} s; placements told {q['told']}, lost "
+                         f"{q['lost']}; the row on the new primary: {'yes' if q['in_new_primary'] else 'NO'}",
+                         "target <= 2 s after the promotion: " +
+                         ("met" if q["after_promote"] <= 2 and q["lost"] == 0 and q["in_new_primary"]
+                          else "missed")))
     return rows
 
 
@@ -746,7 +1185,7 @@ def render(rows, meta):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--build", default="build")
-    ap.add_argument("--only", default="redirects,storm,heartbeats,placement,splice")
+    ap.add_argument("--only", default="redirects,storm,heartbeats,placement,splice,ha")
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--profile", type=int, default=1)
@@ -759,8 +1198,16 @@ def main():
     ap.add_argument("--servers", type=int, default=10000)
     ap.add_argument("--sessions", type=int, default=200000)
     ap.add_argument("--splice-mb", type=int, default=1024)
+    ap.add_argument("--ha-servers", type=int, default=1000)
+    ap.add_argument("--ha-decisions", type=int, default=300)
     ap.add_argument("--out", default=os.path.join(RESULTS, "latest.md"))
+    ap.add_argument("--render", metavar="RESULTS_JSON",
+                    help="only write the table of a saved run (bench/results/run/results.json)")
     args = ap.parse_args()
+    if args.render:
+        with open(args.render) as f:
+            saved = json.load(f)
+        return write_table(saved["results"], saved["meta"], saved["failed"], args.out)
     build = os.path.abspath(args.build)
     os.makedirs(RUN, exist_ok=True)
     t0 = time.monotonic()
@@ -786,7 +1233,8 @@ def main():
              ("storm", lambda: bench_storm_checked(build, args, R)),
              ("heartbeats", lambda: bench_heartbeats(
                  build, args, R, R.get("placement", {}).get("disk", {}).get("commit_ref"))),
-             ("splice", lambda: bench_splice(build, args, R))]
+             ("splice", lambda: bench_splice(build, args, R)),
+             ("ha", lambda: bench_ha(build, args, R))]
     for name, fn in parts:
         if name not in only:
             continue
@@ -802,18 +1250,22 @@ def main():
     meta["seconds"] = time.monotonic() - t0
     with open(os.path.join(RUN, "results.json"), "w") as f:
         json.dump({"meta": meta, "results": R, "failed": failed}, f, indent=1, default=str)
-    rows = table(R, meta)
-    md, txt = render(rows, meta)
+    return write_table(R, meta, failed, args.out)
+
+
+def write_table(R, meta, failed, out):
+    """Prints the table and writes it (markdown) to out; 1 if a part failed."""
+    md, txt = render(table(R, meta), meta)
     if failed:
         md += "\nParts that did not run to the end: " + "; ".join(failed) + "\n"
     print("\n" + txt + "\n")
-    print(f"machine: {meta['nproc']} CPUs, {cpu}; load {meta['load_before']} -> {meta['load_after']}; "
-          f"{meta['seconds']:.0f} s")
+    print(f"machine: {meta['nproc']} CPUs, {meta['cpu']}; load {meta['load_before']} -> "
+          f"{meta['load_after']}; {meta['seconds']:.0f} s")
     if failed:
         print("did not complete: " + "; ".join(failed))
-    with open(args.out, "w") as f:
+    with open(out, "w") as f:
         f.write(md)
-    log(f"written {os.path.relpath(args.out, ROOT)} (raw outputs in bench/results/run/)")
+    log(f"written {os.path.relpath(out, ROOT)} (raw outputs in bench/results/run/)")
     return 1 if failed else 0
 
 

@@ -2,7 +2,9 @@
  * Builds a state database of --servers servers (all up, enabled) holding
  * --sessions-per-server sessions each, then times store_placement_commit
  * (decision and durable commit, as the RDP endpoint calls it) for new users
- * and for reconnects, beside two references measured in the same run:
+ * and for reconnects, on --connections stores placing at once (one thread
+ * and one database connection each, as that many brokers would), beside
+ * two references measured in the same run:
  *   commit: one durable SQLite transaction (one INSERT, WAL,
  *           synchronous=FULL) on the same file: the floor of any decision
  *           the broker commits;
@@ -10,13 +12,23 @@
  *           decision, no I/O).
  *
  *   placebench --db FILE [--servers N] [--sessions-per-server N]
- *              [--decisions N] [--reconnects N] [--commits N]
+ *              [--decisions N] [--reconnects N] [--commits N] [--connections N]
+ *   placebench --engine postgresql --location URL [--servers N]
+ *              [--sessions-per-server N] [--decisions N] [--reconnects N]
+ *              [--connections N] [--prefix P]
  *
- * The database is created anew (FILE is removed first). The bulk load uses
- * plain SQL on the schema (one transaction), the only part that does not go
- * through store.h: adding 10,000 servers one durable transaction at a time
- * would take longer than the benchmark. Prints one JSON object. */
+ * SQLite: the database is created anew (FILE is removed first). The bulk
+ * load uses plain SQL on the schema (one transaction), the only part that
+ * does not go through store.h: adding 10,000 servers one durable transaction
+ * at a time would take longer than the benchmark. Another engine: the farm
+ * is already loaded (bench.py does it with the engine's own client, users
+ * u0000000... as here) and only the placements run; --servers and
+ * --sessions-per-server say what it holds (for the reconnects), the two
+ * references are not run (0 in the output). --decisions and --reconnects
+ * are per connection; new users are PREFIX<connection>-NNNNNNN.
+ * Prints one JSON object. */
 #include <getopt.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,23 +138,22 @@ print_stats(const char *name, const struct stats *s, int comma)
 	    s->errors, comma ? "," : "");
 }
 
-/* n placements of users prefix%07d from start; times each commit. */
+/* n placements of users prefix%07d from start into l; errors counted. */
 static void
 run_placements(struct store *st, const char *prefix, long start, long n, long stride,
-    struct stats *out)
+    struct lat_vec *l, long *errors)
 {
-	struct lat_vec l = { 0 };
 	struct store_place_request req;
 	struct store_place_result res;
-	char user[32];
-	long errors = 0;
-	int64_t t0 = bench_mono_ns();
+	char user[48];
+	int r;
 
 	for (long i = 0; i < n; i++) {
 		int64_t a;
 
 		snprintf(user, sizeof(user), "%s%07ld", prefix, start + i * stride);
 		memset(&req, 0, sizeof(req));
+		memset(&res, 0, sizeof(res));
 		req.user = user;
 		req.login = user;
 		req.domain = "BENCH";
@@ -151,13 +162,75 @@ run_placements(struct store *st, const char *prefix, long start, long n, long st
 		req.pending_ttl_ms = 120000;
 		req.pending_penalty = 1;
 		a = bench_mono_ns();
-		if (store_placement_commit(st, &req, &res) != 0)
-			errors++;
-		else
-			lat_push(&l, bench_mono_ns() - a);
+		if ((r = store_placement_commit(st, &req, &res)) != 0) {
+			if ((*errors)++ < 3)
+				fprintf(stderr, "placebench: %s: %s%s%s\n", user, store_strerror(r),
+				    res.reason[0] ? ": " : "", res.reason);
+		} else
+			lat_push(l, bench_mono_ns() - a);
 	}
-	stats_of(&l, (double)(bench_mono_ns() - t0) / 1e9, errors, out);
-	free(l.v);
+}
+
+/* One connection's share: its own store, placing while the others do. */
+struct placer {
+	pthread_t th;
+	struct store *st;
+	char prefix[32];
+	long start, n, stride;
+	pthread_barrier_t *go;
+	struct lat_vec lat;
+	long errors;
+};
+
+static void *
+placer_main(void *arg)
+{
+	struct placer *p = arg;
+
+	pthread_barrier_wait(p->go);
+	run_placements(p->st, p->prefix, p->start, p->n, p->stride, &p->lat, &p->errors);
+	return NULL;
+}
+
+/* n placements on each of the nconn stores at once (prefix<i>, or the
+ * shared users from start by stride when shared is set: reconnects). */
+static void
+run_parallel(struct store **st, int nconn, const char *prefix, int shared, long start,
+    long n, long stride, struct stats *out)
+{
+	struct placer *p = calloc((size_t)nconn, sizeof(*p));
+	struct lat_vec all = { 0 };
+	pthread_barrier_t go;
+	long errors = 0;
+	int64_t t0;
+
+	if (p == NULL)
+		die("out of memory", NULL);
+	pthread_barrier_init(&go, NULL, (unsigned)nconn + 1);
+	for (int i = 0; i < nconn; i++) {
+		p[i].st = st[i];
+		p[i].go = &go;
+		p[i].n = n;
+		p[i].stride = shared ? stride * nconn : stride;
+		p[i].start = shared ? start + i * stride : start;
+		if (shared)
+			snprintf(p[i].prefix, sizeof(p[i].prefix), "%s", prefix);
+		else
+			snprintf(p[i].prefix, sizeof(p[i].prefix), "%s%d-", prefix, i);
+		if (pthread_create(&p[i].th, NULL, placer_main, &p[i]) != 0)
+			die("pthread_create", NULL);
+	}
+	pthread_barrier_wait(&go);
+	t0 = bench_mono_ns();
+	for (int i = 0; i < nconn; i++) {
+		pthread_join(p[i].th, NULL);
+		errors += p[i].errors;
+		lat_merge(&all, &p[i].lat);
+	}
+	stats_of(&all, (double)(bench_mono_ns() - t0) / 1e9, errors, out);
+	pthread_barrier_destroy(&go);
+	free(all.v);
+	free(p);
 }
 
 /* The durable-commit floor: n one-row transactions on a second connection. */
@@ -249,6 +322,19 @@ rss_kb(void)
 	return kb;
 }
 
+/* nconn stores of engine at location; exits on failure. */
+static void
+open_stores(const char *engine, const char *location, int nconn, struct store **st)
+{
+	char err[256];
+
+	for (int i = 0; i < nconn; i++)
+		if ((st[i] = store_open_engine(engine, location, err, sizeof(err))) == NULL) {
+			fprintf(stderr, "placebench: %s\n", err);
+			exit(1);
+		}
+}
+
 int
 main(int argc, char **argv)
 {
@@ -256,68 +342,76 @@ main(int argc, char **argv)
 		{ "db", 1, NULL, 'd' }, { "servers", 1, NULL, 's' },
 		{ "sessions-per-server", 1, NULL, 'p' }, { "decisions", 1, NULL, 'n' },
 		{ "reconnects", 1, NULL, 'r' }, { "commits", 1, NULL, 'c' },
+		{ "engine", 1, NULL, 'e' }, { "location", 1, NULL, 'l' },
+		{ "connections", 1, NULL, 'k' }, { "prefix", 1, NULL, 'x' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *path = NULL;
-	int nservers = 10000, per_server = 20, ch;
-	long decisions = 2000, reconnects = 1000, commits = 1000;
+	const char *path = NULL, *engine = "sqlite", *prefix = "new";
+	int nservers = 10000, per_server = 20, nconn = 1, sqlite, ch;
+	long decisions = 2000, reconnects = 1000, commits = 1000, stride;
 	struct stats fresh, again, commit, pick;
-	struct store *st;
-	char err[256], wal[4096];
+	struct store *st[16];
+	char wal[4096];
 	int64_t t0;
-	double load_s, open_s;
+	double load_s = 0, open_s, first_ms;
 
 	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (ch) {
-		case 'd': path = optarg; break;
+		case 'd': case 'l': path = optarg; break;
 		case 's': nservers = atoi(optarg); break;
 		case 'p': per_server = atoi(optarg); break;
 		case 'n': decisions = atol(optarg); break;
 		case 'r': reconnects = atol(optarg); break;
 		case 'c': commits = atol(optarg); break;
+		case 'e': engine = optarg; break;
+		case 'k': nconn = atoi(optarg); break;
+		case 'x': prefix = optarg; break;
 		default: goto usage;
 		}
 	}
-	if (path == NULL || nservers < 1 || nservers > 1000000 || per_server < 0 ||
-	    decisions < 1 || reconnects < 0 || commits < 1 || strlen(path) > 4000)
+	sqlite = strcmp(engine, "sqlite") == 0;
+	if (path == NULL || !store_engine_known(engine) || nservers < 1 || nservers > 1000000 ||
+	    per_server < 0 || decisions < 1 || reconnects < 0 || commits < 1 ||
+	    nconn < 1 || nconn > 16 || strlen(prefix) > 16 || strlen(path) > 4000)
 		goto usage;
-	unlink(path);
-	snprintf(wal, sizeof(wal), "%s-wal", path);
-	unlink(wal);
-	snprintf(wal, sizeof(wal), "%s-shm", path);
-	unlink(wal);
-	if ((st = store_open(path, err, sizeof(err))) == NULL) {
-		fprintf(stderr, "placebench: %s\n", err);
-		return 1;
+	if (sqlite) {
+		unlink(path);
+		snprintf(wal, sizeof(wal), "%s-wal", path);
+		unlink(wal);
+		snprintf(wal, sizeof(wal), "%s-shm", path);
+		unlink(wal);
+		open_stores(engine, path, 1, st);
+		store_close(st[0]);
+		t0 = bench_mono_ns();
+		bulk_load(path, nservers, per_server, util_now_ms());
+		load_s = (double)(bench_mono_ns() - t0) / 1e9;
 	}
-	store_close(st);
 	t0 = bench_mono_ns();
-	bulk_load(path, nservers, per_server, util_now_ms());
-	load_s = (double)(bench_mono_ns() - t0) / 1e9;
-	t0 = bench_mono_ns();
-	if ((st = store_open(path, err, sizeof(err))) == NULL) {
-		fprintf(stderr, "placebench: %s\n", err);
-		return 1;
-	}
+	open_stores(engine, path, nconn, st);
 	open_s = (double)(bench_mono_ns() - t0) / 1e9;
-	/* the first decision may load caches: timed apart */
+	/* the first decision of each connection may load caches: timed apart */
 	t0 = bench_mono_ns();
-	run_placements(st, "warm", 0, 1, 1, &fresh);
-	double first_ms = (double)(bench_mono_ns() - t0) / 1e6;
-	run_placements(st, "new", 0, decisions, 1, &fresh);
+	run_parallel(st, nconn, "warm", 0, 0, 1, 1, &fresh);
+	first_ms = (double)(bench_mono_ns() - t0) / 1e6;
+	run_parallel(st, nconn, prefix, 0, 0, decisions, 1, &fresh);
 	/* reconnects of existing users, spread over the farm */
+	stride = ((long)nservers * per_server - 7) / (reconnects * nconn + 1);
 	if (reconnects > 0)
-		run_placements(st, "u", 7, reconnects,
-		    ((long)nservers * per_server - 7) / reconnects > 0 ?
-		    ((long)nservers * per_server - 7) / reconnects : 1, &again);
+		run_parallel(st, nconn, "u", 1, 7, reconnects, stride > 0 ? stride : 1, &again);
 	else
 		memset(&again, 0, sizeof(again));
-	store_close(st);
-	run_commits(path, commits, &commit);
-	run_picks(nservers, per_server, decisions, &pick);
-	printf("{\"servers\": %d, \"sessions\": %ld, \"bulk_load_s\": %.2f, "
-	    "\"store_open_ms\": %.1f, \"first_decision_ms\": %.1f, ", nservers,
-	    (long)nservers * per_server, load_s, open_s * 1000, first_ms);
+	for (int i = 0; i < nconn; i++)
+		store_close(st[i]);
+	memset(&commit, 0, sizeof(commit));
+	memset(&pick, 0, sizeof(pick));
+	if (sqlite) {
+		run_commits(path, commits, &commit);
+		run_picks(nservers, per_server, decisions, &pick);
+	}
+	printf("{\"engine\": \"%s\", \"connections\": %d, \"servers\": %d, \"sessions\": %ld, "
+	    "\"bulk_load_s\": %.2f, \"store_open_ms\": %.1f, \"first_decision_ms\": %.1f, ",
+	    engine, nconn, nservers, (long)nservers * per_server, load_s, open_s * 1000,
+	    first_ms);
 	print_stats("new", &fresh, 1);
 	print_stats("reconnect", &again, 1);
 	print_stats("commit_ref", &commit, 1);
@@ -325,7 +419,8 @@ main(int argc, char **argv)
 	printf("\"rss_kb\": %ld}\n", rss_kb());
 	return 0;
  usage:
-	fprintf(stderr, "usage: placebench --db FILE [--servers N] [--sessions-per-server N] "
-	    "[--decisions N] [--reconnects N] [--commits N]\n");
+	fprintf(stderr, "usage: placebench --db FILE | --engine E --location L [--servers N] "
+	    "[--sessions-per-server N] [--decisions N] [--reconnects N] [--commits N] "
+	    "[--connections N] [--prefix P]\n");
 	return 2;
 }

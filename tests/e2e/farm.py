@@ -13,6 +13,8 @@ no test module is imported by another.
   make_cert         a self-signed certificate for a name
   PgCluster         a throwaway PostgreSQL primary, with a synchronous
                     standby if asked (tests/pg/cluster.sh): kill, promote
+  Patroni           two PostgreSQL nodes under Patroni on etcd
+                    (tests/pg/patroni.sh): kill_node, primary, wait
   wait_until, free_port, stop, group_members, heartbeat_body, ...
 
 Processes are owned by the object that started them and ended by its
@@ -658,6 +660,53 @@ needs_pg = pytest.mark.skipif(not os.access(os.path.join(PG_BIN, "initdb"), os.X
                               reason="postgresql-15 is needed (tools/deps.sh test)")
 
 
+def pg_psql(port, sql, db="postgres"):
+    """Runs sql on the server at 127.0.0.1:port; its unaligned output."""
+    p = subprocess.run(["psql", "-q", "-X", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h",
+                        "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", db, "-c",
+                        sql], check=True, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PGOPTIONS": "-c client_min_messages=warning"})
+    return p.stdout.strip()
+
+
+def pg_create_db(port, name):
+    """A fresh, empty database name on the primary at port (dropped first
+    if it exists)."""
+    pg_psql(port, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    pg_psql(port, f"CREATE DATABASE {name}")
+    return name
+
+
+def pg_url(ports, dbname, **extra):
+    """A libpq conninfo naming a server on 127.0.0.1 at each of ports, the
+    writable one chosen (target_session_attrs=read-write)."""
+    opts = {"host": ",".join("127.0.0.1" for _ in ports),
+            "port": ",".join(str(p) for p in ports), "user": "postgres", "dbname": dbname,
+            "target_session_attrs": "read-write", "connect_timeout": 2, **extra}
+    return " ".join(f"{k}={v}" for k, v in opts.items())
+
+
+def free_port_block(count):
+    """The first of count consecutive TCP ports free on 127.0.0.1."""
+    for _ in range(200):
+        base = free_port()
+        if base + count >= 65536:
+            continue
+        socks = []
+        try:
+            for p in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            pass
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port block")
+
+
 class PgCluster:
     """A primary on 127.0.0.1 and, with standby=True, a streaming standby
     the primary waits for (FIRST 1). kill_primary() crashes the primary,
@@ -699,26 +748,14 @@ class PgCluster:
 
     def url(self, dbname, **extra):
         """A libpq conninfo naming every node."""
-        hosts = ",".join("127.0.0.1" for _ in self.nodes)
-        ports = ",".join(str(n["port"]) for n in self.nodes)
-        opts = {"host": hosts, "port": ports, "user": "postgres", "dbname": dbname,
-                "target_session_attrs": "read-write", "connect_timeout": 2, **extra}
-        return " ".join(f"{k}={v}" for k, v in opts.items())
+        return pg_url([n["port"] for n in self.nodes], dbname, **extra)
 
     def psql(self, sql, db="postgres", node=None):
         """Runs sql on the primary (or node i); its unaligned output."""
-        port = self.nodes[self.primary if node is None else node]["port"]
-        p = subprocess.run(["psql", "-q", "-X", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h",
-                            "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", db, "-c",
-                            sql], check=True, capture_output=True, text=True, timeout=60,
-                           env={**os.environ, "PGOPTIONS": "-c client_min_messages=warning"})
-        return p.stdout.strip()
+        return pg_psql(self.nodes[self.primary if node is None else node]["port"], sql, db)
 
     def create_db(self, name):
-        """A fresh, empty database name (dropped first if it exists)."""
-        self.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        self.psql(f"CREATE DATABASE {name}")
-        return name
+        return pg_create_db(self.port, name)
 
     def kill(self, i):
         """SIGKILL to node i's postmaster and backends."""
@@ -745,6 +782,84 @@ class PgCluster:
                 self._sh("stop", n["dir"])
                 n["up"] = False
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Patroni:
+    """Two PostgreSQL nodes managed by Patroni on one etcd member
+    (tests/pg/patroni.sh: synchronous_mode, not strict; ttl 5). Nodes are
+    1 and 2; node 1 is the first primary. url() names both nodes with
+    target_session_attrs=read-write; kill_node(n) crashes node n (Patroni
+    and postgres SIGKILLed), and Patroni promotes the other."""
+
+    SCRIPT = os.path.join(ROOT, "tests", "pg", "patroni.sh")
+
+    def __init__(self):
+        # under /tmp: the postgres user cannot enter pytest's tmp_path
+        self.top = tempfile.mkdtemp(prefix="tsb-patroni-")
+        os.chmod(self.top, 0o755)
+        self.dir = os.path.join(self.top, "c")
+        self.base = free_port_block(6)
+        self.started = False
+
+    def _sh(self, *args, timeout=120):
+        p = subprocess.run(["sh", self.SCRIPT, *map(str, args)], capture_output=True,
+                           text=True, timeout=timeout)
+        return p.returncode, p.stdout.strip(), p.stderr.strip()
+
+    def _must(self, *args, timeout=120):
+        rc, out, err = self._sh(*args, timeout=timeout)
+        assert rc == 0, f"patroni.sh {' '.join(map(str, args))}: {rc} {out} {err}"
+        return out
+
+    def start(self):
+        """etcd and both nodes; returns once node 1 is the primary and node
+        2 its synchronous standby."""
+        self.started = True
+        self._must("start", self.dir, self.base)
+        return self
+
+    def port(self, n):
+        """Node n's postgres port."""
+        return self.base + 2 * n
+
+    def url(self, dbname, **extra):
+        return pg_url([self.port(1), self.port(2)], dbname, **extra)
+
+    def primary(self):
+        """The primary's node number, or None while there is none."""
+        rc, out, _ = self._sh("primary", self.dir)
+        return int(out) if rc == 0 and out else None
+
+    def role(self, n):
+        """'primary', 'sync', 'replica' or 'down'."""
+        return self._must("role", self.dir, n)
+
+    def psql(self, sql, db="postgres", node=None):
+        """Runs sql on the primary (or node n)."""
+        return pg_psql(self.port(node or self.primary()), sql, db)
+
+    def create_db(self, name):
+        return pg_create_db(self.port(self.primary()), name)
+
+    def kill_node(self, n):
+        self._must("kill-node", self.dir, n)
+
+    def start_node(self, n):
+        self._must("start-node", self.dir, n)
+
+    def wait(self, timeout=60):
+        """Waits for a primary with a synchronous standby again."""
+        self._must("wait", self.dir, timeout, timeout=timeout + 30)
+
+    def log(self, n):
+        with open(os.path.join(self.dir, f"n{n}", "patroni.log"), errors="replace") as f:
+            return f.read()
+
+    def stop(self):
+        if self.started:
+            self._sh("stop", self.dir)
+            self.started = False
+        shutil.rmtree(self.top, ignore_errors=True)
 
 
 def address_server(addresses, host):
