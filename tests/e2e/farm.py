@@ -15,6 +15,8 @@ no test module is imported by another.
                     standby if asked (tests/pg/cluster.sh): kill, promote
   Patroni           two PostgreSQL nodes under Patroni on etcd
                     (tests/pg/patroni.sh): kill_node, primary, wait
+  broker_pair       two brokers on one PostgreSQL database, targets whose
+                    agents list both; logon, live_sessions, all_confirmed
   wait_until, free_port, stop, group_members, heartbeat_body, ...
 
 Processes are owned by the object that started them and ended by its
@@ -40,6 +42,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+import types
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -927,6 +930,63 @@ class Patroni:
             self._sh("stop", self.dir)
             self.started = False
         shutil.rmtree(self.top, ignore_errors=True)
+
+
+# ---- HA: two brokers on one PostgreSQL database ---------------------------------
+
+HA_ADDRESSES = {"ts1": "127.0.0.2", "ts2": "127.0.0.3"}
+
+
+def broker_pair(root, url, stopped, targets=True, max_sessions=100, **conf):
+    """b1 (RDP on 127.0.0.1:P) and b2 (127.0.0.10:P, the same port) on the
+    PostgreSQL database at url, sharing b1's certificate and one token key
+    file (root/token.key); with targets, ts1 on 127.0.0.2:P and ts2 on
+    127.0.0.3:P (HA_ADDRESSES) are up, their agents listing [b1, b2]. Each
+    part is appended to stopped (a test's stopped_at_teardown). Returns
+    SimpleNamespace(b1, b2, port, ts={name: Target})."""
+    port = free_port("127.0.0.1", "127.0.0.10", *HA_ADDRESSES.values())
+    conf = {"state__engine": "postgresql", "state__url": url,
+            "rdp__token_key": os.path.join(str(root), "token.key"), **conf}
+    b1 = Broker(os.path.join(str(root), "b1"), rdp_port=port, **conf)
+    stopped.append(b1)
+    b1.start()
+    b2 = Broker(os.path.join(str(root), "b2"), rdp_port=port, rdp__listen=f"127.0.0.10:{port}",
+                rdp__certificate=b1.cert, rdp__private_key=b1.key, **conf)
+    b2.cert = b1.cert
+    stopped.append(b2)
+    b2.start()
+    ts = {}
+    if targets:
+        ts = start_targets(b1, root, {n: (a, port) for n, a in HA_ADDRESSES.items()},
+                           report_to=[b1, b2], max_sessions=max_sessions)
+        stopped.extend(ts.values())
+    return types.SimpleNamespace(b1=b1, b2=b2, port=port, ts=ts)
+
+
+def logon(broker, user, timeout=15, **kw):
+    """One rdpprobe logon through broker (on its RDP address): its RESULT."""
+    return probe(broker.rdp_port, user, host=broker.rdp_host, timeout=timeout, **kw)
+
+
+def live_sessions(broker, users):
+    """{user: [(server address, state)]} of users' sessions that are not
+    ended, read from broker's database."""
+    rows = broker.query("SELECT e.user, v.address, e.state FROM sessions e JOIN servers v "
+                        "ON v.id = e.server_id WHERE e.state != 'ended'")
+    found = {}
+    for u, address, state in rows:
+        if u in users:
+            found.setdefault(u, []).append((address, state))
+    return found
+
+
+def all_confirmed(broker, users):
+    """live_sessions(...) once every user has one session and none is
+    pending, else None."""
+    found = live_sessions(broker, users)
+    ok = len(found) == len(users) and all(len(v) == 1 and v[0][1] != "pending"
+                                          for v in found.values())
+    return found if ok else None
 
 
 def address_server(addresses, host):

@@ -19,16 +19,15 @@ import os
 import socket
 import threading
 import time
-import types
 
 import pytest
 
-from farm import (Agent, Broker, PgCluster, XFreeRDP, connects_at, free_port, needs_pg,
-                  needs_tools, needs_xfreerdp, probe, start_targets, wait_until)
+from farm import (HA_ADDRESSES as ADDRESSES, Agent, PgCluster, XFreeRDP, all_confirmed,
+                  broker_pair, connects_at, live_sessions as live, logon, needs_pg,
+                  needs_tools, needs_xfreerdp, wait_until)
 
 pytestmark = [needs_pg, needs_tools]
 
-ADDRESSES = {"ts1": "127.0.0.2", "ts2": "127.0.0.3"}
 _serial = itertools.count(1)
 
 
@@ -48,59 +47,17 @@ def cluster():
 
 @pytest.fixture
 def pair(cluster, tmp_path, stopped_at_teardown):
-    """pair(targets=True, max_sessions=100, **broker_conf): b1 and b2 on a
-    fresh database, sharing b1's certificate and one token key file; with
-    targets, ts1 and ts2 started, their agents reporting to [b1, b2]."""
-    def make(targets=True, max_sessions=100, **conf):
-        port = free_port("127.0.0.1", "127.0.0.10", *ADDRESSES.values())
+    """pair(**broker_pair's options): b1 and b2 on a fresh database."""
+    def make(**opts):
         db = cluster.create_db(f"tsb_ha_{os.getpid()}_{next(_serial)}")
-        conf = {"state__engine": "postgresql", "state__url": cluster.url(db),
-                "rdp__token_key": str(tmp_path / "token.key"), **conf}
-        b1 = Broker(tmp_path / "b1", rdp_port=port, **conf)
-        stopped_at_teardown.append(b1)
-        b1.start()
-        b2 = Broker(tmp_path / "b2", rdp_port=port, rdp__listen=f"127.0.0.10:{port}",
-                    rdp__certificate=b1.cert, rdp__private_key=b1.key, **conf)
-        b2.cert = b1.cert
-        stopped_at_teardown.append(b2)
-        b2.start()
-        ts = {}
-        if targets:
-            ts = start_targets(b1, tmp_path, {n: (a, port) for n, a in ADDRESSES.items()},
-                               report_to=[b1, b2], max_sessions=max_sessions)
-            stopped_at_teardown.extend(ts.values())
-        return types.SimpleNamespace(b1=b1, b2=b2, port=port, ts=ts)
+        return broker_pair(tmp_path, cluster.url(db), stopped_at_teardown, **opts)
     return make
-
-
-def logon(broker, user, **kw):
-    """One rdpprobe logon through broker: its RESULT."""
-    return probe(broker.rdp_port, user, host=broker.rdp_host, timeout=15, **kw)
-
-
-def live(broker, users):
-    """{user: [(server address, state)]} of users' sessions that are not ended."""
-    rows = broker.query("SELECT e.user, v.address, e.state FROM sessions e JOIN servers v "
-                        "ON v.id = e.server_id WHERE e.state != 'ended'")
-    found = collections.defaultdict(list)
-    for u, address, state in rows:
-        if u in users:
-            found[u].append((address, state))
-    return found
 
 
 def per_server(broker):
     rows = broker.query("SELECT v.name, count(e.id) FROM servers v LEFT JOIN sessions e "
                         "ON e.server_id = v.id AND e.state != 'ended' GROUP BY v.name")
     return dict(rows)
-
-
-def confirmed(broker, users):
-    """live(...) once every user has one session and none is pending."""
-    found = live(broker, users)
-    ok = len(found) == len(users) and all(len(v) == 1 and v[0][1] != "pending"
-                                          for v in found.values())
-    return found if ok else None
 
 
 def storm(pairs):
@@ -133,7 +90,7 @@ def test_storm_split_across_brokers(pair, tmp_path):
         for u in stock:
             wait_until(lambda: connects_at(f.ts, u), 60, f"xfreerdp {u} at a target")
         everyone = set(users) | set(stock)
-        found = wait_until(lambda: confirmed(f.b2, everyone), 30, "every session confirmed")
+        found = wait_until(lambda: all_confirmed(f.b2, everyone), 30, "every session confirmed")
         took = time.monotonic() - t0
         # once each, where the client was told (rdpprobe) or went (xfreerdp)
         for u, r in results.items():
@@ -209,7 +166,7 @@ def test_broker_kill9_mid_storm(pair):
     found = live(b2, set(users))
     assert {u: [a for a, _ in v] for u, v in found.items()} == \
         {u: [h] for u, h in told.items()}, found
-    found = wait_until(lambda: confirmed(b2, set(users)), 30, "every session confirmed")
+    found = wait_until(lambda: all_confirmed(b2, set(users)), 30, "every session confirmed")
     counts = per_server(b2)
     assert max(counts.values()) - min(counts.values()) <= 1, counts
     # the agents moved to b2 and say so; the servers stayed up
