@@ -909,7 +909,18 @@ class Patroni:
         return pg_psql(self.port(node or self.primary()), sql, db)
 
     def create_db(self, name):
-        return pg_create_db(self.port(self.primary()), name)
+        """As pg_create_db, on the primary; returns once the standby has it
+        too: libpq does not go on to the next host after a FATAL error at
+        connection ("database does not exist"), so a url listing the
+        standby first would fail until the standby replays the CREATE."""
+        primary = self.primary()
+        pg_create_db(self.port(primary), name)
+        standby = 3 - primary
+        if self.role(standby) != "down":
+            wait_until(lambda: pg_psql(self.port(standby), "SELECT count(*) FROM pg_database "
+                                       f"WHERE datname = '{name}'") == "1",
+                       30, f"database {name} on the standby")
+        return name
 
     def kill_node(self, n):
         self._must("kill-node", self.dir, n)
