@@ -928,6 +928,13 @@ class Patroni:
     def start_node(self, n):
         self._must("start-node", self.dir, n)
 
+    def freeze_node(self, n):
+        """SIGSTOP to node n's Patroni and postgres (thaw_node: SIGCONT)."""
+        self._must("freeze-node", self.dir, n)
+
+    def thaw_node(self, n):
+        self._must("thaw-node", self.dir, n)
+
     def wait(self, timeout=60):
         """Waits for a primary with a synchronous standby again."""
         self._must("wait", self.dir, timeout, timeout=timeout + 30)
