@@ -24,6 +24,7 @@ tools/deps.sh test, so a skip in CI is a missing install step or a bug.
 import glob
 import os
 import tempfile
+import time
 
 import pytest
 
@@ -140,6 +141,15 @@ def stopped_at_teardown():
     yield made
     for x in reversed(made):
         x.stop()
+
+
+@pytest.fixture(scope="module")
+def module_wall_time(request):
+    """Prints a module's wall time at its end (the slow suites use it:
+    pytestmark = pytest.mark.usefixtures("module_wall_time"))."""
+    t = time.monotonic()
+    yield
+    print(f"\n[{request.module.__name__}] module wall time {time.monotonic() - t:.1f} s")
 
 
 @pytest.fixture

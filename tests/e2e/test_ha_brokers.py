@@ -26,16 +26,9 @@ from farm import (HA_ADDRESSES as ADDRESSES, Agent, PgCluster, XFreeRDP, all_con
                   broker_pair, connects_at, live_sessions as live, logon, needs_pg,
                   needs_tools, needs_xfreerdp, wait_until)
 
-pytestmark = [needs_pg, needs_tools]
+pytestmark = [needs_pg, needs_tools, pytest.mark.usefixtures("module_wall_time")]
 
 _serial = itertools.count(1)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def wall_time():
-    t = time.monotonic()
-    yield
-    print(f"\n[ha_brokers] module wall time {time.monotonic() - t:.1f} s")
 
 
 @pytest.fixture(scope="module")

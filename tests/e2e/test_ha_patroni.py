@@ -25,7 +25,8 @@ from farm import (HA_ADDRESSES, Patroni, all_confirmed, broker_pair, live_sessio
 needs_patroni = pytest.mark.skipif(not (shutil.which("patroni") and shutil.which("etcd")),
                                    reason="patroni and etcd-server are needed "
                                    "(tools/deps.sh test)")
-pytestmark = [needs_pg, needs_tools, needs_patroni]
+pytestmark = [needs_pg, needs_tools, needs_patroni,
+              pytest.mark.usefixtures("module_wall_time")]
 
 # The policy (docs/ha.md, "The synchronous standby"): non-strict
 # synchronous_mode. When the synchronous standby is gone, the primary's
@@ -36,13 +37,6 @@ pytestmark = [needs_pg, needs_tools, needs_patroni]
 # it may stall that long, plus a logon's own time on a loaded machine (2 s).
 TTL, LOOP_WAIT = 5, 1
 STALL_BOUND = TTL + LOOP_WAIT + 2
-
-
-@pytest.fixture(scope="module", autouse=True)
-def wall_time():
-    t = time.monotonic()
-    yield
-    print(f"\n[ha_patroni] module wall time {time.monotonic() - t:.1f} s")
 
 
 @pytest.fixture(scope="module")
@@ -158,32 +152,23 @@ def check_stall(f, what, stall, before, failed, told):
         {u: [h] for u, h in told.items()}
 
 
-def test_synchronous_standby_frozen(healthy, pair):
-    """The standby's machine stops without closing its connections (SIGSTOP):
-    the primary learns it is gone only when its member key expires (ttl)."""
+@pytest.mark.parametrize("how", ["frozen", "killed"])
+def test_synchronous_standby_lost(healthy, pair, how):
+    """frozen: the standby's machine stops without closing its connections
+    (SIGSTOP), and the primary learns it is gone when its member key
+    expires (ttl); killed: its Patroni and postgres die, their connections
+    close."""
     p, f = healthy, pair
     standby = 3 - p.primary()
     assert p.role(standby) == "sync"
 
-    def freeze():
-        p.freeze_node(standby)
+    def lose():
+        (p.freeze_node if how == "frozen" else p.kill_node)(standby)
         return time.monotonic()
 
     try:
-        check_stall(f, f"synchronous standby (node {standby}) frozen", *logons_across(f, freeze))
+        check_stall(f, f"synchronous standby (node {standby}) {how}", *logons_across(f, lose))
+        assert p.role(p.primary()) == "primary"
     finally:
-        p.thaw_node(standby)
-
-
-def test_synchronous_standby_killed(healthy, pair):
-    """The standby's Patroni and postgres are killed: their connections close."""
-    p, f = healthy, pair
-    standby = 3 - p.primary()
-    assert p.role(standby) == "sync"
-
-    def kill():
-        p.kill_node(standby)
-        return time.monotonic()
-
-    check_stall(f, f"synchronous standby (node {standby}) killed", *logons_across(f, kill))
-    assert p.role(p.primary()) == "primary"
+        if how == "frozen":
+            p.thaw_node(standby)
