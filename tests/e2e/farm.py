@@ -214,7 +214,6 @@ class Broker:
         os.makedirs(self.dir, exist_ok=True)
         self.rdp_port = rdp_port or free_port()
         self.http_port = free_port()
-        self.sqlite_db = os.path.join(self.dir, "state.db")
         # a test naming the engine or the SQLite file keeps what it named
         if ENGINE == "postgresql" and not {"state__engine", "state__path"} & set(conf):
             pg = shared_pg()
@@ -223,7 +222,7 @@ class Broker:
         self.cert = os.path.join(self.dir, "broker.crt")
         self.key = os.path.join(self.dir, "broker.key")
         sections = {
-            "state": {"path": self.sqlite_db},
+            "state": {"path": os.path.join(self.dir, "state.db")},
             "rdp": {"listen": f"127.0.0.1:{self.rdp_port}", "certificate": self.cert,
                     "private_key": self.key, "handshake_timeout": 5},
             "http": {"listen": f"127.0.0.1:{self.http_port}"},
