@@ -433,7 +433,8 @@ class Agent:
         self.conf = os.path.join(self.dir, f"{name}.conf")
         self.log_path = os.path.join(self.dir, f"{name}.log")
         brokers = broker if isinstance(broker, (list, tuple)) else [broker]
-        keys = {"name": name, "broker": " ".join(b.url for b in brokers),
+        keys = {"name": name,
+                "broker": " ".join(f"https://127.0.0.1:{b.http_port}" for b in brokers),
                 "token": token, "ca": brokers[0].cert, "rdp_address": "127.0.0.1",
                 "rdp_port": rdp_port, "sessions": sessions, "interval": 1,
                 "retry_max": 2, "connect_timeout": 2, "timeout": 5}
