@@ -111,10 +111,17 @@ export TSBROKER_NO_SKIP ?= 1
 endif
 e2e: all
 	$(E2E_PY) -m pytest -q tests/e2e
+# the PostgreSQL axis: the core suites once on engine = postgresql
+# (TSB_E2E_ENGINE, tests/e2e/farm.py: one throwaway cluster, a database per broker)
+.PHONY: e2e-pg
+E2E_CORE := tests/e2e/test_journey.py tests/e2e/test_token_mode.py tests/e2e/test_admin_api.py
+e2e-pg: all
+	TSB_E2E_ENGINE=postgresql $(E2E_PY) -m pytest -q $(E2E_CORE)
 
 test: test-deps
 	$(MAKE) all unit
 	$(MAKE) e2e
+	$(MAKE) e2e-pg
 	@if [ -f tests/web/package.json ]; then $(MAKE) web-test; fi
 	$(MAKE) asan-test
 	$(MAKE) fuzz FUZZ_SECONDS=5

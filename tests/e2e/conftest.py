@@ -12,6 +12,11 @@ UBSAN_OPTIONS and LSAN_OPTIONS that halt on the first error and write reports
 to files under SAN_DIR; an autouse fixture fails the test whose processes
 left a report there, or whose logs hold one.
 
+TSB_E2E_ENGINE=postgresql (make e2e-pg): brokers run on PostgreSQL
+(farm.py); the cluster they share is stopped at session end, and the tests
+marked @pytest.mark.sqlite_only (they work on SQLite's file) are deselected,
+not skipped.
+
 TSBROKER_NO_SKIP=1 (make test with CI=true, .ci/run): a skipped test fails
 the run, with the skip's reason; what the tests need is installed by
 tools/deps.sh test, so a skip in CI is a missing install step or a bug.
@@ -19,9 +24,11 @@ tools/deps.sh test, so a skip in CI is a missing install step or a bug.
 import glob
 import os
 import tempfile
+import time
 
 import pytest
 
+import farm
 from farm import ROOT, Broker
 
 NO_SKIP = os.environ.get("TSBROKER_NO_SKIP") == "1"
@@ -90,8 +97,31 @@ def no_sanitizer_reports(tmp_path):
         pytest.fail(f"sanitizer reports:\n{text}", pytrace=False)
 
 
+# ---- the engine axis (TSB_E2E_ENGINE) -------------------------------------------
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only: works on SQLite's file; deselected "
+                            "under TSB_E2E_ENGINE=postgresql")
+
+
+def pytest_report_header(config):
+    return f"tsbroker e2e engine: {farm.ENGINE}"
+
+
+def pytest_collection_modifyitems(config, items):
+    if farm.ENGINE == "sqlite":
+        return
+    keep = [i for i in items if i.get_closest_marker("sqlite_only") is None]
+    gone = [i for i in items if i.get_closest_marker("sqlite_only") is not None]
+    if gone:
+        config.hook.pytest_deselected(items=gone)
+        items[:] = keep
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """Reports written after the last test's check fail the run too."""
+    """Reports written after the last test's check fail the run too; the
+    shared PostgreSQL cluster (if one was started) stops."""
+    farm.shared_pg_stop()
     late = sanitizer_reports()
     if late:
         print("\nsanitizer reports after the last test:\n" +
@@ -111,6 +141,15 @@ def stopped_at_teardown():
     yield made
     for x in reversed(made):
         x.stop()
+
+
+@pytest.fixture(scope="module")
+def module_wall_time(request):
+    """Prints a module's wall time at its end (the slow suites use it:
+    pytestmark = pytest.mark.usefixtures("module_wall_time"))."""
+    t = time.monotonic()
+    yield
+    print(f"\n[{request.module.__name__}] module wall time {time.monotonic() - t:.1f} s")
 
 
 @pytest.fixture

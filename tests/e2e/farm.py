@@ -15,13 +15,22 @@ no test module is imported by another.
                     standby if asked (tests/pg/cluster.sh): kill, promote
   Patroni           two PostgreSQL nodes under Patroni on etcd
                     (tests/pg/patroni.sh): kill_node, primary, wait
+  broker_pair       two brokers on one PostgreSQL database, targets whose
+                    agents list both; logon, live_sessions, all_confirmed
   wait_until, free_port, stop, group_members, heartbeat_body, ...
 
 Processes are owned by the object that started them and ended by its
 stop(); the fixtures (conftest.py) and the suites call stop() at teardown.
 TSBROKER_BUILD selects the binaries (default build/; make asan-test uses
 build-asan/). The raw RDP client is its own module, rawrdp.py.
+
+TSB_E2E_ENGINE=postgresql (make e2e-pg): a Broker not given [state] engine
+runs on engine = postgresql with a fresh database on one PgCluster of this
+pytest process (shared_pg(): started at first use, stopped by conftest.py at
+session end); Broker.query, server, sessions and events then read the same
+tables from that database (psycopg2), and Broker.db is a pg_dump of it.
 """
+import itertools
 import json
 import os
 import re
@@ -33,6 +42,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+import types
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -149,6 +159,50 @@ def make_cert(directory, cn):
     return cert, key
 
 
+# ---- the engine axis (TSB_E2E_ENGINE) -----------------------------------------------
+
+ENGINE = os.environ.get("TSB_E2E_ENGINE") or "sqlite"
+assert ENGINE in ("sqlite", "postgresql"), f"TSB_E2E_ENGINE={ENGINE}: sqlite or postgresql"
+_shared_pg = None
+_pg_db_serial = itertools.count(1)
+
+
+def shared_pg():
+    """The PgCluster of this pytest process (TSB_E2E_ENGINE=postgresql),
+    started at the first call; shared_pg_stop() ends it."""
+    global _shared_pg
+    if _shared_pg is None:
+        _shared_pg = PgCluster().start()
+    return _shared_pg
+
+
+def shared_pg_stop():
+    global _shared_pg
+    if _shared_pg is not None:
+        _shared_pg.stop()
+        _shared_pg = None
+
+
+def pg_sql(sql):
+    """A test's SQLite-dialect query for PostgreSQL: ? placeholders as %s,
+    the reserved word user quoted."""
+    sql = sql.replace("%", "%%").replace("?", "%s")
+    return re.sub(r'(?<!["\w])user(?!["\w])', '"user"', sql)
+
+
+def pg_query(url, sql, args=()):
+    """Rows (tuples) of a read-only query on the database at libpq url."""
+    import psycopg2     # python3-psycopg2; only the PostgreSQL axis needs it
+    db = psycopg2.connect(url)
+    try:
+        db.set_session(readonly=True, autocommit=True)
+        with db.cursor() as cur:
+            cur.execute(pg_sql(sql), args)
+            return cur.fetchall()
+    finally:
+        db.close()
+
+
 # ---- the broker -----------------------------------------------------------------
 
 class Broker:
@@ -160,11 +214,15 @@ class Broker:
         os.makedirs(self.dir, exist_ok=True)
         self.rdp_port = rdp_port or free_port()
         self.http_port = free_port()
-        self.db = os.path.join(self.dir, "state.db")
+        # a test naming the engine or the SQLite file keeps what it named
+        if ENGINE == "postgresql" and not {"state__engine", "state__path"} & set(conf):
+            pg = shared_pg()
+            name = pg.create_db(f"tsb_e2e_{os.getpid()}_{next(_pg_db_serial)}")
+            conf = {"state__engine": "postgresql", "state__url": pg.url(name), **conf}
         self.cert = os.path.join(self.dir, "broker.crt")
         self.key = os.path.join(self.dir, "broker.key")
         sections = {
-            "state": {"path": self.db},
+            "state": {"path": os.path.join(self.dir, "state.db")},
             "rdp": {"listen": f"127.0.0.1:{self.rdp_port}", "certificate": self.cert,
                     "private_key": self.key, "handshake_timeout": 5},
             "http": {"listen": f"127.0.0.1:{self.http_port}"},
@@ -174,6 +232,12 @@ class Broker:
         for key, value in conf.items():
             section, name = key.split("__", 1)
             sections.setdefault(section, {})[name] = value
+        self.sqlite_db = sections["state"]["path"]
+        self.rdp_host = sections["rdp"]["listen"].rsplit(":", 1)[0]
+        self.url = f"https://127.0.0.1:{self.http_port}"
+        # the readers below go to PostgreSQL when the broker does
+        self.pg_url = (sections["state"].get("url")
+                       if sections["state"].get("engine") == "postgresql" else None)
         self.conf = os.path.join(self.dir, "broker.conf")
         with open(self.conf, "w") as f:
             for section, keys in sections.items():
@@ -303,8 +367,27 @@ class Broker:
         return {k: float(v) for k, v in re.findall(r"^([^#\s]\S*) (\S+)$", text, re.M)}
 
     # -- state, read straight from the database (read-only) ---------------
+    @property
+    def db(self):
+        """The state database's file: SQLite's own, or on PostgreSQL a
+        pg_dump of the database taken now (state.dump)."""
+        if not self.pg_url:
+            return self.sqlite_db
+        dump = os.path.join(self.dir, "state.dump")
+        subprocess.run(["pg_dump", "-f", dump, "-d", self.pg_url], check=True,
+                       capture_output=True, timeout=60)
+        return dump
+
+    @db.setter
+    def db(self, path):
+        self.sqlite_db = path
+
     def query(self, sql, *args):
-        db = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+        """Rows of sql (SQLite's dialect, ? placeholders) on the broker's
+        database, on either engine."""
+        if self.pg_url:
+            return pg_query(self.pg_url, sql, args)
+        db = sqlite3.connect(f"file:{self.sqlite_db}?mode=ro", uri=True, timeout=10)
         try:
             return db.execute(sql, args).fetchall()
         finally:
@@ -356,7 +439,9 @@ def heartbeat_body(name, sessions=(), accepting=True, port=3389, known=True):
 
 class Agent:
     """A tsagent process with its own config file (NAME.conf) and log
-    (NAME.log) in workdir; extra config keys override the defaults."""
+    (NAME.log) in workdir; extra config keys override the defaults. broker:
+    a Broker, or a list of them (the agent's broker list, in that order;
+    the first one's certificate is the CA)."""
 
     def __init__(self, workdir, broker, token, name="ts1", rdp_port=3389, sessions="auto",
                  **extra):
@@ -365,8 +450,10 @@ class Agent:
         self.token = token
         self.conf = os.path.join(self.dir, f"{name}.conf")
         self.log_path = os.path.join(self.dir, f"{name}.log")
-        keys = {"name": name, "broker": f"https://127.0.0.1:{broker.http_port}",
-                "token": token, "ca": broker.cert, "rdp_address": "127.0.0.1",
+        brokers = broker if isinstance(broker, (list, tuple)) else [broker]
+        keys = {"name": name,
+                "broker": " ".join(f"https://127.0.0.1:{b.http_port}" for b in brokers),
+                "token": token, "ca": brokers[0].cert, "rdp_address": "127.0.0.1",
                 "rdp_port": rdp_port, "sessions": sessions, "interval": 1,
                 "retry_max": 2, "connect_timeout": 2, "timeout": 5}
         keys.update(extra)
@@ -516,17 +603,18 @@ def connects_at(targets, user):
     return [(n, c) for n, t in targets.items() for c in t.connects(user)]
 
 
-def start_targets(broker, root, servers, **opts):
+def start_targets(broker, root, servers, report_to=None, **opts):
     """Adds each of servers {name: (address, port)} to the broker (opts:
     server add's options, e.g. max_sessions=100), starts its target and
     agent under root/NAME, and waits until the broker has them all up.
+    report_to: the agents' broker list (default: the broker).
     Returns {name: Target}; the caller stops them (Target.stop)."""
     targets = {}
     try:
         for name, (address, port) in servers.items():
             token = broker.add_server(name, address, port=port, **opts)
             targets[name] = Target(os.path.join(str(root), name), name, address, port,
-                                   broker, token)
+                                   report_to or broker, token)
             targets[name].start()
         wait_until(lambda: all((broker.server(n) or {}).get("state") == "up" for n in targets),
                    15, f"{', '.join(targets)} up")
@@ -592,10 +680,10 @@ class XFreeRDP:
     """The stock client under Xvfb (its defaults: TLS and NLA offered,
     certificates ignored); its own process group, ended as a whole."""
 
-    def __init__(self, port, user, logpath, domain=None):
+    def __init__(self, port, user, logpath, domain=None, host="127.0.0.1"):
         self.log = open(logpath, "w")
         who = f"{domain}\\{user}" if domain else user
-        self.proc = subprocess.Popen(["xvfb-run", "-a", "xfreerdp", f"/v:127.0.0.1:{port}",
+        self.proc = subprocess.Popen(["xvfb-run", "-a", "xfreerdp", f"/v:{host}:{port}",
                                       f"/u:{who}", "/p:pw", "/cert:ignore"],
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -839,13 +927,31 @@ class Patroni:
         return pg_psql(self.port(node or self.primary()), sql, db)
 
     def create_db(self, name):
-        return pg_create_db(self.port(self.primary()), name)
+        """As pg_create_db, on the primary; returns once the standby has it
+        too: libpq does not go on to the next host after a FATAL error at
+        connection ("database does not exist"), so a url listing the
+        standby first would fail until the standby replays the CREATE."""
+        primary = self.primary()
+        pg_create_db(self.port(primary), name)
+        standby = 3 - primary
+        if self.role(standby) != "down":
+            wait_until(lambda: pg_psql(self.port(standby), "SELECT count(*) FROM pg_database "
+                                       f"WHERE datname = '{name}'") == "1",
+                       30, f"database {name} on the standby")
+        return name
 
     def kill_node(self, n):
         self._must("kill-node", self.dir, n)
 
     def start_node(self, n):
         self._must("start-node", self.dir, n)
+
+    def freeze_node(self, n):
+        """SIGSTOP to node n's Patroni and postgres (thaw_node: SIGCONT)."""
+        self._must("freeze-node", self.dir, n)
+
+    def thaw_node(self, n):
+        self._must("thaw-node", self.dir, n)
 
     def wait(self, timeout=60):
         """Waits for a primary with a synchronous standby again."""
@@ -860,6 +966,63 @@ class Patroni:
             self._sh("stop", self.dir)
             self.started = False
         shutil.rmtree(self.top, ignore_errors=True)
+
+
+# ---- HA: two brokers on one PostgreSQL database ---------------------------------
+
+HA_ADDRESSES = {"ts1": "127.0.0.2", "ts2": "127.0.0.3"}
+
+
+def broker_pair(root, url, stopped, targets=True, max_sessions=100, **conf):
+    """b1 (RDP on 127.0.0.1:P) and b2 (127.0.0.10:P, the same port) on the
+    PostgreSQL database at url, sharing b1's certificate and one token key
+    file (root/token.key); with targets, ts1 on 127.0.0.2:P and ts2 on
+    127.0.0.3:P (HA_ADDRESSES) are up, their agents listing [b1, b2]. Each
+    part is appended to stopped (a test's stopped_at_teardown). Returns
+    SimpleNamespace(b1, b2, port, ts={name: Target})."""
+    port = free_port("127.0.0.1", "127.0.0.10", *HA_ADDRESSES.values())
+    conf = {"state__engine": "postgresql", "state__url": url,
+            "rdp__token_key": os.path.join(str(root), "token.key"), **conf}
+    b1 = Broker(os.path.join(str(root), "b1"), rdp_port=port, **conf)
+    stopped.append(b1)
+    b1.start()
+    b2 = Broker(os.path.join(str(root), "b2"), rdp_port=port, rdp__listen=f"127.0.0.10:{port}",
+                rdp__certificate=b1.cert, rdp__private_key=b1.key, **conf)
+    b2.cert = b1.cert
+    stopped.append(b2)
+    b2.start()
+    ts = {}
+    if targets:
+        ts = start_targets(b1, root, {n: (a, port) for n, a in HA_ADDRESSES.items()},
+                           report_to=[b1, b2], max_sessions=max_sessions)
+        stopped.extend(ts.values())
+    return types.SimpleNamespace(b1=b1, b2=b2, port=port, ts=ts)
+
+
+def logon(broker, user, timeout=15, **kw):
+    """One rdpprobe logon through broker (on its RDP address): its RESULT."""
+    return probe(broker.rdp_port, user, host=broker.rdp_host, timeout=timeout, **kw)
+
+
+def live_sessions(broker, users):
+    """{user: [(server address, state)]} of users' sessions that are not
+    ended, read from broker's database."""
+    rows = broker.query("SELECT e.user, v.address, e.state FROM sessions e JOIN servers v "
+                        "ON v.id = e.server_id WHERE e.state != 'ended'")
+    found = {}
+    for u, address, state in rows:
+        if u in users:
+            found.setdefault(u, []).append((address, state))
+    return found
+
+
+def all_confirmed(broker, users):
+    """live_sessions(...) once every user has one session and none is
+    pending, else None."""
+    found = live_sessions(broker, users)
+    ok = len(found) == len(users) and all(len(v) == 1 and v[0][1] != "pending"
+                                          for v in found.values())
+    return found if ok else None
 
 
 def address_server(addresses, host):

@@ -410,6 +410,7 @@ def test_6_broker_crash(farm, capsys, record_property):
 
 # ---- 7. backup while the broker runs ------------------------------------------------
 
+@pytest.mark.sqlite_only
 @pytest.mark.skipif(not os.access("/usr/bin/sqlite3", os.X_OK),
                     reason="the sqlite3 shell is needed (tools/deps.sh test)")
 def test_7_backup_while_running(farm, tmp_path):

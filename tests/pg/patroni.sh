@@ -15,6 +15,10 @@
 #                                           its postgres get SIGKILL
 #   tests/pg/patroni.sh start-node DIR N    starts node N's Patroni again
 #                                           (it rejoins, pg_rewind if needed)
+#   tests/pg/patroni.sh freeze-node DIR N   SIGSTOP to node N's Patroni and
+#                                           postgres: a machine that vanished
+#                                           without closing its connections
+#   tests/pg/patroni.sh thaw-node DIR N     SIGCONT to them
 #   tests/pg/patroni.sh stop DIR            stops both nodes, then etcd
 # Ports from BASEPORT: etcd client +0 and peer +1; node N's postgres
 # +2N and its Patroni REST API +2N+1 (so +0 to +5). Files under DIR:
@@ -51,15 +55,26 @@ load_ports() {
 rest_port() { echo $((base + 2 * $1 + 1)); }
 pg_port() { echo $((base + 2 * $1)); }
 
-# node N's role from its REST API (200 on /primary or /sync)
+# the HTTP status of node $1's REST path $2 (000: no answer)
+code() {
+	curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$(rest_port "$1")/$2" || true
+}
+
+# node N's role: its own /primary answer, else the primary's view of it
+# (a node's own /sync answer is stale for a loop after it was frozen)
 role() {
-	r=$(rest_port "$1")
-	code() { curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$r/$1" || true; }
-	case "$(code primary)" in
+	case "$(code "$1" primary)" in
 	200) echo primary; return ;;
 	000) echo down; return ;;
 	esac
-	if [ "$(code sync)" = 200 ]; then echo sync; else echo replica; fi
+	other=$((3 - $1))
+	if [ "$(code $other primary)" = 200 ] &&
+	    curl -s -m 1 "http://127.0.0.1:$(rest_port $other)/cluster" |
+	    grep -q "\"name\": \"n$1\", \"role\": \"sync_standby\", \"state\": \"running\""; then
+		echo sync
+	else
+		echo replica
+	fi
 }
 
 primary_node() {
@@ -180,6 +195,18 @@ kill_node() {
 	return 0
 }
 
+# signal $1 to node $3's Patroni and postgres processes in dir $2
+signal_node() {
+	nd=$2/n$3
+	pm=$(head -1 "$nd/data/postmaster.pid")
+	pp=$(cat "$nd/patroni.pid")
+	grep -qs postgres "/proc/$pm/cmdline" || { echo "patroni.sh: node $3 has no postgres" >&2; exit 1; }
+	grep -qs patroni "/proc/$pp/cmdline" || { echo "patroni.sh: node $3 has no Patroni" >&2; exit 1; }
+	kill "-$1" "$pp"
+	kill "-$1" "$pm"
+	pkill "-$1" -P "$pm" || true
+}
+
 # SIGTERM to pid $1 (Patroni stops its postgres), SIGKILL after $2 s
 term() {
 	kill -TERM "$1" 2>/dev/null || return 0
@@ -246,9 +273,17 @@ start-node)
 	load_ports "$2"
 	start_node "$2" "$3"
 	;;
+freeze-node)
+	signal_node STOP "$2" "$3"
+	;;
+thaw-node)
+	signal_node CONT "$2" "$3"
+	;;
 stop)
 	dir=$2
 	for n in 1 2; do
+		# a frozen node (freeze-node) first gets going again
+		(signal_node CONT "$dir" "$n") 2>/dev/null || true
 		pp=$(cat "$dir/n$n/patroni.pid" 2>/dev/null || true)
 		grep -qs patroni "/proc/$pp/cmdline" && term "$pp" 15
 		# a postgres left by a Patroni that did not stop it
@@ -259,7 +294,8 @@ stop)
 	;;
 *)
 	echo "usage: $0 start DIR BASEPORT | wait DIR [SECONDS] | primary DIR | role DIR N |" \
-	    "kill-node DIR N | start-node DIR N | stop DIR" >&2
+	    "kill-node DIR N | start-node DIR N | freeze-node DIR N | thaw-node DIR N |" \
+	    "stop DIR" >&2
 	exit 2
 	;;
 esac
