@@ -146,11 +146,13 @@ static void
 route_mark_down(struct broker *b, const struct door_splice *t, int err)
 {
 	char reason[128];
+	int changed = 0;
 
 	snprintf(reason, sizeof(reason), "unreachable from the broker (%.48s:%d: %.40s)",
 	    t->address, t->port, strerror(err));
-	log_warn("server %s %s: marked down", t->server, reason);
-	(void)store_server_down(b->st, t->server_id, reason, util_now_ms());
+	if (store_server_down(b->st, t->server_id, reason, util_now_ms(), &changed) == 0 &&
+	    changed)
+		log_warn("server %s %s: marked down", t->server, reason);
 	__atomic_add_fetch(&b->metrics->failovers, 1, __ATOMIC_RELAXED);
 }
 

@@ -48,8 +48,9 @@ health_sweep(struct store *st, const struct conf *c, int64_t now, int64_t starte
 			continue;
 		snprintf(reason, sizeof(reason), "no heartbeat for %lld s",
 		    (long long)((now - last) / 1000));
-		log_warn("server %s is down: %s", list[i].name, reason);
-		r = store_server_down(st, list[i].id, reason, now);
+		r = store_server_down(st, list[i].id, reason, now, &changed);
+		if (r == 0 && changed)	/* else another broker did, and logged it */
+			log_warn("server %s is down: %s", list[i].name, reason);
 	}
 	free(list);
 	list = NULL;

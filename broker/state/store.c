@@ -647,12 +647,14 @@ store_server_auth(struct store *st, const char *token_hash, int64_t *id, char *n
 }
 
 int
-store_server_down(struct store *st, int64_t id, const char *reason, int64_t now)
+store_server_down(struct store *st, int64_t id, const char *reason, int64_t now,
+    int *changed_out)
 {
 	char name[WIRE_NAME_MAX];
 	int r, changed;
 
  retry:
+	changed = 0;
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	lc_touch(st, id);
@@ -661,6 +663,8 @@ store_server_down(struct store *st, int64_t id, const char *reason, int64_t now)
 		r = event(st, r, now, "server_down", name, reason);
 	if ((r = end_again(st, r)) == STORE_AGAIN)
 		goto retry;
+	if (changed_out != NULL)
+		*changed_out = r == 0 && changed;
 	return r;
 }
 

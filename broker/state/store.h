@@ -106,8 +106,11 @@ int store_server_get(struct store *st, const char *name, struct store_server *ou
 /* Finds the server whose token hashes to token_hash. */
 int store_server_auth(struct store *st, const char *token_hash, int64_t *id,
     char *name, size_t namelen);
-/* up/unknown -> down: its sessions become lost, pending placements end. */
-int store_server_down(struct store *st, int64_t id, const char *reason, int64_t now);
+/* up/unknown -> down: its sessions become lost, pending placements end.
+ * *changed (may be NULL): 1 if this call marked it down (and wrote the
+ * event), 0 if it was down already (another store did it). */
+int store_server_down(struct store *st, int64_t id, const char *reason, int64_t now,
+    int *changed);
 /* *changed (may be NULL): 1 if this call quarantined it (and wrote the
  * event), 0 if another store had already. */
 int store_server_quarantine(struct store *st, int64_t id, int64_t until,

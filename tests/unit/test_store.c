@@ -232,7 +232,7 @@ test_session_and_user_route(void **state)
 
 	/* its server goes down: the token still names it, but it is not live,
 	 * and the user has no live session any more */
-	assert_int_equal(store_server_down(f->st, res.server_id, "test", T0 + 5), 0);
+	assert_int_equal(store_server_down(f->st, res.server_id, "test", T0 + 5, NULL), 0);
 	assert_int_equal(store_session_route(f->st, res.session_id, T0 + 6, &rt), 0);
 	assert_string_equal(session_state_str(rt.session_state), "lost");
 	assert_string_equal(server_state_str(rt.server_state), "down");
