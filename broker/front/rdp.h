@@ -25,6 +25,7 @@ struct door_ops;
 struct rdp_conf {
 	char listen[272];		/* host:port */
 	char mode[16];			/* "address" or "token" */
+	char engine[16];		/* "lean" (lean.h) or "freerdp" (rdp_freerdp.h); "": freerdp */
 	char certificate[512];		/* PEM files */
 	char private_key[512];
 	int handshake_timeout;		/* seconds, whole handshake up to the redirect */
