@@ -24,3 +24,10 @@ $(eval $(call unit_test,test_pem_cache,$(B)/broker/front/pem_cache.o $(B)/broker
 FUZZERS += fuzz_token
 fuzz_token_SRCS := broker/front/token.c broker/core/crypto.c
 fuzz_token_LIBS := $(call PKG_LIBS,openssl)
+# the lean engine's codecs (real PDUs in tests/unit/fixtures/lean/)
+LEAN_CODEC_OBJ := $(B)/broker/front/mcs.o $(B)/broker/front/utf16.o
+$(eval $(call unit_test,test_mcs,$(LEAN_CODEC_OBJ),$(call PKG_LIBS,freerdp2 winpr2)))
+$(eval $(call unit_test,test_clientinfo,$(B)/broker/front/clientinfo.o $(LEAN_CODEC_OBJ),\
+	$(call PKG_LIBS,freerdp2 winpr2)))
+$(eval $(call unit_test,test_redir_pdu,$(B)/broker/front/redir_pdu.o $(LEAN_CODEC_OBJ),\
+	$(call PKG_LIBS,freerdp2 winpr2)))
