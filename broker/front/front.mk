@@ -31,3 +31,11 @@ $(eval $(call unit_test,test_clientinfo,$(B)/broker/front/clientinfo.o $(LEAN_CO
 	$(call PKG_LIBS,freerdp2 winpr2)))
 $(eval $(call unit_test,test_redir_pdu,$(B)/broker/front/redir_pdu.o $(LEAN_CODEC_OBJ),\
 	$(call PKG_LIBS,freerdp2 winpr2)))
+FUZZERS += fuzz_mcs fuzz_clientinfo fuzz_redir_pdu
+fuzz_mcs_SRCS := broker/front/mcs.c broker/front/utf16.c
+fuzz_mcs_CFLAGS := $(call PKG_CFLAGS,freerdp2 winpr2)
+fuzz_mcs_LIBS := $(call PKG_LIBS,freerdp2 winpr2)
+fuzz_clientinfo_SRCS := broker/front/clientinfo.c broker/front/utf16.c
+fuzz_redir_pdu_SRCS := broker/front/redir_pdu.c broker/front/mcs.c broker/front/utf16.c
+fuzz_redir_pdu_CFLAGS := $(fuzz_mcs_CFLAGS)
+fuzz_redir_pdu_LIBS := $(fuzz_mcs_LIBS)

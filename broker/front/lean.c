@@ -347,7 +347,8 @@ step_logon(struct lean_conn *c, const struct clientinfo *ci)
 		conn_refuse(c, ERRINFO_SERVER_DENIED_CONNECTION);
 		return 0;
 	}
-	if (!(req->cluster_flags & DOOR_CLUSTER_REDIRECTION_SUPPORTED)) {
+	/* liberal: a client without cluster data is not known to refuse */
+	if (c->cd.has_cluster && !(req->cluster_flags & DOOR_CLUSTER_REDIRECTION_SUPPORTED)) {
 		door_report(dc, DOOR_REFUSED, NULL, "client cannot follow a redirect "
 		    "(no REDIRECTION_SUPPORTED in its cluster data)");
 		conn_refuse(c, ERRINFO_SERVER_DENIED_CONNECTION);
