@@ -32,7 +32,9 @@
 #include "broker/front/x224.h"
 
 #define LEAN_DRAIN_MS		5000	/* wait for the client to close after the PDU */
-#define LEAN_POLL_MS		1000	/* longest single wait (the watchdog's tick) */
+#define LEAN_POLL_MS		1000	/* longest single wait */
+#define LEAN_GRACE_MS		1000	/* past the deadline, wait this long for the watchdog */
+#define LEAN_GRACE_STEP_MS	50
 #define SEC_EXCHANGE_PKT	0x0001
 /* Set Error Info codes, [MS-RDPBCGR] 2.2.5.1.1 */
 #define ERRINFO_SERVER_DENIED_CONNECTION	0x00000007u
@@ -94,10 +96,15 @@ conn_wait(struct lean_conn *c, short events)
 	p[1].fd = c->e->stop_fd;
 	p[1].events = POLLIN;
 	for (;;) {
-		if (admit_conn_timed_out(c->dc->ac) || (left = admit_conn_left_ms(c->dc->ac)) <= 0)
+		/* the deadline is the watchdog's: it shuts the socket down in its
+		 * tick (admit.h), which ends the wait; past the deadline poll in
+		 * short steps until it has, and give up if it is very late */
+		if (admit_conn_timed_out(c->dc->ac) ||
+		    (left = admit_conn_left_ms(c->dc->ac)) < -LEAN_GRACE_MS)
 			return LEAN_ETIMEOUT;
 		p[0].revents = p[1].revents = 0;
-		if (poll(p, 2, left > LEAN_POLL_MS ? LEAN_POLL_MS : (int)left) < 0) {
+		if (poll(p, 2, left > LEAN_POLL_MS ? LEAN_POLL_MS : left > 0 ? (int)left :
+		    LEAN_GRACE_STEP_MS) < 0) {
 			if (errno == EINTR)
 				continue;
 			return LEAN_EIO;
