@@ -170,14 +170,15 @@ redir_build_redirect(uint8_t *out, size_t n, const struct redir_target *t)
 		if (present(t->fqdn))
 			flags |= REDIR_LB_TARGET_FQDN;
 	}
-	if (present(t->user))
-		flags |= REDIR_LB_USERNAME;
-	if (present(t->domain)) {
-		if ((dlen = utf8_to_utf16(t->domain, NULL, 0)) < 0)
-			return REDIR_ENAME;
-		if (dlen <= REDIR_DOMAIN_MAX)
-			flags |= REDIR_LB_DOMAIN;
-	}
+	/* user and domain always, empty ones too: rdesktop 1.9 crashes on a
+	 * redirect without either (as Windows, which always sends both) */
+	if (t->user == NULL || t->domain == NULL)
+		return REDIR_EINVAL;
+	flags |= REDIR_LB_USERNAME;
+	if ((dlen = utf8_to_utf16(t->domain, NULL, 0)) < 0)
+		return REDIR_ENAME;
+	if (dlen <= REDIR_DOMAIN_MAX)
+		flags |= REDIR_LB_DOMAIN;
 	w16(&w, 0);				/* share control header: totalLength, below */
 	w16(&w, PDUTYPE_SERVER_REDIR | TS_PROTOCOL_VERSION);
 	w16(&w, 0);				/* pduSource (as FreeRDP's server) */

@@ -32,9 +32,10 @@ struct redir_target {
 	uint32_t session_id;		/* SessionID (0: none) */
 	const char *address;		/* TargetNetAddress, also the one TargetNetAddresses entry */
 	const char *routing_token;	/* token mode: LoadBalanceInfo "Cookie: msts=<this>\r\n" */
-	const char *user;		/* LB_USERNAME */
-	const char *domain;		/* LB_DOMAIN (left out if over REDIR_DOMAIN_MAX: the
-					 * client then keeps its own) */
+	const char *user;		/* LB_USERNAME, required ("" allowed) */
+	const char *domain;		/* LB_DOMAIN, required ("" allowed); left out if over
+					 * REDIR_DOMAIN_MAX: FreeRDP's client then keeps its
+					 * own, rdesktop 1.9 crashes (it needs both) */
 	const char *fqdn;		/* LB_TARGET_FQDN */
 };
 
