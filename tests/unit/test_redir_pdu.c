@@ -135,11 +135,16 @@ static void
 test_limits(void **state)
 {
 	char long_domain[40], long_addr[60];
-	struct redir_target t = { .address = "10.0.0.1", .user = "u" };
+	struct redir_target t = { .address = "10.0.0.1", .user = "u", .domain = "" };
 	uint8_t out[REDIR_PDU_MAX];
 	struct parsed r;
 	int n;
 
+	/* an empty domain is sent (rdesktop needs it) */
+	n = redir_build_redirect(out, sizeof(out), &t);
+	parse(out, n, &r);
+	assert_true(r.flags & REDIR_LB_DOMAIN);
+	assert_string_equal(r.domain, "");
 	/* a domain over what FreeRDP's client takes is left out */
 	memset(long_domain, 'D', 26);
 	long_domain[26] = '\0';
@@ -160,6 +165,9 @@ test_limits(void **state)
 	assert_int_equal(redir_build_redirect(out, sizeof(out), &t), REDIR_ENAME);
 	t.user = "u";
 	assert_int_equal(redir_build_redirect(out, 40, &t), REDIR_ESPACE);
+	t.domain = NULL;
+	assert_int_equal(redir_build_redirect(out, sizeof(out), &t), REDIR_EINVAL);
+	t.domain = "";
 	t.address = NULL;
 	assert_int_equal(redir_build_redirect(out, sizeof(out), &t), REDIR_ENOTARGET);
 }
