@@ -11,10 +11,13 @@
  *
  * The PDUs are parsed and built by pure modules (mcs.h, clientinfo.h,
  * redir_pdu.h); this one does the I/O and TLS (the only lean file including
- * OpenSSL). Each connection is a state machine on a non-blocking socket
- * driven by poll in the admission worker that holds its slot (admit.h), so
- * a handshake in flight costs its TLS state, a 16 KB input buffer and the
- * worker's stack, not a FreeRDP peer.
+ * OpenSSL). Each connection is a state machine on a non-blocking socket run
+ * by one of a few epoll loop threads (one per CPU, at most 4) from TLS to
+ * licensing; the admission worker that holds its slot (admit.h) waits on it
+ * with a shallow stack, then asks the core (whose decision blocks on the
+ * store, so never on a loop), sends the answer and drains. A handshake in
+ * flight costs about 36 KB (its TLS state, its input buffer, the waiting
+ * worker), not a FreeRDP peer's megabytes.
  *
  * Debug: with TSBROKER_LEAN_DUMP=DIR in the environment every decrypted
  * client PDU is written to DIR/<conn>-<seq>-<name>.bin (Client Info with its
