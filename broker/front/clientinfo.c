@@ -2,23 +2,12 @@
 #include <string.h>
 
 #include "broker/front/clientinfo.h"
+#include "broker/front/le.h"
 #include "broker/front/utf16.h"
 
 #define SEC_INFO_PKT		0x0040
 #define INFO_UNICODE		0x00000010u
 #define INFO_FIXED_LEN		18	/* CodePage .. cbWorkingDir */
-
-static uint16_t
-le16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t
-le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 /* A name of cb bytes (without its terminator) into out. */
 static int
@@ -54,14 +43,14 @@ clientinfo_parse(const uint8_t *buf, size_t len, struct clientinfo *ci)
 	ci->password_off = ci->password_len = 0;
 	if (len < 4 + INFO_FIXED_LEN)
 		return CLIENTINFO_ETRUNCATED;
-	if (!(le16(buf) & SEC_INFO_PKT))
+	if (!(le_get16(buf) & SEC_INFO_PKT))
 		return CLIENTINFO_ENOT_INFO;
-	flags = le32(buf + 8);
+	flags = le_get32(buf + 8);
 	unicode = (flags & INFO_UNICODE) != 0;
 	term = unicode ? 2 : 1;
 	/* cbDomain, cbUserName, cbPassword, cbAlternateShell, cbWorkingDir */
 	for (i = 0; i < 5; i++) {
-		cb[i] = le16(buf + 12 + 2 * i);
+		cb[i] = le_get16(buf + 12 + 2 * i);
 		if ((unicode && cb[i] % 2 != 0) || (i < 3 && cb[i] > CLIENTINFO_FIELD_MAX))
 			return CLIENTINFO_ELENGTH;
 	}
@@ -78,7 +67,7 @@ clientinfo_parse(const uint8_t *buf, size_t len, struct clientinfo *ci)
 	    (r = take_name(buf + at + cb[0] + term, cb[1], unicode, ci->user,
 	    sizeof(ci->user))) != 0)
 		return r;
-	ci->code_page = le32(buf + 4);
+	ci->code_page = le_get32(buf + 4);
 	ci->flags = flags;
 	return 0;
 }

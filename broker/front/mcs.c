@@ -5,6 +5,7 @@
 #include <freerdp/crypto/per.h>
 #include <winpr/stream.h>
 
+#include "broker/front/le.h"
 #include "broker/front/mcs.h"
 #include "broker/front/utf16.h"
 
@@ -32,18 +33,6 @@
 static BYTE t124_oid[6] = { 0, 0, 20, 124, 0, 1 };
 static BYTE h221_cs_key[4] = { 'D', 'u', 'c', 'a' };
 static BYTE h221_sc_key[4] = { 'M', 'c', 'D', 'n' };
-
-static uint16_t
-le16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t
-le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 static void
 put_be16(uint8_t *p, uint16_t v)
@@ -119,12 +108,12 @@ block_core(const uint8_t *p, size_t n, struct mcs_client_data *cd)
 {
 	if (n < CORE_MIN_LEN)
 		return MCS_EBLOCK;
-	cd->version = le32(p);
+	cd->version = le_get32(p);
 	if (utf16_to_utf8(p + CORE_NAME_OFF, CORE_NAME_LEN, cd->client_name,
 	    sizeof(cd->client_name)) < 0)
 		cd->client_name[0] = '\0';
 	if (n >= CORE_EARLY_OFF + 2)
-		cd->early_flags = le16(p + CORE_EARLY_OFF);
+		cd->early_flags = le_get16(p + CORE_EARLY_OFF);
 	return 0;
 }
 
@@ -139,8 +128,8 @@ client_blocks(const uint8_t *p, size_t n, struct mcs_client_data *cd)
 	while (n > 0) {
 		if (n < 4)
 			return MCS_EBLOCK;
-		type = le16(p);
-		blen = le16(p + 2);
+		type = le_get16(p);
+		blen = le_get16(p + 2);
 		if (blen < 4 || blen > n)
 			return MCS_EBLOCK;
 		switch (type) {
@@ -152,12 +141,12 @@ client_blocks(const uint8_t *p, size_t n, struct mcs_client_data *cd)
 		case CS_SECURITY:
 			if (blen < 12)
 				return MCS_EBLOCK;
-			cd->encryption_methods = le32(p + 4);
+			cd->encryption_methods = le_get32(p + 4);
 			break;
 		case CS_NET:
 			if (blen < 8)
 				return MCS_EBLOCK;
-			cd->channel_count = le32(p + 4);
+			cd->channel_count = le_get32(p + 4);
 			if (cd->channel_count > MCS_CHANNELS_MAX ||
 			    8u + 12u * cd->channel_count > blen)
 				return MCS_EBLOCK;
@@ -166,8 +155,8 @@ client_blocks(const uint8_t *p, size_t n, struct mcs_client_data *cd)
 			if (blen < 12)
 				return MCS_EBLOCK;
 			cd->has_cluster = 1;
-			cd->cluster_flags = le32(p + 4);
-			cd->redirected_session_id = le32(p + 8);
+			cd->cluster_flags = le_get32(p + 4);
+			cd->redirected_session_id = le_get32(p + 8);
 			break;
 		default:
 			break;

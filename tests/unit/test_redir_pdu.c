@@ -10,27 +10,16 @@
 
 #include <cmocka.h>
 
+#include "broker/front/le.h"
 #include "broker/front/mcs.h"
 #include "broker/front/redir_pdu.h"
 #include "broker/front/utf16.h"
-
-static uint32_t
-le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint16_t
-le16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
 
 /* Reads one UTF-16 string field at *p: its UTF-8 into out. */
 static void
 read_wstr(const uint8_t **p, char *out, size_t n)
 {
-	uint32_t len = le32(*p);
+	uint32_t len = le_get32(*p);
 
 	assert_true(len >= 2 && len % 2 == 0);
 	assert_int_equal((*p)[4 + len - 2], 0);	/* terminated, and counted */
@@ -57,18 +46,18 @@ parse(const uint8_t *b, int n, struct parsed *r)
 
 	memset(r, 0, sizeof(*r));
 	assert_int_equal(b[2] << 8 | b[3], n);
-	assert_int_equal(le16(p), n - MCS_SDIN_HEADER_LEN);	/* totalLength */
-	assert_int_equal(le16(p + 2), 0x1A);		/* server redirection | version */
+	assert_int_equal(le_get16(p), n - MCS_SDIN_HEADER_LEN);	/* totalLength */
+	assert_int_equal(le_get16(p + 2), 0x1A);		/* server redirection | version */
 	p += 8;						/* pduSource, pad2Octets */
 	start = p;
-	assert_int_equal(le16(p), 0x0400);
-	r->session = le32(p + 4);
-	r->flags = le32(p + 8);
+	assert_int_equal(le_get16(p), 0x0400);
+	r->session = le_get32(p + 4);
+	r->flags = le_get32(p + 8);
 	p += 12;
 	if (r->flags & REDIR_LB_TARGET_NET_ADDRESS)
 		read_wstr(&p, r->address, sizeof(r->address));
 	if (r->flags & REDIR_LB_LOAD_BALANCE_INFO) {
-		len = le32(p);
+		len = le_get32(p);
 		assert_true(len < sizeof(r->lbinfo));
 		memcpy(r->lbinfo, p + 4, len);
 		p += 4 + len;
@@ -80,15 +69,27 @@ parse(const uint8_t *b, int n, struct parsed *r)
 	if (r->flags & REDIR_LB_TARGET_FQDN)
 		read_wstr(&p, r->fqdn, sizeof(r->fqdn));
 	if (r->flags & REDIR_LB_TARGET_NET_ADDRESSES) {
-		r->addresses_len = le32(p);
-		r->addresses_count = le32(p + 4);
+		r->addresses_len = le_get32(p);
+		r->addresses_count = le_get32(p + 4);
 		q = p + 8;
 		read_wstr(&q, r->addresses0, sizeof(r->addresses0));
 		assert_int_equal(q - (p + 4), r->addresses_len);
 		p = q;
 	}
-	assert_int_equal(le16(start + 2), p - start);	/* Length */
+	assert_int_equal(le_get16(start + 2), p - start);	/* Length */
 	assert_int_equal(end - p, 8);			/* Pad */
+}
+
+/* Builds t's redirect and reads it back into *r. */
+static void
+build_parsed(const struct redir_target *t, struct parsed *r)
+{
+	uint8_t out[REDIR_PDU_MAX];
+	int n;
+
+	n = redir_build_redirect(out, sizeof(out), t);
+	assert_true(n > 0);
+	parse(out, n, r);
 }
 
 static void
@@ -96,13 +97,9 @@ test_address_mode_non_ascii_names(void **state)
 {
 	struct redir_target t = { .session_id = 0, .address = "127.0.0.2", .user = "Jürgen",
 	    .domain = "DOMÄNE", .fqdn = "ts1.example" };
-	uint8_t out[REDIR_PDU_MAX];
 	struct parsed r;
-	int n;
 
-	n = redir_build_redirect(out, sizeof(out), &t);
-	assert_true(n > 0);
-	parse(out, n, &r);
+	build_parsed(&t, &r);
 	assert_int_equal(r.flags, REDIR_LB_TARGET_NET_ADDRESS | REDIR_LB_TARGET_NET_ADDRESSES |
 	    REDIR_LB_TARGET_FQDN | REDIR_LB_USERNAME | REDIR_LB_DOMAIN);
 	assert_string_equal(r.address, "127.0.0.2");
@@ -119,13 +116,9 @@ static void
 test_token_mode(void **state)
 {
 	struct redir_target t = { .routing_token = "abc.def", .user = "Müller", .domain = "CORP" };
-	uint8_t out[REDIR_PDU_MAX];
 	struct parsed r;
-	int n;
 
-	n = redir_build_redirect(out, sizeof(out), &t);
-	assert_true(n > 0);
-	parse(out, n, &r);
+	build_parsed(&t, &r);
 	assert_int_equal(r.flags, REDIR_LB_LOAD_BALANCE_INFO | REDIR_LB_USERNAME | REDIR_LB_DOMAIN);
 	assert_string_equal(r.lbinfo, "Cookie: msts=abc.def\r\n");
 	assert_string_equal(r.user, "Müller");
@@ -184,9 +177,9 @@ test_license_and_error_info(void **state)
 	assert_memory_equal(out, license, sizeof(license));
 	n = redir_build_error_info(out, sizeof(out), 0x408);
 	assert_int_equal(n, MCS_SDIN_HEADER_LEN + 22);
-	assert_int_equal(le16(out + 17), 0x17);		/* data PDU */
+	assert_int_equal(le_get16(out + 17), 0x17);		/* data PDU */
 	assert_int_equal(out[MCS_SDIN_HEADER_LEN + 14], 0x2F);	/* Set Error Info */
-	assert_int_equal(le32(out + n - 4), 0x408);
+	assert_int_equal(le_get32(out + n - 4), 0x408);
 	assert_int_equal(redir_build_license_valid(out, 20), REDIR_ESPACE);
 }
 
@@ -200,8 +193,8 @@ test_utf16(void **state)
 	/* U+1F600 as a surrogate pair, both ways */
 	n = utf8_to_utf16("a\xf0\x9f\x98\x80", w, sizeof(w));
 	assert_int_equal(n, 8);
-	assert_int_equal(le16(w + 2), 0xD83D);
-	assert_int_equal(le16(w + 4), 0xDE00);
+	assert_int_equal(le_get16(w + 2), 0xD83D);
+	assert_int_equal(le_get16(w + 4), 0xDE00);
 	assert_int_equal(utf16_to_utf8(w, (size_t)n, s, sizeof(s)), 5);
 	assert_string_equal(s, "a\xf0\x9f\x98\x80");
 	assert_int_equal(utf8_to_utf16("\xc0\xaf", w, sizeof(w)), UTF16_EINVAL);	/* overlong */
