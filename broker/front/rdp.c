@@ -220,11 +220,11 @@ rdp_new(const struct rdp_conf *conf, const struct door_ops *ops, char *err, size
 	h.ctx = r;
 	if ((r->admit = admit_new(&ac, &h, err, errlen)) == NULL)
 		goto fail;
-	if (strcmp(r->conf.engine, "lean") == 0) {
-		if ((r->lean = lean_new(r->conf.certificate, r->conf.private_key,
+	if (strcmp(r->conf.engine, "freerdp") == 0) {
+		if ((r->engine = rdp_freerdp_new(r->conf.certificate, r->conf.private_key,
 		    r->token_mode, admit_stop_fd(r->admit), err, errlen)) == NULL)
 			goto fail;
-	} else if ((r->engine = rdp_freerdp_new(r->conf.certificate, r->conf.private_key,
+	} else if ((r->lean = lean_new(r->conf.certificate, r->conf.private_key,
 	    r->token_mode, admit_stop_fd(r->admit), err, errlen)) == NULL)
 		goto fail;
 	return r;
