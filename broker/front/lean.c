@@ -24,6 +24,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -96,6 +98,7 @@ struct lean_conn {
 	SSL *ssl;
 	uint8_t *in;		/* MCS_PDU_MAX bytes read, not yet used */
 	size_t have;
+	size_t used;		/* the most ever in it (what to wipe) */
 	struct mcs_client_data cd;
 	struct clientinfo ci;
 	uint16_t user_id;	/* assigned at Attach User, 0 before */
@@ -260,6 +263,8 @@ tls_read_pdu(struct lean_conn *c, size_t *len)
 		if ((r = SSL_read(c->ssl, c->in + c->have, (int)(MCS_PDU_MAX - c->have))) <= 0)
 			return ssl_want(c, r);
 		c->have += (size_t)r;
+		if (c->have > c->used)
+			c->used = c->have;
 	}
 }
 /* Drops the first len bytes of the input, wiping what they leave behind. */
@@ -617,6 +622,9 @@ conn_open(struct lean_conn *c)
 		return LEAN_EIO;
 	if ((fl = fcntl(c->fd, F_GETFL)) < 0 || fcntl(c->fd, F_SETFL, fl | O_NONBLOCK) < 0)
 		return LEAN_EIO;
+	/* each PDU answers one: no Nagle wait behind an unacknowledged one */
+	fl = 1;
+	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &fl, sizeof(fl));
 	pthread_mutex_lock(&e->lock);
 	c->ssl = SSL_new(e->ctx);
 	if (e->dump_dir[0] != '\0')
@@ -669,7 +677,7 @@ lean_run(struct lean_engine *e, struct door_conn *dc)
 	}
 	SSL_free(c->ssl);
 	if (c->in != NULL) {
-		OPENSSL_cleanse(c->in, MCS_PDU_MAX);
+		OPENSSL_cleanse(c->in, c->used);
 		free(c->in);
 	}
 	pthread_cond_destroy(&c->cv);
@@ -736,6 +744,7 @@ ctx_load(const char *certificate, const char *private_key, char *err, size_t n)
 	 * buffers released while idle; no session state kept */
 	SSL_CTX_set_options(ctx, SSL_OP_CLEANSE_PLAINTEXT | SSL_OP_NO_COMPRESSION |
 	    SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET);
+	SSL_CTX_set_num_tickets(ctx, 0);	/* TLS 1.3: none sent after the handshake */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	ERR_clear_error();
