@@ -1,5 +1,7 @@
 /* Unit tests for broker/front/mcs.c on the real PDUs of three clients
- * (lean_fx.h), then truncations, bad lengths and the builders' bytes. */
+ * (lean_fx.h) and MS-RDPBCGR section 4.1's annotated dumps (Microsoft's
+ * client, standard RDP security: its Connect Initial is not encrypted),
+ * then truncations, bad lengths and the builders' bytes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -45,6 +47,39 @@ test_connect_initial_real(void **state)
 	load_pdu("rdesktop", "00-connect-initial", &fx);
 	assert_int_equal(mcs_parse_connect_initial(fx.buf, fx.len, &cd), 0);
 	assert_int_equal(cd.channel_count, 5);
+}
+
+/* MS-RDPBCGR 4.1.3: mstsc's Connect Initial (clientName ELTONS-DEV2, three
+ * channels, cluster flags 0x0d), 4.1.8.2.1 a Channel Join, and the confirms
+ * of 4.1.7 and 4.1.9 byte for byte from the builders */
+static void
+test_msrdpbcgr_examples(void **state)
+{
+	static const uint8_t auc[] = { 3, 0, 0, 11, 2, 0xf0, 0x80, 0x2e, 0, 0, 6 };
+	static const uint8_t cjc[] = { 3, 0, 0, 15, 2, 0xf0, 0x80, 0x3e, 0, 0, 6, 0x03, 0xef,
+	    0x03, 0xef };
+	struct mcs_client_data cd;
+	struct mcs_domain_pdu d;
+	uint8_t out[16];
+	struct lean_fx fx;
+
+	lean_fx_load("msrdpbcgr-4.1.3-connect-initial.bin", &fx);
+	assert_int_equal(mcs_parse_connect_initial(fx.buf, fx.len, &cd), 0);
+	assert_string_equal(cd.client_name, "ELTONS-DEV2");
+	assert_int_equal(cd.version, 0x00080004);
+	assert_int_equal(cd.channel_count, 3);
+	assert_true(cd.has_cluster);
+	assert_int_equal(cd.cluster_flags, 0x0d);
+	assert_int_equal(cd.encryption_methods, 0x1b);
+	lean_fx_load("msrdpbcgr-4.1.8.2.1-channel-join.bin", &fx);
+	assert_int_equal(mcs_parse_domain(fx.buf, fx.len, &d), 0);
+	assert_int_equal(d.type, MCS_CHANNEL_JOIN_REQUEST);
+	assert_int_equal(d.initiator, 1007);
+	assert_int_equal(d.channel, 1003);
+	assert_int_equal(mcs_build_attach_confirm(out, sizeof(out), 1007), sizeof(auc));
+	assert_memory_equal(out, auc, sizeof(auc));
+	assert_int_equal(mcs_build_join_confirm(out, sizeof(out), 1007, 1007), sizeof(cjc));
+	assert_memory_equal(out, cjc, sizeof(cjc));
 }
 
 /* Every shorter prefix, with the TPKT length fixed up or not, is refused
@@ -219,6 +254,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_connect_initial_real),
+		cmocka_unit_test(test_msrdpbcgr_examples),
 		cmocka_unit_test(test_connect_initial_truncated),
 		cmocka_unit_test(test_connect_initial_bad_fields),
 		cmocka_unit_test(test_tpkt_length),
