@@ -87,7 +87,7 @@ def test_password_in_no_log_and_no_core(lean_farm, tmp_path):
     for text in (broker.log(), broker.stdout()):
         assert password not in text
     if shutil.which("gcore") is None:
-        pytest.skip("gdb's gcore is needed for the core dump check (gdb)")
+        pytest.skip("gdb's gcore is needed for the core dump check (gdb: tools/deps.sh test)")
     core = core_of(broker.proc.pid, tmp_path / "core")
     assert len(core) > 1 << 20
     for form in forms:
