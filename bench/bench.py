@@ -109,6 +109,8 @@ class Broker:
             "health": {"heartbeat_interval": 5, "down_after": 3600},
             "placement": {"pending_ttl": 3600},
         }
+        if os.environ.get("TSB_BENCH_RDP_ENGINE"):	# lean | freerdp, else the default
+            conf["rdp"]["engine"] = os.environ["TSB_BENCH_RDP_ENGINE"]
         for k, v in extra.items():
             sec, key = k.split("__", 1)
             conf.setdefault(sec, {})[key] = v

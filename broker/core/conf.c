@@ -19,6 +19,7 @@ static const struct cfg_key conf_keys[] = {
 	{ "broker", "user", CFG_STR, S(run_user), 0, 0, NULL, NULL },
 	{ "rdp", "listen", CFG_HOSTPORT, S(rdp.listen), 0, 0, "0.0.0.0:3389", NULL },
 	{ "rdp", "mode", CFG_ENUM, S(rdp.mode), 0, 0, "address", "address|token" },
+	{ "rdp", "engine", CFG_ENUM, S(rdp.engine), 0, 0, "lean", "lean|freerdp" },
 	{ "rdp", "certificate", CFG_STR, S(rdp.certificate), 0, 0, "var/tsbroker.crt", NULL },
 	{ "rdp", "private_key", CFG_STR, S(rdp.private_key), 0, 0, "var/tsbroker.key", NULL },
 	{ "rdp", "handshake_timeout", CFG_INT, I(rdp.handshake_timeout), 1, 300, "10", NULL },

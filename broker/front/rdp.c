@@ -9,7 +9,8 @@
  *   trust_cookie, "Cookie: mstshash=": ask the core with the request
  *     unread; spliced, or on
  *   refuse a client that does not offer TLS with an RDP_NEG_FAILURE
- *   the engine: TLS, Client Info, DOOR_LOGON, the redirect (rdp_freerdp.c).
+ *   the engine ([rdp] engine): TLS, Client Info, DOOR_LOGON, the redirect
+ *     (lean.c, or FreeRDP's peer in rdp_freerdp.c).
  *
  * While the core splices, the watchdog leaves the socket alone (handoff):
  * the core bounds its own time, and a socket it splices lives on in its own
@@ -24,6 +25,7 @@
 #include "broker/common/log.h"
 #include "broker/front/admit.h"
 #include "broker/front/door.h"
+#include "broker/front/lean.h"
 #include "broker/front/rdp.h"
 #include "broker/front/rdp_freerdp.h"
 #include "broker/front/x224.h"
@@ -35,7 +37,8 @@ struct rdp {
 	struct door_ops ops;
 	int token_mode;			/* conf.mode is "token" */
 	struct admit *admit;
-	struct fr_engine *engine;
+	struct fr_engine *engine;	/* one of these two */
+	struct lean_engine *lean;
 };
 
 /* Answers the request with an X.224 Connection Confirm carrying an
@@ -157,7 +160,10 @@ rdp_handle(void *ctx, struct admit_conn *ac)
 	}
 	if (conn_check_request(r, &dc) != 0)
 		return;
-	rdp_freerdp_run(r->engine, &dc);
+	if (r->lean != NULL)
+		lean_run(r->lean, &dc);
+	else
+		rdp_freerdp_run(r->engine, &dc);
 }
 
 static void
@@ -179,6 +185,11 @@ rdp_new(const struct rdp_conf *conf, const struct door_ops *ops, char *err, size
 
 	if (conf == NULL || ops == NULL || ops->decide == NULL || ops->done == NULL) {
 		snprintf(err, errlen, "invalid arguments");
+		return NULL;
+	}
+	if (conf->engine[0] != '\0' && strcmp(conf->engine, "lean") != 0 &&
+	    strcmp(conf->engine, "freerdp") != 0) {
+		snprintf(err, errlen, "engine '%s' is not 'lean' or 'freerdp'", conf->engine);
 		return NULL;
 	}
 	if (strcmp(conf->mode, "address") != 0 && strcmp(conf->mode, "token") != 0) {
@@ -207,8 +218,13 @@ rdp_new(const struct rdp_conf *conf, const struct door_ops *ops, char *err, size
 	h.handle = rdp_handle;
 	h.dropped = rdp_dropped;
 	h.ctx = r;
-	if ((r->admit = admit_new(&ac, &h, err, errlen)) == NULL ||
-	    (r->engine = rdp_freerdp_new(r->conf.certificate, r->conf.private_key,
+	if ((r->admit = admit_new(&ac, &h, err, errlen)) == NULL)
+		goto fail;
+	if (strcmp(r->conf.engine, "freerdp") == 0) {
+		if ((r->engine = rdp_freerdp_new(r->conf.certificate, r->conf.private_key,
+		    r->token_mode, admit_stop_fd(r->admit), err, errlen)) == NULL)
+			goto fail;
+	} else if ((r->lean = lean_new(r->conf.certificate, r->conf.private_key,
 	    r->token_mode, admit_stop_fd(r->admit), err, errlen)) == NULL)
 		goto fail;
 	return r;
@@ -225,9 +241,10 @@ rdp_start(struct rdp *r)
 	if (r == NULL || admit_start(r->admit) != 0)
 		return -1;
 	c = admit_conf(r->admit);
-	log_info("listening on %s (%s mode%s, TLS, handshake_timeout %d s, "
+	log_info("listening on %s (%s mode%s, %s engine, TLS, handshake_timeout %d s, "
 	    "max_handshakes %d, max_connections %d)", r->conf.listen, r->conf.mode,
-	    r->conf.trust_cookie ? ", trust_cookie" : "", c->handshake_timeout,
+	    r->conf.trust_cookie ? ", trust_cookie" : "", r->lean ? "lean" : "freerdp",
+	    c->handshake_timeout,
 	    c->max_handshakes, c->max_connections);
 	return 0;
 }
@@ -240,5 +257,6 @@ rdp_free(struct rdp *r)
 	if (admit_free(r->admit) != 0)
 		return;		/* a handler is stuck: leave r to it */
 	rdp_freerdp_free(r->engine);
+	lean_free(r->lean);
 	free(r);
 }

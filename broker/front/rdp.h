@@ -1,7 +1,8 @@
 /* rdp: the RDP endpoint. Puts the parts of the front together: the
  * admission engine (admit.h: listener, limits, workers), the X.224 stage
- * every engine shares (here), and the FreeRDP engine (rdp_freerdp.h) for
- * the TLS handshake up to Client Info. Where a user goes is the core's
+ * every engine shares (here), and the engine for the TLS handshake up to
+ * Client Info ([rdp] engine): the lean engine (lean.h, the default) or
+ * FreeRDP's server peer (rdp_freerdp.h). Where a user goes is the core's
  * decision, asked through the front door (door.h); this module knows
  * nothing of the store: main.c wires the core's door_ops.
  *
@@ -25,6 +26,7 @@ struct door_ops;
 struct rdp_conf {
 	char listen[272];		/* host:port */
 	char mode[16];			/* "address" or "token" */
+	char engine[16];		/* "lean" (lean.h, also ""), or "freerdp" (rdp_freerdp.h) */
 	char certificate[512];		/* PEM files */
 	char private_key[512];
 	int handshake_timeout;		/* seconds, whole handshake up to the redirect */

@@ -8,6 +8,7 @@
 #define X224_CODE_CR		0xE0
 #define X224_CODE_CC		0xD0
 #define NEG_TYPE_REQ		0x01
+#define NEG_TYPE_RSP		0x02
 #define NEG_TYPE_FAILURE	0x03
 #define NEG_TYPE_CORRELATION	0x06
 #define NEG_REQ_LEN		8
@@ -248,8 +249,10 @@ x224_copy(char *dst, size_t n, const uint8_t *src, size_t len)
 	return r;
 }
 
-int
-x224_build_neg_failure(uint8_t *out, size_t n, uint32_t failure_code)
+/* A Connection Confirm carrying one negotiation structure of type and
+ * flags with a 32-bit value (RDP_NEG_RSP, RDP_NEG_FAILURE). */
+static int
+build_confirm(uint8_t *out, size_t n, uint8_t type, uint8_t flags, uint32_t value)
 {
 	uint8_t *p = out;
 
@@ -266,14 +269,26 @@ x224_build_neg_failure(uint8_t *out, size_t n, uint32_t failure_code)
 	*p++ = 0; *p++ = 0;	/* dst-ref */
 	*p++ = 0; *p++ = 0;	/* src-ref */
 	*p++ = 0;		/* class 0 */
-	/* RDP_NEG_FAILURE */
-	*p++ = NEG_TYPE_FAILURE;
-	*p++ = 0;
+	/* RDP_NEG_RSP or RDP_NEG_FAILURE */
+	*p++ = type;
+	*p++ = flags;
 	*p++ = NEG_REQ_LEN;
 	*p++ = 0;
-	*p++ = (uint8_t)(failure_code);
-	*p++ = (uint8_t)(failure_code >> 8);
-	*p++ = (uint8_t)(failure_code >> 16);
-	*p++ = (uint8_t)(failure_code >> 24);
+	*p++ = (uint8_t)(value);
+	*p++ = (uint8_t)(value >> 8);
+	*p++ = (uint8_t)(value >> 16);
+	*p++ = (uint8_t)(value >> 24);
 	return X224_NEG_FAILURE_LEN;
+}
+
+int
+x224_build_neg_failure(uint8_t *out, size_t n, uint32_t failure_code)
+{
+	return build_confirm(out, n, NEG_TYPE_FAILURE, 0, failure_code);
+}
+
+int
+x224_build_neg_response(uint8_t *out, size_t n, uint32_t selected_protocol, uint8_t flags)
+{
+	return build_confirm(out, n, NEG_TYPE_RSP, flags, selected_protocol);
 }

@@ -119,5 +119,9 @@ int x224_copy(char *dst, size_t n, const uint8_t *src, size_t len);
  * bytes). Returns the number of bytes written, or -1 if n is too small. */
 #define X224_NEG_FAILURE_LEN	19
 int x224_build_neg_failure(uint8_t *out, size_t n, uint32_t failure_code);
+/* The same with an RDP_NEG_RSP: the server selects selected_protocol
+ * (X224_PROTOCOL_*), flags X224_RSP_* . Same length and returns. */
+#define X224_RSP_EXTENDED_CLIENT_DATA	0x01
+int x224_build_neg_response(uint8_t *out, size_t n, uint32_t selected_protocol, uint8_t flags);
 
 #endif

@@ -229,6 +229,8 @@ class Broker:
             "health": {"heartbeat_interval": 1, "down_after": 3},
             "placement": {"pending_ttl": 30},
         }
+        if os.environ.get("TSB_E2E_RDP_ENGINE"):   # the engine axis: lean | freerdp
+            sections["rdp"]["engine"] = os.environ["TSB_E2E_RDP_ENGINE"]
         for key, value in conf.items():
             section, name = key.split("__", 1)
             sections.setdefault(section, {})[name] = value

@@ -99,7 +99,7 @@ def domain_params(*vals):
     return b"\x30" + ber_len(len(body)) + body
 
 
-def gcc_conference_create_request(client_name="rawrdp"):
+def gcc_conference_create_request(client_name="rawrdp", cluster_flags=None):
     core = struct.pack("<IHHHHII", 0x00080004, 1024, 768, 0xCA01, 0xAA03, 0x409, 2600)
     core += client_name.encode("utf-16-le")[:30].ljust(32, b"\0")
     core += struct.pack("<III", 4, 0, 12) + b"\0" * 64
@@ -108,12 +108,14 @@ def gcc_conference_create_request(client_name="rawrdp"):
     core += struct.pack("<HHIHHH", 0xCA01, 1, 0, 16, 0x000F, 0x0001)
     blocks = struct.pack("<HH", 0xC001, 4 + len(core)) + core
     blocks += struct.pack("<HHII", 0xC002, 12, 0, 0)
+    if cluster_flags is not None:	# CS_CLUSTER: Flags, RedirectedSessionID
+        blocks += struct.pack("<HHII", 0xC004, 12, cluster_flags, 0)
     ud = b"\x00\x08\x00\x10\x00\x01\xc0\x00Duca" + per_len(len(blocks)) + blocks
     return b"\x00\x05\x00\x14\x7c\x00\x01" + per_len(len(ud)) + ud
 
 
-def mcs_connect_initial():
-    gcc = gcc_conference_create_request()
+def mcs_connect_initial(cluster_flags=None):
+    gcc = gcc_conference_create_request(cluster_flags=cluster_flags)
     body = (b"\x04\x01\x01" + b"\x04\x01\x01" + b"\x01\x01\xff" +
             domain_params(34, 2, 0, 1, 0, 1, 65535, 2) +
             domain_params(1, 1, 1, 1, 0, 1, 1056, 2) +
@@ -202,9 +204,9 @@ class Client:
         self.tls = ctx.wrap_socket(self.sock, server_hostname=None)
         return self.tls
 
-    def mcs(self):
+    def mcs(self, cluster_flags=None):
         s = self.tls
-        s.sendall(x224_data(mcs_connect_initial()))
+        s.sendall(x224_data(mcs_connect_initial(cluster_flags)))
         recv_tpkt(s)	# MCS Connect Response
         s.sendall(x224_data(b"\x04\x01\x00\x01\x00"))	# Erect Domain
         s.sendall(x224_data(b"\x28"))			# Attach User Request

@@ -1,0 +1,53 @@
+/* lean: the lean redirect engine. Speaks the server side of the RDP
+ * connection sequence itself, as far as a redirect needs, and asks the core
+ * through the front door (door.h, DOOR_LOGON) what to send:
+ *
+ *   X.224 Connection Confirm (RDP_NEG_RSP: TLS), TLS on one SSL_CTX loaded
+ *   once, MCS Connect Initial/Response (GCC core, security, network,
+ *   cluster data), Erect Domain, Attach User, Channel Joins, Client Info
+ *   (the password wiped at once), the licensing "valid client" answer, then
+ *   the Server Redirection PDU (address, or a routing token in token mode)
+ *   or a Set Error Info, then the bounded drain.
+ *
+ * The PDUs are parsed and built by pure modules (mcs.h, clientinfo.h,
+ * redir_pdu.h); this one does the I/O and TLS (the only lean file including
+ * OpenSSL). Each connection is a state machine on a non-blocking socket run
+ * by one of a few epoll loop threads (one per CPU, at most 4) from TLS to
+ * licensing; the admission worker that holds its slot (admit.h) waits on it
+ * with a shallow stack, then asks the core (whose decision blocks on the
+ * store, so never on a loop), sends the answer and drains. A handshake in
+ * flight costs about 36 KB (its TLS state, its input buffer, the waiting
+ * worker), not a FreeRDP peer's megabytes.
+ *
+ * Debug: with TSBROKER_LEAN_DUMP=DIR in the environment every decrypted
+ * client PDU is written to DIR/<conn>-<seq>-<name>.bin (Client Info with its
+ * password zeroed, lengths kept): for parser tests and fuzz seeds. */
+#ifndef TS_LEAN_H
+#define TS_LEAN_H
+
+#include <stddef.h>
+
+struct door_conn;
+struct lean_engine;
+
+/* Loads the certificate chain and key (PEM files) into one SSL_CTX.
+ * stop_fd: readable once the endpoint stops (admit_stop_fd), borrowed.
+ * token_mode: redirects carry a routing token, no address. NULL with the
+ * reason in err. */
+struct lean_engine *lean_new(const char *certificate, const char *private_key,
+    int token_mode, int stop_fd, char *err, size_t n);
+/* Replaces the SSL_CTX whole (a certificate reload or a TLS policy
+ * change): connections from now on use the new one, those in flight keep
+ * the one they started with (each holds a reference). 0, or -1 with the
+ * reason in err (the old one stays). Any thread. */
+int lean_reload(struct lean_engine *e, const char *certificate, const char *private_key,
+    char *err, size_t n);
+/* Runs dc's connection (its X.224 request checked by the X.224 stage and
+ * still unread in the socket) to its outcome, reported through dc
+ * (door_report), then lets the client close first. Called from admission
+ * workers, concurrently. */
+void lean_run(struct lean_engine *e, struct door_conn *dc);
+/* After every run has returned. NULL ok. */
+void lean_free(struct lean_engine *e);
+
+#endif
