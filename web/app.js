@@ -7,6 +7,7 @@
 (function () {
   const REFRESH_MS = 3000;
   const EVENTS_KEEP = 100;
+  const HISTORY_MS = 3600 * 1000;   // the charts' span
   const $ = (id) => document.getElementById(id);
 
   let csrf = null;          // from the login answer or GET /api/v1/session
@@ -334,7 +335,7 @@
     if (refreshing) { timer = setTimeout(refresh, 200); return; }
     refreshing = true;
     try {
-      const [status, servers, sessions, ev] = await Promise.all([
+      const [status, servers, sessions, ev, history] = await Promise.all([
         api('GET', '/api/v1/status'),
         api('GET', '/api/v1/servers'),
         api('GET', sessionsQuery()).catch((e) => {
@@ -342,12 +343,15 @@
           throw e;
         }),
         api('GET', `/api/v1/events?since=${lastEventId}&limit=${EVENTS_KEEP}`),
+        // the last hour; the page still works without it
+        api('GET', `/api/v1/history?since=${Date.now() - HISTORY_MS}`).catch(() => null),
       ]);
       heartbeatInterval = status.heartbeat_interval;
       renderStatus(status);
       renderServers(servers.servers);
       renderSessions(sessions, status.now);
       renderEvents(ev.events);
+      if (history && window.TsbCharts && window.uPlot) window.TsbCharts.render(history);
       setLive(true, `updated ${clock(status.now)}`);
       document.body.dataset.refreshed = String((Number(document.body.dataset.refreshed) || 0) + 1);
     } catch (e) {

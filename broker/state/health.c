@@ -114,7 +114,9 @@ history_sample(struct health *h, int64_t now)
 		return;
 	farm_summarise(list, n, now, &f);
 	free(list);
-	if (h->sampled + period > first)
+	if (h->sampled == 0)		/* just started: from now on */
+		first = last;
+	else if (h->sampled + period > first)
 		first = h->sampled + period;
 	for (t = first; t <= last; t += period) {
 		if (store_history_take(h->st, t, period, f.n1.headroom, &taken) != 0)
