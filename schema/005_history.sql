@@ -14,7 +14,7 @@ CREATE TABLE IF NOT EXISTS history (
 	redirect_p99_us INTEGER NOT NULL,
 	headroom INTEGER NOT NULL,		-- farm.h's n+1 headroom (merged: the least)
 	PRIMARY KEY (ts, span)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS history_servers (
 	ts INTEGER NOT NULL,
@@ -25,4 +25,4 @@ CREATE TABLE IF NOT EXISTS history_servers (
 	pending INTEGER NOT NULL,
 	lost INTEGER NOT NULL,
 	PRIMARY KEY (ts, span, server)
-);
+) WITHOUT ROWID;				-- the key is the row: stored once
