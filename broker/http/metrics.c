@@ -88,28 +88,21 @@ farm_gauges(struct textbuf *b, const struct farm_summary *fs)
 	    f.n1.headroom, f.n1.ok);
 }
 
-/* Per server (names are validated at `server add`: no quotes to escape). */
+/* The oldest heartbeat of the up servers (0 s if none): an agent going
+ * quiet shows here before its server goes down. Counts only: no names. */
 static void
-server_gauges(struct textbuf *b, const struct store_server *sv, size_t n, int64_t now)
+heartbeat_gauge(struct textbuf *b, const struct store_server *sv, size_t n, int64_t now)
 {
-	tb_printf(b, "# HELP tsbroker_server_up 1 if the server is up.\n"
-	    "# TYPE tsbroker_server_up gauge\n");
+	int64_t oldest = now;
+
 	for (size_t i = 0; i < n; i++)
-		tb_printf(b, "tsbroker_server_up{server=\"%s\"} %d\n", sv[i].name,
-		    sv[i].state == SERVER_UP);
-	tb_printf(b, "# HELP tsbroker_server_quarantined 1 if the server is "
-	    "quarantined as a black hole.\n# TYPE tsbroker_server_quarantined gauge\n");
-	for (size_t i = 0; i < n; i++)
-		tb_printf(b, "tsbroker_server_quarantined{server=\"%s\"} %d\n",
-		    sv[i].name, sv[i].quarantined_until > now);
-	tb_printf(b, "# HELP tsbroker_server_heartbeat_age_seconds Time since the "
-	    "server's agent last reported (left out before its first heartbeat).\n"
-	    "# TYPE tsbroker_server_heartbeat_age_seconds gauge\n");
-	for (size_t i = 0; i < n; i++)
-		if (sv[i].last_heartbeat > 0)
-			tb_printf(b, "tsbroker_server_heartbeat_age_seconds{server=\"%s\"} "
-			    "%.3f\n", sv[i].name,
-			    (double)(now - sv[i].last_heartbeat) / 1000.0);
+		if (sv[i].state == SERVER_UP && sv[i].last_heartbeat > 0 &&
+		    sv[i].last_heartbeat < oldest)
+			oldest = sv[i].last_heartbeat;
+	tb_printf(b, "# HELP tsbroker_heartbeat_age_max_seconds Time since the "
+	    "least recent heartbeat of the up servers.\n"
+	    "# TYPE tsbroker_heartbeat_age_max_seconds gauge\n"
+	    "tsbroker_heartbeat_age_max_seconds %.3f\n", (double)(now - oldest) / 1000.0);
 }
 
 static void
@@ -140,7 +133,7 @@ metrics_get(void *ctx, const struct http_request *req, struct http_response *res
 
 		farm_summarise(list, n, now, &f);
 		farm_gauges(&b, &f);
-		server_gauges(&b, list, n, now);
+		heartbeat_gauge(&b, list, n, now);
 	}
 	free(list);
 	tb_printf(&b, "# HELP tsbroker_state_database_up 1 if the state database is "

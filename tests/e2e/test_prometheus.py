@@ -144,5 +144,5 @@ def test_prometheus_fires_the_n1_alert_when_a_server_is_killed(broker_factory, t
     down = wait_until(lambda: [a for a in prom.alerts()
                                if a["labels"]["alertname"] == "TsbrokerServerDown"], 30,
                       "the server-down alert")
-    assert down[0]["labels"]["server"] == "ts2"
+    assert float(down[0]["value"]) == 1
     print(f"\nn+1 alert: {firing[0]['annotations']['summary']}")
