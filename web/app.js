@@ -1,11 +1,13 @@
 // tsbroker status page: login, live farm view (fetch every few seconds, no
-// reload), and the admin actions (drain, enable, forget). No dependencies.
+// reload), and the admin actions (drain, enable, forget, log off, disconnect).
+// Rows are updated in place, so focus and selection survive a refresh.
 // Everything the broker sends is shown with textContent, never as HTML.
 'use strict';
 
 (function () {
   const REFRESH_MS = 3000;
   const EVENTS_KEEP = 100;
+  const HISTORY_MS = 3600 * 1000;   // the charts' span
   const $ = (id) => document.getElementById(id);
 
   let csrf = null;          // from the login answer or GET /api/v1/session
@@ -88,6 +90,34 @@
 
   function setText(id, v) { $(id).textContent = String(v); }
 
+  // Updates the rows of body in place from fresh (each with a data-key):
+  // a row whose cells are unchanged is left alone, a changed cell alone is
+  // replaced, so focus, text selection and scroll survive a refresh.
+  function patchRows(body, fresh) {
+    const old = new Map([...body.children].map((r) => [r.dataset.key, r]));
+    let at = body.firstElementChild;
+    for (const row of fresh) {
+      let cur = old.get(row.dataset.key);
+      if (cur) {
+        old.delete(row.dataset.key);
+        for (const a of [...cur.attributes]) if (!row.hasAttribute(a.name)) cur.removeAttribute(a.name);
+        for (const a of [...row.attributes]) if (cur.getAttribute(a.name) !== a.value) cur.setAttribute(a.name, a.value);
+        const cells = [...row.children];
+        while (cur.children.length > cells.length) cur.lastElementChild.remove();
+        cells.forEach((c, i) => {
+          const o = cur.children[i];
+          if (!o) cur.append(c);
+          else if (!o.isEqualNode(c)) o.replaceWith(c);
+        });
+      } else {
+        cur = row;
+      }
+      if (cur !== at) body.insertBefore(cur, at);
+      at = cur.nextElementSibling;
+    }
+    for (const r of old.values()) r.remove();
+  }
+
   function toast(msg, bad) {
     const t = $('toast');
     t.textContent = msg;
@@ -160,11 +190,12 @@
     b.textContent = n1.ok ? 'OK' : 'at risk';
     b.className = `badge ${n1.ok ? 'badge-up' : 'badge-down'}`;
     card.dataset.ok = String(n1.ok);
-    let text = `Losing ${n1.worst} (${n1.worst_sessions} session${n1.worst_sessions === 1 ? '' : 's'}) ` +
-      `leaves ${n1.spare} free place${n1.spare === 1 ? '' : 's'} on the other servers taking new users`;
-    if (n1.headroom < 0) text += `: ${-n1.headroom} user${n1.headroom === -1 ? '' : 's'} would find no place.`;
-    else if (!n1.ok) text += ', but no other server takes new users.';
-    else text += '.';
+    const ws = n1.worst_sessions, h = n1.headroom;
+    let text = `Losing ${n1.worst} and placing its ${ws} session${ws === 1 ? '' : 's'} on the other servers ` +
+      'taking new users leaves ';
+    if (h < 0) text += `${-h} user${h === -1 ? '' : 's'} without a place (headroom ${h}).`;
+    else if (!n1.ok) text += `${h} free places: no other server takes new users.`;
+    else text += `${h} free place${h === 1 ? '' : 's'}.`;
     setText('n1-text', text);
   }
 
@@ -189,11 +220,10 @@
       if (s.sessions.pending) parts.push(`${s.sessions.pending} pending`);
       if (s.sessions.lost) parts.push(`${s.sessions.lost} lost`);
       const action = s.admin_state === 'draining'
-        ? el('button', { type: 'button', class: 'btn btn-small', 'data-action': 'enable', text: 'Enable' })
-        : el('button', { type: 'button', class: 'btn btn-small btn-warn', 'data-action': 'drain', text: 'Drain' });
-      action.addEventListener('click', () => serverAction(s.name, action.dataset.action));
+        ? el('button', { type: 'button', class: 'btn btn-small', 'data-action': 'enable', text: 'Enable', 'aria-label': `Enable ${s.name}` })
+        : el('button', { type: 'button', class: 'btn btn-small btn-warn', 'data-action': 'drain', text: 'Drain', 'aria-label': `Drain ${s.name}` });
       const stale = s.state === 'up' && s.heartbeat_age_ms !== null && s.heartbeat_age_ms > 2000 * heartbeatInterval;
-      rows.push(el('tr', { 'data-server': s.name, class: s.state === 'down' ? 'row-down' : '' },
+      rows.push(el('tr', { 'data-key': s.name, 'data-server': s.name, class: s.state === 'down' ? 'row-down' : '' },
         el('td', { class: 'strong' }, s.name, s.agent_version ? el('div', { class: 'sub', text: `agent ${s.agent_version}` }) : null),
         el('td', { class: 'mono', text: `${s.address}:${s.port}` }),
         el('td', {}, stateBadges(s)),
@@ -207,7 +237,7 @@
         el('td', { class: stale ? 'warn-text' : '', text: age(s.heartbeat_age_ms) }),
         el('td', { class: 'col-actions' }, action)));
     }
-    body.replaceChildren(...rows);
+    patchRows(body, rows);
     $('servers-empty').hidden = list.length > 0;
     setText('servers-count', `${list.length} server${list.length === 1 ? '' : 's'}`);
 
@@ -235,24 +265,34 @@
 
   const STATE_KIND = { active: 'up', disconnected: 'disconnected', pending: 'pending', lost: 'down', ended: 'unknown' };
 
+  const sessionsShown = new Map();   // id -> the session last rendered
+
+  // One session's row: add a column here (and its <th> in index.html).
+  function sessionRow(e, now) {
+    const actions = el('div', { class: 'row-actions' });
+    const btn = (action, text, cls) => actions.append(el('button', {
+      type: 'button', class: `btn btn-small ${cls}`, 'data-action': action, text,
+      'aria-label': `${text} ${e.user} on ${e.server} (session ${e.id})`,
+    }));
+    if (e.state === 'active' || e.state === 'disconnected') btn('logoff', 'Log off', 'btn-warn');
+    if (e.state === 'active') btn('disconnect', 'Disconnect', 'btn-ghost');
+    if (e.state !== 'ended') btn('forget', 'Forget', e.state === 'lost' ? 'btn-warn' : 'btn-ghost');
+    const who = e.domain ? `${e.domain}\\${e.login || e.user}` : (e.login || e.user);
+    return el('tr', { 'data-key': String(e.id), 'data-session': String(e.id), 'data-user': e.user, class: e.state === 'lost' ? 'row-lost' : '' },
+      el('td', { class: 'num mono', text: e.id }),
+      el('td', { class: 'strong' }, e.user, who.toLowerCase() !== e.user ? el('div', { class: 'sub', text: who }) : null),
+      el('td', { text: e.server }),
+      el('td', {}, badge(e.state, STATE_KIND[e.state] || 'unknown', 'badge-session')),
+      el('td', { class: 'mono', text: e.client || '–' }),
+      el('td', { text: age(now - e.updated), title: new Date(e.updated).toLocaleString() }),
+      el('td', { class: 'col-actions' }, actions));
+  }
+
   function renderSessions(data, now) {
-    const rows = data.sessions.map((e) => {
-      let action = null;
-      if (e.state !== 'ended') {
-        action = el('button', { type: 'button', class: `btn btn-small${e.state === 'lost' ? ' btn-warn' : ' btn-ghost'}`, 'data-action': 'forget', text: 'Forget' });
-        action.addEventListener('click', () => forgetSession(e));
-      }
-      const who = e.domain ? `${e.domain}\\${e.login || e.user}` : (e.login || e.user);
-      return el('tr', { 'data-session': String(e.id), 'data-user': e.user, class: e.state === 'lost' ? 'row-lost' : '' },
-        el('td', { class: 'num mono', text: e.id }),
-        el('td', { class: 'strong' }, e.user, who.toLowerCase() !== e.user ? el('div', { class: 'sub', text: who }) : null),
-        el('td', { text: e.server }),
-        el('td', {}, badge(e.state, STATE_KIND[e.state] || 'unknown', 'badge-session')),
-        el('td', { class: 'mono', text: e.client || '–' }),
-        el('td', { text: age(now - e.updated), title: new Date(e.updated).toLocaleString() }),
-        el('td', { class: 'col-actions' }, action));
-    });
-    $('sessions-body').replaceChildren(...rows);
+    sessionsShown.clear();
+    for (const e of data.sessions) sessionsShown.set(String(e.id), e);
+    const rows = data.sessions.map((e) => sessionRow(e, now));
+    patchRows($('sessions-body'), rows);
     $('sessions-empty').hidden = rows.length > 0;
     setText('sessions-count', data.truncated ? `showing ${rows.length} of ${data.total}` :
       `${data.total} session${data.total === 1 ? '' : 's'}`);
@@ -266,21 +306,25 @@
     admin_login_failed: 'down',
   };
 
-  function renderEvents(fresh) {
-    if (fresh.length) {
-      lastEventId = Math.max(lastEventId, ...fresh.map((e) => e.id));
-      events = fresh.concat(events).slice(0, EVENTS_KEEP);
-    }
-    const items = events.map((e) => el('li', { 'data-event': e.kind },
+  function eventItem(e) {
+    return el('li', { 'data-event': e.kind, 'data-key': String(e.id) },
       el('time', { text: clock(e.ts), datetime: new Date(e.ts).toISOString() }),
       badge(e.kind.replace(/_/g, ' '), EVENT_KIND[e.kind] || 'neutral'),
       el('span', { class: 'event-text' },
         e.server ? el('b', { text: e.server }) : null,
         e.user ? ` ${e.user}` : null,
         e.client ? el('span', { class: 'muted', text: ` from ${e.client}` }) : null,
-        e.detail ? el('span', { class: 'event-detail', text: ` ${e.detail}` }) : null)));
-    $('events-list').replaceChildren(...items);
-    if (!items.length) $('events-list').replaceChildren(el('li', { class: 'empty', text: 'No events yet.' }));
+        e.detail ? el('span', { class: 'event-detail', text: ` ${e.detail}` }) : null));
+  }
+
+  function renderEvents(fresh) {
+    if (fresh.length) {
+      lastEventId = Math.max(lastEventId, ...fresh.map((e) => e.id));
+      events = fresh.concat(events).slice(0, EVENTS_KEEP);
+    }
+    const list = $('events-list');
+    if (!events.length) { list.replaceChildren(el('li', { class: 'empty', text: 'No events yet.' })); return; }
+    patchRows(list, events.map(eventItem));
   }
 
   // ---- refresh loop -------------------------------------------------------------
@@ -291,7 +335,7 @@
     if (refreshing) { timer = setTimeout(refresh, 200); return; }
     refreshing = true;
     try {
-      const [status, servers, sessions, ev] = await Promise.all([
+      const [status, servers, sessions, ev, history] = await Promise.all([
         api('GET', '/api/v1/status'),
         api('GET', '/api/v1/servers'),
         api('GET', sessionsQuery()).catch((e) => {
@@ -299,12 +343,15 @@
           throw e;
         }),
         api('GET', `/api/v1/events?since=${lastEventId}&limit=${EVENTS_KEEP}`),
+        // the last hour; the page still works without it
+        api('GET', `/api/v1/history?since=${Date.now() - HISTORY_MS}`).catch(() => null),
       ]);
       heartbeatInterval = status.heartbeat_interval;
       renderStatus(status);
       renderServers(servers.servers);
       renderSessions(sessions, status.now);
       renderEvents(ev.events);
+      if (history && window.TsbCharts && window.uPlot) window.TsbCharts.render(history);
       setLive(true, `updated ${clock(status.now)}`);
       document.body.dataset.refreshed = String((Number(document.body.dataset.refreshed) || 0) + 1);
     } catch (e) {
@@ -361,6 +408,38 @@
     refresh();
   }
 
+  // Log off or disconnect through the agent: the broker queues a command
+  // the agent runs at its next heartbeat; its outcome comes as an event.
+  async function sessionCommand(e, action) {
+    const logoff = action === 'logoff';
+    const ok = await confirmDialog(`${logoff ? 'Log off' : 'Disconnect'} ${e.user} on ${e.server}?`,
+      logoff ? `${e.user}'s session ${e.id} on ${e.server} is ended: unsaved work in it is lost.`
+        : `${e.user}'s client is disconnected from ${e.server}; session ${e.id} stays and the user can reconnect to it.`,
+      logoff ? 'Log off' : 'Disconnect');
+    if (!ok) return;
+    try {
+      const r = await api('POST', `/api/v1/sessions/${e.id}/${action}`);
+      const c = r && (r.command || r);
+      toast(`${logoff ? 'Log off' : 'Disconnect'} of ${e.user} on ${e.server}: ${c && c.state ? c.state : 'sent'}`);
+    } catch (err) {
+      if (err.status === 401) { showLogin('Your session has ended: sign in again.'); return; }
+      toast(`Cannot ${logoff ? 'log off' : 'disconnect'} ${e.user} on ${e.server}: ${err.message}`, true);
+    }
+    refresh();
+  }
+
+  // One listener per table: buttons kept across refreshes keep working.
+  function onRowAction(ev) {
+    const b = ev.target.closest('button[data-action]');
+    const tr = b && b.closest('tr');
+    if (!tr) return;
+    if (tr.dataset.server) { serverAction(tr.dataset.server, b.dataset.action); return; }
+    const e = sessionsShown.get(tr.dataset.session);
+    if (!e) return;
+    if (b.dataset.action === 'forget') forgetSession(e);
+    else sessionCommand(e, b.dataset.action);
+  }
+
   // ---- login --------------------------------------------------------------------
   async function login(ev) {
     ev.preventDefault();
@@ -397,6 +476,8 @@
   document.addEventListener('DOMContentLoaded', async () => {
     $('login-form').addEventListener('submit', login);
     $('logout').addEventListener('click', logout);
+    $('servers-body').addEventListener('click', onRowAction);
+    $('sessions-body').addEventListener('click', onRowAction);
     $('filter-user').addEventListener('input', onFilter);
     $('filter-server').addEventListener('change', refresh);
     $('filter-state').addEventListener('change', refresh);

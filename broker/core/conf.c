@@ -46,6 +46,8 @@ static const struct cfg_key conf_keys[] = {
 	{ "placement", "pending_ttl", CFG_INT, I(pending_ttl), 1, 86400, "120", NULL },
 	{ "placement", "pending_penalty", CFG_INT, I(pending_penalty), 0, 100, "1", NULL },
 	{ "placement", "max_sessions", CFG_INT, I(default_max_sessions), 1, 1000000, "100", NULL },
+	{ "history", "period", CFG_INT, I(history_period), 1, 86400, "60", NULL },
+	{ "history", "keep", CFG_INT, I(history_keep), 1, 3650, "14", NULL },
 	CFG_END
 };
 

@@ -38,6 +38,8 @@ struct conf {
 	int pending_ttl;		/* [placement] */
 	int pending_penalty;
 	int default_max_sessions;	/* for servers added without --max-sessions */
+	int history_period;		/* [history] period: a sample every, seconds */
+	int history_keep;		/* [history] keep: days */
 };
 
 /* Reads path (defaults for missing keys). 0, or -1 with "file:line: msg". */

@@ -497,6 +497,76 @@ api_admin_events(struct api_admin *a, const struct auth_who *who,
 	http_reply_json(res, 200, wire_json_dump(o));
 }
 
+/* ---- GET /api/v1/history ---- */
+
+#define HISTORY_LIMIT_DEF	1440	/* a day of 1-minute samples */
+#define HISTORY_LIMIT_MAX	20000
+
+static struct wire_json *
+sample_json(const struct store_sample *s, const struct store_sample_server *sv, size_t m,
+    size_t *j)
+{
+	struct wire_json *o = wire_json_object(), *servers = wire_json_object();
+
+	wire_json_int(o, "ts", s->ts);
+	wire_json_int(o, "span_ms", s->span);
+	wire_json_int(o, "logons", s->logons);
+	wire_json_int(o, "reconnects", s->reconnects);
+	wire_json_int(o, "refusals", s->refusals);
+	wire_json_num(o, "redirect_p50_ms", (double)s->redirect_p50_us / 1000.0);
+	wire_json_num(o, "redirect_p99_ms", (double)s->redirect_p99_us / 1000.0);
+	wire_json_int(o, "headroom", s->headroom);
+	for (; *j < m && sv[*j].ts == s->ts && sv[*j].span == s->span; (*j)++) {
+		struct wire_json *c = wire_json_object();
+
+		wire_json_int(c, "active", sv[*j].active);
+		wire_json_int(c, "disconnected", sv[*j].disconnected);
+		wire_json_int(c, "pending", sv[*j].pending);
+		wire_json_int(c, "lost", sv[*j].lost);
+		wire_json_add(servers, sv[*j].server, c);
+	}
+	wire_json_add(o, "servers", servers);
+	return o;
+}
+
+static void
+api_admin_history(struct api_admin *a, const struct auth_who *who,
+    const struct http_request *req, struct http_response *res)
+{
+	struct store_sample *list = NULL;
+	struct store_sample_server *sv = NULL;
+	struct wire_json *o, *arr;
+	int64_t since, limit, now = util_now_ms();
+	size_t n = 0, m = 0, j = 0;
+	int r;
+
+	if (arg_int(req, res, "since", 0, INT64_MAX, now - 86400 * 1000LL, &since) != 0 ||
+	    arg_int(req, res, "limit", 1, HISTORY_LIMIT_MAX, HISTORY_LIMIT_DEF, &limit) != 0)
+		return;
+	if ((r = store_history_list(a->st, since, (int)limit, &list, &n, &sv, &m)) != 0) {
+		free(list);
+		free(sv);
+		reply_store_error(a, res, r, NULL);
+		return;
+	}
+	/* samples older than a day are merged ones: older servers' rows
+	 * sort before a merged sample of the same ts (by span) */
+	o = wire_json_object();
+	wire_json_int(o, "period", a->c->history_period);
+	wire_json_int(o, "now", now);
+	arr = wire_json_array();
+	for (size_t i = 0; i < n; i++) {
+		while (j < m && (sv[j].ts < list[i].ts || (sv[j].ts == list[i].ts &&
+		    sv[j].span < list[i].span)))
+			j++;
+		wire_json_add(arr, NULL, sample_json(&list[i], sv, m, &j));
+	}
+	free(list);
+	free(sv);
+	wire_json_add(o, "samples", arr);
+	http_reply_json(res, 200, wire_json_dump(o));
+}
+
 static const struct api_admin_route api_admin_routes[] = {
 	{ "POST", "/api/v1/login", AUTH_NONE, api_admin_login },
 	{ "POST", "/api/v1/logout", AUTH_ADMIN, api_admin_logout },
@@ -508,6 +578,7 @@ static const struct api_admin_route api_admin_routes[] = {
 	{ "GET", "/api/v1/sessions", AUTH_ADMIN, api_admin_sessions },
 	{ "DELETE", "/api/v1/sessions/", AUTH_ADMIN, api_admin_session_delete },
 	{ "GET", "/api/v1/events", AUTH_ADMIN, api_admin_events },
+	{ "GET", "/api/v1/history", AUTH_ADMIN, api_admin_history },
 };
 _Static_assert(sizeof(api_admin_routes) / sizeof(api_admin_routes[0]) <= API_ADMIN_ROUTES,
     "API_ADMIN_ROUTES is too small");

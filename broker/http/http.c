@@ -35,6 +35,10 @@ static const struct http_static_file {
 	{ "/app.js", "app.js", "text/javascript; charset=utf-8" },
 	{ "/style.css", "style.css", "text/css; charset=utf-8" },
 	{ "/favicon.svg", "favicon.svg", "image/svg+xml" },
+	{ "/charts.js", "charts.js", "text/javascript; charset=utf-8" },
+	/* uPlot, vendored from npm (web/vendor/uPlot.LICENSE) */
+	{ "/vendor/uPlot.iife.min.js", "vendor/uPlot.iife.min.js", "text/javascript; charset=utf-8" },
+	{ "/vendor/uPlot.min.css", "vendor/uPlot.min.css", "text/css; charset=utf-8" },
 };
 #define HTTP_STATIC_N (sizeof(http_static_files) / sizeof(http_static_files[0]))
 #define HTTP_STATIC_MAX (4 << 20)

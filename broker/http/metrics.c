@@ -88,6 +88,23 @@ farm_gauges(struct textbuf *b, const struct farm_summary *fs)
 	    f.n1.headroom, f.n1.ok);
 }
 
+/* The oldest heartbeat of the up servers (0 s if none): an agent going
+ * quiet shows here before its server goes down. Counts only: no names. */
+static void
+heartbeat_gauge(struct textbuf *b, const struct store_server *sv, size_t n, int64_t now)
+{
+	int64_t oldest = now;
+
+	for (size_t i = 0; i < n; i++)
+		if (sv[i].state == SERVER_UP && sv[i].last_heartbeat > 0 &&
+		    sv[i].last_heartbeat < oldest)
+			oldest = sv[i].last_heartbeat;
+	tb_printf(b, "# HELP tsbroker_heartbeat_age_max_seconds Time since the "
+	    "least recent heartbeat of the up servers.\n"
+	    "# TYPE tsbroker_heartbeat_age_max_seconds gauge\n"
+	    "tsbroker_heartbeat_age_max_seconds %.3f\n", (double)(now - oldest) / 1000.0);
+}
+
 static void
 metrics_get(void *ctx, const struct http_request *req, struct http_response *res)
 {
@@ -112,8 +129,11 @@ metrics_get(void *ctx, const struct http_request *req, struct http_response *res
 	}
 	down = store_outage(p->st, &since, NULL, 0);
 	if (r == 0) {
-		farm_summarise(list, n, util_now_ms(), &f);
+		int64_t now = util_now_ms();
+
+		farm_summarise(list, n, now, &f);
 		farm_gauges(&b, &f);
+		heartbeat_gauge(&b, list, n, now);
 	}
 	free(list);
 	tb_printf(&b, "# HELP tsbroker_state_database_up 1 if the state database is "

@@ -9,6 +9,11 @@
  * that are up and enabled (not draining, not quarantined):
  *   headroom(i) = sum over those j != i of max(0, max_sessions(j) - sessions(j))
  *                 - sessions(i)
+ * The farm's headroom is the smallest headroom(i): the free places left on
+ * the servers that take new users after the worst server to lose has gone
+ * and its users have been placed on the others (spare is the same before
+ * they are placed). This is the one number the card, /metrics, the alert
+ * rule and the history chart show.
  * The farm is n+1 safe when every headroom(i) >= 0 and each i has at least
  * one such other server. Weights do not enter: placement uses them to
  * choose among servers, but any up, enabled server below max_sessions takes

@@ -35,6 +35,7 @@ $(eval $(call unit_test,test_reconcile,$(B)/broker/state/reconcile.o $(B)/broker
 # test_store: the store contract (store.h only, any engine); test_store_sqlite:
 # what only the SQLite engine has (its file, data_version, a full disk, upgrades)
 STORE_TEST_OBJS := $(B)/tests/unit/store_fx.o $(STORE_OBJ) $(B)/broker/state/health.o \
+	$(B)/broker/state/farm.o \
 	$(B)/broker/core/conf.o $(COMMON_OBJ)
 $(eval $(call unit_test,test_store,$(STORE_TEST_OBJS),$(STATE_LIBS) $(COMMON_LIBS)))
 $(eval $(call unit_test,test_store_sqlite,$(STORE_TEST_OBJS),$(STATE_LIBS) $(COMMON_LIBS)))

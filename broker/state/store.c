@@ -1105,6 +1105,102 @@ store_event_prune(struct store *st, int64_t before_ms, int keep)
 	return ONE(st, 1, event_prune, before_ms, keep);
 }
 
+/* ---- history ---- */
+
+/* The p-th percentile (nearest rank) of n ascending values; 0 if none. */
+static int64_t
+percentile(const int64_t *v, size_t n, int p)
+{
+	size_t rank = (n * (size_t)p + 99) / 100;
+
+	return n == 0 ? 0 : v[rank > 0 ? rank - 1 : 0];
+}
+
+int
+store_history_take(struct store *st, int64_t ts, int64_t span, int headroom, int *taken)
+{
+	int64_t *dur = NULL;
+	size_t nd = 0;
+	int r, claimed;
+
+ retry:
+	claimed = 0;
+	if ((r = begin(st, 1)) != 0)
+		return r;
+	r = st->e->history_claim(st->db, ts, span, headroom, &claimed);
+	if (r == 0 && claimed > 0)
+		r = st->e->history_durations(st->db, ts, span, &dur, &nd);
+	if (r == 0 && claimed > 0)
+		r = st->e->history_fill(st->db, ts, span, percentile(dur, nd, 50),
+		    percentile(dur, nd, 99));
+	free(dur);
+	dur = NULL;
+	if ((r = end_again(st, r)) == STORE_AGAIN)
+		goto retry;
+	if (r == 0)
+		*taken = claimed > 0;
+	return r;
+}
+
+int
+store_history_list(struct store *st, int64_t since, int limit, struct store_sample **samples,
+    size_t *n, struct store_sample_server **servers, size_t *m)
+{
+	int r;
+
+ retry:
+	*samples = NULL;
+	*servers = NULL;
+	*n = *m = 0;
+	if ((r = begin(st, 0)) != 0)
+		return r;
+	r = st->e->history_list(st->db, since, limit, samples, n);
+	if (r == 0 && *n > 0)
+		r = st->e->history_servers(st->db, (*samples)[0].ts, (*samples)[*n - 1].ts,
+		    servers, m);
+	if ((r = end_again(st, r)) == STORE_AGAIN) {
+		free(*samples);
+		free(*servers);
+		goto retry;
+	}
+	return r;
+}
+
+int
+store_history_prune(struct store *st, int64_t now, int64_t keep_before, int batch,
+    int steps, int *merged, int *deleted)
+{
+	const int64_t span = STORE_HISTORY_MERGE_MS;
+	int64_t oldest = 0;
+	int r = 0, more = 1, gone;
+
+	*merged = *deleted = 0;
+	/* a bucket merged a step: each its own short write transaction */
+	while (steps > 0 && more) {
+		r = ONE(st, 0, history_oldest_raw, now - STORE_HISTORY_RAW_MS, span, &oldest);
+		if (r == STORE_NOT_FOUND || (oldest - oldest % span) + span >
+		    now - STORE_HISTORY_RAW_MS) {
+			more = 0;
+			r = 0;
+			break;
+		}
+		if (r != 0 || (r = ONE(st, 1, history_merge, oldest - oldest % span, span)) != 0)
+			return r;
+		(*merged)++;
+		steps--;
+	}
+	while (steps > 0) {
+		gone = 0;
+		if ((r = ONE(st, 1, history_delete, keep_before, batch, &gone)) != 0)
+			return r;
+		*deleted += gone;
+		steps--;
+		if (gone < batch)
+			break;
+	}
+	return r;
+}
+
 /* ---- admin ---- */
 
 int

@@ -206,6 +206,41 @@ int store_event_list(struct store *st, int64_t since_id, int limit,
 /* Deletes events older than before_ms and beyond the newest keep. */
 int store_event_prune(struct store *st, int64_t before_ms, int keep);
 
+/* ---- history: the farm over time (README "History") ---- */
+struct store_sample {
+	int64_t ts;			/* ms: the start of the time it covers */
+	int64_t span;			/* ms it covers (raw: the period; merged: 15 min) */
+	int logons, reconnects, refusals;	/* events in it */
+	int64_t redirect_p50_us, redirect_p99_us;	/* 0: no redirect */
+	int headroom;			/* farm.h; merged: the least */
+};
+struct store_sample_server {
+	int64_t ts, span;		/* the sample's */
+	char server[WIRE_NAME_MAX];
+	int active, disconnected, pending, lost;	/* merged: rounded means */
+};
+/* Takes the sample of [ts, ts + span): the events in it counted, the
+ * redirect times' percentiles, the sessions of every server as now, and
+ * headroom (the caller's, from farm_summarise). Of several stores taking
+ * the same ts, one records it: *taken 1 if this call did. */
+int store_history_take(struct store *st, int64_t ts, int64_t span, int headroom,
+    int *taken);
+/* Samples with ts >= since, oldest first, at most limit, and their
+ * servers' rows (by ts, then name): new arrays the caller frees, set even
+ * on error. */
+int store_history_list(struct store *st, int64_t since, int limit,
+    struct store_sample **samples, size_t *n, struct store_sample_server **servers,
+    size_t *m);
+#define STORE_HISTORY_MERGE_MS	(15 * 60 * 1000)	/* the span of merged samples */
+#define STORE_HISTORY_RAW_MS	(24 * 3600 * 1000)	/* kept unmerged */
+/* Bounded upkeep, one short write transaction per step: merges samples
+ * older than now - STORE_HISTORY_RAW_MS into STORE_HISTORY_MERGE_MS ones
+ * (a bucket a step), deletes samples older than keep_before (batch
+ * samples a step), until done or steps ran. *merged and *deleted count
+ * what this call did. */
+int store_history_prune(struct store *st, int64_t now, int64_t keep_before, int batch,
+    int steps, int *merged, int *deleted);
+
 /* ---- admin credentials ---- */
 int store_admin_password_set(struct store *st, const char *hash, int64_t now);
 /* STORE_NOT_FOUND if none is set yet. */

@@ -191,6 +191,29 @@ struct store_engine {
 	int (*admin_session_prune)(struct store_db *db, int64_t idle_before,
 	    int64_t max_before, int *pruned);
 
+	/* history (store.h); history_claim: the sample row of [ts, ts + span)
+	 * with its counts from events, *claimed 0 if recorded already;
+	 * durations: the redirect times in it, ascending (a new array) */
+	int (*history_claim)(struct store_db *db, int64_t ts, int64_t span, int headroom,
+	    int *claimed);
+	int (*history_durations)(struct store_db *db, int64_t ts, int64_t span,
+	    int64_t **out, size_t *n);
+	/* the percentiles into the claimed row, and its servers' rows */
+	int (*history_fill)(struct store_db *db, int64_t ts, int64_t span, int64_t p50_us,
+	    int64_t p99_us);
+	int (*history_list)(struct store_db *db, int64_t since, int limit,
+	    struct store_sample **out, size_t *n);
+	int (*history_servers)(struct store_db *db, int64_t from, int64_t to,
+	    struct store_sample_server **out, size_t *n);
+	/* the oldest unmerged sample before `before`: STORE_NOT_FOUND if none */
+	int (*history_oldest_raw)(struct store_db *db, int64_t before, int64_t span,
+	    int64_t *ts);
+	/* merges the samples shorter than span in [from, from + span) */
+	int (*history_merge)(struct store_db *db, int64_t from, int64_t span);
+	/* deletes the samples before `before`, at most batch of them */
+	int (*history_delete)(struct store_db *db, int64_t before, int batch,
+	    int *deleted);
+
 	/* settings; setting_add: *added 0 if key had a value (kept) */
 	int (*setting_get)(struct store_db *db, const char *key, char *value, size_t n);
 	int (*setting_add)(struct store_db *db, const char *key, const char *value,

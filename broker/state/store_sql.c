@@ -721,6 +721,139 @@ sq_admin_session_prune(struct store_db *d, int64_t idle_before, int64_t max_befo
 	    "created <= ?", "II", idle_before, max_before), pruned);
 }
 
+/* ---- history ---- */
+
+static int
+sq_history_claim(struct store_db *d, int64_t ts, int64_t span, int headroom, int *claimed)
+{
+	return sql_exec(d, sql_prep(d, "INSERT INTO history (ts, span, logons, reconnects, "
+	    "refusals, redirect_p50_us, redirect_p99_us, headroom) SELECT ?1, ?2, "
+	    "count(CASE WHEN kind = 'placement' THEN 1 END), "
+	    "count(CASE WHEN kind = 'reconnect' THEN 1 END), "
+	    "count(CASE WHEN kind = 'refusal' THEN 1 END), 0, 0, ?3 FROM events "
+	    "WHERE ts >= ?1 AND ts < ?1 + ?2 ON CONFLICT (ts, span) DO NOTHING", "IIi",
+	    ts, span, headroom), claimed);
+}
+
+static const struct col duration_cols[] = { { 'L', 0, sizeof(int64_t) } };
+
+static int
+sq_history_durations(struct store_db *d, int64_t ts, int64_t span, int64_t **out, size_t *n)
+{
+	return sql_rows(d, sql_prep(d, "SELECT duration_us FROM events WHERE ts >= ?1 AND "
+	    "ts < ?1 + ?2 AND kind IN ('placement', 'reconnect') ORDER BY duration_us", "II",
+	    ts, span), sizeof(**out), COLS(duration_cols), out, n);
+}
+
+static int
+sq_history_fill(struct store_db *d, int64_t ts, int64_t span, int64_t p50_us, int64_t p99_us)
+{
+	int r;
+
+	r = EXEC(d, "UPDATE history SET redirect_p50_us = ?3, redirect_p99_us = ?4 "
+	    "WHERE ts = ?1 AND span = ?2", "IIII", ts, span, p50_us, p99_us);
+	if (r == 0)
+		r = EXEC(d, "INSERT INTO history_servers (ts, span, server, active, "
+		    "disconnected, pending, lost) SELECT ?1, ?2, v.name, "
+		    "count(CASE WHEN e.state = 'active' THEN 1 END), "
+		    "count(CASE WHEN e.state = 'disconnected' THEN 1 END), "
+		    "count(CASE WHEN e.state = 'pending' THEN 1 END), "
+		    "count(CASE WHEN e.state = 'lost' THEN 1 END) FROM servers v "
+		    "LEFT JOIN sessions e ON e.server_id = v.id AND e.state <> 'ended' "
+		    "WHERE true GROUP BY v.name", "II", ts, span);
+	return r;
+}
+
+#define HS(type, f) COL(type, struct store_sample, f)
+static const struct col sample_cols[] = {
+	HS('L', ts), HS('L', span), HS('I', logons), HS('I', reconnects), HS('I', refusals),
+	HS('L', redirect_p50_us), HS('L', redirect_p99_us), HS('I', headroom),
+};
+#define HV(type, f) COL(type, struct store_sample_server, f)
+static const struct col sample_server_cols[] = {
+	HV('L', ts), HV('L', span), HV('T', server), HV('I', active), HV('I', disconnected),
+	HV('I', pending), HV('I', lost),
+};
+
+static int
+sq_history_list(struct store_db *d, int64_t since, int limit, struct store_sample **out,
+    size_t *n)
+{
+	return sql_rows(d, sql_prep(d, "SELECT ts, span, logons, reconnects, refusals, "
+	    "redirect_p50_us, redirect_p99_us, headroom FROM history WHERE ts >= ? "
+	    "ORDER BY ts, span LIMIT ?", "Ii", since, limit < 1 ? 1 : limit),
+	    sizeof(**out), COLS(sample_cols), out, n);
+}
+
+static int
+sq_history_servers(struct store_db *d, int64_t from, int64_t to,
+    struct store_sample_server **out, size_t *n)
+{
+	return sql_rows(d, sql_prep(d, "SELECT ts, span, server, active, disconnected, "
+	    "pending, lost FROM history_servers WHERE ts >= ? AND ts <= ? "
+	    "ORDER BY ts, span, server", "II", from, to), sizeof(**out),
+	    COLS(sample_server_cols), out, n);
+}
+
+static int
+sq_history_oldest_raw(struct store_db *d, int64_t before, int64_t span, int64_t *ts)
+{
+	struct one o;
+	int r;
+
+	if ((r = sql_row(d, sql_prep(d, "SELECT ts FROM history WHERE span < ? AND ts < ? "
+	    "ORDER BY ts LIMIT 1", "II", span, before), COLS(one_int), &o)) == 0)
+		*ts = o.v;
+	return r;
+}
+
+static int
+sq_history_merge(struct store_db *d, int64_t from, int64_t span)
+{
+	int r;
+
+	r = EXEC(d, "INSERT INTO history (ts, span, logons, reconnects, refusals, "
+	    "redirect_p50_us, redirect_p99_us, headroom) SELECT ?1, ?2, sum(logons), "
+	    "sum(reconnects), sum(refusals), CAST(avg(redirect_p50_us) AS bigint), "
+	    "max(redirect_p99_us), min(headroom) FROM history WHERE ts >= ?1 AND "
+	    "ts < ?1 + ?2 AND span < ?2 HAVING count(*) > 0 "
+	    "ON CONFLICT (ts, span) DO NOTHING", "II", from, span);
+	if (r == 0)
+		r = EXEC(d, "INSERT INTO history_servers (ts, span, server, active, "
+		    "disconnected, pending, lost) SELECT ?1, ?2, server, "
+		    "CAST(round(avg(active)) AS integer), "
+		    "CAST(round(avg(disconnected)) AS integer), "
+		    "CAST(round(avg(pending)) AS integer), CAST(round(avg(lost)) AS integer) "
+		    "FROM history_servers WHERE ts >= ?1 AND ts < ?1 + ?2 AND span < ?2 "
+		    "GROUP BY server ON CONFLICT (ts, span, server) DO NOTHING", "II", from, span);
+	if (r == 0)
+		r = EXEC(d, "DELETE FROM history_servers WHERE ts >= ?1 AND ts < ?1 + ?2 AND "
+		    "span < ?2", "II", from, span);
+	if (r == 0)
+		r = EXEC(d, "DELETE FROM history WHERE ts >= ?1 AND ts < ?1 + ?2 AND "
+		    "span < ?2", "II", from, span);
+	return r;
+}
+
+static int
+sq_history_delete(struct store_db *d, int64_t before, int batch, int *deleted)
+{
+	struct one o;
+	int64_t cut = before;
+	int r;
+
+	/* at most batch samples: cut at the oldest one past them */
+	r = sql_row(d, sql_prep(d, "SELECT ts FROM history WHERE ts < ? ORDER BY ts "
+	    "LIMIT 1 OFFSET ?", "Ii", before, batch), COLS(one_int), &o);
+	if (r == 0)
+		cut = o.v;
+	else if (r != STORE_NOT_FOUND)
+		return r;
+	if ((r = EXEC(d, "DELETE FROM history_servers WHERE ts < ?", "I", cut)) != 0)
+		return r;
+	return sql_exec(d, sql_prep(d, "DELETE FROM history WHERE ts < ?", "I", cut), deleted);
+}
+
 /* ---- settings ---- */
 
 static int
@@ -780,6 +913,14 @@ sq_setting_set(struct store_db *d, const char *key, const char *value, int64_t n
 	.admin_session_touch = sq_admin_session_touch, \
 	.admin_session_remove = sq_admin_session_remove, \
 	.admin_session_prune = sq_admin_session_prune, \
+	.history_claim = sq_history_claim, \
+	.history_durations = sq_history_durations, \
+	.history_fill = sq_history_fill, \
+	.history_list = sq_history_list, \
+	.history_servers = sq_history_servers, \
+	.history_oldest_raw = sq_history_oldest_raw, \
+	.history_merge = sq_history_merge, \
+	.history_delete = sq_history_delete, \
 	.setting_get = sq_setting_get, \
 	.setting_add = sq_setting_add, \
 	.setting_set = sq_setting_set,

@@ -83,6 +83,36 @@ test_n1_equal_servers(void **state)
 }
 
 static void
+test_n1_demo_worked(void **state)
+{
+	/* make demo: three servers of max 20 holding 2, 2 and 1 sessions.
+	 * Losing ts1: its 2 users go to ts2 (18 free) and ts3 (19 free),
+	 * 37 free before they land, 35 after: the headroom is 35, the number
+	 * the card, /metrics, the alert and the chart all show. */
+	struct store_server sv[3] = {
+		srv("ts1", "up", 20, 1, 1, 0), srv("ts2", "up", 20, 2, 0, 0),
+		srv("ts3", "up", 20, 0, 0, 1),
+	};
+	struct farm_summary f;
+
+	farm_summarise(sv, 3, NOW, &f);
+	assert_int_equal(f.n1.ok, 1);
+	assert_string_equal(f.n1.worst, "ts1");
+	assert_int_equal(f.n1.worst_sessions, 2);
+	assert_int_equal(f.n1.spare, 37);
+	assert_int_equal(f.n1.headroom, 35);
+	/* ts2 killed: ts1's 2 go to ts3 (19 free): 17 left */
+	sv[1].state = SERVER_DOWN;
+	farm_summarise(sv, 3, NOW, &f);
+	assert_int_equal(f.n1.headroom, 17);
+	/* ts3 killed too: nowhere left, headroom below zero */
+	sv[2].state = SERVER_DOWN;
+	farm_summarise(sv, 3, NOW, &f);
+	assert_int_equal(f.n1.ok, 0);
+	assert_int_equal(f.n1.headroom, -2);
+}
+
+static void
 test_n1_worst_is_not_always_the_busiest(void **state)
 {
 	/* a: full (10/10); b: 9 of 100; c: 0 of 5. Losing a: 10 into 91 + 5.
@@ -167,6 +197,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_counts),
 		cmocka_unit_test(test_n1_equal_servers),
+		cmocka_unit_test(test_n1_demo_worked),
 		cmocka_unit_test(test_n1_worst_is_not_always_the_busiest),
 		cmocka_unit_test(test_n1_draining_and_quarantined_give_no_room),
 		cmocka_unit_test(test_n1_edges),

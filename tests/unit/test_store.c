@@ -680,6 +680,83 @@ test_unknown_engine(void **state)
 	assert_string_equal(err, "unknown store engine 'nope'");
 }
 
+/* History: a sample counts the events of its time and every server's
+ * sessions; of two stores taking the same time one records it; old
+ * samples are merged into 15-minute ones, then deleted in batches. */
+static void
+test_history(void **state)
+{
+	struct fx *f = *state;
+	struct store *other = fx_open(f);
+	const char *ab[] = { "alice", "bob" }, *c[] = { "carol" };
+	struct store_sample *sa = NULL;
+	struct store_sample_server *sv = NULL;
+	const int64_t m15 = STORE_HISTORY_MERGE_MS;
+	int64_t now = util_now_ms(), ts = now - 10000, old;
+	size_t n = 0, m = 0;
+	int t1 = -1, t2 = -1, merged, deleted;
+
+	fx_add(f, "a", 10);
+	fx_add(f, "b", 10);
+	fx_beat(f, "a", 1, T0, ab, 2, 1);
+	fx_beat(f, "b", 1, T0, c, 1, 1);
+	for (int i = 1; i <= 3; i++)
+		assert_int_equal(store_event_add(f->st, "placement", "a", "u", "", "", i * 1000), 0);
+	assert_int_equal(store_event_add(f->st, "reconnect", "a", "u", "", "", 4000), 0);
+	assert_int_equal(store_event_add(f->st, "refusal", "", "u", "", "full", 500), 0);
+	assert_int_equal(store_history_take(f->st, ts, 60000, 7, &t1), 0);
+	assert_int_equal(store_history_take(other, ts, 60000, 7, &t2), 0);
+	assert_int_equal(t1 + t2, 1);
+	assert_int_equal(store_history_list(other, ts, 10, &sa, &n, &sv, &m), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(sa[0].ts, ts);
+	assert_int_equal(sa[0].span, 60000);
+	assert_int_equal(sa[0].logons, 3);
+	assert_int_equal(sa[0].reconnects, 1);
+	assert_int_equal(sa[0].refusals, 1);
+	assert_int_equal(sa[0].redirect_p50_us, 2000);	/* of 1000 2000 3000 4000 */
+	assert_int_equal(sa[0].redirect_p99_us, 4000);
+	assert_int_equal(sa[0].headroom, 7);
+	assert_int_equal(m, 2);
+	assert_string_equal(sv[0].server, "a");
+	assert_int_equal(sv[0].active, 2);
+	assert_string_equal(sv[1].server, "b");
+	assert_int_equal(sv[1].active, 1);
+	free(sa);
+	free(sv);
+
+	/* two days ago: 15 one-minute samples in one bucket, headroom 14 .. 0 */
+	old = now - 2 * 86400000LL;
+	old -= old % m15;
+	for (int k = 0; k < 15; k++)
+		assert_int_equal(store_history_take(f->st, old + k * 60000, 60000, 14 - k, &t1), 0);
+	assert_int_equal(store_history_prune(other, now, now - 3 * 86400000LL, 100, 50,
+	    &merged, &deleted), 0);
+	assert_int_equal(merged, 1);
+	assert_int_equal(deleted, 0);
+	assert_int_equal(store_history_list(f->st, old, 100, &sa, &n, &sv, &m), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(sa[0].ts, old);
+	assert_int_equal(sa[0].span, m15);
+	assert_int_equal(sa[0].headroom, 0);		/* the least */
+	assert_int_equal(m, 4);				/* a and b of both samples */
+	assert_int_equal(sv[0].span, m15);
+	assert_int_equal(sv[0].active, 2);
+	free(sa);
+	free(sv);
+	/* kept one day: the merged sample goes, in batches of one */
+	assert_int_equal(store_history_prune(f->st, now, now - 86400000LL, 1, 50, &merged,
+	    &deleted), 0);
+	assert_int_equal(merged, 0);
+	assert_int_equal(deleted, 1);
+	assert_int_equal(store_history_list(f->st, 0, 100, &sa, &n, &sv, &m), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(sa[0].ts, ts);
+	free(sa);
+	free(sv);
+	store_close(other);
+}
+
 int
 main(void)
 {
@@ -700,6 +777,7 @@ main(void)
 		FX_TEST(test_admin_tokens),
 		FX_TEST(test_admin_sessions),
 		FX_TEST(test_settings),
+		FX_TEST(test_history),
 		FX_TEST(test_storm_spreads),
 		cmocka_unit_test(test_unknown_engine),
 	};
