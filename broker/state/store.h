@@ -202,10 +202,12 @@ int store_session_forget(struct store *st, int64_t id, int64_t now);
 
 /* ---- commands to agents (log off, disconnect; README "Logging a user
  * off"), shared by the brokers ---- */
-#define STORE_ACTOR_MAX		128	/* who asked, incl. NUL */
+#define STORE_ACTOR_MAX		160	/* who asked, incl. NUL */
 /* After its deadline (the latest start) a sent command's outcome is awaited
  * this long more (the agent runs it, then reports at once). */
 #define STORE_COMMAND_GRACE_MS	20000
+#define STORE_COMMAND_TIMEOUT_MS 30000	/* a deadline's default (API, CLI) */
+#define STORE_COMMAND_TIMEOUT_MAX 600	/* s */
 struct store_command {
 	int64_t id;
 	int64_t session_id;
