@@ -9,7 +9,10 @@ no test module is imported by another.
                     starts several and waits until the broker has them up
   probe, Holder     build/rdpprobe, once (its RESULT parsed) or held open
   XFreeRDP          Debian's stock client under Xvfb, in its own group
-  Api               the admin JSON API with a bearer token
+  Api               the admin JSON API with a bearer token (act: log off,
+                    disconnect; command_outcome)
+  Xrdp              Debian's real xrdp + sesman and a throwaway user (needs_xrdp)
+  unit_setpriv      the setpriv command running a program as a unit file would
   make_cert         a self-signed certificate for a name
   PgCluster         a throwaway PostgreSQL primary, with a synchronous
                     standby if asked (tests/pg/cluster.sh): kill, promote
@@ -24,6 +27,7 @@ build-asan/). The raw RDP client is its own module, rawrdp.py.
 """
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -359,8 +363,10 @@ class Agent:
     (NAME.log) in workdir; extra config keys override the defaults."""
 
     def __init__(self, workdir, broker, token, name="ts1", rdp_port=3389, sessions="auto",
-                 **extra):
+                 wrap=(), **extra):
+        """wrap: a command the agent runs under (unit_setpriv's)."""
         self.dir = str(workdir)
+        self.wrap = list(wrap)
         os.makedirs(self.dir, exist_ok=True)
         self.token = token
         self.conf = os.path.join(self.dir, f"{name}.conf")
@@ -378,7 +384,7 @@ class Agent:
 
     def start(self):
         self.err = open(self.log_path, "a")
-        self.proc = subprocess.Popen([TSAGENT, "-f", self.conf, "-v"],
+        self.proc = subprocess.Popen(self.wrap + [TSAGENT, "-f", self.conf, "-v"],
                                      stdout=subprocess.DEVNULL, stderr=self.err)
         return self
 
@@ -651,6 +657,187 @@ class Api:
 
     def enable(self, name):
         return self.call("POST", f"/api/v1/servers/{name}/enable")
+
+    def act(self, session_id, kind, timeout=None, expect=202):
+        """POST /api/v1/sessions/ID/logoff|disconnect: the command queued."""
+        q = f"?timeout={timeout}" if timeout else ""
+        return self.call("POST", f"/api/v1/sessions/{session_id}/{kind}{q}", expect=expect)
+
+    def command_outcome(self, command_id, timeout=40):
+        """The command once it is no longer queued or sent."""
+        return wait_until(lambda: (lambda c: c if c["state"] not in ("queued", "sent")
+                                   else None)(self.call("GET", f"/api/v1/commands/{command_id}")),
+                          timeout, f"command {command_id}'s outcome", interval=0.2)
+
+
+# ---- a unit's privileges, a real xrdp -------------------------------------------
+
+def unit_setpriv(unit, uid):
+    """The setpriv command that runs a program as a systemd unit file runs
+    it: as uid (its User=, or DynamicUser's made-up one) with no groups,
+    the unit's ambient capabilities (also its bounding set) and
+    NoNewPrivileges."""
+    keys = {}
+    with open(unit) as f:
+        for line in f:
+            if "=" in line and not line.lstrip().startswith("#"):
+                k, v = line.strip().split("=", 1)
+                keys[k] = v
+    assert keys.get("DynamicUser") == "yes" or "User" in keys, unit
+    ambient = keys.get("AmbientCapabilities", "").split()
+    bounding = keys.get("CapabilityBoundingSet", "").split()
+    assert sorted(ambient) == sorted(bounding), "ambient capabilities = the bounding set"
+    caps = ",".join(["-all"] + ["+" + c.lower().removeprefix("cap_") for c in ambient])
+    cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+           f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set={caps}"]
+    if keys.get("NoNewPrivileges") == "yes":
+        cmd.append("--no-new-privs")
+    return cmd + ["--"]
+
+
+XRDP_NEEDED = ["/usr/sbin/xrdp", "/usr/sbin/xrdp-sesman", "/usr/bin/Xvnc", "/usr/bin/xfreerdp",
+               "/usr/bin/xvfb-run", "/usr/share/xrdp/socksetup"]
+XRDP_CONFIGS = ["/etc/xrdp/xrdp.ini", "/etc/xrdp/sesman.ini", "/etc/xrdp/startwm.sh"]
+xrdp_missing = [p for p in XRDP_NEEDED if not os.path.exists(p)]
+needs_xrdp = [
+    pytest.mark.skipif(bool(xrdp_missing), reason="xrdp is not installed (missing "
+                       f"{', '.join(xrdp_missing)}; `sh tools/deps.sh test` installs it)"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: edits /etc/xrdp, adds a user"),
+]
+
+
+def _edit(path, pattern, repl):
+    with open(path) as f:
+        text = f.read()
+    new, n = re.subn(pattern, repl, text, count=1, flags=re.M)
+    assert n == 1, f"{path}: no line matches {pattern}"
+    with open(path, "w") as f:
+        f.write(new)
+
+
+def spawn(args, log, **kw):
+    """A process in its own session, output to log (appended)."""
+    out = open(log, "ab")
+    try:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, **kw)
+    finally:
+        out.close()
+
+
+def stop_group(p):
+    """Ends a process we started in its own session, and all of its group."""
+    stop(p, timeout=5, group=True)
+
+
+def pids_of_uid(uid):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if os.stat(f"/proc/{d}").st_uid == uid:
+                    out.append(int(d))
+            except FileNotFoundError:
+                pass
+    return out
+
+
+def comm_of(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None
+
+
+def _listening(port):
+    with open("/proc/net/tcp") as f4, open("/proc/net/tcp6") as f6:
+        text = f4.read() + f6.read()
+    return re.search(rf":{port:04X} [0-9A-F:]+ 0A ", text) is not None
+
+
+class Xrdp:
+    """Debian's xrdp and sesman on free loopback ports (autorun Xvnc, the
+    window manager `sleep`), a throwaway user with a password; stop() ends
+    the user's processes and undoes every change. connect() logs the user
+    in with xfreerdp under Xvfb (to xrdp, or to a broker's port)."""
+
+    def __init__(self, workdir):
+        self.dir = workdir
+        self.saved = {p: open(p, "rb").read() for p in XRDP_CONFIGS}
+        self.modes = {p: os.stat(p).st_mode for p in XRDP_CONFIGS}
+        self.sockdir_existed = os.path.isdir("/run/xrdp/sockdir")
+        self.user = "tsbx" + os.urandom(3).hex()
+        self.password = "Pw-" + os.urandom(8).hex()
+        self.procs = {}
+        self.uid = None
+
+    def start(self):
+        self.port, sesman_port = free_port(), free_port()
+        _edit("/etc/xrdp/xrdp.ini", r"^port=.*$", f"port=tcp://127.0.0.1:{self.port}")
+        _edit("/etc/xrdp/xrdp.ini", r"^autorun=.*$", "autorun=Xvnc")
+        _edit("/etc/xrdp/sesman.ini", r"^ListenPort=.*$", f"ListenPort={sesman_port}")
+        with open("/etc/xrdp/startwm.sh", "w") as f:
+            f.write("#!/bin/sh\nexec sleep 100000\n")
+        subprocess.run(["useradd", "-m", "-s", "/bin/sh", self.user], check=True)
+        self.uid = pwd.getpwnam(self.user).pw_uid
+        subprocess.run(["chpasswd"], input=f"{self.user}:{self.password}\n", text=True,
+                       check=True)
+        subprocess.run(["sh", "/usr/share/xrdp/socksetup"], check=True)
+        self.procs["sesman"] = spawn(["/usr/sbin/xrdp-sesman", "--nodaemon"],
+                                     self.dir / "sesman.log")
+        # Debian's user xrdp is not in ssl-cert: without it xrdp cannot read
+        # its key and falls back to RDP security, which xfreerdp refuses
+        self.procs["xrdp"] = spawn(["setpriv", "--reuid=xrdp", "--regid=xrdp",
+                                    "--groups=xrdp,ssl-cert", "/usr/sbin/xrdp", "--nodaemon"],
+                                   self.dir / "xrdp.log")
+        wait_until(lambda: _listening(self.port) and _listening(sesman_port), 10,
+                   "xrdp to listen")
+        return self
+
+    def connect(self, port=None):
+        """xfreerdp logs the user in at 127.0.0.1:port (default xrdp's)."""
+        self.disconnect_client()
+        self.procs["client"] = spawn(
+            ["xvfb-run", "-a", "xfreerdp", f"/v:127.0.0.1:{port or self.port}",
+             f"/u:{self.user}", f"/p:{self.password}", "/cert:ignore", "/sec:tls",
+             "/size:800x600"], self.dir / "xfreerdp.log")
+
+    def disconnect_client(self):
+        stop_group(self.procs.pop("client", None))
+
+    def user_pids(self, comm):
+        return [p for p in pids_of_uid(self.uid) if comm_of(p) == comm]
+
+    def stop(self):
+        self.disconnect_client()
+        # end the user's session (its window manager and X server) first,
+        # so that sesman cleans up after it
+        if self.uid is not None:
+            for pid in pids_of_uid(self.uid):
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            try:
+                wait_until(lambda: not pids_of_uid(self.uid), 5, "the user's processes to end")
+            finally:
+                for pid in pids_of_uid(self.uid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        for name in ("xrdp", "sesman"):
+            stop_group(self.procs.pop(name, None))
+        if self.uid is not None:
+            wait_until(lambda: not pids_of_uid(self.uid), 5, "the user's processes to be gone")
+            subprocess.run(["userdel", "-r", self.user], capture_output=True)
+        for p, data in self.saved.items():
+            with open(p, "wb") as f:
+                f.write(data)
+            os.chmod(p, self.modes[p])
+        if not self.sockdir_existed:
+            shutil.rmtree("/run/xrdp/sockdir", ignore_errors=True)
 
 
 # ---- PostgreSQL ------------------------------------------------------------
