@@ -986,8 +986,9 @@ tcp_peer_inode(const char *root, const char *file, int port)
 	return inode;
 }
 
-/* The process named "xrdp" that holds socket inode (reading other users'
- * /proc/PID/fd needs CAP_SYS_PTRACE): its pid, or 0. */
+/* The process named "xrdp" that holds socket inode (another user's
+ * /proc/PID/fd: listed with CAP_DAC_READ_SEARCH, its links read with
+ * CAP_SYS_PTRACE): its pid, or 0. */
 struct fd_owner {
 	char link[64];
 	long pid;
@@ -1050,7 +1051,7 @@ xrdp_disconnect(struct sessions *s, const char *id, const char *user, char *deta
 	(void)proc_each(s->proc_root, xrdp_fd_owner, &o);
 	if (o.pid == 0) {
 		snprintf(detail, n, "no xrdp process found holding session %ld's "
-		    "connection (is CAP_SYS_PTRACE granted?)", x.sid);
+		    "connection (are CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE granted?)", x.sid);
 		goto out;
 	}
 	/* never the listener (xrdp fork=false would serve every client) */

@@ -56,8 +56,8 @@ int sessions_collect(struct sessions *s, struct wire_session **out, size_t *n,
  * user through the provider, waiting at most the command timeout (xrdp:
  * twice, then SIGKILL): 0 done, SESSIONS_UNSUPPORTED, or -1 failed; detail
  * (n bytes) says what happened in every case. Needs, for other users'
- * sessions, CAP_KILL (xrdp) and CAP_SYS_PTRACE (xrdp's disconnect reads
- * the xrdp process's /proc/PID/fd). */
+ * sessions, CAP_KILL (xrdp), and for xrdp's disconnect, which reads the
+ * xrdp process's /proc/PID/fd, CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE. */
 int sessions_act(struct sessions *s, enum wire_command_kind kind, const char *id,
     const char *user, char *detail, size_t n);
 

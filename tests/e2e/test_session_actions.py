@@ -5,7 +5,8 @@ reports the outcome; every step is an event naming who asked.
 
 Every agent here runs as agent/tsagent.service runs it: setpriv with the
 unit's made-up user (DynamicUser), its capabilities (CAP_KILL,
-CAP_SYS_PTRACE) and no new privileges, never as plain root.
+CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE) and no new privileges, never as plain
+root.
 
   - command: provider: logoff_command/disconnect_command run without a
     shell with the session id and user; API and CLI, refusals (409, exit 1)
@@ -53,7 +54,7 @@ def unit_agent(tmp_path):
     scripts write there)."""
     uid = unit_uid()
     home = tempfile.mkdtemp(prefix="tsb-act-")
-    os.chmod(home, 0o1777)
+    os.chmod(home, 0o777)	# not sticky: the scripts replace the files
     made = []
 
     def make(broker, token, **keys):
