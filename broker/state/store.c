@@ -822,6 +822,13 @@ store_command_expire(struct store *st, int64_t now, int *failed)
 	size_t n = 0;
 	int r, changed;
 
+	*failed = 0;
+	/* a read first: the sweep takes no write lock while none is overdue */
+	r = ONE_LIST(st, command_overdue, &list, now, STORE_COMMAND_GRACE_MS, &list, &n);
+	if (r != 0 || n == 0) {
+		free(list);
+		return r;
+	}
  retry:
 	*failed = 0;
 	free(list);
