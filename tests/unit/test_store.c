@@ -714,7 +714,8 @@ beat_results(struct fx *f, struct store *st, int64_t now, const struct wire_resu
 	hb.sessions_known = 1;
 	hb.sessions = s;
 	hb.nsessions = 2;
-	memcpy(hb.results, w, nw * sizeof(*w));
+	for (size_t i = 0; i < nw; i++)
+		hb.results[i] = w[i];
 	hb.nresults = nw;
 	assert_int_equal(store_heartbeat_apply(st, fx_id(f, "a"), &hb, now, res), 0);
 }
