@@ -1,29 +1,23 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/syscall.h>
 #include <sys/types.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #include <utmpx.h>
 
 #include <systemd/sd-login.h>
 
+#include "agent/child.h"
+#include "agent/proc.h"
 #include "agent/sessions.h"
 #include "broker/common/log.h"
 #include "broker/common/util.h"
-
-extern char **environ;
 
 enum sessions_kind {
 	SESSIONS_AUTO, SESSIONS_XRDP, SESSIONS_UTMP, SESSIONS_LOGIND,
@@ -186,126 +180,6 @@ sessions_user_name(uid_t uid, char *buf, size_t n)
 	    util_strlcpy(buf, res->pw_name, n) == 0)
 		return;
 	snprintf(buf, n, "%lu", (unsigned long)uid);
-}
-
-/* Reads a small file below the proc root ("%s/<rel>"). */
-static int
-proc_read(const char *root, const char *rel, char *buf, size_t n, size_t *len)
-{
-	char path[1024];
-	ssize_t r;
-	size_t used = 0;
-	int fd;
-
-	if ((size_t)snprintf(path, sizeof(path), "%s/%s", root, rel) >= sizeof(path))
-		return -1;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return -1;
-	while (used + 1 < n && (r = read(fd, buf + used, n - 1 - used)) > 0)
-		used += (size_t)r;
-	close(fd);
-	buf[used] = '\0';
-	if (len != NULL)
-		*len = used;
-	return 0;
-}
-
-/* What /proc/PID/stat tells: the command name, parent and start time. */
-struct proc_stat {
-	char comm[32];
-	long ppid;
-	unsigned long long start;	/* clock ticks after boot */
-};
-
-static int
-proc_stat_read(const char *root, long pid, struct proc_stat *ps)
-{
-	char rel[64], buf[1024], *open_paren, *close_paren, *p, *end;
-	size_t clen;
-	int field;
-
-	snprintf(rel, sizeof(rel), "%ld/stat", pid);
-	if (proc_read(root, rel, buf, sizeof(buf), NULL) != 0)
-		return -1;
-	/* "pid (comm) S ppid ...": comm may hold spaces and parentheses */
-	if ((open_paren = strchr(buf, '(')) == NULL ||
-	    (close_paren = strrchr(buf, ')')) == NULL || close_paren < open_paren)
-		return -1;
-	clen = (size_t)(close_paren - open_paren - 1);
-	if (clen >= sizeof(ps->comm))
-		clen = sizeof(ps->comm) - 1;
-	memcpy(ps->comm, open_paren + 1, clen);
-	ps->comm[clen] = '\0';
-	/* fields after comm: 3 state, 4 ppid, ..., 22 starttime */
-	p = close_paren + 1;
-	for (field = 3; field <= 22; field++) {
-		while (*p == ' ')
-			p++;
-		if (*p == '\0')
-			return -1;
-		if (field == 4)
-			ps->ppid = strtol(p, NULL, 10);
-		if (field == 22) {
-			ps->start = strtoull(p, &end, 10);
-			if (end == p)
-				return -1;
-		}
-		while (*p != ' ' && *p != '\0')
-			p++;
-	}
-	return 0;
-}
-
-/* The real uid in /proc/PID/status (the owner of the process). */
-static int
-proc_uid_read(const char *root, long pid, uid_t *uid)
-{
-	char rel[64], buf[4096], *p;
-
-	snprintf(rel, sizeof(rel), "%ld/status", pid);
-	if (proc_read(root, rel, buf, sizeof(buf), NULL) != 0 ||
-	    (p = strstr(buf, "\nUid:")) == NULL)
-		return -1;
-	*uid = (uid_t)strtoul(p + 5, NULL, 10);
-	return 0;
-}
-
-/* The boot time (unix seconds) from <root>/stat, 0 if unknown. */
-static long long
-proc_btime(const char *root)
-{
-	char buf[65536], *p;
-
-	if (proc_read(root, "stat", buf, sizeof(buf), NULL) != 0 ||
-	    (p = strstr(buf, "\nbtime ")) == NULL)
-		return 0;
-	return strtoll(p + 7, NULL, 10);
-}
-
-/* Calls fn on every numeric entry of the proc root; stops when fn returns
- * non-zero and returns that. -1 if the root cannot be read. */
-static int
-proc_each(const char *root, int (*fn)(const char *, long, void *), void *arg)
-{
-	struct dirent *de;
-	DIR *d;
-	int r = 0;
-
-	if ((d = opendir(root)) == NULL)
-		return -1;
-	while (r == 0 && (de = readdir(d)) != NULL) {
-		char *end;
-		long pid;
-
-		if (!isdigit((unsigned char)de->d_name[0]))
-			continue;
-		pid = strtol(de->d_name, &end, 10);
-		if (*end != '\0' || pid <= 0)
-			continue;
-		r = fn(root, pid, arg);
-	}
-	closedir(d);
-	return r;
 }
 
 /* ---- xrdp --------------------------------------------------------------- */
@@ -643,150 +517,6 @@ sessions_file(struct sessions *s, struct wire_session **out, size_t *n,
 
 /* ---- command: ----------------------------------------------------------- */
 
-/* Appends what fd has to (buf, *len) up to max bytes, dropping the rest.
- * Returns 1 at EOF, 0 if more may come, -1 on error. */
-static int
-pipe_drain(int fd, char *buf, size_t *len, size_t max, int *overflow)
-{
-	char tmp[4096];
-	ssize_t r;
-
-	for (;;) {
-		if ((r = read(fd, tmp, sizeof(tmp))) == 0)
-			return 1;
-		if (r < 0)
-			return errno == EAGAIN || errno == EINTR ? 0 : -1;
-		if (*len + (size_t)r > max) {
-			*overflow = 1;
-			r = (ssize_t)(max - *len);
-		}
-		memcpy(buf + *len, tmp, (size_t)r);
-		*len += (size_t)r;
-	}
-}
-
-/* The first line of a child's stderr, for the error message. */
-static const char *
-first_line(char *buf, size_t len)
-{
-	size_t i;
-
-	buf[len] = '\0';
-	for (i = 0; i < len && buf[i] != '\n'; i++)
-		if (!isprint((unsigned char)buf[i]))
-			buf[i] = '?';
-	buf[i] = '\0';
-	return buf;
-}
-
-/* Runs argv[0] (searched in PATH; no shell) with argv in its own process
- * group, stdin from /dev/null, for at most timeout_ms, its stdout kept in
- * obuf (omax bytes at most, NUL-terminated: omax + 1 room) and *olen. 0 if
- * it exited 0, else -1 with why in err (its stderr's first line). Whatever
- * it left running in its group is killed. */
-static int
-child_run(char *const argv[], int timeout_ms, char *obuf, size_t omax, size_t *olen,
-    char *err, size_t errlen)
-{
-	char ebuf[256];
-	size_t elen = 0;
-	int opipe[2] = { -1, -1 }, epipe[2] = { -1, -1 }, pidfd = -1;
-	int oopen = 1, eopen = 1, exited = 0, status = 0, overflow = 0, eover = 0;
-	int r = -1, spawned = 0, e;
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	sigset_t none, dfl;
-	int64_t deadline;
-	pid_t pid = -1;
-
-	*olen = 0;
-	/* only our ends are non-blocking: the child writes as usual */
-	if (pipe2(opipe, O_CLOEXEC) != 0 || pipe2(epipe, O_CLOEXEC) != 0 ||
-	    fcntl(opipe[0], F_SETFL, O_NONBLOCK) != 0 ||
-	    fcntl(epipe[0], F_SETFL, O_NONBLOCK) != 0)
-		ERR("pipe: %s", strerror(errno));
-	/* the child: own process group (so it can be killed whole), stdin
-	 * from /dev/null, default signal mask and dispositions */
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_adddup2(&fa, opipe[1], 1);
-	posix_spawn_file_actions_adddup2(&fa, epipe[1], 2);
-	posix_spawnattr_init(&attr);
-	sigemptyset(&none);
-	sigfillset(&dfl);
-	posix_spawnattr_setsigmask(&attr, &none);
-	posix_spawnattr_setsigdefault(&attr, &dfl);
-	posix_spawnattr_setpgroup(&attr, 0);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-	    POSIX_SPAWN_SETSIGDEF);
-	e = posix_spawnp(&pid, argv[0], &fa, &attr, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&attr);
-	if (e != 0)
-		ERR("cannot run %s: %s", argv[0], strerror(e));
-	spawned = 1;
-	close(opipe[1]);
-	close(epipe[1]);
-	opipe[1] = epipe[1] = -1;
-	/* the child's exit wakes poll through a pidfd; without one (old
-	 * kernels, seccomp, valgrind) poll wakes every 50 ms to look */
-	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-
-	/* read until the child exits, then what it left in the pipes: a
-	 * background child keeping them open does not hold us up */
-	deadline = util_mono_ms() + timeout_ms;
-	while (!exited) {
-		struct pollfd pfd[3] = {
-			{ oopen ? opipe[0] : -1, POLLIN, 0 },
-			{ eopen ? epipe[0] : -1, POLLIN, 0 },
-			{ pidfd, POLLIN, 0 },
-		};
-		int64_t left = deadline - util_mono_ms();
-
-		if (left <= 0)
-			ERR("command timed out after %d ms", timeout_ms);
-		if (pidfd < 0 && left > 50)
-			left = 50;
-		if (poll(pfd, 3, (int)left) < 0 && errno != EINTR)
-			ERR("poll: %s", strerror(errno));
-		if ((pfd[2].revents || pidfd < 0) &&
-		    waitpid(pid, &status, WNOHANG) == pid)
-			exited = 1;
-		if (oopen && (pfd[0].revents || exited) && pipe_drain(opipe[0],
-		    obuf, olen, omax, &overflow) != 0)
-			oopen = 0;
-		if (overflow)
-			ERR("command printed more than %zu %s", omax >> 20 ? omax >> 20 : omax,
-			    omax >> 20 ? "MiB" : "bytes");
-		if (eopen && (pfd[1].revents || exited) && pipe_drain(epipe[0],
-		    ebuf, &elen, sizeof(ebuf) - 1, &eover) != 0)
-			eopen = 0;
-	}
-	spawned = 0;		/* reaped */
-	obuf[*olen] = '\0';
-	if (WIFSIGNALED(status))
-		ERR("command killed by signal %d: %s", WTERMSIG(status),
-		    first_line(ebuf, elen));
-	if (WEXITSTATUS(status) != 0)
-		ERR("command exited with status %d: %s", WEXITSTATUS(status),
-		    first_line(ebuf, elen));
-	r = 0;
- out:
-	if (pid > 0)
-		kill(-pid, SIGKILL);	/* the group, including what it left */
-	if (spawned)
-		waitpid(pid, NULL, 0);
-	for (int i = 0; i < 2; i++) {
-		if (opipe[i] >= 0)
-			close(opipe[i]);
-		if (epipe[i] >= 0)
-			close(epipe[i]);
-	}
-	if (pidfd >= 0)
-		close(pidfd);
-	return r;
-}
-
 static int
 sessions_command(struct sessions *s, struct wire_session **out, size_t *n,
     char *err, size_t errlen)
@@ -810,83 +540,6 @@ sessions_command(struct sessions *s, struct wire_session **out, size_t *n,
 }
 
 /* ---- acting on sessions: log off, disconnect ----------------------------- */
-
-#define ACT_POLL_MS	100
-
-/* The processes of the proc root: pid, parent, name (one walk). */
-struct ptable {
-	struct { long pid, ppid; char comm[32]; } *v;
-	size_t n, cap;
-};
-
-static int
-ptable_one(const char *root, long pid, void *arg)
-{
-	struct ptable *t = arg;
-	struct proc_stat ps;
-
-	if (proc_stat_read(root, pid, &ps) != 0)
-		return 0;
-	if (t->n == t->cap) {
-		size_t cap = t->cap ? t->cap * 2 : 256;
-		void *v = realloc(t->v, cap * sizeof(*t->v));
-
-		if (v == NULL)
-			return -1;
-		t->v = v;
-		t->cap = cap;
-	}
-	t->v[t->n].pid = pid;
-	t->v[t->n].ppid = ps.ppid;
-	util_strlcpy(t->v[t->n].comm, ps.comm, sizeof(t->v[0].comm));
-	t->n++;
-	return 0;
-}
-
-/* Signals the descendants of top but skip (and not top itself); the number
- * signalled. */
-static int
-ptable_signal_below(const struct ptable *t, long top, long skip, int sig)
-{
-	long *stack, pid;
-	size_t sp = 0;
-	int count = 0;
-
-	if ((stack = calloc(t->n + 1, sizeof(*stack))) == NULL)
-		return 0;
-	stack[sp++] = top;
-	while (sp > 0) {
-		pid = stack[--sp];
-		for (size_t i = 0; i < t->n; i++) {
-			if (t->v[i].ppid != pid || t->v[i].pid == skip)
-				continue;
-			stack[sp++] = t->v[i].pid;
-			if (kill((pid_t)t->v[i].pid, sig) == 0)
-				count++;
-		}
-	}
-	free(stack);
-	return count;
-}
-
-/* 1 once pid is gone (or a zombie), polled until timeout_ms. */
-static int
-proc_wait_gone(const char *root, long pid, int timeout_ms)
-{
-	int64_t until = util_mono_ms() + timeout_ms;
-	struct timespec ts = { 0, ACT_POLL_MS * 1000000L };
-	char rel[64], buf[512], *p;
-
-	snprintf(rel, sizeof(rel), "%ld/stat", pid);
-	for (;;) {
-		if (proc_read(root, rel, buf, sizeof(buf), NULL) != 0 ||
-		    ((p = strrchr(buf, ')')) != NULL && p[1] == ' ' && p[2] == 'Z'))
-			return 1;
-		if (util_mono_ms() >= until)
-			return 0;
-		nanosleep(&ts, NULL);
-	}
-}
 
 /* The xrdp session sid ("id" as the agent reports it) of user into *out:
  * 0, or -1 with why in detail. */
@@ -932,7 +585,7 @@ xrdp_logoff(struct sessions *s, const char *id, const char *user, char *detail, 
 
 	if (xrdp_find(s, id, user, &sc, &x, detail, n) != 0)
 		goto out;
-	if (proc_each(s->proc_root, ptable_one, &t) != 0) {
+	if (ptable_read(s->proc_root, &t) != 0) {
 		snprintf(detail, n, "cannot read %s: %s", s->proc_root, strerror(errno));
 		goto out;
 	}
@@ -958,7 +611,7 @@ xrdp_logoff(struct sessions *s, const char *id, const char *user, char *detail, 
 	r = 0;
  out:
 	free(sc.v);
-	free(t.v);
+	ptable_free(&t);
 	return r;
 }
 
@@ -1104,7 +757,7 @@ command_act(struct sessions *s, enum wire_command_kind kind, const char *id,
 	argv[argc] = NULL;
 	if (child_run(argv, s->command_timeout_ms, out, sizeof(out) - 1, &olen, detail,
 	    n) == 0) {
-		snprintf(detail, n, "%s", olen > 0 ? first_line(out, olen) : "done");
+		snprintf(detail, n, "%s", olen > 0 ? child_first_line(out, olen) : "done");
 		r = 0;
 	} else if (strstr(detail, "printed more than") != NULL) {
 		r = 0;		/* it ran and succeeded; its words were too many */

@@ -3,7 +3,8 @@
 # commands) and the admin API's request handling (the
 # other targets are listed by their modules' fragments). make fuzz runs every target in FUZZERS.
 FUZZERS += fuzz_agent_conf fuzz_sessions fuzz_admin fuzz_proc fuzz_answer
-fuzz_agent_conf_SRCS := agent/conf.c agent/sessions.c agent/brokers.c
+fuzz_agent_conf_SRCS := agent/conf.c agent/sessions.c agent/proc.c agent/child.c \
+	agent/brokers.c
 fuzz_agent_conf_LIBS := $(call PKG_LIBS,libsystemd)
 fuzz_sessions_SRCS :=
 fuzz_answer_SRCS :=
