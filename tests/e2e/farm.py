@@ -11,7 +11,6 @@ no test module is imported by another.
   XFreeRDP          Debian's stock client under Xvfb, in its own group
   Api               the admin JSON API with a bearer token (act: log off,
                     disconnect; command_outcome)
-  Xrdp              Debian's real xrdp + sesman and a throwaway user (needs_xrdp)
   unit_setpriv      the setpriv command running a program as a unit file would
   make_cert         a self-signed certificate for a name
   PgCluster         a throwaway PostgreSQL primary, with a synchronous
@@ -27,7 +26,6 @@ build-asan/). The raw RDP client is its own module, rawrdp.py.
 """
 import json
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -670,7 +668,7 @@ class Api:
                           timeout, f"command {command_id}'s outcome", interval=0.2)
 
 
-# ---- a unit's privileges, a real xrdp -------------------------------------------
+# ---- a unit's privileges -------------------------------------------------------
 
 def unit_setpriv(unit, uid):
     """The setpriv command that runs a program as a systemd unit file runs
@@ -693,151 +691,6 @@ def unit_setpriv(unit, uid):
     if keys.get("NoNewPrivileges") == "yes":
         cmd.append("--no-new-privs")
     return cmd + ["--"]
-
-
-XRDP_NEEDED = ["/usr/sbin/xrdp", "/usr/sbin/xrdp-sesman", "/usr/bin/Xvnc", "/usr/bin/xfreerdp",
-               "/usr/bin/xvfb-run", "/usr/share/xrdp/socksetup"]
-XRDP_CONFIGS = ["/etc/xrdp/xrdp.ini", "/etc/xrdp/sesman.ini", "/etc/xrdp/startwm.sh"]
-xrdp_missing = [p for p in XRDP_NEEDED if not os.path.exists(p)]
-needs_xrdp = [
-    pytest.mark.skipif(bool(xrdp_missing), reason="xrdp is not installed (missing "
-                       f"{', '.join(xrdp_missing)}; `sh tools/deps.sh test` installs it)"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: edits /etc/xrdp, adds a user"),
-]
-
-
-def _edit(path, pattern, repl):
-    with open(path) as f:
-        text = f.read()
-    new, n = re.subn(pattern, repl, text, count=1, flags=re.M)
-    assert n == 1, f"{path}: no line matches {pattern}"
-    with open(path, "w") as f:
-        f.write(new)
-
-
-def spawn(args, log, **kw):
-    """A process in its own session, output to log (appended)."""
-    out = open(log, "ab")
-    try:
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, **kw)
-    finally:
-        out.close()
-
-
-def stop_group(p):
-    """Ends a process we started in its own session, and all of its group."""
-    stop(p, timeout=5, group=True)
-
-
-def pids_of_uid(uid):
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                if os.stat(f"/proc/{d}").st_uid == uid:
-                    out.append(int(d))
-            except FileNotFoundError:
-                pass
-    return out
-
-
-def comm_of(pid):
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except FileNotFoundError:
-        return None
-
-
-def _listening(port):
-    with open("/proc/net/tcp") as f4, open("/proc/net/tcp6") as f6:
-        text = f4.read() + f6.read()
-    return re.search(rf":{port:04X} [0-9A-F:]+ 0A ", text) is not None
-
-
-class Xrdp:
-    """Debian's xrdp and sesman on free loopback ports (autorun Xvnc, the
-    window manager `sleep`), a throwaway user with a password; stop() ends
-    the user's processes and undoes every change. connect() logs the user
-    in with xfreerdp under Xvfb (to xrdp, or to a broker's port)."""
-
-    def __init__(self, workdir):
-        self.dir = workdir
-        self.saved = {p: open(p, "rb").read() for p in XRDP_CONFIGS}
-        self.modes = {p: os.stat(p).st_mode for p in XRDP_CONFIGS}
-        self.sockdir_existed = os.path.isdir("/run/xrdp/sockdir")
-        self.user = "tsbx" + os.urandom(3).hex()
-        self.password = "Pw-" + os.urandom(8).hex()
-        self.procs = {}
-        self.uid = None
-
-    def start(self):
-        self.port, sesman_port = free_port(), free_port()
-        _edit("/etc/xrdp/xrdp.ini", r"^port=.*$", f"port=tcp://127.0.0.1:{self.port}")
-        _edit("/etc/xrdp/xrdp.ini", r"^autorun=.*$", "autorun=Xvnc")
-        _edit("/etc/xrdp/sesman.ini", r"^ListenPort=.*$", f"ListenPort={sesman_port}")
-        with open("/etc/xrdp/startwm.sh", "w") as f:
-            f.write("#!/bin/sh\nexec sleep 100000\n")
-        subprocess.run(["useradd", "-m", "-s", "/bin/sh", self.user], check=True)
-        self.uid = pwd.getpwnam(self.user).pw_uid
-        subprocess.run(["chpasswd"], input=f"{self.user}:{self.password}\n", text=True,
-                       check=True)
-        subprocess.run(["sh", "/usr/share/xrdp/socksetup"], check=True)
-        self.procs["sesman"] = spawn(["/usr/sbin/xrdp-sesman", "--nodaemon"],
-                                     self.dir / "sesman.log")
-        # Debian's user xrdp is not in ssl-cert: without it xrdp cannot read
-        # its key and falls back to RDP security, which xfreerdp refuses
-        self.procs["xrdp"] = spawn(["setpriv", "--reuid=xrdp", "--regid=xrdp",
-                                    "--groups=xrdp,ssl-cert", "/usr/sbin/xrdp", "--nodaemon"],
-                                   self.dir / "xrdp.log")
-        wait_until(lambda: _listening(self.port) and _listening(sesman_port), 10,
-                   "xrdp to listen")
-        return self
-
-    def connect(self, port=None):
-        """xfreerdp logs the user in at 127.0.0.1:port (default xrdp's)."""
-        self.disconnect_client()
-        self.procs["client"] = spawn(
-            ["xvfb-run", "-a", "xfreerdp", f"/v:127.0.0.1:{port or self.port}",
-             f"/u:{self.user}", f"/p:{self.password}", "/cert:ignore", "/sec:tls",
-             "/size:800x600"], self.dir / "xfreerdp.log")
-
-    def disconnect_client(self):
-        stop_group(self.procs.pop("client", None))
-
-    def user_pids(self, comm):
-        return [p for p in pids_of_uid(self.uid) if comm_of(p) == comm]
-
-    def stop(self):
-        self.disconnect_client()
-        # end the user's session (its window manager and X server) first,
-        # so that sesman cleans up after it
-        if self.uid is not None:
-            for pid in pids_of_uid(self.uid):
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-            try:
-                wait_until(lambda: not pids_of_uid(self.uid), 5, "the user's processes to end")
-            finally:
-                for pid in pids_of_uid(self.uid):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-        for name in ("xrdp", "sesman"):
-            stop_group(self.procs.pop(name, None))
-        if self.uid is not None:
-            wait_until(lambda: not pids_of_uid(self.uid), 5, "the user's processes to be gone")
-            subprocess.run(["userdel", "-r", self.user], capture_output=True)
-        for p, data in self.saved.items():
-            with open(p, "wb") as f:
-                f.write(data)
-            os.chmod(p, self.modes[p])
-        if not self.sockdir_existed:
-            shutil.rmtree("/run/xrdp/sockdir", ignore_errors=True)
 
 
 # ---- PostgreSQL ------------------------------------------------------------

@@ -26,8 +26,8 @@ import time
 
 import pytest
 
-from farm import (ROOT, Agent, Api, Target, Xrdp, free_port, needs_tools, needs_xrdp,
-                  unit_setpriv, wait_until)
+from farm import ROOT, Agent, Api, Target, free_port, needs_tools, unit_setpriv, wait_until
+from xrdpfarm import MISSING, pids_of_uid, spawn, stop_group, xrdp_server
 
 UNIT = os.path.join(ROOT, "agent", "tsagent.service")
 
@@ -217,31 +217,50 @@ def test_deadline_passes_with_the_agent_stopped(broker, command_farm):
     assert f"command {cmd['id']}" not in agent.log()
 
 
-@needs_xrdp[0]
-@needs_xrdp[1]
+def connect(x, port):
+    """xfreerdp (under Xvfb) logs x's user in at 127.0.0.1:port."""
+    stop_group(x["procs"].pop("client", None))
+    x["procs"]["client"] = spawn(
+        ["xvfb-run", "-a", "xfreerdp", f"/v:127.0.0.1:{port}", f"/u:{x['user']}",
+         f"/p:{x['password']}", "/cert:ignore", "/sec:tls", "/size:800x600"],
+        x["dir"] / "xfreerdp.log")
+
+
+def user_pids(x, comm):
+    out = []
+    for pid in pids_of_uid(x["uid"]):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() == comm:
+                    out.append(pid)
+        except FileNotFoundError:
+            pass
+    return out
+
+
+@pytest.mark.skipif(bool(MISSING) or not os.path.exists("/usr/bin/xfreerdp"),
+                    reason="xrdp or xfreerdp is not installed (`sh tools/deps.sh test`)")
 def test_xrdp_disconnect_reattach_and_logoff(broker_factory, unit_agent, tmp_path):
-    x = Xrdp(tmp_path / "xrdp")
-    os.makedirs(x.dir, exist_ok=True)
-    try:
-        x.start()
-        broker = broker_factory(rdp__mode="token", rdp__token_key="token.key",
-                                rdp__connect_timeout=2)
-        token = broker.add_server("ts1", address="127.0.0.1", port=x.port)
-        agent = unit_agent(broker, token, rdp_port=x.port, sessions="xrdp")
+    broker = broker_factory(rdp__mode="token", rdp__token_key="token.key",
+                            rdp__connect_timeout=2)
+    xdir = tmp_path / "xrdp"
+    os.makedirs(xdir)
+    with xrdp_server(xdir) as x:
+        token = broker.add_server("ts1", address="127.0.0.1", port=x["port"])
+        agent = unit_agent(broker, token, rdp_port=x["port"], sessions="xrdp")
         run_xrdp_actions(broker, agent, x)
-    finally:
-        x.stop()
+        agent.stop()
 
 
 def run_xrdp_actions(broker, agent, x):
     api = Api(broker, broker.admin_token("ops"))
     wait_until(lambda: api.servers()["ts1"]["state"] == "up", 15, "ts1 up")
-    x.connect(broker.rdp_port)
+    connect(x, broker.rdp_port)
     sess = wait_until(lambda: [s for s in api.sessions() if s["state"] == "active"], 40,
                       "an active xrdp session through the broker")
-    assert len(sess) == 1 and sess[0]["user"] == x.user, sess
+    assert len(sess) == 1 and sess[0]["user"] == x["user"], sess
     sid, remote = sess[0]["id"], sess[0]["remote_id"]
-    xvnc = x.user_pids("Xvnc")
+    xvnc = user_pids(x, "Xvnc")
     assert len(xvnc) == 1, xvnc
 
     # disconnect: the client's connection ends, the session and its display stay
@@ -252,21 +271,21 @@ def run_xrdp_actions(broker, agent, x):
     assert out["outcome"].startswith(f"session {remote} (display :"), out
     wait_until(lambda: [(s["id"], s["state"]) for s in api.sessions()] ==
                [(sid, "disconnected")], 15, "the session disconnected")
-    assert x.user_pids("Xvnc") == xvnc, "the display must stay"
+    assert user_pids(x, "Xvnc") == xvnc, "the display must stay"
     print(f"xrdp disconnect to done: {took:.2f} s")
 
     # the next connection through the broker re-attaches the same display
-    x.connect(broker.rdp_port)
+    connect(x, broker.rdp_port)
     wait_until(lambda: [(s["id"], s["state"], s["remote_id"]) for s in api.sessions()] ==
                [(sid, "active", remote)], 40, "the same session active again")
-    assert x.user_pids("Xvnc") == xvnc
+    assert user_pids(x, "Xvnc") == xvnc
 
     # log off: the session's processes end, Xvnc too, and it leaves the broker
     t0 = time.monotonic()
     out = api.command_outcome(api.act(sid, "logoff")["id"])
     took = time.monotonic() - t0
     assert out["state"] == "done" and out["outcome"].endswith("logged off"), out
-    wait_until(lambda: not x.user_pids("Xvnc"), 10, "the user's Xvnc to end")
+    wait_until(lambda: not user_pids(x, "Xvnc"), 10, "the user's Xvnc to end")
     wait_until(lambda: api.sessions() == [], 15, "the session to leave the broker")
     done = api.events(kind="command_done")
     assert len(done) == 2 and all("token ops from 127.0.0.1" in e["detail"] for e in done), done

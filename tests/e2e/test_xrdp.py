@@ -14,25 +14,36 @@ import time
 
 import pytest
 
-from farm import Agent, Xrdp, needs_xrdp, wait_until
+from farm import Agent, wait_until
+from xrdpfarm import MISSING, pids_of_uid, spawn, stop_group, xrdp_server
 
-pytestmark = needs_xrdp
+missing = MISSING + [p for p in ["/usr/bin/xfreerdp"] if not os.path.exists(p)]
+pytestmark = [
+    pytest.mark.skipif(bool(missing), reason="xrdp is not installed (missing "
+                       f"{', '.join(missing)}; `sh tools/deps.sh test` installs it)"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: edits /etc/xrdp, adds a user"),
+]
 
 
 @pytest.fixture
 def xrdp(tmp_path):
     """xrdp and sesman on free loopback ports, a throwaway user; all undone."""
-    x = Xrdp(tmp_path)
-    try:
-        yield x.start()
-    finally:
-        x.stop()
+    with xrdp_server(tmp_path) as x:
+        yield x
+
+
+def connect(x):
+    stop_group(x["procs"].pop("client", None))
+    x["procs"]["client"] = spawn(
+        ["xvfb-run", "-a", "xfreerdp", f"/v:127.0.0.1:{x['port']}", f"/u:{x['user']}",
+         f"/p:{x['password']}", "/cert:ignore", "/sec:tls", "/size:800x600"],
+        x["dir"] / "xfreerdp.log")
 
 
 def test_xrdp_sessions_reach_the_broker(xrdp, broker, tmp_path):
-    user = xrdp.user
+    user = xrdp["user"]
     token = broker.add_server("ts1")
-    agent = Agent(tmp_path / "agent", broker, token, rdp_port=xrdp.port, sessions="auto")
+    agent = Agent(tmp_path / "agent", broker, token, rdp_port=xrdp["port"], sessions="auto")
     agent.start()
     try:
         wait_until(lambda: broker.server("ts1")["state"] == "up", 10, "ts1 up")
@@ -40,7 +51,7 @@ def test_xrdp_sessions_reach_the_broker(xrdp, broker, tmp_path):
         assert broker.sessions() == []
 
         t0 = time.monotonic()
-        xrdp.connect()
+        connect(xrdp)
         rows = wait_until(lambda: [r for r in broker.sessions() if r[2] == "active"], 30,
                           "an active xrdp session")
         assert len(rows) == 1 and rows[0][:3] == (user, "ts1", "active")
@@ -51,17 +62,18 @@ def test_xrdp_sessions_reach_the_broker(xrdp, broker, tmp_path):
         connect_s = time.monotonic() - t0
 
         # the client goes: the session stays, disconnected
-        xrdp.disconnect_client()
+        stop_group(xrdp["procs"].pop("client"))
         wait_until(lambda: broker.sessions() == [(user, "ts1", "disconnected", sid)], 10,
                    "the session disconnected")
 
         # it comes back to the same session
-        xrdp.connect()
+        connect(xrdp)
         wait_until(lambda: broker.sessions() == [(user, "ts1", "active", sid)], 30,
                    "the session active again")
 
         # the session ends when its window manager exits
-        wm = xrdp.user_pids("sleep")
+        wm = [p for p in pids_of_uid(xrdp["uid"])
+              if open(f"/proc/{p}/comm").read().strip() == "sleep"]
         assert wm, "no window manager"
         os.kill(wm[0], signal.SIGTERM)
         wait_until(lambda: broker.sessions() == [], 15, "the session to end")
