@@ -837,7 +837,7 @@ test_commands(void **state)
 	assert_int_equal(store_command_add(f->st, pr.session_id, WIRE_LOGOFF, "t", T0 + 50001,
 	    1000, &c, reason, sizeof(reason)), STORE_REFUSED);
 	assert_string_equal(reason, "the session is pending");
-	assert_int_equal(store_server_down(f->st, fx_id(f, "a"), "test", T0 + 50002), 0);
+	fx_beat(f, "a", 0, T0 + 50002, users, 2, 1);	/* RDP not accepting: down */
 	assert_int_equal(store_command_add(f->st, alice, WIRE_LOGOFF, "t", T0 + 50003, 1000,
 	    &c, reason, sizeof(reason)), STORE_REFUSED);
 	assert_string_equal(reason, "the session is lost");
