@@ -1,5 +1,6 @@
 # agent/: the tsagent daemon that runs on each terminal server.
-AGENT_SRC := agent/main.c agent/conf.c agent/probe.c agent/sessions.c agent/report.c \
+AGENT_SRC := agent/main.c agent/conf.c agent/probe.c agent/sessions.c agent/proc.c \
+	agent/child.c agent/report.c \
 	agent/brokers.c
 AGENT_OBJ := $(AGENT_SRC:%.c=$(B)/%.o)
 AGENT_LIBS := $(call PKG_LIBS,libcurl libsystemd libcrypto) $(COMMON_LIBS)
@@ -14,6 +15,7 @@ $(B)/tsagent: $(AGENT_OBJ) $(COMMON_OBJ)
 	$(LINK) -o $@ $^ $(AGENT_LIBS) $(LDLIBS_BASE)
 
 $(eval $(call unit_test,test_probe,$(B)/agent/probe.o $(COMMON_OBJ),$(COMMON_LIBS)))
-$(eval $(call unit_test,test_sessions,$(B)/agent/sessions.o $(COMMON_OBJ),\
+$(eval $(call unit_test,test_sessions,$(B)/agent/sessions.o $(B)/agent/proc.o \
+	$(B)/agent/child.o $(COMMON_OBJ),\
 	$(call PKG_LIBS,libsystemd) $(COMMON_LIBS)))
 $(eval $(call unit_test,test_brokers,$(B)/agent/brokers.o,))

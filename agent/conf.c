@@ -26,6 +26,8 @@ static const struct cfg_key conf_keys[] = {
 	K("timeout", CFG_INT, timeout, 1, 600, "10", NULL),
 	K("retry_max", CFG_INT, retry_max, 1, 3600, "60", NULL),
 	K("command_timeout", CFG_INT, command_timeout, 1, 600, "5", NULL),
+	K("logoff_command", CFG_STR, logoff_command, 0, 0, "", NULL),
+	K("disconnect_command", CFG_STR, disconnect_command, 0, 0, "", NULL),
 	CFG_END
 };
 

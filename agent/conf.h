@@ -24,7 +24,10 @@ struct agent_conf {
 	int connect_timeout;		/* seconds, TCP+TLS connect to the broker */
 	int timeout;			/* seconds, whole request */
 	int retry_max;			/* seconds, cap of the backoff while unreachable */
-	int command_timeout;		/* seconds, for sessions = command:CMD */
+	int command_timeout;		/* seconds, for sessions = command:CMD and
+					 * each logoff/disconnect */
+	char logoff_command[CONF_PATH_MAX];	/* command:'s, see sessions.h */
+	char disconnect_command[CONF_PATH_MAX];
 };
 
 /* Loads path into c. 0, or -1 with "path:line: message" (or "path: message")

@@ -22,6 +22,7 @@
 
 #define AGENT_VERSION		"0.1"
 #define AGENT_RDP_TIMEOUT_MS	1000
+#define AGENT_DONE_IDS		256	/* command ids remembered as run */
 
 /* What the agent saw last, so that it logs changes and not every beat. */
 struct agent {
@@ -38,6 +39,13 @@ struct agent {
 	int reporting_to;		/* index in conf.brokers logged last, or -1 */
 	int interval;			/* seconds, as the broker said last */
 	int draining;			/* the admin state, as the broker said last */
+	/* the broker's commands: outcomes not yet reported, and the ids run
+	 * lately (each at most once; the broker delivers an id once, so after
+	 * a restart none comes again) */
+	size_t nresults;
+	struct wire_result results[WIRE_COMMANDS_MAX];
+	int64_t done[AGENT_DONE_IDS];
+	size_t ndone;
 };
 
 static void
@@ -117,6 +125,8 @@ agent_snapshot(struct agent *a)
 	hb.load1 = load.load1;
 	hb.mem_total_kb = load.mem_total_kb;
 	hb.mem_available_kb = load.mem_available_kb;
+	hb.nresults = a->nresults;
+	memcpy(hb.results, a->results, a->nresults * sizeof(a->results[0]));
 
 	ok = sessions_collect(a->sessions, &hb.sessions, &hb.nsessions,
 	    hb.sessions_error, sizeof(hb.sessions_error)) == 0;
@@ -248,6 +258,55 @@ agent_send(struct agent *a, const char *body, struct wire_answer *ans,
 	return st;
 }
 
+/* 1 if command id was run (or refused) already. */
+static int
+agent_done(const struct agent *a, int64_t id)
+{
+	for (size_t i = 0; i < a->ndone && i < AGENT_DONE_IDS; i++)
+		if (a->done[i] == id)
+			return 1;
+	return 0;
+}
+
+/* Carries out the answer's commands, each id once and none after its
+ * deadline (sent_at + deadline_ms on this agent's monotonic clock, sent_at
+ * being when the request went out: never later than the broker's), into
+ * the results the next heartbeat reports. */
+static void
+agent_commands(struct agent *a, const struct wire_answer *ans, int64_t sent_at)
+{
+	for (size_t i = 0; i < ans->ncommands && a->nresults < WIRE_COMMANDS_MAX; i++) {
+		const struct wire_command *c = &ans->commands[i];
+		struct wire_result *w;
+		const char *kind = wire_command_kind_str(c->kind);
+		int r;
+
+		if (agent_done(a, c->id))
+			continue;
+		a->done[a->ndone++ % AGENT_DONE_IDS] = c->id;
+		w = &a->results[a->nresults++];
+		memset(w, 0, sizeof(*w));
+		w->id = c->id;
+		if (util_mono_ms() >= sent_at + c->deadline_ms) {
+			w->expired = 1;
+			snprintf(w->detail, sizeof(w->detail), "not run: its deadline "
+			    "had passed when it arrived");
+			log_warn("command %lld (%s of session %s of %s): %s", (long long)c->id,
+			    kind, c->session, c->user, w->detail);
+			continue;
+		}
+		r = sessions_act(a->sessions, c->kind, c->session, c->user, w->detail,
+		    sizeof(w->detail));
+		w->ok = r == 0;
+		if (r == 0)
+			log_info("command %lld: %s of session %s of %s: %s", (long long)c->id,
+			    kind, c->session, c->user, w->detail);
+		else
+			log_warn("command %lld: %s of session %s of %s failed: %s",
+			    (long long)c->id, kind, c->session, c->user, w->detail);
+	}
+}
+
 /* One heartbeat. For --once prints the answer. */
 static enum report_status
 agent_beat(struct agent *a, int once)
@@ -256,11 +315,16 @@ agent_beat(struct agent *a, int once)
 	enum report_status st;
 	char err[256] = "";
 	char *body;
+	int64_t sent_at = util_mono_ms();
 
 	if ((body = agent_snapshot(a)) == NULL)
 		return REPORT_ERROR;
 	st = agent_send(a, body, &ans, err, sizeof(err));
 	free(body);
+	if (st == REPORT_OK)
+		a->nresults = 0;	/* the body carried them all */
+	if (st == REPORT_OK && ans.ncommands > 0)
+		agent_commands(a, &ans, sent_at);
 	if (once) {
 		const char *text = report_answer_text(a->report);
 
@@ -346,6 +410,8 @@ main(int argc, char **argv)
 	so.spec = a->conf.sessions;
 	so.proc_root = "/proc";
 	so.command_timeout_ms = a->conf.command_timeout * 1000;
+	so.act[WIRE_LOGOFF] = a->conf.logoff_command;
+	so.act[WIRE_DISCONNECT] = a->conf.disconnect_command;
 	if ((a->sessions = sessions_new(&so)) == NULL) {
 		log_error("out of memory");
 		goto out;
@@ -362,7 +428,9 @@ main(int argc, char **argv)
 	a->reporting_to = -1;
 
 	if (once) {
-		rc = agent_beat(a, 1) == REPORT_OK ? 0 : 1;
+		/* commands in the answer: run, then reported by a second beat */
+		rc = agent_beat(a, 1) == REPORT_OK && (a->nresults == 0 ||
+		    agent_beat(a, 1) == REPORT_OK) ? 0 : 1;
 		goto out;
 	}
 	log_info("tsagent %s: server '%s', broker %s, sessions %s, interval %d s",
@@ -372,7 +440,8 @@ main(int argc, char **argv)
 		int64_t delay;
 
 		if (agent_beat(a, 0) == REPORT_OK)
-			delay = (int64_t)a->interval * 1000;
+			/* outcomes to report: at once */
+			delay = a->nresults > 0 ? 0 : (int64_t)a->interval * 1000;
 		else
 			delay = agent_backoff_ms(a);
 		if (agent_wait(a, delay))

@@ -1,27 +1,23 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
+#include <strings.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <utmpx.h>
 
 #include <systemd/sd-login.h>
 
+#include "agent/child.h"
+#include "agent/proc.h"
 #include "agent/sessions.h"
 #include "broker/common/log.h"
 #include "broker/common/util.h"
-
-extern char **environ;
 
 enum sessions_kind {
 	SESSIONS_AUTO, SESSIONS_XRDP, SESSIONS_UTMP, SESSIONS_LOGIND,
@@ -36,6 +32,7 @@ struct sessions {
 	enum sessions_kind kind;
 	enum sessions_kind last;	/* what auto chose last */
 	char *arg;			/* PATH or CMD */
+	char *act[WIRE_COMMAND_KIND_COUNT];	/* command:'s logoff, disconnect */
 	char *proc_root;
 	char *utmp_path;
 	int command_timeout_ms;
@@ -104,6 +101,10 @@ sessions_new(const struct sessions_opts *o)
 	s->kind = s->last = kind;
 	s->command_timeout_ms = o->command_timeout_ms > 0 ? o->command_timeout_ms : 5000;
 	s->arg = strdup(arg);
+	for (int k = 0; k < WIRE_COMMAND_KIND_COUNT; k++)
+		if (o->act[k] != NULL && o->act[k][0] != '\0' &&
+		    (s->act[k] = strdup(o->act[k])) == NULL)
+			s->arg = (free(s->arg), NULL);
 	s->proc_root = strdup(o->proc_root ? o->proc_root : "/proc");
 	s->utmp_path = strdup(o->utmp_path ? o->utmp_path : _PATH_UTMPX);
 	if (s->arg == NULL || s->proc_root == NULL || s->utmp_path == NULL) {
@@ -119,6 +120,8 @@ sessions_free(struct sessions *s)
 	if (s == NULL)
 		return;
 	free(s->arg);
+	for (int k = 0; k < WIRE_COMMAND_KIND_COUNT; k++)
+		free(s->act[k]);
 	free(s->proc_root);
 	free(s->utmp_path);
 	free(s);
@@ -179,130 +182,11 @@ sessions_user_name(uid_t uid, char *buf, size_t n)
 	snprintf(buf, n, "%lu", (unsigned long)uid);
 }
 
-/* Reads a small file below the proc root ("%s/<rel>"). */
-static int
-proc_read(const char *root, const char *rel, char *buf, size_t n, size_t *len)
-{
-	char path[1024];
-	ssize_t r;
-	size_t used = 0;
-	int fd;
-
-	if ((size_t)snprintf(path, sizeof(path), "%s/%s", root, rel) >= sizeof(path))
-		return -1;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return -1;
-	while (used + 1 < n && (r = read(fd, buf + used, n - 1 - used)) > 0)
-		used += (size_t)r;
-	close(fd);
-	buf[used] = '\0';
-	if (len != NULL)
-		*len = used;
-	return 0;
-}
-
-/* What /proc/PID/stat tells: the command name, parent and start time. */
-struct proc_stat {
-	char comm[32];
-	long ppid;
-	unsigned long long start;	/* clock ticks after boot */
-};
-
-static int
-proc_stat_read(const char *root, long pid, struct proc_stat *ps)
-{
-	char rel[64], buf[1024], *open_paren, *close_paren, *p, *end;
-	size_t clen;
-	int field;
-
-	snprintf(rel, sizeof(rel), "%ld/stat", pid);
-	if (proc_read(root, rel, buf, sizeof(buf), NULL) != 0)
-		return -1;
-	/* "pid (comm) S ppid ...": comm may hold spaces and parentheses */
-	if ((open_paren = strchr(buf, '(')) == NULL ||
-	    (close_paren = strrchr(buf, ')')) == NULL || close_paren < open_paren)
-		return -1;
-	clen = (size_t)(close_paren - open_paren - 1);
-	if (clen >= sizeof(ps->comm))
-		clen = sizeof(ps->comm) - 1;
-	memcpy(ps->comm, open_paren + 1, clen);
-	ps->comm[clen] = '\0';
-	/* fields after comm: 3 state, 4 ppid, ..., 22 starttime */
-	p = close_paren + 1;
-	for (field = 3; field <= 22; field++) {
-		while (*p == ' ')
-			p++;
-		if (*p == '\0')
-			return -1;
-		if (field == 4)
-			ps->ppid = strtol(p, NULL, 10);
-		if (field == 22) {
-			ps->start = strtoull(p, &end, 10);
-			if (end == p)
-				return -1;
-		}
-		while (*p != ' ' && *p != '\0')
-			p++;
-	}
-	return 0;
-}
-
-/* The real uid in /proc/PID/status (the owner of the process). */
-static int
-proc_uid_read(const char *root, long pid, uid_t *uid)
-{
-	char rel[64], buf[4096], *p;
-
-	snprintf(rel, sizeof(rel), "%ld/status", pid);
-	if (proc_read(root, rel, buf, sizeof(buf), NULL) != 0 ||
-	    (p = strstr(buf, "\nUid:")) == NULL)
-		return -1;
-	*uid = (uid_t)strtoul(p + 5, NULL, 10);
-	return 0;
-}
-
-/* The boot time (unix seconds) from <root>/stat, 0 if unknown. */
-static long long
-proc_btime(const char *root)
-{
-	char buf[65536], *p;
-
-	if (proc_read(root, "stat", buf, sizeof(buf), NULL) != 0 ||
-	    (p = strstr(buf, "\nbtime ")) == NULL)
-		return 0;
-	return strtoll(p + 7, NULL, 10);
-}
-
-/* Calls fn on every numeric entry of the proc root; stops when fn returns
- * non-zero and returns that. -1 if the root cannot be read. */
-static int
-proc_each(const char *root, int (*fn)(const char *, long, void *), void *arg)
-{
-	struct dirent *de;
-	DIR *d;
-	int r = 0;
-
-	if ((d = opendir(root)) == NULL)
-		return -1;
-	while (r == 0 && (de = readdir(d)) != NULL) {
-		char *end;
-		long pid;
-
-		if (!isdigit((unsigned char)de->d_name[0]))
-			continue;
-		pid = strtol(de->d_name, &end, 10);
-		if (*end != '\0' || pid <= 0)
-			continue;
-		r = fn(root, pid, arg);
-	}
-	closedir(d);
-	return r;
-}
-
 /* ---- xrdp --------------------------------------------------------------- */
 
 struct xrdp_session {
 	long sid;		/* the sesman child's pid */
+	long xpid;		/* the X server's (Xvnc, Xorg) */
 	uid_t uid;
 	int display;
 	int vnc_port;		/* Xvnc: its RFB port; Xorg: 0 */
@@ -390,6 +274,7 @@ xrdp_scan_one(const char *root, long pid, void *arg)
 	}
 	x = &sc->v[sc->n++];
 	x->sid = ps.ppid;
+	x->xpid = pid;
 	x->uid = uid;
 	x->display = display;
 	x->vnc_port = xvnc ? (rfbport ? rfbport : 5900 + display) : 0;
@@ -632,146 +517,271 @@ sessions_file(struct sessions *s, struct wire_session **out, size_t *n,
 
 /* ---- command: ----------------------------------------------------------- */
 
-/* Appends what fd has to (buf, *len) up to max bytes, dropping the rest.
- * Returns 1 at EOF, 0 if more may come, -1 on error. */
-static int
-pipe_drain(int fd, char *buf, size_t *len, size_t max, int *overflow)
-{
-	char tmp[4096];
-	ssize_t r;
-
-	for (;;) {
-		if ((r = read(fd, tmp, sizeof(tmp))) == 0)
-			return 1;
-		if (r < 0)
-			return errno == EAGAIN || errno == EINTR ? 0 : -1;
-		if (*len + (size_t)r > max) {
-			*overflow = 1;
-			r = (ssize_t)(max - *len);
-		}
-		memcpy(buf + *len, tmp, (size_t)r);
-		*len += (size_t)r;
-	}
-}
-
-/* The first line of a child's stderr, for the error message. */
-static const char *
-first_line(char *buf, size_t len)
-{
-	size_t i;
-
-	buf[len] = '\0';
-	for (i = 0; i < len && buf[i] != '\n'; i++)
-		if (!isprint((unsigned char)buf[i]))
-			buf[i] = '?';
-	buf[i] = '\0';
-	return buf;
-}
-
 static int
 sessions_command(struct sessions *s, struct wire_session **out, size_t *n,
     char *err, size_t errlen)
 {
-	char *argv[] = { "sh", "-c", s->arg, NULL };
-	char *obuf = NULL, ebuf[256], why[160];
-	size_t olen = 0, elen = 0;
-	int opipe[2] = { -1, -1 }, epipe[2] = { -1, -1 }, pidfd = -1;
-	int oopen = 1, eopen = 1, exited = 0, status = 0, overflow = 0, eover = 0;
-	int r = -1, spawned = 0, e;
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	sigset_t none, dfl;
-	int64_t deadline;
-	pid_t pid = -1;
+	char *argv[] = { "/bin/sh", "-c", s->arg, NULL };
+	char *obuf, why[160];
+	size_t olen;
+	int r = -1;
 
 	if ((obuf = malloc(SESSIONS_OUTPUT_MAX + 1)) == NULL)
 		ERR("out of memory");
-	/* only our ends are non-blocking: the child writes as usual */
-	if (pipe2(opipe, O_CLOEXEC) != 0 || pipe2(epipe, O_CLOEXEC) != 0 ||
-	    fcntl(opipe[0], F_SETFL, O_NONBLOCK) != 0 ||
-	    fcntl(epipe[0], F_SETFL, O_NONBLOCK) != 0)
-		ERR("pipe: %s", strerror(errno));
-	/* the child: own process group (so it can be killed whole), stdin
-	 * from /dev/null, default signal mask and dispositions */
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_adddup2(&fa, opipe[1], 1);
-	posix_spawn_file_actions_adddup2(&fa, epipe[1], 2);
-	posix_spawnattr_init(&attr);
-	sigemptyset(&none);
-	sigfillset(&dfl);
-	posix_spawnattr_setsigmask(&attr, &none);
-	posix_spawnattr_setsigdefault(&attr, &dfl);
-	posix_spawnattr_setpgroup(&attr, 0);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-	    POSIX_SPAWN_SETSIGDEF);
-	e = posix_spawn(&pid, "/bin/sh", &fa, &attr, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&attr);
-	if (e != 0)
-		ERR("cannot run /bin/sh: %s", strerror(e));
-	spawned = 1;
-	close(opipe[1]);
-	close(epipe[1]);
-	opipe[1] = epipe[1] = -1;
-	/* the shell's exit wakes poll through a pidfd; without one (old
-	 * kernels, seccomp, valgrind) poll wakes every 50 ms to look */
-	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-
-	/* read until the shell exits, then what it left in the pipes: a
-	 * background child keeping them open does not hold us up */
-	deadline = util_mono_ms() + s->command_timeout_ms;
-	while (!exited) {
-		struct pollfd pfd[3] = {
-			{ oopen ? opipe[0] : -1, POLLIN, 0 },
-			{ eopen ? epipe[0] : -1, POLLIN, 0 },
-			{ pidfd, POLLIN, 0 },
-		};
-		int64_t left = deadline - util_mono_ms();
-
-		if (left <= 0)
-			ERR("command timed out after %d ms", s->command_timeout_ms);
-		if (pidfd < 0 && left > 50)
-			left = 50;
-		if (poll(pfd, 3, (int)left) < 0 && errno != EINTR)
-			ERR("poll: %s", strerror(errno));
-		if ((pfd[2].revents || pidfd < 0) &&
-		    waitpid(pid, &status, WNOHANG) == pid)
-			exited = 1;
-		if (oopen && (pfd[0].revents || exited) && pipe_drain(opipe[0],
-		    obuf, &olen, SESSIONS_OUTPUT_MAX, &overflow) != 0)
-			oopen = 0;
-		if (overflow)
-			ERR("command printed more than 4 MiB");
-		if (eopen && (pfd[1].revents || exited) && pipe_drain(epipe[0],
-		    ebuf, &elen, sizeof(ebuf) - 1, &eover) != 0)
-			eopen = 0;
-	}
-	spawned = 0;		/* reaped */
-	if (WIFSIGNALED(status))
-		ERR("command killed by signal %d: %s", WTERMSIG(status),
-		    first_line(ebuf, elen));
-	if (WEXITSTATUS(status) != 0)
-		ERR("command exited with status %d: %s", WEXITSTATUS(status),
-		    first_line(ebuf, elen));
+	if (child_run(argv, s->command_timeout_ms, obuf, SESSIONS_OUTPUT_MAX, &olen, err,
+	    errlen) != 0)
+		goto out;
 	if (wire_sessions_decode(obuf, olen, out, n, why, sizeof(why)) != 0)
 		ERR("command output: %s", why);
 	r = 0;
  out:
-	if (pid > 0)
-		kill(-pid, SIGKILL);	/* the group, including what it left */
-	if (spawned)
-		waitpid(pid, NULL, 0);
-	for (int i = 0; i < 2; i++) {
-		if (opipe[i] >= 0)
-			close(opipe[i]);
-		if (epipe[i] >= 0)
-			close(epipe[i]);
-	}
-	if (pidfd >= 0)
-		close(pidfd);
 	free(obuf);
 	return r;
+}
+
+/* ---- acting on sessions: log off, disconnect ----------------------------- */
+
+/* The xrdp session sid ("id" as the agent reports it) of user into *out:
+ * 0, or -1 with why in detail. */
+static int
+xrdp_find(struct sessions *s, const char *id, const char *user, struct xrdp_scan *sc,
+    struct xrdp_session *out, char *detail, size_t n)
+{
+	char owner[WIRE_USER_MAX], *end;
+	long sid = strtol(id, &end, 10);
+
+	if (*id == '\0' || *end != '\0' || sid <= 0) {
+		snprintf(detail, n, "'%s' is not an xrdp session id", id);
+		return -1;
+	}
+	if (xrdp_scan(s->proc_root, sc, detail, n) != 0)
+		return -1;
+	for (size_t i = 0; i < sc->n; i++) {
+		if (sc->v[i].sid != sid)
+			continue;
+		sessions_user_name(sc->v[i].uid, owner, sizeof(owner));
+		if (user[0] != '\0' && strcasecmp(owner, user) != 0) {
+			snprintf(detail, n, "session %ld belongs to %s, not %s", sid, owner, user);
+			return -1;
+		}
+		*out = sc->v[i];
+		return 0;
+	}
+	snprintf(detail, n, "no xrdp session %ld (ended already?)", sid);
+	return -1;
+}
+
+/* Log off as sesman ends a session: its window manager and what runs
+ * under the session end (SIGTERM), then sesman stops the X server and
+ * chansrv; what is left after half the timeout is ended by us, SIGKILL
+ * last. Done when the X server is gone. */
+static int
+xrdp_logoff(struct sessions *s, const char *id, const char *user, char *detail, size_t n)
+{
+	struct xrdp_scan sc = { NULL, 0, 0, 0, 0 };
+	struct ptable t = { NULL, 0, 0 };
+	struct xrdp_session x;
+	int r = -1, half = s->command_timeout_ms / 2;
+
+	if (xrdp_find(s, id, user, &sc, &x, detail, n) != 0)
+		goto out;
+	if (ptable_read(s->proc_root, &t) != 0) {
+		snprintf(detail, n, "cannot read %s: %s", s->proc_root, strerror(errno));
+		goto out;
+	}
+	if (ptable_signal_below(&t, x.sid, x.xpid, SIGTERM) == 0 &&
+	    kill((pid_t)x.xpid, SIGTERM) != 0) {
+		snprintf(detail, n, "cannot end session %ld's processes: %s", x.sid,
+		    strerror(errno));
+		goto out;
+	}
+	if (!proc_wait_gone(s->proc_root, x.xpid, half)) {
+		(void)kill((pid_t)x.xpid, SIGTERM);
+		(void)ptable_signal_below(&t, x.sid, 0, SIGTERM);
+		if (!proc_wait_gone(s->proc_root, x.xpid, half)) {
+			(void)ptable_signal_below(&t, x.sid, 0, SIGKILL);
+			if (!proc_wait_gone(s->proc_root, x.xpid, 1000)) {
+				snprintf(detail, n, "session %ld's X server (pid %ld) "
+				    "outlived SIGKILL", x.sid, x.xpid);
+				goto out;
+			}
+		}
+	}
+	snprintf(detail, n, "session %ld (display :%d) logged off", x.sid, x.display);
+	r = 0;
+ out:
+	free(sc.v);
+	ptable_free(&t);
+	return r;
+}
+
+/* The inode of an ESTABLISHED socket in <root>/net/<file> whose remote
+ * port is port (xrdp's end of its link to Xvnc), or 0. */
+static unsigned long
+tcp_peer_inode(const char *root, const char *file, int port)
+{
+	char path[1024], line[512], remote[64], *colon;
+	unsigned long inode = 0, ino;
+	unsigned st;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/net/%s", root, file);
+	if ((f = fopen(path, "re")) == NULL)
+		return 0;
+	while (inode == 0 && fgets(line, sizeof(line), f) != NULL) {
+		/* sl local remote st tx:rx tr:when retrnsmt uid timeout inode */
+		if (sscanf(line, " %*[0-9]: %*s %63s %x %*s %*s %*s %*s %*s %lu", remote, &st,
+		    &ino) == 3 && st == 0x01 && (colon = strrchr(remote, ':')) != NULL &&
+		    strtol(colon + 1, NULL, 16) == port)
+			inode = ino;
+	}
+	fclose(f);
+	return inode;
+}
+
+/* The process named "xrdp" that holds socket inode (another user's
+ * /proc/PID/fd: listed with CAP_DAC_READ_SEARCH, its links read with
+ * CAP_SYS_PTRACE): its pid, or 0. */
+struct fd_owner {
+	char link[64];
+	long pid;
+};
+
+static int
+xrdp_fd_owner(const char *root, long pid, void *arg)
+{
+	struct fd_owner *o = arg;
+	struct proc_stat ps;
+	char dir[1024], path[1300], target[64];
+	struct dirent *de;
+	ssize_t len;
+	DIR *d;
+
+	if (proc_stat_read(root, pid, &ps) != 0 || strcmp(ps.comm, "xrdp") != 0)
+		return 0;
+	snprintf(dir, sizeof(dir), "%s/%ld/fd", root, pid);
+	if ((d = opendir(dir)) == NULL)
+		return 0;
+	while (o->pid == 0 && (de = readdir(d)) != NULL) {
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if ((len = readlink(path, target, sizeof(target) - 1)) > 0) {
+			target[len] = '\0';
+			if (strcmp(target, o->link) == 0)
+				o->pid = pid;
+		}
+	}
+	closedir(d);
+	return o->pid != 0;
+}
+
+/* Disconnect: the xrdp process serving the client (the one connected to
+ * the session's Xvnc) ends, the session stays; done once Xvnc has no
+ * client. */
+static int
+xrdp_disconnect(struct sessions *s, const char *id, const char *user, char *detail,
+    size_t n)
+{
+	struct xrdp_scan sc = { NULL, 0, 0, 0, 0 };
+	struct fd_owner o = { "", 0 };
+	struct xrdp_session x;
+	struct proc_stat ps, parent;
+	unsigned long inode;
+	int r = -1;
+
+	if (xrdp_find(s, id, user, &sc, &x, detail, n) != 0)
+		goto out;
+	if (x.vnc_port == 0) {
+		snprintf(detail, n, "disconnect is not supported for an Xorg session");
+		r = SESSIONS_UNSUPPORTED;
+		goto out;
+	}
+	if ((inode = tcp_peer_inode(s->proc_root, "tcp", x.vnc_port)) == 0 &&
+	    (inode = tcp_peer_inode(s->proc_root, "tcp6", x.vnc_port)) == 0) {
+		snprintf(detail, n, "session %ld has no client connected", x.sid);
+		goto out;
+	}
+	snprintf(o.link, sizeof(o.link), "socket:[%lu]", inode);
+	(void)proc_each(s->proc_root, xrdp_fd_owner, &o);
+	if (o.pid == 0) {
+		snprintf(detail, n, "no xrdp process found holding session %ld's "
+		    "connection (are CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE granted?)", x.sid);
+		goto out;
+	}
+	/* never the listener (xrdp fork=false would serve every client) */
+	if (proc_stat_read(s->proc_root, o.pid, &ps) != 0 ||
+	    proc_stat_read(s->proc_root, ps.ppid, &parent) != 0 ||
+	    strcmp(parent.comm, "xrdp") != 0) {
+		snprintf(detail, n, "xrdp process %ld serves more than this client "
+		    "(not forked per connection)", o.pid);
+		goto out;
+	}
+	if (kill((pid_t)o.pid, SIGTERM) != 0) {
+		snprintf(detail, n, "cannot end xrdp process %ld: %s", o.pid, strerror(errno));
+		goto out;
+	}
+	if (!proc_wait_gone(s->proc_root, o.pid, s->command_timeout_ms)) {
+		(void)kill((pid_t)o.pid, SIGKILL);
+		(void)proc_wait_gone(s->proc_root, o.pid, 1000);
+	}
+	snprintf(detail, n, "session %ld (display :%d) disconnected: its client's xrdp "
+	    "process %ld ended", x.sid, x.display, o.pid);
+	r = 0;
+ out:
+	free(sc.v);
+	return r;
+}
+
+/* command:'s logoff_command or disconnect_command, split on blanks (no
+ * shell), with the session id and user as the last two arguments. */
+static int
+command_act(struct sessions *s, enum wire_command_kind kind, const char *id,
+    const char *user, char *detail, size_t n)
+{
+	char *copy, *argv[34], *save = NULL, out[WIRE_DETAIL_MAX];
+	size_t argc = 0, olen;
+	int r = -1;
+
+	if (s->act[kind] == NULL || s->act[kind][0] == '\0') {
+		snprintf(detail, n, "not supported: no %s_command", wire_command_kind_str(kind));
+		return SESSIONS_UNSUPPORTED;
+	}
+	if ((copy = strdup(s->act[kind])) == NULL) {
+		snprintf(detail, n, "out of memory");
+		return -1;
+	}
+	for (char *w = strtok_r(copy, " \t", &save); w != NULL && argc < 31;
+	    w = strtok_r(NULL, " \t", &save))
+		argv[argc++] = w;
+	argv[argc++] = (char *)id;
+	argv[argc++] = (char *)user;
+	argv[argc] = NULL;
+	if (child_run(argv, s->command_timeout_ms, out, sizeof(out) - 1, &olen, detail,
+	    n) == 0) {
+		snprintf(detail, n, "%s", olen > 0 ? child_first_line(out, olen) : "done");
+		r = 0;
+	} else if (strstr(detail, "printed more than") != NULL) {
+		r = 0;		/* it ran and succeeded; its words were too many */
+		snprintf(detail, n, "done");
+	}
+	free(copy);
+	return r;
+}
+
+int
+sessions_act(struct sessions *s, enum wire_command_kind kind, const char *id,
+    const char *user, char *detail, size_t n)
+{
+	switch (s->kind == SESSIONS_AUTO ? s->last : s->kind) {
+	case SESSIONS_XRDP:
+		return kind == WIRE_LOGOFF ? xrdp_logoff(s, id, user, detail, n) :
+		    xrdp_disconnect(s, id, user, detail, n);
+	case SESSIONS_COMMAND:
+		return command_act(s, kind, id, user, detail, n);
+	default:
+		snprintf(detail, n, "not supported by the %s provider",
+		    sessions_names[s->kind == SESSIONS_AUTO ? s->last : s->kind]);
+		return SESSIONS_UNSUPPORTED;
+	}
 }
 
 /* ---- dispatch ----------------------------------------------------------- */

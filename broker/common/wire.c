@@ -13,6 +13,7 @@
  * answer's admin state: enabled, draining). */
 static const char *const session_text[] = { "active", "disconnected", NULL };
 static const char *const admin_text[] = { "enabled", "draining", NULL };
+static const char *const kind_text[] = { "logoff", "disconnect", NULL };
 
 /* Index of text in a NULL-ended table, or -1. */
 static int
@@ -168,6 +169,108 @@ parse(const char *buf, size_t len, char *err, size_t errlen)
 	return root;
 }
 
+const char *
+wire_command_kind_str(enum wire_command_kind k)
+{
+	return (int)k >= 0 && k < WIRE_COMMAND_KIND_COUNT ? kind_text[k] : "?";
+}
+
+int
+wire_command_kind_parse(const char *text, enum wire_command_kind *out)
+{
+	int k = text_index(kind_text, text);
+
+	return k < 0 ? -1 : (*out = (enum wire_command_kind)k, 0);
+}
+
+/* The array member key of root, absent or null as empty, at most
+ * WIRE_COMMANDS_MAX entries, each an object: its size, or -1. */
+static int
+list_get(json_t *root, const char *key, json_t **a, char *err, size_t errlen)
+{
+	size_t i;
+	json_t *v;
+
+	*a = json_object_get(root, key);
+	if (*a == NULL || json_is_null(*a))
+		return 0;
+	if (!json_is_array(*a) || json_array_size(*a) > WIRE_COMMANDS_MAX) {
+		snprintf(err, errlen, "'%s' must be an array of at most %d", key,
+		    WIRE_COMMANDS_MAX);
+		return -1;
+	}
+	json_array_foreach(*a, i, v) {
+		if (!json_is_object(v)) {
+			snprintf(err, errlen, "'%s[%zu]' must be an object", key, i);
+			return -1;
+		}
+	}
+	return (int)json_array_size(*a);
+}
+
+/* "results": [{id, ok, expired?, detail?}] into hb. */
+static int
+results_decode(json_t *root, struct wire_heartbeat *hb, char *err, size_t errlen)
+{
+	json_t *a, *v;
+	char path[32];
+	int n;
+
+	if ((n = list_get(root, "results", &a, err, errlen)) < 0)
+		return -1;
+	for (int i = 0; i < n; i++) {
+		struct wire_result *w = &hb->results[i];
+		json_t *o = json_array_get(a, (size_t)i);
+
+		snprintf(path, sizeof(path), "results[%d].", i);
+		if (get_int(o, path, "id", 1, INT64_MAX, &w->id, err, errlen) != 0 ||
+		    get_str(o, path, "detail", 0, w->detail, sizeof(w->detail), err,
+		    errlen) != 0)
+			return -1;
+		if (!json_is_boolean(v = json_object_get(o, "ok"))) {
+			snprintf(err, errlen, "'%sok' must be true or false", path);
+			return -1;
+		}
+		w->ok = json_is_true(v);
+		w->expired = json_is_true(json_object_get(o, "expired"));
+	}
+	hb->nresults = (size_t)n;
+	return 0;
+}
+
+/* "commands": [{id, kind, session, user, deadline_ms}] into ans. */
+static int
+commands_decode(json_t *root, struct wire_answer *ans, char *err, size_t errlen)
+{
+	char path[32], kind[16];
+	json_t *a;
+	int n;
+
+	if ((n = list_get(root, "commands", &a, err, errlen)) < 0)
+		return -1;
+	for (int i = 0; i < n; i++) {
+		struct wire_command *c = &ans->commands[i];
+		json_t *o = json_array_get(a, (size_t)i);
+
+		snprintf(path, sizeof(path), "commands[%d].", i);
+		if (get_int(o, path, "id", 1, INT64_MAX, &c->id, err, errlen) != 0 ||
+		    get_str(o, path, "kind", 1, kind, sizeof(kind), err, errlen) != 0 ||
+		    get_str(o, path, "session", 1, c->session, sizeof(c->session), err,
+		    errlen) != 0 ||
+		    get_str(o, path, "user", 0, c->user, sizeof(c->user), err, errlen) != 0 ||
+		    get_int(o, path, "deadline_ms", 0, 86400000, &c->deadline_ms, err,
+		    errlen) != 0)
+			return -1;
+		if (wire_command_kind_parse(kind, &c->kind) != 0) {
+			snprintf(err, errlen, "'%skind' must be \"logoff\" or \"disconnect\"",
+			    path);
+			return -1;
+		}
+	}
+	ans->ncommands = (size_t)n;
+	return 0;
+}
+
 int
 wire_heartbeat_decode(const char *buf, size_t len, struct wire_heartbeat *hb,
     char *err, size_t errlen)
@@ -223,6 +326,10 @@ wire_heartbeat_decode(const char *buf, size_t len, struct wire_heartbeat *hb,
 			goto out;
 	} else
 		ERR("'sessions' must be an array or null");
+	if (results_decode(root, &h, err, errlen) != 0) {
+		free(h.sessions);
+		goto out;
+	}
 	*hb = h;
 	r = 0;
  out:
@@ -265,6 +372,31 @@ dump(json_t *o)
 	return s;
 }
 
+/* Appends obj (consumed) to the array a; -1 on failure. */
+static int
+append(json_t *a, json_t *obj)
+{
+	return obj == NULL ? -1 : json_array_append_new(a, obj);
+}
+
+static int
+results_encode(json_t *root, const struct wire_heartbeat *hb)
+{
+	json_t *a = json_array();
+	int r = a == NULL ? -1 : 0;
+
+	for (size_t i = 0; r == 0 && i < hb->nresults && i < WIRE_COMMANDS_MAX; i++) {
+		const struct wire_result *w = &hb->results[i];
+
+		r = append(a, json_pack("{s:I, s:b, s:b, s:s}", "id", (json_int_t)w->id,
+		    "ok", w->ok, "expired", w->expired, "detail", w->detail));
+	}
+	if (r == 0)
+		return json_object_set_new(root, "results", a);
+	json_decref(a);
+	return -1;
+}
+
 char *
 wire_heartbeat_encode(const struct wire_heartbeat *hb)
 {
@@ -279,6 +411,10 @@ wire_heartbeat_encode(const struct wire_heartbeat *hb)
 	    "mem_available_kb", (json_int_t)hb->mem_available_kb);
 	if (root == NULL)
 		return NULL;
+	if (hb->nresults > 0 && results_encode(root, hb) != 0) {
+		json_decref(root);
+		return NULL;
+	}
 	if (!hb->sessions_known) {
 		json_object_set_new(root, "sessions", json_null());
 		json_object_set_new(root, "sessions_error", json_string(hb->sessions_error));
@@ -304,8 +440,28 @@ wire_heartbeat_encode(const struct wire_heartbeat *hb)
 char *
 wire_answer_encode(const struct wire_answer *a)
 {
-	return dump(json_pack("{s:i, s:s}", "interval", a->interval,
-	    "admin_state", admin_text[a->draining != 0]));
+	json_t *root, *list;
+	int r = 0;
+
+	root = json_pack("{s:i, s:s}", "interval", a->interval,
+	    "admin_state", admin_text[a->draining != 0]);
+	if (root == NULL || a->ncommands == 0)
+		return dump(root);
+	if ((list = json_array()) == NULL)
+		r = -1;
+	for (size_t i = 0; r == 0 && i < a->ncommands && i < WIRE_COMMANDS_MAX; i++) {
+		const struct wire_command *c = &a->commands[i];
+
+		r = append(list, json_pack("{s:I, s:s, s:s, s:s, s:I}", "id",
+		    (json_int_t)c->id, "kind", wire_command_kind_str(c->kind), "session",
+		    c->session, "user", c->user, "deadline_ms", (json_int_t)c->deadline_ms));
+	}
+	if (r == 0 && json_object_set_new(root, "commands", list) == 0)
+		return dump(root);
+	if (r != 0)
+		json_decref(list);
+	json_decref(root);
+	return NULL;
 }
 
 int
@@ -325,8 +481,11 @@ wire_answer_decode(const char *buf, size_t len, struct wire_answer *a, char *err
 	if (get_int(root, "", "interval", 1, 3600, &i, err, errlen) != 0 ||
 	    get_str(root, "", "admin_state", 1, admin, sizeof(admin), err, errlen) != 0)
 		goto out;
+	memset(&tmp, 0, sizeof(tmp));
 	tmp.interval = (int)i;
 	tmp.draining = text_index(admin_text, admin) == 1;	/* any other: enabled */
+	if (commands_decode(root, &tmp, err, errlen) != 0)
+		goto out;
 	*a = tmp;
 	r = 0;
  out:

@@ -22,6 +22,32 @@ struct wire_session {
 	int64_t since;			/* unix seconds, 0 if unknown */
 };
 
+/* An admin's command to an agent (README "Logging a user off"): the
+ * broker's heartbeat answer carries them, the agent's next heartbeat the
+ * results. Kind texts: "logoff", "disconnect". */
+#define WIRE_COMMANDS_MAX 32	/* commands in one answer, results in one beat */
+#define WIRE_DETAIL_MAX	256	/* a result's detail, incl. NUL */
+enum wire_command_kind { WIRE_LOGOFF = 0, WIRE_DISCONNECT = 1 };
+#define WIRE_COMMAND_KIND_COUNT 2
+
+struct wire_command {
+	int64_t id;			/* the broker's; run at most once */
+	enum wire_command_kind kind;
+	char session[WIRE_ID_MAX];	/* the agent's session id */
+	char user[WIRE_USER_MAX];	/* the session's user, as the agent said */
+	int64_t deadline_ms;		/* ms left to start it, from when the
+					 * broker answered: the agent counts from
+					 * when it sent the request, on its own
+					 * clock (never later than the broker's) */
+};
+
+struct wire_result {
+	int64_t id;
+	int ok;
+	int expired;			/* not run: its deadline had passed */
+	char detail[WIRE_DETAIL_MAX];
+};
+
 struct wire_heartbeat {
 	char name[WIRE_NAME_MAX];
 	char version[32];
@@ -39,12 +65,20 @@ struct wire_heartbeat {
 	char sessions_error[128];	/* why, when !sessions_known */
 	size_t nsessions;
 	struct wire_session *sessions;	/* owned, freed by wire_heartbeat_clear */
+	size_t nresults;		/* outcomes of commands ("results") */
+	struct wire_result results[WIRE_COMMANDS_MAX];
 };
 
 struct wire_answer {
 	int interval;			/* seconds until the next heartbeat */
 	int draining;			/* admin_state: "draining" (1) or "enabled" */
+	size_t ncommands;		/* "commands", absent when none */
+	struct wire_command commands[WIRE_COMMANDS_MAX];
 };
+
+/* The text of a kind ("?" outside the enum); 0 and *out if text is one. */
+const char *wire_command_kind_str(enum wire_command_kind k);
+int wire_command_kind_parse(const char *text, enum wire_command_kind *out);
 
 /* Parses a heartbeat body. 0, or -1 with the reason in err
  * ("'rdp.port' must be an integer from 1 to 65535"). */

@@ -1,8 +1,10 @@
 #include <errno.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "broker/core/admin_token.h"
 #include "broker/core/cli.h"
@@ -18,6 +20,7 @@ static const char usage[] =
     "       tsbroker -f FILE server list | drain NAME | enable NAME | remove NAME\n"
     "       tsbroker -f FILE session list [--user U] [--server NAME] [--state S]\n"
     "       tsbroker -f FILE session forget ID\n"
+    "       tsbroker -f FILE session logoff ID | disconnect ID [--timeout S]\n"
     "       tsbroker -f FILE admin password   (reads the new password from stdin)\n"
     "       tsbroker -f FILE admin token add NAME | list | remove NAME\n"
     "       tsbroker -f FILE admin token-key record   (key rotation: docs/ha-keys.md)\n";
@@ -291,6 +294,56 @@ admin_token(struct store *st, int argc, char **argv)
 	return 0;
 }
 
+/* `session logoff|disconnect ID [--timeout S]`: queues the command, waits
+ * for its outcome (up to its deadline and the grace after it), prints it;
+ * 0 only when done. */
+static int
+session_command(struct store *st, const char *verb, int argc, char **argv)
+{
+	enum wire_command_kind kind;
+	struct store_command cmd;
+	struct passwd *pw = getpwuid(getuid());
+	char actor[STORE_ACTOR_MAX], reason[256], *end;
+	int64_t until;
+	long long id;
+	int r, timeout = STORE_COMMAND_TIMEOUT_MS / 1000;
+
+	if (wire_command_kind_parse(verb, &kind) != 0 || (argc != 1 && argc != 3))
+		return 2;
+	if (argc == 3 && (strcmp(argv[1], "--timeout") != 0 ||
+	    num("--timeout", argv[2], 1, STORE_COMMAND_TIMEOUT_MAX, &timeout) != 0))
+		return 2;
+	errno = 0;
+	id = strtoll(argv[0], &end, 10);
+	if (errno != 0 || *end != '\0' || end == argv[0] || id < 1) {
+		fprintf(stderr, "tsbroker: session ids are positive numbers\n");
+		return 2;
+	}
+	snprintf(actor, sizeof(actor), "cli user %s", pw != NULL ? pw->pw_name : "?");
+	if ((r = store_command_add(st, id, kind, actor, util_now_ms(), timeout * 1000, &cmd,
+	    reason, sizeof(reason))) == STORE_REFUSED) {
+		fprintf(stderr, "tsbroker: %s of session %lld refused: %s\n", verb, id, reason);
+		return 1;
+	}
+	if (r != 0)
+		return fail(r, "session", argv[0]);
+	printf("command %lld: %s of session %lld (%s on %s) queued, waiting up to %d s\n",
+	    (long long)cmd.id, verb, id, cmd.user, cmd.server, timeout);
+	fflush(stdout);
+	until = cmd.deadline + STORE_COMMAND_GRACE_MS + 5000;
+	while ((cmd.state == COMMAND_QUEUED || cmd.state == COMMAND_SENT) &&
+	    util_now_ms() < until) {
+		struct timespec ts = { 0, 200 * 1000000L };
+
+		nanosleep(&ts, NULL);
+		if ((r = store_command_get(st, cmd.id, &cmd)) != 0)
+			return fail(r, "command", argv[0]);
+	}
+	printf("command %lld: %s%s%s\n", (long long)cmd.id, command_state_str(cmd.state),
+	    cmd.outcome[0] ? ": " : "", cmd.outcome);
+	return cmd.state == COMMAND_DONE ? 0 : 1;
+}
+
 /* `admin token-key record`: this config's routing-token key becomes the one
  * the brokers sharing the store must use. */
 static int
@@ -352,6 +405,8 @@ dispatch(const struct conf *c, struct store *st, int argc, char **argv)
 			printf("session %lld forgotten\n", id);
 			return 0;
 		}
+		if (argc >= 3 && (r = session_command(st, verb, argc - 2, argv + 2)) != 2)
+			return r;
 	} else if (strcmp(obj, "admin") == 0 && strcmp(verb, "password") == 0 && argc == 2)
 		return admin_password(st);
 	else if (strcmp(obj, "admin") == 0 && strcmp(verb, "token") == 0 && argc > 2)

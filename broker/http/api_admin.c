@@ -442,20 +442,40 @@ api_admin_sessions(struct api_admin *a, const struct auth_who *who,
 	http_reply_json(res, 200, wire_json_dump(o));
 }
 
+/* The positive id that starts path after prefix; *rest what follows it
+ * ("" or "/..."). 0, or -1 with 400 answered. */
+static int
+path_id(const struct http_request *req, struct http_response *res, const char *prefix,
+    long long *id, const char **rest)
+{
+	const char *p = req->path + strlen(prefix);
+	char *end;
+
+	errno = 0;
+	*id = strtoll(p, &end, 10);
+	if (!isdigit((unsigned char)*p) || errno != 0 || *id < 1 ||
+	    (*end != '\0' && *end != '/')) {
+		http_reply_error(res, 400, "ids are positive integers");
+		return -1;
+	}
+	*rest = end;
+	return 0;
+}
+
 static void
 api_admin_session_delete(struct api_admin *a, const struct auth_who *who,
     const struct http_request *req, struct http_response *res)
 {
-	const char *p = req->path + strlen("/api/v1/sessions/");
+	const char *rest;
 	struct wire_json *o;
-	char *end, msg[96];
+	char msg[96];
 	long long id;
 	int r;
 
-	errno = 0;
-	id = strtoll(p, &end, 10);
-	if (!isdigit((unsigned char)*p) || errno != 0 || *end != '\0' || id < 1) {
-		http_reply_error(res, 400, "session ids are positive integers");
+	if (path_id(req, res, "/api/v1/sessions/", &id, &rest) != 0)
+		return;
+	if (*rest != '\0') {
+		http_reply_error(res, 404, "no such resource");
 		return;
 	}
 	if ((r = store_session_forget(a->st, id, util_now_ms())) != 0) {
@@ -467,6 +487,90 @@ api_admin_session_delete(struct api_admin *a, const struct auth_who *who,
 	o = wire_json_object();
 	wire_json_int(o, "forgotten", id);
 	http_reply_json(res, 200, wire_json_dump(o));
+}
+
+/* ---- POST /api/v1/sessions/ID/logoff|disconnect, GET /api/v1/commands/ID ---- */
+
+static struct wire_json *
+command_json(const struct store_command *c)
+{
+	struct wire_json *o = wire_json_object();
+
+	wire_json_int(o, "id", c->id);
+	wire_json_str(o, "kind", wire_command_kind_str(c->kind));
+	wire_json_int(o, "session", c->session_id);
+	wire_json_str(o, "server", c->server);
+	wire_json_str(o, "user", c->user);
+	wire_json_str(o, "by", c->actor);
+	wire_json_str(o, "state", command_state_str(c->state));
+	wire_json_str(o, "outcome", c->outcome);
+	wire_json_int(o, "created", c->created);
+	wire_json_int(o, "deadline", c->deadline);
+	wire_json_int(o, "updated", c->updated);
+	return o;
+}
+
+static void
+api_admin_session_post(struct api_admin *a, const struct auth_who *who,
+    const struct http_request *req, struct http_response *res)
+{
+	enum wire_command_kind kind;
+	struct store_command c;
+	char actor[STORE_ACTOR_MAX], reason[256], msg[96];
+	const char *rest;
+	long long id;
+	int64_t timeout;
+	int r;
+
+	if (path_id(req, res, "/api/v1/sessions/", &id, &rest) != 0)
+		return;
+	if (rest[0] != '/' || wire_command_kind_parse(rest + 1, &kind) != 0) {
+		http_reply_error(res, 404, "no such action (logoff or disconnect)");
+		return;
+	}
+	if (arg_int(req, res, "timeout", 1, STORE_COMMAND_TIMEOUT_MAX,
+	    STORE_COMMAND_TIMEOUT_MS / 1000, &timeout) != 0)
+		return;
+	snprintf(actor, sizeof(actor), "%s %s from %s", who->kind == AUTH_BY_BEARER ?
+	    "token" : "login", who->name, req->client);
+	r = store_command_add(a->st, id, kind, actor, util_now_ms(), (int)timeout * 1000,
+	    &c, reason, sizeof(reason));
+	if (r == STORE_REFUSED) {
+		http_reply_error(res, 409, reason);
+		return;
+	}
+	if (r != 0) {
+		snprintf(msg, sizeof(msg), "no session %lld", id);
+		reply_store_error(a, res, r, msg);
+		return;
+	}
+	log_info("command %lld: %s of session %lld (%s on %s) queued by %s",
+	    (long long)c.id, wire_command_kind_str(kind), id, c.user, c.server, actor);
+	http_reply_json(res, 202, wire_json_dump(command_json(&c)));
+}
+
+static void
+api_admin_command_get(struct api_admin *a, const struct auth_who *who,
+    const struct http_request *req, struct http_response *res)
+{
+	struct store_command c;
+	const char *rest;
+	char msg[64];
+	long long id;
+	int r;
+
+	if (path_id(req, res, "/api/v1/commands/", &id, &rest) != 0)
+		return;
+	if (*rest != '\0') {
+		http_reply_error(res, 404, "no such resource");
+		return;
+	}
+	if ((r = store_command_get(a->st, id, &c)) != 0) {
+		snprintf(msg, sizeof(msg), "no command %lld", id);
+		reply_store_error(a, res, r, msg);
+		return;
+	}
+	http_reply_json(res, 200, wire_json_dump(command_json(&c)));
 }
 
 /* ---- GET /api/v1/events ---- */
@@ -577,6 +681,8 @@ static const struct api_admin_route api_admin_routes[] = {
 	{ "POST", "/api/v1/servers/", AUTH_ADMIN, api_admin_server_post },
 	{ "GET", "/api/v1/sessions", AUTH_ADMIN, api_admin_sessions },
 	{ "DELETE", "/api/v1/sessions/", AUTH_ADMIN, api_admin_session_delete },
+	{ "POST", "/api/v1/sessions/", AUTH_ADMIN, api_admin_session_post },
+	{ "GET", "/api/v1/commands/", AUTH_ADMIN, api_admin_command_get },
 	{ "GET", "/api/v1/events", AUTH_ADMIN, api_admin_events },
 	{ "GET", "/api/v1/history", AUTH_ADMIN, api_admin_history },
 };

@@ -107,8 +107,13 @@ api_agent_heartbeat(void *ctx, const struct http_request *req, struct http_respo
 	if (!hb.sessions_known)
 		log_debug("server %s could not read its sessions (%s): kept as they were",
 		    name, hb.sessions_error);
+	if (hr.ncommands > 0)
+		log_info("server %s: %zu command(s) sent", name, hr.ncommands);
+	memset(&ans, 0, sizeof(ans));
 	ans.interval = a->c->heartbeat_interval;
 	ans.draining = hr.draining;
+	ans.ncommands = hr.ncommands;
+	memcpy(ans.commands, hr.commands, hr.ncommands * sizeof(hr.commands[0]));
 	http_reply_json(res, 200, wire_answer_encode(&ans));
  out:
 	wire_heartbeat_clear(&hb);

@@ -57,6 +57,8 @@ health_sweep(struct store *st, const struct conf *c, int64_t now, int64_t starte
 	free(list);
 	list = NULL;
 	if (r == 0)
+		r = store_command_expire(st, now, &expired);	/* events say which */
+	if (r == 0)
 		r = store_pending_expire(st, now, &expired);
 	if (r != 0 || expired == 0)
 		return r;

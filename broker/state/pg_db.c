@@ -13,6 +13,7 @@
 
 #include "broker/common/log.h"
 #include "broker/common/util.h"
+#include "broker/common/wire.h"
 #include "broker/state/schema.h"
 #include "broker/state/pg_db.h"
 
@@ -217,6 +218,8 @@ row_map(PGresult *res, int row, struct cols cols, void *dst)
 		case 'S': r |= server_state_parse(t, p); break;
 		case 'A': r |= admin_state_parse(t, p); break;
 		case 'E': r |= session_state_parse(t, p); break;
+		case 'C': r |= command_state_parse(t, p); break;
+		case 'K': r |= wire_command_kind_parse(t, p); break;
 		}
 	}
 	return r;

@@ -23,7 +23,8 @@ struct sql_stmt;		/* an engine's statement: opaque */
 
 /* Column i of a row into the field at off (size bytes) of a struct:
  * 'L' int64, 'I' int, 'D' double, 'T' text (truncated to size), and the
- * states from their text (states.h): 'S' server, 'A' admin, 'E' session.
+ * states from their text (states.h): 'S' server, 'A' admin, 'E' session,
+ * 'C' command (states.h), 'K' a command's kind (wire.h).
  * A state's unknown text fails the row (STORE_ERR). */
 struct col {
 	char type;

@@ -11,6 +11,7 @@
 
 #include "broker/common/log.h"
 #include "broker/common/util.h"
+#include "broker/common/wire.h"
 #include "broker/state/schema.h"
 #include "broker/state/sqlite_db.h"
 
@@ -130,7 +131,7 @@ row_map(sqlite3_stmt *s, struct cols cols, void *dst)
 	for (size_t i = 0; i < cols.n; i++) {
 		const struct col *c = &cols.c[i];
 		void *p = (char *)dst + c->off;
-		const char *t = strchr("TSAE", c->type) ? (const char *)
+		const char *t = strchr("TSAECK", c->type) ? (const char *)
 		    sqlite3_column_text(s, (int)i) : NULL;
 
 		switch (c->type) {
@@ -141,6 +142,8 @@ row_map(sqlite3_stmt *s, struct cols cols, void *dst)
 		case 'S': r |= server_state_parse(t, p); break;
 		case 'A': r |= admin_state_parse(t, p); break;
 		case 'E': r |= session_state_parse(t, p); break;
+		case 'C': r |= command_state_parse(t, p); break;
+		case 'K': r |= wire_command_kind_parse(t, p); break;
 		}
 	}
 	return r;

@@ -8,6 +8,8 @@ static const char *const server_text[SERVER_STATE_COUNT] = { "unknown", "up", "d
 static const char *const admin_text[ADMIN_STATE_COUNT] = { "enabled", "draining" };
 static const char *const session_text[SESSION_STATE_COUNT] = { "pending", "active",
 	"disconnected", "lost", "ended" };
+static const char *const command_text[COMMAND_STATE_COUNT] = { "queued", "sent", "done",
+	"failed", "expired" };
 
 static const char *
 text_of(const char *const *table, size_t n, int v)
@@ -43,6 +45,12 @@ session_state_str(enum session_state s)
 	return text_of(session_text, SESSION_STATE_COUNT, (int)s);
 }
 
+const char *
+command_state_str(enum command_state s)
+{
+	return text_of(command_text, COMMAND_STATE_COUNT, (int)s);
+}
+
 int
 server_state_parse(const char *text, enum server_state *out)
 {
@@ -65,6 +73,14 @@ session_state_parse(const char *text, enum session_state *out)
 	int i = index_of(session_text, SESSION_STATE_COUNT, text);
 
 	return i < 0 ? -1 : (*out = (enum session_state)i, 0);
+}
+
+int
+command_state_parse(const char *text, enum command_state *out)
+{
+	int i = index_of(command_text, COMMAND_STATE_COUNT, text);
+
+	return i < 0 ? -1 : (*out = (enum command_state)i, 0);
 }
 
 int

@@ -24,15 +24,25 @@ enum session_state { SESSION_PENDING, SESSION_ACTIVE, SESSION_DISCONNECTED,
 	SESSION_LOST, SESSION_ENDED };
 #define SESSION_STATE_COUNT 5
 
+/* An admin's command to an agent (store.h): queued, sent (claimed by its
+ * server's heartbeat), then done, failed (by the agent, or no outcome by
+ * its deadline) or expired (the agent did not run it: its deadline had
+ * passed by the agent's clock). */
+enum command_state { COMMAND_QUEUED, COMMAND_SENT, COMMAND_DONE, COMMAND_FAILED,
+	COMMAND_EXPIRED };
+#define COMMAND_STATE_COUNT 5
+
 /* The text of a state ("?" for a value outside the enum). */
 const char *server_state_str(enum server_state s);
 const char *admin_state_str(enum admin_state s);
 const char *session_state_str(enum session_state s);
+const char *command_state_str(enum command_state s);
 
 /* 0 and *out set if text is a state's exact text, else -1. */
 int server_state_parse(const char *text, enum server_state *out);
 int admin_state_parse(const char *text, enum admin_state *out);
 int session_state_parse(const char *text, enum session_state *out);
+int command_state_parse(const char *text, enum command_state *out);
 
 /* The rule "takes new users", used by placement, the farm's n+1 and the
  * store: up, enabled and not quarantined. */

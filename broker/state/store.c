@@ -690,6 +690,173 @@ store_server_quarantine(struct store *st, int64_t id, int64_t until,
 	return r;
 }
 
+/* ---- commands to agents ---- */
+
+/* The event of command c ending in state to, with detail. */
+static int
+command_event(struct store *st, const struct store_command *c, enum command_state to,
+    const char *detail, int64_t now)
+{
+	char text[512];
+
+	snprintf(text, sizeof(text), "%s of session %lld (%s, asked by %s): %s%s%s",
+	    wire_command_kind_str(c->kind), (long long)c->session_id, c->remote_id,
+	    c->actor, command_state_str(to), detail[0] ? ": " : "", detail);
+	return st->e->event_add(st->db, now, to == COMMAND_DONE ? "command_done" :
+	    "command_failed", c->server, c->user, NULL, text, 0);
+}
+
+/* A heartbeat's part (in its transaction): its results finish server id's
+ * sent commands, then its queued ones are claimed into res. */
+static int
+commands_beat(struct store *st, int64_t id, const struct wire_heartbeat *hb,
+    int64_t now, struct store_heartbeat_result *res)
+{
+	struct store_command c, *q = NULL;
+	size_t n = 0;
+	int r = 0, changed;
+
+	for (size_t i = 0; i < hb->nresults && r == 0; i++) {
+		const struct wire_result *w = &hb->results[i];
+		enum command_state to = w->ok ? COMMAND_DONE : w->expired ?
+		    COMMAND_EXPIRED : COMMAND_FAILED;
+
+		if ((r = st->e->command_get(st->db, w->id, &c)) == STORE_NOT_FOUND ||
+		    (r == 0 && c.server_id != id)) {
+			log_warn("a result for command %lld, not one of this server's",
+			    (long long)w->id);
+			r = 0;
+			continue;
+		}
+		if (r == 0)
+			r = st->e->command_finish(st->db, w->id, id, COMMAND_SENT, to,
+			    w->detail, now, &changed);
+		if (r == 0 && changed) {
+			r = command_event(st, &c, to, w->detail, now);
+			res->results++;
+		}
+	}
+	if (r == 0)
+		r = st->e->command_queued(st->db, id, now, WIRE_COMMANDS_MAX, &q, &n);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		struct wire_command *w = &res->commands[res->ncommands];
+
+		if ((r = st->e->command_finish(st->db, q[i].id, id, COMMAND_QUEUED,
+		    COMMAND_SENT, "", now, &changed)) != 0 || !changed)
+			continue;
+		w->id = q[i].id;
+		w->kind = q[i].kind;
+		util_strlcpy(w->session, q[i].remote_id, sizeof(w->session));
+		util_strlcpy(w->user, q[i].user, sizeof(w->user));
+		w->deadline_ms = q[i].deadline - now;
+		res->ncommands++;
+	}
+	free(q);
+	return r;
+}
+
+int
+store_command_add(struct store *st, int64_t session_id, enum wire_command_kind kind,
+    const char *actor, int64_t now, int timeout_ms, struct store_command *out,
+    char *reason, size_t n)
+{
+	struct store_command c;
+	struct store_route rt;
+	char detail[256];
+	int64_t expires, other;
+	int r;
+
+ retry:
+	reason[0] = '\0';
+	if ((r = begin(st, 1)) != 0)
+		return r;
+	memset(&rt, 0, sizeof(rt));
+	if ((r = st->e->session_route(st->db, session_id, &expires, &rt)) != 0)
+		goto out;
+	r = STORE_REFUSED;
+	if (rt.session_state == SESSION_PENDING || rt.session_state == SESSION_LOST ||
+	    rt.session_state == SESSION_ENDED)
+		snprintf(reason, n, "the session is %s", session_state_str(rt.session_state));
+	else if (rt.server_state != SERVER_UP)
+		snprintf(reason, n, "its server %s is %s", rt.server,
+		    server_state_str(rt.server_state));
+	else if (kind == WIRE_DISCONNECT && rt.session_state == SESSION_DISCONNECTED)
+		snprintf(reason, n, "the session is disconnected already");
+	else if ((r = st->e->command_pending(st->db, session_id, &other)) == 0) {
+		snprintf(reason, n, "command %lld for this session is under way",
+		    (long long)other);
+		r = STORE_REFUSED;
+	} else if (r == STORE_NOT_FOUND)
+		r = 0;
+	if (r != 0)
+		goto out;
+	memset(&c, 0, sizeof(c));
+	c.session_id = session_id;
+	c.server_id = rt.server_id;
+	c.kind = kind;
+	util_strlcpy(c.remote_id, rt.remote_id, sizeof(c.remote_id));
+	util_strlcpy(c.user, rt.login[0] ? rt.login : rt.user, sizeof(c.user));
+	util_strlcpy(c.actor, actor, sizeof(c.actor));
+	c.created = now;
+	c.deadline = now + timeout_ms;
+	if ((r = st->e->command_insert(st->db, &c, &c.id)) != 0 ||
+	    (r = st->e->command_get(st->db, c.id, &c)) != 0)
+		goto out;
+	snprintf(detail, sizeof(detail), "%s of session %lld queued by %s (deadline %d s)",
+	    wire_command_kind_str(kind), (long long)session_id, actor, timeout_ms / 1000);
+	r = st->e->event_add(st->db, now, "command_queued", c.server, c.user, NULL, detail, 0);
+ out:
+	if ((r = end_again(st, r)) == STORE_AGAIN)
+		goto retry;
+	if (r == 0)
+		*out = c;
+	return r;
+}
+
+int
+store_command_get(struct store *st, int64_t id, struct store_command *out)
+{
+	return ONE(st, 0, command_get, id, out);
+}
+
+int
+store_command_expire(struct store *st, int64_t now, int *failed)
+{
+	struct store_command *list = NULL;
+	size_t n = 0;
+	int r, changed;
+
+	*failed = 0;
+	/* a read first: the sweep takes no write lock while none is overdue */
+	r = ONE_LIST(st, command_overdue, &list, now, STORE_COMMAND_GRACE_MS, &list, &n);
+	if (r != 0 || n == 0) {
+		free(list);
+		return r;
+	}
+ retry:
+	*failed = 0;
+	free(list);
+	list = NULL;
+	if ((r = begin(st, 1)) != 0)
+		return r;
+	r = st->e->command_overdue(st->db, now, STORE_COMMAND_GRACE_MS, &list, &n);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		const char *why = list[i].state == COMMAND_QUEUED ?
+		    "deadline passed before its server's agent took it (no heartbeat)" :
+		    "deadline passed without an outcome from the agent";
+
+		if ((r = st->e->command_finish(st->db, list[i].id, 0, list[i].state,
+		    COMMAND_FAILED, why, now, &changed)) == 0 && changed) {
+			r = command_event(st, &list[i], COMMAND_FAILED, why, now);
+			(*failed)++;
+		}
+	}
+	if ((r = end_again(st, r)) == STORE_AGAIN)
+		goto retry;
+	free(list);
+	return r;
+}
+
 /* ---- heartbeats ---- */
 
 int
@@ -737,7 +904,7 @@ store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat 
 		r = event(st, r, now, "server_up", name, "heartbeat with RDP accepting");
 	else if (plan.transition == RC_DOWN)
 		r = event(st, r, now, "server_down", name, "RDP port not accepting");
-	if (r != 0)
+	if (r != 0 || (r = commands_beat(st, id, hb, now, res)) != 0)
 		goto out;
 	res->went_up = plan.transition == RC_UP;
 	res->went_down = plan.transition == RC_DOWN;

@@ -121,11 +121,18 @@ struct store_heartbeat_result {
 	int draining;			/* admin state to tell the agent */
 	int went_up, went_down;		/* transitions caused by this beat */
 	int confirmed;			/* pending placements confirmed */
+	size_t ncommands;		/* commands claimed for the answer */
+	struct wire_command commands[WIRE_COMMANDS_MAX];
+	int results;			/* hb's results recorded */
 };
 /* Applies one heartbeat snapshot of server id in one transaction: load and
  * health; sessions reconciled (new ones appear, vanished ones end, pending
  * placements confirmed, lost ones restored) unless hb->sessions_known is 0,
- * in which case the broker's sessions are kept untouched. */
+ * in which case the broker's sessions are kept untouched. In the same
+ * transaction the beat's results finish the server's sent commands (each
+ * with an event) and its queued commands whose deadline is still ahead
+ * are claimed (sent: delivered once, whichever store takes the beat) into
+ * res->commands, deadline_ms counted from now. */
 int store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat *hb,
     int64_t now, struct store_heartbeat_result *res);
 
@@ -174,7 +181,7 @@ struct store_route {
 	int port;
 	enum server_state server_state;
 	int live;			/* 1: the session is active, disconnected or an
-					 * unexpired pending placement, on an up server */
+					 * unexpired pending placement, on an up server */	char remote_id[WIRE_ID_MAX];	/* the agent's id of the session ("" if none) */
 };
 /* The user and server of session_id (a routing token's session), whatever
  * their states: STORE_NOT_FOUND if there is no such session (or its server
@@ -195,6 +202,42 @@ struct store_session_filter {
 int store_session_list(struct store *st, const struct store_session_filter *f,
     struct store_session **out, size_t *n);
 int store_session_forget(struct store *st, int64_t id, int64_t now);
+
+/* ---- commands to agents (log off, disconnect; README "Logging a user
+ * off"), shared by the brokers ---- */
+#define STORE_ACTOR_MAX		160	/* who asked, incl. NUL */
+/* After its deadline (the latest start) a sent command's outcome is awaited
+ * this long more (the agent runs it, then reports at once). */
+#define STORE_COMMAND_GRACE_MS	20000
+#define STORE_COMMAND_TIMEOUT_MS 30000	/* a deadline's default (API, CLI) */
+#define STORE_COMMAND_TIMEOUT_MAX 600	/* s */
+struct store_command {
+	int64_t id;
+	int64_t session_id;
+	int64_t server_id;
+	char server[WIRE_NAME_MAX];
+	enum wire_command_kind kind;
+	char remote_id[WIRE_ID_MAX];	/* the agent's id of the session */
+	char user[WIRE_USER_MAX];	/* the session's login */
+	char actor[STORE_ACTOR_MAX];	/* "admin from ADDR", "token NAME", ... */
+	enum command_state state;
+	char outcome[WIRE_DETAIL_MAX];	/* the agent's detail, or why it failed */
+	int64_t created, deadline, updated;	/* unix ms */
+};
+/* Queues kind for session_id, asked by actor (never a secret), to start by
+ * now + timeout_ms, with an event; *out is the command queued. Refused at
+ * once (STORE_REFUSED, the reason in reason, n bytes) when the session is
+ * pending, lost or ended, its server is not up, a disconnect finds it
+ * disconnected already, or a command for it is queued or sent;
+ * STORE_NOT_FOUND if there is no such session. */
+int store_command_add(struct store *st, int64_t session_id, enum wire_command_kind kind,
+    const char *actor, int64_t now, int timeout_ms, struct store_command *out,
+    char *reason, size_t n);
+int store_command_get(struct store *st, int64_t id, struct store_command *out);
+/* Queued commands past their deadline and sent ones past it by
+ * STORE_COMMAND_GRACE_MS become failed, each with an event, once across
+ * the stores; *failed is how many this call ended. */
+int store_command_expire(struct store *st, int64_t now, int *failed);
 
 /* ---- events ---- */
 /* Records an event now; the strings may be NULL. */

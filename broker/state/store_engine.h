@@ -214,6 +214,25 @@ struct store_engine {
 	int (*history_delete)(struct store_db *db, int64_t before, int batch,
 	    int *deleted);
 
+	/* commands to agents (rows with their server's name) */
+	int (*command_insert)(struct store_db *db, const struct store_command *c,
+	    int64_t *id);
+	int (*command_get)(struct store_db *db, int64_t id, struct store_command *out);
+	/* the id of a queued or sent command of session_id; STORE_NOT_FOUND */
+	int (*command_pending)(struct store_db *db, int64_t session_id, int64_t *id);
+	/* server_id's queued commands whose deadline is after now, oldest
+	 * first, at most max */
+	int (*command_queued)(struct store_db *db, int64_t server_id, int64_t now,
+	    size_t max, struct store_command **out, size_t *n);
+	/* queued with deadline <= now, sent with deadline + grace_ms <= now */
+	int (*command_overdue)(struct store_db *db, int64_t now, int64_t grace_ms,
+	    struct store_command **out, size_t *n);
+	/* id (of server_id, 0: any) from state from to to, with its outcome;
+	 * *changed 0 if it was not in from (another store moved it) */
+	int (*command_finish)(struct store_db *db, int64_t id, int64_t server_id,
+	    enum command_state from, enum command_state to, const char *outcome,
+	    int64_t now, int *changed);
+
 	/* settings; setting_add: *added 0 if key had a value (kept) */
 	int (*setting_get)(struct store_db *db, const char *key, char *value, size_t n);
 	int (*setting_add)(struct store_db *db, const char *key, const char *value,

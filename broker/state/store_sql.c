@@ -511,6 +511,7 @@ static const struct col route_cols[] = {
 	RT('L', session_id), RT('T', user), RT('T', login), RT('T', domain),
 	RT('E', session_state), RT('L', server_id), RT('T', server), RT('T', address),
 	RT('I', port), RT('S', server_state), COL('L', struct route_row, expires),
+	RT('T', remote_id),
 };
 
 static int
@@ -522,8 +523,8 @@ sq_session_route(struct store_db *d, int64_t session_id, int64_t *expires,
 
 	memset(&w, 0, sizeof(w));
 	if ((r = sql_row(d, sql_prep(d, "SELECT e.id, e.user, e.login, e.domain, e.state, "
-	    "v.id, v.name, v.address, v.port, v.state, e.expires FROM sessions e JOIN "
-	    "servers v ON v.id = e.server_id WHERE e.id = ?", "I", session_id),
+	    "v.id, v.name, v.address, v.port, v.state, e.expires, e.remote_id FROM "
+	    "sessions e JOIN servers v ON v.id = e.server_id WHERE e.id = ?", "I", session_id),
 	    COLS(route_cols), &w)) == 0) {
 		*out = w.rt;
 		*expires = w.expires;
@@ -597,6 +598,9 @@ sq_event_prune(struct store_db *d, int64_t before_ms, int keep)
 	if (r == 0)
 		r = EXEC(d, "DELETE FROM sessions WHERE state = 'ended' AND updated < ?",
 		    "I", before_ms);
+	if (r == 0)
+		r = EXEC(d, "DELETE FROM commands WHERE updated < ? AND state NOT IN "
+		    "('queued', 'sent')", "I", before_ms);
 	return r;
 }
 
@@ -854,6 +858,83 @@ sq_history_delete(struct store_db *d, int64_t before, int batch, int *deleted)
 	return sql_exec(d, sql_prep(d, "DELETE FROM history WHERE ts < ?", "I", cut), deleted);
 }
 
+/* ---- commands to agents ---- */
+
+#define CM(type, f) COL(type, struct store_command, f)
+static const struct col command_cols[] = {
+	CM('L', id), CM('L', session_id), CM('L', server_id), CM('T', server),
+	CM('K', kind), CM('T', remote_id), CM('T', user), CM('T', actor), CM('C', state),
+	CM('T', outcome), CM('L', created), CM('L', deadline), CM('L', updated),
+};
+#define SQL_COMMAND_COLS "SELECT c.id, c.session_id, c.server_id, v.name, c.kind, " \
+    "c.remote_id, c.\"user\", c.actor, c.state, c.outcome, c.created, c.deadline, " \
+    "c.updated FROM commands c JOIN servers v ON v.id = c.server_id "
+
+static int
+sq_command_insert(struct store_db *d, const struct store_command *c, int64_t *id)
+{
+	int r;
+
+	r = EXEC(d, "INSERT INTO commands (session_id, server_id, kind, remote_id, \"user\", "
+	    "actor, state, created, deadline, updated) VALUES (?, ?, ?, ?, ?, ?, 'queued', "
+	    "?, ?, ?)", "IIttttIII", c->session_id, c->server_id,
+	    wire_command_kind_str(c->kind), c->remote_id, c->user, c->actor, c->created,
+	    c->deadline, c->created);
+	if (r == 0)
+		*id = sql_last_id(d);
+	return r;
+}
+
+static int
+sq_command_get(struct store_db *d, int64_t id, struct store_command *out)
+{
+	return sql_row(d, sql_prep(d, SQL_COMMAND_COLS "WHERE c.id = ?", "I", id),
+	    COLS(command_cols), out);
+}
+
+static int
+sq_command_pending(struct store_db *d, int64_t session_id, int64_t *id)
+{
+	struct one o;
+	int r;
+
+	if ((r = sql_row(d, sql_prep(d, "SELECT id FROM commands WHERE session_id = ? AND "
+	    "state IN ('queued', 'sent') ORDER BY id LIMIT 1", "I", session_id),
+	    COLS(one_int), &o)) == 0)
+		*id = o.v;
+	return r;
+}
+
+static int
+sq_command_queued(struct store_db *d, int64_t server_id, int64_t now, size_t max,
+    struct store_command **out, size_t *n)
+{
+	return sql_rows(d, sql_prep(d, SQL_COMMAND_COLS "WHERE c.server_id = ? AND "
+	    "c.state = 'queued' AND c.deadline > ? ORDER BY c.id LIMIT ?", "IIi",
+	    server_id, now, (int)max), sizeof(**out), COLS(command_cols), out, n);
+}
+
+static int
+sq_command_overdue(struct store_db *d, int64_t now, int64_t grace_ms,
+    struct store_command **out, size_t *n)
+{
+	return sql_rows(d, sql_prep(d, SQL_COMMAND_COLS "WHERE (c.state = 'queued' AND "
+	    "c.deadline <= ?1) OR (c.state = 'sent' AND c.deadline <= ?2) ORDER BY c.id "
+	    "LIMIT 1000", "II", now, now - grace_ms), sizeof(**out), COLS(command_cols),
+	    out, n);
+}
+
+static int
+sq_command_finish(struct store_db *d, int64_t id, int64_t server_id,
+    enum command_state from, enum command_state to, const char *outcome, int64_t now,
+    int *changed)
+{
+	return sql_exec(d, sql_prep(d, "UPDATE commands SET state = ?, outcome = ?, "
+	    "updated = ? WHERE id = ? AND (? = 0 OR server_id = ?) AND state = ?",
+	    "ttIIIIt", command_state_str(to), outcome, now, id, server_id, server_id,
+	    command_state_str(from)), changed);
+}
+
 /* ---- settings ---- */
 
 static int
@@ -913,6 +994,12 @@ sq_setting_set(struct store_db *d, const char *key, const char *value, int64_t n
 	.admin_session_touch = sq_admin_session_touch, \
 	.admin_session_remove = sq_admin_session_remove, \
 	.admin_session_prune = sq_admin_session_prune, \
+	.command_insert = sq_command_insert, \
+	.command_get = sq_command_get, \
+	.command_pending = sq_command_pending, \
+	.command_queued = sq_command_queued, \
+	.command_overdue = sq_command_overdue, \
+	.command_finish = sq_command_finish, \
 	.history_claim = sq_history_claim, \
 	.history_durations = sq_history_durations, \
 	.history_fill = sq_history_fill, \

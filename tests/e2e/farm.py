@@ -9,7 +9,9 @@ no test module is imported by another.
                     starts several and waits until the broker has them up
   probe, Holder     build/rdpprobe, once (its RESULT parsed) or held open
   XFreeRDP          Debian's stock client under Xvfb, in its own group
-  Api               the admin JSON API with a bearer token
+  Api               the admin JSON API with a bearer token (act: log off,
+                    disconnect; command_outcome)
+  unit_setpriv      the setpriv command running a program as a unit file would
   make_cert         a self-signed certificate for a name
   PgCluster         a throwaway PostgreSQL primary, with a synchronous
                     standby if asked (tests/pg/cluster.sh): kill, promote
@@ -446,8 +448,10 @@ class Agent:
     the first one's certificate is the CA)."""
 
     def __init__(self, workdir, broker, token, name="ts1", rdp_port=3389, sessions="auto",
-                 **extra):
+                 wrap=(), **extra):
+        """wrap: a command the agent runs under (unit_setpriv's)."""
         self.dir = str(workdir)
+        self.wrap = list(wrap)
         os.makedirs(self.dir, exist_ok=True)
         self.token = token
         self.conf = os.path.join(self.dir, f"{name}.conf")
@@ -467,7 +471,7 @@ class Agent:
 
     def start(self):
         self.err = open(self.log_path, "a")
-        self.proc = subprocess.Popen([TSAGENT, "-f", self.conf, "-v"],
+        self.proc = subprocess.Popen(self.wrap + [TSAGENT, "-f", self.conf, "-v"],
                                      stdout=subprocess.DEVNULL, stderr=self.err)
         return self
 
@@ -741,6 +745,42 @@ class Api:
 
     def enable(self, name):
         return self.call("POST", f"/api/v1/servers/{name}/enable")
+
+    def act(self, session_id, kind, timeout=None, expect=202):
+        """POST /api/v1/sessions/ID/logoff|disconnect: the command queued."""
+        q = f"?timeout={timeout}" if timeout else ""
+        return self.call("POST", f"/api/v1/sessions/{session_id}/{kind}{q}", expect=expect)
+
+    def command_outcome(self, command_id, timeout=40):
+        """The command once it is no longer queued or sent."""
+        return wait_until(lambda: (lambda c: c if c["state"] not in ("queued", "sent")
+                                   else None)(self.call("GET", f"/api/v1/commands/{command_id}")),
+                          timeout, f"command {command_id}'s outcome", interval=0.2)
+
+
+# ---- a unit's privileges -------------------------------------------------------
+
+def unit_setpriv(unit, uid):
+    """The setpriv command that runs a program as a systemd unit file runs
+    it: as uid (its User=, or DynamicUser's made-up one) with no groups,
+    the unit's ambient capabilities (also its bounding set) and
+    NoNewPrivileges."""
+    keys = {}
+    with open(unit) as f:
+        for line in f:
+            if "=" in line and not line.lstrip().startswith("#"):
+                k, v = line.strip().split("=", 1)
+                keys[k] = v
+    assert keys.get("DynamicUser") == "yes" or "User" in keys, unit
+    ambient = keys.get("AmbientCapabilities", "").split()
+    bounding = keys.get("CapabilityBoundingSet", "").split()
+    assert sorted(ambient) == sorted(bounding), "ambient capabilities = the bounding set"
+    caps = ",".join(["-all"] + ["+" + c.lower().removeprefix("cap_") for c in ambient])
+    cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+           f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set={caps}"]
+    if keys.get("NoNewPrivileges") == "yes":
+        cmd.append("--no-new-privs")
+    return cmd + ["--"]
 
 
 # ---- PostgreSQL ------------------------------------------------------------

@@ -46,8 +46,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if ((text = wire_heartbeat_encode(&hb)) != NULL) {
 		if (wire_heartbeat_decode(text, strlen(text), &back, err, sizeof(err)) != 0 ||
 		    strcmp(back.name, hb.name) != 0 || back.nsessions != hb.nsessions ||
-		    back.sessions_known != hb.sessions_known)
+		    back.sessions_known != hb.sessions_known || back.nresults != hb.nresults)
 			abort();
+		for (size_t i = 0; i < hb.nresults; i++)
+			if (back.results[i].id != hb.results[i].id ||
+			    back.results[i].ok != hb.results[i].ok ||
+			    strcmp(back.results[i].detail, hb.results[i].detail) != 0)
+				abort();
 		wire_heartbeat_clear(&back);
 		free(text);
 	}

@@ -43,7 +43,8 @@ teardown(void **state)
 static struct sessions *
 open_spec(const char *spec, const char *root, const char *utmp, int timeout_ms)
 {
-	struct sessions_opts o = { spec, root, utmp, timeout_ms };
+	struct sessions_opts o = { .spec = spec, .proc_root = root, .utmp_path = utmp,
+	    .command_timeout_ms = timeout_ms };
 	struct sessions *s = sessions_new(&o);
 
 	assert_non_null(s);
@@ -67,7 +68,7 @@ test_spec(void **state)
 	    "file:/x", "command:echo []" };
 	static const char *bad[] = { "", "XRDP", "file:", "command:", "wtmp",
 	    "auto ", "file" };
-	struct sessions_opts o = { "nope", "/proc", NULL, 0 };
+	struct sessions_opts o = { .spec = "nope", .proc_root = "/proc" };
 	char err[256];
 
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)

@@ -29,11 +29,15 @@ static const char *session_str(int v) { return session_state_str((enum session_s
 static int server_parse(const char *t) { enum server_state s; return server_state_parse(t, &s); }
 static int admin_parse(const char *t) { enum admin_state s; return admin_state_parse(t, &s); }
 static int session_parse(const char *t) { enum session_state s; return session_state_parse(t, &s); }
+static const char *command_str(int v) { return command_state_str((enum command_state)v); }
+static int command_parse(const char *t) { enum command_state s; return command_state_parse(t, &s); }
 
 static const struct kind servers = { "server", SERVER_STATE_COUNT, server_str, server_parse };
 static const struct kind admins = { "admin", ADMIN_STATE_COUNT, admin_str, admin_parse };
 static const struct kind sessions = { "session", SESSION_STATE_COUNT, session_str,
 	session_parse };
+static const struct kind commands = { "command", COMMAND_STATE_COUNT, command_str,
+	command_parse };
 
 static char *
 slurp(const char *path)
@@ -118,9 +122,9 @@ expect_table(const struct kind *k, char list[][32], int n)
 static void
 test_table_round_trip(void **state)
 {
-	const struct kind *all[] = { &servers, &admins, &sessions };
+	const struct kind *all[] = { &servers, &admins, &sessions, &commands };
 
-	for (size_t i = 0; i < 3; i++) {
+	for (size_t i = 0; i < 4; i++) {
 		for (int v = 0; v < all[i]->count; v++) {
 			const char *t = all[i]->str(v);
 
@@ -151,6 +155,8 @@ test_schema_checks_match(void **state)
 	expect_table(&admins, list, n);
 	n = check_list(sql, "sessions", "state", list);
 	expect_table(&sessions, list, n);
+	n = check_list(sql, "IF NOT EXISTS commands", "state", list);
+	expect_table(&commands, list, n);
 	free(sql);
 }
 

@@ -757,6 +757,169 @@ test_history(void **state)
 	store_close(other);
 }
 
+/* The id of user's (normalised) one session not ended. */
+static int64_t
+session_of(struct fx *f, const char *user)
+{
+	struct store_session_filter flt = { user, NULL, NULL };
+	struct store_session *list = NULL;
+	size_t n = 0;
+	int64_t id;
+
+	assert_int_equal(store_session_list(f->st, &flt, &list, &n), 0);
+	assert_int_equal(n, 1);
+	id = list[0].id;
+	free(list);
+	return id;
+}
+
+/* A beat of server "a" (alice and bob active) carrying results, on st. */
+static void
+beat_results(struct fx *f, struct store *st, int64_t now, const struct wire_result *w,
+    size_t nw, struct store_heartbeat_result *res)
+{
+	struct wire_heartbeat hb;
+	struct wire_session s[2];
+
+	memset(&hb, 0, sizeof(hb));
+	memset(s, 0, sizeof(s));
+	snprintf(s[0].user, sizeof(s[0].user), "alice");
+	snprintf(s[0].id, sizeof(s[0].id), "id-alice");
+	snprintf(s[1].user, sizeof(s[1].user), "bob");
+	snprintf(s[1].id, sizeof(s[1].id), "id-bob");
+	hb.rdp_accepting = 1;
+	hb.sessions_known = 1;
+	hb.sessions = s;
+	hb.nsessions = 2;
+	for (size_t i = 0; i < nw; i++)
+		hb.results[i] = w[i];
+	hb.nresults = nw;
+	assert_int_equal(store_heartbeat_apply(st, fx_id(f, "a"), &hb, now, res), 0);
+}
+
+/* 1 if the newest events hold one of kind whose detail has text. */
+static int
+event_has(struct fx *f, const char *kind, const char *text)
+{
+	struct store_event *ev = NULL;
+	size_t n = 0;
+	int found = 0;
+
+	assert_int_equal(store_event_list(f->st, 0, 50, &ev, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(ev[i].kind, kind) == 0 && strstr(ev[i].detail, text) != NULL)
+			found = 1;
+	free(ev);
+	return found;
+}
+
+/* The command queue: queued, refused at once with the reason, claimed by
+ * one heartbeat (whichever store takes it), finished by the results with
+ * an event naming who asked, failed when its deadline passes. */
+static void
+test_commands(void **state)
+{
+	struct fx *f = *state;
+	struct store_heartbeat_result res;
+	struct store_place_result pr;
+	struct store_command c, c2;
+	struct wire_result w;
+	struct store *other;
+	const char *users[] = { "alice", "bob" };
+	char reason[256];
+	int64_t alice, bob;
+	int failed;
+
+	fx_add(f, "a", 10);
+	fx_beat(f, "a", 1, T0, users, 2, 1);
+	alice = session_of(f, "alice");
+	bob = session_of(f, "bob");
+	assert_int_equal(store_command_add(f->st, 9999, WIRE_LOGOFF, "t", T0, 1000, &c,
+	    reason, sizeof(reason)), STORE_NOT_FOUND);
+	assert_int_equal(store_command_add(f->st, alice, WIRE_LOGOFF,
+	    "token ci from 127.0.0.1", T0 + 1, 30000, &c, reason, sizeof(reason)), 0);
+	assert_int_equal(c.state, COMMAND_QUEUED);
+	assert_string_equal(c.remote_id, "id-alice");
+	assert_string_equal(c.user, "alice");
+	assert_string_equal(c.server, "a");
+	assert_int_equal(c.deadline, T0 + 30001);
+	assert_true(event_has(f, "command_queued", "token ci from 127.0.0.1"));
+	/* one at a time per session */
+	assert_int_equal(store_command_add(f->st, alice, WIRE_DISCONNECT, "t", T0 + 1, 1000,
+	    &c2, reason, sizeof(reason)), STORE_REFUSED);
+	assert_non_null(strstr(reason, "under way"));
+	/* claimed by the beat another store takes, then never again */
+	assert_non_null(other = fx_open(f));
+	beat_results(f, other, T0 + 2, NULL, 0, &res);
+	assert_int_equal(res.ncommands, 1);
+	assert_int_equal(res.commands[0].id, c.id);
+	assert_int_equal(res.commands[0].kind, WIRE_LOGOFF);
+	assert_string_equal(res.commands[0].session, "id-alice");
+	assert_int_equal(res.commands[0].deadline_ms, 29999);
+	beat_results(f, f->st, T0 + 3, NULL, 0, &res);
+	assert_int_equal(res.ncommands, 0);
+	assert_int_equal(store_command_get(f->st, c.id, &c2), 0);
+	assert_int_equal(c2.state, COMMAND_SENT);
+	/* the outcome, to whichever store: done, with its event, once */
+	memset(&w, 0, sizeof(w));
+	w.id = c.id;
+	w.ok = 1;
+	snprintf(w.detail, sizeof(w.detail), "session 7 logged off");
+	beat_results(f, f->st, T0 + 4, &w, 1, &res);
+	assert_int_equal(res.results, 1);
+	beat_results(f, other, T0 + 5, &w, 1, &res);
+	assert_int_equal(res.results, 0);
+	assert_int_equal(store_command_get(other, c.id, &c2), 0);
+	assert_int_equal(c2.state, COMMAND_DONE);
+	assert_string_equal(c2.outcome, "session 7 logged off");
+	assert_true(event_has(f, "command_done", "asked by token ci from 127.0.0.1"));
+	store_close(other);
+
+	/* never delivered by its deadline: failed with an event, not claimed */
+	assert_int_equal(store_command_add(f->st, bob, WIRE_DISCONNECT, "login admin from x",
+	    T0 + 10, 1000, &c, reason, sizeof(reason)), 0);
+	assert_int_equal(store_command_expire(f->st, T0 + 1009, &failed), 0);
+	assert_int_equal(failed, 0);
+	assert_int_equal(store_command_expire(f->st, T0 + 1010, &failed), 0);
+	assert_int_equal(failed, 1);
+	assert_int_equal(store_command_get(f->st, c.id, &c2), 0);
+	assert_int_equal(c2.state, COMMAND_FAILED);
+	assert_non_null(strstr(c2.outcome, "deadline passed"));
+	assert_true(event_has(f, "command_failed", "login admin from x"));
+	beat_results(f, f->st, T0 + 1011, NULL, 0, &res);
+	assert_int_equal(res.ncommands, 0);
+	/* sent, no outcome: failed only after the grace */
+	assert_int_equal(store_command_add(f->st, bob, WIRE_LOGOFF, "t", T0 + 2000, 1000, &c,
+	    reason, sizeof(reason)), 0);
+	beat_results(f, f->st, T0 + 2001, NULL, 0, &res);
+	assert_int_equal(res.ncommands, 1);
+	assert_int_equal(store_command_expire(f->st, T0 + 3001, &failed), 0);
+	assert_int_equal(failed, 0);
+	assert_int_equal(store_command_expire(f->st, T0 + 3000 + STORE_COMMAND_GRACE_MS,
+	    &failed), 0);
+	assert_int_equal(failed, 1);
+	/* the agent judged it late: expired, and a late result changes nothing */
+	assert_int_equal(store_command_add(f->st, bob, WIRE_LOGOFF, "t", T0 + 40000, 1000, &c,
+	    reason, sizeof(reason)), 0);
+	beat_results(f, f->st, T0 + 40001, NULL, 0, &res);
+	w.id = c.id;
+	w.ok = 0;
+	w.expired = 1;
+	beat_results(f, f->st, T0 + 40002, &w, 1, &res);
+	assert_int_equal(store_command_get(f->st, c.id, &c2), 0);
+	assert_int_equal(c2.state, COMMAND_EXPIRED);
+
+	/* refused at once: pending, lost */
+	assert_int_equal(fx_place(f, "carol", T0 + 50000, &pr), 0);
+	assert_int_equal(store_command_add(f->st, pr.session_id, WIRE_LOGOFF, "t", T0 + 50001,
+	    1000, &c, reason, sizeof(reason)), STORE_REFUSED);
+	assert_string_equal(reason, "the session is pending");
+	fx_beat(f, "a", 0, T0 + 50002, users, 2, 1);	/* RDP not accepting: down */
+	assert_int_equal(store_command_add(f->st, alice, WIRE_LOGOFF, "t", T0 + 50003, 1000,
+	    &c, reason, sizeof(reason)), STORE_REFUSED);
+	assert_string_equal(reason, "the session is lost");
+}
+
 int
 main(void)
 {
@@ -779,6 +942,7 @@ main(void)
 		FX_TEST(test_settings),
 		FX_TEST(test_history),
 		FX_TEST(test_storm_spreads),
+		FX_TEST(test_commands),
 		cmocka_unit_test(test_unknown_engine),
 	};
 	log_init("test_store", LOG_ERROR);

@@ -123,6 +123,65 @@ test_sessions_list(void **state)
 	assert_string_equal(err, "expected a JSON array of sessions");
 }
 
+/* The broker's commands in the answer, the agent's results in the beat. */
+static void
+test_commands_and_results(void **state)
+{
+	struct wire_answer a, back;
+	struct wire_heartbeat hb;
+	char err[256], *text;
+	const char *beat = "{\"name\":\"ts1\",\"rdp\":{\"port\":3389,\"accepting\":true},"
+	    "\"load\":{\"ncpu\":2,\"cpu_percent\":1,\"load1\":0,\"mem_total_kb\":1,"
+	    "\"mem_available_kb\":1},\"sessions\":[],\"results\":[{\"id\":7,\"ok\":false,"
+	    "\"expired\":true,\"detail\":\"late\"},{\"id\":8,\"ok\":true}]}";
+
+	memset(&a, 0, sizeof(a));
+	a.interval = 5;
+	a.ncommands = 2;
+	a.commands[0].id = 3;
+	a.commands[0].kind = WIRE_LOGOFF;
+	strcpy(a.commands[0].session, "1234");
+	strcpy(a.commands[0].user, "alice");
+	a.commands[0].deadline_ms = 29950;
+	a.commands[1].id = 4;
+	a.commands[1].kind = WIRE_DISCONNECT;
+	strcpy(a.commands[1].session, "77");
+	assert_non_null(text = wire_answer_encode(&a));
+	assert_non_null(strstr(text, "\"kind\":\"logoff\""));
+	assert_int_equal(wire_answer_decode(text, strlen(text), &back, err, sizeof(err)), 0);
+	free(text);
+	assert_int_equal(back.ncommands, 2);
+	assert_int_equal(back.commands[0].deadline_ms, 29950);
+	assert_string_equal(back.commands[0].user, "alice");
+	assert_int_equal(back.commands[1].kind, WIRE_DISCONNECT);
+	/* no commands: the answer as before */
+	a.ncommands = 0;
+	assert_non_null(text = wire_answer_encode(&a));
+	assert_null(strstr(text, "commands"));
+	free(text);
+	/* malformed commands refuse the answer, with the reason */
+	text = "{\"interval\":5,\"admin_state\":\"enabled\",\"commands\":[{\"id\":1,"
+	    "\"kind\":\"reboot\",\"session\":\"1\",\"deadline_ms\":5}]}";
+	assert_int_equal(wire_answer_decode(text, strlen(text), &back, err, sizeof(err)), -1);
+	assert_string_equal(err, "'commands[0].kind' must be \"logoff\" or \"disconnect\"");
+	text = "{\"interval\":5,\"admin_state\":\"enabled\",\"commands\":[{\"id\":1,"
+	    "\"kind\":\"logoff\",\"session\":\"1\",\"deadline_ms\":-1}]}";
+	assert_int_equal(wire_answer_decode(text, strlen(text), &back, err, sizeof(err)), -1);
+	/* results */
+	assert_int_equal(wire_heartbeat_decode(beat, strlen(beat), &hb, err, sizeof(err)), 0);
+	assert_int_equal(hb.nresults, 2);
+	assert_int_equal(hb.results[0].expired, 1);
+	assert_string_equal(hb.results[0].detail, "late");
+	assert_int_equal(hb.results[1].ok, 1);
+	assert_non_null(text = wire_heartbeat_encode(&hb));
+	wire_heartbeat_clear(&hb);
+	assert_int_equal(wire_heartbeat_decode(text, strlen(text), &hb, err, sizeof(err)), 0);
+	free(text);
+	assert_int_equal(hb.nresults, 2);
+	assert_int_equal(hb.results[0].id, 7);
+	wire_heartbeat_clear(&hb);
+}
+
 int
 main(void)
 {
@@ -132,6 +191,7 @@ main(void)
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_sessions_list),
+		cmocka_unit_test(test_commands_and_results),
 	};
 	return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
 }
