@@ -88,7 +88,10 @@ test('the charts show sessions per server, logons and refusals, and the headroom
   await page.waitForFunction((v) => document.getElementById('chart-headroom')
     .getAttribute('aria-label').endsWith(`last: ${v}`), status.n_plus_1.headroom);
   if (fs.existsSync(RDPPROBE)) {
-    assert.ok(h.samples.some((s) => s.logons + s.reconnects >= 1), 'the logon is in a sample');
+    // the logon's period is sampled once it is over (and its grace): polled
+    await waitUntil(async () => (await page.evaluate(async () =>
+      (await fetch('/api/v1/history')).json())).samples.some((s) => s.logons + s.reconnects >= 1),
+    'the logon in a sample', 10000, 300);
   }
 
   // the legends name the series; the canvases are drawn
