@@ -303,7 +303,7 @@ worker_sweep(struct worker *w, int64_t now)
 	int idle = w->s->c.idle_timeout_ms;
 
 	while (w->head != NULL && now - w->head->last_ms >= idle) {
-		log_info("spliced connection without progress for %d s: closed",
+		log_info("spliced connection idle for %d s: closed",
 		    idle / 1000);
 		pair_close(w, w->head, RELAY_CLOSE_IDLE);
 	}
