@@ -38,8 +38,24 @@ relay_dir_sent(struct relay_dir *d, size_t n)
 {
 	d->off += n;
 	d->bytes += n;
-	if (d->off >= d->len)
-		relay_dir_clear(d);
+	if (d->off >= d->len) {
+		free(d->pend);
+		d->pend = NULL;
+		d->off = d->len = 0;
+	}
+}
+
+void
+relay_dir_piped(struct relay_dir *d, size_t n)
+{
+	d->piped += n;
+}
+
+void
+relay_dir_unpiped(struct relay_dir *d, size_t n)
+{
+	d->piped -= n < d->piped ? n : d->piped;
+	d->bytes += n;
 }
 
 void
@@ -70,7 +86,7 @@ relay_dir_shut(struct relay_dir *d)
 int
 relay_dir_waiting(const struct relay_dir *d)
 {
-	return d->pend != NULL && d->off < d->len;
+	return (d->pend != NULL && d->off < d->len) || d->piped > 0;
 }
 
 void
@@ -79,6 +95,7 @@ relay_dir_clear(struct relay_dir *d)
 	free(d->pend);
 	d->pend = NULL;
 	d->off = d->len = 0;
+	d->piped = 0;
 }
 
 uint32_t

@@ -5,8 +5,9 @@
  * A direction (client->server or server->client) reads from its source and
  * writes to its sink. Bytes a write could not take wait in the direction's
  * pending buffer (at most RELAY_BUF bytes, allocated only while bytes wait:
- * an idle pair holds no buffer); while any wait, the source is not read
- * (back-pressure). An EOF at the source becomes a shutdown(SHUT_WR) of the
+ * an idle pair holds no buffer), or in a pipe when the bytes went through
+ * splice(2) (splice.c's choice for bulk reads); while any wait, the source
+ * is not read (back-pressure). An EOF at the source becomes a shutdown(SHUT_WR) of the
  * sink once nothing waits (the half-close carried across). */
 #ifndef TS_RELAY_H
 #define TS_RELAY_H
@@ -32,6 +33,7 @@ struct relay_dir {
 	enum relay_state state;
 	char *pend;		/* owned; NULL when nothing waits */
 	size_t off, len;	/* waiting: pend[off .. len) */
+	size_t piped;		/* waiting in the direction's pipe */
 	uint64_t bytes;		/* delivered to the sink */
 };
 
@@ -50,6 +52,10 @@ enum relay_close {
 int relay_dir_keep(struct relay_dir *d, const void *buf, size_t n);
 /* n bytes of what waits were written: counted, the buffer freed when empty. */
 void relay_dir_sent(struct relay_dir *d, size_t n);
+/* n bytes were read into the pipe (nothing else waits): waiting. */
+void relay_dir_piped(struct relay_dir *d, size_t n);
+/* n bytes of the pipe's were written to the sink: counted. */
+void relay_dir_unpiped(struct relay_dir *d, size_t n);
 /* n bytes went straight through (nothing waited): counted. */
 void relay_dir_passed(struct relay_dir *d, size_t n);
 /* The source ended (EOF). */

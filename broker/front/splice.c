@@ -3,8 +3,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -19,6 +21,10 @@ _Static_assert(RELAY_CLOSE_REASONS == METRICS_RELAY_CLOSES, "metrics_relay.close
 #define SPLICE_THREADS_MAX	4
 #define SPLICE_EVENTS		256
 #define SPLICE_TICK_MS		1000	/* idle sweeps at least this often */
+#define SPLICE_PIPE_SIZE	RELAY_BUF	/* a direction's pipe, when bulk */
+#ifndef SPLICE_PIPE_MIN			/* -D for a copy-only build, to compare */
+#define SPLICE_PIPE_MIN		(64 * 1024)	/* bytes waiting: bulk */
+#endif
 
 struct pair;
 
@@ -33,6 +39,7 @@ struct leg {
 struct pair {
 	struct leg leg[2];
 	struct relay_dir dir[2];	/* dir[i]: from leg i to leg 1-i */
+	int pipe[2][2];			/* dir[i]'s for splice(2); -1: none */
 	int64_t last_ms;		/* last progress */
 	int closed;
 	struct pair *prev, *next;	/* the worker's list, oldest first */
@@ -104,6 +111,16 @@ pair_touch(struct worker *w, struct pair *p)
 	}
 }
 
+static void
+pipe_drop(struct pair *p, int i)
+{
+	if (p->pipe[i][0] < 0)
+		return;
+	close(p->pipe[i][0]);
+	close(p->pipe[i][1]);
+	p->pipe[i][0] = p->pipe[i][1] = -1;
+}
+
 /* Closes both legs at once and counts why; freed after the event batch. */
 static void
 pair_close(struct worker *w, struct pair *p, enum relay_close why)
@@ -116,6 +133,7 @@ pair_close(struct worker *w, struct pair *p, enum relay_close why)
 		(void)epoll_ctl(w->ep, EPOLL_CTL_DEL, p->leg[i].fd, NULL);
 		close(p->leg[i].fd);
 		relay_dir_clear(&p->dir[i]);
+		pipe_drop(p, i);
 	}
 	list_unlink(w, p);
 	p->next = w->dead;
@@ -182,7 +200,7 @@ pair_flush(struct worker *w, struct pair *p, int i)
 	struct relay_dir *d = &p->dir[i];
 	int sink = p->leg[1 - i].fd;
 
-	while (relay_dir_waiting(d)) {
+	while (d->pend != NULL && d->off < d->len) {
 		ssize_t n = send(sink, d->pend + d->off, d->len - d->off,
 		    MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0 && errno == EINTR)
@@ -197,7 +215,57 @@ pair_flush(struct worker *w, struct pair *p, int i)
 		count(w->s, 0, i, (uint64_t)n);
 		pair_touch(w, p);
 	}
+	while (d->piped > 0) {
+		ssize_t n = splice(p->pipe[i][0], NULL, sink, NULL, d->piped,
+		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		if (n <= 0) {
+			pair_close(w, p, close_cause(sink, n < 0 ? errno : EPIPE));
+			return -1;
+		}
+		relay_dir_unpiped(d, (size_t)n);
+		count(w->s, 0, i, (uint64_t)n);
+		pair_touch(w, p);
+	}
 	return 0;
+}
+
+/* Bulk: one splice(2) from leg i's socket into dir i's pipe (made on first
+ * use), and on to the sink: no copy through user space. 1 if it read, 0 if
+ * not (nothing to read, or no pipe: copy instead), -1 when the pair was
+ * closed. */
+static int
+pair_pump_pipe(struct worker *w, struct pair *p, int i)
+{
+	struct relay_dir *d = &p->dir[i];
+	ssize_t got;
+
+	if (p->pipe[i][0] < 0) {
+		if (pipe2(p->pipe[i], O_NONBLOCK | O_CLOEXEC) != 0) {
+			p->pipe[i][0] = p->pipe[i][1] = -1;
+			return 0;
+		}
+		(void)fcntl(p->pipe[i][1], F_SETPIPE_SZ, SPLICE_PIPE_SIZE);
+	}
+	do
+		got = splice(p->leg[i].fd, NULL, p->pipe[i][1], NULL, SPLICE_PIPE_SIZE,
+		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+	while (got < 0 && errno == EINTR);
+	if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return 1;
+	if (got < 0) {
+		pair_close(w, p, close_cause(p->leg[i].fd, errno));
+		return -1;
+	}
+	if (got == 0) {
+		relay_dir_eof(d);
+		return 1;
+	}
+	relay_dir_piped(d, (size_t)got);
+	return pair_flush(w, p, i) == 0 ? 1 : -1;
 }
 
 /* One read from leg i's socket, sent on at once; what the sink does not take
@@ -206,8 +274,16 @@ static int
 pair_pump(struct worker *w, struct pair *p, int i)
 {
 	struct relay_dir *d = &p->dir[i];
-	int src = p->leg[i].fd, sink = p->leg[1 - i].fd, r;
+	int src = p->leg[i].fd, sink = p->leg[1 - i].fd, r, avail = 0;
 	ssize_t got, n;
+
+	/* a backlog of bulk bytes goes through the pipe; short reads (the
+	 * interactive case) are copied, and then the pipe is given back */
+	if (ioctl(src, FIONREAD, &avail) == 0 && avail >= SPLICE_PIPE_MIN) {
+		if ((r = pair_pump_pipe(w, p, i)) != 0)
+			return r < 0 ? -1 : 0;
+	} else if (p->pipe[i][0] >= 0)
+		pipe_drop(p, i);
 
 	do
 		got = recv(src, w->buf, RELAY_BUF, MSG_DONTWAIT);
@@ -471,6 +547,7 @@ splice_start(struct splice *s, int client, int server, const void *first, size_t
 		return -1;
 	}
 	for (int i = 0; i < 2; i++) {
+		p->pipe[i][0] = p->pipe[i][1] = -1;
 		p->leg[i].p = p;
 		p->leg[i].side = i;
 		p->leg[i].fd = i == 0 ? client : server;

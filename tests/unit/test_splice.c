@@ -212,6 +212,26 @@ test_relay_dir_accounting(void **state)
 }
 
 static void
+test_relay_dir_piped(void **state)
+{
+	struct relay_dir dir[2] = { { 0 }, { 0 } };
+
+	/* bytes in the pipe wait like buffered ones: back-pressure, EOF held */
+	relay_dir_piped(&dir[0], 100);
+	assert_true(relay_dir_waiting(&dir[0]));
+	assert_null(dir[0].pend);
+	assert_int_equal(relay_events(dir, 0), 0);
+	assert_int_equal(relay_events(dir, 1), EPOLLIN | EPOLLOUT);
+	relay_dir_eof(&dir[0]);
+	relay_dir_unpiped(&dir[0], 60);
+	assert_false(relay_dir_shut_due(&dir[0]));
+	relay_dir_unpiped(&dir[0], 40);
+	assert_false(relay_dir_waiting(&dir[0]));
+	assert_true(relay_dir_shut_due(&dir[0]));
+	assert_int_equal(dir[0].bytes, 100);
+}
+
+static void
 test_relay_states(void **state)
 {
 	struct relay_dir dir[2] = { { 0 }, { 0 } };
@@ -310,6 +330,7 @@ main(void)
 		cmocka_unit_test(test_free_stops_pairs),
 		cmocka_unit_test(test_relay_dir_accounting),
 		cmocka_unit_test(test_relay_states),
+		cmocka_unit_test(test_relay_dir_piped),
 		cmocka_unit_test(test_back_pressure),
 	};
 	log_init("test_splice", LOG_ERROR);
