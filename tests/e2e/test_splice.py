@@ -1,8 +1,8 @@
 """End-to-end tests of the token-mode relay (broker/front/splice.c): a real
 broker in token mode splices raw clients to a terminal server played by a
 sink in this test (127.0.0.2:P), so that every byte either way can be
-checked. The routing token is minted with the broker's own key for a
-session the sink's heartbeat reported. The keepalive test puts the sink in
+checked. The routing token is the broker's own, from a real redirect
+(rawrdp) that placed alice on the sink's server. The keepalive test puts the sink in
 a network namespace of its own behind a veth pair and takes the link down.
 Every wait polls a condition.
 """
@@ -18,8 +18,8 @@ import time
 
 import pytest
 
+import rawrdp
 from farm import free_port, heartbeat_body, wait_until
-from test_token_mode import mint, x224_request
 
 ACTIVE = "tsbroker_splices_active"
 C2S = 'tsbroker_splice_bytes_total{direction="client_to_server"}'
@@ -36,13 +36,7 @@ def read_request(s):
     return head + recv_exact(s, int.from_bytes(head[2:4], "big") - 4)
 
 
-def recv_exact(s, n):
-    got = bytearray()
-    while len(got) < n:
-        chunk = s.recv(n - len(got))
-        assert chunk, f"closed after {len(got)} of {n} bytes"
-        got += chunk
-    return bytes(got)
+recv_exact = rawrdp.recv_exact
 
 
 def recv_all(s):
@@ -126,8 +120,8 @@ class Sink:
 @pytest.fixture
 def relay(broker_factory, stopped_at_teardown):
     """relay(handler=..., echo=..., address=..., **broker_conf): a token-mode
-    broker, a sink registered as ts1 with user alice's session, and the
-    routing token's X.224 request for it."""
+    broker, a sink registered as ts1, and the X.224 request with the routing
+    token the broker gave alice for it."""
     def make(handler=None, echo=False, address="127.0.0.2", sink_port=None, **conf):
         conf.setdefault("rdp__mode", "token")
         conf.setdefault("rdp__token_key", "token.key")
@@ -140,13 +134,14 @@ def relay(broker_factory, stopped_at_teardown):
             sink = Sink(address, port, handler, echo)
             stopped_at_teardown.append(sink)
         token = b.add_server("ts1", address=address, port=port)
-        status, _ = b.heartbeat(token, {**heartbeat_body("ts1", [("alice", "active")], port=port),
+        status, _ = b.heartbeat(token, {**heartbeat_body("ts1", port=port),
                                         "rdp": {"address": address, "port": port,
                                                 "accepting": True}})
         assert status == 200
-        sid = wait_until(lambda: b.query("SELECT id FROM sessions WHERE user = 'alice'"), 10,
-                         "alice's session")[0][0]
-        request = x224_request("Cookie: msts=" + mint(b, sid, int(time.time()) + 600))
+        wait_until(lambda: (b.server("ts1") or {}).get("state") == "up", 10, "ts1 up")
+        res = rawrdp.redirect("127.0.0.1", b.rdp_port, "alice")
+        assert res.redirected and res.token.startswith("Cookie: msts="), res
+        request = rawrdp.x224_request((res.token + "\r\n").encode())
         return b, sink, request, port
     return make
 
