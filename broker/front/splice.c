@@ -65,13 +65,19 @@ struct splice {
 	unsigned int next;		/* atomic: round robin */
 };
 
+/* n bytes delivered in direction i. */
 static void
-count(struct splice *s, int what, int i, uint64_t n)
+count_bytes(struct splice *s, int i, uint64_t n)
 {
-	if (s->c.m == NULL || n == 0)
-		return;
-	__atomic_add_fetch(what ? &s->c.m->closed[i] : &s->c.m->bytes[i], n,
-	    __ATOMIC_RELAXED);
+	if (s->c.m != NULL && n > 0)
+		__atomic_add_fetch(&s->c.m->bytes[i], n, __ATOMIC_RELAXED);
+}
+
+static void
+count_close(struct splice *s, enum relay_close why)
+{
+	if (s->c.m != NULL)
+		__atomic_add_fetch(&s->c.m->closed[why], 1, __ATOMIC_RELAXED);
 }
 
 static void
@@ -138,7 +144,7 @@ pair_close(struct worker *w, struct pair *p, enum relay_close why)
 	list_unlink(w, p);
 	p->next = w->dead;
 	w->dead = p;
-	count(w->s, 1, why, 1);
+	count_close(w->s, why);
 	__atomic_sub_fetch(&w->s->active, 1, __ATOMIC_RELAXED);
 }
 
@@ -212,7 +218,7 @@ pair_flush(struct worker *w, struct pair *p, int i)
 			return -1;
 		}
 		relay_dir_sent(d, (size_t)n);
-		count(w->s, 0, i, (uint64_t)n);
+		count_bytes(w->s, i, (uint64_t)n);
 		pair_touch(w, p);
 	}
 	while (d->piped > 0) {
@@ -227,7 +233,7 @@ pair_flush(struct worker *w, struct pair *p, int i)
 			return -1;
 		}
 		relay_dir_unpiped(d, (size_t)n);
-		count(w->s, 0, i, (uint64_t)n);
+		count_bytes(w->s, i, (uint64_t)n);
 		pair_touch(w, p);
 	}
 	return 0;
@@ -308,7 +314,7 @@ pair_pump(struct worker *w, struct pair *p, int i)
 		return -1;
 	}
 	relay_dir_passed(d, (size_t)n);
-	count(w->s, 0, i, (uint64_t)n);
+	count_bytes(w->s, i, (uint64_t)n);
 	if (n < got && (r = relay_dir_keep(d, w->buf + n, (size_t)(got - n))) != RELAY_OK) {
 		log_warn("%s: %s", __func__, r == RELAY_ENOMEM ? "out of memory" :
 		    "buffer full");
