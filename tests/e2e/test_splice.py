@@ -299,7 +299,9 @@ def test_thousand_concurrent_splices_every_byte_in_order(relay):
 
 NS = f"tsbsplice{os.getpid()}"
 HOST_IF, NS_IF = f"tsbh{os.getpid() % 100000}", f"tsbn{os.getpid() % 100000}"
-HOST_IP, NS_IP = "169.254.231.1", "169.254.231.2"   # link-local, on our veth only
+# link-local, on our veth only; a subnet per run, so that runs side by side differ
+_NET = f"169.254.{os.getpid() % 250 + 1}"
+HOST_IP, NS_IP = f"{_NET}.1", f"{_NET}.2"
 
 NS_SINK = r"""
 import socket, sys
