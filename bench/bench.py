@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import re
 import secrets
 import shutil
@@ -528,11 +529,41 @@ def bench_placement(build, args, R):
     R["placement"] = res
 
 
+def splice_hold(sb, to, cookie, n, pid):
+    """n connections held at once through one relay (from several 127.x
+    source addresses): the relay's RSS and threads while they are, and
+    whether every one still answers at the end."""
+    srcs = ",".join(f"127.0.0.{21 + i}" for i in range(4))
+    p = subprocess.Popen([sb, "client", "--connect", to, "--cookie", cookie, "--hold", str(n),
+                          "--sources", srcs, "--hold-secs", "120"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    held = json.loads(p.stdout.readline())
+    held["rss_kb"] = status_kb(pid, "VmRSS")
+    held["threads"] = status_kb(pid, "Threads")
+    held["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+    p.stdin.close()				# let them go: each is checked once more
+    held.update(json.loads(p.stdout.readline()))
+    p.wait(120)
+    log(f"splice hold: {held}")
+    return held
+
+
 def bench_splice(build, args, R):
     sb = os.path.join(build, "bench", "splicebench")
+    # held splices: two descriptors each in the relay; raise the limit (all
+    # below inherit it) where the hard limit may be raised, else hold what fits
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2 * args.splice_hold + 1024,) * 2)
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    hold = min(args.splice_hold, (nofile - 256) // 2)	# HAProxy too: 2 * maxconn + ~20
+    res = {"hold_asked": args.splice_hold, "nofile": nofile}
     sport = free_port("127.0.0.2")
     sink = Proc([sb, "sink", "--listen", f"127.0.0.2:{sport}"], "sink", "LISTENING")
-    b = Broker(build, "splice", mode="token").start()
+    b = Broker(build, "splice", mode="token", rdp__splice_max=hold + 100,
+               rdp__max_connections=hold + 200).start()
     b.add_server("ts1", "127.0.0.2", port=sport)
     b.heartbeat("ts1", "127.0.0.2", port=sport)
     out = os.path.join(RUN, "splice-token.txt")
@@ -544,14 +575,13 @@ def bench_splice(build, args, R):
     token_line = " ".join(parts[3:-1])	# LoadBalanceInfo: "Cookie: msts=<token>"
     if parts[0] != "ok" or not token_line.startswith("Cookie: msts="):
         raise RuntimeError(f"no routing token from the broker: {parts}")
-    res = {}
     hp = None
     hport = free_port()
     if shutil.which("haproxy"):
         cfg = os.path.join(RUN, "haproxy.cfg")
         with open(cfg, "w") as f:
             f.write(f"""global
-    maxconn 4096
+    maxconn {hold + 20}
 defaults
     mode tcp
     timeout connect 5s
@@ -589,6 +619,8 @@ backend terminal_servers
         r["rtt"] = run_json([sb, *c, "--pingpong", "20000", "--size", "64"],
                             name=f"splice-{name}-rtt")
         r["setup"] = run_json([sb, *c, "--setup", "300"], name=f"splice-{name}-setup")
+        if pid and hold:
+            r["hold"] = splice_hold(sb, to, cookie, hold, pid)
         res[name] = r
     if hp:
         hp.stop()
@@ -1056,6 +1088,29 @@ def table(R, meta):
                          f"connection set-up p50 {r['setup']['p50_us']:.0f} us"
                          + (f"; {r['cpu_s_per_gb']:.2f} CPU s/GB" if "cpu_s_per_gb" in r else ""),
                          verdict))
+        for name in ("broker", "haproxy"):
+            h = s.get(name, {}).get("hold")
+            if not h:
+                continue
+            who = "broker" if name == "broker" else "HAProxy"
+            verdict = ""
+            if name == "broker":
+                ok = h["held"] == h.get("rechecked") and h["errors"] == 0
+                verdict = ("target RSS <= 300 MB: " + ("met" if ok and h["rss_kb"] <= 300 * 1024
+                                                       else "missed"))
+                if h["held"] + h["errors"] < s.get("hold_asked", 0):
+                    verdict += (f"; {s['hold_asked']} at once: missed, the open-files hard "
+                                f"limit here is {s['nofile']} (2 per splice; raising it "
+                                "needs CAP_SYS_RESOURCE)")
+            rows.append(("", f"{who}: {h['held'] + h['errors']} spliced sessions held at once",
+                         f"RSS {h['rss_kb'] / 1024:.0f} MB, {h['threads']} threads, {h['fds']} fds",
+                         f"{h['held']} held, {h.get('rechecked', 0)} answered at the end, "
+                         f"{h['errors']} failed; opened in {h['open_s']:.1f} s, set-up p50 "
+                         f"{h['setup_p50_us']:.0f} / p99 {h['setup_p99_us']:.0f} us", verdict))
+        if "broker" in s and ref:
+            rows.append(("", "connection set-up (connect to first echoed byte, p50 / p99)",
+                         f"broker {s['broker']['setup']['p50_us']:.0f} / {s['broker']['setup']['p99_us']:.0f} us",
+                         f"HAProxy {ref['setup']['p50_us']:.0f} / {ref['setup']['p99_us']:.0f} us", ""))
         if "direct" in s and "broker" in s:
             d, bk = s["direct"], s["broker"]
             added = bk["rtt"]["p50_us"] - d["rtt"]["p50_us"]
@@ -1200,6 +1255,7 @@ def main():
     ap.add_argument("--servers", type=int, default=10000)
     ap.add_argument("--sessions", type=int, default=200000)
     ap.add_argument("--splice-mb", type=int, default=1024)
+    ap.add_argument("--splice-hold", type=int, default=10000)
     ap.add_argument("--ha-servers", type=int, default=1000)
     ap.add_argument("--ha-decisions", type=int, default=300)
     ap.add_argument("--out", default=os.path.join(RESULTS, "latest.md"))

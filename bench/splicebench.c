@@ -12,13 +12,21 @@
  * (the sink reads that many bytes and answers one byte: bulk throughput,
  * S connections at once), or 'E' (the sink echoes: round trips of B bytes).
  * --setup K: K connections, each timed from connect() to its first echoed
- * byte (what routing the connection costs). Prints one JSON object. */
+ * byte (what routing the connection costs).
+ * --hold K [--sources A,B,..] [--hold-secs T]: K connections opened one
+ * after another (from the source addresses in turn) and kept open, each
+ * checked by an echoed byte; the JSON is printed once all are held, then
+ * they stay open T seconds (default 30) or until stdin closes, and each is
+ * checked again before it is closed ("rechecked").
+ * Prints one JSON object (--hold: one, then a second at the end). */
 #include <errno.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
+#include <arpa/inet.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +42,7 @@
 #define LINE_MAX_LEN 256
 
 static struct addrinfo *ai;
+static char sources[1024];
 static char line[LINE_MAX_LEN];
 static uint64_t bytes_per_stream;
 
@@ -130,7 +139,7 @@ run_sink(const char *listen_at)
 	char err[300];
 	int lfd;
 
-	if ((lfd = net_listen(err, sizeof(err), listen_at, 512)) < 0 ||
+	if ((lfd = net_listen(err, sizeof(err), listen_at, 4096)) < 0 ||
 	    net_set_nonblock(lfd, 0) != 0) {
 		fprintf(stderr, "splicebench: %s\n", lfd < 0 ? err : strerror(errno));
 		return 1;
@@ -150,6 +159,7 @@ run_sink(const char *listen_at)
 		net_set_nodelay(fd);
 		pthread_attr_init(&a);
 		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		pthread_attr_setstacksize(&a, 64 * 1024);	/* 10,000 held at once */
 		if (pthread_create(&t, &a, sink_conn, (void *)(intptr_t)fd) != 0)
 			close(fd);
 		pthread_attr_destroy(&a);
@@ -158,9 +168,10 @@ run_sink(const char *listen_at)
 
 /* ---- client ---- */
 
-/* Connects and sends the Connection Request and the command. -1 on failure. */
+/* Connects (from src when not NULL) and sends the Connection Request and
+ * the command. -1 on failure. */
 static int
-open_stream(char kind, uint64_t n)
+open_stream_from(const char *src, char kind, uint64_t n)
 {
 	uint8_t b[512], cmd[9];
 	size_t ll = strlen(line), li = 6 + ll + 2 + 8, tot = 5 + li;
@@ -171,6 +182,15 @@ open_stream(char kind, uint64_t n)
 		return -1;
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (src != NULL) {
+		struct sockaddr_in sa = { .sin_family = AF_INET };
+
+		if (inet_pton(AF_INET, src, &sa.sin_addr) != 1 ||
+		    bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+			close(fd);
+			return -1;
+		}
+	}
 	if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
 		close(fd);
 		return -1;
@@ -188,6 +208,12 @@ open_stream(char kind, uint64_t n)
 		return -1;
 	}
 	return fd;
+}
+
+static int
+open_stream(char kind, uint64_t n)
+{
+	return open_stream_from(NULL, kind, n);
 }
 
 struct stream {
@@ -291,6 +317,56 @@ run_setup(long conns)
 	return errors ? 1 : 0;
 }
 
+/* One echoed byte on fd: 0 or -1. */
+static int
+echo_byte(int fd)
+{
+	char c = 'h';
+
+	return write_all(fd, &c, 1) == 0 && read_all(fd, &c, 1) == 0 && c == 'h' ? 0 : -1;
+}
+
+static int
+run_hold(long conns, int secs)
+{
+	struct lat_vec l = { 0 };
+	char *src[64], *save = NULL;
+	int nsrc = 0, *fds = calloc((size_t)conns, sizeof(int));
+	long held = 0, errors = 0, rechecked = 0;
+	int64_t t0 = bench_mono_us();
+	struct pollfd in = { 0, POLLIN, 0 };
+
+	for (char *t = strtok_r(sources, ",", &save); t != NULL && nsrc < 64;
+	    t = strtok_r(NULL, ",", &save))
+		src[nsrc++] = t;
+	for (long i = 0; fds != NULL && i < conns; i++) {
+		int64_t c0 = bench_mono_ns();
+		int fd = open_stream_from(nsrc ? src[i % nsrc] : NULL, 'E', 0);
+
+		if (fd < 0 || echo_byte(fd) != 0) {
+			if (fd >= 0)
+				close(fd);
+			errors++;
+			continue;
+		}
+		lat_push(&l, bench_mono_ns() - c0);
+		fds[held++] = fd;
+	}
+	lat_sort(&l);
+	printf("{\"held\": %ld, \"errors\": %ld, \"open_s\": %.2f, \"setup_p50_us\": %.1f, "
+	    "\"setup_p99_us\": %.1f}\n", held, errors, (double)(bench_mono_us() - t0) / 1e6,
+	    lat_pct(&l, 50) / 1e3, lat_pct(&l, 99) / 1e3);
+	fflush(stdout);
+	(void)poll(&in, 1, secs * 1000);	/* stdin closed, or the time is up */
+	for (long i = 0; i < held; i++) {
+		rechecked += echo_byte(fds[i]) == 0;
+		close(fds[i]);
+	}
+	printf("{\"held\": %ld, \"rechecked\": %ld}\n", held, rechecked);
+	free(fds);
+	return held == conns && rechecked == held ? 0 : 1;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -298,11 +374,12 @@ main(int argc, char **argv)
 		{ "listen", 1, NULL, 'l' }, { "connect", 1, NULL, 'c' }, { "cookie", 1, NULL, 'k' },
 		{ "bytes", 1, NULL, 'b' }, { "streams", 1, NULL, 's' },
 		{ "pingpong", 1, NULL, 'p' }, { "size", 1, NULL, 'z' }, { "setup", 1, NULL, 'S' },
+		{ "hold", 1, NULL, 'H' }, { "sources", 1, NULL, 'A' }, { "hold-secs", 1, NULL, 'T' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *listen_at = NULL, *connect_to = NULL;
-	long rounds = 0, setups = 0;
-	int streams = 1, size = 64, ch;
+	long rounds = 0, setups = 0, holds = 0;
+	int streams = 1, size = 64, ch, hold_secs = 30;
 
 	if (argc < 2)
 		goto usage;
@@ -318,6 +395,9 @@ main(int argc, char **argv)
 		case 'p': rounds = atol(optarg); break;
 		case 'z': size = atoi(optarg); break;
 		case 'S': setups = atol(optarg); break;
+		case 'H': holds = atol(optarg); break;
+		case 'A': snprintf(sources, sizeof(sources), "%s", optarg); break;
+		case 'T': hold_secs = atoi(optarg); break;
 		default: goto usage;
 		}
 	}
@@ -332,9 +412,12 @@ main(int argc, char **argv)
 		return run_pingpong(rounds, size);
 	if (setups > 0)
 		return run_setup(setups);
+	if (holds > 0)
+		return run_hold(holds, hold_secs);
  usage:
 	fprintf(stderr, "usage: splicebench sink --listen HOST:PORT\n"
 	    "       splicebench client --connect HOST:PORT --cookie LINE (--bytes N [--streams S]"
-	    " | --pingpong K [--size B] | --setup K)\n");
+	    " | --pingpong K [--size B] | --setup K\n"
+	    "       | --hold K [--sources A,B,..] [--hold-secs T])\n");
 	return 2;
 }

@@ -221,3 +221,21 @@ net_set_nodelay(int fd)
 	return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0 ?
 	    NET_OK : NET_ERR;
 }
+
+int
+net_set_keepalive(int fd, int idle_s, int user_timeout_s)
+{
+	int one = 1, intvl = idle_s / 4 > 0 ? idle_s / 4 : 1, cnt = 4;
+	unsigned int ut = (unsigned int)user_timeout_s * 1000U;
+
+	if (idle_s > 0 &&
+	    (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) != 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s, sizeof(idle_s)) != 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) != 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) != 0))
+		return NET_ERR;
+	if (user_timeout_s > 0 &&
+	    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof(ut)) != 0)
+		return NET_ERR;
+	return NET_OK;
+}

@@ -43,5 +43,11 @@ int net_set_timeouts(int fd, long recv_ms, long send_ms);
 int net_set_nonblock(int fd, int on);
 /* TCP_NODELAY on. NET_OK or NET_ERR. */
 int net_set_nodelay(int fd);
+/* TCP keepalive: the first probe after idle_s silent seconds, then every
+ * idle_s/4 (at least 1), 4 unanswered ones drop the connection; and
+ * TCP_USER_TIMEOUT: data or probes unacknowledged for user_timeout_s drop it
+ * (Linux then ends a probing connection at that bound, not after 4 probes).
+ * 0 leaves either off. NET_OK or NET_ERR. */
+int net_set_keepalive(int fd, int idle_s, int user_timeout_s);
 
 #endif

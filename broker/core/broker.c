@@ -406,6 +406,9 @@ broker_start(struct broker *b, char *err, size_t n)
 	memset(&sc, 0, sizeof(sc));
 	sc.idle_timeout_ms = b->c->splice_idle_timeout * 1000;
 	sc.max = b->c->splice_max;
+	sc.keepalive_s = b->c->splice_keepalive;
+	sc.user_timeout_s = b->c->splice_user_timeout;
+	sc.m = &b->metrics->relay;
 	if ((b->splice = splice_new(&sc)) == NULL) {
 		snprintf(err, n, "out of memory");
 		return -1;

@@ -30,6 +30,8 @@ static const struct cfg_key conf_keys[] = {
 	{ "rdp", "trust_cookie", CFG_BOOL, I(rdp.trust_cookie), 0, 0, "no", NULL },
 	{ "rdp", "splice_max", CFG_INT, I(splice_max), 1, 100000, "1024", NULL },
 	{ "rdp", "splice_idle_timeout", CFG_INT, I(splice_idle_timeout), 1, 604800, "7200", NULL },
+	{ "rdp", "splice_keepalive", CFG_INT, I(splice_keepalive), 0, 86400, "60", NULL },
+	{ "rdp", "splice_user_timeout", CFG_INT, I(splice_user_timeout), 0, 86400, "120", NULL },
 	{ "rdp", "connect_timeout", CFG_INT, I(connect_timeout), 1, 60, "3", NULL },
 	{ "http", "listen", CFG_HOSTPORT, S(http_listen), 0, 0, "127.0.0.1:8443", NULL },
 	{ "http", "certificate", CFG_STR, S(http_certificate), 0, 0, NULL, NULL },

@@ -22,6 +22,8 @@ struct conf {
 	int token_ttl;			/* [rdp] token_ttl, seconds */
 	int splice_max;			/* [rdp] splice_max: spliced connections at once */
 	int splice_idle_timeout;	/* [rdp] splice_idle_timeout, seconds */
+	int splice_keepalive;		/* [rdp] splice_keepalive, seconds; 0 off */
+	int splice_user_timeout;	/* [rdp] splice_user_timeout, seconds; 0 off */
 	int connect_timeout;		/* [rdp] connect_timeout: broker -> server, seconds */
 	char http_listen[272];		/* [http] listen */
 	char http_certificate[512];	/* [http] certificate, default rdp's */

@@ -28,6 +28,14 @@ enum metrics_splice {
 	METRICS_SPLICE_OUTCOMES
 };
 
+/* Spliced bytes by direction, and pairs closed by cause: front/splice.c's
+ * (the index of closed is an enum relay_close, front/relay.h). */
+#define METRICS_RELAY_CLOSES	5
+struct metrics_relay {
+	uint64_t bytes[2];			/* 0 client->server, 1 back */
+	uint64_t closed[METRICS_RELAY_CLOSES];
+};
+
 /* broker/core/broker.c's: redirects and splices. */
 struct metrics_broker {
 	uint64_t redirects[METRICS_OUTCOMES];	/* by enum rdp_outcome */
@@ -36,6 +44,7 @@ struct metrics_broker {
 	uint64_t hist_sum_us;
 	uint64_t splices[METRICS_SPLICE_OUTCOMES];
 	uint64_t failovers;			/* servers replaced at splice time */
+	struct metrics_relay relay;		/* handed to the relay by broker.c */
 };
 
 /* broker/http/api_agent.c's: agent heartbeats. */

@@ -4,7 +4,7 @@
 # the X.224 parser, routing tokens and the token-mode splice.
 FRONT_SRC := broker/front/rdp.c broker/front/admit.c broker/front/door.c \
 	broker/front/rdp_freerdp.c broker/front/frpeer.c broker/front/pem_cache.c \
-	broker/front/x224.c broker/front/token.c broker/front/splice.c \
+	broker/front/x224.c broker/front/token.c broker/front/splice.c broker/front/relay.c \
 	broker/front/lean.c broker/front/mcs.c broker/front/clientinfo.c broker/front/redir_pdu.c \
 	broker/front/utf16.c
 FRONT_LIBS := $(call PKG_LIBS,freerdp-server2 freerdp2 winpr2 openssl)
@@ -14,7 +14,7 @@ $(B)/broker/front/mcs.o: TS_CPPFLAGS += $(call PKG_CFLAGS,freerdp2 winpr2)
 
 $(eval $(call unit_test,test_token,$(B)/broker/front/token.o $(B)/broker/core/crypto.o \
 	$(COMMON_OBJ),$(call PKG_LIBS,openssl) $(COMMON_LIBS)))
-$(eval $(call unit_test,test_splice,$(B)/broker/front/splice.o $(COMMON_OBJ),$(COMMON_LIBS)))
+$(eval $(call unit_test,test_splice,$(B)/broker/front/splice.o $(B)/broker/front/relay.o $(COMMON_OBJ),$(COMMON_LIBS)))
 $(eval $(call unit_test,test_admit,$(B)/broker/front/admit.o $(B)/broker/front/x224.o \
 	$(COMMON_OBJ),$(COMMON_LIBS)))
 $(eval $(call unit_test,test_net,$(COMMON_OBJ),$(COMMON_LIBS)))

@@ -110,6 +110,9 @@ metrics_get(void *ctx, const struct http_request *req, struct http_response *res
 {
 	static const char *outcomes[METRICS_OUTCOMES] = { "redirected", "refused",
 	    "failed" };
+	/* by enum relay_close (front/relay.h) */
+	static const char *const closes[METRICS_RELAY_CLOSES] = { "done", "reset",
+	    "peer_lost", "idle", "stopped" };
 	static const int64_t bounds_us[METRICS_BUCKETS] = METRICS_BUCKET_BOUNDS_US;
 	const struct metrics_page *p = ctx;
 	const struct metrics_broker *m = &p->m->broker;
@@ -180,6 +183,17 @@ metrics_get(void *ctx, const struct http_request *req, struct http_response *res
 	    ld(&m->splices[METRICS_SPLICED]), ld(&m->splices[METRICS_SPLICE_REFUSED]),
 	    ld(&m->splices[METRICS_SPLICE_FAILED]), active,
 	    ld(&m->failovers));
+	tb_printf(&b, "# HELP tsbroker_splice_bytes_total Bytes relayed by the splice, "
+	    "by direction.\n# TYPE tsbroker_splice_bytes_total counter\n"
+	    "tsbroker_splice_bytes_total{direction=\"client_to_server\"} %" PRIu64 "\n"
+	    "tsbroker_splice_bytes_total{direction=\"server_to_client\"} %" PRIu64 "\n"
+	    "# HELP tsbroker_splices_closed_total Spliced connections closed, by cause "
+	    "(peer_lost: keepalive or user timeout).\n"
+	    "# TYPE tsbroker_splices_closed_total counter\n",
+	    ld(&m->relay.bytes[0]), ld(&m->relay.bytes[1]));
+	for (int i = 0; i < METRICS_RELAY_CLOSES; i++)
+		tb_printf(&b, "tsbroker_splices_closed_total{cause=\"%s\"} %" PRIu64 "\n",
+		    closes[i], ld(&m->relay.closed[i]));
 	tb_printf(&b, "# HELP tsbroker_pem_cache_hits_total FreeRDP TLS set-up PEM reads "
 	    "served from the key and certificate parsed at start (two per handshake).\n"
 	    "# TYPE tsbroker_pem_cache_hits_total counter\n"
