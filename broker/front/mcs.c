@@ -106,12 +106,15 @@ stream_skip(wStream *s, size_t n)
 static int
 block_core(const uint8_t *p, size_t n, struct mcs_client_data *cd)
 {
+	char name[sizeof(cd->client_name)];
+
 	if (n < CORE_MIN_LEN)
 		return MCS_EBLOCK;
 	cd->version = le_get32(p);
-	if (utf16_to_utf8(p + CORE_NAME_OFF, CORE_NAME_LEN, cd->client_name,
-	    sizeof(cd->client_name)) < 0)
-		cd->client_name[0] = '\0';
+	/* all 32 bytes may be name (no U+0000): 16 code units */
+	if (utf16_to_utf8(p + CORE_NAME_OFF, CORE_NAME_LEN, name, sizeof(name)) < 0)
+		name[0] = '\0';
+	utf8_name_clean(name, cd->client_name, sizeof(cd->client_name));
 	if (n >= CORE_EARLY_OFF + 2)
 		cd->early_flags = le_get16(p + CORE_EARLY_OFF);
 	return 0;

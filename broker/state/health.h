@@ -1,6 +1,6 @@
 /* health: turns the absence of heartbeats into server states, expires
- * pending placements, quarantines black holes and prunes old events and
- * expired admin sessions.
+ * pending placements, quarantines black holes and prunes old events,
+ * expired admin sessions and the desk trail.
  * (Heartbeats themselves are applied by store_heartbeat_apply.) */
 #ifndef TS_HEALTH_H
 #define TS_HEALTH_H

@@ -364,7 +364,7 @@ test_heartbeat_odd_names(void **state)
 {
 	struct fx *f = *state;
 	const char *users[] = { "o\"brien", "back\\slash", "comma,{brace}", "x" };
-	struct store_session_filter flt = { NULL, "a", NULL };
+	struct store_session_filter flt = { NULL, "a", NULL, NULL };
 	struct store_session *list = NULL;
 	size_t n = 0;
 
@@ -454,7 +454,7 @@ test_server_and_session_states(void **state)
 	struct fx *f = *state;
 	struct store_server *list = NULL, s;
 	struct store_session *ss = NULL;
-	struct store_session_filter flt = { "ALICE", NULL, NULL };
+	struct store_session_filter flt = { "ALICE", NULL, NULL, NULL };
 	struct store_place_result pr;
 	const char *alice[] = { "alice" };
 	size_t n = 0;
@@ -654,7 +654,7 @@ test_storm_spreads(void **state)
 	other = fx_open(f);
 	for (int i = 0; i < 30; i++) {
 		struct store_place_request q = { u, u, "", "127.0.0.8", T0 + 1 + i,
-		    10000, 1 };
+		    10000, 1, NULL };
 
 		snprintf(u, sizeof(u), "s%d", i);
 		if (i % 3 == 2)	/* one in three by the other broker */
