@@ -211,7 +211,8 @@ int store_session_list(struct store *st, const struct store_session_filter *f,
 int store_session_forget(struct store *st, int64_t id, int64_t now);
 /* A connection gone back to session_id without a placement (a trusted
  * cookie's splice): its client, desk (req->desk, NULL as a rule: unknown)
- * and time recorded as a reconnect's, with a row of the trail. */
+ * and time recorded as a reconnect's, with a row of the trail (none, and
+ * 0, if there is no such session). */
 int store_session_reconnect(struct store *st, int64_t session_id,
     const struct store_place_request *req);
 
