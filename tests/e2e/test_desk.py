@@ -97,7 +97,7 @@ ODD_NAMES = {
     "unprintable": ("\x1b[2J\x07BEL\x00x".encode("utf-16-le"), "?[2J?BEL"),
     "c1": ("A\u009bB\u0085".encode("utf-16-le"), "A?B?"),
     "markup": ('<b>"x"&\'</b>', '<b>"x"&\'</b>'),
-    "broken": (b"A\x00\x00\xd8B\x00", ""),	# an unpaired surrogate: unreadable
+    "broken": (b"A\x00\x00\xd8B\x00", "A\ufffdB"),	# an unpaired surrogate
 }
 
 

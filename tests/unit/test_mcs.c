@@ -276,7 +276,7 @@ parse_with_name(const uint16_t *name, size_t n, struct mcs_client_data *cd)
 
 /* Odd client names: empty, all 16 code units (no terminator), control
  * characters (C0, DEL, C1) replaced, non-ASCII and markup kept as they
- * are (escaping is the edges' job), a broken surrogate unreadable (""). */
+ * are (escaping is the edges' job), an unpaired surrogate U+FFFD. */
 static void
 test_client_name_odd(void **state)
 {
@@ -299,7 +299,9 @@ test_client_name_odd(void **state)
 	assert_int_equal(parse_with_name(tag, sizeof(tag) / 2, &cd), 0);
 	assert_string_equal(cd.client_name, "<b>&\"'");
 	assert_int_equal(parse_with_name(bad, sizeof(bad) / 2, &cd), 0);
-	assert_string_equal(cd.client_name, "");
+	assert_string_equal(cd.client_name, "A\xef\xbf\xbd" "B");
+	assert_int_equal(parse_with_name(&bad[1], 1, &cd), 0);	/* the last unit too */
+	assert_string_equal(cd.client_name, "\xef\xbf\xbd");
 }
 
 /* utf8_name_clean (FreeRDP's ClientHostname goes through it too):
