@@ -87,6 +87,7 @@ def test_xfreerdp_desk_in_api_cli_and_trail(desk_farm, tmp_path):
     s = api.sessions(user="alice")[0]
     assert s["desk"] == "LAPTOP-2" and s["client"] == "127.0.0.5", s
     assert api.sessions(desk="DESK-7") == []
+    assert trail(api, "CORP\\Alice") == t		# normalised like placement
     assert trail(api, "bob") == []
 
 
