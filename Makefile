@@ -137,7 +137,7 @@ ASAN_B     := build-asan
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 ASAN_E2E   ?= $(wildcard tests/e2e/test_broker.py tests/e2e/test_admin_api.py \
 	tests/e2e/test_rdp_endpoint.py tests/e2e/test_hostile.py tests/e2e/test_faults.py \
-	tests/e2e/test_lean.py)
+	tests/e2e/test_lean.py tests/e2e/test_desk.py)
 # (a core dump of an ASan process is its shadow memory: that check runs in make e2e)
 ASAN_DESELECT := --deselect tests/e2e/test_lean.py::test_password_in_no_log_and_no_core
 SAN_ENV    := ASAN_OPTIONS=halt_on_error=1:abort_on_error=0 \

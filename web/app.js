@@ -284,6 +284,7 @@
       el('td', { text: e.server }),
       el('td', {}, badge(e.state, STATE_KIND[e.state] || 'unknown', 'badge-session')),
       el('td', { class: 'mono', text: e.client || '–' }),
+      deskCell(e.desk),
       el('td', { text: age(now - e.updated), title: new Date(e.updated).toLocaleString() }),
       el('td', { class: 'col-actions' }, actions));
   }
@@ -296,6 +297,31 @@
     $('sessions-empty').hidden = rows.length > 0;
     setText('sessions-count', data.truncated ? `showing ${rows.length} of ${data.total}` :
       `${data.total} session${data.total === 1 ? '' : 's'}`);
+  }
+
+  // ---- the desk: the computer name a client claimed (null: unknown) ------------
+  function deskCell(desk) {
+    if (desk === null || desk === undefined) return el('td', { class: 'muted', 'data-desk': 'unknown', text: 'unknown' });
+    return el('td', { class: 'mono', 'data-desk': desk, text: desk === '' ? '(none)' : desk });
+  }
+
+  // the trail of the user searched (the search box names one user)
+  async function renderTrail() {
+    const user = $('filter-user').value.trim();
+    const t = user ? await api('GET', `/api/v1/users/${encodeURIComponent(user)}/trail?limit=20`)
+      .catch(() => null) : null;
+    const rows = t ? t.trail : [];
+    $('trail').hidden = rows.length === 0;
+    if (!rows.length) return;
+    setText('trail-title', `Where ${t.user} sat: desks and addresses as the clients claim them ` +
+      `(kept ${t.keep_days} days)`);
+    $('trail-list').replaceChildren(...rows.map((r) => el('li', { 'data-trail': r.kind },
+      el('time', { text: clock(r.ts), datetime: new Date(r.ts).toISOString() }),
+      badge(r.kind, r.kind === 'new' ? 'pending' : 'up'),
+      el('span', { class: 'event-text' },
+        el('b', { class: 'trail-desk', text: r.desk === null ? 'unknown desk' : (r.desk || '(none)') }),
+        el('span', { class: 'muted', text: ` from ${r.client || '–'} to ` }),
+        el('b', { text: r.server })))));
   }
 
   // ---- events -----------------------------------------------------------------
@@ -352,6 +378,7 @@
       renderSessions(sessions, status.now);
       renderEvents(ev.events);
       if (history && window.TsbCharts && window.uPlot) window.TsbCharts.render(history);
+      await renderTrail();
       setLive(true, `updated ${clock(status.now)}`);
       document.body.dataset.refreshed = String((Number(document.body.dataset.refreshed) || 0) + 1);
     } catch (e) {

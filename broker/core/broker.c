@@ -40,6 +40,7 @@ broker_place(struct broker *b, const struct door_request *req, struct door_answe
 	pr.login = req->user;
 	pr.domain = req->domain;
 	pr.client = req->client_addr;
+	pr.desk = req->client_name;	/* the desk it claims */
 	pr.now = util_now_ms();
 	pr.pending_ttl_ms = b->c->pending_ttl * 1000;
 	pr.pending_penalty = b->c->pending_penalty;
@@ -115,6 +116,7 @@ route_place_again(struct broker *b, struct door_splice *t, const char *client, c
 	pr.login = t->login[0] ? t->login : t->user;
 	pr.domain = t->domain;
 	pr.client = client;
+	pr.desk = NULL;			/* no MCS data before a splice: unknown */
 	pr.now = util_now_ms();
 	pr.pending_ttl_ms = b->c->pending_ttl * 1000;
 	pr.pending_penalty = b->c->pending_penalty;
@@ -298,6 +300,7 @@ splice_cookie(struct broker *b, const struct door_request *req, const struct doo
 {
 	const struct door_splice *t = &ans->splice;
 	const char *client = req->client_addr;
+	struct store_place_request pr;
 	char why[160];
 	int sfd;
 
@@ -311,6 +314,13 @@ splice_cookie(struct broker *b, const struct door_request *req, const struct doo
 		    "placing it as usual", t->user, client, b->c->splice_max);
 		return DOOR_DECLINED;
 	}
+	memset(&pr, 0, sizeof(pr));	/* desk NULL: spliced before MCS data */
+	pr.user = t->user;
+	pr.client = client;
+	pr.now = util_now_ms();
+	pr.pending_ttl_ms = b->c->pending_ttl * 1000;
+	/* errors logged by store */
+	(void)store_session_reconnect(b->st, t->session_id, &pr);
 	snprintf(why, sizeof(why), "cookie (trust_cookie), session %lld",
 	    (long long)t->session_id);
 	log_info("%s from %s spliced to %s (%s:%d) by its cookie", t->user, client, t->server,

@@ -19,6 +19,7 @@ static const char usage[] =
     "                                  [--max-sessions N] [--fqdn NAME]\n"
     "       tsbroker -f FILE server list | drain NAME | enable NAME | remove NAME\n"
     "       tsbroker -f FILE session list [--user U] [--server NAME] [--state S]\n"
+    "                                   [--desk NAME]\n"
     "       tsbroker -f FILE session forget ID\n"
     "       tsbroker -f FILE session logoff ID | disconnect ID [--timeout S]\n"
     "       tsbroker -f FILE admin password   (reads the new password from stdin)\n"
@@ -163,7 +164,7 @@ server_list(struct store *st)
 static int
 session_list(struct store *st, int argc, char **argv)
 {
-	struct store_session_filter f = { NULL, NULL, NULL };
+	struct store_session_filter f = { NULL, NULL, NULL, NULL };
 	struct store_session *list = NULL;
 	enum session_state want;
 	size_t n = 0;
@@ -175,6 +176,8 @@ session_list(struct store *st, int argc, char **argv)
 			f.user = v;
 		else if (v != NULL && strcmp(argv[i], "--server") == 0)
 			f.server = v;
+		else if (v != NULL && strcmp(argv[i], "--desk") == 0)
+			f.desk = v;
 		else if (v != NULL && strcmp(argv[i], "--state") == 0) {
 			none = session_state_parse(v, &want) != 0;	/* no such state: none */
 			f.state = &want;
@@ -186,8 +189,9 @@ session_list(struct store *st, int argc, char **argv)
 	}
 	if (!none && (r = store_session_list(st, &f, &list, &n)) != 0)
 		return fail(r, "sessions", "list");
-	printf("%-8s %-20s %-16s %-13s %-10s %-16s %s\n", "ID", "USER", "SERVER",
-	    "STATE", "AGENT_ID", "CLIENT", "UPDATED");
+	/* desk and client address: what the client claimed */
+	printf("%-8s %-20s %-16s %-13s %-10s %-16s %-16s %s\n", "ID", "USER", "SERVER",
+	    "STATE", "AGENT_ID", "CLIENT(CLAIMED)", "DESK(CLAIMED)", "UPDATED");
 	for (size_t i = 0; i < n; i++) {
 		struct store_session *e = &list[i];
 		char ts[32];
@@ -195,10 +199,11 @@ session_list(struct store *st, int argc, char **argv)
 		struct tm tm;
 		gmtime_r(&t, &tm);
 		strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
-		printf("%-8lld %-20s %-16s %-13s %-10s %-16s %s\n", (long long)e->id,
+		printf("%-8lld %-20s %-16s %-13s %-10s %-16s %-16s %s\n", (long long)e->id,
 		    e->user, e->server, session_state_str(e->state),
 		    e->remote_id[0] ? e->remote_id : "-",
-		    e->client[0] ? e->client : "-", ts);
+		    e->client[0] ? e->client : "-", !e->desk_known ? "(unknown)" :
+		    e->desk[0] ? e->desk : "(none)", ts);
 	}
 	free(list);
 	return 0;

@@ -16,6 +16,7 @@ static const struct cfg_key conf_keys[] = {
 	{ "state", "event_retention_days", CFG_INT, I(event_retention_days), 1, 3650, "30", NULL },
 	{ "state", "event_max", CFG_INT, I(event_max), 1000, 100000000, "1000000", NULL },
 	{ "state", "commit_timeout", CFG_INT, I(commit_timeout), 1, 3600, "5", NULL },
+	{ "history", "desk_keep_days", CFG_INT, I(desk_keep_days), 1, 3650, "30", NULL },
 	{ "broker", "user", CFG_STR, S(run_user), 0, 0, NULL, NULL },
 	{ "rdp", "listen", CFG_HOSTPORT, S(rdp.listen), 0, 0, "0.0.0.0:3389", NULL },
 	{ "rdp", "mode", CFG_ENUM, S(rdp.mode), 0, 0, "address", "address|token" },

@@ -17,6 +17,7 @@ struct conf {
 	int event_retention_days;	/* [state] event_retention_days */
 	int event_max;			/* [state] event_max */
 	int commit_timeout;		/* [state] commit_timeout: a COMMIT's wait, s */
+	int desk_keep_days;		/* [history] desk_keep_days: the desk trail's */
 	struct rdp_conf rdp;		/* [rdp] */
 	char token_key[512];		/* [rdp] token_key: HMAC key file */
 	int token_ttl;			/* [rdp] token_ttl, seconds */

@@ -67,7 +67,9 @@ struct door_request {
 	/* DOOR_LOGON only ("" and 0 before) */
 	char user[DOOR_NAME_MAX];		/* as the client sent it in Client Info */
 	char domain[DOOR_NAME_MAX];
-	char client_name[DOOR_CLIENT_NAME_MAX];	/* Client Core Data clientName */
+	/* Client Core Data clientName, UTF-8 cleaned (utf16.h utf8_name_clean):
+	 * every engine fills it; "" is a name too (the client sent none) */
+	char client_name[DOOR_CLIENT_NAME_MAX];
 	uint32_t cluster_flags;			/* DOOR_CLUSTER_* */
 	uint32_t redirected_session_id;		/* with DOOR_CLUSTER_SESSIONID_VALID */
 };

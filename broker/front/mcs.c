@@ -103,15 +103,40 @@ stream_skip(wStream *s, size_t n)
 	return TRUE;
 }
 
+/* clientName's n bytes of UTF-16LE with each unpaired surrogate made
+ * U+FFFD (as FreeRDP reads it): a name is shown, not trusted. */
+static void
+name_units(const uint8_t *p, size_t n, uint8_t *out)
+{
+	uint16_t u, next;
+
+	memcpy(out, p, n);
+	for (size_t i = 0; i + 1 < n; i += 2) {
+		u = le_get16(out + i);
+		next = i + 3 < n ? le_get16(out + i + 2) : 0;
+		if (u >= 0xd800 && u <= 0xdbff && next >= 0xdc00 && next <= 0xdfff)
+			i += 2;		/* a pair */
+		else if (u >= 0xd800 && u <= 0xdfff) {
+			out[i] = 0xfd;
+			out[i + 1] = 0xff;
+		}
+	}
+}
+
 static int
 block_core(const uint8_t *p, size_t n, struct mcs_client_data *cd)
 {
+	uint8_t units[CORE_NAME_LEN];
+	char name[sizeof(cd->client_name)];
+
 	if (n < CORE_MIN_LEN)
 		return MCS_EBLOCK;
 	cd->version = le_get32(p);
-	if (utf16_to_utf8(p + CORE_NAME_OFF, CORE_NAME_LEN, cd->client_name,
-	    sizeof(cd->client_name)) < 0)
-		cd->client_name[0] = '\0';
+	/* all 32 bytes may be name (no U+0000): 16 code units */
+	name_units(p + CORE_NAME_OFF, CORE_NAME_LEN, units);
+	if (utf16_to_utf8(units, CORE_NAME_LEN, name, sizeof(name)) < 0)
+		name[0] = '\0';
+	utf8_name_clean(name, cd->client_name, sizeof(cd->client_name));
 	if (n >= CORE_EARLY_OFF + 2)
 		cd->early_flags = le_get16(p + CORE_EARLY_OFF);
 	return 0;

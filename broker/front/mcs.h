@@ -42,7 +42,10 @@ enum mcs_error {
 /* What the client data blocks said (what the redirector needs of them). */
 struct mcs_client_data {
 	uint32_t version;		/* CS_CORE version */
-	char client_name[64];		/* CS_CORE clientName, UTF-8 ("" if unreadable) */
+	char client_name[64];		/* CS_CORE clientName, UTF-8, at most 16
+					 * code units, control characters '?'
+					 * (utf8_name_clean), an unpaired
+					 * surrogate U+FFFD */
 	uint16_t early_flags;		/* CS_CORE earlyCapabilityFlags (0 if absent) */
 	uint32_t encryption_methods;	/* CS_SECURITY (0 if absent) */
 	uint32_t channel_count;		/* CS_NET channelCount, <= MCS_CHANNELS_MAX */

@@ -30,6 +30,7 @@
 #include "broker/front/frpeer.h"
 #include "broker/front/pem_cache.h"
 #include "broker/front/rdp_freerdp.h"
+#include "broker/front/utf16.h"
 
 #define RDP_DRAIN_MS		5000	/* wait for the client to close after the PDU */
 
@@ -93,7 +94,7 @@ request_set_logon(struct door_request *req, const rdpSettings *s)
 	req->stage = DOOR_LOGON;
 	r |= util_strlcpy(req->user, s->Username ? s->Username : "", sizeof(req->user));
 	r |= util_strlcpy(req->domain, s->Domain ? s->Domain : "", sizeof(req->domain));
-	(void)util_strlcpy(req->client_name, s->ClientHostname ? s->ClientHostname : "",
+	(void)utf8_name_clean(s->ClientHostname ? s->ClientHostname : "", req->client_name,
 	    sizeof(req->client_name));
 	req->redirected_session_id = s->RedirectedSessionId;
 	req->cluster_flags = s->RedirectedSessionId != 0 ? DOOR_CLUSTER_SESSIONID_VALID : 0;

@@ -145,3 +145,32 @@ utf8_to_utf16(const char *s, uint8_t *out, size_t outlen)
 		return r;
 	return (int)at;
 }
+
+size_t
+utf8_name_clean(const char *s, char *out, size_t outlen)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0, at = 0, n;
+	uint32_t cp;
+
+	while (p[i] != '\0') {
+		size_t from = i;
+
+		if (get_utf8(p, &i, &cp) != 0) {
+			i = from + 1;
+			cp = '?';
+		}
+		if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))
+			cp = '?';
+		n = cp == '?' ? 1 : i - from;
+		if (at + n + 1 > outlen)
+			break;
+		if (cp == '?')
+			out[at] = '?';
+		else
+			memcpy(out + at, p + from, n);
+		at += n;
+	}
+	out[at] = '\0';
+	return at;
+}

@@ -19,5 +19,10 @@ int utf16_to_utf8(const uint8_t *in, size_t n, char *out, size_t outlen);
  * U+0000. Returns the bytes written (terminator included), or a negative
  * UTF16_E*. With out NULL, returns the bytes it would write. */
 int utf8_to_utf16(const char *s, uint8_t *out, size_t outlen);
+/* Copies the UTF-8 name s into out (size outlen > 0) fit to show and
+ * store: each control character (U+0000-U+001F, U+007F-U+009F) and each
+ * byte of a malformed sequence becomes '?', and a name too long is cut at
+ * a character's boundary. Returns the length written. */
+size_t utf8_name_clean(const char *s, char *out, size_t outlen);
 
 #endif

@@ -19,6 +19,8 @@
 #define SESSIONS_LIMIT_MAX	100000
 #define EVENTS_LIMIT_DEF	100
 #define EVENTS_LIMIT_MAX	1000
+#define TRAIL_LIMIT_DEF		100
+#define TRAIL_LIMIT_MAX		10000
 
 /* A row of the route table: what the route needs (auth_check runs before
  * the handler on AUTH_ADMIN routes, and who is set then) and its handler. */
@@ -180,6 +182,16 @@ server_json(const struct store_server *s, int64_t now)
 	return o;
 }
 
+/* "desk": the name the client claimed, null if unknown */
+static void
+desk_json(struct wire_json *o, const char *desk, int known)
+{
+	if (known)
+		wire_json_str(o, "desk", desk);
+	else
+		wire_json_null(o, "desk");
+}
+
 static struct wire_json *
 session_rec_json(const struct store_session *e)
 {
@@ -193,6 +205,7 @@ session_rec_json(const struct store_session *e)
 	wire_json_str(o, "state", session_state_str(e->state));
 	wire_json_str(o, "remote_id", e->remote_id);
 	wire_json_str(o, "client", e->client);
+	desk_json(o, e->desk, e->desk_known);
 	wire_json_int(o, "created", e->created);
 	wire_json_int(o, "updated", e->updated);
 	wire_json_int(o, "expires", e->expires);
@@ -381,11 +394,11 @@ static void
 api_admin_sessions(struct api_admin *a, const struct auth_who *who,
     const struct http_request *req, struct http_response *res)
 {
-	struct store_session_filter f = { NULL, NULL, NULL };
+	struct store_session_filter f = { NULL, NULL, NULL, NULL };
 	struct store_session *list = NULL;
 	struct store_server srv;
 	const char *user = http_arg(req, "user"), *server = http_arg(req, "server");
-	const char *state = http_arg(req, "state");
+	const char *state = http_arg(req, "state"), *desk = http_arg(req, "desk");
 	char norm[WIRE_USER_MAX] = "";
 	enum session_state want;
 	struct wire_json *o, *arr;
@@ -408,6 +421,11 @@ api_admin_sessions(struct api_admin *a, const struct auth_who *who,
 		http_reply_error(res, 400, "'user' is not a usable user name");
 		return;
 	}
+	if (desk != NULL && strlen(desk) >= STORE_DESK_MAX) {
+		http_reply_error(res, 400, "'desk' is too long for a computer name");
+		return;
+	}
+	f.desk = desk;
 	if (server != NULL && server[0] != '\0') {
 		if (!wire_name_valid(server)) {
 			http_reply_error(res, 400, "'server' is not a server name");
@@ -573,6 +591,68 @@ api_admin_command_get(struct api_admin *a, const struct auth_who *who,
 	http_reply_json(res, 200, wire_json_dump(command_json(&c)));
 }
 
+/* ---- GET /api/v1/users/USER/trail ---- */
+
+static struct wire_json *
+trail_json(const struct store_trail *t)
+{
+	struct wire_json *o = wire_json_object();
+
+	wire_json_int(o, "ts", t->ts);
+	wire_json_str(o, "user", t->user);
+	wire_json_str(o, "login", t->login);
+	desk_json(o, t->desk, t->desk_known);
+	wire_json_str(o, "client", t->client);
+	wire_json_str(o, "server", t->server);
+	wire_json_int(o, "session", t->session_id);
+	wire_json_str(o, "kind", t->reconnect ? "reconnect" : "new");
+	return o;
+}
+
+static void
+api_admin_user_trail(struct api_admin *a, const struct auth_who *who,
+    const struct http_request *req, struct http_response *res)
+{
+	const char *p = req->path + strlen("/api/v1/users/");
+	size_t len = strcspn(p, "/");
+	char login[WIRE_USER_MAX], user[WIRE_USER_MAX];
+	struct store_trail *list = NULL;
+	struct wire_json *o, *arr;
+	int64_t limit;
+	size_t n = 0;
+	int r;
+
+	if (len == 0 || strcmp(p + len, "/trail") != 0) {
+		http_reply_error(res, 404, "no such resource");
+		return;
+	}
+	if (len >= sizeof(login)) {
+		http_reply_error(res, 400, "user name too long");
+		return;
+	}
+	memcpy(login, p, len);
+	login[len] = '\0';
+	if (placement_user_normalise(login, user, sizeof(user)) != 0) {
+		http_reply_error(res, 400, "not a usable user name");
+		return;
+	}
+	if (arg_int(req, res, "limit", 1, TRAIL_LIMIT_MAX, TRAIL_LIMIT_DEF, &limit) != 0)
+		return;
+	if ((r = store_trail_list(a->st, user, (int)limit, &list, &n)) != 0) {
+		reply_store_error(a, res, r, NULL);
+		return;
+	}
+	o = wire_json_object();
+	wire_json_str(o, "user", user);
+	arr = wire_json_array();
+	for (size_t i = 0; i < n; i++)
+		wire_json_add(arr, NULL, trail_json(&list[i]));
+	free(list);
+	wire_json_add(o, "trail", arr);
+	wire_json_int(o, "keep_days", a->c->desk_keep_days);
+	http_reply_json(res, 200, wire_json_dump(o));
+}
+
 /* ---- GET /api/v1/events ---- */
 
 static void
@@ -685,6 +765,7 @@ static const struct api_admin_route api_admin_routes[] = {
 	{ "GET", "/api/v1/commands/", AUTH_ADMIN, api_admin_command_get },
 	{ "GET", "/api/v1/events", AUTH_ADMIN, api_admin_events },
 	{ "GET", "/api/v1/history", AUTH_ADMIN, api_admin_history },
+	{ "GET", "/api/v1/users/", AUTH_ADMIN, api_admin_user_trail },
 };
 _Static_assert(sizeof(api_admin_routes) / sizeof(api_admin_routes[0]) <= API_ADMIN_ROUTES,
     "API_ADMIN_ROUTES is too small");

@@ -82,6 +82,18 @@ health_sweep(struct store *st, const struct conf *c, int64_t now, int64_t starte
 	return r;
 }
 
+/* The desk trail older than desk_keep_days deleted: each row by one broker. */
+static void
+trail_prune(struct health *h, int64_t now)
+{
+	int pruned = 0;
+
+	if (store_trail_prune(h->st, now - (int64_t)h->c->desk_keep_days * 86400 * 1000,
+	    &pruned) == 0 && pruned > 0)
+		log_info("%d rows of the desk trail past %d days deleted", pruned,
+		    h->c->desk_keep_days);
+}
+
 /* Expired admin browser sessions (auth.h) deleted: each by one broker. */
 static void
 admin_sessions_prune(struct health *h, int64_t now)
@@ -167,6 +179,7 @@ health_main(void *arg)
 			    h->c->event_max);
 			admin_sessions_prune(h, now);
 			history_prune(h, now);
+			trail_prune(h, now);
 			last_prune = now;
 		}
 		pthread_mutex_lock(&h->lock);

@@ -1,7 +1,7 @@
 /* health: turns the absence of heartbeats into server states, expires
  * pending placements, quarantines black holes, takes the history samples
- * ([history] period) and prunes old events, history and expired admin
- * sessions.
+ * ([history] period) and prunes old events, history, expired admin
+ * sessions and the desk trail.
  * (Heartbeats themselves are applied by store_heartbeat_apply.) */
 #ifndef TS_HEALTH_H
 #define TS_HEALTH_H

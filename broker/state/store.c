@@ -1043,6 +1043,8 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 		r = st->e->placement_insert(st->db, sv[d.server].id, req, &res.session_id);
 		placed_on = sv[d.server].id;
 	}
+	if (r == 0 && !full)
+		r = st->e->trail_add(st->db, res.session_id, d.reconnect, req);
 	if (r != 0)
 		goto out;
 	res.server_id = sv[d.server].id;
@@ -1246,6 +1248,53 @@ store_session_forget(struct store *st, int64_t id, int64_t now)
 	lc_touch(st, 0);		/* rare: reload rather than look the server up */
 	if ((r = end_again(st, r)) == STORE_AGAIN)
 		goto retry;
+	return r;
+}
+
+int
+store_session_reconnect(struct store *st, int64_t session_id,
+    const struct store_place_request *req)
+{
+	int r;
+
+ retry:
+	if ((r = begin(st, 1)) != 0)
+		return r;
+	if ((r = st->e->placement_refresh(st->db, session_id, req)) == 0)
+		r = st->e->trail_add(st->db, session_id, 1, req);
+	if ((r = end_again(st, r)) == STORE_AGAIN)
+		goto retry;
+	return r;
+}
+
+/* ---- the desk trail ---- */
+
+/* Rows deleted by one transaction of store_trail_prune, and its transactions
+ * per call at most (the rest waits for the next call). */
+#define TRAIL_PRUNE_BATCH	500
+#define TRAIL_PRUNE_ROUNDS	200
+
+int
+store_trail_list(struct store *st, const char *user, int limit, struct store_trail **out,
+    size_t *n)
+{
+	return ONE_LIST(st, trail_list, out, user, limit, out, n);
+}
+
+int
+store_trail_prune(struct store *st, int64_t before_ms, int *pruned)
+{
+	int r = 0, k;
+
+	*pruned = 0;
+	for (int round = 0; round < TRAIL_PRUNE_ROUNDS; round++) {
+		k = 0;
+		if ((r = ONE(st, 1, trail_prune, before_ms, TRAIL_PRUNE_BATCH, &k)) != 0)
+			break;
+		*pruned += k;
+		if (k < TRAIL_PRUNE_BATCH)
+			break;
+	}
 	return r;
 }
 

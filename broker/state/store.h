@@ -32,6 +32,8 @@
 
 struct store;
 
+#define STORE_DESK_MAX	64	/* a desk's name with its NUL (door.h's client_name) */
+
 struct store_server {
 	int64_t id;
 	char name[WIRE_NAME_MAX];
@@ -68,7 +70,13 @@ struct store_session {
 	char domain[WIRE_USER_MAX];
 	char remote_id[WIRE_ID_MAX];
 	enum session_state state;
-	char client[64];
+	char client[64];		/* the client's address, last placement */
+	/* the computer name claimed by its latest placement or reconnect
+	 * (its latest row of the desk trail) */
+	char desk[STORE_DESK_MAX];
+	int desk_known;			/* 0: unknown (not placed by the broker,
+					 * spliced before any MCS data, or its
+					 * trail pruned) */
 	int64_t created, updated, expires;
 };
 
@@ -143,6 +151,9 @@ struct store_place_request {
 	int64_t now;
 	int pending_ttl_ms;
 	int pending_penalty;
+	/* the client's computer name as it claims (door.h client_name,
+	 * cleaned); NULL: unknown */
+	const char *desk;
 };
 struct store_place_result {
 	int reconnect;
@@ -158,7 +169,7 @@ struct store_place_result {
 };
 /* Decides (placement.c) and commits in one transaction: a reconnect refreshes
  * the session, a new user gets a pending placement that counts as load at
- * once. Durable when it returns 0. When the disk is full a new placement
+ * once; either is a row of the user's desk trail. Durable when it returns 0. When the disk is full a new placement
  * fails (STORE_FULL), but a reconnect is still answered (0, unrecorded set):
  * it follows a session that is committed already, only its refresh (client,
  * time, a pending placement's expiry) is lost. */
@@ -198,10 +209,40 @@ int store_user_route(struct store *st, const char *user, int64_t now,
 struct store_session_filter {
 	const char *user, *server;		/* NULL or "" = any */
 	const enum session_state *state;	/* NULL = any but ended */
+	const char *desk;			/* NULL or "" = any; else sessions last
+						 * placed from that desk (ASCII case
+						 * ignored) */
 };
 int store_session_list(struct store *st, const struct store_session_filter *f,
     struct store_session **out, size_t *n);
 int store_session_forget(struct store *st, int64_t id, int64_t now);
+/* A connection gone back to session_id without a placement (a trusted
+ * cookie's splice): its client, desk (req->desk, NULL as a rule: unknown)
+ * and time recorded as a reconnect's, with a row of the trail (none, and
+ * 0, if there is no such session). */
+int store_session_reconnect(struct store *st, int64_t session_id,
+    const struct store_place_request *req);
+
+/* ---- the desk trail: where each user sat (personal data, README) ---- */
+struct store_trail {
+	int64_t id;
+	int64_t ts;			/* unix ms */
+	char user[WIRE_USER_MAX];	/* normalised */
+	char login[WIRE_USER_MAX];
+	char desk[STORE_DESK_MAX];	/* claimed by the client */
+	int desk_known;			/* 0: unknown (spliced before MCS data) */
+	char client[64];		/* its address */
+	char server[WIRE_NAME_MAX];
+	int64_t session_id;
+	int reconnect;			/* 0: a new placement */
+};
+/* user's (normalised) trail, newest first, at most limit rows. */
+int store_trail_list(struct store *st, const char *user, int limit,
+    struct store_trail **out, size_t *n);
+/* Deletes the rows older than before_ms, in transactions of a few hundred
+ * rows (the write lock is never held long); *pruned is how many this call
+ * deleted (of several stores pruning at once, each row counts once). */
+int store_trail_prune(struct store *st, int64_t before_ms, int *pruned);
 
 /* ---- commands to agents (log off, disconnect; README "Logging a user
  * off"), shared by the brokers ---- */

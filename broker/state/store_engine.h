@@ -162,6 +162,15 @@ struct store_engine {
 	    struct store_session **out, size_t *n);
 	int (*session_forget)(struct store_db *db, int64_t id, int64_t now);
 
+	/* the desk trail: a row for session_id now (its user and server); a
+	 * session's desk is that of its latest row (session_list) */
+	int (*trail_add)(struct store_db *db, int64_t session_id, int reconnect,
+	    const struct store_place_request *req);
+	int (*trail_list)(struct store_db *db, const char *user, int limit,
+	    struct store_trail **out, size_t *n);
+	/* at most limit of the rows older than before_ms */
+	int (*trail_prune)(struct store_db *db, int64_t before_ms, int limit, int *pruned);
+
 	int (*event_add)(struct store_db *db, int64_t now, const char *kind,
 	    const char *server, const char *user, const char *client, const char *detail,
 	    int64_t duration_us);

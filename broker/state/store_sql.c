@@ -535,22 +535,26 @@ sq_session_route(struct store_db *d, int64_t session_id, int64_t *expires,
 #define SE(type, f) COL(type, struct store_session, f)
 static const struct col session_cols[] = {
 	SE('L', id), SE('T', server), SE('T', user), SE('T', login), SE('T', domain),
-	SE('T', remote_id), SE('E', state), SE('T', client), SE('L', created),
-	SE('L', updated), SE('L', expires),
+	SE('T', remote_id), SE('E', state), SE('T', client), SE('T', desk),
+	SE('I', desk_known), SE('L', created), SE('L', updated), SE('L', expires),
 };
 
 static int
 sq_session_list(struct store_db *d, const struct store_session_filter *f,
     struct store_session **out, size_t *n)
 {
+	/* the desk: of the session's latest row of the trail */
 	return sql_rows(d, sql_prep(d, "SELECT e.id, v.name, e.user, e.login, e.domain, "
-	    "e.remote_id, e.state, e.client, e.created, e.updated, e.expires FROM "
-	    "sessions e JOIN servers v ON v.id = e.server_id WHERE (?1 = '' OR e.user = "
-	    "?1) AND (?2 = '' OR v.name = ?2) AND ((?3 = '' AND e.state != 'ended') OR "
-	    "e.state = ?3) ORDER BY e.updated DESC, e.id DESC LIMIT 100000", "ttt",
-	    f->user ? f->user : "", f->server ? f->server : "",
-	    f->state ? session_state_str(*f->state) : ""), sizeof(**out),
-	    COLS(session_cols), out, n);
+	    "e.remote_id, e.state, e.client, coalesce(t.desk, ''), coalesce(t.desk_known, "
+	    "0), e.created, e.updated, e.expires FROM sessions e JOIN servers v ON v.id = "
+	    "e.server_id LEFT JOIN desk_trail t ON t.id = (SELECT max(id) FROM desk_trail "
+	    "WHERE session_id = e.id) WHERE (?1 = '' OR e.user = ?1) AND (?2 = '' OR "
+	    "v.name = ?2) AND ((?3 = '' AND e.state != 'ended') OR e.state = ?3) AND (?4 "
+	    "= '' OR (t.desk_known = 1 AND lower(t.desk) = lower(?4))) ORDER BY e.updated "
+	    "DESC, e.id DESC LIMIT 100000",
+	    "tttt", f->user ? f->user : "", f->server ? f->server : "",
+	    f->state ? session_state_str(*f->state) : "", f->desk ? f->desk : ""),
+	    sizeof(**out), COLS(session_cols), out, n);
 }
 
 static int
@@ -569,6 +573,45 @@ sq_session_forget(struct store_db *d, int64_t id, int64_t now)
 		    "?, 'forget', v.name, e.user, ? FROM sessions e JOIN servers v ON "
 		    "v.id = e.server_id WHERE e.id = ?", "ItI", now, detail, id);
 	return r;
+}
+
+/* ---- the desk trail ---- */
+
+static int
+sq_trail_add(struct store_db *d, int64_t session_id, int reconnect,
+    const struct store_place_request *req)
+{
+	return EXEC(d, "INSERT INTO desk_trail (ts, \"user\", login, desk, desk_known, "
+	    "client, server, session_id, reconnect) SELECT ?1, e.user, e.login, ?2, ?3, "
+	    "?4, v.name, e.id, ?5 FROM sessions e JOIN servers v ON v.id = e.server_id "
+	    "WHERE e.id = ?6", "ItitiI", req->now, req->desk ? req->desk : "",
+	    req->desk != NULL, req->client ? req->client : "", reconnect, session_id);
+}
+
+#define TR(type, f) COL(type, struct store_trail, f)
+static const struct col trail_cols[] = {
+	TR('L', id), TR('L', ts), TR('T', user), TR('T', login), TR('T', desk),
+	TR('I', desk_known), TR('T', client), TR('T', server), TR('L', session_id),
+	TR('I', reconnect),
+};
+
+static int
+sq_trail_list(struct store_db *d, const char *user, int limit, struct store_trail **out,
+    size_t *n)
+{
+	return sql_rows(d, sql_prep(d, "SELECT id, ts, \"user\", login, desk, desk_known, "
+	    "client, server, session_id, reconnect FROM desk_trail WHERE \"user\" = ? "
+	    "ORDER BY ts DESC, id DESC LIMIT ?", "ti", user, limit < 1 ? 1 : limit),
+	    sizeof(**out), COLS(trail_cols), out, n);
+}
+
+/* Of several stores deleting at once, a row goes to one of them: the
+ * others find it gone (PostgreSQL re-checks the rows it waited for). */
+static int
+sq_trail_prune(struct store_db *d, int64_t before_ms, int limit, int *pruned)
+{
+	return sql_exec(d, sql_prep(d, "DELETE FROM desk_trail WHERE id IN (SELECT id FROM "
+	    "desk_trail WHERE ts < ? ORDER BY id LIMIT ?)", "Ii", before_ms, limit), pruned);
 }
 
 /* ---- events ---- */
@@ -980,6 +1023,9 @@ sq_setting_set(struct store_db *d, const char *key, const char *value, int64_t n
 	.session_route = sq_session_route, \
 	.session_list = sq_session_list, \
 	.session_forget = sq_session_forget, \
+	.trail_add = sq_trail_add, \
+	.trail_list = sq_trail_list, \
+	.trail_prune = sq_trail_prune, \
 	.event_add = event_insert, \
 	.event_list = sq_event_list, \
 	.event_prune = sq_event_prune, \

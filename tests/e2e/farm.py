@@ -686,11 +686,13 @@ class XFreeRDP:
     """The stock client under Xvfb (its defaults: TLS and NLA offered,
     certificates ignored); its own process group, ended as a whole."""
 
-    def __init__(self, port, user, logpath, domain=None, host="127.0.0.1"):
+    def __init__(self, port, user, logpath, domain=None, host="127.0.0.1",
+                 client_hostname=None):
         self.log = open(logpath, "w")
         who = f"{domain}\\{user}" if domain else user
+        desk = [f"/client-hostname:{client_hostname}"] if client_hostname else []
         self.proc = subprocess.Popen(["xvfb-run", "-a", "xfreerdp", f"/v:{host}:{port}",
-                                      f"/u:{who}", "/p:pw", "/cert:ignore"],
+                                      f"/u:{who}", "/p:pw", "/cert:ignore"] + desk,
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 

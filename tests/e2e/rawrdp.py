@@ -100,8 +100,14 @@ def domain_params(*vals):
 
 
 def gcc_conference_create_request(client_name="rawrdp", cluster_flags=None):
+    """client_name: a str (up to 15 characters, as clients send it) or the
+    clientName field's 32 bytes themselves (bytes: any UTF-16LE, no
+    terminator needed)."""
     core = struct.pack("<IHHHHII", 0x00080004, 1024, 768, 0xCA01, 0xAA03, 0x409, 2600)
-    core += client_name.encode("utf-16-le")[:30].ljust(32, b"\0")
+    if isinstance(client_name, bytes):
+        core += client_name[:32].ljust(32, b"\0")
+    else:
+        core += client_name.encode("utf-16-le")[:30].ljust(32, b"\0")
     core += struct.pack("<III", 4, 0, 12) + b"\0" * 64
     # postBeta2ColorDepth, clientProductId, serialNumber, highColorDepth,
     # supportedColorDepths, earlyCapabilityFlags (SUPPORT_ERRINFO_PDU)
@@ -114,8 +120,8 @@ def gcc_conference_create_request(client_name="rawrdp", cluster_flags=None):
     return b"\x00\x05\x00\x14\x7c\x00\x01" + per_len(len(ud)) + ud
 
 
-def mcs_connect_initial(cluster_flags=None):
-    gcc = gcc_conference_create_request(cluster_flags=cluster_flags)
+def mcs_connect_initial(cluster_flags=None, client_name="rawrdp"):
+    gcc = gcc_conference_create_request(client_name, cluster_flags)
     body = (b"\x04\x01\x01" + b"\x04\x01\x01" + b"\x01\x01\xff" +
             domain_params(34, 2, 0, 1, 0, 1, 65535, 2) +
             domain_params(1, 1, 1, 1, 0, 1, 1056, 2) +
@@ -204,9 +210,9 @@ class Client:
         self.tls = ctx.wrap_socket(self.sock, server_hostname=None)
         return self.tls
 
-    def mcs(self, cluster_flags=None):
+    def mcs(self, cluster_flags=None, client_name="rawrdp"):
         s = self.tls
-        s.sendall(x224_data(mcs_connect_initial(cluster_flags)))
+        s.sendall(x224_data(mcs_connect_initial(cluster_flags, client_name)))
         recv_tpkt(s)	# MCS Connect Response
         s.sendall(x224_data(b"\x04\x01\x00\x01\x00"))	# Erect Domain
         s.sendall(x224_data(b"\x28"))			# Attach User Request
@@ -299,11 +305,13 @@ def parse_redirect(p, res):
         off += 4 + n
 
 
-def redirect(host, port, user, domain="", timeout=10.0, cookie=None, source=None):
-    """One whole connection up to the broker's answer."""
+def redirect(host, port, user, domain="", timeout=10.0, cookie=None, source=None,
+             client_name="rawrdp"):
+    """One whole connection up to the broker's answer (client_name: as
+    gcc_conference_create_request takes it)."""
     with Client(host, port, timeout, source) as c:
         c.x224(cookie if cookie is not None else user[:9])
         c.start_tls()
-        c.mcs()
+        c.mcs(client_name=client_name)
         c.send_info(user, domain)
         return c.read_outcome()

@@ -260,7 +260,9 @@ def test_drain_enable_forget(broker):
     assert admin("PUT", "/api/v1/servers/ts1/drain").status == 405
 
     # forget: the lost session of a server that went down
-    wait_until(lambda: broker.sessions(state="lost"), 10, "ts1's and ts2's sessions to be lost")
+    # (ts1 beat last, so it goes down after ts2: wait for alice's own)
+    wait_until(lambda: [r for r in broker.sessions(state="lost") if r[0] == "alice"], 10,
+               "alice's session on ts1 to be lost")
     lost = admin("GET", "/api/v1/sessions?state=lost&user=alice").json["sessions"]
     assert len(lost) == 1
     sid = lost[0]["id"]

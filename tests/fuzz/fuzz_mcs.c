@@ -1,6 +1,7 @@
 /* libFuzzer target for broker/front/mcs.c: the Connect Initial and domain
  * PDU parsers never read outside their input, what they return lies inside
- * it, and a parsed Connect Initial always gets a Connect Response. */
+ * it, a parsed Connect Initial always gets a Connect Response, and its
+ * client name carries no control character. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,6 +24,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (cd.channel_count > MCS_CHANNELS_MAX ||
 		    memchr(cd.client_name, '\0', sizeof(cd.client_name)) == NULL)
 			abort();
+		/* the client name is cleaned: no control byte (C0, DEL; C1's
+		 * lead byte 0xc2 is followed by 0xa0 or more) */
+		for (const unsigned char *p = (const unsigned char *)cd.client_name; *p; p++)
+			if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] < 0xa0))
+				abort();
 		n = mcs_build_connect_response(out, sizeof(out), &cd, 3);
 		if (n <= 0 || (size_t)(out[2] << 8 | out[3]) != (size_t)n)
 			abort();

@@ -128,7 +128,8 @@ fx_beat(struct fx *f, const char *name, int accepting, int64_t now, const char *
 int
 fx_place(struct fx *f, const char *user, int64_t now, struct store_place_result *res)
 {
-	struct store_place_request r = { NULL, user, "", "127.0.0.9", now, 10000, 1 };
+	struct store_place_request r = { NULL, user, "", "127.0.0.9", now, 10000, 1,
+	    NULL };
 	char norm[64];
 
 	assert_int_equal(placement_user_normalise(user, norm, sizeof(norm)), 0);
@@ -139,7 +140,7 @@ fx_place(struct fx *f, const char *user, int64_t now, struct store_place_result 
 int
 fx_count(struct fx *f, const char *server, const char *state)
 {
-	struct store_session_filter flt = { NULL, server, NULL };
+	struct store_session_filter flt = { NULL, server, NULL, NULL };
 	struct store_session *list = NULL;
 	enum session_state want;
 	size_t n = 0;

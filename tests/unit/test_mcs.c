@@ -12,6 +12,7 @@
 
 #include "broker/front/door.h"
 #include "broker/front/mcs.h"
+#include "broker/front/utf16.h"
 #include "lean_fx.h"
 
 static void
@@ -249,6 +250,81 @@ test_builders(void **state)
 	assert_string_equal(mcs_strerror(MCS_EGCC), "malformed GCC Conference Create Request");
 }
 
+/* xfreerdp's Connect Initial with its clientName's 32 bytes replaced by
+ * name (UTF-16LE code units, n of them, the rest zero), parsed. */
+static int
+parse_with_name(const uint16_t *name, size_t n, struct mcs_client_data *cd)
+{
+	static const uint8_t core[] = { 0x01, 0xc0 };	/* CS_CORE, little-endian */
+	struct lean_fx fx;
+	uint8_t *p = NULL;
+
+	load_pdu("xfreerdp", "00-connect-initial", &fx);
+	for (size_t i = 0; i + 2 < fx.len; i++)
+		if (memcmp(fx.buf + i, core, 2) == 0 && fx.buf[i + 2] >= 128) {
+			p = fx.buf + i + 4 + 20;	/* header, then clientName at 20 */
+			break;
+		}
+	assert_non_null(p);
+	memset(p, 0, 32);
+	for (size_t i = 0; i < n && i < 16; i++) {
+		p[2 * i] = (uint8_t)name[i];
+		p[2 * i + 1] = (uint8_t)(name[i] >> 8);
+	}
+	return mcs_parse_connect_initial(fx.buf, fx.len, cd);
+}
+
+/* Odd client names: empty, all 16 code units (no terminator), control
+ * characters (C0, DEL, C1) replaced, non-ASCII and markup kept as they
+ * are (escaping is the edges' job), an unpaired surrogate U+FFFD. */
+static void
+test_client_name_odd(void **state)
+{
+	static const uint16_t full[16] = { 'A', 'B', 'C', 'D', 'E', 'F', 'G', 'H', 'I', 'J',
+	    'K', 'L', 'M', 'N', 'O', 'P' };
+	static const uint16_t ctl[] = { 'A', 0x01, 'B', 0x1b, '[', '2', 'J', 0x7f, 0x85, 'C' };
+	static const uint16_t uni[] = { 0x041f, 0x041a, '-', 0xe9, 0xd83d, 0xde00 };
+	static const uint16_t tag[] = { '<', 'b', '>', '&', '"', '\'' };
+	static const uint16_t bad[] = { 'A', 0xd800, 'B' };
+	struct mcs_client_data cd;
+
+	assert_int_equal(parse_with_name(NULL, 0, &cd), 0);
+	assert_string_equal(cd.client_name, "");
+	assert_int_equal(parse_with_name(full, 16, &cd), 0);
+	assert_string_equal(cd.client_name, "ABCDEFGHIJKLMNOP");
+	assert_int_equal(parse_with_name(ctl, sizeof(ctl) / 2, &cd), 0);
+	assert_string_equal(cd.client_name, "A?B?[2J??C");
+	assert_int_equal(parse_with_name(uni, sizeof(uni) / 2, &cd), 0);
+	assert_string_equal(cd.client_name, "\xd0\x9f\xd0\x9a-\xc3\xa9\xf0\x9f\x98\x80");
+	assert_int_equal(parse_with_name(tag, sizeof(tag) / 2, &cd), 0);
+	assert_string_equal(cd.client_name, "<b>&\"'");
+	assert_int_equal(parse_with_name(bad, sizeof(bad) / 2, &cd), 0);
+	assert_string_equal(cd.client_name, "A\xef\xbf\xbd" "B");
+	assert_int_equal(parse_with_name(&bad[1], 1, &cd), 0);	/* the last unit too */
+	assert_string_equal(cd.client_name, "\xef\xbf\xbd");
+}
+
+/* utf8_name_clean (FreeRDP's ClientHostname goes through it too):
+ * malformed bytes replaced, a cut only between characters. */
+static void
+test_name_clean(void **state)
+{
+	char out[8];
+
+	assert_int_equal(utf8_name_clean("ok", out, sizeof(out)), 2);
+	assert_string_equal(out, "ok");
+	assert_int_equal(utf8_name_clean("a\xff\xc3" "b", out, sizeof(out)), 4);
+	assert_string_equal(out, "a??b");
+	assert_int_equal(utf8_name_clean("\xc2\x9b" "1m\t", out, sizeof(out)), 4);
+	assert_string_equal(out, "?1m?");
+	/* 7 bytes fit: the third 3-byte character does not */
+	assert_int_equal(utf8_name_clean("\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac", out,
+	    sizeof(out)), 6);
+	assert_string_equal(out, "\xe2\x82\xac\xe2\x82\xac");
+	assert_int_equal(utf8_name_clean("", out, 1), 0);
+	assert_string_equal(out, "");
+}
+
 int
 main(void)
 {
@@ -262,6 +338,8 @@ main(void)
 		cmocka_unit_test(test_erect_domain_both_encodings),
 		cmocka_unit_test(test_domain_bad),
 		cmocka_unit_test(test_builders),
+		cmocka_unit_test(test_client_name_odd),
+		cmocka_unit_test(test_name_clean),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

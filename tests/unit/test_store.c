@@ -9,6 +9,7 @@
  * location given must be empty at each test's start (the runner of that
  * engine resets it) and is opened twice for the tests of another store's
  * commits. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -364,7 +365,7 @@ test_heartbeat_odd_names(void **state)
 {
 	struct fx *f = *state;
 	const char *users[] = { "o\"brien", "back\\slash", "comma,{brace}", "x" };
-	struct store_session_filter flt = { NULL, "a", NULL };
+	struct store_session_filter flt = { NULL, "a", NULL, NULL };
 	struct store_session *list = NULL;
 	size_t n = 0;
 
@@ -454,7 +455,7 @@ test_server_and_session_states(void **state)
 	struct fx *f = *state;
 	struct store_server *list = NULL, s;
 	struct store_session *ss = NULL;
-	struct store_session_filter flt = { "ALICE", NULL, NULL };
+	struct store_session_filter flt = { "ALICE", NULL, NULL, NULL };
 	struct store_place_result pr;
 	const char *alice[] = { "alice" };
 	size_t n = 0;
@@ -654,7 +655,7 @@ test_storm_spreads(void **state)
 	other = fx_open(f);
 	for (int i = 0; i < 30; i++) {
 		struct store_place_request q = { u, u, "", "127.0.0.8", T0 + 1 + i,
-		    10000, 1 };
+		    10000, 1, NULL };
 
 		snprintf(u, sizeof(u), "s%d", i);
 		if (i % 3 == 2)	/* one in three by the other broker */
@@ -920,6 +921,157 @@ test_commands(void **state)
 	assert_string_equal(reason, "the session is lost");
 }
 
+/* ---- the desk trail ---- */
+
+/* alice placed (or back) from desk (NULL: unknown) at client, at now. */
+static void
+desk_place(struct fx *f, const char *desk, const char *client, int64_t now,
+    struct store_place_result *res)
+{
+	struct store_place_request q = { "alice", "CORP\\alice", "CORP", client, now,
+	    10000, 1, desk };
+
+	assert_int_equal(store_placement_commit(f->st, &q, res), 0);
+}
+
+/* alice's one live session, its desk in *s. */
+static void
+desk_session(struct fx *f, const char *desk_filter, size_t want, struct store_session *s)
+{
+	struct store_session_filter flt = { "alice", NULL, NULL, desk_filter };
+	struct store_session *list = NULL;
+	size_t n = 0;
+
+	assert_int_equal(store_session_list(f->st, &flt, &list, &n), 0);
+	assert_int_equal(n, want);
+	if (n > 0)
+		*s = list[0];
+	free(list);
+}
+
+/* Each placement and reconnect is a row of the user's trail (desk, address,
+ * server, new or reconnect), newest first; the session shows the latest
+ * desk and is found by it; odd names are stored as they came. */
+static void
+test_desk_trail(void **state)
+{
+	static const char odd[] = "x'); DROP TABLE desk_trail;--";
+	struct fx *f = *state;
+	struct store_place_result r1, r2;
+	struct store_trail *t = NULL;
+	struct store_session s;
+	size_t n = 0;
+
+	fx_farm(f, 2, 10);
+	desk_place(f, "DESK-7", "127.0.0.9", T0 + 1, &r1);
+	desk_session(f, NULL, 1, &s);
+	assert_string_equal(s.desk, "DESK-7");
+	assert_int_equal(s.desk_known, 1);
+	desk_place(f, "laptop-\xc3\xa9", "127.0.0.10", T0 + 2, &r2);
+	assert_int_equal(r2.reconnect, 1);
+	assert_int_equal(store_trail_list(f->st, "alice", 10, &t, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(t[0].desk, "laptop-\xc3\xa9");
+	assert_int_equal(t[0].reconnect, 1);
+	assert_string_equal(t[0].client, "127.0.0.10");
+	assert_int_equal(t[0].ts, T0 + 2);
+	assert_string_equal(t[1].desk, "DESK-7");
+	assert_int_equal(t[1].reconnect, 0);
+	assert_string_equal(t[1].client, "127.0.0.9");
+	assert_string_equal(t[1].server, r1.server);
+	assert_string_equal(t[1].login, "CORP\\alice");
+	assert_int_equal(t[1].session_id, r1.session_id);
+	free(t);
+	t = NULL;
+	/* the session has its latest desk; found by it, case aside */
+	desk_session(f, NULL, 1, &s);
+	assert_string_equal(s.desk, "laptop-\xc3\xa9");
+	assert_string_equal(s.client, "127.0.0.10");
+	desk_session(f, "LAPTOP-\xc3\xa9", 1, &s);
+	desk_session(f, "DESK-7", 0, &s);
+	/* empty and odd names: stored as they came (prepared statements) */
+	desk_place(f, "", "127.0.0.9", T0 + 3, &r2);
+	desk_session(f, NULL, 1, &s);
+	assert_string_equal(s.desk, "");
+	assert_int_equal(s.desk_known, 1);
+	desk_place(f, odd, "127.0.0.9", T0 + 4, &r2);
+	desk_session(f, odd, 1, &s);
+	/* a splice before MCS data: the desk unknown */
+	struct store_place_request q = { "alice", NULL, NULL, "127.0.0.11", T0 + 5, 10000, 1,
+	    NULL };
+	assert_int_equal(store_session_reconnect(f->st, r1.session_id, &q), 0);
+	desk_session(f, NULL, 1, &s);
+	assert_int_equal(s.desk_known, 0);
+	assert_string_equal(s.client, "127.0.0.11");
+	assert_int_equal(store_trail_list(f->st, "alice", 2, &t, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(t[0].desk_known, 0);
+	assert_int_equal(t[0].reconnect, 1);
+	assert_string_equal(t[1].desk, odd);
+	free(t);
+	t = NULL;
+	assert_int_equal(store_trail_list(f->st, "bob", 10, &t, &n), 0);
+	assert_int_equal(n, 0);
+	free(t);
+	assert_int_equal(store_session_reconnect(f->st, 999999, &q), 0);	/* no row */
+}
+
+struct prune_arg {
+	struct store *st;
+	int64_t before;
+	int pruned, r;
+};
+
+static void *
+prune_main(void *arg)
+{
+	struct prune_arg *a = arg;
+
+	a->r = store_trail_prune(a->st, a->before, &a->pruned);
+	return NULL;
+}
+
+/* The trail past its age goes in batches; two stores pruning at once delete
+ * each row once (their counts add up), and younger rows stay. */
+static void
+test_desk_trail_prune(void **state)
+{
+	struct fx *f = *state;
+	struct store_place_result r;
+	struct store_trail *t = NULL;
+	struct prune_arg a[2];
+	pthread_t th[2];
+	size_t n = 0;
+	int old = 1234, young = 7;
+
+	fx_farm(f, 1, 10);
+	desk_place(f, "DESK-1", "127.0.0.9", T0, &r);
+	for (int i = 1; i < old + young; i++) {
+		struct store_place_request q = { "alice", "alice", "", "127.0.0.9",
+		    T0 + i, 10000, 1, "DESK-2" };
+		assert_int_equal(store_session_reconnect(f->st, r.session_id, &q), 0);
+	}
+	a[0].st = f->st;
+	assert_non_null(a[1].st = fx_open(f));
+	for (int i = 0; i < 2; i++) {
+		a[i].before = T0 + old;
+		a[i].pruned = -1;
+		assert_int_equal(pthread_create(&th[i], NULL, prune_main, &a[i]), 0);
+	}
+	for (int i = 0; i < 2; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(a[i].r, 0);
+	}
+	assert_int_equal(a[0].pruned + a[1].pruned, old);
+	store_close(a[1].st);
+	assert_int_equal(store_trail_list(f->st, "alice", 10000, &t, &n), 0);
+	assert_int_equal(n, young);
+	assert_int_equal(t[n - 1].ts, T0 + old);
+	free(t);
+	assert_int_equal(store_trail_prune(f->st, T0 + old, &a[0].pruned), 0);
+	assert_int_equal(a[0].pruned, 0);
+}
+
 int
 main(void)
 {
@@ -943,6 +1095,8 @@ main(void)
 		FX_TEST(test_history),
 		FX_TEST(test_storm_spreads),
 		FX_TEST(test_commands),
+		FX_TEST(test_desk_trail),
+		FX_TEST(test_desk_trail_prune),
 		cmocka_unit_test(test_unknown_engine),
 	};
 	log_init("test_store", LOG_ERROR);

@@ -47,7 +47,8 @@ storm(void *arg)
 	for (int i = 0; i < USERS; i++) {
 		struct store_place_result res;
 		char u[16];
-		struct store_place_request q = { u, u, "", "127.0.0.7", T0 + 1 + i, 600000, 1 };
+		struct store_place_request q = { u, u, "", "127.0.0.7", T0 + 1 + i, 600000,
+		    1, NULL };
 
 		snprintf(u, sizeof(u), "u%d", i);
 		if (store_placement_commit(b->st, &q, &res) != 0)
@@ -74,7 +75,7 @@ test_two_brokers_storm(void **state)
 		assert_int_equal(pthread_join(t[i], NULL), 0);
 	assert_int_equal(b[0].errors + b[1].errors, 0);
 	for (int i = 0; i < USERS; i++) {
-		struct store_session_filter flt = { u, NULL, NULL };
+		struct store_session_filter flt = { u, NULL, NULL, NULL };
 		struct store_session *list = NULL;
 		size_t n = 0;
 
@@ -92,7 +93,8 @@ test_two_brokers_storm(void **state)
 	 * whichever store places them (the caches follow each other) */
 	for (int i = 0; i < 4; i++) {
 		struct store_place_result res;
-		struct store_place_request q = { u, u, "", "127.0.0.7", T0 + 500, 600000, 1 };
+		struct store_place_request q = { u, u, "", "127.0.0.7", T0 + 500, 600000, 1,
+		    NULL };
 
 		snprintf(u, sizeof(u), "late%d", i);
 		assert_int_equal(store_placement_commit(b[i % 2].st, &q, &res), 0);
@@ -101,7 +103,8 @@ test_two_brokers_storm(void **state)
 		assert_true(fx_count(f, names[i], "pending") <= 31);
 	{
 		struct store_place_result res;
-		struct store_place_request q = { "x", "x", "", "127.0.0.7", T0 + 600, 600000, 1 };
+		struct store_place_request q = { "x", "x", "", "127.0.0.7", T0 + 600, 600000,
+		    1, NULL };
 
 		assert_int_equal(store_placement_commit(b[1].st, &q, &res), STORE_REFUSED);
 	}

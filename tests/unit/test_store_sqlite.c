@@ -58,7 +58,7 @@ test_upgrade_from_release(void **state)
 	struct store_session *ss = NULL;
 	struct store_event *ev = NULL;
 	struct store_admin_token *tk = NULL;
-	struct store_session_filter all = { NULL, NULL, NULL };
+	struct store_session_filter all = { NULL, NULL, NULL, NULL };
 	struct store_place_result pr;
 	struct store_route rt;
 	char cmd[1200], hash[200], name[WIRE_NAME_MAX], err[256];
