@@ -762,7 +762,7 @@ test_history(void **state)
 static int64_t
 session_of(struct fx *f, const char *user)
 {
-	struct store_session_filter flt = { user, NULL, NULL };
+	struct store_session_filter flt = { user, NULL, NULL, NULL };
 	struct store_session *list = NULL;
 	size_t n = 0;
 	int64_t id;
