@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 
 #include "broker/common/log.h"
@@ -48,6 +49,7 @@ struct http {
 	struct MHD_Daemon *d;
 	int fd;
 	char *cert, *key;
+	char tls_priority[512];
 	size_t body_limit;
 	unsigned int max_connections;
 	struct route routes[HTTP_MAX_ROUTES];
@@ -80,6 +82,25 @@ http_mhd_log(void *cls, const char *fmt, va_list ap)
 	log_debug("libmicrohttpd: %s", line);
 }
 
+int
+http_tls_check(const char *priority, char *err, size_t errlen)
+{
+	gnutls_priority_t p;
+	const char *where = NULL;
+	int r;
+
+	if ((r = gnutls_priority_init(&p, priority, &where)) != GNUTLS_E_SUCCESS) {
+		if (r == GNUTLS_E_INVALID_REQUEST && where != NULL)
+			snprintf(err, errlen, "tls_priority: not a GnuTLS priority string at "
+			    "'%.60s'", where);
+		else
+			snprintf(err, errlen, "tls_priority: %s", gnutls_strerror(r));
+		return -1;
+	}
+	gnutls_priority_deinit(p);
+	return 0;
+}
+
 struct http *
 http_new(const struct http_conf *c, char *err, size_t errlen)
 {
@@ -90,6 +111,10 @@ http_new(const struct http_conf *c, char *err, size_t errlen)
 		return NULL;
 	}
 	h->fd = -1;
+	util_strlcpy(h->tls_priority, c->tls_priority && c->tls_priority[0] ? c->tls_priority :
+	    HTTP_TLS_PRIORITY, sizeof(h->tls_priority));
+	if (http_tls_check(h->tls_priority, err, errlen) != 0)
+		goto fail;
 	h->body_limit = c->body_limit;
 	h->max_connections = c->max_connections;
 	if (util_file_read(c->certificate, 1 << 20, &h->cert, NULL) != 0) {
@@ -268,6 +293,7 @@ http_start(struct http *h, char *err, size_t errlen)
 	    MHD_OPTION_LISTEN_SOCKET, h->fd,
 	    MHD_OPTION_HTTPS_MEM_CERT, h->cert,
 	    MHD_OPTION_HTTPS_MEM_KEY, h->key,
+	    MHD_OPTION_HTTPS_PRIORITIES, h->tls_priority,
 	    MHD_OPTION_THREAD_POOL_SIZE, 2,
 	    MHD_OPTION_CONNECTION_LIMIT, h->max_connections,
 	    MHD_OPTION_CONNECTION_TIMEOUT, 30,
