@@ -377,6 +377,8 @@ broker_done(void *ctx, const struct door_request *req, enum door_outcome outcome
 	}
 	if (reason == NULL)
 		reason = "";
+	if (req->limited)	/* logged by the front, once a second per address */
+		return;
 	/* a TLS hello the policy refused: an event, so admins see which old
 	 * clients it turns away */
 	if (req->tls_refused) {

@@ -251,7 +251,9 @@ slot_placements(const struct slot *s, int64_t now)
 {
 	int64_t left = ADDRLIMIT_MINUTE_MS - now % ADDRLIMIT_MINUTE_MS;
 
-	return s->cur + ((uint64_t)s->prev * (uint64_t)left) / ADDRLIMIT_MINUTE_MS;
+	/* rounded up: at a minute's edge the last one counts whole */
+	return s->cur + ((uint64_t)s->prev * (uint64_t)left + ADDRLIMIT_MINUTE_MS - 1) /
+	    ADDRLIMIT_MINUTE_MS;
 }
 
 int

@@ -66,6 +66,9 @@ struct door_request {
 	/* 1: the engine's TLS policy refused the client's hello (reported
 	 * DOOR_FAILED, the reason says what it offered: an event) */
 	uint8_t tls_refused;
+	/* 1: refused by a per-address limit (admit.h), which the front logs at
+	 * most once a second per address: counted, no line or event each */
+	uint8_t limited;
 	struct door_x224 x224;
 	/* DOOR_LOGON only ("" and 0 before) */
 	char user[DOOR_NAME_MAX];		/* as the client sent it in Client Info */

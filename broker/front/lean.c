@@ -844,6 +844,7 @@ ctx_policy(SSL_CTX *ctx, const struct lean_tls *p, char *err, size_t n)
 		    "(e.g. %s)", suites, LEAN_TLS_CIPHERSUITES);
 		return -1;
 	}
+	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
 	SSL_CTX_set_client_hello_cb(ctx, hello_cb, NULL);
 	return 0;
 }

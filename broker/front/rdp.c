@@ -161,6 +161,8 @@ front_decide(void *ctx, const struct door_request *req, struct door_answer *ans)
 
 	if (req->stage == DOOR_LOGON &&
 	    admit_placement_take(r->admit, req->client_addr, &counted) != 0) {
+		/* the engine reports the refusal with this request: say so */
+		((struct door_request *)req)->limited = 1;
 		memset(ans, 0, sizeof(*ans));
 		ans->verdict = DOOR_REFUSE;
 		ans->refusal = DOOR_REFUSAL_DENIED;

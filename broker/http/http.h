@@ -34,10 +34,11 @@ typedef void (*http_handler_fn)(void *ctx, const struct http_request *req,
     struct http_response *res);
 
 /* The HTTPS door's default TLS policy (GnuTLS priority string): TLS 1.3
- * and 1.2, ECDHE with AES-GCM or ChaCha20-Poly1305 only. */
+ * and 1.2, ECDHE with AES-GCM or ChaCha20-Poly1305 only, in the server's
+ * order. */
 #define HTTP_TLS_PRIORITY	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:" \
 				"+AES-256-GCM:+AES-128-GCM:+CHACHA20-POLY1305:-MAC-ALL:+AEAD:" \
-				"-KX-ALL:+ECDHE-RSA:+ECDHE-ECDSA"
+				"-KX-ALL:+ECDHE-RSA:+ECDHE-ECDSA:%SERVER_PRECEDENCE"
 
 struct http_conf {
 	const char *listen;		/* host:port */
