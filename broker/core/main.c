@@ -158,6 +158,17 @@ nofile_raise(const struct conf *c)
 		    "systemd LimitNOFILE=) or lower them", (unsigned long long)rl.rlim_cur, need);
 }
 
+/* The HTTPS door refused a TLS hello: an event (http.c logs it). */
+static void
+https_tls_refused(void *ctx, const char *client, const char *offered)
+{
+	char detail[300];
+
+	snprintf(detail, sizeof(detail), "HTTPS: TLS refused by the policy (tls_priority): "
+	    "client offered %s", offered);
+	(void)store_event_add(ctx, "tls_refused", "", "", client, detail, 0);
+}
+
 static int
 serve(struct conf *c)
 {
@@ -206,7 +217,7 @@ serve(struct conf *c)
 	mpage.st = st;
 	struct http_conf hc = { c->http_listen, c->http_certificate, c->http_private_key,
 	    (size_t)c->http_body_limit, (unsigned int)c->http_max_connections,
-	    c->http_tls_priority };
+	    c->http_tls_priority, https_tls_refused, st };
 	if ((http = http_new(&hc, err, sizeof(err))) == NULL) {
 		log_error("https: %s", err);
 		goto out;

@@ -33,6 +33,7 @@
 #include <openssl/ssl.h>
 
 #include "broker/common/log.h"
+#include "broker/common/tlshello.h"
 #include "broker/common/util.h"
 #include "broker/front/admit.h"
 #include "broker/front/clientinfo.h"
@@ -747,20 +748,6 @@ loops_start(struct lean_engine *e, char *err, size_t n)
 	return 0;
 }
 
-/* The name of a TLS version for the hello summary. */
-static const char *
-version_name(unsigned v)
-{
-	switch (v) {
-	case 0x0300: return "SSLv3";
-	case 0x0301: return "TLSv1.0";
-	case 0x0302: return "TLSv1.1";
-	case 0x0303: return "TLSv1.2";
-	case 0x0304: return "TLSv1.3";
-	default: return NULL;		/* GREASE, drafts */
-	}
-}
-
 /* Appends s to buf (size n, NUL-terminated) as far as it fits. */
 static void
 hello_add(char *buf, size_t n, const char *sep, const char *s)
@@ -788,12 +775,12 @@ hello_cb(SSL *ssl, int *alert, void *arg)
 	if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_supported_versions, &p, &len) == 1 &&
 	    len >= 1 && (size_t)p[0] + 1 <= len) {
 		for (i = 1; i + 1 < (size_t)p[0] + 1; i += 2)
-			if (version_name((unsigned)(p[i] << 8 | p[i + 1])) != NULL)
+			if (tlshello_version_name((unsigned)(p[i] << 8 | p[i + 1])) != NULL)
 				hello_add(vers, sizeof(vers), ",",
-				    version_name((unsigned)(p[i] << 8 | p[i + 1])));
-	} else if (version_name(SSL_client_hello_get0_legacy_version(ssl)) != NULL)
+				    tlshello_version_name((unsigned)(p[i] << 8 | p[i + 1])));
+	} else if (tlshello_version_name(SSL_client_hello_get0_legacy_version(ssl)) != NULL)
 		hello_add(vers, sizeof(vers), ",",
-		    version_name(SSL_client_hello_get0_legacy_version(ssl)));
+		    tlshello_version_name(SSL_client_hello_get0_legacy_version(ssl)));
 	len = SSL_client_hello_get0_ciphers(ssl, &p);
 	for (i = 0; i + 1 < len; i += 2)
 		if ((sc = SSL_CIPHER_find(ssl, p + i)) != NULL)

@@ -47,6 +47,11 @@ struct http_conf {
 	size_t body_limit;
 	unsigned int max_connections;
 	const char *tls_priority;	/* GnuTLS priority string, NULL: HTTP_TLS_PRIORITY */
+	/* A hello the policy refused (no common version or suite): the
+	 * client's numeric address and what it offered ("TLSv1.0; suites"),
+	 * both valid during the call; from MHD's threads. NULL: logged only. */
+	void (*tls_refused)(void *ctx, const char *client, const char *offered);
+	void *tls_refused_ctx;
 };
 
 /* Checks a GnuTLS priority string (for -t): 0, or -1 with the reason

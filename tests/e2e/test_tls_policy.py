@@ -3,7 +3,7 @@ forward-secret AEAD suites only, on the HTTPS door (GnuTLS priority string,
 [http] tls_priority) and the RDP door ([rdp] tls_min_version, tls_ciphers,
 tls_ciphersuites), probed with openssl s_client as an old client would. The
 RDP door's TLS starts after X.224: tools/rdp-tls-relay makes it plain TLS.
-A hello the RDP door refuses is a tls_refused event naming the client and
+A hello either door refuses is a tls_refused event naming the client and
 what it offered."""
 import os
 import subprocess
@@ -77,6 +77,20 @@ def test_rdp_refusal_is_an_event_with_what_was_offered(relay):
     assert "TLSv1.0" in old and "TLSv1.2" not in old, old
     assert "TLSv1.2" in rsa and "AES128-GCM-SHA256" in rsa, rsa
     assert "tls_ciphers" in old
+
+
+def test_https_refusal_is_an_event_with_what_was_offered(broker):
+    assert s_client(broker.http_port, ["-tls1_3"])[0]	# accepted: no event
+    assert not s_client(broker.http_port, ["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"])[0]
+    assert not s_client(broker.http_port, ["-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA"])[0]
+    wait_until(lambda: len(broker.events("tls_refused")) >= 2, 10, "two tls_refused events")
+    events = broker.events("tls_refused")
+    assert len(events) == 2, events
+    old, cbc = [e[4] for e in events]
+    assert all(e[3] == "127.0.0.1" and e[4].startswith("HTTPS") for e in events)
+    assert "TLSv1.1" in old and "TLSv1.2" not in old, old
+    assert "TLSv1.2" in cbc and "ECDHE_RSA_AES_128_CBC_SHA1" in cbc, cbc
+    assert "TLS refused by the policy" in broker.log()
 
 
 def test_rdp_policy_relaxed_by_its_keys(broker_factory):
