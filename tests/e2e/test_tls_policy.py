@@ -66,11 +66,14 @@ def test_rdp_door(relay, name, args, accepted):
     assert ok == accepted, f"{name}: {line or out[-600:]}"
 
 
-@pytest.mark.skipif(ENGINE == "freerdp", reason="FreeRDP does not say what a client offered")
 def test_rdp_refusal_is_an_event_with_what_was_offered(relay):
     b, port = relay
     assert not s_client(port, ["-tls1", "-cipher", "DEFAULT@SECLEVEL=0"])[0]
     assert not s_client(port, ["-tls1_2", "-cipher", "AES128-GCM-SHA256"])[0]
+    if ENGINE == "freerdp":
+        # FreeRDP does not show the hello: refused, but no event (README)
+        assert b.events("tls_refused") == []
+        return
     wait_until(lambda: len(b.events("tls_refused")) >= 2, 10, "two tls_refused events")
     old, rsa = [e[4] for e in b.events("tls_refused")][:2]
     assert all(e[3] == "127.0.0.1" for e in b.events("tls_refused"))
