@@ -23,3 +23,5 @@ $(eval $(call unit_test,test_wire_admin,$(B)/broker/common/wire.o $(B)/broker/co
 	$(call PKG_LIBS,jansson)))
 # the ClientHello reader of the doors' tls_refused events
 $(eval $(call unit_test,test_tlshello,$(B)/broker/common/tlshello.o,))
+FUZZERS += fuzz_tlshello
+fuzz_tlshello_SRCS :=

@@ -16,7 +16,7 @@ enum tlshello_error {
 };
 
 struct tlshello {
-	uint16_t versions[TLSHELLO_VERSIONS_MAX];	/* as offered, GREASE left out */
+	uint16_t versions[TLSHELLO_VERSIONS_MAX];	/* as offered, GREASE left out (may be none) */
 	int nversions;
 	uint16_t suites[TLSHELLO_SUITES_MAX];		/* as offered, GREASE left out */
 	int nsuites;
