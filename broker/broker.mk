@@ -21,3 +21,7 @@ $(eval $(call unit_test,test_wire,$(B)/broker/common/wire.o $(B)/broker/common/u
 	$(call PKG_LIBS,jansson)))
 $(eval $(call unit_test,test_wire_admin,$(B)/broker/common/wire.o $(B)/broker/common/util.o,\
 	$(call PKG_LIBS,jansson)))
+# the ClientHello reader of the doors' tls_refused events
+$(eval $(call unit_test,test_tlshello,$(B)/broker/common/tlshello.o,))
+FUZZERS += fuzz_tlshello
+fuzz_tlshello_SRCS :=

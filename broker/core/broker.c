@@ -387,6 +387,15 @@ broker_done(void *ctx, const struct door_request *req, enum door_outcome outcome
 	}
 	if (reason == NULL)
 		reason = "";
+	if (req->limited)	/* logged by the front, once a second per address */
+		return;
+	/* a TLS hello the policy refused: an event, so admins see which old
+	 * clients it turns away */
+	if (req->tls_refused) {
+		log_warn("connection from %s: %s", client, reason);
+		(void)store_event_add(b->st, "tls_refused", "", "", client, reason, elapsed_us);
+		return;
+	}
 	/* a connection that never said who it was (a port scan, a load
 	 * balancer's check, garbage) counts, but is no event */
 	if (outcome == DOOR_FAILED && user[0] == '\0') {

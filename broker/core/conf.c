@@ -5,6 +5,8 @@
 #include "broker/common/cfg.h"
 #include "broker/common/util.h"
 #include "broker/core/conf.h"
+#include "broker/front/lean.h"
+#include "broker/http/http.h"
 
 #define S(f) offsetof(struct conf, f), sizeof(((struct conf *)0)->f)
 #define I(f) offsetof(struct conf, f), 0
@@ -26,6 +28,16 @@ static const struct cfg_key conf_keys[] = {
 	{ "rdp", "handshake_timeout", CFG_INT, I(rdp.handshake_timeout), 1, 300, "10", NULL },
 	{ "rdp", "max_handshakes", CFG_INT, I(rdp.max_handshakes), 1, 100000, "64", NULL },
 	{ "rdp", "max_connections", CFG_INT, I(rdp.max_connections), 1, 1000000, "4096", NULL },
+	{ "rdp", "max_handshakes_per_address", CFG_INT, I(rdp.max_handshakes_per_address), 0,
+	    100000, "32", NULL },
+	{ "rdp", "placements_per_address_minute", CFG_INT, I(rdp.placements_per_address_minute),
+	    0, 1000000, "120", NULL },
+	{ "rdp", "limits_exempt", CFG_STR, S(rdp.limits_exempt), 0, 0, "", NULL },
+	{ "rdp", "tls_min_version", CFG_ENUM, S(rdp.tls_min_version), 0, 0, "1.2",
+	    "1.0|1.1|1.2|1.3" },
+	{ "rdp", "tls_ciphers", CFG_STR, S(rdp.tls_ciphers), 0, 0, LEAN_TLS_CIPHERS, NULL },
+	{ "rdp", "tls_ciphersuites", CFG_STR, S(rdp.tls_ciphersuites), 0, 0,
+	    LEAN_TLS_CIPHERSUITES, NULL },
 	{ "rdp", "token_key", CFG_STR, S(token_key), 0, 0, "var/token.key", NULL },
 	{ "rdp", "token_ttl", CFG_INT, I(token_ttl), 5, 3600, "60", NULL },
 	{ "rdp", "trust_cookie", CFG_BOOL, I(rdp.trust_cookie), 0, 0, "no", NULL },
@@ -37,6 +49,7 @@ static const struct cfg_key conf_keys[] = {
 	{ "http", "listen", CFG_HOSTPORT, S(http_listen), 0, 0, "127.0.0.1:8443", NULL },
 	{ "http", "certificate", CFG_STR, S(http_certificate), 0, 0, NULL, NULL },
 	{ "http", "private_key", CFG_STR, S(http_private_key), 0, 0, NULL, NULL },
+	{ "http", "tls_priority", CFG_STR, S(http_tls_priority), 0, 0, HTTP_TLS_PRIORITY, NULL },
 	{ "http", "body_limit", CFG_INT, I(http_body_limit), 1024, 64 << 20, "1048576", NULL },
 	{ "http", "max_connections", CFG_INT, I(http_max_connections), 1, 100000, "1024", NULL },
 	{ "http", "web_root", CFG_STR, S(http_web_root), 0, 0, "web", NULL },

@@ -29,6 +29,7 @@ struct conf {
 	char http_listen[272];		/* [http] listen */
 	char http_certificate[512];	/* [http] certificate, default rdp's */
 	char http_private_key[512];
+	char http_tls_priority[512];	/* [http] tls_priority: GnuTLS priority string */
 	int http_body_limit;		/* [http] body_limit, bytes */
 	int http_max_connections;
 	char http_web_root[512];	/* [http] web_root: the status page's files */

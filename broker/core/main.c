@@ -158,6 +158,17 @@ nofile_raise(const struct conf *c)
 		    "systemd LimitNOFILE=) or lower them", (unsigned long long)rl.rlim_cur, need);
 }
 
+/* The HTTPS door refused a TLS hello: an event (http.c logs it). */
+static void
+https_tls_refused(void *ctx, const char *client, const char *offered)
+{
+	char detail[300];
+
+	snprintf(detail, sizeof(detail), "HTTPS: TLS refused by the policy (tls_priority): "
+	    "client offered %s", offered);
+	(void)store_event_add(ctx, "tls_refused", "", "", client, detail, 0);
+}
+
 static int
 serve(struct conf *c)
 {
@@ -205,7 +216,8 @@ serve(struct conf *c)
 	agent.m = &metrics.heartbeats;
 	mpage.st = st;
 	struct http_conf hc = { c->http_listen, c->http_certificate, c->http_private_key,
-	    (size_t)c->http_body_limit, (unsigned int)c->http_max_connections };
+	    (size_t)c->http_body_limit, (unsigned int)c->http_max_connections,
+	    c->http_tls_priority, https_tls_refused, st };
 	if ((http = http_new(&hc, err, sizeof(err))) == NULL) {
 		log_error("https: %s", err);
 		goto out;
@@ -288,6 +300,11 @@ main(int argc, char **argv)
 	log_init("tsbroker", verbose ? LOG_DEBUG : LOG_INFO);
 	if (conf_load(&c, path, err, sizeof(err)) != 0) {
 		fprintf(stderr, "tsbroker: %s\n", err);
+		return 1;
+	}
+	if (check && (rdp_conf_check(&c.rdp, err, sizeof(err)) != 0 ||
+	    http_tls_check(c.http_tls_priority, err, sizeof(err)) != 0)) {
+		fprintf(stderr, "tsbroker: %s: %s\n", path, err);
 		return 1;
 	}
 	if (check) {

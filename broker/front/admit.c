@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include "broker/common/log.h"
 #include "broker/common/net.h"
 #include "broker/common/util.h"
+#include "broker/front/addrlimit.h"
 #include "broker/front/admit.h"
 #include "broker/front/x224.h"
 
@@ -37,6 +39,7 @@ struct admit_conn {
 	int lowat;			/* SO_RCVLOWAT set (listener only) */
 	int timed_out;			/* under a->lock: the watchdog fired */
 	int handoff;			/* under a->lock: the watchdog leaves it */
+	int limited;			/* counted by a->limits (handshake_end at release) */
 	int64_t deadline_ms;		/* under a->lock, monotonic */
 	int64_t accepted_us;		/* monotonic */
 	char client[NET_ADDR_MAX];
@@ -49,6 +52,7 @@ struct admit_conn {
 struct admit {
 	struct admit_conf conf;
 	struct admit_handler h;
+	struct addrlimit *limits;	/* per client address */
 	int lfd;
 	int wake[2];			/* wakes the listener */
 	int stop[2];			/* readable once stopping (never drained) */
@@ -214,6 +218,8 @@ conn_release(struct admit_conn *c)
 		a->nready -= c->ready;
 	}
 	pthread_mutex_unlock(&a->lock);
+	if (c->limited)
+		addrlimit_handshake_end(a->limits, c->client, util_mono_ms());
 	free(c);
 }
 
@@ -306,6 +312,39 @@ slot_timeout_log(struct admit *a, int64_t now, int force)
 	limit_log(&a->slot_timeouts, &a->slot_logged_ms, now, force, "",
 	    "waited handshake_timeout for a handshake slot", a->conf.max_handshakes,
 	    "handshakes in progress (max_handshakes)");
+}
+
+/* A refusal by a per-address limit: logged at most once a second per
+ * address, with how many were left out since. Any thread. */
+static void
+limit_refused(struct admit *a, const char *client, const char *what, int limit,
+    const char *state)
+{
+	uint64_t quiet;
+
+	if (!addrlimit_log_pass(a->limits, client, util_mono_ms(), &quiet))
+		return;
+	if (quiet > 0)
+		log_warn("%s: %s: %d %s (%llu more refused since the last line)", client, what,
+		    limit, state, (unsigned long long)quiet);
+	else
+		log_warn("%s: %s: %d %s", client, what, limit, state);
+}
+
+int
+admit_placement_take(struct admit *a, const char *client, int *counted)
+{
+	if (addrlimit_placement_take(a->limits, client, util_mono_ms(), counted) == 0)
+		return 0;
+	limit_refused(a, client, "logon refused", a->conf.placements_per_address_minute,
+	    "new placements in the last minute from it (placements_per_address_minute)");
+	return ADMIT_LIMITED;
+}
+
+void
+admit_placement_return(struct admit *a, const char *client)
+{
+	addrlimit_placement_return(a->limits, client, util_mono_ms());
 }
 
 /* A waiting connection's socket is readable (or closed): drops it, or
@@ -436,7 +475,7 @@ listener_accept(struct admit *a)
 {
 	struct admit_conn *c;
 	char client[NET_ADDR_MAX];
-	int fd;
+	int fd, limited;
 
 	for (;;) {
 		if ((fd = net_accept(a->lfd, client, sizeof(client))) < 0) {
@@ -457,10 +496,20 @@ listener_accept(struct admit *a)
 			continue;
 		}
 		pthread_mutex_unlock(&a->lock);
-		if ((c = calloc(1, sizeof(*c))) == NULL) {
+		if (addrlimit_handshake_begin(a->limits, client, util_mono_ms(), &limited) != 0) {
+			limit_refused(a, client, "connection closed at accept",
+			    a->conf.max_handshakes_per_address,
+			    "connections open from it (max_handshakes_per_address)");
 			close(fd);
 			continue;
 		}
+		if ((c = calloc(1, sizeof(*c))) == NULL) {
+			if (limited)
+				addrlimit_handshake_end(a->limits, client, util_mono_ms());
+			close(fd);
+			continue;
+		}
+		c->limited = limited;
 		c->a = a;
 		c->fd = fd;
 		c->fd_open = 1;
@@ -570,6 +619,7 @@ listener_main(void *arg)
 struct admit *
 admit_new(const struct admit_conf *conf, const struct admit_handler *h, char *err, size_t n)
 {
+	struct addrlimit_conf lc;
 	struct admit *a;
 
 	if (conf == NULL || conf->listen == NULL || h == NULL || h->handle == NULL ||
@@ -583,6 +633,7 @@ admit_new(const struct admit_conf *conf, const struct admit_handler *h, char *er
 	}
 	a->conf = *conf;
 	a->conf.listen = NULL;
+	a->conf.limits_exempt = NULL;
 	if (a->conf.handshake_timeout <= 0)
 		a->conf.handshake_timeout = 10;
 	if (a->conf.max_handshakes <= 0)
@@ -597,6 +648,17 @@ admit_new(const struct admit_conf *conf, const struct admit_handler *h, char *er
 	if (pipe2(a->wake, O_CLOEXEC | O_NONBLOCK) != 0 ||
 	    pipe2(a->stop, O_CLOEXEC | O_NONBLOCK) != 0) {
 		snprintf(err, n, "pipe: %s", strerror(errno));
+		goto fail;
+	}
+	memset(&lc, 0, sizeof(lc));
+	lc.max_handshakes = conf->max_handshakes_per_address;
+	lc.placements_per_minute = conf->placements_per_address_minute;
+	if (getrandom(&lc.seed, sizeof(lc.seed), 0) != sizeof(lc.seed))
+		lc.seed = (uint64_t)mono_us();
+	if (addrlimit_exempt_parse(&lc, conf->limits_exempt, err, n) != 0)
+		goto fail;
+	if ((a->limits = addrlimit_new(&lc)) == NULL) {
+		snprintf(err, n, "out of memory");
 		goto fail;
 	}
 	if ((a->lfd = net_listen(err, n, conf->listen, ADMIT_BACKLOG)) < 0)
@@ -701,6 +763,7 @@ admit_free(struct admit *a)
 	pthread_cond_destroy(&a->cond);
 	pthread_cond_destroy(&a->idle_cond);
 	pthread_mutex_destroy(&a->lock);
+	addrlimit_free(a->limits);
 	free(a);
 	return 0;
 }

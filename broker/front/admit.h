@@ -15,6 +15,11 @@
  * (which unblocks any read or write on it, a TLS handshake's too), unless
  * the handler has handed it off (admit_conn_set_handoff).
  *
+ * Per client address (addrlimit.h): a connection past
+ * max_handshakes_per_address open from its address is closed at accept,
+ * and admit_placement_take bounds its new placements per minute; refusals
+ * are logged at most once a second per address.
+ *
  * Threads: one listener (accept, waiting stage, promotion to slots,
  * watchdog) and a pool of workers grown on demand up to max_handshakes. */
 #ifndef TS_ADMIT_H
@@ -28,6 +33,10 @@ struct admit_conf {
 	int handshake_timeout;		/* seconds, per stage (<= 0: 10) */
 	int max_handshakes;		/* connections handled at once (<= 0: 64) */
 	int max_connections;		/* open at once (raised to max_handshakes) */
+	/* per client address (addrlimit.h), 0: no limit */
+	int max_handshakes_per_address;	/* open at once, from accept to the end */
+	int placements_per_address_minute;	/* new placements, admit_placement_take */
+	const char *limits_exempt;	/* networks never limited ("10.0.0.0/8 ..."), NULL */
 };
 
 struct admit;
@@ -67,6 +76,14 @@ int admit_stopping(struct admit *a);
 /* A descriptor that becomes readable, and stays so, once admit_free has
  * begun: for an engine's own waits (poll, epoll, a WinPR event). Owned by a. */
 int admit_stop_fd(const struct admit *a);
+
+/* A new placement for client (numeric) is about to be made: 0 (*counted:
+ * give it back with admit_placement_return if it was none), or
+ * ADMIT_LIMITED (placements_per_address_minute reached, the refusal logged
+ * at most once a second per address). Any thread. */
+#define ADMIT_LIMITED	(-2)
+int admit_placement_take(struct admit *a, const char *client, int *counted);
+void admit_placement_return(struct admit *a, const char *client);
 
 /* ---- for the handler: one connection (valid until handle returns) ---- */
 

@@ -63,6 +63,12 @@ struct door_x224 {
 struct door_request {
 	enum door_stage stage;
 	char client_addr[DOOR_ADDR_MAX];	/* numeric address of the client */
+	/* 1: the engine's TLS policy refused the client's hello (reported
+	 * DOOR_FAILED, the reason says what it offered: an event) */
+	uint8_t tls_refused;
+	/* 1: refused by a per-address limit (admit.h), which the front logs at
+	 * most once a second per address: counted, no line or event each */
+	uint8_t limited;
 	struct door_x224 x224;
 	/* DOOR_LOGON only ("" and 0 before) */
 	char user[DOOR_NAME_MAX];		/* as the client sent it in Client Info */

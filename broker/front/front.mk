@@ -6,7 +6,7 @@ FRONT_SRC := broker/front/rdp.c broker/front/admit.c broker/front/door.c \
 	broker/front/rdp_freerdp.c broker/front/frpeer.c broker/front/pem_cache.c \
 	broker/front/x224.c broker/front/token.c broker/front/splice.c broker/front/relay.c \
 	broker/front/lean.c broker/front/mcs.c broker/front/clientinfo.c broker/front/redir_pdu.c \
-	broker/front/utf16.c
+	broker/front/utf16.c broker/front/addrlimit.c
 FRONT_LIBS := $(call PKG_LIBS,freerdp-server2 freerdp2 winpr2 openssl)
 $(B)/broker/front/rdp_freerdp.o $(B)/broker/front/frpeer.o: TS_CPPFLAGS += $(call PKG_CFLAGS,freerdp-server2 freerdp2 winpr2)
 $(B)/broker/front/pem_cache.o $(B)/broker/front/lean.o: TS_CPPFLAGS += $(call PKG_CFLAGS,openssl)
@@ -16,6 +16,7 @@ $(eval $(call unit_test,test_token,$(B)/broker/front/token.o $(B)/broker/core/cr
 	$(COMMON_OBJ),$(call PKG_LIBS,openssl) $(COMMON_LIBS)))
 $(eval $(call unit_test,test_splice,$(B)/broker/front/splice.o $(B)/broker/front/relay.o $(COMMON_OBJ),$(COMMON_LIBS)))
 $(eval $(call unit_test,test_admit,$(B)/broker/front/admit.o $(B)/broker/front/x224.o \
+	$(B)/broker/front/addrlimit.o \
 	$(COMMON_OBJ),$(COMMON_LIBS)))
 $(eval $(call unit_test,test_net,$(COMMON_OBJ),$(COMMON_LIBS)))
 # -rdynamic: the PEM readers in the dynamic symbol table, as in tsbroker
@@ -47,6 +48,10 @@ E2E_FREERDP := tests/e2e/test_journey.py tests/e2e/test_token_mode.py \
 e2e-freerdp: all
 	TSB_E2E_RDP_ENGINE=freerdp $(E2E_PY) -m pytest -q $(E2E_FREERDP)
 $(eval $(call unit_test,test_lean,$(B)/broker/front/lean.o $(B)/broker/front/admit.o \
+	$(B)/broker/front/addrlimit.o \
 	$(B)/broker/front/door.o $(B)/broker/front/x224.o $(B)/broker/front/redir_pdu.o \
 	$(B)/broker/front/clientinfo.o $(LEAN_CODEC_OBJ) $(COMMON_OBJ),\
 	$(call PKG_LIBS,openssl freerdp2 winpr2) $(COMMON_LIBS)))
+# what one client address may cost (admit.c's per-address limits)
+$(eval $(call unit_test,test_addrlimit,$(B)/broker/front/addrlimit.o \
+	$(B)/broker/common/loglimit.o,))

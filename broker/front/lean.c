@@ -33,6 +33,7 @@
 #include <openssl/ssl.h>
 
 #include "broker/common/log.h"
+#include "broker/common/tlshello.h"
 #include "broker/common/util.h"
 #include "broker/front/admit.h"
 #include "broker/front/clientinfo.h"
@@ -79,8 +80,13 @@ struct lean_loop {
 };
 
 struct lean_engine {
-	pthread_mutex_t lock;	/* guards ctx and dump_seq */
+	pthread_mutex_t lock;	/* guards ctx, the policy, the files and dump_seq */
 	SSL_CTX *ctx;		/* swapped whole; each SSL holds a reference */
+	char ciphers[512];	/* the TLS policy ("": the default) */
+	char ciphersuites[256];
+	char min_version[8];
+	char certificate[512];	/* the files ctx was loaded from */
+	char private_key[512];
 	int token_mode;
 	int stop_fd;
 	int quit_fd;		/* eventfd: the loops end */
@@ -102,7 +108,8 @@ struct lean_conn {
 	struct mcs_client_data cd;
 	struct clientinfo ci;
 	uint16_t user_id;	/* assigned at Attach User, 0 before */
-	char why[160];		/* what went wrong, for the report */
+	char why[DOOR_REASON_MAX];	/* what went wrong, for the report */
+	char hello[180];	/* what its ClientHello offered (versions, suites) */
 	unsigned dump_id;
 	int dump_n;
 	/* the loop's state machine */
@@ -393,6 +400,27 @@ step_domain(struct lean_conn *c)
 	return n != 0 ? out_set(c, c->out, n, "MCS confirm") : 0;
 }
 
+/* SSL_accept returned r != 1: a hello the policy refused (no shared
+ * version or suite) is reported with what the client offered; else as
+ * ssl_want. */
+static int
+tls_accept_failed(struct lean_conn *c, int r)
+{
+	int reason;
+
+	if (SSL_get_error(c->ssl, r) != SSL_ERROR_SSL || c->hello[0] == '\0')
+		return ssl_want(c, r);
+	reason = ERR_GET_REASON(ERR_peek_error());
+	if (reason != SSL_R_NO_SHARED_CIPHER && reason != SSL_R_UNSUPPORTED_PROTOCOL &&
+	    reason != SSL_R_VERSION_TOO_LOW && reason != SSL_R_NO_PROTOCOLS_AVAILABLE)
+		return ssl_want(c, r);
+	ERR_clear_error();
+	c->dc->req.tls_refused = 1;
+	snprintf(c->why, sizeof(c->why), "TLS refused by the policy (tls_min_version, "
+	    "tls_ciphers, tls_ciphersuites): client offered %.160s", c->hello);
+	return LEAN_EPROTO;
+}
+
 /* Runs c's state machine as far as the socket lets it: LEAN_AGAIN (wait
  * for c->want), 0 once licensed (the worker's turn), or an error. */
 static int
@@ -406,7 +434,7 @@ conn_advance(struct lean_conn *c)
 		switch (c->st) {
 		case ST_TLS:
 			if ((r = SSL_accept(c->ssl)) != 1)
-				return ssl_want(c, r);
+				return tls_accept_failed(c, r);
 			c->st = ST_CONNECT;
 			break;
 		case ST_CONNECT:
@@ -626,7 +654,8 @@ conn_open(struct lean_conn *c)
 	fl = 1;
 	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &fl, sizeof(fl));
 	pthread_mutex_lock(&e->lock);
-	c->ssl = SSL_new(e->ctx);
+	if ((c->ssl = SSL_new(e->ctx)) != NULL)
+		SSL_set_app_data(c->ssl, c);
 	if (e->dump_dir[0] != '\0')
 		c->dump_id = ++e->dump_seq;
 	pthread_mutex_unlock(&e->lock);
@@ -719,19 +748,128 @@ loops_start(struct lean_engine *e, char *err, size_t n)
 	return 0;
 }
 
-/* A new SSL_CTX with the certificate chain and key. */
-static SSL_CTX *
-ctx_load(const char *certificate, const char *private_key, char *err, size_t n)
+/* Appends s to buf (size n, NUL-terminated) as far as it fits. */
+static void
+hello_add(char *buf, size_t n, const char *sep, const char *s)
 {
-	unsigned long e;
+	size_t len = strlen(buf);
+
+	if (len + 1 < n)
+		snprintf(buf + len, n - len, "%s%s", len > 0 ? sep : "", s);
+}
+
+/* Records what the ClientHello offers, for the report should the policy
+ * refuse it: the versions (supported_versions, else the legacy one) and
+ * the suites OpenSSL knows by name. Never refuses itself. */
+static int
+hello_cb(SSL *ssl, int *alert, void *arg)
+{
+	struct lean_conn *c = SSL_get_app_data(ssl);
+	const unsigned char *p;
+	const SSL_CIPHER *sc;
+	char vers[64] = "", suites[160] = "";
+	size_t len, i;
+
+	if (c == NULL)
+		return SSL_CLIENT_HELLO_SUCCESS;
+	if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_supported_versions, &p, &len) == 1 &&
+	    len >= 1 && (size_t)p[0] + 1 <= len) {
+		for (i = 1; i + 1 < (size_t)p[0] + 1; i += 2)
+			if (tlshello_version_name((unsigned)(p[i] << 8 | p[i + 1])) != NULL)
+				hello_add(vers, sizeof(vers), ",",
+				    tlshello_version_name((unsigned)(p[i] << 8 | p[i + 1])));
+	} else if (tlshello_version_name(SSL_client_hello_get0_legacy_version(ssl)) != NULL)
+		hello_add(vers, sizeof(vers), ",",
+		    tlshello_version_name(SSL_client_hello_get0_legacy_version(ssl)));
+	len = SSL_client_hello_get0_ciphers(ssl, &p);
+	for (i = 0; i + 1 < len; i += 2)
+		if ((sc = SSL_CIPHER_find(ssl, p + i)) != NULL)
+			hello_add(suites, sizeof(suites), ",", SSL_CIPHER_get_name(sc));
+	snprintf(c->hello, sizeof(c->hello), "%s; %s", vers[0] ? vers : "no known version",
+	    suites[0] ? suites : "no known suite");
+	return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+static int
+min_version_proto(const char *v)
+{
+	static const struct { const char *name; int proto; } t[] = {
+		{ "1.0", TLS1_VERSION }, { "1.1", TLS1_1_VERSION }, { "1.2", TLS1_2_VERSION },
+		{ "1.3", TLS1_3_VERSION },
+	};
+
+	if (v == NULL || v[0] == '\0')
+		return TLS1_2_VERSION;
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+		if (strcmp(v, t[i].name) == 0)
+			return t[i].proto;
+	return 0;
+}
+
+/* Sets p on ctx. 0, or -1 with the reason in err. */
+static int
+ctx_policy(SSL_CTX *ctx, const struct lean_tls *p, char *err, size_t n)
+{
+	const char *ciphers = p->ciphers && p->ciphers[0] ? p->ciphers : LEAN_TLS_CIPHERS;
+	const char *suites = p->ciphersuites && p->ciphersuites[0] ? p->ciphersuites :
+	    LEAN_TLS_CIPHERSUITES;
+	int proto = min_version_proto(p->min_version);
+
+	if (proto == 0 || SSL_CTX_set_min_proto_version(ctx, proto) != 1) {
+		snprintf(err, n, "tls_min_version '%s' is not 1.0, 1.1, 1.2 or 1.3",
+		    p->min_version);
+		return -1;
+	}
+	/* OpenSSL takes a list if any of it is known: each part must be */
+	if (SSL_CTX_set_cipher_list(ctx, ciphers) != 1) {
+		snprintf(err, n, "tls_ciphers '%s': no cipher OpenSSL knows (openssl ciphers -v "
+		    "lists them)", ciphers);
+		return -1;
+	}
+	if (SSL_CTX_set_ciphersuites(ctx, suites) != 1) {
+		snprintf(err, n, "tls_ciphersuites '%s': not a list of TLS 1.3 suites "
+		    "(e.g. %s)", suites, LEAN_TLS_CIPHERSUITES);
+		return -1;
+	}
+	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_client_hello_cb(ctx, hello_cb, NULL);
+	return 0;
+}
+
+int
+lean_tls_check(const struct lean_tls *p, char *err, size_t n)
+{
+	SSL_CTX *ctx;
+	int r;
+
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+		snprintf(err, n, "cannot create a TLS context");
+		return -1;
+	}
+	r = ctx_policy(ctx, p, err, n);
+	ERR_clear_error();
+	SSL_CTX_free(ctx);
+	return r;
+}
+
+/* A new SSL_CTX with the certificate chain and key and e's policy. Called
+ * with e->lock held. */
+static SSL_CTX *
+ctx_load(struct lean_engine *e, const char *certificate, const char *private_key, char *err,
+    size_t n)
+{
+	struct lean_tls p = { e->ciphers, e->ciphersuites, e->min_version };
+	unsigned long ec;
 	SSL_CTX *ctx;
 
 	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL)
 		goto fail;
+	if (ctx_policy(ctx, &p, err, n) != 0)
+		goto fail_msg;
 	if (SSL_CTX_use_certificate_chain_file(ctx, certificate) != 1) {
-		e = ERR_peek_last_error();
+		ec = ERR_peek_last_error();
 		snprintf(err, n, "cannot load certificate %s: %s", certificate,
-		    ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "error");
+		    ERR_reason_error_string(ec) ? ERR_reason_error_string(ec) : "error");
 		goto fail_msg;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, private_key, SSL_FILETYPE_PEM) != 1 ||
@@ -772,8 +910,10 @@ lean_new(const char *certificate, const char *private_key, int token_mode, int s
 	e->token_mode = token_mode;
 	e->stop_fd = stop_fd;
 	e->quit_fd = -1;
-	if ((e->ctx = ctx_load(certificate, private_key, err, n)) == NULL)
+	if ((e->ctx = ctx_load(e, certificate, private_key, err, n)) == NULL)
 		goto fail;
+	util_strlcpy(e->certificate, certificate, sizeof(e->certificate));
+	util_strlcpy(e->private_key, private_key, sizeof(e->private_key));
 	if (loops_start(e, err, n) != 0)
 		goto fail;
 	if ((dump = getenv("TSBROKER_LEAN_DUMP")) != NULL && dump[0] != '\0') {
@@ -793,14 +933,46 @@ lean_reload(struct lean_engine *e, const char *certificate, const char *private_
 {
 	SSL_CTX *ctx, *old;
 
-	if ((ctx = ctx_load(certificate, private_key, err, n)) == NULL)
-		return -1;
 	pthread_mutex_lock(&e->lock);
+	if ((ctx = ctx_load(e, certificate, private_key, err, n)) == NULL) {
+		pthread_mutex_unlock(&e->lock);
+		return -1;
+	}
 	old = e->ctx;
 	e->ctx = ctx;
+	if (certificate != e->certificate)
+		util_strlcpy(e->certificate, certificate, sizeof(e->certificate));
+	if (private_key != e->private_key)
+		util_strlcpy(e->private_key, private_key, sizeof(e->private_key));
 	pthread_mutex_unlock(&e->lock);
 	SSL_CTX_free(old);	/* freed when the last connection on it ends */
 	return 0;
+}
+
+int
+lean_set_tls(struct lean_engine *e, const struct lean_tls *p, char *err, size_t n)
+{
+	char keep[3][512];
+	int r;
+
+	pthread_mutex_lock(&e->lock);
+	util_strlcpy(keep[0], e->ciphers, sizeof(keep[0]));
+	util_strlcpy(keep[1], e->ciphersuites, sizeof(keep[1]));
+	util_strlcpy(keep[2], e->min_version, sizeof(keep[2]));
+	util_strlcpy(e->ciphers, p->ciphers ? p->ciphers : "", sizeof(e->ciphers));
+	util_strlcpy(e->ciphersuites, p->ciphersuites ? p->ciphersuites : "",
+	    sizeof(e->ciphersuites));
+	util_strlcpy(e->min_version, p->min_version ? p->min_version : "",
+	    sizeof(e->min_version));
+	pthread_mutex_unlock(&e->lock);
+	if ((r = lean_reload(e, e->certificate, e->private_key, err, n)) != 0) {
+		pthread_mutex_lock(&e->lock);	/* the old policy stays with the old context */
+		util_strlcpy(e->ciphers, keep[0], sizeof(e->ciphers));
+		util_strlcpy(e->ciphersuites, keep[1], sizeof(e->ciphersuites));
+		util_strlcpy(e->min_version, keep[2], sizeof(e->min_version));
+		pthread_mutex_unlock(&e->lock);
+	}
+	return r;
 }
 
 void

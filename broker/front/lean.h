@@ -30,7 +30,28 @@
 struct door_conn;
 struct lean_engine;
 
-/* Loads the certificate chain and key (PEM files) into one SSL_CTX.
+/* The TLS policy (README "Security"): versions from min_version up,
+ * TLS 1.2 suites as an OpenSSL cipher list, TLS 1.3 ones as OpenSSL
+ * ciphersuites. The defaults: forward-secret AEAD suites only. A handshake
+ * refused by it is reported (door_report, req.tls_refused) with what the
+ * client offered: its versions and suites. */
+#define LEAN_TLS_CIPHERS	"ECDHE+AESGCM:ECDHE+CHACHA20"
+#define LEAN_TLS_CIPHERSUITES	"TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:" \
+				"TLS_AES_128_GCM_SHA256"
+struct lean_tls {
+	const char *ciphers;		/* NULL or "": LEAN_TLS_CIPHERS */
+	const char *ciphersuites;	/* NULL or "": LEAN_TLS_CIPHERSUITES */
+	const char *min_version;	/* "1.0" .. "1.3"; NULL or "": "1.2" */
+};
+
+/* Checks p with OpenSSL (for -t): 0, or -1 with the reason in err. */
+int lean_tls_check(const struct lean_tls *p, char *err, size_t n);
+/* Sets e's TLS policy (copied) and loads its context again with it, as
+ * lean_reload. 0, or -1 with the reason in err (the old one stays). */
+int lean_set_tls(struct lean_engine *e, const struct lean_tls *p, char *err, size_t n);
+
+/* Loads the certificate chain and key (PEM files) into one SSL_CTX, with
+ * the default TLS policy (lean_set_tls to change it).
  * stop_fd: readable once the endpoint stops (admit_stop_fd), borrowed.
  * token_mode: redirects carry a routing token, no address. NULL with the
  * reason in err. */

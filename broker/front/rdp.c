@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "broker/common/log.h"
+#include "broker/front/addrlimit.h"
 #include "broker/front/admit.h"
 #include "broker/front/door.h"
 #include "broker/front/lean.h"
@@ -34,7 +35,8 @@
 
 struct rdp {
 	struct rdp_conf conf;
-	struct door_ops ops;
+	struct door_ops ops;		/* the core's */
+	struct door_ops front;		/* the engines': ops with the per-address limits */
 	int token_mode;			/* conf.mode is "token" */
 	struct admit *admit;
 	struct fr_engine *engine;	/* one of these two */
@@ -147,13 +149,49 @@ conn_check_request(struct rdp *r, struct door_conn *dc)
 	return 0;
 }
 
+/* The engines' DOOR_LOGON: a new placement takes one of the client
+ * address's placements_per_address_minute first (given back if the answer
+ * was a reconnect or no redirect). So an address at its limit is refused
+ * its logons, reconnects too, until its minute slides on. */
+static void
+front_decide(void *ctx, const struct door_request *req, struct door_answer *ans)
+{
+	struct rdp *r = ctx;
+	int counted = 0;
+
+	if (req->stage == DOOR_LOGON &&
+	    admit_placement_take(r->admit, req->client_addr, &counted) != 0) {
+		/* the engine reports the refusal with this request: say so */
+		((struct door_request *)req)->limited = 1;
+		memset(ans, 0, sizeof(*ans));
+		ans->verdict = DOOR_REFUSE;
+		ans->refusal = DOOR_REFUSAL_DENIED;
+		snprintf(ans->reason, sizeof(ans->reason), "%d new placements in the last minute "
+		    "from %s (placements_per_address_minute)",
+		    r->conf.placements_per_address_minute, req->client_addr);
+		return;
+	}
+	r->ops.decide(r->ops.ctx, req, ans);
+	if (counted && (ans->verdict != DOOR_REDIRECT || ans->redirect.reconnect))
+		admit_placement_return(r->admit, req->client_addr);
+}
+
+static void
+front_done(void *ctx, const struct door_request *req, enum door_outcome outcome,
+    const struct door_answer *ans, const char *reason, int64_t elapsed_us)
+{
+	struct rdp *r = ctx;
+
+	r->ops.done(r->ops.ctx, req, outcome, ans, reason, elapsed_us);
+}
+
 static void
 rdp_handle(void *ctx, struct admit_conn *ac)
 {
 	struct rdp *r = ctx;
 	struct door_conn dc;
 
-	door_conn_init(&dc, &r->ops, ac);
+	door_conn_init(&dc, &r->front, ac);
 	if (admit_conn_stopping(ac)) {
 		door_report(&dc, DOOR_FAILED, NULL, "broker stopping");
 		return;
@@ -172,13 +210,27 @@ rdp_dropped(void *ctx, struct admit_conn *ac, const char *why)
 	struct rdp *r = ctx;
 	struct door_conn dc;
 
-	door_conn_init(&dc, &r->ops, ac);
+	door_conn_init(&dc, &r->front, ac);
 	door_report(&dc, DOOR_FAILED, NULL, why);
+}
+
+int
+rdp_conf_check(const struct rdp_conf *conf, char *err, size_t errlen)
+{
+	struct lean_tls tls = { conf->tls_ciphers, conf->tls_ciphersuites,
+	    conf->tls_min_version };
+	struct addrlimit_conf lc;
+
+	if (addrlimit_exempt_parse(&lc, conf->limits_exempt, err, errlen) != 0)
+		return -1;
+	return lean_tls_check(&tls, err, errlen);
 }
 
 struct rdp *
 rdp_new(const struct rdp_conf *conf, const struct door_ops *ops, char *err, size_t errlen)
 {
+	struct lean_tls tls = { conf->tls_ciphers, conf->tls_ciphersuites,
+	    conf->tls_min_version };
 	struct admit_handler h;
 	struct admit_conf ac;
 	struct rdp *r;
@@ -209,12 +261,16 @@ rdp_new(const struct rdp_conf *conf, const struct door_ops *ops, char *err, size
 	r->conf.certificate[sizeof(r->conf.certificate) - 1] = '\0';
 	r->conf.private_key[sizeof(r->conf.private_key) - 1] = '\0';
 	r->ops = *ops;
+	r->front = (struct door_ops){ .decide = front_decide, .done = front_done, .ctx = r };
 	r->token_mode = strcmp(r->conf.mode, "token") == 0;
 	memset(&ac, 0, sizeof(ac));
 	ac.listen = r->conf.listen;
 	ac.handshake_timeout = r->conf.handshake_timeout;
 	ac.max_handshakes = r->conf.max_handshakes;
 	ac.max_connections = r->conf.max_connections;
+	ac.max_handshakes_per_address = r->conf.max_handshakes_per_address;
+	ac.placements_per_address_minute = r->conf.placements_per_address_minute;
+	ac.limits_exempt = r->conf.limits_exempt;
 	h.handle = rdp_handle;
 	h.dropped = rdp_dropped;
 	h.ctx = r;
@@ -224,8 +280,10 @@ rdp_new(const struct rdp_conf *conf, const struct door_ops *ops, char *err, size
 		if ((r->engine = rdp_freerdp_new(r->conf.certificate, r->conf.private_key,
 		    r->token_mode, admit_stop_fd(r->admit), err, errlen)) == NULL)
 			goto fail;
+		rdp_freerdp_set_tls(r->engine, r->conf.tls_ciphers, r->conf.tls_min_version);
 	} else if ((r->lean = lean_new(r->conf.certificate, r->conf.private_key,
-	    r->token_mode, admit_stop_fd(r->admit), err, errlen)) == NULL)
+	    r->token_mode, admit_stop_fd(r->admit), err, errlen)) == NULL ||
+	    lean_set_tls(r->lean, &tls, err, errlen) != 0)
 		goto fail;
 	return r;
  fail:

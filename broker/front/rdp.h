@@ -33,6 +33,14 @@ struct rdp_conf {
 	int max_handshakes;		/* connections being handled at once */
 	int max_connections;		/* open at once, waiting for their request or in a handshake */
 	int trust_cookie;		/* ask about mstshash cookies at DOOR_CONNECT */
+	/* per client address (admit.h), 0: no limit */
+	int max_handshakes_per_address;
+	int placements_per_address_minute;
+	char limits_exempt[1024];	/* networks never limited */
+	/* the TLS policy (lean.h; FreeRDP: rdp_freerdp.h says what it takes) */
+	char tls_ciphers[512];		/* TLS 1.2: OpenSSL cipher list */
+	char tls_ciphersuites[256];	/* TLS 1.3: OpenSSL ciphersuites */
+	char tls_min_version[8];	/* "1.2" or "1.3" ("1.0", "1.1" to relax) */
 };
 
 struct rdp;
@@ -42,6 +50,9 @@ struct rdp;
  * with the reason in err. */
 struct rdp *rdp_new(const struct rdp_conf *conf, const struct door_ops *ops,
     char *err, size_t errlen);
+/* Checks what the libraries must judge (for -t): the TLS policy (with
+ * OpenSSL) and limits_exempt. 0, or -1 with the reason in err. */
+int rdp_conf_check(const struct rdp_conf *conf, char *err, size_t errlen);
 /* Starts serving in background threads. 0 or -1. */
 int rdp_start(struct rdp *r);
 /* Stops serving, waits for connections to end (bounded), frees r. NULL ok. */

@@ -39,6 +39,8 @@ struct fr_engine {
 	char *key;
 	int token_mode;
 	HANDLE stop;			/* on the admission engine's stop fd */
+	char ciphers[512];		/* the TLS policy, "": FreeRDP's */
+	UINT16 min_version;		/* TLS1_*_VERSION's value, 0: FreeRDP's */
 };
 
 /* A connection, for the callbacks (peer->ContextExtra). */
@@ -191,6 +193,13 @@ rdp_freerdp_run(struct fr_engine *e, struct door_conn *dc)
 		door_report(dc, DOOR_FAILED, NULL, why);
 		return;
 	}
+	if ((e->ciphers[0] != '\0' &&
+	    !freerdp_settings_set_string(peer->settings, FreeRDP_AllowedTlsCiphers, e->ciphers)) ||
+	    (e->min_version != 0 &&
+	    !freerdp_settings_set_uint16(peer->settings, FreeRDP_TLSMinVersion, e->min_version))) {
+		why = "cannot set the TLS policy";
+		goto out;
+	}
 	peer->Capabilities = peer_capabilities;
 	peer->PostConnect = peer_refuse_activation;
 	peer->Activate = peer_refuse_activation;
@@ -222,6 +231,19 @@ rdp_freerdp_run(struct fr_engine *e, struct door_conn *dc)
 		door_report(dc, DOOR_FAILED, NULL, reason);
 	}
 	frpeer_free(peer);
+}
+
+void
+rdp_freerdp_set_tls(struct fr_engine *e, const char *ciphers, const char *min_version)
+{
+	/* TLS1_VERSION .. TLS1_3_VERSION: 0x0301 .. 0x0304 */
+	static const char *versions[] = { "1.0", "1.1", "1.2", "1.3" };
+
+	util_strlcpy(e->ciphers, ciphers ? ciphers : "", sizeof(e->ciphers));
+	e->min_version = 0x0303;
+	for (UINT16 i = 0; min_version != NULL && i < 4; i++)
+		if (strcmp(min_version, versions[i]) == 0)
+			e->min_version = (UINT16)(0x0301 + i);
 }
 
 struct fr_engine *

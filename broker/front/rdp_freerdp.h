@@ -19,6 +19,12 @@ struct fr_engine;
  * with the reason in err. */
 struct fr_engine *rdp_freerdp_new(const char *certificate, const char *private_key,
     int token_mode, int stop_fd, char *err, size_t n);
+/* The TLS policy FreeRDP 2.11 lets a server set: the TLS 1.2 cipher list
+ * (AllowedTlsCiphers) and the lowest version ("1.0".."1.3", TLSMinVersion).
+ * It cannot set TLS 1.3 suites (OpenSSL's defaults, all forward-secret
+ * AEAD, apply) nor report what a refused client offered. Copied; before
+ * the first run. */
+void rdp_freerdp_set_tls(struct fr_engine *e, const char *ciphers, const char *min_version);
 /* Runs dc's connection (its X.224 request still unread in the socket) to
  * its outcome, reported through dc (door_report), then lets the client
  * close first. Called from admission workers, concurrently. */

@@ -9,9 +9,12 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 
 #include "broker/common/log.h"
+#include "broker/common/loglimit.h"
+#include "broker/common/tlshello.h"
 #include "broker/common/net.h"
 #include "broker/common/util.h"
 #include "broker/http/http.h"
@@ -52,8 +55,12 @@ struct http {
 	struct MHD_Daemon *d;
 	int fd;
 	char *cert, *key;
+	char tls_priority[512];
 	size_t body_limit;
 	unsigned int max_connections;
+	void (*tls_refused)(void *ctx, const char *client, const char *offered);
+	void *tls_refused_ctx;
+	struct loglimit tls_log;	/* the refusals' lines */
 	struct route routes[HTTP_MAX_ROUTES];
 	int nroutes;
 	char web_root[512];
@@ -84,6 +91,25 @@ http_mhd_log(void *cls, const char *fmt, va_list ap)
 	log_debug("libmicrohttpd: %s", line);
 }
 
+int
+http_tls_check(const char *priority, char *err, size_t errlen)
+{
+	gnutls_priority_t p;
+	const char *where = NULL;
+	int r;
+
+	if ((r = gnutls_priority_init(&p, priority, &where)) != GNUTLS_E_SUCCESS) {
+		if (r == GNUTLS_E_INVALID_REQUEST && where != NULL)
+			snprintf(err, errlen, "tls_priority: not a GnuTLS priority string at "
+			    "'%.60s'", where);
+		else
+			snprintf(err, errlen, "tls_priority: %s", gnutls_strerror(r));
+		return -1;
+	}
+	gnutls_priority_deinit(p);
+	return 0;
+}
+
 struct http *
 http_new(const struct http_conf *c, char *err, size_t errlen)
 {
@@ -94,7 +120,13 @@ http_new(const struct http_conf *c, char *err, size_t errlen)
 		return NULL;
 	}
 	h->fd = -1;
+	util_strlcpy(h->tls_priority, c->tls_priority && c->tls_priority[0] ? c->tls_priority :
+	    HTTP_TLS_PRIORITY, sizeof(h->tls_priority));
+	if (http_tls_check(h->tls_priority, err, errlen) != 0)
+		goto fail;
 	h->body_limit = c->body_limit;
+	h->tls_refused = c->tls_refused;
+	h->tls_refused_ctx = c->tls_refused_ctx;
 	h->max_connections = c->max_connections;
 	if (util_file_read(c->certificate, 1 << 20, &h->cert, NULL) != 0) {
 		snprintf(err, errlen, "%s: %s", c->certificate, strerror(errno));
@@ -181,6 +213,111 @@ client_addr(struct MHD_Connection *conn, char *out, size_t n)
 	else if (sa->sa_family == AF_INET6)
 		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
 		    out, (socklen_t)n);
+}
+
+/* ---- the TLS policy's refusals ----
+ * GnuTLS refuses a hello without a common version or suite before any
+ * request, and libmicrohttpd logs that without the connection: so a
+ * handshake hook (the session's pointer is its MHD_Connection) notes what
+ * the hello offered and whether a ServerHello went out, in the
+ * connection's socket context; a connection that closes with a hello and no
+ * ServerHello was refused by the policy. */
+struct http_tls_conn {
+	int hello;			/* a ClientHello arrived */
+	int answered;			/* a ServerHello went out */
+	char offered[200];		/* its versions; suites */
+};
+
+/* GnuTLS's name of a suite, or its number. */
+static void
+suite_name(uint16_t id, char *out, size_t n)
+{
+	unsigned char cs[2];
+	const char *name;
+
+	for (size_t i = 0; (name = gnutls_cipher_suite_info(i, cs, NULL, NULL, NULL, NULL)) !=
+	    NULL; i++)
+		if ((uint16_t)(cs[0] << 8 | cs[1]) == id) {
+			snprintf(out, n, "%s", name);
+			return;
+		}
+	snprintf(out, n, "0x%04x", id);
+}
+
+static void
+hello_describe(const struct tlshello *th, char *out, size_t n)
+{
+	char name[80];
+	size_t len = 0;
+	int i;
+
+	out[0] = '\0';
+	for (i = 0; i < th->nversions && len + 1 < n; i++)
+		len += (size_t)snprintf(out + len, n - len, "%s%s", i ? "," : "",
+		    tlshello_version_name(th->versions[i]) ? tlshello_version_name(th->versions[i]) :
+		    "?");
+	for (i = 0; i < th->nsuites && len + 1 < n; i++) {
+		suite_name(th->suites[i], name, sizeof(name));
+		len += (size_t)snprintf(out + len, n - len, "%s%s", i ? "," : "; ", name);
+	}
+}
+
+static int
+http_tls_hook(gnutls_session_t s, unsigned int htype, unsigned when, unsigned int incoming,
+    const gnutls_datum_t *msg)
+{
+	struct MHD_Connection *conn = gnutls_session_get_ptr(s);
+	const union MHD_ConnectionInfo *ci = conn ? MHD_get_connection_info(conn,
+	    MHD_CONNECTION_INFO_SOCKET_CONTEXT) : NULL;
+	struct http_tls_conn *tc = ci ? ci->socket_context : NULL;
+	struct tlshello th;
+
+	if (tc == NULL)
+		return 0;
+	if (htype == GNUTLS_HANDSHAKE_CLIENT_HELLO && incoming && when == GNUTLS_HOOK_PRE &&
+	    !tc->hello && tlshello_parse(msg->data, msg->size, &th) == 0) {
+		tc->hello = 1;
+		hello_describe(&th, tc->offered, sizeof(tc->offered));
+	} else if (htype == GNUTLS_HANDSHAKE_SERVER_HELLO && !incoming)
+		tc->answered = 1;
+	return 0;
+}
+
+static void client_addr(struct MHD_Connection *conn, char *out, size_t n);
+
+static void
+http_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+    enum MHD_ConnectionNotificationCode toe)
+{
+	struct http *h = cls;
+	struct http_tls_conn *tc = *socket_context;
+	const union MHD_ConnectionInfo *ci;
+	char client[64];
+	uint64_t quiet;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+		if (ci == NULL || ci->tls_session == NULL ||
+		    (tc = calloc(1, sizeof(*tc))) == NULL)
+			return;
+		*socket_context = tc;
+		gnutls_handshake_set_hook_function(ci->tls_session, GNUTLS_HANDSHAKE_ANY,
+		    GNUTLS_HOOK_BOTH, http_tls_hook);
+		return;
+	}
+	if (tc == NULL)
+		return;
+	if (tc->hello && !tc->answered) {
+		client_addr(conn, client, sizeof(client));
+		if (loglimit_pass(&h->tls_log, util_mono_ms(), &quiet))
+			log_warn("TLS refused by the policy (tls_priority): %s offered %s "
+			    "(%llu more refusals since the last line)", client, tc->offered,
+			    (unsigned long long)quiet);
+		if (h->tls_refused != NULL)
+			h->tls_refused(h->tls_refused_ctx, client, tc->offered);
+	}
+	free(tc);
+	*socket_context = NULL;
 }
 
 static enum MHD_Result
@@ -272,11 +409,13 @@ http_start(struct http *h, char *err, size_t errlen)
 	    MHD_OPTION_LISTEN_SOCKET, h->fd,
 	    MHD_OPTION_HTTPS_MEM_CERT, h->cert,
 	    MHD_OPTION_HTTPS_MEM_KEY, h->key,
+	    MHD_OPTION_HTTPS_PRIORITIES, h->tls_priority,
 	    MHD_OPTION_THREAD_POOL_SIZE, 2,
 	    MHD_OPTION_CONNECTION_LIMIT, h->max_connections,
 	    MHD_OPTION_CONNECTION_TIMEOUT, 30,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
 	    MHD_OPTION_NOTIFY_COMPLETED, http_completed, h,
+	    MHD_OPTION_NOTIFY_CONNECTION, http_notify, h,
 	    MHD_OPTION_END);
 	if (h->d == NULL) {
 		snprintf(err, errlen, "cannot start the HTTPS server (certificate or key "

@@ -33,14 +33,30 @@ struct http_response {
 typedef void (*http_handler_fn)(void *ctx, const struct http_request *req,
     struct http_response *res);
 
+/* The HTTPS door's default TLS policy (GnuTLS priority string): TLS 1.3
+ * and 1.2, ECDHE with AES-GCM or ChaCha20-Poly1305 only, in the server's
+ * order. */
+#define HTTP_TLS_PRIORITY	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:" \
+				"+AES-256-GCM:+AES-128-GCM:+CHACHA20-POLY1305:-MAC-ALL:+AEAD:" \
+				"-KX-ALL:+ECDHE-RSA:+ECDHE-ECDSA:%SERVER_PRECEDENCE"
+
 struct http_conf {
 	const char *listen;		/* host:port */
 	const char *certificate;	/* PEM files */
 	const char *private_key;
 	size_t body_limit;
 	unsigned int max_connections;
+	const char *tls_priority;	/* GnuTLS priority string, NULL: HTTP_TLS_PRIORITY */
+	/* A hello the policy refused (no common version or suite): the
+	 * client's numeric address and what it offered ("TLSv1.0; suites"),
+	 * both valid during the call; from MHD's threads. NULL: logged only. */
+	void (*tls_refused)(void *ctx, const char *client, const char *offered);
+	void *tls_refused_ctx;
 };
 
+/* Checks a GnuTLS priority string (for -t): 0, or -1 with the reason
+ * (where it goes wrong) in err. */
+int http_tls_check(const char *priority, char *err, size_t errlen);
 /* Binds the socket and loads the certificate; serving starts with
  * http_start. NULL with the reason in err. */
 struct http *http_new(const struct http_conf *c, char *err, size_t errlen);

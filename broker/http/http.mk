@@ -3,8 +3,8 @@
 # the /metrics renderer.
 HTTP_SRC := broker/http/http.c broker/http/http_reply.c broker/http/api_agent.c broker/http/api_admin.c \
 	broker/http/auth.c broker/http/metrics.c
-HTTP_LIBS := $(call PKG_LIBS,libmicrohttpd)
-$(B)/broker/http/http.o: TS_CPPFLAGS += $(call PKG_CFLAGS,libmicrohttpd)
+HTTP_LIBS := $(call PKG_LIBS,libmicrohttpd gnutls)
+$(B)/broker/http/http.o: TS_CPPFLAGS += $(call PKG_CFLAGS,libmicrohttpd gnutls)
 
 FUZZERS += fuzz_login
 fuzz_login_SRCS :=

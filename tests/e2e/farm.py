@@ -226,7 +226,10 @@ class Broker:
         sections = {
             "state": {"path": os.path.join(self.dir, "state.db")},
             "rdp": {"listen": f"127.0.0.1:{self.rdp_port}", "certificate": self.cert,
-                    "private_key": self.key, "handshake_timeout": 5},
+                    "private_key": self.key, "handshake_timeout": 5,
+                    # tests' clients share loopback: per-address limits only
+                    # where a test sets them (test_address_limits.py)
+                    "limits_exempt": "127.0.0.0/8"},
             "http": {"listen": f"127.0.0.1:{self.http_port}"},
             "health": {"heartbeat_interval": 1, "down_after": 3},
             "placement": {"pending_ttl": 30},

@@ -127,7 +127,7 @@ static struct admit *
 start(int handshake_timeout, int max_handshakes, int max_connections, int *port)
 {
 	struct admit_conf c = { "127.0.0.1:0", handshake_timeout, max_handshakes,
-	    max_connections };
+	    max_connections, 0, 0, NULL };
 	struct admit_handler h = { on_handle, on_dropped, NULL };
 	char err[256], name[NET_ADDR_MAX];
 	struct admit *a;
@@ -374,7 +374,7 @@ test_free_ends_everything(void **state)
 static void
 test_bad_listen(void **state)
 {
-	struct admit_conf c = { "127.0.0.1:99999", 1, 1, 1 };
+	struct admit_conf c = { "127.0.0.1:99999", 1, 1, 1, 0, 0, NULL };
 	struct admit_handler h = { on_handle, on_dropped, NULL };
 	char err[256] = "";
 
