@@ -52,11 +52,15 @@ struct load_cache {
 
 /* A heartbeat waiting for its group's commit (on its caller's stack). */
 struct hb_wait {
-	int64_t id;
+	int64_t id;			/* 0: the server of token_hash */
+	const char *token_hash;
+	char *name;			/* token_hash's server's name, n bytes */
+	size_t n;
 	const struct wire_heartbeat *hb;
 	int64_t now;
 	struct store_heartbeat_result *res;
-	int r;				/* its outcome, once done */
+	int r;				/* its outcome (of the last run; once done) */
+	int out;			/* failed alone: not run again */
 	int done;
 	struct hb_wait *next;
 };
@@ -958,12 +962,15 @@ store_command_expire(struct store *st, int64_t now, int *failed)
 
 /* ---- heartbeats: group commit ---- */
 
-/* One heartbeat's part of a group's transaction: read, reconcile, apply,
- * its events and its commands, into res (reset first). */
+/* One heartbeat's part of a group's transaction: its server found (by
+ * token), read, reconciled, applied with its events and commands, into
+ * w->res (reset first). *clean: it failed before writing anything. */
 static int
-beat_apply(struct store *st, int64_t id, const struct wire_heartbeat *hb, int64_t now,
-    struct store_heartbeat_result *res)
+beat_apply(struct store *st, struct hb_wait *w, int *clean)
 {
+	const struct wire_heartbeat *hb = w->hb;
+	struct store_heartbeat_result *res = w->res;
+	int64_t id = w->id, now = w->now;
 	struct rc_row *rows = NULL;
 	struct rc_change *changes = NULL;
 	unsigned char *seen = NULL;
@@ -975,6 +982,15 @@ beat_apply(struct store *st, int64_t id, const struct wire_heartbeat *hb, int64_
 	int r;
 
 	memset(res, 0, sizeof(*res));
+	*clean = 1;
+	if (w->token_hash != NULL) {
+		if ((r = st->e->server_auth(st->db, w->token_hash, &id, w->name, w->n)) != 0)
+			goto out;
+		if (strcmp(w->name, hb->name) != 0) {
+			r = STORE_REFUSED;
+			goto out;
+		}
+	}
 	if ((r = st->e->heartbeat_read(st->db, id, &state, &admin, name,
 	    hb->sessions_known ? &rows : NULL, &n)) != 0)
 		goto out;
@@ -991,6 +1007,7 @@ beat_apply(struct store *st, int64_t id, const struct wire_heartbeat *hb, int64_
 		r = STORE_ERR;
 		goto out;
 	}
+	*clean = 0;
 	if ((r = st->e->heartbeat_apply(st->db, id, hb, &plan, plan.transition == RC_UP ?
 	    "heartbeat" : "RDP port not accepting", now)) != 0)
 		goto out;
@@ -1022,15 +1039,16 @@ beat_cmp(const void *a, const void *b)
 
 /* The leader's work (lock not held): the beats waiting, at most
  * STORE_GROUP_MAX, in one transaction and one commit, each answered with
- * its outcome once that commit is durable. A beat that fails alone (a
- * final error) is rolled back with the transaction and answered with its
- * error; the others run again without it. */
+ * its outcome once that commit is durable. A beat that fails before it
+ * writes (an unknown token) is answered so, the group goes on; one that
+ * fails later (a final error) is rolled back with the transaction and
+ * answered with its error, the others run again without it. */
 static void
 group_run(struct store *st)
 {
 	struct hb_wait *g[STORE_GROUP_MAX];
 	size_t n = 0, left;
-	int r, failed, locked;
+	int r, failed, locked, clean;
 
 	r = begin(st, 1);
 	locked = r == 0;
@@ -1038,8 +1056,7 @@ group_run(struct store *st)
 	pthread_mutex_lock(&st->gq.lock);
 	while (st->gq.head != NULL && n < STORE_GROUP_MAX) {
 		g[n] = st->gq.head;
-		st->gq.head = g[n]->next;
-		g[n++]->r = STORE_AGAIN;	/* not answered yet */
+		st->gq.head = g[n++]->next;
 	}
 	if (st->gq.head == NULL)
 		st->gq.tail = &st->gq.head;
@@ -1052,10 +1069,14 @@ group_run(struct store *st)
 	while (locked) {
 		failed = -1;
 		r = 0;
-		for (size_t i = 0; i < n && r == 0; i++)
-			if (g[i]->r == STORE_AGAIN &&
-			    (r = beat_apply(st, g[i]->id, g[i]->hb, g[i]->now, g[i]->res)) != 0)
-				failed = (int)i;
+		for (size_t i = 0; i < n; i++) {
+			if (g[i]->out || (g[i]->r = beat_apply(st, g[i], &clean)) == 0 ||
+			    (clean && fault_of(st) == STORE_FAULT_FINAL))
+				continue;
+			r = g[i]->r;
+			failed = (int)i;
+			break;
+		}
 		if (failed >= 0 && fault_of(st) != STORE_FAULT_FINAL)
 			failed = -1;	/* the group's fault, not the beat's */
 		if ((r = end_locked(st, r)) == STORE_AGAIN) {
@@ -1065,8 +1086,9 @@ group_run(struct store *st)
 		if (failed < 0)
 			break;
 		g[failed]->r = r;	/* its own error; the others again */
+		g[failed]->out = 1;
 		for (size_t i = left = 0; i < n; i++)
-			left += g[i]->r == STORE_AGAIN;
+			left += !g[i]->out;
 		if (left == 0)
 			break;
 		st->again = 1;
@@ -1076,8 +1098,8 @@ group_run(struct store *st)
 		pthread_mutex_unlock(&st->lock);
 	pthread_mutex_lock(&st->gq.lock);
 	for (size_t i = 0; i < n; i++) {
-		if (g[i]->r == STORE_AGAIN)
-			g[i]->r = r;
+		if (!g[i]->out && r != 0)
+			g[i]->r = r;	/* not committed */
 		g[i]->done = 1;
 	}
 	st->gq.leader = 0;
@@ -1087,19 +1109,16 @@ group_run(struct store *st)
 
 /* Group commit: a beat joins the queue; the first waiter with no leader
  * running leads the next group, the others sleep until theirs is durable. */
-int
-store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat *hb,
-    int64_t now, struct store_heartbeat_result *res)
+static int
+beat_wait(struct store *st, struct hb_wait *w)
 {
-	struct hb_wait w = { .id = id, .hb = hb, .now = now, .res = res };
-
 	pthread_mutex_lock(&st->gq.lock);
-	*st->gq.tail = &w;
-	st->gq.tail = &w.next;
+	*st->gq.tail = w;
+	st->gq.tail = &w->next;
 	for (;;) {
-		while (!w.done && st->gq.leader)
+		while (!w->done && st->gq.leader)
 			pthread_cond_wait(&st->gq.cond, &st->gq.lock);
-		if (w.done)
+		if (w->done)
 			break;
 		st->gq.leader = 1;
 		pthread_mutex_unlock(&st->gq.lock);
@@ -1107,9 +1126,34 @@ store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat 
 		pthread_mutex_lock(&st->gq.lock);
 	}
 	pthread_mutex_unlock(&st->gq.lock);
-	if (w.r != 0)
-		memset(res, 0, sizeof(*res));
-	return w.r;
+	if (w->r != 0)
+		memset(w->res, 0, sizeof(*w->res));
+	return w->r;
+}
+
+int
+store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat *hb,
+    int64_t now, struct store_heartbeat_result *res)
+{
+	struct hb_wait w = { .id = id, .hb = hb, .now = now, .res = res };
+
+	return beat_wait(st, &w);
+}
+
+int
+store_heartbeat_token(struct store *st, const char *token_hash,
+    const struct wire_heartbeat *hb, int64_t now, struct store_heartbeat_result *res,
+    char *name, size_t n)
+{
+	char found[WIRE_NAME_MAX] = "";
+	struct hb_wait w = { .token_hash = token_hash, .name = found, .n = sizeof(found),
+	    .hb = hb, .now = now, .res = res };
+	int r;
+
+	r = beat_wait(st, &w);
+	if (r == 0 || r == STORE_REFUSED)
+		util_strlcpy(name, found, n);
+	return r;
 }
 
 /* ---- placement ---- */

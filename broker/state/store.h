@@ -138,6 +138,14 @@ struct store_heartbeat_result {
  * alone. */
 int store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat *hb,
     int64_t now, struct store_heartbeat_result *res);
+/* store_heartbeat_apply of the server whose token hashes to token_hash,
+ * found in the beat's own transaction (no lock taken apart, so the beats
+ * of many agents join one group): STORE_NOT_FOUND if no server has it,
+ * STORE_REFUSED if hb->name is not that server's name. name (n bytes) is
+ * the server's name on 0 and on STORE_REFUSED. */
+int store_heartbeat_token(struct store *st, const char *token_hash,
+    const struct wire_heartbeat *hb, int64_t now, struct store_heartbeat_result *res,
+    char *name, size_t n);
 
 /* ---- placement ---- */
 struct store_place_request {
