@@ -577,6 +577,10 @@ store_close(struct store *st)
 {
 	if (st == NULL)
 		return;
+	if (st->hb_groups > 0)
+		log_info("heartbeats: %llu in %llu group commits (%.1f a commit)",
+		    (unsigned long long)st->hb_beats, (unsigned long long)st->hb_groups,
+		    (double)st->hb_beats / (double)st->hb_groups);
 	lc_clear(&st->lc);
 	lastseen_free(st->seen);
 	st->e->close(st->db);
