@@ -2,6 +2,7 @@
  * update sifts one slot), walked best-first past quarantined servers. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include "broker/state/plindex.h"
 
@@ -137,23 +138,22 @@ plindex_update(struct plindex *ix, const struct pl_server *sv, size_t i)
 	sift_down(ix, ix->pos[slot]);
 }
 
-/* Slot of server id in an array sorted by id, or NONE. */
-static size_t
-slot_of(const struct plindex *ix, int64_t id)
+ssize_t
+plindex_find(const struct pl_server *sv, size_t n, int64_t id)
 {
-	size_t lo = 0, hi = ix->n;
+	size_t lo = 0, hi = n;
 
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 
-		if (ix->sv[mid].id == id)
-			return mid;
-		if (ix->sv[mid].id < id)
+		if (sv[mid].id == id)
+			return (ssize_t)mid;
+		if (sv[mid].id < id)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return NONE;
+	return -1;
 }
 
 /* The user's reconnect: placement_pick's over the servers of its sessions
@@ -169,11 +169,11 @@ pick_reconnect(const struct plindex *ix, const struct pl_input *in, struct pl_de
 	if (in->nsessions > RECONNECT_MAX)
 		return -1;
 	for (size_t i = 0; i < in->nsessions; i++) {
-		size_t k = slot_of(ix, in->sessions[i].server_id);
+		ssize_t k = plindex_find(ix->sv, ix->n, in->sessions[i].server_id);
 
-		if (k != NONE) {
+		if (k >= 0) {
 			sub[m] = ix->sv[k];
-			slot[m++] = k;
+			slot[m++] = (size_t)k;
 		}
 	}
 	struct pl_input si = { sub, m, in->sessions, in->nsessions, in->pending_penalty };

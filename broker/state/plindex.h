@@ -16,6 +16,8 @@
 #define TS_PLINDEX_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
 
 #include "broker/state/placement.h"
 
@@ -31,5 +33,7 @@ void plindex_update(struct plindex *ix, const struct pl_server *sv, size_t i);
 /* placement_pick(in) where in->servers is the array indexed (at the
  * penalty built with; another penalty rebuilds). */
 int plindex_pick(struct plindex *ix, const struct pl_input *in, struct pl_decision *out);
+/* The index of server id in sv[0..n) sorted by id, or -1. */
+ssize_t plindex_find(const struct pl_server *sv, size_t n, int64_t id);
 
 #endif

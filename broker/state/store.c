@@ -377,19 +377,7 @@ lc_replace(void *ctx, const struct store_load *w)
 static ssize_t
 lc_find(const struct load_cache *lc, int64_t id)
 {
-	size_t lo = 0, hi = lc->n;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (lc->sv[mid].id == id)
-			return (ssize_t)mid;
-		if (lc->sv[mid].id < id)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return -1;
+	return plindex_find(lc->sv, lc->n, id);
 }
 
 /* Slot i is re-read before the next decision. */
