@@ -1221,7 +1221,7 @@ def main():
     ap.add_argument("--storm-users", type=int, default=1000)
     ap.add_argument("--storm-seconds", type=float, default=10)
     ap.add_argument("--agents", type=int, default=1000)
-    ap.add_argument("--hb-threads", type=int, default=64)
+    ap.add_argument("--hb-threads", type=int, default=32)
     ap.add_argument("--hb-duration", type=float, default=8)
     ap.add_argument("--servers", type=int, default=10000)
     ap.add_argument("--sessions", type=int, default=200000)

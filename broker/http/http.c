@@ -274,7 +274,7 @@ http_start(struct http *h, char *err, size_t errlen)
 	    MHD_OPTION_HTTPS_MEM_KEY, h->key,
 	    /* heartbeats wait in the store's group commit: threads enough
 	     * for many to share one commit */
-	    MHD_OPTION_THREAD_POOL_SIZE, 64,
+	    MHD_OPTION_THREAD_POOL_SIZE, 32,
 	    MHD_OPTION_CONNECTION_LIMIT, h->max_connections,
 	    MHD_OPTION_CONNECTION_TIMEOUT, 30,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
