@@ -83,7 +83,7 @@ struct store {
 	char down_why[160];
 	struct lastseen *seen;		/* the users' last live sessions read */
 	struct {			/* heartbeats waiting for a group commit */
-		pthread_mutex_t lock;	/* taken before store.lock, never after */
+		pthread_mutex_t lock;	/* alone or inside store.lock, never around it */
 		pthread_cond_t cond;	/* a group is done */
 		struct hb_wait *head, **tail;
 		int leader;		/* a group is under way */
@@ -1019,13 +1019,17 @@ beat_apply(struct store *st, struct hb_wait *w, int *clean)
 	return r;
 }
 
-/* Sorts a group by server id: stores sharing an engine lock the servers'
- * rows in one order. */
+/* Sorts a group by server (its token's hash, else its id): stores sharing
+ * an engine lock the servers' rows in one order, not into a deadlock. */
 static int
 beat_cmp(const void *a, const void *b)
 {
 	const struct hb_wait *x = *(struct hb_wait *const *)a, *y = *(struct hb_wait *const *)b;
 
+	if (x->token_hash != NULL && y->token_hash != NULL)
+		return strcmp(x->token_hash, y->token_hash);
+	if ((x->token_hash != NULL) != (y->token_hash != NULL))
+		return x->token_hash != NULL ? 1 : -1;
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
