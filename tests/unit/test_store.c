@@ -923,16 +923,16 @@ test_commands(void **state)
 
 /* Group commit: beats of several threads at once share transactions; each
  * returns once its own is committed (what it reported is in the store when
- * it returns), and a beat that fails (a server that does not exist) fails
- * alone, the others of its group committed. */
+ * it returns), and a beat that fails (a token of no server, a token under
+ * another server's name) fails alone, the others of its group committed. */
 #define GROUP_THREADS	6
 #define GROUP_BEATS	40
 struct beater {
 	pthread_t th;
 	struct fx *f;
-	int64_t id;		/* 0: a server that does not exist */
+	int64_t id;		/* 0: beats of an unknown token, of a stolen one */
 	char name[16];
-	int ok, notfound, wrong;
+	int ok, notfound, refused, wrong;
 };
 
 static void *
@@ -940,7 +940,7 @@ beater_main(void *arg)
 {
 	struct beater *b = arg;
 	struct wire_session ws[3];
-	char users[3][16];
+	char users[3][16], hash[65], found[WIRE_NAME_MAX];
 
 	for (int i = 0; i < GROUP_BEATS; i++) {
 		struct wire_heartbeat hb = { 0 };
@@ -961,10 +961,32 @@ beater_main(void *arg)
 		hb.sessions_known = 1;
 		hb.sessions = ws;
 		hb.nsessions = want;
-		r = store_heartbeat_apply(b->f->st, b->id ? b->id : 99999, &hb, T0 + i, &res);
-		if (r == STORE_NOT_FOUND)
-			b->notfound++;
-		else if (r != 0)
+		if (b->id == 0) {
+			/* g0's token (fx_add: its name's last character) under
+			 * another name, or a token of no server */
+			snprintf(hash, sizeof(hash), "%064zx", (size_t)(i % 2 ? '0' : 'z'));
+			snprintf(hb.name, sizeof(hb.name), "imposter");
+			r = store_heartbeat_token(b->f->st, hash, &hb, T0 + i, &res, found,
+			    sizeof(found));
+			if (r == STORE_REFUSED && strcmp(found, "g0") == 0)
+				b->refused++;
+			else if (r == STORE_NOT_FOUND && i % 2 == 0)
+				b->notfound++;
+			else
+				b->wrong++;
+			continue;
+		}
+		if (i % 2) {		/* by token, as the agent API does */
+			snprintf(hash, sizeof(hash), "%064zx",
+			    (size_t)b->name[strlen(b->name) - 1]);
+			snprintf(hb.name, sizeof(hb.name), "%s", b->name);
+			r = store_heartbeat_token(b->f->st, hash, &hb, T0 + i, &res, found,
+			    sizeof(found));
+			if (r == 0 && strcmp(found, b->name) != 0)
+				b->wrong++;
+		} else
+			r = store_heartbeat_apply(b->f->st, b->id, &hb, T0 + i, &res);
+		if (r != 0)
 			b->wrong++;
 		else {
 			b->ok++;
@@ -983,7 +1005,7 @@ test_heartbeat_group_commit(void **state)
 	struct fx *f = *state;
 	struct beater b[GROUP_THREADS + 1];
 	uint64_t g0, n0, groups, beats;
-	int ok = 0, notfound = 0;
+	int ok = 0, notfound = 0, refused = 0;
 
 	memset(b, 0, sizeof(b));
 	for (int i = 0; i < GROUP_THREADS; i++) {
@@ -1001,9 +1023,11 @@ test_heartbeat_group_commit(void **state)
 		assert_int_equal(b[i].wrong, 0);
 		ok += b[i].ok;
 		notfound += b[i].notfound;
+		refused += b[i].refused;
 	}
 	assert_int_equal(ok, GROUP_THREADS * GROUP_BEATS);
-	assert_int_equal(notfound, GROUP_BEATS);	/* each alone */
+	assert_int_equal(notfound, GROUP_BEATS / 2);	/* each alone */
+	assert_int_equal(refused, GROUP_BEATS / 2);
 	store_heartbeat_groups(f->st, &groups, &beats);
 	groups -= g0;
 	beats -= n0;
