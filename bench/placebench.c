@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -116,8 +117,19 @@ bulk_load(const char *path, int nservers, int per_server, int64_t now)
 
 struct stats {
 	double rate, p50, p99, max;
+	double cpu_p50, cpu_p99;	/* the thread's CPU time (no preemption) */
 	long errors;
 };
+
+/* This thread's CPU time, ns. */
+static int64_t
+thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static void
 stats_of(struct lat_vec *l, double wall_s, long errors, struct stats *s)
@@ -128,20 +140,32 @@ stats_of(struct lat_vec *l, double wall_s, long errors, struct stats *s)
 	s->p99 = (double)lat_pct(l, 99) / 1000.0;
 	s->max = (double)lat_pct(l, 100) / 1000.0;
 	s->errors = errors;
+	s->cpu_p50 = s->cpu_p99 = 0;
 }
 
 static void
 print_stats(const char *name, const struct stats *s, int comma)
 {
 	printf("\"%s\": {\"rate\": %.1f, \"p50_us\": %.1f, \"p99_us\": %.1f, "
-	    "\"max_us\": %.1f, \"errors\": %ld}%s ", name, s->rate, s->p50, s->p99, s->max,
-	    s->errors, comma ? "," : "");
+	    "\"max_us\": %.1f, \"cpu_p50_us\": %.1f, \"cpu_p99_us\": %.1f, \"errors\": %ld}%s ",
+	    name, s->rate, s->p50, s->p99, s->max, s->cpu_p50, s->cpu_p99, s->errors,
+	    comma ? "," : "");
 }
 
-/* n placements of users prefix%07d from start into l; errors counted. */
+/* The CPU-time percentiles of c into s. */
+static void
+cpu_of(struct lat_vec *c, struct stats *s)
+{
+	lat_sort(c);
+	s->cpu_p50 = (double)lat_pct(c, 50) / 1000.0;
+	s->cpu_p99 = (double)lat_pct(c, 99) / 1000.0;
+}
+
+/* n placements of users prefix%07d from start into l (wall) and c (the
+ * thread's CPU); errors counted. */
 static void
 run_placements(struct store *st, const char *prefix, long start, long n, long stride,
-    struct lat_vec *l, long *errors)
+    struct lat_vec *l, struct lat_vec *c, long *errors)
 {
 	struct store_place_request req;
 	struct store_place_result res;
@@ -149,7 +173,7 @@ run_placements(struct store *st, const char *prefix, long start, long n, long st
 	int r;
 
 	for (long i = 0; i < n; i++) {
-		int64_t a;
+		int64_t a, ca;
 
 		snprintf(user, sizeof(user), "%s%07ld", prefix, start + i * stride);
 		memset(&req, 0, sizeof(req));
@@ -161,13 +185,16 @@ run_placements(struct store *st, const char *prefix, long start, long n, long st
 		req.now = util_now_ms();
 		req.pending_ttl_ms = 120000;
 		req.pending_penalty = 1;
+		ca = thread_cpu_ns();
 		a = bench_mono_ns();
 		if ((r = store_placement_commit(st, &req, &res)) != 0) {
 			if ((*errors)++ < 3)
 				fprintf(stderr, "placebench: %s: %s%s%s\n", user, store_strerror(r),
 				    res.reason[0] ? ": " : "", res.reason);
-		} else
+		} else {
 			lat_push(l, bench_mono_ns() - a);
+			lat_push(c, thread_cpu_ns() - ca);
+		}
 	}
 }
 
@@ -178,7 +205,7 @@ struct placer {
 	char prefix[32];
 	long start, n, stride;
 	pthread_barrier_t *go;
-	struct lat_vec lat;
+	struct lat_vec lat, cpu;
 	long errors;
 };
 
@@ -188,7 +215,8 @@ placer_main(void *arg)
 	struct placer *p = arg;
 
 	pthread_barrier_wait(p->go);
-	run_placements(p->st, p->prefix, p->start, p->n, p->stride, &p->lat, &p->errors);
+	run_placements(p->st, p->prefix, p->start, p->n, p->stride, &p->lat, &p->cpu,
+	    &p->errors);
 	return NULL;
 }
 
@@ -199,7 +227,7 @@ run_parallel(struct store **st, int nconn, const char *prefix, int shared, long 
     long n, long stride, struct stats *out)
 {
 	struct placer *p = calloc((size_t)nconn, sizeof(*p));
-	struct lat_vec all = { 0 };
+	struct lat_vec all = { 0 }, cpu = { 0 };
 	pthread_barrier_t go;
 	long errors = 0;
 	int64_t t0;
@@ -226,10 +254,13 @@ run_parallel(struct store **st, int nconn, const char *prefix, int shared, long 
 		pthread_join(p[i].th, NULL);
 		errors += p[i].errors;
 		lat_merge(&all, &p[i].lat);
+		lat_merge(&cpu, &p[i].cpu);
 	}
 	stats_of(&all, (double)(bench_mono_ns() - t0) / 1e9, errors, out);
+	cpu_of(&cpu, out);
 	pthread_barrier_destroy(&go);
 	free(all.v);
+	free(cpu.v);
 	free(p);
 }
 
@@ -279,7 +310,7 @@ run_picks(int nservers, int per_server, long n, struct stats *out)
 {
 	struct pl_server *sv = calloc((size_t)nservers, sizeof(*sv));
 	char (*names)[16] = calloc((size_t)nservers, 16);
-	struct lat_vec l = { 0 };
+	struct lat_vec l = { 0 }, c = { 0 };
 	struct pl_decision d;
 	int64_t t0;
 
@@ -294,15 +325,18 @@ run_picks(int nservers, int per_server, long n, struct stats *out)
 	t0 = bench_mono_ns();
 	for (long k = 0; k < n; k++) {
 		struct pl_input in = { sv, (size_t)nservers, NULL, 0, 1 };
-		int64_t a = bench_mono_ns();
+		int64_t ca = thread_cpu_ns(), a = bench_mono_ns();
 
 		if (placement_pick(&in, &d) == 0) {
 			lat_push(&l, bench_mono_ns() - a);
+			lat_push(&c, thread_cpu_ns() - ca);
 			sv[d.server].pending++;		/* as a placement would */
 		}
 	}
 	stats_of(&l, (double)(bench_mono_ns() - t0) / 1e9, 0, out);
+	cpu_of(&c, out);
 	free(l.v);
+	free(c.v);
 	free(sv);
 	free(names);
 }

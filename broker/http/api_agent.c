@@ -39,14 +39,13 @@ reject(struct api_agent *a, const struct http_request *req, struct http_response
 	http_reply_error(res, status, msg);
 }
 
-/* Authenticates the bearer token; 0 with the server's id and name. */
+/* The bearer token's SHA-256 (hex) into hash; -1 (answered 401) if there
+ * is none or it cannot be one of ours. */
 static int
-authenticate(struct api_agent *a, const struct http_request *req,
-    struct http_response *res, int64_t *id, char *name, size_t n)
+token_hash(struct api_agent *a, const struct http_request *req, struct http_response *res,
+    char *hash)
 {
 	const char *auth = http_header(req, "Authorization");
-	char hash[CRYPTO_HASH_HEX];
-	int r;
 
 	if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0 || auth[7] == '\0') {
 		reject(a, req, res, 401, "missing bearer token");
@@ -58,19 +57,14 @@ authenticate(struct api_agent *a, const struct http_request *req,
 		reject(a, req, res, 401, "invalid token");
 		return -1;
 	}
-	/* the lookup is by SHA-256 of a 256-bit random token: an attacker learns
-	 * nothing from its timing that would help guess another token */
-	if ((r = store_server_auth(a->st, hash, id, name, n)) == STORE_NOT_FOUND) {
-		reject(a, req, res, 401, "invalid token");
-		return -1;
-	}
-	if (r != 0) {
-		http_reply_store_error(res, a->st, r);
-		return -1;
-	}
 	return 0;
 }
 
+/* The lookup is by SHA-256 of a 256-bit random token: an attacker learns
+ * nothing from its timing that would help guess another token. It runs in
+ * the heartbeat's own transaction (store_heartbeat_token), so that beats
+ * arriving together share one commit; a body that does not decode is
+ * answered 401 or 400 by a lookup apart. */
 void
 api_agent_heartbeat(void *ctx, const struct http_request *req, struct http_response *res)
 {
@@ -78,25 +72,37 @@ api_agent_heartbeat(void *ctx, const struct http_request *req, struct http_respo
 	struct store_heartbeat_result hr;
 	struct wire_heartbeat hb;
 	struct wire_answer ans;
-	char name[WIRE_NAME_MAX], err[256], msg[300];
+	char hash[CRYPTO_HASH_HEX], name[WIRE_NAME_MAX], err[256], msg[300];
 	int64_t id;
 	int r;
 
 	__atomic_add_fetch(&a->m->received, 1, __ATOMIC_RELAXED);
-	if (authenticate(a, req, res, &id, name, sizeof(name)) != 0)
+	if (token_hash(a, req, res, hash) != 0)
 		return;
 	if (wire_heartbeat_decode(req->body, req->body_len, &hb, err, sizeof(err)) != 0) {
-		log_warn("heartbeat of %s from %s: %s", name, req->client, err);
-		reject(a, req, res, 400, err);
+		if ((r = store_server_auth(a->st, hash, &id, name, sizeof(name))) ==
+		    STORE_NOT_FOUND)
+			reject(a, req, res, 401, "invalid token");
+		else if (r != 0)
+			http_reply_store_error(res, a->st, r);
+		else {
+			log_warn("heartbeat of %s from %s: %s", name, req->client, err);
+			reject(a, req, res, 400, err);
+		}
 		return;
 	}
-	if (strcmp(hb.name, name) != 0) {
+	r = store_heartbeat_token(a->st, hash, &hb, util_now_ms(), &hr, name, sizeof(name));
+	if (r == STORE_NOT_FOUND) {
+		reject(a, req, res, 401, "invalid token");
+		goto out;
+	}
+	if (r == STORE_REFUSED) {
 		snprintf(msg, sizeof(msg), "this token belongs to server '%s', not '%s'",
 		    name, hb.name);
 		reject(a, req, res, 403, msg);
 		goto out;
 	}
-	if ((r = store_heartbeat_apply(a->st, id, &hb, util_now_ms(), &hr)) != 0) {
+	if (r != 0) {
 		http_reply_store_error(res, a->st, r);
 		goto out;
 	}

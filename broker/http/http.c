@@ -410,7 +410,9 @@ http_start(struct http *h, char *err, size_t errlen)
 	    MHD_OPTION_HTTPS_MEM_CERT, h->cert,
 	    MHD_OPTION_HTTPS_MEM_KEY, h->key,
 	    MHD_OPTION_HTTPS_PRIORITIES, h->tls_priority,
-	    MHD_OPTION_THREAD_POOL_SIZE, 2,
+	    /* heartbeats wait in the store's group commit: threads enough
+	     * for many to share one commit */
+	    MHD_OPTION_THREAD_POOL_SIZE, 32,
 	    MHD_OPTION_CONNECTION_LIMIT, h->max_connections,
 	    MHD_OPTION_CONNECTION_TIMEOUT, 30,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,

@@ -4,8 +4,8 @@
 #include "broker/state/placement.h"
 
 /* Is a's load ratio lower than b's? Exact: (load_a / w_a) < (load_b / w_b). */
-static int
-load_cmp(const struct pl_server *a, const struct pl_server *b, int penalty)
+int
+placement_cmp(const struct pl_server *a, const struct pl_server *b, int penalty)
 {
 	int64_t la = (int64_t)a->sessions + (int64_t)a->pending * penalty;
 	int64_t lb = (int64_t)b->sessions + (int64_t)b->pending * penalty;
@@ -75,11 +75,11 @@ placement_pick(const struct pl_input *in, struct pl_decision *out)
 		const struct pl_server *s = &in->servers[i];
 
 		if (!states_takes_new_users(s->state, s->admin, s->quarantined))
-			continue;
+			continue;	/* (placement_open says the same) */
 		candidates++;
 		if (s->sessions + s->pending >= s->max_sessions)
 			continue;
-		if (best == NULL || load_cmp(s, best, in->pending_penalty) < 0) {
+		if (best == NULL || placement_cmp(s, best, in->pending_penalty) < 0) {
 			best = s;
 			best_i = i;
 		}
@@ -90,6 +90,13 @@ placement_pick(const struct pl_input *in, struct pl_decision *out)
 	out->reconnect = 0;
 	out->session = 0;
 	return 0;
+}
+
+int
+placement_open(const struct pl_server *s)
+{
+	return states_takes_new_users(s->state, s->admin, 0) &&
+	    s->sessions + s->pending < s->max_sessions;
 }
 
 const char *

@@ -51,6 +51,12 @@ struct pl_decision {
 /* 0 and *out set, or PLACEMENT_NO_SERVER / PLACEMENT_NO_CAPACITY. */
 int placement_pick(const struct pl_input *in, struct pl_decision *out);
 const char *placement_strerror(int r);
+/* The order of new users' candidates: <0 if a goes before b (lower load
+ * ratio, then lower CPU, then name), >0 after, 0 only for equal names. */
+int placement_cmp(const struct pl_server *a, const struct pl_server *b, int penalty);
+/* 1 if s would take a new user when not quarantined (up, enabled, below
+ * max_sessions): placement_pick's candidates are these, not quarantined. */
+int placement_open(const struct pl_server *s);
 
 /* Normalises a login for comparison: "DOMAIN\user", "user@domain" and "user"
  * all become "user", lower-cased (ASCII). -1 if empty or longer than n-1. */

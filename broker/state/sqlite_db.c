@@ -1,5 +1,6 @@
 /* sqlite_db.c: the SQLite connection of the SQLite engine (sqlite_db.h),
  * the only file that includes sqlite3.h. */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,6 +17,21 @@
 #include "broker/state/sqlite_db.h"
 
 #define STMT_CACHE 128
+/* The WAL is checkpointed by a thread of its own once it holds this many
+ * pages (SQLite's default auto-checkpoint), so that no commit waits for
+ * the copy and its fsync; past CKPT_INLINE (the thread behind) the commit
+ * checkpoints itself, as SQLite would. */
+#define CKPT_PAGES	1000
+#define CKPT_INLINE	20000
+
+/* The checkpointer: its own connection to the same file. */
+struct ckpt {
+	pthread_t th;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int want, stop, running;
+	char *path;
+};
 
 struct store_db {
 	struct sql_db sql;	/* first: sqldb_ops */
@@ -26,6 +42,7 @@ struct store_db {
 				 * data_version counts only the other connections' */
 	int writing;		/* the open transaction began as a write */
 	int64_t version;	/* PRAGMA data_version read in it, or -1 */
+	struct ckpt ckpt;
 };
 
 static int
@@ -320,11 +337,90 @@ migrate(struct store_db *d, char *err, size_t errlen)
 	return 0;
 }
 
+static void *
+ckpt_main(void *arg)
+{
+	struct ckpt *c = arg;
+	sqlite3 *db = NULL;
+
+	if (sqlite3_open_v2(c->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+	    NULL) == SQLITE_OK) {
+		sqlite3_busy_timeout(db, 5000);
+		(void)sqlite3_exec(db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
+	}
+	pthread_mutex_lock(&c->lock);
+	while (!c->stop) {
+		if (!c->want) {
+			pthread_cond_wait(&c->cond, &c->lock);
+			continue;
+		}
+		c->want = 0;
+		pthread_mutex_unlock(&c->lock);
+		/* passive: copies what no reader still needs, blocks no writer */
+		if (db != NULL && sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE,
+		    NULL, NULL) != SQLITE_OK)
+			log_debug("checkpoint: %s", sqlite3_errmsg(db));
+		pthread_mutex_lock(&c->lock);
+	}
+	pthread_mutex_unlock(&c->lock);
+	sqlite3_close(db);
+	return NULL;
+}
+
+/* After each commit (SQLite's WAL hook, in place of its auto-checkpoint). */
+static int
+wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+	struct ckpt *c = arg;
+
+	if (pages >= CKPT_INLINE || (!c->running && pages >= CKPT_PAGES))
+		(void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	else if (pages >= CKPT_PAGES) {
+		pthread_mutex_lock(&c->lock);
+		c->want = 1;
+		pthread_cond_signal(&c->cond);
+		pthread_mutex_unlock(&c->lock);
+	}
+	return SQLITE_OK;
+}
+
+/* The checkpointer of d at path, or (no thread) SQLite's way. */
+static void
+ckpt_start(struct store_db *d, const char *path)
+{
+	struct ckpt *c = &d->ckpt;
+
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cond, NULL);
+	if (strcmp(path, ":memory:") != 0 && (c->path = strdup(path)) != NULL &&
+	    pthread_create(&c->th, NULL, ckpt_main, c) == 0)
+		c->running = 1;
+	sqlite3_wal_hook(d->db, wal_hook, c);
+}
+
+static void
+ckpt_stop(struct ckpt *c)
+{
+	if (c->running) {
+		pthread_mutex_lock(&c->lock);
+		c->stop = 1;
+		pthread_cond_signal(&c->cond);
+		pthread_mutex_unlock(&c->lock);
+		pthread_join(c->th, NULL);
+		c->running = 0;
+	}
+	free(c->path);
+	c->path = NULL;
+}
+
 void
 sqldb_close(struct store_db *d)
 {
 	if (d == NULL)
 		return;
+	if (d->db != NULL)
+		sqlite3_wal_hook(d->db, NULL, NULL);
+	ckpt_stop(&d->ckpt);
 	for (size_t i = 0; i < d->ncache; i++)
 		sqlite3_finalize(d->cache[i].stmt);
 	sqlite3_close(d->db);
@@ -359,6 +455,7 @@ sqldb_open(const char *path, char *err, size_t errlen)
 	}
 	if (migrate(d, err, errlen) != 0)
 		goto fail;
+	ckpt_start(d, path);
 	return d;
  fail:
 	sqldb_close(d);

@@ -16,6 +16,7 @@
 #include "broker/common/util.h"
 #include "broker/state/lastseen.h"
 #include "broker/state/placement.h"
+#include "broker/state/plindex.h"
 #include "broker/state/reconcile.h"
 #include "broker/state/store.h"
 #include "broker/state/store_engine.h"
@@ -29,18 +30,41 @@ static const struct store_engine *const engines[] = { &store_engine_sqlite,
  * changed the engine's generation, a server is re-read when this store
  * wrote something about it (dirty) or when one of its counted pending
  * placements reaches its expiry (min_expires), and a committed placement
- * adds its pending placement. Guarded by store.lock. */
+ * adds its pending placement. A decision reads only what changed (the
+ * dirty list, the expiries once the earliest is due, the quarantined) and
+ * the candidates kept in order (plindex.h), not every server. Guarded by
+ * store.lock. */
 struct load_cache {
 	int valid;			/* 0: load everything before the next use */
 	uint64_t gen;			/* the engine's generation it reflects */
 	struct pl_server *sv;		/* sorted by id; names owned */
 	int64_t *q_until;		/* quarantined_until */
 	int64_t *min_expires;		/* earliest expiry of a counted pending, or INT64_MAX */
-	unsigned char *dirty;
+	unsigned char *dirty;		/* LC_DIRTY, LC_QUARANTINE */
+	size_t *dlist, ndirty;		/* the slots marked dirty */
+	size_t *qlist, nq;		/* the slots ever quarantined (q_until > 0) */
+	int64_t next_expiry;		/* <= every min_expires */
+	struct plindex *ix;		/* the candidates of sv, in order */
 	size_t n, cap;
 	int64_t now;			/* of the load under way */
 	uint64_t loads;			/* whole loads so far (store_cache_loads) */
 };
+
+/* A heartbeat waiting for its group's commit (on its caller's stack). */
+struct hb_wait {
+	int64_t id;			/* 0: the server of token_hash */
+	const char *token_hash;
+	char *name;			/* token_hash's server's name, n bytes */
+	size_t n;
+	const struct wire_heartbeat *hb;
+	int64_t now;
+	struct store_heartbeat_result *res;
+	int r;				/* its outcome (of the last run; once done) */
+	int out;			/* failed alone: not run again */
+	int done;
+	struct hb_wait *next;
+};
+#define STORE_GROUP_MAX	64	/* heartbeats in one transaction at most */
 
 struct store {
 	const struct store_engine *e;
@@ -58,6 +82,13 @@ struct store {
 	int64_t down_since;		/* ms: no database reachable since; 0 */
 	char down_why[160];
 	struct lastseen *seen;		/* the users' last live sessions read */
+	struct {			/* heartbeats waiting for a group commit */
+		pthread_mutex_t lock;	/* alone or inside store.lock, never around it */
+		pthread_cond_t cond;	/* a group is done */
+		struct hb_wait *head, **tail;
+		int leader;		/* a group is under way */
+	} gq;
+	uint64_t hb_groups, hb_beats;	/* group commits, the beats in them */
 };
 
 /* end_locked: run the operation again (internal, never returned). */
@@ -243,6 +274,9 @@ event(struct store *st, int r, int64_t now, const char *kind, const char *server
 
 /* ---- the load cache (struct load_cache); lock held ---- */
 
+#define LC_DIRTY	1	/* re-read before the next decision */
+#define LC_QUARANTINE	2	/* in qlist */
+
 static void
 lc_clear(struct load_cache *lc)
 {
@@ -254,6 +288,9 @@ lc_clear(struct load_cache *lc)
 	free(lc->q_until);
 	free(lc->min_expires);
 	free(lc->dirty);
+	free(lc->dlist);
+	free(lc->qlist);
+	plindex_free(lc->ix);
 	loads = lc->loads;
 	memset(lc, 0, sizeof(*lc));
 	lc->loads = loads;
@@ -274,7 +311,14 @@ lc_set(struct load_cache *lc, size_t i, const struct store_load *w)
 	lc->sv[i] = p;
 	lc->q_until[i] = w->quarantined_until;
 	lc->min_expires[i] = w->min_expires;
-	lc->dirty[i] = 0;
+	if (w->min_expires < lc->next_expiry)
+		lc->next_expiry = w->min_expires;
+	lc->dirty[i] &= (unsigned char)~LC_DIRTY;
+	if (w->quarantined_until > 0 && !(lc->dirty[i] & LC_QUARANTINE)) {
+		lc->dirty[i] |= LC_QUARANTINE;
+		lc->qlist[lc->nq++] = i;
+	}
+	plindex_update(lc->ix, lc->sv, i);	/* (no-op while loading) */
 	return 0;
 }
 
@@ -299,9 +343,16 @@ lc_append(void *ctx, const struct store_load *w)
 		if ((a = realloc(lc->dirty, cap)) == NULL)
 			return STORE_ERR;
 		lc->dirty = a;
+		if ((a = realloc(lc->dlist, cap * sizeof(size_t))) == NULL)
+			return STORE_ERR;
+		lc->dlist = a;
+		if ((a = realloc(lc->qlist, cap * sizeof(size_t))) == NULL)
+			return STORE_ERR;
+		lc->qlist = a;
 		lc->cap = cap;
 	}
 	lc->sv[lc->n].name = NULL;
+	lc->dirty[lc->n] = 0;
 	if (lc_set(lc, lc->n, w) != 0)
 		return STORE_ERR;
 	lc->n++;
@@ -326,19 +377,17 @@ lc_replace(void *ctx, const struct store_load *w)
 static ssize_t
 lc_find(const struct load_cache *lc, int64_t id)
 {
-	size_t lo = 0, hi = lc->n;
+	return plindex_find(lc->sv, lc->n, id);
+}
 
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (lc->sv[mid].id == id)
-			return (ssize_t)mid;
-		if (lc->sv[mid].id < id)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return -1;
+/* Slot i is re-read before the next decision. */
+static void
+lc_mark(struct load_cache *lc, size_t i)
+{
+	if (lc->dirty[i] & LC_DIRTY)
+		return;
+	lc->dirty[i] |= LC_DIRTY;
+	lc->dlist[lc->ndirty++] = i;
 }
 
 /* This store changed something about server id (or, id 0, about servers
@@ -353,7 +402,7 @@ lc_touch(struct store *st, int64_t id)
 	if (id == 0 || (i = lc_find(&st->lc, id)) < 0)
 		st->lc.valid = 0;
 	else
-		st->lc.dirty[i] = 1;
+		lc_mark(&st->lc, (size_t)i);
 }
 
 /* Loads every server and its counts at now. */
@@ -365,9 +414,12 @@ lc_load(struct store *st, uint64_t gen, int64_t now)
 
 	lc_clear(lc);
 	lc->now = now;
-	if ((r = st->e->load(st->db, 0, now, lc_append, lc)) != 0) {
+	lc->next_expiry = INT64_MAX;
+	if ((r = st->e->load(st->db, 0, now, lc_append, lc)) != 0 ||
+	    (lc->ix = plindex_new()) == NULL ||
+	    plindex_build(lc->ix, lc->sv, lc->n, 1) != 0) {
 		lc_clear(lc);
-		return r;
+		return r != 0 ? r : STORE_ERR;
 	}
 	lc->valid = 1;
 	lc->gen = gen;
@@ -375,12 +427,27 @@ lc_load(struct store *st, uint64_t gen, int64_t now)
 	return 0;
 }
 
+/* Slot i re-read at now: STORE_NOT_FOUND (removed) invalidates. */
+static int
+lc_reread(struct store *st, size_t i, int64_t now)
+{
+	struct lc_slot slot = { &st->lc, i };
+	int r;
+
+	st->lc.now = now;
+	r = st->e->load(st->db, st->lc.sv[i].id, now, lc_replace, &slot);
+	if (r == STORE_NOT_FOUND)
+		st->lc.valid = 0;	/* removed meanwhile: reload */
+	return r == STORE_NOT_FOUND ? 0 : r;
+}
+
 /* Brings the cache up to date at now (inside a transaction, lock held):
  * reloaded whole if a commit it does not know of came since, else the
  * servers this store changed and those whose counted pending placements
- * expire by now are re-read; quarantine is decided at now. */
+ * expire by now are re-read; quarantine is decided at now (of every
+ * server if all, else of those ever quarantined: the others are not). */
 static int
-lc_update(struct store *st, int64_t now)
+lc_update(struct store *st, int64_t now, int all)
 {
 	struct load_cache *lc = &st->lc;
 	uint64_t gen;
@@ -395,17 +462,26 @@ lc_update(struct store *st, int64_t now)
 	for (int pass = 0; pass < 2; pass++) {
 		if (!lc->valid && (r = lc_load(st, gen, now)) != 0)
 			return r;
-		for (size_t i = 0; i < lc->n && lc->valid; i++) {
-			if (lc->dirty[i] || lc->min_expires[i] <= now) {
-				struct lc_slot slot = { lc, i };
+		for (size_t j = 0; j < lc->ndirty && lc->valid; j++)
+			if ((lc->dirty[lc->dlist[j]] & LC_DIRTY) &&
+			    (r = lc_reread(st, lc->dlist[j], now)) != 0)
+				return r;
+		lc->ndirty = 0;
+		if (lc->valid && lc->next_expiry <= now) {
+			int64_t next = INT64_MAX;
 
-				lc->now = now;
-				r = st->e->load(st->db, lc->sv[i].id, now, lc_replace, &slot);
-				if (r == STORE_NOT_FOUND)
-					lc->valid = 0;	/* removed meanwhile: reload */
-				else if (r != 0)
+			for (size_t i = 0; i < lc->n && lc->valid; i++) {
+				if (lc->min_expires[i] <= now &&
+				    (r = lc_reread(st, i, now)) != 0)
 					return r;
+				if (lc->min_expires[i] < next)
+					next = lc->min_expires[i];
 			}
+			lc->next_expiry = next;
+		}
+		for (size_t j = 0; j < (all ? lc->n : lc->nq) && lc->valid; j++) {
+			size_t i = all ? j : lc->qlist[j];
+
 			lc->sv[i].quarantined = lc->q_until[i] > now;
 		}
 		if (lc->valid) {
@@ -418,9 +494,10 @@ lc_update(struct store *st, int64_t now)
 }
 
 /* The servers with their load (the cache's array: borrowed, valid while the
- * lock is held) and the user's live sessions (the caller frees *sess). */
+ * lock is held; quarantine decided for all of them if all, see lc_update)
+ * and the user's live sessions (the caller frees *sess). */
 static int
-place_load(struct store *st, const char *user, int64_t now,
+place_load(struct store *st, const char *user, int64_t now, int all,
     const struct pl_server **servers, size_t *nservers, struct pl_session **sess,
     size_t *nsess)
 {
@@ -428,7 +505,7 @@ place_load(struct store *st, const char *user, int64_t now,
 
 	*sess = NULL;
 	*nsess = 0;
-	if ((r = lc_update(st, now)) != 0) {
+	if ((r = lc_update(st, now, all)) != 0) {
 		st->lc.valid = 0;
 		return r;
 	}
@@ -471,6 +548,9 @@ store_open_engine(const char *engine, const char *location, char *err, size_t er
 		return NULL;
 	}
 	pthread_mutex_init(&st->lock, NULL);
+	pthread_mutex_init(&st->gq.lock, NULL);
+	pthread_cond_init(&st->gq.cond, NULL);
+	st->gq.tail = &st->gq.head;
 	return st;
 }
 
@@ -485,10 +565,16 @@ store_close(struct store *st)
 {
 	if (st == NULL)
 		return;
+	if (st->hb_groups > 0)
+		log_info("heartbeats: %llu in %llu group commits (%.1f a commit)",
+		    (unsigned long long)st->hb_beats, (unsigned long long)st->hb_groups,
+		    (double)st->hb_beats / (double)st->hb_groups);
 	lc_clear(&st->lc);
 	lastseen_free(st->seen);
 	st->e->close(st->db);
 	pthread_mutex_destroy(&st->lock);
+	pthread_mutex_destroy(&st->gq.lock);
+	pthread_cond_destroy(&st->gq.cond);
 	free(st);
 }
 
@@ -501,6 +587,15 @@ store_cache_loads(struct store *st)
 	n = st->lc.loads;
 	pthread_mutex_unlock(&st->lock);
 	return n;
+}
+
+void
+store_heartbeat_groups(struct store *st, uint64_t *groups, uint64_t *beats)
+{
+	pthread_mutex_lock(&st->lock);
+	*groups = st->hb_groups;
+	*beats = st->hb_beats;
+	pthread_mutex_unlock(&st->lock);
 }
 
 /* ---- outages ---- */
@@ -857,12 +952,17 @@ store_command_expire(struct store *st, int64_t now, int *failed)
 	return r;
 }
 
-/* ---- heartbeats ---- */
+/* ---- heartbeats: group commit ---- */
 
-int
-store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat *hb,
-    int64_t now, struct store_heartbeat_result *res)
+/* One heartbeat's part of a group's transaction: its server found (by
+ * token), read, reconciled, applied with its events and commands, into
+ * w->res (reset first). *clean: it failed before writing anything. */
+static int
+beat_apply(struct store *st, struct hb_wait *w, int *clean)
 {
+	const struct wire_heartbeat *hb = w->hb;
+	struct store_heartbeat_result *res = w->res;
+	int64_t id = w->id, now = w->now;
 	struct rc_row *rows = NULL;
 	struct rc_change *changes = NULL;
 	unsigned char *seen = NULL;
@@ -873,14 +973,16 @@ store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat 
 	size_t n = 0, cap;
 	int r;
 
- retry:
 	memset(res, 0, sizeof(*res));
-	rows = NULL;
-	changes = NULL;
-	seen = NULL;
-	n = 0;
-	if ((r = begin(st, 1)) != 0)
-		return r;
+	*clean = 1;
+	if (w->token_hash != NULL) {
+		if ((r = st->e->server_auth(st->db, w->token_hash, &id, w->name, w->n)) != 0)
+			goto out;
+		if (strcmp(w->name, hb->name) != 0) {
+			r = STORE_REFUSED;
+			goto out;
+		}
+	}
 	if ((r = st->e->heartbeat_read(st->db, id, &state, &admin, name,
 	    hb->sessions_known ? &rows : NULL, &n)) != 0)
 		goto out;
@@ -897,6 +999,7 @@ store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat 
 		r = STORE_ERR;
 		goto out;
 	}
+	*clean = 0;
 	if ((r = st->e->heartbeat_apply(st->db, id, hb, &plan, plan.transition == RC_UP ?
 	    "heartbeat" : "RDP port not accepting", now)) != 0)
 		goto out;
@@ -913,8 +1016,139 @@ store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat 
 	free(rows);
 	free(changes);
 	free(seen);
-	if ((r = end_again(st, r)) == STORE_AGAIN)
-		goto retry;
+	return r;
+}
+
+/* Sorts a group by server (its token's hash, else its id): stores sharing
+ * an engine lock the servers' rows in one order, not into a deadlock. */
+static int
+beat_cmp(const void *a, const void *b)
+{
+	const struct hb_wait *x = *(struct hb_wait *const *)a, *y = *(struct hb_wait *const *)b;
+
+	if (x->token_hash != NULL && y->token_hash != NULL)
+		return strcmp(x->token_hash, y->token_hash);
+	if ((x->token_hash != NULL) != (y->token_hash != NULL))
+		return x->token_hash != NULL ? 1 : -1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* The leader's work (lock not held): the beats waiting, at most
+ * STORE_GROUP_MAX, in one transaction and one commit, each answered with
+ * its outcome once that commit is durable. A beat that fails before it
+ * writes (an unknown token) is answered so, the group goes on; one that
+ * fails later (a final error) is rolled back with the transaction and
+ * answered with its error, the others run again without it. */
+static void
+group_run(struct store *st)
+{
+	struct hb_wait *g[STORE_GROUP_MAX];
+	size_t n = 0, left;
+	int r, failed, locked, clean;
+
+	r = begin(st, 1);
+	locked = r == 0;
+	/* taken after begin: what arrived while it waited joins */
+	pthread_mutex_lock(&st->gq.lock);
+	while (st->gq.head != NULL && n < STORE_GROUP_MAX) {
+		g[n] = st->gq.head;
+		st->gq.head = g[n++]->next;
+	}
+	if (st->gq.head == NULL)
+		st->gq.tail = &st->gq.head;
+	pthread_mutex_unlock(&st->gq.lock);
+	if (locked) {
+		qsort(g, n, sizeof(g[0]), beat_cmp);
+		st->hb_groups++;
+		st->hb_beats += n;
+	}
+	while (locked) {
+		failed = -1;
+		r = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (g[i]->out || (g[i]->r = beat_apply(st, g[i], &clean)) == 0 ||
+			    (clean && fault_of(st) == STORE_FAULT_FINAL))
+				continue;
+			r = g[i]->r;
+			failed = (int)i;
+			break;
+		}
+		if (failed >= 0 && fault_of(st) != STORE_FAULT_FINAL)
+			failed = -1;	/* the group's fault, not the beat's */
+		if ((r = end_locked(st, r)) == STORE_AGAIN) {
+			locked = (r = begin(st, 1)) == 0;
+			continue;
+		}
+		if (failed < 0)
+			break;
+		g[failed]->r = r;	/* its own error; the others again */
+		g[failed]->out = 1;
+		for (size_t i = left = 0; i < n; i++)
+			left += !g[i]->out;
+		if (left == 0)
+			break;
+		st->again = 1;
+		locked = (r = begin(st, 1)) == 0;
+	}
+	if (locked)
+		pthread_mutex_unlock(&st->lock);
+	pthread_mutex_lock(&st->gq.lock);
+	for (size_t i = 0; i < n; i++) {
+		if (!g[i]->out && r != 0)
+			g[i]->r = r;	/* not committed */
+		g[i]->done = 1;
+	}
+	st->gq.leader = 0;
+	pthread_cond_broadcast(&st->gq.cond);
+	pthread_mutex_unlock(&st->gq.lock);
+}
+
+/* Group commit: a beat joins the queue; the first waiter with no leader
+ * running leads the next group, the others sleep until theirs is durable. */
+static int
+beat_wait(struct store *st, struct hb_wait *w)
+{
+	pthread_mutex_lock(&st->gq.lock);
+	*st->gq.tail = w;
+	st->gq.tail = &w->next;
+	for (;;) {
+		while (!w->done && st->gq.leader)
+			pthread_cond_wait(&st->gq.cond, &st->gq.lock);
+		if (w->done)
+			break;
+		st->gq.leader = 1;
+		pthread_mutex_unlock(&st->gq.lock);
+		group_run(st);
+		pthread_mutex_lock(&st->gq.lock);
+	}
+	pthread_mutex_unlock(&st->gq.lock);
+	if (w->r != 0)
+		memset(w->res, 0, sizeof(*w->res));
+	return w->r;
+}
+
+int
+store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat *hb,
+    int64_t now, struct store_heartbeat_result *res)
+{
+	struct hb_wait w = { .id = id, .hb = hb, .now = now, .res = res };
+
+	return beat_wait(st, &w);
+}
+
+int
+store_heartbeat_token(struct store *st, const char *token_hash,
+    const struct wire_heartbeat *hb, int64_t now, struct store_heartbeat_result *res,
+    char *name, size_t n)
+{
+	char found[WIRE_NAME_MAX] = "";
+	struct hb_wait w = { .token_hash = token_hash, .name = found, .n = sizeof(found),
+	    .hb = hb, .now = now, .res = res };
+	int r;
+
+	r = beat_wait(st, &w);
+	if (r == 0 || r == STORE_REFUSED)
+		util_strlcpy(name, found, n);
 	return r;
 }
 
@@ -1002,10 +1236,10 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 	}
 	for (int tries = 0;; tries++) {
 		free(ss);
-		if ((r = place_load(st, req->user, req->now, &sv, &ns, &ss, &nu)) != 0)
+		if ((r = place_load(st, req->user, req->now, 0, &sv, &ns, &ss, &nu)) != 0)
 			goto out;
 		struct pl_input in = { sv, ns, ss, nu, req->pending_penalty };
-		if ((pr = placement_pick(&in, &d)) != 0) {
+		if ((pr = plindex_pick(st->lc.ix, &in, &d)) != 0) {
 			util_strlcpy(out->reason, placement_strerror(pr), sizeof(out->reason));
 			r = STORE_REFUSED;
 			goto out;
@@ -1081,9 +1315,14 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 		}
 		if (placed_on != 0 && st->lc.valid && (size_t)d.server < st->lc.n) {
 			/* the new pending placement counts at once */
+			int64_t exp = req->now + req->pending_ttl_ms;
+
 			st->lc.sv[d.server].pending++;
-			if (req->now + req->pending_ttl_ms < st->lc.min_expires[d.server])
-				st->lc.min_expires[d.server] = req->now + req->pending_ttl_ms;
+			if (exp < st->lc.min_expires[d.server])
+				st->lc.min_expires[d.server] = exp;
+			if (exp < st->lc.next_expiry)
+				st->lc.next_expiry = exp;
+			plindex_update(st->lc.ix, st->lc.sv, d.server);
 		}
 	} else
 		st->lc.valid = 0;
@@ -1105,7 +1344,7 @@ store_pending_expire(struct store *st, int64_t now, int *expired)
 	 * placement (min_expires <= now) can have lost one */
 	for (size_t i = 0; *expired > 0 && st->lc.valid && i < st->lc.n; i++)
 		if (st->lc.min_expires[i] <= now)
-			st->lc.dirty[i] = 1;
+			lc_mark(&st->lc, i);
 	if ((r = end_again(st, r)) == STORE_AGAIN)
 		goto retry;
 	return r;
@@ -1195,7 +1434,7 @@ store_user_route(struct store *st, const char *user, int64_t now,
 		return seen_route(st, user, 0, out);
 	if (r != 0)
 		return r;
-	if ((r = place_load(st, user, now, &sv, &ns, &ss, &nu)) != 0)
+	if ((r = place_load(st, user, now, 1, &sv, &ns, &ss, &nu)) != 0)
 		goto out;
 	struct pl_input in = { sv, ns, ss, nu, 0 };
 	if (nu == 0 || placement_pick(&in, &d) != 0 || !d.reconnect) {

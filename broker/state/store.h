@@ -140,9 +140,20 @@ struct store_heartbeat_result {
  * transaction the beat's results finish the server's sent commands (each
  * with an event) and its queued commands whose deadline is still ahead
  * are claimed (sent: delivered once, whichever store takes the beat) into
- * res->commands, deadline_ms counted from now. */
+ * res->commands, deadline_ms counted from now. Beats of several threads
+ * arriving together share one transaction (group commit): each returns
+ * once the commit holding it is durable, and one beat's own error fails it
+ * alone. */
 int store_heartbeat_apply(struct store *st, int64_t id, const struct wire_heartbeat *hb,
     int64_t now, struct store_heartbeat_result *res);
+/* store_heartbeat_apply of the server whose token hashes to token_hash,
+ * found in the beat's own transaction (no lock taken apart, so the beats
+ * of many agents join one group): STORE_NOT_FOUND if no server has it,
+ * STORE_REFUSED if hb->name is not that server's name. name (n bytes) is
+ * the server's name on 0 and on STORE_REFUSED. */
+int store_heartbeat_token(struct store *st, const char *token_hash,
+    const struct wire_heartbeat *hb, int64_t now, struct store_heartbeat_result *res,
+    char *name, size_t n);
 
 /* ---- placement ---- */
 struct store_place_request {
@@ -387,6 +398,10 @@ int store_setting_set(struct store *st, const char *key, const char *value, int6
 /* How many times the placement load cache was loaded whole (every server
  * read): after another store's commit, never after this store's own. */
 uint64_t store_cache_loads(struct store *st);
+/* Heartbeats arriving together share one transaction and one commit
+ * (store_heartbeat_apply): how many such group commits ran, and the beats
+ * in them. */
+void store_heartbeat_groups(struct store *st, uint64_t *groups, uint64_t *beats);
 /* ---- faults (README "When the state database fails") ---- */
 /* Each operation runs whole again when the engine says it may (a
  * serialization failure, a deadlock, a connection lost before COMMIT: a few

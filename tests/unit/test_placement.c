@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "broker/state/placement.h"
+#include "broker/state/plindex.h"
 
 static struct pl_server
 srv(int64_t id, const char *name, int weight)
@@ -348,6 +349,94 @@ test_random_against_reference(void **state)
 	}
 }
 
+/* plindex (the ordered candidates the store decides with) chooses as
+ * placement_pick on random farms, through a long run of changes to one
+ * server at a time (placements, load, state, quarantine, capacity), each
+ * followed by plindex_update, with random users' sessions. */
+static void
+test_plindex_equals_pick(void **state)
+{
+	enum { N = 300 };
+	static struct pl_server sv[N];
+	static char names[N][16];
+	unsigned int seed = 20261202;
+
+	for (int round = 0; round < 20; round++) {
+		struct plindex *ix = plindex_new();
+		size_t n = 1 + (size_t)rand_r(&seed) % N;
+		int penalty = 1 + rand_r(&seed) % 3;
+
+		assert_non_null(ix);
+		for (size_t i = 0; i < n; i++) {
+			/* names unique, not in id order; few distinct loads: many ties */
+			snprintf(names[i], sizeof(names[i]), "s%03d", (int)((i * 7919) % 1000));
+			sv[i] = srv((int64_t)(i + 1) * 3, names[i], 1 + rand_r(&seed) % 3);
+			sv[i].max_sessions = 1 + rand_r(&seed) % 40;
+			sv[i].sessions = rand_r(&seed) % (sv[i].max_sessions + 1);
+			sv[i].state = rand_r(&seed) % 6 ? SERVER_UP : SERVER_DOWN;
+			sv[i].admin = rand_r(&seed) % 8 ? ADMIN_ENABLED : ADMIN_DRAINING;
+			sv[i].quarantined = rand_r(&seed) % 10 == 0;
+			sv[i].cpu_percent = (double)(rand_r(&seed) % 3) * 25.0;
+		}
+		assert_int_equal(plindex_build(ix, sv, n, penalty), 0);
+		for (int step = 0; step < 3000; step++) {
+			struct pl_session ss[4];
+			size_t nu = rand_r(&seed) % 5 == 0 ? 1 + (size_t)rand_r(&seed) % 4 : 0;
+			struct pl_decision want, got;
+			size_t i = (size_t)rand_r(&seed) % n;
+			int rw, rg;
+
+			for (size_t k = 0; k < nu; k++) {
+				ss[k] = (struct pl_session){ .id = (int64_t)k + 1,
+				    /* ids of servers, and some of none */
+				    .server_id = 1 + rand_r(&seed) % (int)(3 * n + 2),
+				    .state = (enum session_state)(rand_r(&seed) % 3),
+				    .updated = rand_r(&seed) % 4 };
+			}
+			struct pl_input in = { sv, n, ss, nu, penalty };
+			memset(&want, 0xa5, sizeof(want));
+			memset(&got, 0x5a, sizeof(got));
+			rw = placement_pick(&in, &want);
+			rg = plindex_pick(ix, &in, &got);
+			if (rw != rg)
+				fail_msg("round %d step %d: %d, placement_pick %d", round, step, rg, rw);
+			if (rw == 0) {
+				assert_int_equal(got.reconnect, want.reconnect);
+				assert_int_equal(got.server, want.server);
+				if (want.reconnect)
+					assert_int_equal(got.session, want.session);
+				else {
+					sv[want.server].pending++;	/* as the store does */
+					plindex_update(ix, sv, want.server);
+				}
+			}
+			/* one server changes */
+			switch (rand_r(&seed) % 7) {
+			case 0: sv[i].sessions = rand_r(&seed) % (sv[i].max_sessions + 2); break;
+			case 1: sv[i].pending = rand_r(&seed) % 3; break;
+			case 2: sv[i].state = rand_r(&seed) % 4 ? SERVER_UP : SERVER_DOWN; break;
+			case 3: sv[i].admin = rand_r(&seed) % 4 ? ADMIN_ENABLED : ADMIN_DRAINING;
+				break;
+			case 4: sv[i].quarantined = rand_r(&seed) % 4 == 0; break;
+			case 5: sv[i].cpu_percent = (double)(rand_r(&seed) % 3) * 25.0; break;
+			default: sv[i].max_sessions = 1 + rand_r(&seed) % 40; break;
+			}
+			plindex_update(ix, sv, i);
+			if (step % 500 == 0) {	/* everything full now and then */
+				for (size_t k = 0; k < n; k++) {
+					sv[k].sessions = sv[k].max_sessions;
+					plindex_update(ix, sv, k);
+				}
+			}
+		}
+		/* another penalty rebuilds by itself */
+		struct pl_input in2 = { sv, n, NULL, 0, penalty + 1 };
+		struct pl_decision a, b;
+		assert_int_equal(plindex_pick(ix, &in2, &b), placement_pick(&in2, &a));
+		plindex_free(ix);
+	}
+}
+
 int
 main(void)
 {
@@ -363,6 +452,7 @@ main(void)
 		cmocka_unit_test(test_deterministic_ties),
 		cmocka_unit_test(test_user_normalise),
 		cmocka_unit_test(test_random_against_reference),
+		cmocka_unit_test(test_plindex_equals_pick),
 	};
 	return cmocka_run_group_tests_name("placement", tests, NULL, NULL);
 }

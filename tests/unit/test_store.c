@@ -1072,10 +1072,132 @@ test_desk_trail_prune(void **state)
 	assert_int_equal(a[0].pruned, 0);
 }
 
+/* Group commit: beats of several threads at once share transactions; each
+ * returns once its own is committed (what it reported is in the store when
+ * it returns), and a beat that fails (a token of no server, a token under
+ * another server's name) fails alone, the others of its group committed. */
+#define GROUP_THREADS	6
+#define GROUP_BEATS	40
+struct beater {
+	pthread_t th;
+	struct fx *f;
+	int64_t id;		/* 0: beats of an unknown token, of a stolen one */
+	char name[16];
+	int ok, notfound, refused, wrong;
+};
+
+static void *
+beater_main(void *arg)
+{
+	struct beater *b = arg;
+	struct wire_session ws[3];
+	char users[3][16], hash[65], found[WIRE_NAME_MAX];
+
+	for (int i = 0; i < GROUP_BEATS; i++) {
+		struct wire_heartbeat hb = { 0 };
+		struct store_heartbeat_result res;
+		struct store_session_filter flt = { NULL, b->name, NULL, NULL };
+		struct store_session *list = NULL;
+		size_t n = 0, want = (size_t)(i % 3) + 1;
+		int r;
+
+		memset(ws, 0, sizeof(ws));
+		for (size_t k = 0; k < want; k++) {
+			snprintf(users[k], sizeof(users[k]), "u%zu", k);
+			snprintf(ws[k].user, sizeof(ws[k].user), "%s", users[k]);
+			snprintf(ws[k].id, sizeof(ws[k].id), "%zu", k);
+			ws[k].state = WIRE_ACTIVE;
+		}
+		hb.rdp_accepting = 1;
+		hb.sessions_known = 1;
+		hb.sessions = ws;
+		hb.nsessions = want;
+		if (b->id == 0) {
+			/* g0's token (fx_add: its name's last character) under
+			 * another name, or a token of no server */
+			snprintf(hash, sizeof(hash), "%064zx", (size_t)(i % 2 ? '0' : 'z'));
+			snprintf(hb.name, sizeof(hb.name), "imposter");
+			r = store_heartbeat_token(b->f->st, hash, &hb, T0 + i, &res, found,
+			    sizeof(found));
+			if (r == STORE_REFUSED && strcmp(found, "g0") == 0)
+				b->refused++;
+			else if (r == STORE_NOT_FOUND && i % 2 == 0)
+				b->notfound++;
+			else
+				b->wrong++;
+			continue;
+		}
+		if (i % 2) {		/* by token, as the agent API does */
+			snprintf(hash, sizeof(hash), "%064zx",
+			    (size_t)b->name[strlen(b->name) - 1]);
+			snprintf(hb.name, sizeof(hb.name), "%s", b->name);
+			r = store_heartbeat_token(b->f->st, hash, &hb, T0 + i, &res, found,
+			    sizeof(found));
+			if (r == 0 && strcmp(found, b->name) != 0)
+				b->wrong++;
+		} else
+			r = store_heartbeat_apply(b->f->st, b->id, &hb, T0 + i, &res);
+		if (r != 0)
+			b->wrong++;
+		else {
+			b->ok++;
+			/* answered: committed, so read back as reported */
+			if (store_session_list(b->f->st, &flt, &list, &n) != 0 || n != want)
+				b->wrong++;
+			free(list);
+		}
+	}
+	return NULL;
+}
+
+static void
+test_heartbeat_group_commit(void **state)
+{
+	struct fx *f = *state;
+	struct beater b[GROUP_THREADS + 1];
+	uint64_t g0, n0, groups, beats;
+	int ok = 0, notfound = 0, refused = 0;
+
+	memset(b, 0, sizeof(b));
+	for (int i = 0; i < GROUP_THREADS; i++) {
+		snprintf(b[i].name, sizeof(b[i].name), "g%d", i);
+		fx_add(f, b[i].name, 10);
+		b[i].id = fx_id(f, b[i].name);
+	}
+	store_heartbeat_groups(f->st, &g0, &n0);
+	for (int i = 0; i <= GROUP_THREADS; i++) {
+		b[i].f = f;
+		assert_int_equal(pthread_create(&b[i].th, NULL, beater_main, &b[i]), 0);
+	}
+	for (int i = 0; i <= GROUP_THREADS; i++) {
+		pthread_join(b[i].th, NULL);
+		assert_int_equal(b[i].wrong, 0);
+		ok += b[i].ok;
+		notfound += b[i].notfound;
+		refused += b[i].refused;
+	}
+	assert_int_equal(ok, GROUP_THREADS * GROUP_BEATS);
+	assert_int_equal(notfound, GROUP_BEATS / 2);	/* each alone */
+	assert_int_equal(refused, GROUP_BEATS / 2);
+	store_heartbeat_groups(f->st, &groups, &beats);
+	groups -= g0;
+	beats -= n0;
+	print_message("group commit: %llu beats in %llu transactions\n",
+	    (unsigned long long)beats, (unsigned long long)groups);
+	assert_true(beats == (uint64_t)(GROUP_THREADS + 1) * GROUP_BEATS);
+	assert_true(groups < beats);		/* some were shared */
+	for (int i = 0; i < GROUP_THREADS; i++) {
+		/* the last beat of each (40th: 1 session) is the state */
+		assert_int_equal(fx_count(f, b[i].name, "active"), (GROUP_BEATS - 1) % 3 + 1);
+		assert_true(fx_server_in(f, b[i].name, "up"));
+	}
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		FX_TEST(test_heartbeat_group_commit),
 		FX_TEST(test_placement_pending_then_confirmed),
 		FX_TEST(test_reconcile_and_unknown_sessions),
 		FX_TEST(test_down_lost_and_return),
