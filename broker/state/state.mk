@@ -63,5 +63,6 @@ unit-pg: $(B)/tests/test_store $(B)/tests/test_store_pg $(B)/tsbroker
 FAULTALLOC_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup
 $(B)/tests/unit/faultalloc.o: TS_CPPFLAGS += $(call PKG_CFLAGS,sqlite3 jansson openssl)
 $(B)/tests/unit/test_faults.o: TS_CPPFLAGS += $(call PKG_CFLAGS,sqlite3)
-$(eval $(call unit_test,test_faults,$(B)/tests/unit/faultalloc.o $(STORE_TEST_OBJS),\
+$(eval $(call unit_test,test_faults,$(B)/tests/unit/faultalloc.o $(B)/broker/core/crypto.o \
+	$(STORE_TEST_OBJS),\
 	$(FAULTALLOC_LDFLAGS) $(STATE_LIBS) $(COMMON_LIBS) $(call PKG_LIBS,openssl)))

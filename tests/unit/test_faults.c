@@ -1,6 +1,7 @@
 /* Malloc-failure injection (tests/unit/faultalloc.h) over the store (its
  * open and migrations, server add, heartbeats and their reconciliation,
- * placements new and reconnecting, pending expiry) and the wire format
+ * placements new and reconnecting, pending expiry, the admin API's tokens
+ * and settings), the admin login's crypto (OpenSSL) and the wire format
  * (heartbeat decode/encode, the answer, the admin API's JSON builder).
  * For every N until the path completes: the Nth allocation fails; the path
  * returns an error or its full result, never a partial one; a store is
@@ -21,6 +22,7 @@
 #include <sqlite3.h>
 
 #include "broker/common/log.h"
+#include "broker/core/crypto.h"
 #include "broker/common/wire.h"
 #include "broker/state/placement.h"
 #include "broker/state/states.h"
@@ -76,6 +78,19 @@ dump(struct store *st, char *buf)
 			    (long long)ss[i].expires);
 		free(ss);
 		ss = NULL;
+	}
+	{
+		struct store_admin_token *tk = NULL;
+		char value[STORE_SETTING_MAX];
+		int r;
+
+		assert_int_equal(store_admin_token_list(st, &tk, &n), 0);
+		for (size_t i = 0; i < n; i++)
+			put(buf, &off, "token %s %lld\n", tk[i].name, (long long)tk[i].created);
+		free(tk);
+		r = store_setting_get(st, "fault_key", value, sizeof(value));
+		assert_true(r == 0 || r == STORE_NOT_FOUND);
+		put(buf, &off, "setting %s\n", r == 0 ? value : "(none)");
 	}
 	assert_int_equal(store_event_list(st, 0, 1000, &ev, &n), 0);
 	for (size_t i = 0; i < n; i++)
@@ -210,6 +225,22 @@ op_expire(struct store *st)
 	return store_pending_expire(st, T0 + 60000, &expired);
 }
 
+static int
+op_admin_token_add(struct store *st)
+{
+	char hash[CRYPTO_HASH_HEX];
+
+	if (crypto_sha256_hex("a token", 7, hash) != 0)
+		return CRYPTO_ERR;
+	return store_admin_token_add(st, "ops", hash, T0 + 4000);
+}
+
+static int
+op_setting_set(struct store *st)
+{
+	return store_setting_set(st, "fault_key", "a value", T0 + 5000);
+}
+
 /* The baseline: servers a and b up, p1 pending on one of them, q1 active on b. */
 static void
 baseline(struct fx *f)
@@ -290,6 +321,43 @@ static void test_place_reconnect(void **state)
 	fault_store_path(*state, "reconnect", op_place_reconnect);
 }
 static void test_expire(void **state) { fault_store_path(*state, "pending expiry", op_expire); }
+static void test_admin_token(void **state)
+{
+	fault_store_path(*state, "admin token add", op_admin_token_add);
+}
+static void test_setting(void **state) { fault_store_path(*state, "setting set", op_setting_set); }
+
+/* The admin login's check (OpenSSL's scrypt) and a session id's hash: a
+ * failure is an error, never a match for a wrong password nor a wrong hash. */
+static void
+test_admin_login(void **state)
+{
+	char stored[CRYPTO_PWHASH_MAX], want[CRYPTO_HASH_HEX], got[CRYPTO_HASH_HEX];
+	long n;
+	int right, wrong, h, errors = 0;
+
+	assert_int_equal(crypto_password_hash("s3cret", stored, sizeof(stored)), 0);
+	assert_int_equal(crypto_sha256_hex("cookie", 6, want), 0);
+	for (n = 1; n <= FAULT_MAX; n++) {
+		faultalloc_arm(n);
+		right = crypto_password_verify("s3cret", stored);
+		wrong = crypto_password_verify("guess", stored);
+		h = crypto_sha256_hex("cookie", 6, got);
+		faultalloc_arm(0);
+		assert_true(right == 0 || right < 0);
+		assert_true(wrong != 0);
+		assert_true(h == 0 || h == CRYPTO_ERR);
+		if (h == 0)
+			assert_string_equal(got, want);
+		errors += right != 0 || h != 0;
+		if (!faultalloc_fired())
+			break;
+	}
+	assert_true(n <= FAULT_MAX);
+	assert_int_equal(crypto_password_verify("s3cret", stored), 0);
+	print_message("admin login: %ld allocations, each failed once: %d error(s)\n", n - 1,
+	    errors);
+}
 
 /* store_open of a new file: NULL with a reason, and then the file opens
  * (migrated whole) and is intact. */
@@ -436,6 +504,9 @@ main(void)
 		FX_TEST(test_place_new),
 		FX_TEST(test_place_reconnect),
 		FX_TEST(test_expire),
+		FX_TEST(test_admin_token),
+		FX_TEST(test_setting),
+		cmocka_unit_test(test_admin_login),
 	};
 	char cmd[128];
 	int r;
