@@ -305,8 +305,8 @@ fault_store_path(struct fx *f, const char *name, int (*op)(struct store *))
 		integrity_ok(work);
 	}
 	assert_true(n <= FAULT_MAX);
-	print_message("%s: %ld allocations, each failed once: %d error(s), the rest absorbed\n",
-	    name, n - 1, errors);
+	print_message("%s: %ld allocations, each failed once: %d error(s), %ld absorbed "
+	    "(the whole result)\n", name, n - 1, errors, n - 1 - errors);
 	f->st = open_at(f->path);	/* for fx_teardown */
 	free(before);
 	free(want);
