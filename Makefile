@@ -48,9 +48,8 @@ endef
 
 .SECONDEXPANSION:
 .SECONDARY:
-.PHONY: all test unit unit-bins e2e web-test bench fuzz asan asan-test leakcheck install clean run deps test-deps demo \
-	check-tls \
-	ha-demo
+.PHONY: all test unit unit-bins e2e web-test bench fuzz asan asan-test tsan tsan-test leakcheck install clean run \
+	deps test-deps demo ha-demo check-tls
 all:
 
 # Shared by both daemons (logging, config, JSON wire format, helpers).
@@ -126,6 +125,7 @@ test: test-deps
 	$(MAKE) e2e-freerdp
 	@if [ -f tests/web/package.json ]; then $(MAKE) web-test; fi
 	$(MAKE) asan-test
+	$(MAKE) tsan-test
 	$(MAKE) fuzz FUZZ_SECONDS=5
 
 # make check-tls: testssl.sh against both doors of a broker with a test CA
@@ -158,6 +158,35 @@ asan:
 asan-test: asan
 	$(SAN_ENV) $(MAKE) B=$(ASAN_B) SANITIZE="$(ASAN_FLAGS)" unit
 	TSBROKER_BUILD=$(CURDIR)/$(ASAN_B) $(E2E_PY) -m pytest -q $(ASAN_E2E) $(ASAN_DESELECT)
+# make tsan: the broker, the agent and TSAN_UNIT built with ThreadSanitizer
+# under build-tsan/.
+# make tsan-test: the threaded unit tests (TSAN_UNIT; a report fails with
+# TSan's exit code) and the e2e suites that exercise the broker's threads;
+# tests/e2e/conftest.py sets TSAN_OPTIONS (reports to files, suppressions
+# for uninstrumented libraries only: tests/tsan/tsan.supp) and fails a test
+# whose processes reported. TSAN_SETARCH runs them without ASLR where the
+# kernel's mmap layout is one TSan refuses ("unexpected memory mapping").
+TSAN_B     := build-tsan
+TSAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
+TSAN_E2E   ?= tests/e2e/test_rdp_endpoint.py tests/e2e/test_hostile.py \
+	tests/e2e/test_token_mode.py tests/e2e/test_admin_api.py
+TSAN_UNIT  ?= test_admit test_lean test_splice
+TSAN_SETARCH ?= $(shell $(TSAN_B)/tsbroker -x 2>&1 | grep -q 'unexpected memory mapping' && \
+	echo setarch $$(uname -m) -R)
+# The test peers (rdptarget, rdpprobe: FreeRDP's own threads, uninstrumented
+# anyway) are built plainly under build-tsan/peers/ and linked in beside the
+# daemons: a storm of 100 instrumented probes outruns its timeouts.
+TSAN_PEERS := rdptarget rdpprobe
+tsan:
+	$(MAKE) B=$(TSAN_B) SANITIZE="$(TSAN_FLAGS)" $(TSAN_B)/tsbroker $(TSAN_B)/tsagent \
+	  $(TSAN_UNIT:%=$(TSAN_B)/tests/%)
+	$(MAKE) B=$(TSAN_B)/peers $(TSAN_PEERS:%=$(TSAN_B)/peers/%)
+	cd $(TSAN_B) && for p in $(TSAN_PEERS); do ln -sf peers/$$p $$p; done
+tsan-test: tsan
+	@set -e; for t in $(TSAN_UNIT); do echo "== $(TSAN_B)/tests/$$t"; \
+	  TSAN_OPTIONS=halt_on_error=1:suppressions=$(CURDIR)/tests/tsan/tsan.supp \
+	  $(TSAN_SETARCH) $(TSAN_B)/tests/$$t; done
+	TSBROKER_BUILD=$(CURDIR)/$(TSAN_B) $(TSAN_SETARCH) $(E2E_PY) -m pytest -q $(TSAN_E2E)
 leakcheck: all
 	TSBROKER_LEAK_REDIRECTS=10000 $(E2E_PY) -m pytest -q -s -k leak tests/e2e/test_hostile.py
 

@@ -363,10 +363,56 @@ wire_heartbeat_clear(struct wire_heartbeat *hb)
 	memset(hb, 0, sizeof(*hb));
 }
 
+/* json_dump_callback's sink. The failure is sticky: jansson 2.14 ignores
+ * a failed write of an object's key and dumps on (a broken text). */
+struct dump_buf {
+	char *s;
+	size_t len, cap;
+	int failed;
+};
+
+static int
+dump_add(const char *buf, size_t n, void *arg)
+{
+	struct dump_buf *d = arg;
+	char *ns;
+	size_t cap;
+
+	if (d->failed)
+		return -1;
+	if (d->len + n + 1 > d->cap) {
+		cap = (d->len + n + 1) * 2;
+		if ((ns = realloc(d->s, cap)) == NULL) {
+			d->failed = 1;
+			return -1;
+		}
+		d->s = ns;
+		d->cap = cap;
+	}
+	memcpy(d->s + d->len, buf, n);
+	d->len += n;
+	d->s[d->len] = '\0';
+	return 0;
+}
+
+/* The compact text of o (caller frees), NULL on any failure. o is kept. */
+static char *
+dump_text(json_t *o)
+{
+	struct dump_buf d = { NULL, 0, 0, 0 };
+
+	if (o == NULL || json_dump_callback(o, dump_add, &d, JSON_COMPACT) != 0 || d.failed ||
+	    d.s == NULL) {
+		free(d.s);
+		return NULL;
+	}
+	return d.s;
+}
+
 static char *
 dump(json_t *o)
 {
-	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	char *s = dump_text(o);
 
 	json_decref(o);
 	return s;
@@ -416,8 +462,12 @@ wire_heartbeat_encode(const struct wire_heartbeat *hb)
 		return NULL;
 	}
 	if (!hb->sessions_known) {
-		json_object_set_new(root, "sessions", json_null());
-		json_object_set_new(root, "sessions_error", json_string(hb->sessions_error));
+		if (json_object_set_new(root, "sessions", json_null()) != 0 ||
+		    json_object_set_new(root, "sessions_error",
+		    json_string(hb->sessions_error)) != 0) {
+			json_decref(root);
+			return NULL;
+		}
 		return dump(root);
 	}
 	list = json_array();
@@ -433,7 +483,10 @@ wire_heartbeat_encode(const struct wire_heartbeat *hb)
 		json_decref(root);
 		return NULL;
 	}
-	json_object_set_new(root, "sessions", list);
+	if (json_object_set_new(root, "sessions", list) != 0) {
+		json_decref(root);
+		return NULL;
+	}
 	return dump(root);
 }
 
@@ -565,6 +618,42 @@ json_put(struct wire_json *o, const char *key, json_t *v)
 		o->failed = 1;
 }
 
+/* 1 if s is UTF-8 as jansson accepts it (no overlong form, no surrogate,
+ * nothing past U+10FFFF). */
+static int
+utf8_valid(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	while (*p != '\0') {
+		uint32_t cp;
+		int n;
+
+		if (*p < 0x80) {
+			p++;
+			continue;
+		}
+		if ((*p & 0xe0) == 0xc0)
+			n = 1, cp = *p & 0x1f;
+		else if ((*p & 0xf0) == 0xe0)
+			n = 2, cp = *p & 0x0f;
+		else if ((*p & 0xf8) == 0xf0)
+			n = 3, cp = *p & 0x07;
+		else
+			return 0;
+		for (int i = 1; i <= n; i++) {
+			if ((p[i] & 0xc0) != 0x80)
+				return 0;
+			cp = (cp << 6) | (p[i] & 0x3f);
+		}
+		if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return 0;
+		p += n + 1;
+	}
+	return 1;
+}
+
 void
 wire_json_str(struct wire_json *o, const char *key, const char *v)
 {
@@ -573,7 +662,9 @@ wire_json_str(struct wire_json *o, const char *key, const char *v)
 
 	if (o == NULL)
 		return;
-	if ((s = json_string(v ? v : "")) == NULL && v != NULL &&
+	/* json_string fails on bytes that are not UTF-8 and on no memory:
+	 * only the first is made ASCII, the second is remembered */
+	if ((s = json_string(v ? v : "")) == NULL && v != NULL && !utf8_valid(v) &&
 	    (copy = strdup(v)) != NULL) {
 		/* not UTF-8 (a client's bytes): keep it readable as ASCII */
 		for (char *p = copy; *p; p++)
@@ -635,7 +726,7 @@ wire_json_dump(struct wire_json *o)
 	char *s = NULL;
 
 	if (o != NULL && !o->failed)
-		s = json_dumps(o->j, JSON_COMPACT);
+		s = dump_text(o->j);
 	wire_json_free(o);
 	return s;
 }

@@ -145,7 +145,7 @@ pair_close(struct worker *w, struct pair *p, enum relay_close why)
 	p->next = w->dead;
 	w->dead = p;
 	count_close(w->s, why);
-	__atomic_sub_fetch(&w->s->active, 1, __ATOMIC_RELAXED);
+	__atomic_sub_fetch(&w->s->active, 1, __ATOMIC_RELEASE);
 }
 
 /* Why a socket failed, from errno or its SO_ERROR. */
@@ -445,7 +445,7 @@ worker_clean(struct worker *w)
 		close(p->leg[1].fd);
 		relay_dir_clear(&p->dir[0]);
 		free(p);
-		__atomic_sub_fetch(&w->s->active, 1, __ATOMIC_RELAXED);
+		__atomic_sub_fetch(&w->s->active, 1, __ATOMIC_RELEASE);
 	}
 	w->incoming = NULL;
 	if (w->ep >= 0)
@@ -521,7 +521,8 @@ splice_free(struct splice *s)
 int
 splice_active(struct splice *s)
 {
-	return __atomic_load_n(&s->active, __ATOMIC_RELAXED);
+	/* acquire: a caller that sees a pair gone also sees its counts */
+	return __atomic_load_n(&s->active, __ATOMIC_ACQUIRE);
 }
 
 int

@@ -59,3 +59,11 @@ fuzz_heartbeat_CFLAGS := $(call PKG_CFLAGS,libpq)
 unit: unit-pg
 unit-pg: $(B)/tests/test_store $(B)/tests/test_store_pg $(B)/tsbroker
 	TSBROKER=$(B)/tsbroker sh tests/pg/unit-pg.sh $(B)/tests/test_store $(B)/tests/test_store_pg
+# test_faults: malloc-failure injection over the store and the wire format
+# (tests/unit/faultalloc.c: the linker's --wrap and the libraries' hooks)
+FAULTALLOC_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup
+$(B)/tests/unit/faultalloc.o: TS_CPPFLAGS += $(call PKG_CFLAGS,sqlite3 jansson openssl)
+$(B)/tests/unit/test_faults.o: TS_CPPFLAGS += $(call PKG_CFLAGS,sqlite3)
+$(eval $(call unit_test,test_faults,$(B)/tests/unit/faultalloc.o $(B)/broker/core/crypto.o \
+	$(STORE_TEST_OBJS),\
+	$(FAULTALLOC_LDFLAGS) $(STATE_LIBS) $(COMMON_LIBS) $(call PKG_LIBS,openssl)))

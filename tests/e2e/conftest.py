@@ -9,7 +9,8 @@ Fixtures:
 
 Sanitizers: every process started here inherits ASAN_OPTIONS,
 UBSAN_OPTIONS and LSAN_OPTIONS that halt on the first error and write reports
-to files under SAN_DIR; an autouse fixture fails the test whose processes
+to files under SAN_DIR, and TSAN_OPTIONS that write ThreadSanitizer's reports
+there too (with tests/tsan/tsan.supp: uninstrumented libraries only); an autouse fixture fails the test whose processes
 left a report there, or whose logs hold one.
 
 TSB_E2E_ENGINE=postgresql (make e2e-pg): brokers run on PostgreSQL
@@ -38,16 +39,20 @@ NO_SKIP = os.environ.get("TSBROKER_NO_SKIP") == "1"
 SAN_DIR = os.environ.get("TSBROKER_SAN_DIR") or tempfile.mkdtemp(prefix="tsbroker-san-")
 os.makedirs(SAN_DIR, exist_ok=True)
 SAN_PATTERNS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
-                "WARNING: AddressSanitizer", "ERROR: UndefinedBehaviorSanitizer")
+                "WARNING: AddressSanitizer", "ERROR: UndefinedBehaviorSanitizer",
+                "WARNING: ThreadSanitizer", "FATAL: ThreadSanitizer")
 
 
 def _san_env():
     lsan_supp = os.path.join(ROOT, "tests", "asan", "lsan.supp")
+    tsan_supp = os.path.join(ROOT, "tests", "tsan", "tsan.supp")
     opts = {
         "ASAN_OPTIONS": f"halt_on_error=1:abort_on_error=0:log_exe_name=1:"
                         f"log_path={SAN_DIR}/asan",
         "UBSAN_OPTIONS": f"halt_on_error=1:print_stacktrace=1:log_exe_name=1:log_path={SAN_DIR}/ubsan",
         "LSAN_OPTIONS": f"suppressions={lsan_supp}:print_suppressions=0",
+        "TSAN_OPTIONS": f"suppressions={tsan_supp}:print_suppressions=0:log_exe_name=1:"
+                        f"second_deadlock_stack=1:log_path={SAN_DIR}/tsan",
     }
     for k, v in opts.items():
         os.environ[k] = v
