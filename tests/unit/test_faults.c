@@ -52,7 +52,7 @@ static void
 dump(struct store *st, char *buf)
 {
 	static const enum session_state ended = SESSION_ENDED;
-	struct store_session_filter live = { NULL, NULL, NULL }, gone = { NULL, NULL, &ended };
+	struct store_session_filter live = { NULL, NULL, NULL, NULL }, gone = { NULL, NULL, &ended, NULL };
 	const struct store_session_filter *flt[] = { &live, &gone };
 	struct store_server *sv = NULL;
 	struct store_session *ss = NULL;
@@ -199,7 +199,7 @@ op_heartbeat(struct store *st)
 static int
 place(struct store *st, const char *user)
 {
-	struct store_place_request r = { user, user, "", "127.0.0.9", T0 + 3000, 10000, 1 };
+	struct store_place_request r = { user, user, "", "127.0.0.9", T0 + 3000, 10000, 1, NULL };
 	struct store_place_result res;
 
 	return store_placement_commit(st, &r, &res);
