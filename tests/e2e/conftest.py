@@ -139,6 +139,13 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture
+def pg_cluster():
+    """The pytest process's PostgreSQL primary (farm.shared_pg, started at
+    first use): each test makes its own database on it."""
+    return farm.shared_pg()
+
+
+@pytest.fixture
 def stopped_at_teardown():
     """A list: whatever a test or fixture appends to it (an object with
     stop(): Broker, Target, ...) is stopped at teardown, the last first."""

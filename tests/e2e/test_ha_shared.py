@@ -12,23 +12,16 @@ import subprocess
 
 import pytest
 
-from farm import Broker, PgCluster, needs_pg
+from farm import Broker, needs_pg
 
 pytestmark = needs_pg
 COOKIE = "__Host-tsbroker_session"
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = PgCluster().start()
-    yield c
-    c.stop()
-
-
 @pytest.fixture
-def url(cluster, request):
+def url(pg_cluster, request):
     """A fresh database for the test: its libpq conninfo."""
-    return cluster.url(cluster.create_db("tsb_" + request.node.name.lower()[:40]),
+    return pg_cluster.url(pg_cluster.create_db("tsb_" + request.node.name.lower()[:40]),
                        connect_timeout=5)
 
 

@@ -4,20 +4,13 @@ each sample holds the servers' sessions, and both brokers' API answer the
 same samples."""
 import pytest
 
-from farm import Broker, PgCluster, heartbeat_body, needs_pg, wait_until
+from farm import Broker, heartbeat_body, needs_pg, wait_until
 
 pytestmark = needs_pg
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = PgCluster().start()
-    yield c
-    c.stop()
-
-
-def test_two_brokers_sample_each_period_once(cluster, tmp_path, stopped_at_teardown):
-    url = cluster.url(cluster.create_db("tsb_history"), connect_timeout=5)
+def test_two_brokers_sample_each_period_once(pg_cluster, tmp_path, stopped_at_teardown):
+    url = pg_cluster.url(pg_cluster.create_db("tsb_history"), connect_timeout=5)
     brokers = []
     for name in ("b1", "b2"):
         b = Broker(tmp_path / name, state__engine="postgresql", state__url=url,
@@ -44,7 +37,7 @@ def test_two_brokers_sample_each_period_once(cluster, tmp_path, stopped_at_teard
         s = [x for x in samples(brokers[1]) if set(x["servers"]) == {"ts1", "ts2"}]
         return len(s) >= 6 and s
     got = wait_until(full, 30, "6 samples with both servers", interval=0.3)
-    rows = cluster.psql("SELECT ts, count(*) FROM history GROUP BY ts HAVING count(*) > 1",
+    rows = pg_cluster.psql("SELECT ts, count(*) FROM history GROUP BY ts HAVING count(*) > 1",
                         db="tsb_history")
     assert rows.strip() == "", f"periods sampled twice: {rows}"
     ts = [x["ts"] for x in samples(brokers[0])]

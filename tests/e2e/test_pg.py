@@ -1,25 +1,19 @@
-"""The broker on engine = postgresql: a throwaway cluster (tests/pg/cluster.sh)
-for this module, a fresh database per test; the broker, its CLI, heartbeats,
+"""The broker on engine = postgresql: the pytest process's throwaway
+cluster (conftest pg_cluster), a fresh database per test; the broker, its CLI, heartbeats,
 the admin API and a placement through rdpprobe, with a known password in
 [state] url that must appear in no log and no output."""
 import pytest
 
-from farm import Broker, PgCluster, heartbeat_body, needs_pg, probe, wait_until, HAVE_TOOLS
+from farm import Broker, heartbeat_body, needs_pg, probe, wait_until, HAVE_TOOLS
 
 PASSWORD = "Kn0wn-e2e-Pa55word"
 pytestmark = needs_pg
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = PgCluster().start()
-    yield c
-    c.stop()
-
-
 @pytest.fixture
-def pg_broker(cluster, tmp_path):
-    url = cluster.url(cluster.create_db("tsb_e2e"), password=PASSWORD, connect_timeout=5)
+def pg_broker(pg_cluster, tmp_path):
+    url = pg_cluster.url(pg_cluster.create_db("tsb_e2e"), password=PASSWORD,
+                         connect_timeout=5)
     b = Broker(tmp_path / "broker", state__engine="postgresql", state__url=url)
     b.start()
     yield b
