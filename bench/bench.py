@@ -1021,8 +1021,8 @@ def table(R, meta):
             ("redirects", "redirects/s (address mode, closed loop, "
              f"{rdp['concurrency']} clients)", fmt(rdp["rate"], "/s"),
              f"bare TLS handshakes {fmt(tls['rate'], '/s')}",
-             f"ratio {ratio:.2f} (target >= 1,000/s and >= 0.5): "
-             f"{'met' if rdp['rate'] >= 1000 and ratio >= 0.5 else 'missed'}"),
+             f"ratio {ratio:.2f} (target >= 0.7 of bare TLS): "
+             f"{'met' if ratio >= 0.7 else 'missed'}"),
             ("", "broker CPU per redirect", fmt(rdp["broker_cpu_us"], " us"),
              f"TLS server CPU per handshake {fmt(tls['server_cpu_us'], ' us')}",
              f"x{rdp['broker_cpu_us'] / tls['server_cpu_us']:.1f}" if tls["server_cpu_us"] else ""),
