@@ -214,12 +214,7 @@ row_map(PGresult *res, int row, struct cols cols, void *dst)
 		case 'L': *(int64_t *)p = strtoll(t, NULL, 10); break;
 		case 'I': *(int *)p = (int)strtol(t, NULL, 10); break;
 		case 'D': *(double *)p = strtod(t, NULL); break;
-		case 'T': util_strlcpy(p, t, c->size); break;
-		case 'S': r |= server_state_parse(t, p); break;
-		case 'A': r |= admin_state_parse(t, p); break;
-		case 'E': r |= session_state_parse(t, p); break;
-		case 'C': r |= command_state_parse(t, p); break;
-		case 'K': r |= wire_command_kind_parse(t, p); break;
+		default: r |= sql_col_text(c, t, p); break;
 		}
 	}
 	return r;

@@ -37,6 +37,12 @@ struct cols {
 };
 #define COLS(a) ((struct cols){ a, sizeof(a) / sizeof((a)[0]) })
 
+/* A text column's value t (NULL: SQL NULL) into the field of c at p: 'T'
+ * and the states' types above; 0, or -1 for a state's unknown text. The
+ * engines map their numeric columns themselves and call this for the
+ * rest, so the states' texts are parsed in one place. */
+int sql_col_text(const struct col *c, const char *t, void *p);
+
 struct sql_ops {
 	/* sql: a string constant (engines cache by its address); fmt: 't'
 	 * text, 'i' int, 'I' int64, 'd' double; NULL if it fails (logged) */

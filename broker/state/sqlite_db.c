@@ -148,19 +148,13 @@ row_map(sqlite3_stmt *s, struct cols cols, void *dst)
 	for (size_t i = 0; i < cols.n; i++) {
 		const struct col *c = &cols.c[i];
 		void *p = (char *)dst + c->off;
-		const char *t = strchr("TSAECK", c->type) ? (const char *)
-		    sqlite3_column_text(s, (int)i) : NULL;
 
 		switch (c->type) {
 		case 'L': *(int64_t *)p = sqlite3_column_int64(s, (int)i); break;
 		case 'I': *(int *)p = sqlite3_column_int(s, (int)i); break;
 		case 'D': *(double *)p = sqlite3_column_double(s, (int)i); break;
-		case 'T': util_strlcpy(p, t ? t : "", c->size); break;
-		case 'S': r |= server_state_parse(t, p); break;
-		case 'A': r |= admin_state_parse(t, p); break;
-		case 'E': r |= session_state_parse(t, p); break;
-		case 'C': r |= command_state_parse(t, p); break;
-		case 'K': r |= wire_command_kind_parse(t, p); break;
+		default: r |= sql_col_text(c, (const char *)sqlite3_column_text(s, (int)i),
+		    p); break;
 		}
 	}
 	return r;

@@ -11,9 +11,11 @@
 #include <string.h>
 
 #include "broker/common/util.h"
+#include "broker/common/wire.h"
 #include "broker/state/pg_db.h"
 #include "broker/state/sql_db.h"
 #include "broker/state/sqlite_db.h"
+#include "broker/state/states.h"
 #include "broker/state/store_pg.h"
 
 /* ---- sql_db.h: through the connection's operations ---- */
@@ -66,6 +68,20 @@ int64_t
 sql_last_id(struct store_db *d)
 {
 	return ops(d)->last_id(d);
+}
+
+int
+sql_col_text(const struct col *c, const char *t, void *p)
+{
+	switch (c->type) {
+	case 'T': util_strlcpy(p, t ? t : "", c->size); return 0;
+	case 'S': return server_state_parse(t, p);
+	case 'A': return admin_state_parse(t, p);
+	case 'E': return session_state_parse(t, p);
+	case 'C': return command_state_parse(t, p);
+	case 'K': return wire_command_kind_parse(t, p);
+	}
+	return -1;
 }
 
 #define EXEC(d, ...) sql_exec(d, sql_prep(d, __VA_ARGS__), NULL)
