@@ -56,10 +56,9 @@ test('the charts show sessions per server, logons and refusals, and the headroom
   await page.click('#login-submit');
   await page.locator('#app-view').waitFor();
   // a logon through the RDP endpoint, counted in a sample
-  if (fs.existsSync(RDPPROBE)) {
-    spawnSync(RDPPROBE, ['--host', '127.0.0.1', '--port', String(broker.rdpPort), '--user', 'dave',
-      '--timeout', '5'], { timeout: 20000 });
-  }
+  assert.ok(fs.existsSync(RDPPROBE), `${RDPPROBE} is needed (make)`);
+  spawnSync(RDPPROBE, ['--host', '127.0.0.1', '--port', String(broker.rdpPort), '--user', 'dave',
+    '--timeout', '5'], { timeout: 20000 });
   await page.waitForFunction(() => Number(document.body.dataset.historySamples || 0) >= 5, null,
     { timeout: 30000 });
   const took = Date.now() - t0;
@@ -87,12 +86,10 @@ test('the charts show sessions per server, logons and refusals, and the headroom
   }, 'the last sample to have the card\'s headroom', 10000, 300);
   await page.waitForFunction((v) => document.getElementById('chart-headroom')
     .getAttribute('aria-label').endsWith(`last: ${v}`), status.n_plus_1.headroom);
-  if (fs.existsSync(RDPPROBE)) {
-    // the logon's period is sampled once it is over (and its grace): polled
-    await waitUntil(async () => (await page.evaluate(async () =>
-      (await fetch('/api/v1/history')).json())).samples.some((s) => s.logons + s.reconnects >= 1),
-    'the logon in a sample', 10000, 300);
-  }
+  // the logon's period is sampled once it is over (and its grace): polled
+  await waitUntil(async () => (await page.evaluate(async () =>
+    (await fetch('/api/v1/history')).json())).samples.some((s) => s.logons + s.reconnects >= 1),
+  'the logon in a sample', 10000, 300);
 
   // the legends name the series; the canvases are drawn
   const legend = async (id) => page.locator(`#${id} .u-legend .u-series .u-label`).allTextContents();
