@@ -42,10 +42,10 @@ demo_traps() {
 	trap 'exit 143' TERM
 }
 
-# Is TCP port $1 listened on (any address) already?
+# Is TCP port $1 in use (listened on, or a connection's local port)?
 port_busy() {
 	hex=$(printf '%04X' "$1")
-	awk -v p="$hex" 'FNR > 1 && $4 == "0A" && substr($2, index($2, ":") + 1) == p { f = 1 }
+	awk -v p="$hex" 'FNR > 1 && substr($2, index($2, ":") + 1) == p { f = 1 }
 		END { exit !f }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
 
@@ -54,7 +54,9 @@ pick_port() {
 	[ -n "$2" ] && { echo "$2"; return; }
 	if [ -n "$1" ] && ! port_busy "$1"; then echo "$1"; return; fi
 	while :; do
-		p=$(( $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 30000 + 20000 ))
+		# below the kernel's ephemeral range (32768-60999), where no
+		# outgoing connection takes the port between the pick and the bind
+		p=$(( $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 12000 + 20000 ))
 		port_busy "$p" || { echo "$p"; return; }
 	done
 }
