@@ -234,7 +234,7 @@ test_user_normalise(void **state)
 
 /* ---- a naive reference of the rules, for the randomised test ---- */
 
-/* The new user's server by the README's words: among the servers that take
+/* The new user's server by docs/placement.md's words: among the servers that take
  * new users and are below max_sessions, the lowest (sessions + pending x
  * penalty) / weight, then the lower CPU, then the name. */
 static int
