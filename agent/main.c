@@ -211,7 +211,7 @@ agent_broker_result(struct agent *a, enum report_status st)
 {
 	switch (st) {
 	case REPORT_OK:
-	case REPORT_REJECTED:	/* the farm's word on this agent: docs/agent.md "Behaviour" */
+	case REPORT_REJECTED:	/* the farm's word: docs/agent.md */
 	case REPORT_REFUSED:
 		return BROKERS_ANSWERED;
 	case REPORT_UNREACHABLE:

@@ -234,7 +234,7 @@ int store_session_forget(struct store *st, int64_t id, int64_t now);
 int store_session_reconnect(struct store *st, int64_t session_id,
     const struct store_place_request *req);
 
-/* ---- the desk trail: where each user sat (personal data, docs/state.md) ---- */
+/* ---- the desk trail: where each user sat (docs/state.md) ---- */
 struct store_trail {
 	int64_t id;
 	int64_t ts;			/* unix ms */

@@ -1,8 +1,9 @@
 """make install (issue 8): DESTDIR and PREFIX honoured, every file present
 with its mode, the example configs check out after the edits docs/install.md
-"Installing from the source tree" documents, the systemd units pass `systemd-analyze verify`
-(skipped only if systemd-analyze is missing), and the installed broker runs
-from the installed example config and serves the installed status page.
+("Installing from the source tree") documents, the systemd units pass
+`systemd-analyze verify` (skipped only if systemd-analyze is missing), and
+the installed broker runs from the installed example config and serves the
+installed status page.
 """
 import os
 import re
