@@ -49,7 +49,7 @@ endef
 .SECONDEXPANSION:
 .SECONDARY:
 .PHONY: all test unit unit-bins e2e web-test bench fuzz asan asan-test tsan tsan-test leakcheck install clean run \
-	deps test-deps demo ha-demo check-tls
+	deps test-deps demo ha-demo check-tls check-links
 all:
 
 # Shared by both daemons (logging, config, JSON wire format, helpers).
@@ -118,7 +118,12 @@ E2E_CORE := tests/e2e/test_journey.py tests/e2e/test_token_mode.py tests/e2e/tes
 e2e-pg: all
 	TSB_E2E_ENGINE=postgresql $(E2E_PY) -m pytest -q $(E2E_CORE)
 
+# every relative link and #anchor in README.md and docs/*.md resolves
+check-links:
+	$(E2E_PY) tools/check-links
+
 test: test-deps
+	$(MAKE) check-links
 	$(MAKE) all unit
 	$(MAKE) e2e
 	$(MAKE) e2e-pg
@@ -218,6 +223,8 @@ install: all
 	install -m 0644 schema/postgresql/*.sql $(DESTDIR)$(PREFIX)/share/tsbroker/schema/postgresql/
 	if [ -n "$$(ls web 2>/dev/null)" ]; then cp -R web/. $(DESTDIR)$(PREFIX)/share/tsbroker/web/; fi
 	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/tsbroker/
+	install -d $(DESTDIR)$(PREFIX)/share/doc/tsbroker/docs
+	install -m 0644 docs/*.md docs/*.sh $(DESTDIR)$(PREFIX)/share/doc/tsbroker/docs/
 	install -m 0644 broker/tsbroker.conf.example agent/tsagent.conf.example \
 	  $(DESTDIR)$(PREFIX)/share/doc/tsbroker/
 	install -m 0644 broker/tsbroker.service agent/tsagent.service $(DESTDIR)/etc/systemd/system/

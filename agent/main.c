@@ -1,5 +1,5 @@
 /* tsagent: reports this terminal server's load, RDP health and sessions to
- * the broker. See README-agent.md. */
+ * the broker. See docs/agent.md. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -211,7 +211,7 @@ agent_broker_result(struct agent *a, enum report_status st)
 {
 	switch (st) {
 	case REPORT_OK:
-	case REPORT_REJECTED:	/* the farm's word on this agent: see README */
+	case REPORT_REJECTED:	/* the farm's word: docs/agent.md */
 	case REPORT_REFUSED:
 		return BROKERS_ANSWERED;
 	case REPORT_UNREACHABLE:

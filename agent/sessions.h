@@ -1,7 +1,7 @@
 /* sessions: who has a session on this terminal server, and is it connected.
  * One provider, chosen by the agent's "sessions =" key:
  *   xrdp         xrdp 0.9 sessions from /proc (Xvnc/Xorg children of
- *                xrdp-sesman; connected = their sockets, see README-agent.md)
+ *                xrdp-sesman; connected = their sockets, see docs/agent.md)
  *   utmp         USER_PROCESS entries with a remote host (all "active")
  *   logind       remote logind sessions (active/online = active,
  *                closing = disconnected); logind cannot see RDP disconnects

@@ -1,4 +1,4 @@
--- 005: the farm over time (README "History"). One row per sample in
+-- 005: the farm over time (docs/operations.md "History"). One row per sample in
 -- history, taken once per [history] period by whichever broker comes first
 -- (the primary key), and its servers' sessions in history_servers. Samples
 -- older than a day are merged into 15-minute ones (span); all are deleted

@@ -1,7 +1,7 @@
 -- 007: the desk, where each user sits: each user's trail of placements and
 -- reconnects with the computer name the client claimed (Client Core Data
 -- clientName), its address and the server, kept [history] desk_keep_days;
--- a session's desk is its latest row's. Personal data: README "The desk".
+-- a session's desk is its latest row's. Personal data: docs/state.md.
 -- IF NOT EXISTS: safe to re-apply.
 
 CREATE TABLE IF NOT EXISTS desk_trail (

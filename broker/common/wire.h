@@ -1,5 +1,5 @@
 /* wire: the JSON formats on the wire between agent and broker (jansson is
- * included here only). See README "Agent API". */
+ * included here only). See docs/api.md "Agent API". */
 #ifndef TS_WIRE_H
 #define TS_WIRE_H
 
@@ -22,7 +22,7 @@ struct wire_session {
 	int64_t since;			/* unix seconds, 0 if unknown */
 };
 
-/* An admin's command to an agent (README "Logging a user off"): the
+/* An admin's command to an agent (docs/agent.md "Logging a user off"): the
  * broker's heartbeat answer carries them, the agent's next heartbeat the
  * results. Kind texts: "logoff", "disconnect". */
 #define WIRE_COMMANDS_MAX 32	/* commands in one answer, results in one beat */

@@ -7,7 +7,7 @@
  * token is verified, the session's server looked up in the store (never
  * taken from the token), connected to (failing over to another server when
  * it is unreachable) and spliced. With trust_cookie it splices a user hint
- * to the user's live session. README "Token mode". */
+ * to the user's live session. docs/token-mode.md. */
 #ifndef TS_BROKER_H
 #define TS_BROKER_H
 

@@ -1,4 +1,5 @@
-/* cli: the admin commands on the tsbroker binary (README "Admin commands").
+/* cli: the admin commands on the tsbroker binary (docs/operations.md
+ * "Admin commands").
  * They work on the state database directly, safely while the broker runs. */
 #ifndef TS_CLI_H
 #define TS_CLI_H

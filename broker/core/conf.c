@@ -125,7 +125,7 @@ int
 conf_print_defaults(FILE *out)
 {
 	fputs("# tsbroker configuration: every key with its default "
-	    "(README \"Configuration\")\n", out);
+	    "(docs/configuration.md)\n", out);
 	return cfg_print_defaults(conf_keys, out);
 }
 

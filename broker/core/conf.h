@@ -1,4 +1,4 @@
-/* conf: the broker's configuration file (see README "Configuration"). */
+/* conf: the broker's configuration file (see docs/configuration.md). */
 #ifndef TS_CONF_H
 #define TS_CONF_H
 

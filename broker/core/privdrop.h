@@ -1,5 +1,5 @@
 /* privdrop: the broker's state directory and its change to an unprivileged
- * user ([broker] user, README "Security").
+ * user ([broker] user, docs/security.md "Privileges and files").
  *
  * Started as root with a user set, the broker binds its ports and reads its
  * keys as root, then becomes that user for good (supplementary groups

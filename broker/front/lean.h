@@ -30,7 +30,7 @@
 struct door_conn;
 struct lean_engine;
 
-/* The TLS policy (README "Security"): versions from min_version up,
+/* The TLS policy (docs/security.md "TLS policy"): versions from min_version up,
  * TLS 1.2 suites as an OpenSSL cipher list, TLS 1.3 ones as OpenSSL
  * ciphersuites. The defaults: forward-secret AEAD suites only. A handshake
  * refused by it is reported (door_report, req.tls_refused) with what the

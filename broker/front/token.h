@@ -1,4 +1,4 @@
-/* token: signed routing tokens for token mode (README "Token mode").
+/* token: signed routing tokens for token mode (docs/token-mode.md).
  *
  *   tsb1.<session>.<expires>.<mac>
  *

@@ -1,4 +1,4 @@
-/* api_agent: POST /api/v1/heartbeat, the agents' API (README "Agent API"). */
+/* api_agent: POST /api/v1/heartbeat, the agents' API (docs/api.md). */
 #ifndef TS_API_AGENT_H
 #define TS_API_AGENT_H
 

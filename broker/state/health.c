@@ -145,7 +145,8 @@ history_prune(struct health *h, int64_t now)
 {
 	int merged, deleted;
 
-	/* 10 samples a step: 10,000 rows at 1,000 servers, a few ms (README) */
+	/* 10 samples a step: 10,000 rows at 1,000 servers, a few ms
+	 * (docs/operations.md "History") */
 	if (store_history_prune(h->st, now, now - (int64_t)h->c->history_keep * 86400 * 1000,
 	    10, 50, &merged, &deleted) == 0 && merged + deleted > 0)
 		log_info("history: %d buckets merged, %d samples deleted", merged, deleted);

@@ -1,7 +1,7 @@
 /* placement: where a user goes. Pure: no I/O, no allocation, no clock.
  * The caller (store_placement_commit) gives a snapshot of the servers and of
- * the user's sessions and commits the decision atomically. Rules: README
- * "Placement rules". */
+ * the user's sessions and commits the decision atomically. Rules:
+ * docs/placement.md. */
 #ifndef TS_PLACEMENT_H
 #define TS_PLACEMENT_H
 

@@ -3,7 +3,7 @@
  * health and its stored sessions that have not ended, a heartbeat (a full
  * snapshot) yields one plan: the up/down transition the beat causes and one
  * batched list of session changes, which an engine applies in one
- * transaction (store_engine.h: heartbeat_apply). Rules: README "Agent API"
+ * transaction (store_engine.h: heartbeat_apply). Rules: docs/api.md "Agent API"
  * and DESIGN "Rules the behaviour must follow".
  *
  * Transition: a beat with RDP accepting brings a server that is not up up;

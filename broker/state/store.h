@@ -234,7 +234,7 @@ int store_session_forget(struct store *st, int64_t id, int64_t now);
 int store_session_reconnect(struct store *st, int64_t session_id,
     const struct store_place_request *req);
 
-/* ---- the desk trail: where each user sat (personal data, README) ---- */
+/* ---- the desk trail: where each user sat (docs/state.md) ---- */
 struct store_trail {
 	int64_t id;
 	int64_t ts;			/* unix ms */
@@ -255,8 +255,8 @@ int store_trail_list(struct store *st, const char *user, int limit,
  * deleted (of several stores pruning at once, each row counts once). */
 int store_trail_prune(struct store *st, int64_t before_ms, int *pruned);
 
-/* ---- commands to agents (log off, disconnect; README "Logging a user
- * off"), shared by the brokers ---- */
+/* ---- commands to agents (log off, disconnect; docs/agent.md "Logging a
+ * user off"), shared by the brokers ---- */
 #define STORE_ACTOR_MAX		160	/* who asked, incl. NUL */
 /* After its deadline (the latest start) a sent command's outcome is awaited
  * this long more (the agent runs it, then reports at once). */
@@ -301,7 +301,7 @@ int store_event_list(struct store *st, int64_t since_id, int limit,
 /* Deletes events older than before_ms and beyond the newest keep. */
 int store_event_prune(struct store *st, int64_t before_ms, int keep);
 
-/* ---- history: the farm over time (README "History") ---- */
+/* ---- history: the farm over time (docs/operations.md "History") ---- */
 struct store_sample {
 	int64_t ts;			/* ms: the start of the time it covers */
 	int64_t span;			/* ms it covers (raw: the period; merged: 15 min) */
@@ -402,7 +402,7 @@ uint64_t store_cache_loads(struct store *st);
  * (store_heartbeat_apply): how many such group commits ran, and the beats
  * in them. */
 void store_heartbeat_groups(struct store *st, uint64_t *groups, uint64_t *beats);
-/* ---- faults (README "When the state database fails") ---- */
+/* ---- faults (docs/state.md "When the state database fails") ---- */
 /* Each operation runs whole again when the engine says it may (a
  * serialization failure, a deadlock, a connection lost before COMMIT: a few
  * times, jittered) and an in-doubt COMMIT is re-read, never guessed. When

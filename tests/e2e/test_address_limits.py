@@ -1,4 +1,4 @@
-"""What one client address may cost (README "Security"): one address
+"""What one client address may cost (docs/security.md): one address
 (127.0.0.5) flooding connections that stall in their handshake and logons of
 fake users is held at [rdp] max_handshakes_per_address and
 placements_per_address_minute, its refusals logged at most once a second,

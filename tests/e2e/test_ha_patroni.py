@@ -10,8 +10,8 @@ names both nodes with target_session_attrs=read-write.
     to the first placement;
   - the synchronous standby node is killed, or frozen (SIGSTOP: a machine
     gone without closing its connections): logons go on; prints how long
-    they stalled and asserts it is within the policy of docs/ha.md
-    ("The synchronous standby").
+    they stalled and asserts it is within the policy of
+    docs/high-availability.md ("The synchronous standby").
 """
 import shutil
 import threading
@@ -28,7 +28,7 @@ needs_patroni = pytest.mark.skipif(not (shutil.which("patroni") and shutil.which
 pytestmark = [needs_pg, needs_tools, needs_patroni,
               pytest.mark.usefixtures("module_wall_time")]
 
-# The policy (docs/ha.md, "The synchronous standby"): non-strict
+# The policy (docs/high-availability.md, "The synchronous standby"): non-strict
 # synchronous_mode. When the synchronous standby is gone, the primary's
 # Patroni drops it from synchronous_standby_names in the first HA loop that
 # sees it gone, and commits wait until then: up to loop_wait when its

@@ -1,8 +1,9 @@
 """make install (issue 8): DESTDIR and PREFIX honoured, every file present
-with its mode, the example configs check out after the edits README
-"Installing" documents, the systemd units pass `systemd-analyze verify`
-(skipped only if systemd-analyze is missing), and the installed broker runs
-from the installed example config and serves the installed status page.
+with its mode, the example configs check out after the edits docs/install.md
+("Installing from the source tree") documents, the systemd units pass
+`systemd-analyze verify` (skipped only if systemd-analyze is missing), and
+the installed broker runs from the installed example config and serves the
+installed status page.
 """
 import os
 import re
@@ -22,6 +23,7 @@ MODES = {
     "usr/share/tsbroker/web/app.js": 0o644,
     "usr/share/tsbroker/web/style.css": 0o644,
     "usr/share/doc/tsbroker/README.md": 0o644,
+    "usr/share/doc/tsbroker/docs/install.md": 0o644,
     "usr/share/doc/tsbroker/tsbroker.conf.example": 0o644,
     "usr/share/doc/tsbroker/tsagent.conf.example": 0o644,
     "etc/systemd/system/tsbroker.service": 0o644,

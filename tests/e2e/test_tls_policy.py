@@ -1,4 +1,4 @@
-"""The doors' TLS policy (README "Security"): TLS 1.2 and 1.3 only,
+"""The doors' TLS policy (docs/security.md): TLS 1.2 and 1.3 only,
 forward-secret AEAD suites only, on the HTTPS door (GnuTLS priority string,
 [http] tls_priority) and the RDP door ([rdp] tls_min_version, tls_ciphers,
 tls_ciphersuites), probed with openssl s_client as an old client would. The
@@ -71,7 +71,7 @@ def test_rdp_refusal_is_an_event_with_what_was_offered(relay):
     assert not s_client(port, ["-tls1", "-cipher", "DEFAULT@SECLEVEL=0"])[0]
     assert not s_client(port, ["-tls1_2", "-cipher", "AES128-GCM-SHA256"])[0]
     if ENGINE == "freerdp":
-        # FreeRDP does not show the hello: refused, but no event (README)
+        # FreeRDP does not show the hello: refused, no event (docs/security.md)
         assert b.events("tls_refused") == []
         return
     wait_until(lambda: len(b.events("tls_refused")) >= 2, 10, "two tls_refused events")
@@ -97,7 +97,7 @@ def test_https_refusal_is_an_event_with_what_was_offered(broker):
 
 
 def test_rdp_policy_relaxed_by_its_keys(broker_factory):
-    """README's keys let an old thin client in: TLS 1.0 and its suites."""
+    """docs/security.md's keys let an old client in: TLS 1.0 and its suites."""
     b = broker_factory(rdp__tls_min_version="1.0", rdp__tls_ciphers="DEFAULT@SECLEVEL=0")
     port = free_port()
     proc = subprocess.Popen([RELAY, f"127.0.0.1:{port}", f"127.0.0.1:{b.rdp_port}"],

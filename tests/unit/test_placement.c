@@ -234,9 +234,9 @@ test_user_normalise(void **state)
 
 /* ---- a naive reference of the rules, for the randomised test ---- */
 
-/* The new user's server by the README's words: among the servers that take
- * new users and are below max_sessions, the lowest (sessions + pending x
- * penalty) / weight, then the lower CPU, then the name. */
+/* The new user's server by docs/placement.md's words: among the servers
+ * that take new users and are below max_sessions, the lowest (sessions +
+ * pending x penalty) / weight, then the lower CPU, then the name. */
 static int
 naive_new(const struct pl_input *in, size_t *out)
 {
