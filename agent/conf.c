@@ -54,6 +54,21 @@ static const struct cfg_key conf_keys[] = {
 	CFG_END
 };
 
+const struct cfg_key *
+conf_keys_table(void)
+{
+	return conf_keys;
+}
+
+int
+conf_print_defaults(FILE *out)
+{
+	fputs("# tsagent configuration: every key with its default (tsagent.conf(5)).\n"
+	    "# (live): re-read on SIGHUP; (restart): takes effect at the next start.\n"
+	    "# broker and token are required.\n", out);
+	return cfg_print_defaults(conf_keys, out);
+}
+
 /* The line of the last "key =" in [agent] of path (as inih keeps the last
  * one), or 0 if the key is not in the file. */
 static int

@@ -40,8 +40,21 @@ struct cfg_key {
 void cfg_defaults(const struct cfg_key *keys, void *obj);
 
 /* Writes every key with its default as an INI file (keys without a default
- * as comments), sections in table order. 0 or -1 (write error). */
+ * as comments), sections in order of first appearance, each key under its description,
+ * "(live)" or "(restart)" and the values it takes. 0 or -1 (write error). */
 int cfg_print_defaults(const struct cfg_key *keys, FILE *out);
+
+/* Writes what k takes ("an integer from 1 to 60", "yes or no", ...) into
+ * buf; returns as snprintf. */
+int cfg_key_values(const struct cfg_key *k, char *buf, size_t n);
+
+/* 1 if k is the first key of its section in keys (the order sections are
+ * written in: each section's keys together, in table order), else 0. */
+int cfg_section_first(const struct cfg_key *keys, const struct cfg_key *k);
+
+/* Each daemon's conf module defines it: its key table (static, CFG_END
+ * last), for the generator of the manual pages and docs (tools/confdoc.c). */
+const struct cfg_key *conf_keys_table(void);
 
 /* Applies defaults, then the file at path. On error returns -1 and writes
  * "path:line: message" into err (or "path: message" if it cannot be read). */

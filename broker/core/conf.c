@@ -139,6 +139,12 @@ static const struct cfg_key conf_keys[] = {
 	CFG_END
 };
 
+const struct cfg_key *
+conf_keys_table(void)
+{
+	return conf_keys;
+}
+
 static void
 conf_finish(struct conf *c)
 {
@@ -196,8 +202,8 @@ conf_load_string(struct conf *c, const char *path, const char *text, char *err,
 int
 conf_print_defaults(FILE *out)
 {
-	fputs("# tsbroker configuration: every key with its default "
-	    "(README \"Configuration\")\n", out);
+	fputs("# tsbroker configuration: every key with its default (tsbroker.conf(5)).\n"
+	    "# (live): re-read on SIGHUP; (restart): takes effect at the next start.\n", out);
 	return cfg_print_defaults(conf_keys, out);
 }
 
