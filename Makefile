@@ -64,6 +64,7 @@ COMMON_LIBS := $(call PKG_LIBS,inih jansson)
 include broker/broker.mk
 -include agent/agent.mk
 -include tools/tools.mk
+-include man/man.mk
 -include bench/bench.mk
 -include tests/web/web.mk
 -include tests/fuzz/fuzz.mk

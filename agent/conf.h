@@ -5,6 +5,7 @@
 #define TS_AGENT_CONF_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "agent/brokers.h"
 #include "broker/common/wire.h"
@@ -34,5 +35,8 @@ struct agent_conf {
  * in err. Also checks what the INI table cannot: the https broker URLs
  * (parsed into c->brokers), a token, a known sessions provider. */
 int conf_load(const char *path, struct agent_conf *c, char *err, size_t errlen);
+
+/* Writes the default configuration (every key, `tsagent -D`). 0 or -1. */
+int conf_print_defaults(FILE *out);
 
 #endif

@@ -51,11 +51,12 @@ struct agent {
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: tsagent -f FILE [-t | --once] [-v]\n"
+	fprintf(stderr, "usage: tsagent -f FILE [-t | --once] [-v] | tsagent -D\n"
 	    "  -f FILE   configuration file ([agent] section)\n"
 	    "  -t        check the configuration and exit\n"
 	    "  --once    send one heartbeat, print the broker's answer, exit 0 on success\n"
-	    "  -v        log debug messages\n");
+	    "  -v        log debug messages\n"
+	    "  -D        print a default configuration and exit\n");
 }
 
 /* Non-zero once SIGTERM or SIGINT is pending (they are blocked). */
@@ -361,12 +362,13 @@ main(int argc, char **argv)
 	char err[512];
 	struct stat sb;
 
-	while ((opt = getopt_long(argc, argv, "f:tvh", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "f:tvDh", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'f': path = optarg; break;
 		case 't': check = 1; break;
 		case 'o': once = 1; break;
 		case 'v': verbose = 1; break;
+		case 'D': return conf_print_defaults(stdout) == 0 ? 0 : 1;
 		case 'h': usage(); return 0;
 		default: usage(); return 2;
 		}

@@ -49,6 +49,35 @@ cfg_choice(const char *choices, const char *v)
 	return -1;
 }
 
+int
+cfg_key_values(const struct cfg_key *k, char *buf, size_t n)
+{
+	switch (k->type) {
+	case CFG_INT:
+		return snprintf(buf, n, "an integer from %ld to %ld", k->min, k->max);
+	case CFG_BOOL:
+		return snprintf(buf, n, "yes or no");
+	case CFG_HOSTPORT:
+		return snprintf(buf, n, "host:port");
+	case CFG_ENUM:
+		return snprintf(buf, n, "one of %s", k->choices);
+	case CFG_STR:
+		break;
+	}
+	return snprintf(buf, n, "text of up to %zu characters", k->size - 1);
+}
+
+/* The message for a value k does not take; always -1. */
+static int
+cfg_expects(const struct cfg_key *k, char *msg, size_t n)
+{
+	char values[128];
+
+	cfg_key_values(k, values, sizeof(values));
+	snprintf(msg, n, "'%s' expects %s", k->name, values);
+	return -1;
+}
+
 /* Stores v into key k of obj; on error writes the reason into msg. */
 static int
 cfg_set(const struct cfg_key *k, void *obj, const char *v, char *msg, size_t n)
@@ -62,30 +91,21 @@ cfg_set(const struct cfg_key *k, void *obj, const char *v, char *msg, size_t n)
 	case CFG_INT:
 		errno = 0;
 		l = strtol(v, &end, 10);
-		if (errno != 0 || end == v || *end != '\0' || l < k->min || l > k->max) {
-			snprintf(msg, n, "'%s' expects an integer from %ld to %ld",
-			    k->name, k->min, k->max);
-			return -1;
-		}
+		if (errno != 0 || end == v || *end != '\0' || l < k->min || l > k->max)
+			return cfg_expects(k, msg, n);
 		*(int *)(void *)field = (int)l;
 		return 0;
 	case CFG_BOOL:
-		if (cfg_bool(v, (int *)(void *)field) != 0) {
-			snprintf(msg, n, "'%s' expects yes or no", k->name);
-			return -1;
-		}
+		if (cfg_bool(v, (int *)(void *)field) != 0)
+			return cfg_expects(k, msg, n);
 		return 0;
 	case CFG_HOSTPORT:
-		if (util_hostport_parse(v, host, sizeof(host), &port) != 0) {
-			snprintf(msg, n, "'%s' expects host:port", k->name);
-			return -1;
-		}
+		if (util_hostport_parse(v, host, sizeof(host), &port) != 0)
+			return cfg_expects(k, msg, n);
 		break;
 	case CFG_ENUM:
-		if (cfg_choice(k->choices, v) != 0) {
-			snprintf(msg, n, "'%s' expects one of %s", k->name, k->choices);
-			return -1;
-		}
+		if (cfg_choice(k->choices, v) != 0)
+			return cfg_expects(k, msg, n);
 		break;
 	case CFG_STR:
 		break;
@@ -114,20 +134,58 @@ cfg_defaults(const struct cfg_key *keys, void *obj)
 	}
 }
 
+/* Writes text as "# " comment lines of at most about 78 columns. */
+static void
+cfg_print_comment(FILE *out, const char *text)
+{
+	const char *p = text;
+
+	while (*p != '\0') {
+		const char *end = p, *brk = NULL;
+
+		while (*end != '\0' && (end - p < 76 || brk == NULL)) {
+			if (*end == ' ')
+				brk = end;
+			end++;
+		}
+		if (*end == '\0')
+			brk = end;
+		fprintf(out, "# %.*s\n", (int)(brk - p), p);
+		p = *brk == ' ' ? brk + 1 : brk;
+	}
+}
+
+int
+cfg_section_first(const struct cfg_key *keys, const struct cfg_key *k)
+{
+	for (const struct cfg_key *j = keys; j != k; j++)
+		if (strcmp(j->section, k->section) == 0)
+			return 0;
+	return 1;
+}
+
 int
 cfg_print_defaults(const struct cfg_key *keys, FILE *out)
 {
-	const char *section = NULL;
+	char values[128];
 
-	for (const struct cfg_key *k = keys; k->name != NULL; k++) {
-		if (section == NULL || strcmp(section, k->section) != 0) {
-			fprintf(out, "%s[%s]\n", section ? "\n" : "", k->section);
-			section = k->section;
+	for (const struct cfg_key *s = keys; s->name != NULL; s++) {
+		if (!cfg_section_first(keys, s))
+			continue;
+		fprintf(out, "%s[%s]\n", s == keys ? "" : "\n", s->section);
+		for (const struct cfg_key *k = s; k->name != NULL; k++) {
+			if (strcmp(k->section, s->section) != 0)
+				continue;
+			cfg_key_values(k, values, sizeof(values));
+			fputc('\n', out);
+			cfg_print_comment(out, k->desc);
+			fprintf(out, "# (%s) %s\n", k->flags & CFG_LIVE ? "live" : "restart",
+			    values);
+			if (k->def != NULL)
+				fprintf(out, "%s = %s\n", k->name, k->def);
+			else
+				fprintf(out, "# %s =\n", k->name);
 		}
-		if (k->def != NULL)
-			fprintf(out, "%s = %s\n", k->name, k->def);
-		else
-			fprintf(out, "# %s =\n", k->name);
 	}
 	return fflush(out) == 0 && !ferror(out) ? 0 : -1;
 }

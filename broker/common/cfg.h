@@ -25,16 +25,36 @@ struct cfg_key {
 	long min, max;		/* CFG_INT */
 	const char *def;	/* default, as it would be written in the file; NULL = empty */
 	const char *choices;	/* CFG_ENUM */
+	unsigned flags;		/* CFG_LIVE, or 0 (CFG_RESTART) */
+	const char *desc;	/* for admins: one or two sentences, plain text */
 };
 
-#define CFG_END { NULL, NULL, CFG_INT, 0, 0, 0, 0, NULL, NULL }
+/* flags: a live key takes effect when the daemon re-reads its file on
+ * SIGHUP; any other key needs a restart and keeps its old value. */
+#define CFG_RESTART	0u
+#define CFG_LIVE	0x1u
+
+#define CFG_END { NULL, NULL, CFG_INT, 0, 0, 0, 0, NULL, NULL, 0, NULL }
 
 /* Sets every key of obj to its default. */
 void cfg_defaults(const struct cfg_key *keys, void *obj);
 
 /* Writes every key with its default as an INI file (keys without a default
- * as comments), sections in table order. 0 or -1 (write error). */
+ * as comments), sections in order of first appearance, each key under its description,
+ * "(live)" or "(restart)" and the values it takes. 0 or -1 (write error). */
 int cfg_print_defaults(const struct cfg_key *keys, FILE *out);
+
+/* Writes what k takes ("an integer from 1 to 60", "yes or no", ...) into
+ * buf; returns as snprintf. */
+int cfg_key_values(const struct cfg_key *k, char *buf, size_t n);
+
+/* 1 if k is the first key of its section in keys (the order sections are
+ * written in: each section's keys together, in table order), else 0. */
+int cfg_section_first(const struct cfg_key *keys, const struct cfg_key *k);
+
+/* Each daemon's conf module defines it: its key table (static, CFG_END
+ * last), for the generator of the manual pages and docs (tools/confdoc.c). */
+const struct cfg_key *conf_keys_table(void);
 
 /* Applies defaults, then the file at path. On error returns -1 and writes
  * "path:line: message" into err (or "path: message" if it cannot be read). */
