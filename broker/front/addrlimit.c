@@ -126,6 +126,18 @@ addrlimit_new(const struct addrlimit_conf *conf)
 }
 
 void
+addrlimit_set_conf(struct addrlimit *a, const struct addrlimit_conf *conf)
+{
+	uint64_t seed;
+
+	pthread_mutex_lock(&a->lock);
+	seed = a->conf.seed;
+	a->conf = *conf;
+	a->conf.seed = seed;
+	pthread_mutex_unlock(&a->lock);
+}
+
+void
 addrlimit_free(struct addrlimit *a)
 {
 	if (a == NULL)
@@ -197,19 +209,23 @@ slot_find(struct addrlimit *a, const uint8_t key[16], int64_t now, int create)
 }
 
 /* The slot of a limited address (create as slot_find), or NULL for one
- * that is exempt, unparsable or untracked. Takes the lock when it returns
- * a slot. */
+ * that is unparsable, untracked or (create) exempt: an address exempted by
+ * addrlimit_set_conf still ends what it began. Takes the lock when it
+ * returns a slot. */
 static struct slot *
 slot_lock(struct addrlimit *a, const char *addr, int64_t now, int create)
 {
 	uint8_t key[16];
 	struct slot *s;
 
-	if (addr_parse(addr, key) != 0 || exempt(&a->conf, key))
+	if (addr_parse(addr, key) != 0)
 		return NULL;
 	pthread_mutex_lock(&a->lock);
-	if ((s = slot_find(a, key, now, create)) == NULL)
+	if ((create && exempt(&a->conf, key)) ||
+	    (s = slot_find(a, key, now, create)) == NULL) {
 		pthread_mutex_unlock(&a->lock);
+		return NULL;
+	}
 	return s;
 }
 

@@ -616,6 +616,49 @@ listener_main(void *arg)
 
 /* ---- set-up -------------------------------------------------------------------- */
 
+/* The limits of conf, defaults applied, into out (no pointers kept). */
+static void
+conf_limits(struct admit_conf *out, const struct admit_conf *conf)
+{
+	*out = *conf;
+	out->listen = NULL;
+	out->limits_exempt = NULL;
+	if (out->handshake_timeout <= 0)
+		out->handshake_timeout = 10;
+	if (out->max_handshakes <= 0)
+		out->max_handshakes = 64;
+	if (out->max_connections < out->max_handshakes)
+		out->max_connections = out->max_handshakes;
+}
+
+/* The per-address limits of conf (seed 0). 0, or -1 with err set. */
+static int
+conf_addrlimit(struct addrlimit_conf *lc, const struct admit_conf *conf, char *err, size_t n)
+{
+	memset(lc, 0, sizeof(*lc));
+	lc->max_handshakes = conf->max_handshakes_per_address;
+	lc->placements_per_minute = conf->placements_per_address_minute;
+	return addrlimit_exempt_parse(lc, conf->limits_exempt, err, n) != 0 ? -1 : 0;
+}
+
+int
+admit_set_limits(struct admit *a, const struct admit_conf *conf, char *err, size_t n)
+{
+	struct addrlimit_conf lc;
+	struct admit_conf next;
+
+	if (conf_addrlimit(&lc, conf, err, n) != 0)
+		return -1;
+	conf_limits(&next, conf);
+	pthread_mutex_lock(&a->lock);
+	a->conf = next;
+	pthread_mutex_unlock(&a->lock);
+	addrlimit_set_conf(a->limits, &lc);
+	/* the listener promotes waiting connections to new slots at once */
+	(void)!write(a->wake[1], "s", 1);
+	return 0;
+}
+
 struct admit *
 admit_new(const struct admit_conf *conf, const struct admit_handler *h, char *err, size_t n)
 {
@@ -631,15 +674,7 @@ admit_new(const struct admit_conf *conf, const struct admit_handler *h, char *er
 		snprintf(err, n, "out of memory");
 		return NULL;
 	}
-	a->conf = *conf;
-	a->conf.listen = NULL;
-	a->conf.limits_exempt = NULL;
-	if (a->conf.handshake_timeout <= 0)
-		a->conf.handshake_timeout = 10;
-	if (a->conf.max_handshakes <= 0)
-		a->conf.max_handshakes = 64;
-	if (a->conf.max_connections < a->conf.max_handshakes)
-		a->conf.max_connections = a->conf.max_handshakes;
+	conf_limits(&a->conf, conf);
 	a->h = *h;
 	a->lfd = a->wake[0] = a->wake[1] = a->stop[0] = a->stop[1] = -1;
 	pthread_mutex_init(&a->lock, NULL);
@@ -650,13 +685,10 @@ admit_new(const struct admit_conf *conf, const struct admit_handler *h, char *er
 		snprintf(err, n, "pipe: %s", strerror(errno));
 		goto fail;
 	}
-	memset(&lc, 0, sizeof(lc));
-	lc.max_handshakes = conf->max_handshakes_per_address;
-	lc.placements_per_minute = conf->placements_per_address_minute;
+	if (conf_addrlimit(&lc, conf, err, n) != 0)
+		goto fail;
 	if (getrandom(&lc.seed, sizeof(lc.seed), 0) != sizeof(lc.seed))
 		lc.seed = (uint64_t)mono_us();
-	if (addrlimit_exempt_parse(&lc, conf->limits_exempt, err, n) != 0)
-		goto fail;
 	if ((a->limits = addrlimit_new(&lc)) == NULL) {
 		snprintf(err, n, "out of memory");
 		goto fail;
