@@ -194,3 +194,26 @@ cfg_load_string(const struct cfg_key *keys, void *obj, const char *path,
 	return cfg_finish(&ctx, path, ini_parse_string(text, cfg_handler, &ctx),
 	    err, errlen);
 }
+
+int
+cfg_differs(const struct cfg_key *k, const void *a, const void *b)
+{
+	const char *fa = (const char *)a + k->offset, *fb = (const char *)b + k->offset;
+
+	if (k->type == CFG_INT || k->type == CFG_BOOL)
+		return *(const int *)(const void *)fa != *(const int *)(const void *)fb;
+	return strncmp(fa, fb, k->size) != 0;
+}
+
+void
+cfg_copy(const struct cfg_key *k, void *dst, const void *src)
+{
+	char *fd = (char *)dst + k->offset;
+	const char *fs = (const char *)src + k->offset;
+
+	if (k->type == CFG_INT || k->type == CFG_BOOL)
+		__atomic_store_n((int *)(void *)fd, *(const int *)(const void *)fs,
+		    __ATOMIC_RELAXED);
+	else
+		memcpy(fd, fs, k->size);
+}

@@ -41,6 +41,12 @@ int cfg_print_defaults(const struct cfg_key *keys, FILE *out);
 int cfg_load(const struct cfg_key *keys, void *obj, const char *path,
     char *err, size_t errlen);
 
+/* 1 if key k holds different values in a and b, else 0. */
+int cfg_differs(const struct cfg_key *k, const void *a, const void *b);
+/* Copies k's value from src into dst (a reload; an int is stored atomically,
+ * for threads that read it meanwhile). */
+void cfg_copy(const struct cfg_key *k, void *dst, const void *src);
+
 /* Parses text as the file named path would be parsed (used by fuzzing). */
 int cfg_load_string(const struct cfg_key *keys, void *obj, const char *path,
     const char *text, char *err, size_t errlen);

@@ -340,7 +340,7 @@ broker_decide(void *ctx, const struct door_request *req, struct door_answer *ans
 		broker_place(b, req, ans);
 		return;
 	}
-	if (b->splice == NULL || (token && !b->token_mode)) {
+	if (__atomic_load_n(&b->splice, __ATOMIC_ACQUIRE) == NULL || (token && !b->token_mode)) {
 		/* nothing to splice with: a cookie goes on, a token is closed */
 		ans->verdict = token ? DOOR_REFUSE : DOOR_GO_ON;
 		ans->refusal = token ? DOOR_REFUSAL_DENIED : DOOR_REFUSAL_NONE;
@@ -358,7 +358,7 @@ broker_splice(void *ctx, const struct door_request *req, const struct door_answe
 {
 	struct broker *b = ctx;
 
-	if (b->splice == NULL || ans->verdict != DOOR_SPLICE)
+	if (__atomic_load_n(&b->splice, __ATOMIC_ACQUIRE) == NULL || ans->verdict != DOOR_SPLICE)
 		return DOOR_CLOSED;
 	if (req->x224.token_kind == X224_TOKEN_MSTS)
 		return splice_token(b, req, ans, fd);
@@ -412,26 +412,54 @@ broker_done(void *ctx, const struct door_request *req, enum door_outcome outcome
 	(void)store_event_add(b->st, kind, server, user, client, reason, elapsed_us);
 }
 
-int
-broker_start(struct broker *b, char *err, size_t n)
+/* The relay's settings from c. */
+static void
+splice_conf_of(struct splice_conf *sc, const struct conf *c, struct metrics_relay *m)
+{
+	memset(sc, 0, sizeof(*sc));
+	sc->idle_timeout_ms = c->splice_idle_timeout * 1000;
+	sc->max = c->splice_max;
+	sc->keepalive_s = c->splice_keepalive;
+	sc->user_timeout_s = c->splice_user_timeout;
+	sc->m = m;
+}
+
+/* Starts the relay if the mode or trust_cookie needs one. 0 or -1. */
+static int
+relay_ensure(struct broker *b, const struct conf *c, char *err, size_t n)
 {
 	struct splice_conf sc;
+	struct splice *s;
 
-	b->token_mode = strcmp(b->c->rdp.mode, "token") == 0;
-	if (b->token_mode && token_key_load(b->c->token_key, &b->key, err, n) != 0)
-		return -1;
-	if (!b->token_mode && !b->c->rdp.trust_cookie)
+	if (b->splice != NULL || (!b->token_mode && !c->rdp.trust_cookie))
 		return 0;
-	memset(&sc, 0, sizeof(sc));
-	sc.idle_timeout_ms = b->c->splice_idle_timeout * 1000;
-	sc.max = b->c->splice_max;
-	sc.keepalive_s = b->c->splice_keepalive;
-	sc.user_timeout_s = b->c->splice_user_timeout;
-	sc.m = &b->metrics->relay;
-	if ((b->splice = splice_new(&sc)) == NULL) {
+	splice_conf_of(&sc, c, &b->metrics->relay);
+	if ((s = splice_new(&sc)) == NULL) {
 		snprintf(err, n, "out of memory");
 		return -1;
 	}
+	__atomic_store_n(&b->splice, s, __ATOMIC_RELEASE);
+	return 0;
+}
+
+int
+broker_start(struct broker *b, char *err, size_t n)
+{
+	b->token_mode = strcmp(b->c->rdp.mode, "token") == 0;
+	if (b->token_mode && token_key_load(b->c->token_key, &b->key, err, n) != 0)
+		return -1;
+	return relay_ensure(b, b->c, err, n);
+}
+
+int
+broker_reload(struct broker *b, const struct conf *next, char *err, size_t n)
+{
+	struct splice_conf sc;
+
+	if (b->splice == NULL)
+		return relay_ensure(b, next, err, n);
+	splice_conf_of(&sc, next, &b->metrics->relay);
+	splice_set_conf(b->splice, &sc);
 	return 0;
 }
 
@@ -446,7 +474,9 @@ broker_stop(struct broker *b)
 int
 broker_splices_active(const struct broker *b)
 {
-	return b->splice != NULL ? splice_active(b->splice) : 0;
+	struct splice *s = __atomic_load_n(&b->splice, __ATOMIC_ACQUIRE);
+
+	return s != NULL ? splice_active(s) : 0;
 }
 
 void
