@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "agent/brokers.h"
+#include "broker/common/cfg.h"
 #include "broker/common/wire.h"
 
 #define CONF_PATH_MAX	1024
@@ -34,5 +35,10 @@ struct agent_conf {
  * in err. Also checks what the INI table cannot: the https broker URLs
  * (parsed into c->brokers), a token, a known sessions provider. */
 int conf_load(const char *path, struct agent_conf *c, char *err, size_t errlen);
+
+/* cfg_diff and cfg_take_live (cfg.h) over the agent's key table. */
+int conf_diff(const struct agent_conf *a, const struct agent_conf *b, cfg_diff_fn fn,
+    void *ctx);
+void conf_take_live(struct agent_conf *c, const struct agent_conf *next);
 
 #endif

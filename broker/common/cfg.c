@@ -8,6 +8,7 @@
 #include <ini.h>
 
 #include "broker/common/cfg.h"
+#include "broker/common/log.h"
 #include "broker/common/util.h"
 
 struct cfg_ctx {
@@ -195,8 +196,30 @@ cfg_load_string(const struct cfg_key *keys, void *obj, const char *path,
 	    err, errlen);
 }
 
-int
-cfg_differs(const struct cfg_key *k, const void *a, const void *b)
+#ifdef CFG_LIVE
+#define key_live(k)	(((k)->flags & CFG_LIVE) != 0)
+#else
+/* TODO(wt-conf): until its key tables' live flag is merged, the lead's list
+ * of restart-only keys (issue 17 decisions), both daemons'. */
+static int
+key_live(const struct cfg_key *k)
+{
+	static const char *restart[] = { "state.engine", "state.path", "state.url",
+	    "broker.user", "rdp.listen", "rdp.mode", "rdp.engine", "rdp.token_key",
+	    "http.listen", "agent.name", "agent.broker", "agent.token", "agent.ca",
+	    "agent.rdp_address", "agent.rdp_port" };
+	char name[64];
+
+	snprintf(name, sizeof(name), "%s.%s", k->section, k->name);
+	for (size_t i = 0; i < sizeof(restart) / sizeof(restart[0]); i++)
+		if (strcmp(name, restart[i]) == 0)
+			return 0;
+	return 1;
+}
+#endif
+
+static int
+key_differs(const struct cfg_key *k, const void *a, const void *b)
 {
 	const char *fa = (const char *)a + k->offset, *fb = (const char *)b + k->offset;
 
@@ -205,15 +228,49 @@ cfg_differs(const struct cfg_key *k, const void *a, const void *b)
 	return strncmp(fa, fb, k->size) != 0;
 }
 
-void
-cfg_copy(const struct cfg_key *k, void *dst, const void *src)
+int
+cfg_diff(const struct cfg_key *keys, const void *a, const void *b, cfg_diff_fn fn, void *ctx)
 {
-	char *fd = (char *)dst + k->offset;
-	const char *fs = (const char *)src + k->offset;
+	int n = 0;
 
-	if (k->type == CFG_INT || k->type == CFG_BOOL)
-		__atomic_store_n((int *)(void *)fd, *(const int *)(const void *)fs,
-		    __ATOMIC_RELAXED);
-	else
-		memcpy(fd, fs, k->size);
+	for (const struct cfg_key *k = keys; k->name != NULL; k++) {
+		if (!key_differs(k, a, b))
+			continue;
+		n++;
+		if (fn != NULL)
+			fn(ctx, k, key_live(k));
+	}
+	return n;
+}
+
+void
+cfg_diff_log(void *ctx, const struct cfg_key *k, int live)
+{
+	struct cfg_changes *n = ctx;
+
+	n->changed++;
+	if (live) {
+		log_info("reload: [%s] %s changed", k->section, k->name);
+		return;
+	}
+	n->restart++;
+	log_warn("reload: [%s] %s changed: needs a restart (the old value stays)", k->section,
+	    k->name);
+}
+
+void
+cfg_take_live(const struct cfg_key *keys, void *dst, const void *src)
+{
+	for (const struct cfg_key *k = keys; k->name != NULL; k++) {
+		char *fd = (char *)dst + k->offset;
+		const char *fs = (const char *)src + k->offset;
+
+		if (!key_live(k))
+			continue;
+		if (k->type == CFG_INT || k->type == CFG_BOOL)
+			__atomic_store_n((int *)(void *)fd, *(const int *)(const void *)fs,
+			    __ATOMIC_RELAXED);
+		else
+			memcpy(fd, fs, k->size);
+	}
 }

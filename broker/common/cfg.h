@@ -41,11 +41,23 @@ int cfg_print_defaults(const struct cfg_key *keys, FILE *out);
 int cfg_load(const struct cfg_key *keys, void *obj, const char *path,
     char *err, size_t errlen);
 
-/* 1 if key k holds different values in a and b, else 0. */
-int cfg_differs(const struct cfg_key *k, const void *a, const void *b);
-/* Copies k's value from src into dst (a reload; an int is stored atomically,
- * for threads that read it meanwhile). */
-void cfg_copy(const struct cfg_key *k, void *dst, const void *src);
+/* A reload's view of the table. A key that differs between two objects
+ * of it, and whether it is live (takes effect on a reload). */
+typedef void (*cfg_diff_fn)(void *ctx, const struct cfg_key *k, int live);
+/* Calls fn (NULL: none) for each key whose value differs between a and b,
+ * in table order. How many differ. */
+int cfg_diff(const struct cfg_key *keys, const void *a, const void *b, cfg_diff_fn fn,
+    void *ctx);
+/* A cfg_diff_fn for a reload: counts each key in ctx (struct cfg_changes)
+ * and logs it once, a restart-only one as needing a restart. */
+struct cfg_changes {
+	int changed;
+	int restart;			/* of changed: restart-only */
+};
+void cfg_diff_log(void *ctx, const struct cfg_key *k, int live);
+/* Copies every live key of src into dst; the others keep dst's values. Ints
+ * are stored atomically (other threads may read them meanwhile). */
+void cfg_take_live(const struct cfg_key *keys, void *dst, const void *src);
 
 /* Parses text as the file named path would be parsed (used by fuzzing). */
 int cfg_load_string(const struct cfg_key *keys, void *obj, const char *path,

@@ -129,48 +129,16 @@ conf_print_defaults(FILE *out)
 	return cfg_print_defaults(conf_keys, out);
 }
 
-#ifdef CFG_LIVE
-#define key_live(k)	(((k)->flags & CFG_LIVE) != 0)
-#else
-/* TODO(wt-conf): until its key tables' live flag is merged, the lead's list
- * of restart-only keys (issue 17 decisions). */
-static int
-key_live(const struct cfg_key *k)
-{
-	static const char *restart[] = { "state.engine", "state.path", "state.url",
-	    "broker.user", "rdp.listen", "rdp.mode", "rdp.engine", "rdp.token_key",
-	    "http.listen" };
-	char name[64];
-
-	snprintf(name, sizeof(name), "%s.%s", k->section, k->name);
-	for (size_t i = 0; i < sizeof(restart) / sizeof(restart[0]); i++)
-		if (strcmp(name, restart[i]) == 0)
-			return 0;
-	return 1;
-}
-#endif
-
 int
-conf_diff(const struct conf *a, const struct conf *b, conf_diff_fn fn, void *ctx)
+conf_diff(const struct conf *a, const struct conf *b, cfg_diff_fn fn, void *ctx)
 {
-	int n = 0;
-
-	for (const struct cfg_key *k = conf_keys; k->name != NULL; k++) {
-		if (!cfg_differs(k, a, b))
-			continue;
-		n++;
-		if (fn != NULL)
-			fn(ctx, k->section, k->name, key_live(k));
-	}
-	return n;
+	return cfg_diff(conf_keys, a, b, fn, ctx);
 }
 
 void
 conf_take_live(struct conf *c, const struct conf *next)
 {
-	for (const struct cfg_key *k = conf_keys; k->name != NULL; k++)
-		if (key_live(k))
-			cfg_copy(k, c, next);
+	cfg_take_live(conf_keys, c, next);
 }
 
 const char *

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "broker/common/cfg.h"
 #include "broker/front/rdp.h"
 
 struct conf {
@@ -56,15 +57,9 @@ void conf_defaults(struct conf *c);
 /* Writes the default configuration (every key, `tsbroker -D`, used by
  * `make run`). 0 or -1. */
 int conf_print_defaults(FILE *out);
-/* A key whose value differs between two configurations: live (CFG_LIVE in
- * the key table: takes effect on a reload) or not (needs a restart). */
-typedef void (*conf_diff_fn)(void *ctx, const char *section, const char *name, int live);
-/* Calls fn (NULL: none) for each key that differs between a and b, in
- * table order. How many differ. */
-int conf_diff(const struct conf *a, const struct conf *b, conf_diff_fn fn, void *ctx);
-/* Copies every live key of next into c; the others keep c's values. Ints
- * are stored atomically (other threads read them from c); strings are read
- * by the main thread only once serving. */
+/* cfg_diff and cfg_take_live (cfg.h) over the broker's key table. Strings
+ * in a serving broker's conf are read by the main thread only. */
+int conf_diff(const struct conf *a, const struct conf *b, cfg_diff_fn fn, void *ctx);
 void conf_take_live(struct conf *c, const struct conf *next);
 /* The store's location for store_open_engine: [state] url for postgresql,
  * else [state] path. Borrowed from c. */

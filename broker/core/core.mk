@@ -6,7 +6,7 @@ CORE_SRC := broker/core/main.c broker/core/conf.c broker/core/cli.c broker/core/
 	broker/core/reload.c
 CORE_LIBS := $(call PKG_LIBS,openssl)
 
-$(eval $(call unit_test,test_cfg,$(B)/broker/core/conf.o $(B)/broker/common/cfg.o \
+$(eval $(call unit_test,test_cfg,$(B)/broker/core/conf.o $(B)/broker/common/cfg.o $(B)/broker/common/log.o \
 	$(B)/broker/common/util.o,$(call PKG_LIBS,inih)))
 FUZZERS += fuzz_conf
 fuzz_conf_SRCS := broker/core/conf.c

@@ -1,6 +1,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "broker/common/cfg.h"
 #include "broker/common/log.h"
 #include "broker/core/broker.h"
 #include "broker/core/conf.h"
@@ -10,12 +11,6 @@
 #include "broker/front/rdp.h"
 #include "broker/http/http.h"
 #include "broker/state/store.h"
-
-/* The changed keys of a reload. */
-struct reload_count {
-	int live;
-	int restart;
-};
 
 int
 reload_check(const struct conf *c, char *err, size_t n)
@@ -62,21 +57,6 @@ reload_tls(struct reload *r, const struct conf *want, char *err, size_t n)
 	return 0;
 }
 
-static void
-count_key(void *ctx, const char *section, const char *name, int live)
-{
-	struct reload_count *n = ctx;
-
-	if (live) {
-		n->live++;
-		log_info("reload: [%s] %s changed", section, name);
-		return;
-	}
-	n->restart++;
-	log_warn("reload: [%s] %s changed: needs a restart (the old value stays)", section,
-	    name);
-}
-
 static int
 refuse(struct reload *r, const char *why)
 {
@@ -93,7 +73,7 @@ int
 reload_run(struct reload *r)
 {
 	static struct conf next, want;	/* large; main thread only */
-	struct reload_count n = { 0, 0 };
+	struct cfg_changes n = { 0, 0 };
 	char err[768], detail[128];
 
 	log_info("SIGHUP: reading %s again", r->c->path);
@@ -113,11 +93,11 @@ reload_run(struct reload *r)
 	store_commit_timeout(r->st, want.commit_timeout * 1000);
 	if (http_set_web_root(r->http, want.http_web_root) != 0)
 		log_warn("reload: [http] web_root is too long");
-	(void)conf_diff(r->c, &next, count_key, &n);
+	(void)conf_diff(r->c, &next, cfg_diff_log, &n);
 	conf_take_live(r->c, &next);
-	log_info("reloaded: %d keys changed, %d need a restart", n.live + n.restart, n.restart);
 	snprintf(detail, sizeof(detail), "reloaded: %d keys changed, %d need a restart",
-	    n.live + n.restart, n.restart);
+	    n.changed, n.restart);
+	log_info("%s", detail);
 	(void)store_event_add(r->st, "config_reload", "", "", "", detail, 0);
 	__atomic_add_fetch(&r->m->ok, 1, __ATOMIC_RELAXED);
 	return 0;
