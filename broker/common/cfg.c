@@ -197,7 +197,11 @@ cfg_load_string(const struct cfg_key *keys, void *obj, const char *path,
 }
 
 #ifdef CFG_LIVE
-#define key_live(k)	(((k)->flags & CFG_LIVE) != 0)
+static int
+key_live(const struct cfg_key *k)
+{
+	return (k->flags & CFG_LIVE) != 0;
+}
 #else
 /* TODO(wt-conf): until its key tables' live flag is merged, the lead's list
  * of restart-only keys (issue 17 decisions), both daemons'. */
@@ -273,4 +277,23 @@ cfg_take_live(const struct cfg_key *keys, void *dst, const void *src)
 		else
 			memcpy(fd, fs, k->size);
 	}
+}
+
+int
+cfg_live(const struct cfg_key *k)
+{
+	return key_live(k);
+}
+
+void
+cfg_format(const struct cfg_key *k, const void *obj, char *out, size_t n)
+{
+	const char *f = (const char *)obj + k->offset;
+
+	if (k->type == CFG_INT)
+		snprintf(out, n, "%d", *(const int *)(const void *)f);
+	else if (k->type == CFG_BOOL)
+		snprintf(out, n, "%s", *(const int *)(const void *)f ? "yes" : "no");
+	else
+		snprintf(out, n, "%.*s", (int)k->size, f);
 }

@@ -59,6 +59,11 @@ void cfg_diff_log(void *ctx, const struct cfg_key *k, int live);
  * are stored atomically (other threads may read them meanwhile). */
 void cfg_take_live(const struct cfg_key *keys, void *dst, const void *src);
 
+/* Writes k's value in obj into out as it would be written in the file. */
+void cfg_format(const struct cfg_key *k, const void *obj, char *out, size_t n);
+/* 1 if k is live (takes effect on a reload), else 0. */
+int cfg_live(const struct cfg_key *k);
+
 /* Parses text as the file named path would be parsed (used by fuzzing). */
 int cfg_load_string(const struct cfg_key *keys, void *obj, const char *path,
     const char *text, char *err, size_t errlen);

@@ -61,6 +61,12 @@ int conf_print_defaults(FILE *out);
  * in a serving broker's conf are read by the main thread only. */
 int conf_diff(const struct conf *a, const struct conf *b, cfg_diff_fn fn, void *ctx);
 void conf_take_live(struct conf *c, const struct conf *next);
+/* Calls fn for every key of c in table order with its value as written in
+ * the file, or NULL for a secret ([state] url: a password may be in it);
+ * live as cfg_live. Any thread: conf_take_live waits meanwhile. */
+typedef void (*conf_each_fn)(void *ctx, const char *section, const char *name,
+    const char *value, int live);
+void conf_each(const struct conf *c, conf_each_fn fn, void *ctx);
 /* The store's location for store_open_engine: [state] url for postgresql,
  * else [state] path. Borrowed from c. */
 const char *conf_state_location(const struct conf *c);
