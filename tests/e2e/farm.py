@@ -152,11 +152,13 @@ def parse_kv(line):
     return dict(w.split("=", 1) for w in line.split() if "=" in w)
 
 
-def make_cert(directory, cn):
-    """(certificate, key) paths of a new self-signed RSA certificate for cn."""
+def make_cert(directory, cn, ip=None):
+    """(certificate, key) paths of a new self-signed RSA certificate for cn
+    (and the IP address ip, if given)."""
     cert, key = os.path.join(directory, f"{cn}.crt"), os.path.join(directory, f"{cn}.key")
+    san = ["-addext", f"subjectAltName=IP:{ip}"] if ip else []
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", f"/CN={cn}", "-keyout", key, "-out", cert],
+                    "-subj", f"/CN={cn}", *san, "-keyout", key, "-out", cert],
                    check=True, capture_output=True, timeout=60)
     return cert, key
 

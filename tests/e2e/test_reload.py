@@ -33,6 +33,7 @@ from farm import (ROOT, TSBROKER, Agent, Broker, free_port, heartbeat_body, make
 UNIT = os.path.join(ROOT, "broker", "tsbroker.service")
 OK = 'tsbroker_config_reloads_total{result="ok"}'
 REFUSED = 'tsbroker_config_reloads_total{result="refused"}'
+ACTIVE = "tsbroker_splices_active"
 
 
 # ---- helpers ------------------------------------------------------------------
@@ -156,8 +157,8 @@ def test_certificate_renewed_under_a_running_splice(open_dir, stopped_at_teardow
     nobody = pwd.getpwnam("nobody")
     etc = os.path.join(open_dir, "etc")
     os.mkdir(etc, 0o755)
-    old = make_cert(open_dir, "old")
-    new = make_cert(open_dir, "new")
+    old = make_cert(open_dir, "old", "127.0.0.1")
+    new = make_cert(open_dir, "new", "127.0.0.1")
     cert, key = os.path.join(etc, "tsbroker.crt"), os.path.join(etc, "tsbroker.key")
     install_pair(*old, cert, key, nobody.pw_gid)
     home = os.path.join(open_dir, "broker")
@@ -208,9 +209,6 @@ def test_certificate_renewed_under_a_running_splice(open_dir, stopped_at_teardow
     assert b.events("config_reload")[-1][4] == "reloaded: 0 keys changed, 0 need a restart"
 
 
-ACTIVE = "tsbroker_splices_active"
-
-
 # ---- every live key takes effect; restart-only keys are reported and kept --------
 
 def live_keys(d, b):
@@ -220,7 +218,7 @@ def live_keys(d, b):
     os.makedirs(web, exist_ok=True)
     with open(os.path.join(web, "index.html"), "w") as f:
         f.write("<p>the second web root</p>")
-    rdp2, http2 = make_cert(d, "rdp2"), make_cert(d, "http2")
+    rdp2, http2 = make_cert(d, "rdp2"), make_cert(d, "http2", "127.0.0.1")
     return {
         ("state", "event_retention_days"): "20", ("state", "event_max"): "5000",
         ("state", "commit_timeout"): "7",
@@ -280,6 +278,7 @@ def test_every_live_key_takes_effect_and_restart_keys_stay(broker, tmp_path):
     line = reload(b)
     assert f"reloaded: {len(live) + len(RESTART_KEYS)} keys changed, " \
            f"{len(RESTART_KEYS)} need a restart" in line, line
+    b.cert = live[("http", "certificate")]      # the CA of b.request from now on
     after = running_config(b, admin)
     for k, v in live.items():
         assert after[k][0] == v, (k, after[k], v)
@@ -290,7 +289,6 @@ def test_every_live_key_takes_effect_and_restart_keys_stay(broker, tmp_path):
     # what a client sees
     assert rdp_cert(b) == der_sha256(live[("rdp", "certificate")])
     assert https_cert(b) == der_sha256(live[("http", "certificate")])
-    b.cert = live[("http", "certificate")]      # the CA of b.request from now on
     status, ans = b.heartbeat(token, heartbeat_body("ts1"))
     assert status == 200 and ans["interval"] == 2          # [health] heartbeat_interval
     status, _ = b.request("POST", "/api/v1/heartbeat", raw=b"x" * 4096, token=token)
@@ -326,7 +324,8 @@ def test_every_live_key_takes_effect_and_restart_keys_stay(broker, tmp_path):
     finally:
         first.close()
     # [http] admin_session_idle / admin_session_max: a login's answer
-    status, body = b.request("POST", "/api/v1/login", {"password": b.admin_password})
+    status, body = b.request("POST", "/api/v1/login", {"password": b.admin_password},
+                             headers={"Content-Type": "application/json"})
     assert status == 200 and body["idle_timeout"] == 600, body
     assert b.metrics()[OK] == 1
 
