@@ -42,8 +42,8 @@ broker_place(struct broker *b, const struct door_request *req, struct door_answe
 	pr.client = req->client_addr;
 	pr.desk = req->client_name;	/* the desk it claims */
 	pr.now = util_now_ms();
-	pr.pending_ttl_ms = b->c->pending_ttl * 1000;
-	pr.pending_penalty = b->c->pending_penalty;
+	pr.pending_ttl_ms = CONF_GET(b->c, pending_ttl) * 1000;
+	pr.pending_penalty = CONF_GET(b->c, pending_penalty);
 	if ((r = store_placement_commit(b->st, &pr, &res)) == STORE_REFUSED) {
 		snprintf(ans->reason, sizeof(ans->reason), "%s", res.reason);
 		ans->refusal = DOOR_REFUSAL_NO_SERVER;
@@ -68,7 +68,7 @@ broker_place(struct broker *b, const struct door_request *req, struct door_answe
 		    "%s", user, res.server, res.reason);
 	/* the placement is committed: now the token that leads back to it */
 	if (b->token_mode && token_issue(&b->key, res.session_id,
-	    pr.now / 1000 + b->c->token_ttl, out->routing_token,
+	    pr.now / 1000 + CONF_GET(b->c, token_ttl), out->routing_token,
 	    sizeof(out->routing_token)) != 0) {
 		snprintf(ans->reason, sizeof(ans->reason), "cannot issue a routing token");
 		return;
@@ -118,8 +118,8 @@ route_place_again(struct broker *b, struct door_splice *t, const char *client, c
 	pr.client = client;
 	pr.desk = NULL;			/* no MCS data before a splice: unknown */
 	pr.now = util_now_ms();
-	pr.pending_ttl_ms = b->c->pending_ttl * 1000;
-	pr.pending_penalty = b->c->pending_penalty;
+	pr.pending_ttl_ms = CONF_GET(b->c, pending_ttl) * 1000;
+	pr.pending_penalty = CONF_GET(b->c, pending_penalty);
 	if ((r = store_placement_commit(b->st, &pr, &res)) != 0) {
 		snprintf(why, n, "%s", r == STORE_REFUSED ? res.reason : store_strerror(r));
 		return r;
@@ -164,7 +164,7 @@ route_connect(struct broker *b, const struct door_splice *t)
 	char err[160];
 
 	return net_connect(err, sizeof(err), t->address, t->port,
-	    b->c->connect_timeout * 1000);
+	    CONF_GET(b->c, connect_timeout) * 1000);
 }
 
 /* A connection that came back with a routing token: verify, look up the
@@ -256,7 +256,7 @@ splice_token(struct broker *b, const struct door_request *req, const struct door
 	if (splice_start(b->splice, fd, sfd, req->x224.bytes, req->x224.len) != 0) {
 		close(sfd);
 		snprintf(why, sizeof(why), "cannot splice to %s: %d connections spliced "
-		    "(splice_max) or out of resources", t.server, b->c->splice_max);
+		    "(splice_max) or out of resources", t.server, CONF_GET(b->c, splice_max));
 		log_warn("%s from %s not spliced: %s", user, client, why);
 		route_event(b, BROKER_SPLICE_FAILED, "splice_failed", t.server, user, client,
 		    why);
@@ -311,14 +311,14 @@ splice_cookie(struct broker *b, const struct door_request *req, const struct doo
 	if (splice_start(b->splice, fd, sfd, NULL, 0) != 0) {
 		close(sfd);
 		log_warn("cookie %s from %s not spliced (splice_max %d reached?): "
-		    "placing it as usual", t->user, client, b->c->splice_max);
+		    "placing it as usual", t->user, client, CONF_GET(b->c, splice_max));
 		return DOOR_DECLINED;
 	}
 	memset(&pr, 0, sizeof(pr));	/* desk NULL: spliced before MCS data */
 	pr.user = t->user;
 	pr.client = client;
 	pr.now = util_now_ms();
-	pr.pending_ttl_ms = b->c->pending_ttl * 1000;
+	pr.pending_ttl_ms = CONF_GET(b->c, pending_ttl) * 1000;
 	/* errors logged by store */
 	(void)store_session_reconnect(b->st, t->session_id, &pr);
 	snprintf(why, sizeof(why), "cookie (trust_cookie), session %lld",
@@ -327,6 +327,13 @@ splice_cookie(struct broker *b, const struct door_request *req, const struct doo
 	    t->address, t->port);
 	route_event(b, BROKER_SPLICED, "splice", t->server, t->login, client, why);
 	return DOOR_SPLICED;
+}
+
+/* The relay, or NULL (set once, by broker_start or a reload). */
+static struct splice *
+relay_of(const struct broker *b)
+{
+	return __atomic_load_n(&b->splice, __ATOMIC_ACQUIRE);
 }
 
 static void
@@ -340,7 +347,7 @@ broker_decide(void *ctx, const struct door_request *req, struct door_answer *ans
 		broker_place(b, req, ans);
 		return;
 	}
-	if (__atomic_load_n(&b->splice, __ATOMIC_ACQUIRE) == NULL || (token && !b->token_mode)) {
+	if (relay_of(b) == NULL || (token && !b->token_mode)) {
 		/* nothing to splice with: a cookie goes on, a token is closed */
 		ans->verdict = token ? DOOR_REFUSE : DOOR_GO_ON;
 		ans->refusal = token ? DOOR_REFUSAL_DENIED : DOOR_REFUSAL_NONE;
@@ -358,7 +365,7 @@ broker_splice(void *ctx, const struct door_request *req, const struct door_answe
 {
 	struct broker *b = ctx;
 
-	if (__atomic_load_n(&b->splice, __ATOMIC_ACQUIRE) == NULL || ans->verdict != DOOR_SPLICE)
+	if (relay_of(b) == NULL || ans->verdict != DOOR_SPLICE)
 		return DOOR_CLOSED;
 	if (req->x224.token_kind == X224_TOKEN_MSTS)
 		return splice_token(b, req, ans, fd);
@@ -474,7 +481,7 @@ broker_stop(struct broker *b)
 int
 broker_splices_active(const struct broker *b)
 {
-	struct splice *s = __atomic_load_n(&b->splice, __ATOMIC_ACQUIRE);
+	struct splice *s = relay_of(b);
 
 	return s != NULL ? splice_active(s) : 0;
 }

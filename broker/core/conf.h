@@ -57,6 +57,10 @@ void conf_defaults(struct conf *c);
 /* Writes the default configuration (every key, `tsbroker -D`, used by
  * `make run`). 0 or -1. */
 int conf_print_defaults(FILE *out);
+/* An int key of a serving broker's conf, from any thread: a reload
+ * (conf_take_live) stores them atomically. */
+#define CONF_GET(c, field)	__atomic_load_n(&(c)->field, __ATOMIC_RELAXED)
+
 /* cfg_diff and cfg_take_live (cfg.h) over the broker's key table. Strings
  * in a serving broker's conf are read by the main thread only. */
 int conf_diff(const struct conf *a, const struct conf *b, cfg_diff_fn fn, void *ctx);

@@ -128,12 +128,13 @@ addrlimit_new(const struct addrlimit_conf *conf)
 void
 addrlimit_set_conf(struct addrlimit *a, const struct addrlimit_conf *conf)
 {
-	uint64_t seed;
-
+	/* the exempt list is read under the lock, the limits without it */
 	pthread_mutex_lock(&a->lock);
-	seed = a->conf.seed;
-	a->conf = *conf;
-	a->conf.seed = seed;
+	memcpy(a->conf.exempt, conf->exempt, sizeof(a->conf.exempt));
+	a->conf.nexempt = conf->nexempt;
+	__atomic_store_n(&a->conf.max_handshakes, conf->max_handshakes, __ATOMIC_RELAXED);
+	__atomic_store_n(&a->conf.placements_per_minute, conf->placements_per_minute,
+	    __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&a->lock);
 }
 
@@ -237,9 +238,9 @@ addrlimit_handshake_begin(struct addrlimit *a, const char *addr, int64_t now_ms,
 	int r = ADDRLIMIT_OK;
 
 	*counted = 0;
-	if (a->conf.max_handshakes <= 0 || (s = slot_lock(a, addr, now_ms, 1)) == NULL)
+	if (__atomic_load_n(&a->conf.max_handshakes, __ATOMIC_RELAXED) <= 0 || (s = slot_lock(a, addr, now_ms, 1)) == NULL)
 		return ADDRLIMIT_OK;
-	if (s->handshakes >= a->conf.max_handshakes)
+	if (s->handshakes >= __atomic_load_n(&a->conf.max_handshakes, __ATOMIC_RELAXED))
 		r = ADDRLIMIT_EHANDSHAKES;
 	else {
 		s->handshakes++;
@@ -280,10 +281,11 @@ addrlimit_placement_take(struct addrlimit *a, const char *addr, int64_t now_ms,
 	int r = ADDRLIMIT_OK;
 
 	*counted = 0;
-	if (a->conf.placements_per_minute <= 0 ||
+	if (__atomic_load_n(&a->conf.placements_per_minute, __ATOMIC_RELAXED) <= 0 ||
 	    (s = slot_lock(a, addr, now_ms, 1)) == NULL)
 		return ADDRLIMIT_OK;
-	if (slot_placements(s, now_ms) >= (uint64_t)a->conf.placements_per_minute)
+	if (slot_placements(s, now_ms) >=
+	    (uint64_t)__atomic_load_n(&a->conf.placements_per_minute, __ATOMIC_RELAXED))
 		r = ADDRLIMIT_EPLACEMENTS;
 	else {
 		s->cur++;

@@ -50,7 +50,9 @@ struct admit_conn {
 };
 
 struct admit {
-	struct admit_conf conf;
+	struct admit_conf conf;		/* the listener's (written by it only) */
+	struct admit_conf next;		/* admit_set_limits', under lock */
+	int has_next;
 	struct admit_handler h;
 	struct addrlimit *limits;	/* per client address */
 	int lfd;
@@ -334,9 +336,14 @@ limit_refused(struct admit *a, const char *client, const char *what, int limit,
 int
 admit_placement_take(struct admit *a, const char *client, int *counted)
 {
+	int limit;
+
 	if (addrlimit_placement_take(a->limits, client, util_mono_ms(), counted) == 0)
 		return 0;
-	limit_refused(a, client, "logon refused", a->conf.placements_per_address_minute,
+	pthread_mutex_lock(&a->lock);	/* the listener may be applying new limits */
+	limit = a->conf.placements_per_address_minute;
+	pthread_mutex_unlock(&a->lock);
+	limit_refused(a, client, "logon refused", limit,
 	    "new placements in the last minute from it (placements_per_address_minute)");
 	return ADMIT_LIMITED;
 }
@@ -575,6 +582,18 @@ listener_watchdog(struct admit *a, int all)
 	}
 }
 
+/* Listener thread: the limits of admit_set_limits, if any came. */
+static void
+limits_apply(struct admit *a)
+{
+	pthread_mutex_lock(&a->lock);
+	if (a->has_next) {
+		a->conf = a->next;
+		a->has_next = 0;
+	}
+	pthread_mutex_unlock(&a->lock);
+}
+
 static void *
 listener_main(void *arg)
 {
@@ -606,6 +625,7 @@ listener_main(void *arg)
 			if (pfd[0].revents & POLLIN)
 				listener_accept(a);
 		}
+		limits_apply(a);
 		waiting_promote(a);
 		listener_watchdog(a, 0);
 	}
@@ -650,11 +670,12 @@ admit_set_limits(struct admit *a, const struct admit_conf *conf, char *err, size
 	if (conf_addrlimit(&lc, conf, err, n) != 0)
 		return -1;
 	conf_limits(&next, conf);
+	/* the listener applies them (it reads a->conf without the lock) */
 	pthread_mutex_lock(&a->lock);
-	a->conf = next;
+	a->next = next;
+	a->has_next = 1;
 	pthread_mutex_unlock(&a->lock);
 	addrlimit_set_conf(a->limits, &lc);
-	/* the listener promotes waiting connections to new slots at once */
 	(void)!write(a->wake[1], "s", 1);
 	return 0;
 }

@@ -549,7 +549,8 @@ splice_start(struct splice *s, int client, int server, const void *first, size_t
 	int a = __atomic_load_n(&s->active, __ATOMIC_RELAXED);
 
 	do {
-		if (a >= __atomic_load_n(&s->c.max, __ATOMIC_RELAXED) || __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
+		if (a >= __atomic_load_n(&s->c.max, __ATOMIC_RELAXED) ||
+		    __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
 			return -1;
 	} while (!__atomic_compare_exchange_n(&s->active, &a, a + 1, 1,
 	    __ATOMIC_RELAXED, __ATOMIC_RELAXED));

@@ -253,8 +253,8 @@ api_admin_status(struct api_admin *a, const struct auth_who *who,
 	free(list);
 	o = wire_json_object();
 	wire_json_int(o, "now", now);
-	wire_json_int(o, "heartbeat_interval", a->c->heartbeat_interval);
-	wire_json_int(o, "down_after", a->c->down_after);
+	wire_json_int(o, "heartbeat_interval", CONF_GET(a->c, heartbeat_interval));
+	wire_json_int(o, "down_after", CONF_GET(a->c, down_after));
 	sv = wire_json_object();
 	wire_json_int(sv, "total", f.servers);
 	wire_json_int(sv, "up", f.up);
@@ -649,7 +649,7 @@ api_admin_user_trail(struct api_admin *a, const struct auth_who *who,
 		wire_json_add(arr, NULL, trail_json(&list[i]));
 	free(list);
 	wire_json_add(o, "trail", arr);
-	wire_json_int(o, "keep_days", a->c->desk_keep_days);
+	wire_json_int(o, "keep_days", CONF_GET(a->c, desk_keep_days));
 	http_reply_json(res, 200, wire_json_dump(o));
 }
 
@@ -736,7 +736,7 @@ api_admin_history(struct api_admin *a, const struct auth_who *who,
 	/* samples older than a day are merged ones: older servers' rows
 	 * sort before a merged sample of the same ts (by span) */
 	o = wire_json_object();
-	wire_json_int(o, "period", a->c->history_period);
+	wire_json_int(o, "period", CONF_GET(a->c, history_period));
 	wire_json_int(o, "now", now);
 	arr = wire_json_array();
 	for (size_t i = 0; i < n; i++) {

@@ -534,8 +534,8 @@ http_reload(struct http *h, const struct http_conf *c, char *err, size_t errlen)
 	for (i = 0; i < HTTP_OLD_MAX && h->old[i].d != NULL; i++)
 		;
 	if (i == HTTP_OLD_MAX) {
-		log_warn("https: %d replaced servers still have connections: closing the oldest's",
-		    HTTP_OLD_MAX);
+		log_warn("https: %d replaced servers still have connections: closing the "
+		    "oldest's", HTTP_OLD_MAX);
 		old_stop(&h->old[0]);
 		memmove(&h->old[0], &h->old[1], sizeof(h->old[0]) * (HTTP_OLD_MAX - 1));
 		memset(&h->old[HTTP_OLD_MAX - 1], 0, sizeof(h->old[0]));
