@@ -9,25 +9,48 @@
 #include "broker/common/cfg.h"
 #include "broker/common/util.h"
 
-#define K(name, type, field, min, max, def, choices) \
+#define K(name, type, field, min, max, def, choices, flags, desc) \
 	{ "agent", name, type, offsetof(struct agent_conf, field), \
-	  sizeof(((struct agent_conf *)0)->field), min, max, def, choices }
+	  sizeof(((struct agent_conf *)0)->field), min, max, def, choices, flags, desc }
 
 static const struct cfg_key conf_keys[] = {
-	K("name", CFG_STR, name, 0, 0, NULL, NULL),
-	K("broker", CFG_STR, broker, 0, 0, NULL, NULL),
-	K("token", CFG_STR, token, 0, 0, NULL, NULL),
-	K("ca", CFG_STR, ca, 0, 0, NULL, NULL),
-	K("rdp_address", CFG_STR, rdp_address, 0, 0, NULL, NULL),
-	K("rdp_port", CFG_INT, rdp_port, 1, 65535, "3389", NULL),
-	K("sessions", CFG_STR, sessions, 0, 0, "auto", NULL),
-	K("interval", CFG_INT, interval, 1, 3600, "5", NULL),
-	K("connect_timeout", CFG_INT, connect_timeout, 1, 300, "5", NULL),
-	K("timeout", CFG_INT, timeout, 1, 600, "10", NULL),
-	K("retry_max", CFG_INT, retry_max, 1, 3600, "60", NULL),
-	K("command_timeout", CFG_INT, command_timeout, 1, 600, "5", NULL),
-	K("logoff_command", CFG_STR, logoff_command, 0, 0, "", NULL),
-	K("disconnect_command", CFG_STR, disconnect_command, 0, 0, "", NULL),
+	K("name", CFG_STR, name, 0, 0, NULL, NULL, CFG_RESTART,
+	    "The server's name, as added with tsbroker server add. Empty: the host name up to "
+	    "the first dot."),
+	K("broker", CFG_STR, broker, 0, 0, NULL, NULL, CFG_RESTART,
+	    "The broker's https URL (required), or up to 8 of them separated by spaces or "
+	    "commas: a beat goes to the current one and fails over to the next."),
+	K("token", CFG_STR, token, 0, 0, NULL, NULL, CFG_RESTART,
+	    "The server's token, printed once by tsbroker server add (required, never logged)."),
+	K("ca", CFG_STR, ca, 0, 0, NULL, NULL, CFG_RESTART,
+	    "How to trust the broker: one self-signed certificate (pinned by its key) or a CA "
+	    "bundle. Empty: the system's CAs."),
+	K("rdp_address", CFG_STR, rdp_address, 0, 0, NULL, NULL, CFG_RESTART,
+	    "The server's RDP address reported to the broker. Empty: reported empty and "
+	    "probed at 127.0.0.1."),
+	K("rdp_port", CFG_INT, rdp_port, 1, 65535, "3389", NULL, CFG_RESTART,
+	    "The RDP port reported, and probed at every beat."),
+	K("sessions", CFG_STR, sessions, 0, 0, "auto", NULL, CFG_LIVE,
+	    "Where the sessions are read from: auto, xrdp, utmp, logind, file:PATH or "
+	    "command:CMD."),
+	K("interval", CFG_INT, interval, 1, 3600, "5", NULL, CFG_LIVE,
+	    "Seconds between heartbeats until the broker answers another interval."),
+	K("connect_timeout", CFG_INT, connect_timeout, 1, 300, "5", NULL, CFG_LIVE,
+	    "Seconds to connect to the broker (TCP and TLS)."),
+	K("timeout", CFG_INT, timeout, 1, 600, "10", NULL, CFG_LIVE,
+	    "Seconds a whole heartbeat request may take."),
+	K("retry_max", CFG_INT, retry_max, 1, 3600, "60", NULL, CFG_LIVE,
+	    "Cap in seconds of the backoff while the broker is unreachable."),
+	K("command_timeout", CFG_INT, command_timeout, 1, 600, "5", NULL, CFG_LIVE,
+	    "Seconds a sessions = command:CMD run, and each log off or disconnect, may take "
+	    "before its process group is killed."),
+	K("logoff_command", CFG_STR, logoff_command, 0, 0, "", NULL, CFG_LIVE,
+	    "With sessions = command:CMD, what logs a user off: split on blanks (no shell), "
+	    "run with the session id and the user as its last two arguments. Empty: not "
+	    "supported."),
+	K("disconnect_command", CFG_STR, disconnect_command, 0, 0, "", NULL, CFG_LIVE,
+	    "With sessions = command:CMD, what disconnects a session, run as logoff_command "
+	    "is. Empty: not supported."),
 	CFG_END
 };
 

@@ -25,9 +25,16 @@ struct cfg_key {
 	long min, max;		/* CFG_INT */
 	const char *def;	/* default, as it would be written in the file; NULL = empty */
 	const char *choices;	/* CFG_ENUM */
+	unsigned flags;		/* CFG_LIVE, or 0 (CFG_RESTART) */
+	const char *desc;	/* for admins: one or two sentences, plain text */
 };
 
-#define CFG_END { NULL, NULL, CFG_INT, 0, 0, 0, 0, NULL, NULL }
+/* flags: a live key takes effect when the daemon re-reads its file on
+ * SIGHUP; any other key needs a restart and keeps its old value. */
+#define CFG_RESTART	0u
+#define CFG_LIVE	0x1u
+
+#define CFG_END { NULL, NULL, CFG_INT, 0, 0, 0, 0, NULL, NULL, 0, NULL }
 
 /* Sets every key of obj to its default. */
 void cfg_defaults(const struct cfg_key *keys, void *obj);
