@@ -196,31 +196,6 @@ cfg_load_string(const struct cfg_key *keys, void *obj, const char *path,
 	    err, errlen);
 }
 
-#ifdef CFG_LIVE
-static int
-key_live(const struct cfg_key *k)
-{
-	return (k->flags & CFG_LIVE) != 0;
-}
-#else
-/* TODO(wt-conf): until its key tables' live flag is merged, the lead's list
- * of restart-only keys (issue 17 decisions), both daemons'. */
-static int
-key_live(const struct cfg_key *k)
-{
-	static const char *restart[] = { "state.engine", "state.path", "state.url",
-	    "broker.user", "rdp.listen", "rdp.mode", "rdp.engine", "rdp.token_key",
-	    "http.listen", "agent.name", "agent.broker", "agent.token", "agent.ca",
-	    "agent.rdp_address", "agent.rdp_port" };
-	char name[64];
-
-	snprintf(name, sizeof(name), "%s.%s", k->section, k->name);
-	for (size_t i = 0; i < sizeof(restart) / sizeof(restart[0]); i++)
-		if (strcmp(name, restart[i]) == 0)
-			return 0;
-	return 1;
-}
-#endif
 
 static int
 key_differs(const struct cfg_key *k, const void *a, const void *b)
@@ -242,7 +217,7 @@ cfg_diff(const struct cfg_key *keys, const void *a, const void *b, cfg_diff_fn f
 			continue;
 		n++;
 		if (fn != NULL)
-			fn(ctx, k, key_live(k));
+			fn(ctx, k, cfg_live(k));
 	}
 	return n;
 }
@@ -269,7 +244,7 @@ cfg_take_live(const struct cfg_key *keys, void *dst, const void *src)
 		char *fd = (char *)dst + k->offset;
 		const char *fs = (const char *)src + k->offset;
 
-		if (!key_live(k))
+		if (!cfg_live(k))
 			continue;
 		if (k->type == CFG_INT || k->type == CFG_BOOL)
 			__atomic_store_n((int *)(void *)fd, *(const int *)(const void *)fs,
@@ -282,7 +257,7 @@ cfg_take_live(const struct cfg_key *keys, void *dst, const void *src)
 int
 cfg_live(const struct cfg_key *k)
 {
-	return key_live(k);
+	return (k->flags & CFG_LIVE) != 0;
 }
 
 void
