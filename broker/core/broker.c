@@ -79,6 +79,13 @@ broker_place(struct broker *b, const struct door_request *req, struct door_answe
 
 /* ---- token mode and trusted cookies: route and splice --------------------- */
 
+/* The relay, or NULL (set once, by broker_start or a reload). */
+static struct splice *
+relay_of(const struct broker *b)
+{
+	return __atomic_load_n(&b->splice, __ATOMIC_ACQUIRE);
+}
+
 static void
 route_event(struct broker *b, int outcome, const char *kind, const char *server,
     const char *user, const char *client, const char *detail)
@@ -253,7 +260,7 @@ splice_token(struct broker *b, const struct door_request *req, const struct door
 			return DOOR_CLOSED;
 		}
 	}
-	if (splice_start(b->splice, fd, sfd, req->x224.bytes, req->x224.len) != 0) {
+	if (splice_start(relay_of(b), fd, sfd, req->x224.bytes, req->x224.len) != 0) {
 		close(sfd);
 		snprintf(why, sizeof(why), "cannot splice to %s: %d connections spliced "
 		    "(splice_max) or out of resources", t.server, CONF_GET(b->c, splice_max));
@@ -308,7 +315,7 @@ splice_cookie(struct broker *b, const struct door_request *req, const struct doo
 		route_mark_down(b, t, errno);
 		return DOOR_DECLINED;
 	}
-	if (splice_start(b->splice, fd, sfd, NULL, 0) != 0) {
+	if (splice_start(relay_of(b), fd, sfd, NULL, 0) != 0) {
 		close(sfd);
 		log_warn("cookie %s from %s not spliced (splice_max %d reached?): "
 		    "placing it as usual", t->user, client, CONF_GET(b->c, splice_max));
@@ -327,13 +334,6 @@ splice_cookie(struct broker *b, const struct door_request *req, const struct doo
 	    t->address, t->port);
 	route_event(b, BROKER_SPLICED, "splice", t->server, t->login, client, why);
 	return DOOR_SPLICED;
-}
-
-/* The relay, or NULL (set once, by broker_start or a reload). */
-static struct splice *
-relay_of(const struct broker *b)
-{
-	return __atomic_load_n(&b->splice, __ATOMIC_ACQUIRE);
 }
 
 static void
