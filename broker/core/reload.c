@@ -51,9 +51,6 @@ reload_tls(struct reload *r, const struct conf *want, char *err, size_t n)
 		    "door did not: %s", why);
 		return -1;
 	}
-	if (strcmp(want->rdp.engine, "freerdp") == 0)
-		log_info("the freerdp engine keeps the certificate and TLS policy it read at "
-		    "start (a restart applies them)");
 	return 0;
 }
 

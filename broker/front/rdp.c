@@ -317,6 +317,12 @@ rdp_reload(struct rdp *r, const struct rdp_conf *conf, char *err, size_t errlen)
 	if (r->lean != NULL && lean_configure(r->lean, conf->certificate, conf->private_key,
 	    &tls, err, errlen) != 0)
 		return -1;
+	if (r->engine != NULL) {
+		if (rdp_freerdp_reload(r->engine, conf->certificate, conf->private_key, err,
+		    errlen) != 0)
+			return -1;
+		rdp_freerdp_set_tls(r->engine, conf->tls_ciphers, conf->tls_min_version);
+	}
 	if (admit_set_limits(r->admit, &ac, why, sizeof(why)) != 0) {
 		snprintf(err, errlen, "%s", why);	/* checked above: not reached */
 		return -1;
