@@ -520,8 +520,9 @@ http_reap(struct http *h)
 int
 http_reload(struct http *h, const struct http_conf *c, char *err, size_t errlen)
 {
-	char prio[sizeof(h->tls_priority)], *cert = NULL, *key = NULL;
+	char prio[sizeof(h->tls_priority)], keep[sizeof(h->tls_priority)];
 	unsigned int maxc = h->max_connections;
+	char *cert = NULL, *key = NULL;
 	struct MHD_Daemon *d;
 	int i;
 
@@ -542,11 +543,13 @@ http_reload(struct http *h, const struct http_conf *c, char *err, size_t errlen)
 		i = HTTP_OLD_MAX - 1;
 	}
 	/* the new daemon shares the listener, then the old one lets go of it */
-	util_strlcpy(h->tls_priority, prio, sizeof(h->tls_priority));
+	memcpy(keep, h->tls_priority, sizeof(keep));
+	memcpy(h->tls_priority, prio, sizeof(prio));
 	h->max_connections = c->max_connections;
 	if ((d = daemon_start(h, h->lfd, cert, key)) == NULL) {
 		snprintf(err, errlen, "cannot start the HTTPS server again (certificate or key "
 		    "unusable?)");
+		memcpy(h->tls_priority, keep, sizeof(keep));
 		h->max_connections = maxc;
 		free(cert);
 		key_free(key);

@@ -98,6 +98,11 @@ def https_cert(b):
             return hashlib.sha256(t.getpeercert(binary_form=True)).hexdigest()
 
 
+def threads(b):
+    with open(f"/proc/{b.proc.pid}/status") as f:
+        return int(next(l for l in f if l.startswith("Threads:")).split()[1])
+
+
 def install_pair(src_cert, src_key, cert, key, gid):
     """Renews cert and key in place as certbot's deploy hook would: new
     files renamed over the old, the key root:gid 0640."""
@@ -195,6 +200,7 @@ def test_certificate_renewed_under_a_running_splice(open_dir, stopped_at_teardow
 
     install_pair(*new, cert, key, nobody.pw_gid)
     assert "0 keys changed, 0 need a restart" in reload(b)
+    serving = threads(b)        # the replaced HTTPS server's pool too
 
     # the splice flows both ways, the kept connection still answers (with
     # the certificate it began with), new clients see the new one
@@ -206,6 +212,8 @@ def test_certificate_renewed_under_a_running_splice(open_dir, stopped_at_teardow
     assert hashlib.sha256(keep.sock.getpeercert(binary_form=True)).hexdigest() == \
         der_sha256(old[0])
     keep.close()
+    # the replaced server stops once its last connection has gone
+    wait_until(lambda: threads(b) <= serving - 16, 15, "the replaced HTTPS server stopped")
     assert rdp_cert(b) == https_cert(b) == der_sha256(new[0])
     assert b.request("GET", "/api/v1/servers", token=admin)[0] == 200  # verifies the new one
     assert b.metrics()[ACTIVE] == 1 and b.metrics()[OK] == 1
