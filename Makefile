@@ -150,7 +150,7 @@ ASAN_B     := build-asan
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 ASAN_E2E   ?= $(wildcard tests/e2e/test_broker.py tests/e2e/test_admin_api.py \
 	tests/e2e/test_rdp_endpoint.py tests/e2e/test_hostile.py tests/e2e/test_faults.py \
-	tests/e2e/test_lean.py tests/e2e/test_desk.py)
+	tests/e2e/test_lean.py tests/e2e/test_desk.py tests/e2e/test_reload.py)
 # (a core dump of an ASan process is its shadow memory: that check runs in make e2e)
 ASAN_DESELECT := --deselect tests/e2e/test_lean.py::test_password_in_no_log_and_no_core
 SAN_ENV    := ASAN_OPTIONS=halt_on_error=1:abort_on_error=0 \
@@ -175,7 +175,7 @@ asan-test: asan
 TSAN_B     := build-tsan
 TSAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
 TSAN_E2E   ?= tests/e2e/test_rdp_endpoint.py tests/e2e/test_hostile.py \
-	tests/e2e/test_token_mode.py tests/e2e/test_admin_api.py
+	tests/e2e/test_token_mode.py tests/e2e/test_admin_api.py tests/e2e/test_reload.py
 TSAN_UNIT  ?= test_admit test_lean test_splice
 TSAN_SETARCH ?= $(shell $(TSAN_B)/tsbroker -x 2>&1 | grep -q 'unexpected memory mapping' && \
 	echo setarch $$(uname -m) -R)

@@ -161,3 +161,15 @@ conf_load(const char *path, struct agent_conf *c, char *err, size_t errlen)
 	explicit_bzero(&tmp, sizeof(tmp));
 	return r;
 }
+
+int
+conf_diff(const struct agent_conf *a, const struct agent_conf *b, cfg_diff_fn fn, void *ctx)
+{
+	return cfg_diff(conf_keys, a, b, fn, ctx);
+}
+
+void
+conf_take_live(struct agent_conf *c, const struct agent_conf *next)
+{
+	cfg_take_live(conf_keys, c, next);
+}

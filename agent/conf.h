@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "agent/brokers.h"
+#include "broker/common/cfg.h"
 #include "broker/common/wire.h"
 
 #define CONF_PATH_MAX	1024
@@ -38,5 +39,10 @@ int conf_load(const char *path, struct agent_conf *c, char *err, size_t errlen);
 
 /* Writes the default configuration (every key, `tsagent -D`). 0 or -1. */
 int conf_print_defaults(FILE *out);
+
+/* cfg_diff and cfg_take_live (cfg.h) over the agent's key table. */
+int conf_diff(const struct agent_conf *a, const struct agent_conf *b, cfg_diff_fn fn,
+    void *ctx);
+void conf_take_live(struct agent_conf *c, const struct agent_conf *next);
 
 #endif

@@ -30,7 +30,9 @@ struct agent {
 	struct probe probe;
 	struct sessions *sessions;
 	struct report *report;
+	const char *path;		/* the configuration file (argv) */
 	sigset_t stop_signals;		/* blocked; waited for */
+	sigset_t wait_signals;		/* those and SIGHUP (reload) */
 	int load_ok, rdp_accepting, sessions_ok;
 	enum report_status last;
 	int have_last;
@@ -74,18 +76,75 @@ agent_stopping(void *arg)
 	return 0;
 }
 
-/* Waits ms or until a stop signal; 1 if stopped. */
+/* The sessions provider of a->conf. NULL when out of memory. */
+static struct sessions *
+agent_sessions_new(struct agent *a)
+{
+	struct sessions_opts so;
+
+	memset(&so, 0, sizeof(so));
+	so.spec = a->conf.sessions;
+	so.proc_root = "/proc";
+	so.command_timeout_ms = a->conf.command_timeout * 1000;
+	so.act[WIRE_LOGOFF] = a->conf.logoff_command;
+	so.act[WIRE_DISCONNECT] = a->conf.disconnect_command;
+	return sessions_new(&so);
+}
+
+/* SIGHUP: reads the file again. A file that does not load is refused
+ * (logged) and the agent goes on with what it has; else the live keys take
+ * effect from the next heartbeat, the others are logged as needing a
+ * restart. */
+static void
+agent_reload(struct agent *a)
+{
+	struct agent_conf *next = calloc(1, sizeof(*next));
+	struct cfg_changes n = { 0, 0 };
+	struct sessions *s;
+	char err[512];
+
+	if (next == NULL) {
+		log_error("reload refused: out of memory");
+		return;
+	}
+	if (conf_load(a->path, next, err, sizeof(err)) != 0) {
+		log_error("reload refused, still running on the previous configuration: %s", err);
+		goto out;
+	}
+	(void)conf_diff(&a->conf, next, cfg_diff_log, &n);
+	if (n.changed > n.restart) {
+		conf_take_live(&a->conf, next);
+		report_set_timeouts(a->report, &a->conf);
+		a->interval = a->conf.interval;	/* until the broker says otherwise */
+		if ((s = agent_sessions_new(a)) == NULL)
+			log_error("reload: out of memory: the sessions provider stays");
+		else {
+			sessions_free(a->sessions);
+			a->sessions = s;
+		}
+	}
+	log_info("reloaded: %d keys changed, %d need a restart", n.changed, n.restart);
+ out:
+	explicit_bzero(next, sizeof(*next));
+	free(next);
+}
+
+/* Waits ms or until a stop signal (SIGHUP reloads meanwhile); 1 if
+ * stopped. */
 static int
 agent_wait(struct agent *a, int64_t ms)
 {
 	int64_t deadline = util_mono_ms() + ms;
 	struct timespec ts;
 	int64_t left;
+	int sig;
 
 	while ((left = deadline - util_mono_ms()) > 0) {
 		ts.tv_sec = left / 1000;
 		ts.tv_nsec = (left % 1000) * 1000000;
-		if (sigtimedwait(&a->stop_signals, NULL, &ts) > 0)
+		if ((sig = sigtimedwait(&a->wait_signals, NULL, &ts)) == SIGHUP)
+			agent_reload(a);
+		else if (sig > 0)
 			return 1;
 	}
 	return agent_stopping(a);
@@ -355,7 +414,6 @@ main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct sessions_opts so;
 	struct agent *a = NULL;
 	const char *path = NULL;
 	int opt, check = 0, once = 0, verbose = 0, rc = 1, curl_up = 0;
@@ -399,7 +457,10 @@ main(int argc, char **argv)
 	sigemptyset(&a->stop_signals);
 	sigaddset(&a->stop_signals, SIGTERM);
 	sigaddset(&a->stop_signals, SIGINT);
-	sigprocmask(SIG_BLOCK, &a->stop_signals, NULL);
+	a->wait_signals = a->stop_signals;
+	sigaddset(&a->wait_signals, SIGHUP);
+	sigprocmask(SIG_BLOCK, &a->wait_signals, NULL);
+	a->path = path;
 	signal(SIGPIPE, SIG_IGN);
 
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
@@ -408,13 +469,7 @@ main(int argc, char **argv)
 	}
 	curl_up = 1;
 	probe_init(&a->probe, "/proc");
-	memset(&so, 0, sizeof(so));
-	so.spec = a->conf.sessions;
-	so.proc_root = "/proc";
-	so.command_timeout_ms = a->conf.command_timeout * 1000;
-	so.act[WIRE_LOGOFF] = a->conf.logoff_command;
-	so.act[WIRE_DISCONNECT] = a->conf.disconnect_command;
-	if ((a->sessions = sessions_new(&so)) == NULL) {
+	if ((a->sessions = agent_sessions_new(a)) == NULL) {
 		log_error("out of memory");
 		goto out;
 	}

@@ -115,6 +115,13 @@ report_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 	return r->cancel != NULL && r->cancel(r->cancel_arg) ? 1 : 0;
 }
 
+void
+report_set_timeouts(struct report *r, const struct agent_conf *c)
+{
+	r->connect_timeout = c->connect_timeout;
+	r->timeout = c->timeout;
+}
+
 struct report *
 report_new(const struct agent_conf *c, int (*cancel)(void *), void *cancel_arg,
     char *err, size_t errlen)

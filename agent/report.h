@@ -30,6 +30,8 @@ enum report_status {
 
 struct report;
 
+/* A reload: c's connect_timeout and timeout for requests from now on. */
+void report_set_timeouts(struct report *r, const struct agent_conf *c);
 /* Copies what it needs from c (the token too). cancel, if not NULL, is
  * polled during a request; non-zero aborts it (REPORT_UNREACHABLE).
  * NULL with the reason in err (unreadable or bad CA file, no memory). */

@@ -8,6 +8,7 @@
 #include <ini.h>
 
 #include "broker/common/cfg.h"
+#include "broker/common/log.h"
 #include "broker/common/util.h"
 
 struct cfg_ctx {
@@ -251,4 +252,81 @@ cfg_load_string(const struct cfg_key *keys, void *obj, const char *path,
 	cfg_defaults(keys, obj);
 	return cfg_finish(&ctx, path, ini_parse_string(text, cfg_handler, &ctx),
 	    err, errlen);
+}
+
+
+static int
+key_differs(const struct cfg_key *k, const void *a, const void *b)
+{
+	const char *fa = (const char *)a + k->offset, *fb = (const char *)b + k->offset;
+
+	if (k->type == CFG_INT || k->type == CFG_BOOL)
+		return *(const int *)(const void *)fa != *(const int *)(const void *)fb;
+	return strncmp(fa, fb, k->size) != 0;
+}
+
+int
+cfg_diff(const struct cfg_key *keys, const void *a, const void *b, cfg_diff_fn fn, void *ctx)
+{
+	int n = 0;
+
+	for (const struct cfg_key *k = keys; k->name != NULL; k++) {
+		if (!key_differs(k, a, b))
+			continue;
+		n++;
+		if (fn != NULL)
+			fn(ctx, k, cfg_live(k));
+	}
+	return n;
+}
+
+void
+cfg_diff_log(void *ctx, const struct cfg_key *k, int live)
+{
+	struct cfg_changes *n = ctx;
+
+	n->changed++;
+	if (live) {
+		log_info("reload: [%s] %s changed", k->section, k->name);
+		return;
+	}
+	n->restart++;
+	log_warn("reload: [%s] %s changed: needs a restart (the old value stays)", k->section,
+	    k->name);
+}
+
+void
+cfg_take_live(const struct cfg_key *keys, void *dst, const void *src)
+{
+	for (const struct cfg_key *k = keys; k->name != NULL; k++) {
+		char *fd = (char *)dst + k->offset;
+		const char *fs = (const char *)src + k->offset;
+
+		if (!cfg_live(k))
+			continue;
+		if (k->type == CFG_INT || k->type == CFG_BOOL)
+			__atomic_store_n((int *)(void *)fd, *(const int *)(const void *)fs,
+			    __ATOMIC_RELAXED);
+		else
+			memcpy(fd, fs, k->size);
+	}
+}
+
+int
+cfg_live(const struct cfg_key *k)
+{
+	return (k->flags & CFG_LIVE) != 0;
+}
+
+void
+cfg_format(const struct cfg_key *k, const void *obj, char *out, size_t n)
+{
+	const char *f = (const char *)obj + k->offset;
+
+	if (k->type == CFG_INT)
+		snprintf(out, n, "%d", *(const int *)(const void *)f);
+	else if (k->type == CFG_BOOL)
+		snprintf(out, n, "%s", *(const int *)(const void *)f ? "yes" : "no");
+	else
+		snprintf(out, n, "%.*s", (int)k->size, f);
 }

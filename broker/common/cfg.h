@@ -61,6 +61,29 @@ const struct cfg_key *conf_keys_table(void);
 int cfg_load(const struct cfg_key *keys, void *obj, const char *path,
     char *err, size_t errlen);
 
+/* A reload's view of the table. A key that differs between two objects
+ * of it, and whether it is live (takes effect on a reload). */
+typedef void (*cfg_diff_fn)(void *ctx, const struct cfg_key *k, int live);
+/* Calls fn (NULL: none) for each key whose value differs between a and b,
+ * in table order. How many differ. */
+int cfg_diff(const struct cfg_key *keys, const void *a, const void *b, cfg_diff_fn fn,
+    void *ctx);
+/* A cfg_diff_fn for a reload: counts each key in ctx (struct cfg_changes)
+ * and logs it once, a restart-only one as needing a restart. */
+struct cfg_changes {
+	int changed;
+	int restart;			/* of changed: restart-only */
+};
+void cfg_diff_log(void *ctx, const struct cfg_key *k, int live);
+/* Copies every live key of src into dst; the others keep dst's values. Ints
+ * are stored atomically (other threads may read them meanwhile). */
+void cfg_take_live(const struct cfg_key *keys, void *dst, const void *src);
+
+/* Writes k's value in obj into out as it would be written in the file. */
+void cfg_format(const struct cfg_key *k, const void *obj, char *out, size_t n);
+/* 1 if k is live (takes effect on a reload), else 0. */
+int cfg_live(const struct cfg_key *k);
+
 /* Parses text as the file named path would be parsed (used by fuzzing). */
 int cfg_load_string(const struct cfg_key *keys, void *obj, const char *path,
     const char *text, char *err, size_t errlen);

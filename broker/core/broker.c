@@ -42,8 +42,8 @@ broker_place(struct broker *b, const struct door_request *req, struct door_answe
 	pr.client = req->client_addr;
 	pr.desk = req->client_name;	/* the desk it claims */
 	pr.now = util_now_ms();
-	pr.pending_ttl_ms = b->c->pending_ttl * 1000;
-	pr.pending_penalty = b->c->pending_penalty;
+	pr.pending_ttl_ms = CONF_GET(b->c, pending_ttl) * 1000;
+	pr.pending_penalty = CONF_GET(b->c, pending_penalty);
 	if ((r = store_placement_commit(b->st, &pr, &res)) == STORE_REFUSED) {
 		snprintf(ans->reason, sizeof(ans->reason), "%s", res.reason);
 		ans->refusal = DOOR_REFUSAL_NO_SERVER;
@@ -68,7 +68,7 @@ broker_place(struct broker *b, const struct door_request *req, struct door_answe
 		    "%s", user, res.server, res.reason);
 	/* the placement is committed: now the token that leads back to it */
 	if (b->token_mode && token_issue(&b->key, res.session_id,
-	    pr.now / 1000 + b->c->token_ttl, out->routing_token,
+	    pr.now / 1000 + CONF_GET(b->c, token_ttl), out->routing_token,
 	    sizeof(out->routing_token)) != 0) {
 		snprintf(ans->reason, sizeof(ans->reason), "cannot issue a routing token");
 		return;
@@ -78,6 +78,13 @@ broker_place(struct broker *b, const struct door_request *req, struct door_answe
 }
 
 /* ---- token mode and trusted cookies: route and splice --------------------- */
+
+/* The relay, or NULL (set once, by broker_start or a reload). */
+static struct splice *
+relay_of(const struct broker *b)
+{
+	return __atomic_load_n(&b->splice, __ATOMIC_ACQUIRE);
+}
 
 static void
 route_event(struct broker *b, int outcome, const char *kind, const char *server,
@@ -118,8 +125,8 @@ route_place_again(struct broker *b, struct door_splice *t, const char *client, c
 	pr.client = client;
 	pr.desk = NULL;			/* no MCS data before a splice: unknown */
 	pr.now = util_now_ms();
-	pr.pending_ttl_ms = b->c->pending_ttl * 1000;
-	pr.pending_penalty = b->c->pending_penalty;
+	pr.pending_ttl_ms = CONF_GET(b->c, pending_ttl) * 1000;
+	pr.pending_penalty = CONF_GET(b->c, pending_penalty);
 	if ((r = store_placement_commit(b->st, &pr, &res)) != 0) {
 		snprintf(why, n, "%s", r == STORE_REFUSED ? res.reason : store_strerror(r));
 		return r;
@@ -164,7 +171,7 @@ route_connect(struct broker *b, const struct door_splice *t)
 	char err[160];
 
 	return net_connect(err, sizeof(err), t->address, t->port,
-	    b->c->connect_timeout * 1000);
+	    CONF_GET(b->c, connect_timeout) * 1000);
 }
 
 /* A connection that came back with a routing token: verify, look up the
@@ -253,10 +260,10 @@ splice_token(struct broker *b, const struct door_request *req, const struct door
 			return DOOR_CLOSED;
 		}
 	}
-	if (splice_start(b->splice, fd, sfd, req->x224.bytes, req->x224.len) != 0) {
+	if (splice_start(relay_of(b), fd, sfd, req->x224.bytes, req->x224.len) != 0) {
 		close(sfd);
 		snprintf(why, sizeof(why), "cannot splice to %s: %d connections spliced "
-		    "(splice_max) or out of resources", t.server, b->c->splice_max);
+		    "(splice_max) or out of resources", t.server, CONF_GET(b->c, splice_max));
 		log_warn("%s from %s not spliced: %s", user, client, why);
 		route_event(b, BROKER_SPLICE_FAILED, "splice_failed", t.server, user, client,
 		    why);
@@ -308,17 +315,17 @@ splice_cookie(struct broker *b, const struct door_request *req, const struct doo
 		route_mark_down(b, t, errno);
 		return DOOR_DECLINED;
 	}
-	if (splice_start(b->splice, fd, sfd, NULL, 0) != 0) {
+	if (splice_start(relay_of(b), fd, sfd, NULL, 0) != 0) {
 		close(sfd);
 		log_warn("cookie %s from %s not spliced (splice_max %d reached?): "
-		    "placing it as usual", t->user, client, b->c->splice_max);
+		    "placing it as usual", t->user, client, CONF_GET(b->c, splice_max));
 		return DOOR_DECLINED;
 	}
 	memset(&pr, 0, sizeof(pr));	/* desk NULL: spliced before MCS data */
 	pr.user = t->user;
 	pr.client = client;
 	pr.now = util_now_ms();
-	pr.pending_ttl_ms = b->c->pending_ttl * 1000;
+	pr.pending_ttl_ms = CONF_GET(b->c, pending_ttl) * 1000;
 	/* errors logged by store */
 	(void)store_session_reconnect(b->st, t->session_id, &pr);
 	snprintf(why, sizeof(why), "cookie (trust_cookie), session %lld",
@@ -340,7 +347,7 @@ broker_decide(void *ctx, const struct door_request *req, struct door_answer *ans
 		broker_place(b, req, ans);
 		return;
 	}
-	if (b->splice == NULL || (token && !b->token_mode)) {
+	if (relay_of(b) == NULL || (token && !b->token_mode)) {
 		/* nothing to splice with: a cookie goes on, a token is closed */
 		ans->verdict = token ? DOOR_REFUSE : DOOR_GO_ON;
 		ans->refusal = token ? DOOR_REFUSAL_DENIED : DOOR_REFUSAL_NONE;
@@ -358,7 +365,7 @@ broker_splice(void *ctx, const struct door_request *req, const struct door_answe
 {
 	struct broker *b = ctx;
 
-	if (b->splice == NULL || ans->verdict != DOOR_SPLICE)
+	if (relay_of(b) == NULL || ans->verdict != DOOR_SPLICE)
 		return DOOR_CLOSED;
 	if (req->x224.token_kind == X224_TOKEN_MSTS)
 		return splice_token(b, req, ans, fd);
@@ -412,26 +419,54 @@ broker_done(void *ctx, const struct door_request *req, enum door_outcome outcome
 	(void)store_event_add(b->st, kind, server, user, client, reason, elapsed_us);
 }
 
-int
-broker_start(struct broker *b, char *err, size_t n)
+/* The relay's settings from c. */
+static void
+splice_conf_of(struct splice_conf *sc, const struct conf *c, struct metrics_relay *m)
+{
+	memset(sc, 0, sizeof(*sc));
+	sc->idle_timeout_ms = c->splice_idle_timeout * 1000;
+	sc->max = c->splice_max;
+	sc->keepalive_s = c->splice_keepalive;
+	sc->user_timeout_s = c->splice_user_timeout;
+	sc->m = m;
+}
+
+/* Starts the relay if the mode or trust_cookie needs one. 0 or -1. */
+static int
+relay_ensure(struct broker *b, const struct conf *c, char *err, size_t n)
 {
 	struct splice_conf sc;
+	struct splice *s;
 
-	b->token_mode = strcmp(b->c->rdp.mode, "token") == 0;
-	if (b->token_mode && token_key_load(b->c->token_key, &b->key, err, n) != 0)
-		return -1;
-	if (!b->token_mode && !b->c->rdp.trust_cookie)
+	if (b->splice != NULL || (!b->token_mode && !c->rdp.trust_cookie))
 		return 0;
-	memset(&sc, 0, sizeof(sc));
-	sc.idle_timeout_ms = b->c->splice_idle_timeout * 1000;
-	sc.max = b->c->splice_max;
-	sc.keepalive_s = b->c->splice_keepalive;
-	sc.user_timeout_s = b->c->splice_user_timeout;
-	sc.m = &b->metrics->relay;
-	if ((b->splice = splice_new(&sc)) == NULL) {
+	splice_conf_of(&sc, c, &b->metrics->relay);
+	if ((s = splice_new(&sc)) == NULL) {
 		snprintf(err, n, "out of memory");
 		return -1;
 	}
+	__atomic_store_n(&b->splice, s, __ATOMIC_RELEASE);
+	return 0;
+}
+
+int
+broker_start(struct broker *b, char *err, size_t n)
+{
+	b->token_mode = strcmp(b->c->rdp.mode, "token") == 0;
+	if (b->token_mode && token_key_load(b->c->token_key, &b->key, err, n) != 0)
+		return -1;
+	return relay_ensure(b, b->c, err, n);
+}
+
+int
+broker_reload(struct broker *b, const struct conf *next, char *err, size_t n)
+{
+	struct splice_conf sc;
+
+	if (b->splice == NULL)
+		return relay_ensure(b, next, err, n);
+	splice_conf_of(&sc, next, &b->metrics->relay);
+	splice_set_conf(b->splice, &sc);
 	return 0;
 }
 
@@ -446,7 +481,9 @@ broker_stop(struct broker *b)
 int
 broker_splices_active(const struct broker *b)
 {
-	return b->splice != NULL ? splice_active(b->splice) : 0;
+	struct splice *s = relay_of(b);
+
+	return s != NULL ? splice_active(s) : 0;
 }
 
 void

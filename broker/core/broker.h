@@ -32,13 +32,19 @@ struct broker {
 	struct metrics_broker *metrics;	/* borrowed: its counters, atomics */
 	int token_mode;			/* set by broker_start */
 	struct token_key key;		/* token mode: the routing-token key */
-	struct splice *splice;		/* token mode or trust_cookie: the relay */
+	struct splice *splice;		/* token mode or trust_cookie: the relay
+					 * (set once, by start or a reload) */
 };
 
 /* After st and c are set: loads (or creates) the token key in token mode
  * and starts the relay when token mode or trust_cookie needs it. 0, or -1
  * with the reason in err. */
 int broker_start(struct broker *b, char *err, size_t n);
+/* A reload: next's splice settings for splices from now on (splice.h
+ * says which); trust_cookie turned on starts the relay if none runs. The
+ * rest of next is read from b->c once conf_take_live has copied it. 0, or
+ * -1 with the reason in err. Main thread. */
+int broker_reload(struct broker *b, const struct conf *next, char *err, size_t n);
 /* Closes every spliced connection, frees the relay, wipes the key. Call
  * after rdp_free (no splice in progress). */
 void broker_stop(struct broker *b);

@@ -1,3 +1,4 @@
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -205,6 +206,38 @@ conf_print_defaults(FILE *out)
 	fputs("# tsbroker configuration: every key with its default (tsbroker.conf(5), docs/configuration.md).\n"
 	    "# (live): re-read on SIGHUP; (restart): takes effect at the next start.\n", out);
 	return cfg_print_defaults(conf_keys, out);
+}
+
+int
+conf_diff(const struct conf *a, const struct conf *b, cfg_diff_fn fn, void *ctx)
+{
+	return cfg_diff(conf_keys, a, b, fn, ctx);
+}
+
+/* conf_take_live against conf_each's readers */
+static pthread_mutex_t conf_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void
+conf_take_live(struct conf *c, const struct conf *next)
+{
+	pthread_mutex_lock(&conf_lock);
+	cfg_take_live(conf_keys, c, next);
+	pthread_mutex_unlock(&conf_lock);
+}
+
+void
+conf_each(const struct conf *c, conf_each_fn fn, void *ctx)
+{
+	char value[1024];
+
+	pthread_mutex_lock(&conf_lock);
+	for (const struct cfg_key *k = conf_keys; k->name != NULL; k++) {
+		int secret = k->offset == offsetof(struct conf, state_url);
+
+		cfg_format(k, c, value, sizeof(value));
+		fn(ctx, k->section, k->name, secret ? NULL : value, cfg_live(k));
+	}
+	pthread_mutex_unlock(&conf_lock);
 }
 
 const char *

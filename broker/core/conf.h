@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "broker/common/cfg.h"
 #include "broker/front/rdp.h"
 
 struct conf {
@@ -56,6 +57,20 @@ void conf_defaults(struct conf *c);
 /* Writes the default configuration (every key, `tsbroker -D`, used by
  * `make run`). 0 or -1. */
 int conf_print_defaults(FILE *out);
+/* An int key of a serving broker's conf, from any thread: a reload
+ * (conf_take_live) stores them atomically. */
+#define CONF_GET(c, field)	__atomic_load_n(&(c)->field, __ATOMIC_RELAXED)
+
+/* cfg_diff and cfg_take_live (cfg.h) over the broker's key table. Strings
+ * in a serving broker's conf are read by the main thread only. */
+int conf_diff(const struct conf *a, const struct conf *b, cfg_diff_fn fn, void *ctx);
+void conf_take_live(struct conf *c, const struct conf *next);
+/* Calls fn for every key of c in table order with its value as written in
+ * the file, or NULL for a secret ([state] url: a password may be in it);
+ * live as cfg_live. Any thread: conf_take_live waits meanwhile. */
+typedef void (*conf_each_fn)(void *ctx, const char *section, const char *name,
+    const char *value, int live);
+void conf_each(const struct conf *c, conf_each_fn fn, void *ctx);
 /* The store's location for store_open_engine: [state] url for postgresql,
  * else [state] path. Borrowed from c. */
 const char *conf_state_location(const struct conf *c);

@@ -88,6 +88,43 @@ crypto_password_generate(char *out, size_t n)
 	return 0;
 }
 
+int
+crypto_keypair_check(const char *cert_path, const char *key_path, char *err, size_t errlen)
+{
+	EVP_PKEY *k = NULL;
+	X509 *x = NULL;
+	FILE *f;
+	int r = CRYPTO_ERR;
+
+	if ((f = fopen(cert_path, "r")) == NULL) {
+		snprintf(err, errlen, "%s: %s", cert_path, strerror(errno));
+		return CRYPTO_ERR;
+	}
+	x = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	if (x == NULL) {
+		snprintf(err, errlen, "%s: not a PEM certificate", cert_path);
+		goto out;
+	}
+	if ((f = fopen(key_path, "r")) == NULL) {
+		snprintf(err, errlen, "%s: %s", key_path, strerror(errno));
+		goto out;
+	}
+	k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+	fclose(f);
+	if (k == NULL)
+		snprintf(err, errlen, "%s: not a PEM private key", key_path);
+	else if (X509_check_private_key(x, k) != 1)
+		snprintf(err, errlen, "%s does not match the certificate %s", key_path, cert_path);
+	else
+		r = 0;
+ out:
+	EVP_PKEY_free(k);
+	X509_free(x);
+	ERR_clear_error();
+	return r;
+}
+
 static int
 scrypt(const char *pw, const uint8_t *salt, size_t saltlen, uint64_t N,
     uint32_t r, uint32_t p, uint8_t *out, size_t outlen)

@@ -54,6 +54,11 @@ int crypto_key_fingerprint(const uint8_t *key, size_t keylen, char out[CRYPTO_HA
 int crypto_cert_fingerprint(const char *path, char out[CRYPTO_CERT_FP], char *err,
     size_t errlen);
 
+/* Checks that the PEM files hold a certificate and its private key (a
+ * reload's check before anything is swapped). 0, or CRYPTO_ERR with err. */
+int crypto_keypair_check(const char *cert_path, const char *key_path, char *err,
+    size_t errlen);
+
 /* Writes a new RSA-2048 key (mode 0600) and a self-signed certificate for
  * common_name, localhost and 127.0.0.1 valid ten years. 0 or CRYPTO_ERR
  * with err. */

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "broker/http/api_admin.h"
@@ -22,6 +23,7 @@
 #include "broker/state/health.h"
 #include "broker/http/http.h"
 #include "broker/core/privdrop.h"
+#include "broker/core/reload.h"
 #include "broker/front/pem_cache.h"
 #include "broker/front/rdp.h"
 #include "broker/state/store.h"
@@ -181,6 +183,9 @@ serve(struct conf *c)
 	struct broker broker = { 0 };
 	struct metrics metrics = { 0 };		/* counters of the parts below */
 	struct metrics_page mpage = { &metrics, NULL, splices_active, &broker, pem_cache_hits };
+	struct reload rl = { c, NULL, NULL, NULL, &broker, &metrics.reloads };
+	struct timespec tick = { 1, 0 };
+	struct http_conf hc;
 	struct privdrop pd;
 	struct door_ops ops;
 	sigset_t sigs;
@@ -190,6 +195,7 @@ serve(struct conf *c)
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);	/* threads inherit it */
 	signal(SIGPIPE, SIG_IGN);
 	nofile_raise(c);
@@ -215,9 +221,9 @@ serve(struct conf *c)
 	agent.c = c;
 	agent.m = &metrics.heartbeats;
 	mpage.st = st;
-	struct http_conf hc = { c->http_listen, c->http_certificate, c->http_private_key,
-	    (size_t)c->http_body_limit, (unsigned int)c->http_max_connections,
-	    c->http_tls_priority, https_tls_refused, st };
+	reload_http_conf(&hc, c);
+	hc.tls_refused = https_tls_refused;
+	hc.tls_refused_ctx = st;
 	if ((http = http_new(&hc, err, sizeof(err))) == NULL) {
 		log_error("https: %s", err);
 		goto out;
@@ -263,9 +269,20 @@ serve(struct conf *c)
 	    "  Status page and API:   https://%s/\n  State:                 %s\n",
 	    c->rdp.listen, c->rdp.mode, c->http_listen, c->state_path);
 	fflush(stdout);
-	log_info("serving; SIGINT or SIGTERM stops");
-	while (sigwait(&sigs, &sig) != 0)
-		;
+	log_info("serving; SIGHUP reloads the configuration, SIGINT or SIGTERM stops");
+	rl.st = st;
+	rl.rdp = rdp;
+	rl.http = http;
+	for (;;) {
+		/* a second's tick: replaced HTTPS daemons stop once idle */
+		if ((sig = sigtimedwait(&sigs, NULL, &tick)) < 0) {
+			(void)http_reap(http);
+			continue;
+		}
+		if (sig != SIGHUP)
+			break;
+		(void)reload_run(&rl);
+	}
 	log_info("signal %d: stopping", sig);
 	ret = 0;
  out:
@@ -302,8 +319,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "tsbroker: %s\n", err);
 		return 1;
 	}
-	if (check && (rdp_conf_check(&c.rdp, err, sizeof(err)) != 0 ||
-	    http_tls_check(c.http_tls_priority, err, sizeof(err)) != 0)) {
+	if (check && reload_check(&c, err, sizeof(err)) != 0) {
 		fprintf(stderr, "tsbroker: %s: %s\n", path, err);
 		return 1;
 	}

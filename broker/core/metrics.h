@@ -60,10 +60,17 @@ struct metrics_logins {
 	uint64_t limited;			/* refused unchecked (rate limits) */
 };
 
+/* broker/core/reload.c's: configuration reloads (SIGHUP) by result. */
+struct metrics_reloads {
+	uint64_t ok;
+	uint64_t refused;			/* bad file, value or certificate */
+};
+
 struct metrics {
 	struct metrics_broker broker;
 	struct metrics_heartbeats heartbeats;
 	struct metrics_logins logins;
+	struct metrics_reloads reloads;
 };
 
 #endif

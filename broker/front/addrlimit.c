@@ -126,6 +126,19 @@ addrlimit_new(const struct addrlimit_conf *conf)
 }
 
 void
+addrlimit_set_conf(struct addrlimit *a, const struct addrlimit_conf *conf)
+{
+	/* the exempt list is read under the lock, the limits without it */
+	pthread_mutex_lock(&a->lock);
+	memcpy(a->conf.exempt, conf->exempt, sizeof(a->conf.exempt));
+	a->conf.nexempt = conf->nexempt;
+	__atomic_store_n(&a->conf.max_handshakes, conf->max_handshakes, __ATOMIC_RELAXED);
+	__atomic_store_n(&a->conf.placements_per_minute, conf->placements_per_minute,
+	    __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&a->lock);
+}
+
+void
 addrlimit_free(struct addrlimit *a)
 {
 	if (a == NULL)
@@ -197,19 +210,23 @@ slot_find(struct addrlimit *a, const uint8_t key[16], int64_t now, int create)
 }
 
 /* The slot of a limited address (create as slot_find), or NULL for one
- * that is exempt, unparsable or untracked. Takes the lock when it returns
- * a slot. */
+ * that is unparsable, untracked or (create) exempt: an address exempted by
+ * addrlimit_set_conf still ends what it began. Takes the lock when it
+ * returns a slot. */
 static struct slot *
 slot_lock(struct addrlimit *a, const char *addr, int64_t now, int create)
 {
 	uint8_t key[16];
 	struct slot *s;
 
-	if (addr_parse(addr, key) != 0 || exempt(&a->conf, key))
+	if (addr_parse(addr, key) != 0)
 		return NULL;
 	pthread_mutex_lock(&a->lock);
-	if ((s = slot_find(a, key, now, create)) == NULL)
+	if ((create && exempt(&a->conf, key)) ||
+	    (s = slot_find(a, key, now, create)) == NULL) {
 		pthread_mutex_unlock(&a->lock);
+		return NULL;
+	}
 	return s;
 }
 
@@ -221,9 +238,9 @@ addrlimit_handshake_begin(struct addrlimit *a, const char *addr, int64_t now_ms,
 	int r = ADDRLIMIT_OK;
 
 	*counted = 0;
-	if (a->conf.max_handshakes <= 0 || (s = slot_lock(a, addr, now_ms, 1)) == NULL)
+	if (__atomic_load_n(&a->conf.max_handshakes, __ATOMIC_RELAXED) <= 0 || (s = slot_lock(a, addr, now_ms, 1)) == NULL)
 		return ADDRLIMIT_OK;
-	if (s->handshakes >= a->conf.max_handshakes)
+	if (s->handshakes >= __atomic_load_n(&a->conf.max_handshakes, __ATOMIC_RELAXED))
 		r = ADDRLIMIT_EHANDSHAKES;
 	else {
 		s->handshakes++;
@@ -264,10 +281,11 @@ addrlimit_placement_take(struct addrlimit *a, const char *addr, int64_t now_ms,
 	int r = ADDRLIMIT_OK;
 
 	*counted = 0;
-	if (a->conf.placements_per_minute <= 0 ||
+	if (__atomic_load_n(&a->conf.placements_per_minute, __ATOMIC_RELAXED) <= 0 ||
 	    (s = slot_lock(a, addr, now_ms, 1)) == NULL)
 		return ADDRLIMIT_OK;
-	if (slot_placements(s, now_ms) >= (uint64_t)a->conf.placements_per_minute)
+	if (slot_placements(s, now_ms) >=
+	    (uint64_t)__atomic_load_n(&a->conf.placements_per_minute, __ATOMIC_RELAXED))
 		r = ADDRLIMIT_EPLACEMENTS;
 	else {
 		s->cur++;

@@ -51,6 +51,9 @@ int addrlimit_exempt_parse(struct addrlimit_conf *c, const char *list, char *err
 
 /* NULL when memory is short. conf is copied. */
 struct addrlimit *addrlimit_new(const struct addrlimit_conf *conf);
+/* New limits and exempt list (a reload; conf copied, the seed kept): the
+ * counts so far stay and are judged by the new limits from now on. */
+void addrlimit_set_conf(struct addrlimit *a, const struct addrlimit_conf *conf);
 void addrlimit_free(struct addrlimit *a);
 
 /* A connection from addr (numeric) begins: 0 (counted: end it with

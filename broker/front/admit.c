@@ -50,7 +50,9 @@ struct admit_conn {
 };
 
 struct admit {
-	struct admit_conf conf;
+	struct admit_conf conf;		/* the listener's (written by it only) */
+	struct admit_conf next;		/* admit_set_limits', under lock */
+	int has_next;
 	struct admit_handler h;
 	struct addrlimit *limits;	/* per client address */
 	int lfd;
@@ -334,9 +336,14 @@ limit_refused(struct admit *a, const char *client, const char *what, int limit,
 int
 admit_placement_take(struct admit *a, const char *client, int *counted)
 {
+	int limit;
+
 	if (addrlimit_placement_take(a->limits, client, util_mono_ms(), counted) == 0)
 		return 0;
-	limit_refused(a, client, "logon refused", a->conf.placements_per_address_minute,
+	pthread_mutex_lock(&a->lock);	/* the listener may be applying new limits */
+	limit = a->conf.placements_per_address_minute;
+	pthread_mutex_unlock(&a->lock);
+	limit_refused(a, client, "logon refused", limit,
 	    "new placements in the last minute from it (placements_per_address_minute)");
 	return ADMIT_LIMITED;
 }
@@ -575,6 +582,18 @@ listener_watchdog(struct admit *a, int all)
 	}
 }
 
+/* Listener thread: the limits of admit_set_limits, if any came. */
+static void
+limits_apply(struct admit *a)
+{
+	pthread_mutex_lock(&a->lock);
+	if (a->has_next) {
+		a->conf = a->next;
+		a->has_next = 0;
+	}
+	pthread_mutex_unlock(&a->lock);
+}
+
 static void *
 listener_main(void *arg)
 {
@@ -606,6 +625,7 @@ listener_main(void *arg)
 			if (pfd[0].revents & POLLIN)
 				listener_accept(a);
 		}
+		limits_apply(a);
 		waiting_promote(a);
 		listener_watchdog(a, 0);
 	}
@@ -615,6 +635,50 @@ listener_main(void *arg)
 }
 
 /* ---- set-up -------------------------------------------------------------------- */
+
+/* The limits of conf, defaults applied, into out (no pointers kept). */
+static void
+conf_limits(struct admit_conf *out, const struct admit_conf *conf)
+{
+	*out = *conf;
+	out->listen = NULL;
+	out->limits_exempt = NULL;
+	if (out->handshake_timeout <= 0)
+		out->handshake_timeout = 10;
+	if (out->max_handshakes <= 0)
+		out->max_handshakes = 64;
+	if (out->max_connections < out->max_handshakes)
+		out->max_connections = out->max_handshakes;
+}
+
+/* The per-address limits of conf (seed 0). 0, or -1 with err set. */
+static int
+conf_addrlimit(struct addrlimit_conf *lc, const struct admit_conf *conf, char *err, size_t n)
+{
+	memset(lc, 0, sizeof(*lc));
+	lc->max_handshakes = conf->max_handshakes_per_address;
+	lc->placements_per_minute = conf->placements_per_address_minute;
+	return addrlimit_exempt_parse(lc, conf->limits_exempt, err, n) != 0 ? -1 : 0;
+}
+
+int
+admit_set_limits(struct admit *a, const struct admit_conf *conf, char *err, size_t n)
+{
+	struct addrlimit_conf lc;
+	struct admit_conf next;
+
+	if (conf_addrlimit(&lc, conf, err, n) != 0)
+		return -1;
+	conf_limits(&next, conf);
+	/* the listener applies them (it reads a->conf without the lock) */
+	pthread_mutex_lock(&a->lock);
+	a->next = next;
+	a->has_next = 1;
+	pthread_mutex_unlock(&a->lock);
+	addrlimit_set_conf(a->limits, &lc);
+	(void)!write(a->wake[1], "s", 1);
+	return 0;
+}
 
 struct admit *
 admit_new(const struct admit_conf *conf, const struct admit_handler *h, char *err, size_t n)
@@ -631,15 +695,7 @@ admit_new(const struct admit_conf *conf, const struct admit_handler *h, char *er
 		snprintf(err, n, "out of memory");
 		return NULL;
 	}
-	a->conf = *conf;
-	a->conf.listen = NULL;
-	a->conf.limits_exempt = NULL;
-	if (a->conf.handshake_timeout <= 0)
-		a->conf.handshake_timeout = 10;
-	if (a->conf.max_handshakes <= 0)
-		a->conf.max_handshakes = 64;
-	if (a->conf.max_connections < a->conf.max_handshakes)
-		a->conf.max_connections = a->conf.max_handshakes;
+	conf_limits(&a->conf, conf);
 	a->h = *h;
 	a->lfd = a->wake[0] = a->wake[1] = a->stop[0] = a->stop[1] = -1;
 	pthread_mutex_init(&a->lock, NULL);
@@ -650,13 +706,10 @@ admit_new(const struct admit_conf *conf, const struct admit_handler *h, char *er
 		snprintf(err, n, "pipe: %s", strerror(errno));
 		goto fail;
 	}
-	memset(&lc, 0, sizeof(lc));
-	lc.max_handshakes = conf->max_handshakes_per_address;
-	lc.placements_per_minute = conf->placements_per_address_minute;
+	if (conf_addrlimit(&lc, conf, err, n) != 0)
+		goto fail;
 	if (getrandom(&lc.seed, sizeof(lc.seed), 0) != sizeof(lc.seed))
 		lc.seed = (uint64_t)mono_us();
-	if (addrlimit_exempt_parse(&lc, conf->limits_exempt, err, n) != 0)
-		goto fail;
 	if ((a->limits = addrlimit_new(&lc)) == NULL) {
 		snprintf(err, n, "out of memory");
 		goto fail;

@@ -67,6 +67,11 @@ int admit_start(struct admit *a);
 #define ADMIT_BUSY	(-1)
 int admit_free(struct admit *a);
 
+/* New limits (a reload; listen ignored, the rest copied): connections
+ * from now on are judged by them, waiting ones promoted to new slots; those
+ * in a handshake keep their deadline. 0, or -1 (a bad limits_exempt) with
+ * the reason in err and nothing changed. Any thread. */
+int admit_set_limits(struct admit *a, const struct admit_conf *conf, char *err, size_t n);
 /* The limits in effect (defaults applied). */
 const struct admit_conf *admit_conf(const struct admit *a);
 /* The listening socket (for its address: net_local_name). */

@@ -43,7 +43,7 @@ fuzz_redir_pdu_LIBS := $(fuzz_mcs_LIBS)
 # The FreeRDP peer engine on the redirect suites (the lean engine, the
 # default, runs them in make e2e); for make test / .ci/run to call.
 E2E_FREERDP := tests/e2e/test_journey.py tests/e2e/test_token_mode.py \
-	tests/e2e/test_rdp_endpoint.py tests/e2e/test_hostile.py
+	tests/e2e/test_rdp_endpoint.py tests/e2e/test_hostile.py tests/e2e/test_reload.py
 .PHONY: e2e-freerdp
 e2e-freerdp: all
 	TSB_E2E_RDP_ENGINE=freerdp $(E2E_PY) -m pytest -q $(E2E_FREERDP)

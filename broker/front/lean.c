@@ -950,7 +950,8 @@ lean_reload(struct lean_engine *e, const char *certificate, const char *private_
 }
 
 int
-lean_set_tls(struct lean_engine *e, const struct lean_tls *p, char *err, size_t n)
+lean_configure(struct lean_engine *e, const char *certificate, const char *private_key,
+    const struct lean_tls *p, char *err, size_t n)
 {
 	char keep[3][512];
 	int r;
@@ -965,7 +966,8 @@ lean_set_tls(struct lean_engine *e, const struct lean_tls *p, char *err, size_t 
 	util_strlcpy(e->min_version, p->min_version ? p->min_version : "",
 	    sizeof(e->min_version));
 	pthread_mutex_unlock(&e->lock);
-	if ((r = lean_reload(e, e->certificate, e->private_key, err, n)) != 0) {
+	if ((r = lean_reload(e, certificate ? certificate : e->certificate,
+	    private_key ? private_key : e->private_key, err, n)) != 0) {
 		pthread_mutex_lock(&e->lock);	/* the old policy stays with the old context */
 		util_strlcpy(e->ciphers, keep[0], sizeof(e->ciphers));
 		util_strlcpy(e->ciphersuites, keep[1], sizeof(e->ciphersuites));
@@ -973,6 +975,12 @@ lean_set_tls(struct lean_engine *e, const struct lean_tls *p, char *err, size_t 
 		pthread_mutex_unlock(&e->lock);
 	}
 	return r;
+}
+
+int
+lean_set_tls(struct lean_engine *e, const struct lean_tls *p, char *err, size_t n)
+{
+	return lean_configure(e, NULL, NULL, p, err, n);
 }
 
 void

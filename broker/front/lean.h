@@ -49,6 +49,10 @@ int lean_tls_check(const struct lean_tls *p, char *err, size_t n);
 /* Sets e's TLS policy (copied) and loads its context again with it, as
  * lean_reload. 0, or -1 with the reason in err (the old one stays). */
 int lean_set_tls(struct lean_engine *e, const struct lean_tls *p, char *err, size_t n);
+/* lean_set_tls with a new certificate and key (NULL: the current files, read
+ * again) in the same one context: all or nothing. */
+int lean_configure(struct lean_engine *e, const char *certificate, const char *private_key,
+    const struct lean_tls *p, char *err, size_t n);
 
 /* Loads the certificate chain and key (PEM files) into one SSL_CTX, with
  * the default TLS policy (lean_set_tls to change it).

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "broker/common/log.h"
+#include "broker/common/util.h"
 #include "broker/front/addrlimit.h"
 #include "broker/front/admit.h"
 #include "broker/front/door.h"
@@ -136,7 +137,8 @@ conn_check_request(struct rdp *r, struct door_conn *dc)
 	/* before the TLS check: a spliced client talks to its server, NLA included */
 	if (x->token_kind == X224_TOKEN_MSTS && r->token_mode)
 		return conn_ask(r, dc, 1) ? -1 : 0;
-	if (x->token_kind == X224_TOKEN_NONE && x->cookie[0] != '\0' && r->conf.trust_cookie &&
+	if (x->token_kind == X224_TOKEN_NONE && x->cookie[0] != '\0' &&
+	    __atomic_load_n(&r->conf.trust_cookie, __ATOMIC_RELAXED) &&
 	    conn_ask(r, dc, 0))
 		return -1;
 	if (!x->has_neg_req || !(x->requested_protocols & X224_PROTOCOL_SSL)) {
@@ -168,7 +170,8 @@ front_decide(void *ctx, const struct door_request *req, struct door_answer *ans)
 		ans->refusal = DOOR_REFUSAL_DENIED;
 		snprintf(ans->reason, sizeof(ans->reason), "%d new placements in the last minute "
 		    "from %s (placements_per_address_minute)",
-		    r->conf.placements_per_address_minute, req->client_addr);
+		    __atomic_load_n(&r->conf.placements_per_address_minute, __ATOMIC_RELAXED),
+		    req->client_addr);
 		return;
 	}
 	r->ops.decide(r->ops.ctx, req, ans);
@@ -212,6 +215,20 @@ rdp_dropped(void *ctx, struct admit_conn *ac, const char *why)
 
 	door_conn_init(&dc, &r->front, ac);
 	door_report(&dc, DOOR_FAILED, NULL, why);
+}
+
+/* The admission limits of conf (pointers into conf). */
+static void
+rdp_admit_conf(struct admit_conf *ac, const struct rdp_conf *conf)
+{
+	memset(ac, 0, sizeof(*ac));
+	ac->listen = conf->listen;
+	ac->handshake_timeout = conf->handshake_timeout;
+	ac->max_handshakes = conf->max_handshakes;
+	ac->max_connections = conf->max_connections;
+	ac->max_handshakes_per_address = conf->max_handshakes_per_address;
+	ac->placements_per_address_minute = conf->placements_per_address_minute;
+	ac->limits_exempt = conf->limits_exempt;
 }
 
 int
@@ -263,14 +280,7 @@ rdp_new(const struct rdp_conf *conf, const struct door_ops *ops, char *err, size
 	r->ops = *ops;
 	r->front = (struct door_ops){ .decide = front_decide, .done = front_done, .ctx = r };
 	r->token_mode = strcmp(r->conf.mode, "token") == 0;
-	memset(&ac, 0, sizeof(ac));
-	ac.listen = r->conf.listen;
-	ac.handshake_timeout = r->conf.handshake_timeout;
-	ac.max_handshakes = r->conf.max_handshakes;
-	ac.max_connections = r->conf.max_connections;
-	ac.max_handshakes_per_address = r->conf.max_handshakes_per_address;
-	ac.placements_per_address_minute = r->conf.placements_per_address_minute;
-	ac.limits_exempt = r->conf.limits_exempt;
+	rdp_admit_conf(&ac, &r->conf);
 	h.handle = rdp_handle;
 	h.dropped = rdp_dropped;
 	h.ctx = r;
@@ -289,6 +299,40 @@ rdp_new(const struct rdp_conf *conf, const struct door_ops *ops, char *err, size
  fail:
 	rdp_free(r);
 	return NULL;
+}
+
+int
+rdp_reload(struct rdp *r, const struct rdp_conf *conf, char *err, size_t errlen)
+{
+	struct lean_tls tls = { conf->tls_ciphers, conf->tls_ciphersuites,
+	    conf->tls_min_version };
+	struct admit_conf ac;
+	char why[512];
+
+	rdp_admit_conf(&ac, conf);
+	/* what can fail first: the limits are checked before the context
+	 * is swapped, so a refusal changes nothing */
+	if (rdp_conf_check(conf, err, errlen) != 0)
+		return -1;
+	if (r->lean != NULL && lean_configure(r->lean, conf->certificate, conf->private_key,
+	    &tls, err, errlen) != 0)
+		return -1;
+	if (r->engine != NULL) {
+		if (rdp_freerdp_reload(r->engine, conf->certificate, conf->private_key, err,
+		    errlen) != 0)
+			return -1;
+		rdp_freerdp_set_tls(r->engine, conf->tls_ciphers, conf->tls_min_version);
+	}
+	if (admit_set_limits(r->admit, &ac, why, sizeof(why)) != 0) {
+		snprintf(err, errlen, "%s", why);	/* checked above: not reached */
+		return -1;
+	}
+	util_strlcpy(r->conf.certificate, conf->certificate, sizeof(r->conf.certificate));
+	util_strlcpy(r->conf.private_key, conf->private_key, sizeof(r->conf.private_key));
+	__atomic_store_n(&r->conf.trust_cookie, conf->trust_cookie, __ATOMIC_RELAXED);
+	__atomic_store_n(&r->conf.placements_per_address_minute,
+	    conf->placements_per_address_minute, __ATOMIC_RELAXED);
+	return 0;
 }
 
 int

@@ -53,6 +53,11 @@ struct rdp *rdp_new(const struct rdp_conf *conf, const struct door_ops *ops,
 /* Checks what the libraries must judge (for -t): the TLS policy (with
  * OpenSSL) and limits_exempt. 0, or -1 with the reason in err. */
 int rdp_conf_check(const struct rdp_conf *conf, char *err, size_t errlen);
+/* A reload ([rdp]'s live keys; listen, mode and engine are the caller's
+ * to keep): the certificate and key read again (new connections get them,
+ * those in flight keep theirs), the TLS policy (the freerdp engine: what
+ * rdp_freerdp_set_tls can set), the limits, trust_cookie. 0, or -1 with the reason in err and nothing changed. Main thread. */
+int rdp_reload(struct rdp *r, const struct rdp_conf *conf, char *err, size_t errlen);
 /* Starts serving in background threads. 0 or -1. */
 int rdp_start(struct rdp *r);
 /* Stops serving, waits for connections to end (bounded), frees r. NULL ok. */

@@ -8,6 +8,7 @@
  *     or routing token in token mode) or Set Error Info, return FALSE
  *   read and discard until the client closes (bounded), close. */
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +36,8 @@
 #define RDP_DRAIN_MS		5000	/* wait for the client to close after the PDU */
 
 struct fr_engine {
-	char *cert;			/* PEM text, loaded once */
+	pthread_mutex_t lock;		/* cert, key and the policy (a reload) */
+	char *cert;			/* PEM text (pem_cache) */
 	char *key;
 	int token_mode;
 	HANDLE stop;			/* on the admission engine's stop fd */
@@ -181,22 +183,42 @@ rdp_freerdp_run(struct fr_engine *e, struct door_conn *dc)
 	struct fr_conn fc = { e, dc, admit_conn_fd(dc->ac) };
 	freerdp_peer *peer = NULL;
 	const char *why = "handshake failed";
+	char *cert, *key, ciphers[sizeof(e->ciphers)];
 	enum frpeer_step st;
 	int64_t left = 1;
+	UINT16 min_version;
 	int fd2;
 
 	if ((fd2 = fcntl(fc.fd, F_DUPFD_CLOEXEC, 0)) < 0) {
 		door_report(dc, DOOR_FAILED, NULL, "out of file descriptors");
 		return;
 	}
-	if ((peer = frpeer_new(fd2, e->cert, e->key, &fc, &why)) == NULL) {
+	/* this connection's copies: a reload may swap them meanwhile (the
+	 * PEM cache matches texts, not pointers) */
+	pthread_mutex_lock(&e->lock);
+	cert = strdup(e->cert);
+	key = strdup(e->key);
+	memcpy(ciphers, e->ciphers, sizeof(ciphers));
+	min_version = e->min_version;
+	pthread_mutex_unlock(&e->lock);
+	if (cert != NULL && key != NULL)
+		peer = frpeer_new(fd2, cert, key, &fc, &why);
+	else
+		why = "out of memory";
+	free(cert);
+	if (key != NULL)
+		explicit_bzero(key, strlen(key));
+	free(key);
+	if (peer == NULL) {
+		if (cert == NULL || key == NULL)
+			close(fd2);
 		door_report(dc, DOOR_FAILED, NULL, why);
 		return;
 	}
-	if ((e->ciphers[0] != '\0' &&
-	    !freerdp_settings_set_string(peer->settings, FreeRDP_AllowedTlsCiphers, e->ciphers)) ||
-	    (e->min_version != 0 &&
-	    !freerdp_settings_set_uint16(peer->settings, FreeRDP_TLSMinVersion, e->min_version))) {
+	if ((ciphers[0] != '\0' &&
+	    !freerdp_settings_set_string(peer->settings, FreeRDP_AllowedTlsCiphers, ciphers)) ||
+	    (min_version != 0 &&
+	    !freerdp_settings_set_uint16(peer->settings, FreeRDP_TLSMinVersion, min_version))) {
 		why = "cannot set the TLS policy";
 		goto out;
 	}
@@ -238,12 +260,35 @@ rdp_freerdp_set_tls(struct fr_engine *e, const char *ciphers, const char *min_ve
 {
 	/* TLS1_VERSION .. TLS1_3_VERSION: 0x0301 .. 0x0304 */
 	static const char *versions[] = { "1.0", "1.1", "1.2", "1.3" };
+	UINT16 v = 0x0303;
 
-	util_strlcpy(e->ciphers, ciphers ? ciphers : "", sizeof(e->ciphers));
-	e->min_version = 0x0303;
 	for (UINT16 i = 0; min_version != NULL && i < 4; i++)
 		if (strcmp(min_version, versions[i]) == 0)
-			e->min_version = (UINT16)(0x0301 + i);
+			v = (UINT16)(0x0301 + i);
+	pthread_mutex_lock(&e->lock);
+	util_strlcpy(e->ciphers, ciphers ? ciphers : "", sizeof(e->ciphers));
+	e->min_version = v;
+	pthread_mutex_unlock(&e->lock);
+}
+
+int
+rdp_freerdp_reload(struct fr_engine *e, const char *certificate, const char *private_key,
+    char *err, size_t n)
+{
+	char *cert, *key, *oc, *ok;
+
+	if (pem_cache_load(certificate, private_key, &cert, &key, err, n) != 0)
+		return -1;
+	pthread_mutex_lock(&e->lock);
+	oc = e->cert;
+	ok = e->key;
+	e->cert = cert;
+	e->key = key;
+	pthread_mutex_unlock(&e->lock);
+	free(oc);		/* the cache holds the new texts now */
+	explicit_bzero(ok, strlen(ok));
+	free(ok);
+	return 0;
 }
 
 struct fr_engine *
@@ -257,6 +302,7 @@ rdp_freerdp_new(const char *certificate, const char *private_key, int token_mode
 		snprintf(err, n, "out of memory");
 		return NULL;
 	}
+	pthread_mutex_init(&e->lock, NULL);
 	e->token_mode = token_mode;
 	if (pem_cache_load(certificate, private_key, &e->cert, &e->key, err, n) != 0)
 		goto fail;
@@ -285,6 +331,9 @@ rdp_freerdp_free(struct fr_engine *e)
 		CloseHandle(e->stop);
 	pem_cache_forget(e->cert);
 	free(e->cert);
+	if (e->key != NULL)
+		explicit_bzero(e->key, strlen(e->key));
 	free(e->key);
+	pthread_mutex_destroy(&e->lock);
 	free(e);
 }

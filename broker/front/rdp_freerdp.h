@@ -22,9 +22,14 @@ struct fr_engine *rdp_freerdp_new(const char *certificate, const char *private_k
 /* The TLS policy FreeRDP 2.11 lets a server set: the TLS 1.2 cipher list
  * (AllowedTlsCiphers) and the lowest version ("1.0".."1.3", TLSMinVersion).
  * It cannot set TLS 1.3 suites (OpenSSL's defaults, all forward-secret
- * AEAD, apply) nor report what a refused client offered. Copied; before
- * the first run. */
+ * AEAD, apply) nor report what a refused client offered. Copied; for
+ * connections from now on. */
 void rdp_freerdp_set_tls(struct fr_engine *e, const char *ciphers, const char *min_version);
+/* Reads the certificate and key again (pem_cache): connections from now on
+ * get them. 0, or -1 with the reason in err (the old ones stay). Any
+ * thread; rdp_freerdp_set_tls too. */
+int rdp_freerdp_reload(struct fr_engine *e, const char *certificate, const char *private_key,
+    char *err, size_t n);
 /* Runs dc's connection (its X.224 request still unread in the socket) to
  * its outcome, reported through dc (door_report), then lets the client
  * close first. Called from admission workers, concurrently. */

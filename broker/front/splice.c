@@ -382,7 +382,7 @@ worker_adopt(struct worker *w)
 static void
 worker_sweep(struct worker *w, int64_t now)
 {
-	int idle = w->s->c.idle_timeout_ms;
+	int idle = __atomic_load_n(&w->s->c.idle_timeout_ms, __ATOMIC_RELAXED);
 
 	while (w->head != NULL && now - w->head->last_ms >= idle) {
 		log_info("spliced connection idle for %d s: closed",
@@ -531,6 +531,15 @@ splice_threads(const struct splice *s)
 	return s->nw;
 }
 
+void
+splice_set_conf(struct splice *s, const struct splice_conf *c)
+{
+	__atomic_store_n(&s->c.idle_timeout_ms, c->idle_timeout_ms, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->c.max, c->max, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->c.keepalive_s, c->keepalive_s, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->c.user_timeout_s, c->user_timeout_s, __ATOMIC_RELAXED);
+}
+
 int
 splice_start(struct splice *s, int client, int server, const void *first, size_t n)
 {
@@ -540,7 +549,8 @@ splice_start(struct splice *s, int client, int server, const void *first, size_t
 	int a = __atomic_load_n(&s->active, __ATOMIC_RELAXED);
 
 	do {
-		if (a >= s->c.max || __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
+		if (a >= __atomic_load_n(&s->c.max, __ATOMIC_RELAXED) ||
+		    __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
 			return -1;
 	} while (!__atomic_compare_exchange_n(&s->active, &a, a + 1, 1,
 	    __ATOMIC_RELAXED, __ATOMIC_RELAXED));
@@ -559,7 +569,8 @@ splice_start(struct splice *s, int client, int server, const void *first, size_t
 		p->leg[i].side = i;
 		p->leg[i].fd = i == 0 ? client : server;
 		/* a failure leaves the leg without keepalive: still relayed */
-		(void)net_set_keepalive(p->leg[i].fd, s->c.keepalive_s, s->c.user_timeout_s);
+		(void)net_set_keepalive(p->leg[i].fd, __atomic_load_n(&s->c.keepalive_s,
+		    __ATOMIC_RELAXED), __atomic_load_n(&s->c.user_timeout_s, __ATOMIC_RELAXED));
 	}
 	w = &s->w[__atomic_fetch_add(&s->next, 1, __ATOMIC_RELAXED) % (unsigned int)s->nw];
 	pthread_mutex_lock(&w->lock);

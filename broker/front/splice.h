@@ -34,6 +34,12 @@ struct splice *splice_new(const struct splice_conf *c);
  * NULL ok. */
 void splice_free(struct splice *s);
 
+/* A reload: c's idle_timeout_ms, max, keepalive_s and user_timeout_s
+ * (the rest ignored). The cap and the keepalives hold for pairs started
+ * from now on; the idle timeout for every pair from the next sweep. Any
+ * thread. */
+void splice_set_conf(struct splice *s, const struct splice_conf *c);
+
 /* Takes over client and server (closing them when done), queues first (n
  * bytes, e.g. the client's Connection Request; copied) for the server, and
  * hands the pair to a worker. Never blocks on the network. 0, or -1 when at

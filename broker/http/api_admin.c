@@ -253,8 +253,8 @@ api_admin_status(struct api_admin *a, const struct auth_who *who,
 	free(list);
 	o = wire_json_object();
 	wire_json_int(o, "now", now);
-	wire_json_int(o, "heartbeat_interval", a->c->heartbeat_interval);
-	wire_json_int(o, "down_after", a->c->down_after);
+	wire_json_int(o, "heartbeat_interval", CONF_GET(a->c, heartbeat_interval));
+	wire_json_int(o, "down_after", CONF_GET(a->c, down_after));
 	sv = wire_json_object();
 	wire_json_int(sv, "total", f.servers);
 	wire_json_int(sv, "up", f.up);
@@ -649,7 +649,7 @@ api_admin_user_trail(struct api_admin *a, const struct auth_who *who,
 		wire_json_add(arr, NULL, trail_json(&list[i]));
 	free(list);
 	wire_json_add(o, "trail", arr);
-	wire_json_int(o, "keep_days", a->c->desk_keep_days);
+	wire_json_int(o, "keep_days", CONF_GET(a->c, desk_keep_days));
 	http_reply_json(res, 200, wire_json_dump(o));
 }
 
@@ -736,7 +736,7 @@ api_admin_history(struct api_admin *a, const struct auth_who *who,
 	/* samples older than a day are merged ones: older servers' rows
 	 * sort before a merged sample of the same ts (by span) */
 	o = wire_json_object();
-	wire_json_int(o, "period", a->c->history_period);
+	wire_json_int(o, "period", CONF_GET(a->c, history_period));
 	wire_json_int(o, "now", now);
 	arr = wire_json_array();
 	for (size_t i = 0; i < n; i++) {
@@ -748,6 +748,38 @@ api_admin_history(struct api_admin *a, const struct auth_who *who,
 	free(list);
 	free(sv);
 	wire_json_add(o, "samples", arr);
+	http_reply_json(res, 200, wire_json_dump(o));
+}
+
+static void
+config_key_json(void *ctx, const char *section, const char *name, const char *value,
+    int live)
+{
+	struct wire_json *k = wire_json_object();
+
+	wire_json_str(k, "section", section);
+	wire_json_str(k, "name", name);
+	if (value != NULL)
+		wire_json_str(k, "value", value);
+	else
+		wire_json_null(k, "value");	/* a secret */
+	wire_json_bool(k, "live", live);
+	wire_json_add(ctx, NULL, k);
+}
+
+/* GET /api/v1/config: the configuration in effect (after reloads), every
+ * key with its value (secrets null) and whether a reload can change it. */
+static void
+api_admin_config(struct api_admin *a, const struct auth_who *who,
+    const struct http_request *req, struct http_response *res)
+{
+	struct wire_json *o = wire_json_object(), *arr = wire_json_array();
+
+	(void)who;
+	(void)req;
+	wire_json_str(o, "path", a->c->path);
+	conf_each(a->c, config_key_json, arr);
+	wire_json_add(o, "keys", arr);
 	http_reply_json(res, 200, wire_json_dump(o));
 }
 
@@ -766,6 +798,7 @@ static const struct api_admin_route api_admin_routes[] = {
 	{ "GET", "/api/v1/events", AUTH_ADMIN, api_admin_events },
 	{ "GET", "/api/v1/history", AUTH_ADMIN, api_admin_history },
 	{ "GET", "/api/v1/users/", AUTH_ADMIN, api_admin_user_trail },
+	{ "GET", "/api/v1/config", AUTH_ADMIN, api_admin_config },
 };
 _Static_assert(sizeof(api_admin_routes) / sizeof(api_admin_routes[0]) <= API_ADMIN_ROUTES,
     "API_ADMIN_ROUTES is too small");

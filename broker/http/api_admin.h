@@ -9,7 +9,7 @@
 #include "broker/http/auth.h"
 #include "broker/http/http.h"
 
-#define API_ADMIN_ROUTES	16
+#define API_ADMIN_ROUTES	17
 
 struct conf;
 struct metrics_logins;

@@ -116,7 +116,7 @@ api_agent_heartbeat(void *ctx, const struct http_request *req, struct http_respo
 	if (hr.ncommands > 0)
 		log_info("server %s: %zu command(s) sent", name, hr.ncommands);
 	memset(&ans, 0, sizeof(ans));
-	ans.interval = a->c->heartbeat_interval;
+	ans.interval = CONF_GET(a->c, heartbeat_interval);
 	ans.draining = hr.draining;
 	ans.ncommands = hr.ncommands;
 	memcpy(ans.commands, hr.commands, hr.ncommands * sizeof(hr.commands[0]));

@@ -79,8 +79,8 @@ cookie_get(const struct http_request *req, const char *name, char *out, size_t n
 static struct store_session_limits
 limits(const struct auth *a)
 {
-	struct store_session_limits l = { (int64_t)a->c->admin_session_idle * 1000,
-	    (int64_t)a->c->admin_session_max * 1000 };
+	struct store_session_limits l = { (int64_t)CONF_GET(a->c, admin_session_idle) * 1000,
+	    (int64_t)CONF_GET(a->c, admin_session_max) * 1000 };
 
 	return l;
 }
@@ -279,8 +279,9 @@ session_json(struct auth *a, const char *csrf, int64_t created)
 
 	wire_json_str(o, "user", "admin");
 	wire_json_str(o, "csrf_token", csrf);
-	wire_json_int(o, "expires", created + (int64_t)a->c->admin_session_max * 1000);
-	wire_json_int(o, "idle_timeout", a->c->admin_session_idle);
+	wire_json_int(o, "expires", created +
+	    (int64_t)CONF_GET(a->c, admin_session_max) * 1000);
+	wire_json_int(o, "idle_timeout", CONF_GET(a->c, admin_session_idle));
 	return wire_json_dump(o);
 }
 
@@ -367,7 +368,7 @@ auth_login(struct auth *a, const struct http_request *req, struct http_response 
 	log_info("admin logged in from %s", req->client);
 	(void)store_event_add(a->st, "admin_login", NULL, NULL, req->client,
 	    "status page login", 0);
-	set_cookie(res, id, a->c->admin_session_max);
+	set_cookie(res, id, CONF_GET(a->c, admin_session_max));
 	http_reply_json(res, 200, session_json(a, csrf, s.created));
  out:
 	crypto_wipe(csrf, sizeof(csrf));

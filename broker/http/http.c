@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -47,14 +48,25 @@ static const struct http_static_file {
 #define HTTP_STATIC_MAX (4 << 20)
 
 struct http_static_route {
-	const struct http *h;
+	struct http *h;
 	const struct http_static_file *f;
 };
 
+/* A daemon that a reload replaced: it accepts no more, serves its
+ * connections to their end, then http_reap stops it. */
+struct http_old {
+	struct MHD_Daemon *d;
+	char *cert, *key;
+};
+#define HTTP_OLD_MAX 4
+
 struct http {
 	struct MHD_Daemon *d;
-	int fd;
+	int fd;				/* the listener: ours until d takes it */
+	int lfd;			/* the listener d serves (d owns it) */
 	char *cert, *key;
+	struct http_old old[HTTP_OLD_MAX];
+	pthread_mutex_t root_lock;	/* web_root (http_reload) */
 	char tls_priority[512];
 	size_t body_limit;
 	unsigned int max_connections;
@@ -110,6 +122,52 @@ http_tls_check(const char *priority, char *err, size_t errlen)
 	return 0;
 }
 
+static void
+key_free(char *key)
+{
+	if (key != NULL)
+		explicit_bzero(key, strlen(key));
+	free(key);
+}
+
+/* Reads c's certificate and key and checks with GnuTLS that they load and
+ * belong together. 0, or -1 with the reason in err. */
+static int
+keys_read(const struct http_conf *c, char **cert, char **key, char *err, size_t errlen)
+{
+	gnutls_certificate_credentials_t cred = NULL;
+	gnutls_datum_t cd, kd;
+	char *ct = NULL, *kt = NULL;
+	int r;
+
+	if (util_file_read(c->certificate, 1 << 20, &ct, NULL) != 0) {
+		snprintf(err, errlen, "%s: %s", c->certificate, strerror(errno));
+		goto fail;
+	}
+	if (util_file_read(c->private_key, 1 << 20, &kt, NULL) != 0) {
+		snprintf(err, errlen, "%s: %s", c->private_key, strerror(errno));
+		goto fail;
+	}
+	cd = (gnutls_datum_t){ (unsigned char *)ct, (unsigned int)strlen(ct) };
+	kd = (gnutls_datum_t){ (unsigned char *)kt, (unsigned int)strlen(kt) };
+	if ((r = gnutls_certificate_allocate_credentials(&cred)) != GNUTLS_E_SUCCESS ||
+	    (r = gnutls_certificate_set_x509_key_mem(cred, &cd, &kd, GNUTLS_X509_FMT_PEM)) < 0) {
+		snprintf(err, errlen, "%s, %s: %s", c->certificate, c->private_key,
+		    gnutls_strerror(r));
+		goto fail;
+	}
+	gnutls_certificate_free_credentials(cred);
+	*cert = ct;
+	*key = kt;
+	return 0;
+ fail:
+	if (cred != NULL)
+		gnutls_certificate_free_credentials(cred);
+	free(ct);
+	key_free(kt);
+	return -1;
+}
+
 struct http *
 http_new(const struct http_conf *c, char *err, size_t errlen)
 {
@@ -119,7 +177,8 @@ http_new(const struct http_conf *c, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	h->fd = -1;
+	h->fd = h->lfd = -1;
+	pthread_mutex_init(&h->root_lock, NULL);
 	util_strlcpy(h->tls_priority, c->tls_priority && c->tls_priority[0] ? c->tls_priority :
 	    HTTP_TLS_PRIORITY, sizeof(h->tls_priority));
 	if (http_tls_check(h->tls_priority, err, errlen) != 0)
@@ -128,14 +187,8 @@ http_new(const struct http_conf *c, char *err, size_t errlen)
 	h->tls_refused = c->tls_refused;
 	h->tls_refused_ctx = c->tls_refused_ctx;
 	h->max_connections = c->max_connections;
-	if (util_file_read(c->certificate, 1 << 20, &h->cert, NULL) != 0) {
-		snprintf(err, errlen, "%s: %s", c->certificate, strerror(errno));
+	if (keys_read(c, &h->cert, &h->key, err, errlen) != 0)
 		goto fail;
-	}
-	if (util_file_read(c->private_key, 1 << 20, &h->key, NULL) != 0) {
-		snprintf(err, errlen, "%s: %s", c->private_key, strerror(errno));
-		goto fail;
-	}
 	if ((h->fd = net_listen(err, errlen, c->listen, 512)) < 0)
 		goto fail;
 	return h;
@@ -326,6 +379,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url,
     size_t *upload_data_size, void **con_cls)
 {
 	struct http *h = cls;
+	size_t limit = __atomic_load_n(&h->body_limit, __ATOMIC_RELAXED);
 	struct upload *up = *con_cls;
 	struct http_response res;
 	struct http_request req;
@@ -340,13 +394,13 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url,
 		/* refuse an announced oversized body before reading it */
 		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 		    MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (cl != NULL && strtoull(cl, NULL, 10) > h->body_limit)
+		if (cl != NULL && strtoull(cl, NULL, 10) > limit)
 			up->too_large = 1;
 		else
 			return MHD_YES;
 	}
 	if (*upload_data_size != 0) {
-		if (!up->too_large && up->len + *upload_data_size <= h->body_limit) {
+		if (!up->too_large && up->len + *upload_data_size <= limit) {
 			char *nb = realloc(up->buf, up->len + *upload_data_size + 1);
 			if (nb == NULL)
 				return MHD_NO;
@@ -366,7 +420,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url,
 	memset(&res, 0, sizeof(res));
 	if (up->too_large) {
 		char msg[64];
-		snprintf(msg, sizeof(msg), "body larger than %zu bytes", h->body_limit);
+		snprintf(msg, sizeof(msg), "body larger than %zu bytes", limit);
 		http_reply_error(&res, 413, msg);
 		return send_response(conn, &res);
 	}
@@ -400,15 +454,17 @@ http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	}
 }
 
-int
-http_start(struct http *h, char *err, size_t errlen)
+/* A daemon serving fd with cert, key and h's settings, or NULL. */
+static struct MHD_Daemon *
+daemon_start(struct http *h, int fd, const char *cert, const char *key)
 {
-	h->d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_TLS |
-	    MHD_USE_ERROR_LOG, 0, NULL, NULL, http_access, h,
+	/* ITC: MHD_quiesce_daemon needs it with internal threads */
+	return MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_TLS |
+	    MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL, NULL, http_access, h,
 	    MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, h,
-	    MHD_OPTION_LISTEN_SOCKET, h->fd,
-	    MHD_OPTION_HTTPS_MEM_CERT, h->cert,
-	    MHD_OPTION_HTTPS_MEM_KEY, h->key,
+	    MHD_OPTION_LISTEN_SOCKET, fd,
+	    MHD_OPTION_HTTPS_MEM_CERT, cert,
+	    MHD_OPTION_HTTPS_MEM_KEY, key,
 	    MHD_OPTION_HTTPS_PRIORITIES, h->tls_priority,
 	    /* heartbeats wait in the store's group commit: threads enough
 	     * for many to share one commit */
@@ -419,13 +475,106 @@ http_start(struct http *h, char *err, size_t errlen)
 	    MHD_OPTION_NOTIFY_COMPLETED, http_completed, h,
 	    MHD_OPTION_NOTIFY_CONNECTION, http_notify, h,
 	    MHD_OPTION_END);
-	if (h->d == NULL) {
+}
+
+int
+http_start(struct http *h, char *err, size_t errlen)
+{
+	if ((h->d = daemon_start(h, h->fd, h->cert, h->key)) == NULL) {
 		snprintf(err, errlen, "cannot start the HTTPS server (certificate or key "
 		    "unusable?)");
 		return -1;
 	}
+	h->lfd = h->fd;
 	h->fd = -1;	/* MHD owns it now */
 	return 0;
+}
+
+static void
+old_stop(struct http_old *o)
+{
+	MHD_stop_daemon(o->d);
+	free(o->cert);
+	key_free(o->key);
+	memset(o, 0, sizeof(*o));
+}
+
+int
+http_reap(struct http *h)
+{
+	const union MHD_DaemonInfo *di;
+	int left = 0;
+
+	for (int i = 0; i < HTTP_OLD_MAX; i++) {
+		if (h->old[i].d == NULL)
+			continue;
+		di = MHD_get_daemon_info(h->old[i].d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+		if (di != NULL && di->num_connections == 0)
+			old_stop(&h->old[i]);
+		else
+			left++;
+	}
+	return left;
+}
+
+int
+http_reload(struct http *h, const struct http_conf *c, char *err, size_t errlen)
+{
+	char prio[sizeof(h->tls_priority)], keep[sizeof(h->tls_priority)];
+	unsigned int maxc = h->max_connections;
+	char *cert = NULL, *key = NULL;
+	struct MHD_Daemon *d;
+	int i;
+
+	util_strlcpy(prio, c->tls_priority && c->tls_priority[0] ? c->tls_priority :
+	    HTTP_TLS_PRIORITY, sizeof(prio));
+	if (http_tls_check(prio, err, errlen) != 0 ||
+	    keys_read(c, &cert, &key, err, errlen) != 0)
+		return -1;
+	(void)http_reap(h);
+	for (i = 0; i < HTTP_OLD_MAX && h->old[i].d != NULL; i++)
+		;
+	if (i == HTTP_OLD_MAX) {
+		log_warn("https: %d replaced servers still have connections: closing the "
+		    "oldest's", HTTP_OLD_MAX);
+		old_stop(&h->old[0]);
+		memmove(&h->old[0], &h->old[1], sizeof(h->old[0]) * (HTTP_OLD_MAX - 1));
+		memset(&h->old[HTTP_OLD_MAX - 1], 0, sizeof(h->old[0]));
+		i = HTTP_OLD_MAX - 1;
+	}
+	/* the new daemon shares the listener, then the old one lets go of it */
+	memcpy(keep, h->tls_priority, sizeof(keep));
+	memcpy(h->tls_priority, prio, sizeof(prio));
+	h->max_connections = c->max_connections;
+	if ((d = daemon_start(h, h->lfd, cert, key)) == NULL) {
+		snprintf(err, errlen, "cannot start the HTTPS server again (certificate or key "
+		    "unusable?)");
+		memcpy(h->tls_priority, keep, sizeof(keep));
+		h->max_connections = maxc;
+		free(cert);
+		key_free(key);
+		return -1;
+	}
+	if (MHD_quiesce_daemon(h->d) == MHD_INVALID_SOCKET)
+		log_warn("https: the replaced server cannot stop accepting: both serve until "
+		    "it has no connection");
+	h->old[i] = (struct http_old){ h->d, h->cert, h->key };
+	h->d = d;
+	h->cert = cert;
+	h->key = key;
+	__atomic_store_n(&h->body_limit, c->body_limit, __ATOMIC_RELAXED);
+	return 0;
+}
+
+int
+http_set_web_root(struct http *h, const char *web_root)
+{
+	int r;
+
+	pthread_mutex_lock(&h->root_lock);
+	r = util_strlcpy(h->web_root, web_root, sizeof(h->web_root));
+	pthread_mutex_unlock(&h->root_lock);
+	return r;
 }
 
 void
@@ -433,14 +582,16 @@ http_free(struct http *h)
 {
 	if (h == NULL)
 		return;
+	for (int i = 0; i < HTTP_OLD_MAX; i++)
+		if (h->old[i].d != NULL)
+			old_stop(&h->old[i]);
 	if (h->d != NULL)
 		MHD_stop_daemon(h->d);
 	if (h->fd >= 0)
 		close(h->fd);
-	if (h->key != NULL)
-		explicit_bzero(h->key, strlen(h->key));
-	free(h->key);
+	key_free(h->key);
 	free(h->cert);
+	pthread_mutex_destroy(&h->root_lock);
 	free(h);
 }
 
@@ -469,7 +620,9 @@ http_static_serve(void *ctx, const struct http_request *req, struct http_respons
 	size_t len = 0;
 	int fd;
 
+	pthread_mutex_lock(&sr->h->root_lock);
 	snprintf(path, sizeof(path), "%s/%s", sr->h->web_root, sr->f->file);
+	pthread_mutex_unlock(&sr->h->root_lock);
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0 ||
 	    fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > HTTP_STATIC_MAX ||
 	    (buf = malloc((size_t)st.st_size + 1)) == NULL) {
@@ -503,8 +656,8 @@ http_static(struct http *h, const char *web_root)
 {
 	char path[600];
 
-	util_strlcpy(h->web_root, web_root, sizeof(h->web_root));
-	snprintf(path, sizeof(path), "%s/index.html", h->web_root);
+	(void)http_set_web_root(h, web_root);
+	snprintf(path, sizeof(path), "%s/index.html", web_root);
 	if (access(path, R_OK) != 0)
 		log_warn("the status page is not served: %s: %s (set [http] web_root)",
 		    path, strerror(errno));

@@ -70,6 +70,19 @@ int http_start(struct http *h, char *err, size_t errlen);
  * of web_root is reachable. Before http_start; 0 or -1 (table full). Warns
  * once if web_root/index.html cannot be read. */
 int http_static(struct http *h, const char *web_root);
+/* A reload, after http_start: c's certificate and key (read again, checked
+ * with GnuTLS), tls_priority, max_connections and body_limit (listen and
+ * the callbacks ignored). A new daemon takes over the listening socket; the
+ * replaced one accepts no more and serves its connections (keep-alive ones
+ * too) to their end. 0, or -1 with the reason in err and nothing changed.
+ * Main thread, as http_reap. */
+int http_reload(struct http *h, const struct http_conf *c, char *err, size_t errlen);
+/* Stops the replaced daemons that have no connection left: how many are
+ * left. Call now and then (a second) after a reload. */
+int http_reap(struct http *h);
+/* The status page's directory from now on. 0, or -1 (too long, cut). */
+int http_set_web_root(struct http *h, const char *web_root);
+/* Stops every daemon (replaced ones too, dropping their connections). */
 void http_free(struct http *h);
 
 /* A request header or query argument, NULL if absent. */

@@ -212,6 +212,11 @@ metrics_get(void *ctx, const struct http_request *req, struct http_response *res
 	    "tsbroker_admin_logins_total{result=\"failed\"} %" PRIu64 "\n"
 	    "tsbroker_admin_logins_total{result=\"limited\"} %" PRIu64 "\n",
 	    ld(&lg->ok), ld(&lg->failed), ld(&lg->limited));
+	tb_printf(&b, "# HELP tsbroker_config_reloads_total Configuration reloads (SIGHUP) by "
+	    "result.\n# TYPE tsbroker_config_reloads_total counter\n"
+	    "tsbroker_config_reloads_total{result=\"ok\"} %" PRIu64 "\n"
+	    "tsbroker_config_reloads_total{result=\"refused\"} %" PRIu64 "\n",
+	    ld(&p->m->reloads.ok), ld(&p->m->reloads.refused));
 	if (b.failed) {
 		free(b.s);
 		http_reply_error(res, 500, "out of memory");

@@ -37,7 +37,7 @@ health_sweep(struct store *st, const struct conf *c, int64_t now, int64_t starte
 {
 	struct store_server *list = NULL;
 	size_t n = 0;
-	int64_t down_ms = (int64_t)c->down_after * 1000;
+	int64_t down_ms = (int64_t)CONF_GET(c, down_after) * 1000;
 	char reason[128];
 	int r, expired, changed;
 
@@ -67,16 +67,17 @@ health_sweep(struct store *st, const struct conf *c, int64_t now, int64_t starte
 		return r;
 	for (size_t i = 0; i < n && r == 0; i++) {
 		struct store_server *s = &list[i];
-		if (s->unconfirmed < c->quarantine_after || s->quarantined_until > now ||
-		    !others_confirm(list, n, i, now - 2LL * c->pending_ttl * 1000))
+		if (s->unconfirmed < CONF_GET(c, quarantine_after) ||
+		    s->quarantined_until > now ||
+		    !others_confirm(list, n, i, now - 2LL * CONF_GET(c, pending_ttl) * 1000))
 			continue;
 		snprintf(reason, sizeof(reason), "%d placements in a row not confirmed "
 		    "while other servers confirm theirs", s->unconfirmed);
 		r = store_server_quarantine(st, s->id,
-		    now + (int64_t)c->quarantine_time * 1000, reason, now, &changed);
+		    now + (int64_t)CONF_GET(c, quarantine_time) * 1000, reason, now, &changed);
 		if (r == 0 && changed)	/* else another broker did, and logged it */
 			log_warn("server %s quarantined for %d s: %s", s->name,
-			    c->quarantine_time, reason);
+			    CONF_GET(c, quarantine_time), reason);
 	}
 	free(list);
 	return r;
@@ -88,10 +89,11 @@ trail_prune(struct health *h, int64_t now)
 {
 	int pruned = 0;
 
-	if (store_trail_prune(h->st, now - (int64_t)h->c->desk_keep_days * 86400 * 1000,
+	if (store_trail_prune(h->st,
+	    now - (int64_t)CONF_GET(h->c, desk_keep_days) * 86400 * 1000,
 	    &pruned) == 0 && pruned > 0)
 		log_info("%d rows of the desk trail past %d days deleted", pruned,
-		    h->c->desk_keep_days);
+		    CONF_GET(h->c, desk_keep_days));
 }
 
 /* Expired admin browser sessions (auth.h) deleted: each by one broker. */
@@ -99,7 +101,8 @@ static void
 admin_sessions_prune(struct health *h, int64_t now)
 {
 	const struct store_session_limits lim = {
-	    (int64_t)h->c->admin_session_idle * 1000, (int64_t)h->c->admin_session_max * 1000 };
+	    (int64_t)CONF_GET(h->c, admin_session_idle) * 1000,
+	    (int64_t)CONF_GET(h->c, admin_session_max) * 1000 };
 	int pruned = 0;
 
 	if (store_admin_session_prune(h->st, now, &lim, &pruned) == 0 && pruned > 0)
@@ -116,7 +119,8 @@ admin_sessions_prune(struct health *h, int64_t now)
 static void
 history_sample(struct health *h, int64_t now)
 {
-	int64_t period = (int64_t)h->c->history_period * 1000, t = now - HISTORY_GRACE_MS;
+	int64_t period = (int64_t)CONF_GET(h->c, history_period) * 1000;
+	int64_t t = now - HISTORY_GRACE_MS;
 	int64_t last = t - t % period - period, first = last - (HISTORY_CATCH_UP - 1) * period;
 	struct store_server *list = NULL;
 	struct farm_summary f;
@@ -147,7 +151,8 @@ history_prune(struct health *h, int64_t now)
 
 	/* 10 samples a step: 10,000 rows at 1,000 servers, a few ms
 	 * (docs/operations.md "History") */
-	if (store_history_prune(h->st, now, now - (int64_t)h->c->history_keep * 86400 * 1000,
+	if (store_history_prune(h->st, now,
+	    now - (int64_t)CONF_GET(h->c, history_keep) * 86400 * 1000,
 	    10, 50, &merged, &deleted) == 0 && merged + deleted > 0)
 		log_info("history: %d buckets merged, %d samples deleted", merged, deleted);
 }
@@ -176,8 +181,8 @@ health_main(void *arg)
 		}
 		if (now - last_prune > 60 * 1000) {
 			(void)store_event_prune(h->st, now -
-			    (int64_t)h->c->event_retention_days * 86400 * 1000,
-			    h->c->event_max);
+			    (int64_t)CONF_GET(h->c, event_retention_days) * 86400 * 1000,
+			    CONF_GET(h->c, event_max));
 			admin_sessions_prune(h, now);
 			history_prune(h, now);
 			trail_prune(h, now);

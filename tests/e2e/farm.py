@@ -152,11 +152,13 @@ def parse_kv(line):
     return dict(w.split("=", 1) for w in line.split() if "=" in w)
 
 
-def make_cert(directory, cn):
-    """(certificate, key) paths of a new self-signed RSA certificate for cn."""
+def make_cert(directory, cn, ip=None):
+    """(certificate, key) paths of a new self-signed RSA certificate for cn
+    (and the IP address ip, if given)."""
     cert, key = os.path.join(directory, f"{cn}.crt"), os.path.join(directory, f"{cn}.key")
+    san = ["-addext", f"subjectAltName=IP:{ip}"] if ip else []
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", f"/CN={cn}", "-keyout", key, "-out", cert],
+                    "-subj", f"/CN={cn}", *san, "-keyout", key, "-out", cert],
                    check=True, capture_output=True, timeout=60)
     return cert, key
 
@@ -209,9 +211,11 @@ def pg_query(url, sql, args=()):
 
 class Broker:
     """A tsbroker in its own directory; conf as section__key=value, e.g.
-    rdp__mode="token"."""
+    rdp__mode="token". wrap: a command the broker and its admin commands
+    run under (unit_setpriv's)."""
 
-    def __init__(self, workdir, rdp_port=None, **conf):
+    def __init__(self, workdir, rdp_port=None, wrap=None, **conf):
+        self.wrap = list(wrap or [])
         self.dir = str(workdir)
         os.makedirs(self.dir, exist_ok=True)
         self.rdp_port = rdp_port or free_port()
@@ -261,7 +265,7 @@ class Broker:
         self.out_offset = os.path.getsize(self.out_path) if os.path.exists(self.out_path) else 0
         self.out = open(self.out_path, "a")
         self.err = open(self.log_path, "a")
-        self.proc = subprocess.Popen([TSBROKER, "-f", self.conf, "-v"], stdout=self.out,
+        self.proc = subprocess.Popen(self.wrap + [TSBROKER, "-f", self.conf, "-v"], stdout=self.out,
                                      stderr=self.err, cwd=self.dir)
         if expect_ready:
             wait_until(lambda: "tsbroker ready" in self.stdout(new=True)
@@ -303,7 +307,7 @@ class Broker:
 
     # -- admin commands -----------------------------------------------------
     def cli(self, *args, input=None, check=True):
-        p = subprocess.run([TSBROKER, "-f", self.conf, *map(str, args)], input=input,
+        p = subprocess.run(self.wrap + [TSBROKER, "-f", self.conf, *map(str, args)], input=input,
                            capture_output=True, text=True, timeout=30, cwd=self.dir)
         if check and p.returncode != 0:
             raise AssertionError(f"tsbroker {' '.join(map(str, args))}: {p.returncode} "

@@ -212,6 +212,30 @@ test_threads(void **state)
 	addrlimit_free(a);
 }
 
+/* New limits keep the counts; an address exempted since ends what it began. */
+static void
+test_set_conf(void **state)
+{
+	struct addrlimit *a = limits(3, 0, NULL);
+	struct addrlimit_conf c = { .max_handshakes = 1, .seed = 7 };
+	char err[128];
+	int counted;
+
+	assert_int_equal(addrlimit_handshake_begin(a, "192.0.2.5", T0, &counted), 0);
+	assert_int_equal(addrlimit_handshake_begin(a, "192.0.2.5", T0, &counted), 0);
+	addrlimit_set_conf(a, &c);
+	assert_int_equal(addrlimit_handshake_begin(a, "192.0.2.5", T0, &counted),
+	    ADDRLIMIT_EHANDSHAKES);
+	assert_int_equal(addrlimit_exempt_parse(&c, "192.0.2.0/24", err, sizeof(err)), 0);
+	addrlimit_set_conf(a, &c);
+	assert_int_equal(addrlimit_handshake_begin(a, "192.0.2.5", T0, &counted), 0);
+	assert_int_equal(counted, 0);
+	addrlimit_handshake_end(a, "192.0.2.5", T0);
+	addrlimit_handshake_end(a, "192.0.2.5", T0);
+	assert_int_equal(addrlimit_used(a, T0 + 2000), 0);
+	addrlimit_free(a);
+}
+
 int
 main(void)
 {
@@ -222,6 +246,7 @@ main(void)
 		cmocka_unit_test(test_bounded),
 		cmocka_unit_test(test_log_once_a_second),
 		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_set_conf),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

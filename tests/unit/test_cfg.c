@@ -116,6 +116,43 @@ test_printed_defaults_load_as_defaults(void **state)
 	assert_memory_equal(&loaded, &defaults, sizeof(loaded));
 }
 
+static void
+count(void *ctx, const struct cfg_key *k, int live)
+{
+	struct cfg_changes *n = ctx;
+
+	n->changed++;
+	n->restart += !live;
+	assert_true(strcmp(k->name, "listen") != 0 || !live);
+}
+
+/* A reload's diff: changed keys named with their live flag; only live
+ * ones copied; the running config printed with the secret left out. */
+static void
+test_diff_and_take_live(void **state)
+{
+	struct conf a, b;
+	struct cfg_changes n = { 0, 0 };
+	char err[256];
+
+	assert_int_equal(load("", &a, err, sizeof(err)), 0);
+	assert_int_equal(conf_diff(&a, &a, NULL, NULL), 0);
+	assert_int_equal(load("[rdp]\nlisten = 127.0.0.1:1\nmax_connections = 9\n"
+	    "trust_cookie = yes\ncertificate = /x.crt\n[state]\nurl = password=s\n", &b, err,
+	    sizeof(err)), 0);
+	/* certificate: rdp's and http's (it follows rdp's) */
+	assert_int_equal(conf_diff(&a, &b, count, &n), 6);
+	assert_int_equal(n.changed, 6);
+	assert_int_equal(n.restart, 2);		/* listen, url */
+	conf_take_live(&a, &b);
+	assert_int_equal(a.rdp.max_connections, 9);
+	assert_int_equal(a.rdp.trust_cookie, 1);
+	assert_string_equal(a.http_certificate, "/x.crt");
+	assert_string_equal(a.rdp.listen, "0.0.0.0:3389");
+	assert_string_equal(a.state_url, "");
+	assert_int_equal(conf_diff(&a, &b, NULL, NULL), 2);
+}
+
 int
 main(void)
 {
@@ -124,6 +161,7 @@ main(void)
 		cmocka_unit_test(test_values_and_comments),
 		cmocka_unit_test(test_errors_name_file_line_key),
 		cmocka_unit_test(test_printed_defaults_load_as_defaults),
+		cmocka_unit_test(test_diff_and_take_live),
 	};
 	return cmocka_run_group_tests_name("cfg", tests, NULL, NULL);
 }
