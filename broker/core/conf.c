@@ -41,7 +41,7 @@ static const struct cfg_key conf_keys[] = {
 	{ "rdp", "token_key", CFG_STR, S(token_key), 0, 0, "var/token.key", NULL },
 	{ "rdp", "token_ttl", CFG_INT, I(token_ttl), 5, 3600, "60", NULL },
 	{ "rdp", "trust_cookie", CFG_BOOL, I(rdp.trust_cookie), 0, 0, "no", NULL },
-	{ "rdp", "splice_max", CFG_INT, I(splice_max), 1, 100000, "1024", NULL },
+	{ "rdp", "splice_max", CFG_INT, I(splice_max), 1, 100000, "10000", NULL },
 	{ "rdp", "splice_idle_timeout", CFG_INT, I(splice_idle_timeout), 1, 604800, "7200", NULL },
 	{ "rdp", "splice_keepalive", CFG_INT, I(splice_keepalive), 0, 86400, "60", NULL },
 	{ "rdp", "splice_user_timeout", CFG_INT, I(splice_user_timeout), 0, 86400, "120", NULL },
