@@ -1,3 +1,4 @@
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,13 +151,113 @@ sessions_decode(json_t *a, struct wire_session **out, size_t *n, char *err,
 	return 0;
 }
 
+/* jansson's allocations. A parse's tree (many small nodes, freed together
+ * soon after: a heartbeat's is hundreds) comes from its thread's arena, a
+ * bump allocator reset once none of its blocks is live; the rest, and what
+ * does not fit, from malloc. A header says which: a block may be freed on
+ * any thread. */
+#define ARENA_SIZE	(256 * 1024)
+
+struct arena {
+	char *base;
+	size_t used;
+	int on;				/* a parse is under way on its thread */
+	size_t live;			/* blocks not freed yet (atomic) */
+};
+
+struct block {
+	struct arena *owner;		/* NULL: malloc'd */
+	size_t pad;			/* (16 bytes: malloc's alignment kept) */
+};
+
+static __thread struct arena *arena_mine;
+static pthread_key_t arena_key;
+
+/* Thread exit: the arena goes once nothing in it is live (else it stays:
+ * a block still referenced). */
+static void
+arena_exit(void *p)
+{
+	struct arena *a = p;
+
+	if (__atomic_load_n(&a->live, __ATOMIC_ACQUIRE) == 0) {
+		free(a->base);
+		free(a);
+	}
+}
+
+static void *
+wire_alloc(size_t n)
+{
+	struct arena *a = arena_mine;
+	struct block *b;
+
+	n = (n + sizeof(struct block) + 15) & ~(size_t)15;
+	if (a != NULL && a->on && n <= ARENA_SIZE - a->used) {
+		b = (struct block *)(a->base + a->used);
+		a->used += n;
+		__atomic_add_fetch(&a->live, 1, __ATOMIC_RELAXED);
+		b->owner = a;
+	} else if ((b = malloc(n)) != NULL)
+		b->owner = NULL;
+	return b != NULL ? b + 1 : NULL;
+}
+
+static void
+wire_free(void *p)
+{
+	struct block *b = (struct block *)p - 1;
+
+	if (p == NULL)
+		return;
+	if (b->owner == NULL)
+		free(b);
+	else
+		__atomic_sub_fetch(&b->owner->live, 1, __ATOMIC_RELEASE);
+}
+
+/* Before main: every jansson block then has a header. */
+__attribute__((constructor)) static void
+wire_alloc_init(void)
+{
+	if (pthread_key_create(&arena_key, arena_exit) == 0)
+		json_set_alloc_funcs(wire_alloc, wire_free);
+}
+
+/* json_loadb with its tree in this thread's arena where it fits. */
+static json_t *
+arena_loadb(const char *buf, size_t len, size_t flags, json_error_t *je)
+{
+	struct arena *a = arena_mine;
+	json_t *root;
+
+	if (a == NULL && (a = calloc(1, sizeof(*a))) != NULL) {
+		if ((a->base = malloc(ARENA_SIZE)) == NULL ||
+		    pthread_setspecific(arena_key, a) != 0) {
+			free(a->base);
+			free(a);
+			a = NULL;
+		}
+		arena_mine = a;
+	}
+	if (a != NULL) {
+		if (__atomic_load_n(&a->live, __ATOMIC_ACQUIRE) == 0)
+			a->used = 0;
+		a->on = 1;
+	}
+	root = json_loadb(buf, len, flags, je);
+	if (a != NULL)
+		a->on = 0;
+	return root;
+}
+
 static json_t *
 parse(const char *buf, size_t len, char *err, size_t errlen)
 {
 	json_error_t je;
 	json_t *root;
 
-	if ((root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je)) == NULL) {
+	if ((root = arena_loadb(buf, len, JSON_REJECT_DUPLICATES, &je)) == NULL) {
 		snprintf(err, errlen, "invalid JSON at line %d column %d: %s",
 		    je.line, je.column, je.text);
 		return NULL;
