@@ -153,95 +153,97 @@ sessions_decode(json_t *a, struct wire_session **out, size_t *n, char *err,
 
 /* jansson's allocations. A parse's tree (many small nodes, freed together
  * soon after: a heartbeat's is hundreds) comes from its thread's arena, a
- * bump allocator reset once none of its blocks is live; the rest, and what
- * does not fit, from malloc. A header says which: a block may be freed on
- * any thread. */
+ * bump allocator reset once none of its blocks is live; everything else,
+ * and what does not fit, is malloc's (so a library that frees what jansson
+ * gave it with free() still may). A tree never leaves the thread that
+ * parsed it (each decoder frees it before it returns): a block is known as
+ * the arena's by its address. */
 #define ARENA_SIZE	(256 * 1024)
 
 struct arena {
 	char *base;
 	size_t used;
-	int on;				/* a parse is under way on its thread */
-	size_t live;			/* blocks not freed yet (atomic) */
-};
-
-struct block {
-	struct arena *owner;		/* NULL: malloc'd */
-	size_t pad;			/* (16 bytes: malloc's alignment kept) */
+	size_t live;			/* blocks not freed yet */
+	int on;				/* json_loadb under way */
 };
 
 static __thread struct arena *arena_mine;
 static pthread_key_t arena_key;
+static pthread_once_t arena_once = PTHREAD_ONCE_INIT;
+static int arena_ready;
 
-/* Thread exit: the arena goes once nothing in it is live (else it stays:
- * a block still referenced). */
+static int
+in_arena(const struct arena *a, const void *p)
+{
+	return a != NULL && (const char *)p >= a->base && (const char *)p < a->base + ARENA_SIZE;
+}
+
+/* Thread exit: the arena goes unless a block in it is still live. */
 static void
 arena_exit(void *p)
 {
 	struct arena *a = p;
 
-	if (__atomic_load_n(&a->live, __ATOMIC_ACQUIRE) == 0) {
+	if (a->live == 0) {
 		free(a->base);
 		free(a);
 	}
 }
 
 static void *
-wire_alloc(size_t n)
+arena_alloc(size_t n)
 {
 	struct arena *a = arena_mine;
-	struct block *b;
+	void *p;
 
-	n = (n + sizeof(struct block) + 15) & ~(size_t)15;
-	if (a != NULL && a->on && n <= ARENA_SIZE - a->used) {
-		b = (struct block *)(a->base + a->used);
-		a->used += n;
-		__atomic_add_fetch(&a->live, 1, __ATOMIC_RELAXED);
-		b->owner = a;
-	} else if ((b = malloc(n)) != NULL)
-		b->owner = NULL;
-	return b != NULL ? b + 1 : NULL;
+	n = (n + 15) & ~(size_t)15;
+	if (a == NULL || !a->on || n > ARENA_SIZE - a->used)
+		return malloc(n);
+	p = a->base + a->used;
+	a->used += n;
+	a->live++;
+	return p;
 }
 
 static void
-wire_free(void *p)
+arena_free(void *p)
 {
-	struct block *b = (struct block *)p - 1;
+	struct arena *a = arena_mine;
 
-	if (p == NULL)
-		return;
-	if (b->owner == NULL)
-		free(b);
+	if (in_arena(a, p))
+		a->live--;
 	else
-		__atomic_sub_fetch(&b->owner->live, 1, __ATOMIC_RELEASE);
+		free(p);
 }
 
-/* Before main: every jansson block then has a header. */
-__attribute__((constructor)) static void
-wire_alloc_init(void)
+static void
+arena_init(void)
 {
-	if (pthread_key_create(&arena_key, arena_exit) == 0)
-		json_set_alloc_funcs(wire_alloc, wire_free);
+	if (pthread_key_create(&arena_key, arena_exit) == 0) {
+		json_set_alloc_funcs(arena_alloc, arena_free);
+		arena_ready = 1;
+	}
 }
 
 /* json_loadb with its tree in this thread's arena where it fits. */
 static json_t *
 arena_loadb(const char *buf, size_t len, size_t flags, json_error_t *je)
 {
-	struct arena *a = arena_mine;
+	struct arena *a;
 	json_t *root;
 
-	if (a == NULL && (a = calloc(1, sizeof(*a))) != NULL) {
-		if ((a->base = malloc(ARENA_SIZE)) == NULL ||
-		    pthread_setspecific(arena_key, a) != 0) {
+	(void)pthread_once(&arena_once, arena_init);
+	if (arena_ready && arena_mine == NULL && (a = calloc(1, sizeof(*a))) != NULL) {
+		if ((a->base = malloc(ARENA_SIZE)) != NULL &&
+		    pthread_setspecific(arena_key, a) == 0)
+			arena_mine = a;
+		else {
 			free(a->base);
 			free(a);
-			a = NULL;
 		}
-		arena_mine = a;
 	}
-	if (a != NULL) {
-		if (__atomic_load_n(&a->live, __ATOMIC_ACQUIRE) == 0)
+	if ((a = arena_mine) != NULL) {
+		if (a->live == 0)
 			a->used = 0;
 		a->on = 1;
 	}
