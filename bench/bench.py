@@ -564,13 +564,18 @@ def bench_splice(build, args, R):
     # held splices: two descriptors each in the relay; raise the limit (all
     # below inherit it) where the hard limit may be raised, else hold what fits
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    with open("/proc/sys/fs/nr_open") as f:
+        want = min(2 * args.splice_hold + 1024, int(f.read()))
     try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (2 * args.splice_hold + 1024,) * 2)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(want, hard),) * 2)
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     hold = min(args.splice_hold, (nofile - 256) // 2)	# HAProxy too: 2 * maxconn + ~20
-    res = {"hold_asked": args.splice_hold, "nofile": nofile}
+    with open("/proc/self/status") as f:	# raising the hard limit needs it, even as root
+        capeff = int(next(l for l in f if l.startswith("CapEff:")).split()[1], 16)
+    res = {"hold_asked": args.splice_hold, "nofile": nofile,
+           "cap_sys_resource": bool(capeff >> 24 & 1)}
     sport = free_port("127.0.0.2")
     sink = Proc([sb, "sink", "--listen", f"127.0.0.2:{sport}"], "sink", "LISTENING")
     b = Broker(build, "splice", mode="token", rdp__splice_max=hold + 100,
@@ -1145,8 +1150,14 @@ def table(R, meta):
                                                        else "missed"))
                 if h["held"] + h["errors"] < s.get("hold_asked", 0):
                     verdict += (f"; {s['hold_asked']} at once: missed, the open-files hard "
-                                f"limit here is {s['nofile']} (2 per splice; raising it "
-                                "needs CAP_SYS_RESOURCE)")
+                                f"limit here is {s['nofile']} (2 per splice and the relay's "
+                                f"own, {h['fds'] - 2 * h['held']} here) and "
+                                + ("this machine does not give CAP_SYS_RESOURCE to root "
+                                   "(CapEff), which raising it needs; would close it: a host "
+                                   "that does, or a hard limit >= "
+                                   f"{2 * s['hold_asked'] + 1024} (the bench raises it to that)"
+                                   if not s.get("cap_sys_resource", True) else
+                                   "fs.nr_open is below what it needs"))
             rows.append(("", f"{who}: {h['held'] + h['errors']} spliced sessions held at once",
                          f"RSS {h['rss_kb'] / 1024:.0f} MB, {h['threads']} threads, {h['fds']} fds",
                          f"{h['held']} held, {h.get('rechecked', 0)} answered at the end, "

@@ -1,3 +1,4 @@
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,13 +151,115 @@ sessions_decode(json_t *a, struct wire_session **out, size_t *n, char *err,
 	return 0;
 }
 
+/* jansson's allocations. A parse's tree (many small nodes, freed together
+ * soon after: a heartbeat's is hundreds) comes from its thread's arena, a
+ * bump allocator reset once none of its blocks is live; everything else,
+ * and what does not fit, is malloc's (so a library that frees what jansson
+ * gave it with free() still may). A tree never leaves the thread that
+ * parsed it (each decoder frees it before it returns): a block is known as
+ * the arena's by its address. */
+#define ARENA_SIZE	(256 * 1024)
+
+struct arena {
+	char *base;
+	size_t used;
+	size_t live;			/* blocks not freed yet */
+	int on;				/* json_loadb under way */
+};
+
+static __thread struct arena *arena_mine;
+static pthread_key_t arena_key;
+static pthread_once_t arena_once = PTHREAD_ONCE_INIT;
+static int arena_ready;
+
+static int
+in_arena(const struct arena *a, const void *p)
+{
+	return a != NULL && (const char *)p >= a->base && (const char *)p < a->base + ARENA_SIZE;
+}
+
+/* Thread exit: the arena goes unless a block in it is still live. */
+static void
+arena_exit(void *p)
+{
+	struct arena *a = p;
+
+	if (a->live == 0) {
+		free(a->base);
+		free(a);
+	}
+}
+
+static void *
+arena_alloc(size_t n)
+{
+	struct arena *a = arena_mine;
+	void *p;
+
+	n = (n + 15) & ~(size_t)15;
+	if (a == NULL || !a->on || n > ARENA_SIZE - a->used)
+		return malloc(n);
+	p = a->base + a->used;
+	a->used += n;
+	a->live++;
+	return p;
+}
+
+static void
+arena_free(void *p)
+{
+	struct arena *a = arena_mine;
+
+	if (in_arena(a, p))
+		a->live--;
+	else
+		free(p);
+}
+
+static void
+arena_init(void)
+{
+	if (pthread_key_create(&arena_key, arena_exit) == 0) {
+		json_set_alloc_funcs(arena_alloc, arena_free);
+		arena_ready = 1;
+	}
+}
+
+/* json_loadb with its tree in this thread's arena where it fits. */
+static json_t *
+arena_loadb(const char *buf, size_t len, size_t flags, json_error_t *je)
+{
+	struct arena *a;
+	json_t *root;
+
+	(void)pthread_once(&arena_once, arena_init);
+	if (arena_ready && arena_mine == NULL && (a = calloc(1, sizeof(*a))) != NULL) {
+		if ((a->base = malloc(ARENA_SIZE)) != NULL &&
+		    pthread_setspecific(arena_key, a) == 0)
+			arena_mine = a;
+		else {
+			free(a->base);
+			free(a);
+		}
+	}
+	if ((a = arena_mine) != NULL) {
+		if (a->live == 0)
+			a->used = 0;
+		a->on = 1;
+	}
+	root = json_loadb(buf, len, flags, je);
+	if (a != NULL)
+		a->on = 0;
+	return root;
+}
+
 static json_t *
 parse(const char *buf, size_t len, char *err, size_t errlen)
 {
 	json_error_t je;
 	json_t *root;
 
-	if ((root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je)) == NULL) {
+	if ((root = arena_loadb(buf, len, JSON_REJECT_DUPLICATES, &je)) == NULL) {
 		snprintf(err, errlen, "invalid JSON at line %d column %d: %s",
 		    je.line, je.column, je.text);
 		return NULL;

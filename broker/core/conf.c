@@ -83,7 +83,7 @@ static const struct cfg_key conf_keys[] = {
 	{ "rdp", "trust_cookie", CFG_BOOL, I(rdp.trust_cookie), 0, 0, "no", NULL, CFG_LIVE,
 	    "Splice a client sending Cookie: mstshash=USER straight to USER's live session "
 	    "(a hint, not an authentication), in either mode." },
-	{ "rdp", "splice_max", CFG_INT, I(splice_max), 1, 100000, "1024", NULL, CFG_LIVE,
+	{ "rdp", "splice_max", CFG_INT, I(splice_max), 1, 100000, "10000", NULL, CFG_LIVE,
 	    "Spliced connections at once (two descriptors each, two more per direction while "
 	    "bulk moves through a pipe); more are closed." },
 	{ "rdp", "splice_idle_timeout", CFG_INT, I(splice_idle_timeout), 1, 604800, "7200", NULL,

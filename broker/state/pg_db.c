@@ -764,10 +764,16 @@ pgdb_user_lock(struct store_db *d, const char *user)
 }
 
 int
-pgdb_server_lock(struct store_db *d, int64_t server_id)
+pgdb_server_lock(struct store_db *d, int64_t server_id, int wait)
 {
-	return pgdb_exec(d, pgdb_prep(d, "SELECT id FROM servers WHERE id = ? FOR UPDATE", "I",
-	    server_id), NULL);
+	int rows, r;
+
+	if (wait)
+		return pgdb_exec(d, pgdb_prep(d, "SELECT id FROM servers WHERE id = ? FOR UPDATE",
+		    "I", server_id), NULL);
+	r = pgdb_exec(d, pgdb_prep(d, "SELECT id FROM servers WHERE id = ? FOR UPDATE SKIP LOCKED",
+	    "I", server_id), &rows);
+	return r == 0 && rows == 0 ? STORE_LOCK_HELD : r;
 }
 
 /* ---- open and migrate ---- */

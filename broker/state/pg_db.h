@@ -56,7 +56,7 @@ int pgdb_generation(struct store_db *d, uint64_t *gen);
 /* The placement locks of store_engine.h, held until the transaction ends:
  * an advisory lock on the user's hash, the server's row FOR UPDATE. */
 int pgdb_user_lock(struct store_db *d, const char *user);
-int pgdb_server_lock(struct store_db *d, int64_t server_id);
+int pgdb_server_lock(struct store_db *d, int64_t server_id, int wait);
 
 /* What the last failure was (since pgdb_begin). */
 enum pg_fault {

@@ -1196,6 +1196,23 @@ seen_answer(struct store *st, const char *user, struct store_place_result *out)
 
 #define PLACE_ROUNDS 16	/* servers locked by one placement at most */
 
+/* The servers another store held locked when this one tried (placing
+ * there, most likely): each counted one placement more in this decision
+ * (re-read before the next). */
+static void
+busy_count(struct store *st, const int64_t *busy, size_t n)
+{
+	for (size_t j = 0; j < n; j++) {
+		ssize_t i = lc_find(&st->lc, busy[j]);
+
+		if (i < 0)
+			continue;
+		st->lc.sv[i].pending++;
+		plindex_update(st->lc.ix, st->lc.sv, (size_t)i);
+		lc_mark(&st->lc, (size_t)i);
+	}
+}
+
 int
 store_placement_commit(struct store *st, const struct store_place_request *req,
     struct store_place_result *out)
@@ -1204,9 +1221,9 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 	struct pl_session *ss;
 	struct pl_decision d;
 	struct store_place_result res;
-	size_t ns, nu;
+	size_t ns, nu, nbusy;
 	int r, pr, full, decided;
-	int64_t placed_on, locked;
+	int64_t placed_on, locked, busy[PLACE_ROUNDS];
 
  retry:
 	memset(&res, 0, sizeof(res));
@@ -1214,6 +1231,7 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 	ss = NULL;
 	ns = nu = 0;
 	locked = 0;
+	nbusy = 0;
 	full = decided = 0;
 	placed_on = 0;
 	if ((r = begin(st, 1)) == STORE_UNAVAILABLE) {
@@ -1235,31 +1253,60 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 		st->have_gen = 0;
 	}
 	for (int tries = 0;; tries++) {
+		int64_t id;
+		int wait = 0;
+
 		free(ss);
 		if ((r = place_load(st, req->user, req->now, 0, &sv, &ns, &ss, &nu)) != 0)
 			goto out;
+		busy_count(st, busy, nbusy);
 		struct pl_input in = { sv, ns, ss, nu, req->pending_penalty };
 		if ((pr = plindex_pick(st->lc.ix, &in, &d)) != 0) {
 			util_strlcpy(out->reason, placement_strerror(pr), sizeof(out->reason));
 			r = STORE_REFUSED;
 			goto out;
 		}
-		if (d.reconnect || st->e->server_lock == NULL || sv[d.server].id == locked)
+		if (d.reconnect || st->e->server_lock == NULL || (id = sv[d.server].id) == locked)
 			break;
-		/* another store may have placed on it: lock it, recount, pick
-		 * again (the same server: done). Servers not locked may be
-		 * stale by others' commits since the cache was read: after a
-		 * few rounds it is read whole (then only placements still in
-		 * flight elsewhere are unseen, one per other store). */
-		if (tries == PLACE_ROUNDS) {
-			log_error("no stable choice for %s after %d servers locked", req->user,
-			    PLACE_ROUNDS);
+		/* another store may be placing on it: lock it, recount, pick
+		 * again (the same server: done). One held by another store is
+		 * not waited for but counted one more (busy_count): two stores
+		 * on equal servers take different ones instead of queueing on
+		 * each other's choice; waited for only if it is still the best.
+		 * Servers not locked may be stale by others' commits since the
+		 * cache was read: after a few rounds it is read whole (then only
+		 * placements still in flight elsewhere are unseen, one per
+		 * other store). Out of rounds: the server locked last, its count
+		 * exact, if it still has room. */
+		if (tries >= PLACE_ROUNDS && locked != 0) {
+			ssize_t k = lc_find(&st->lc, locked);
+
+			if (k >= 0 && !sv[k].quarantined && placement_open(&sv[k])) {
+				d.server = (size_t)k;
+				break;
+			}
+		}
+		if (tries == 2 * PLACE_ROUNDS) {
+			log_error("no stable choice for %s after %d rounds", req->user,
+			    2 * PLACE_ROUNDS);
 			r = STORE_ERR;
 			goto out;
 		}
-		if ((r = st->e->server_lock(st->db, sv[d.server].id)) != 0)
+		for (size_t j = 0; j < nbusy; j++)
+			wait |= busy[j] == id;
+		if (tries >= PLACE_ROUNDS || nbusy == PLACE_ROUNDS)
+			wait = 1;
+		if ((r = st->e->server_lock(st->db, id, wait)) == STORE_LOCK_HELD) {
+			busy[nbusy++] = id;
+			r = 0;
+			continue;
+		}
+		if (r != 0)
 			goto out;
-		locked = sv[d.server].id;
+		for (size_t j = 0; j < nbusy; j++)
+			if (busy[j] == id)
+				busy[j] = busy[--nbusy];	/* its count exact now */
+		locked = id;
 		lc_touch(st, locked);
 		if (tries == PLACE_ROUNDS / 4)
 			st->lc.valid = 0;

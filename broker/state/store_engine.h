@@ -75,6 +75,9 @@ struct store_faults {
 	void (*commit_timeout)(struct store_db *db, int ms);
 };
 
+/* server_lock without wait: another transaction holds the server */
+#define STORE_LOCK_HELD	1
+
 struct store_engine {
 	const char *name;
 	const struct store_faults *faults;	/* NULL: none */		/* the [state] engine value */
@@ -141,9 +144,11 @@ struct store_engine {
 	/* Optional (NULL: the engine's write lock serialises placements, as
 	 * SQLite's does). user_lock: no other store places user until this
 	 * transaction ends; server_lock: nor writes to server_id's placements,
-	 * and its load read after it counts every commit before it. */
+	 * and its load read after it counts every commit before it; without
+	 * wait, STORE_LOCK_HELD (nothing taken) if another transaction holds
+	 * it. */
 	int (*user_lock)(struct store_db *db, const char *user);
-	int (*server_lock)(struct store_db *db, int64_t server_id);
+	int (*server_lock)(struct store_db *db, int64_t server_id, int wait);
 	int (*placement_insert)(struct store_db *db, int64_t server_id,
 	    const struct store_place_request *req, int64_t *session_id);
 	/* a reconnect: the session's client and time, a pending one's expiry */

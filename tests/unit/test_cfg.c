@@ -45,7 +45,7 @@ test_defaults(void **state)
 	assert_int_equal(c.pending_penalty, 1);
 	assert_int_equal(c.token_ttl, 60);
 	assert_int_equal(c.rdp.trust_cookie, 0);
-	assert_int_equal(c.splice_max, 1024);
+	assert_int_equal(c.splice_max, 10000);
 	assert_int_equal(c.splice_idle_timeout, 7200);
 	assert_int_equal(c.connect_timeout, 3);
 }
