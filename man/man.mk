@@ -6,7 +6,7 @@
 # when it differs from what the tables say).
 .PHONY: man docs-config
 CONFDOC_BROKER_OBJ := $(B)/tools/confdoc.o $(B)/broker/core/conf.o $(B)/broker/common/cfg.o \
-	$(B)/broker/common/util.o
+	$(B)/broker/common/util.o $(B)/broker/common/log.o
 CONFDOC_AGENT_OBJ := $(B)/tools/confdoc.o $(B)/agent/conf.o $(B)/agent/brokers.o \
 	$(B)/agent/sessions.o $(B)/agent/proc.o $(B)/agent/child.o $(COMMON_OBJ)
 ALL_OBJ += $(B)/tools/confdoc.o
