@@ -38,6 +38,8 @@ static const struct cfg_key conf_keys[] = {
 	{ "rdp", "tls_ciphers", CFG_STR, S(rdp.tls_ciphers), 0, 0, LEAN_TLS_CIPHERS, NULL },
 	{ "rdp", "tls_ciphersuites", CFG_STR, S(rdp.tls_ciphersuites), 0, 0,
 	    LEAN_TLS_CIPHERSUITES, NULL },
+	{ "rdp", "fronts", CFG_INT, I(rdp.fronts), -1, 64, "-1", NULL },
+	{ "rdp", "front_user", CFG_STR, S(rdp.front_user), 0, 0, "", NULL },
 	{ "rdp", "token_key", CFG_STR, S(token_key), 0, 0, "var/token.key", NULL },
 	{ "rdp", "token_ttl", CFG_INT, I(token_ttl), 5, 3600, "60", NULL },
 	{ "rdp", "trust_cookie", CFG_BOOL, I(rdp.trust_cookie), 0, 0, "no", NULL },

@@ -64,6 +64,7 @@ struct metrics {
 	struct metrics_broker broker;
 	struct metrics_heartbeats heartbeats;
 	struct metrics_logins logins;
+	uint64_t front_restarts;		/* core/fronts.c's: crashed fronts started again */
 };
 
 #endif

@@ -26,6 +26,7 @@
 #include "broker/front/addrlimit.h"
 #include "broker/front/admit.h"
 #include "broker/front/door.h"
+#include "broker/front/fronts.h"
 #include "broker/front/lean.h"
 #include "broker/front/rdp.h"
 #include "broker/front/rdp_freerdp.h"
@@ -39,8 +40,10 @@ struct rdp {
 	struct door_ops front;		/* the engines': ops with the per-address limits */
 	int token_mode;			/* conf.mode is "token" */
 	struct admit *admit;
-	struct fr_engine *engine;	/* one of these two */
+	struct fr_engine *engine;	/* one of these three */
 	struct lean_engine *lean;
+	struct fronts *fronts;		/* the lean engine in front processes */
+	void (*ended)(void *ctx, struct admit_conn *c);	/* in a front process */
 };
 
 /* Answers the request with an X.224 Connection Confirm carrying an
@@ -186,9 +189,8 @@ front_done(void *ctx, const struct door_request *req, enum door_outcome outcome,
 }
 
 static void
-rdp_handle(void *ctx, struct admit_conn *ac)
+conn_handle(struct rdp *r, struct admit_conn *ac)
 {
-	struct rdp *r = ctx;
 	struct door_conn dc;
 
 	door_conn_init(&dc, &r->front, ac);
@@ -204,6 +206,19 @@ rdp_handle(void *ctx, struct admit_conn *ac)
 		rdp_freerdp_run(r->engine, &dc);
 }
 
+static int
+rdp_handle(void *ctx, struct admit_conn *ac)
+{
+	struct rdp *r = ctx;
+
+	if (r->fronts != NULL)
+		return fronts_pass(r->fronts, ac);
+	conn_handle(r, ac);
+	if (r->ended != NULL)
+		r->ended(r->ops.ctx, ac);
+	return 0;
+}
+
 static void
 rdp_dropped(void *ctx, struct admit_conn *ac, const char *why)
 {
@@ -212,6 +227,8 @@ rdp_dropped(void *ctx, struct admit_conn *ac, const char *why)
 
 	door_conn_init(&dc, &r->front, ac);
 	door_report(&dc, DOOR_FAILED, NULL, why);
+	if (r->ended != NULL)
+		r->ended(r->ops.ctx, ac);
 }
 
 int
@@ -226,13 +243,11 @@ rdp_conf_check(const struct rdp_conf *conf, char *err, size_t errlen)
 	return lean_tls_check(&tls, err, errlen);
 }
 
-struct rdp *
-rdp_new(const struct rdp_conf *conf, const struct door_ops *ops, char *err, size_t errlen)
+/* The checks and set-up rdp_new and rdp_front_new share. NULL with the
+ * reason in err. */
+static struct rdp *
+rdp_alloc(const struct rdp_conf *conf, const struct door_ops *ops, char *err, size_t errlen)
 {
-	struct lean_tls tls = { conf->tls_ciphers, conf->tls_ciphersuites,
-	    conf->tls_min_version };
-	struct admit_handler h;
-	struct admit_conf ac;
 	struct rdp *r;
 
 	if (conf == NULL || ops == NULL || ops->decide == NULL || ops->done == NULL) {
@@ -263,32 +278,118 @@ rdp_new(const struct rdp_conf *conf, const struct door_ops *ops, char *err, size
 	r->ops = *ops;
 	r->front = (struct door_ops){ .decide = front_decide, .done = front_done, .ctx = r };
 	r->token_mode = strcmp(r->conf.mode, "token") == 0;
+	return r;
+}
+
+/* The admission engine on r->conf, listening on conf.listen, or on
+ * conn_fd through accept. 0 or -1 with the reason in err. */
+static int
+rdp_admit(struct rdp *r, int conn_fd, int (*accept)(void *, int, char *, size_t, uint64_t *),
+    char *err, size_t errlen)
+{
+	struct admit_handler h = { rdp_handle, rdp_dropped, r };
+	struct admit_conf ac;
+
 	memset(&ac, 0, sizeof(ac));
 	ac.listen = r->conf.listen;
 	ac.handshake_timeout = r->conf.handshake_timeout;
 	ac.max_handshakes = r->conf.max_handshakes;
 	ac.max_connections = r->conf.max_connections;
-	ac.max_handshakes_per_address = r->conf.max_handshakes_per_address;
-	ac.placements_per_address_minute = r->conf.placements_per_address_minute;
 	ac.limits_exempt = r->conf.limits_exempt;
-	h.handle = rdp_handle;
-	h.dropped = rdp_dropped;
-	h.ctx = r;
-	if ((r->admit = admit_new(&ac, &h, err, errlen)) == NULL)
-		goto fail;
+	if (accept != NULL) {
+		/* the core keeps the per-address limits */
+		ac.accept = accept;
+		ac.accept_ctx = r->ops.ctx;
+		ac.listen_fd = conn_fd;
+	} else {
+		ac.max_handshakes_per_address = r->conf.max_handshakes_per_address;
+		ac.placements_per_address_minute = r->conf.placements_per_address_minute;
+	}
+	return (r->admit = admit_new(&ac, &h, err, errlen)) != NULL ? 0 : -1;
+}
+
+/* The lean engine on pem with r's TLS policy. 0 or -1 with the reason. */
+static int
+rdp_lean(struct rdp *r, const struct lean_pem *pem, char *err, size_t errlen)
+{
+	struct lean_tls tls = { r->conf.tls_ciphers, r->conf.tls_ciphersuites,
+	    r->conf.tls_min_version };
+
+	if ((r->lean = lean_new(pem, r->token_mode, admit_stop_fd(r->admit), err,
+	    errlen)) == NULL)
+		return -1;
+	return lean_set_tls(r->lean, &tls, err, errlen);
+}
+
+struct rdp *
+rdp_new(const struct rdp_conf *conf, const struct door_ops *ops, uint64_t *front_restarts,
+    char *err, size_t errlen)
+{
+	struct lean_pem pem = { 0 };
+	struct rdp *r;
+	int rc = -1;
+
+	if ((r = rdp_alloc(conf, ops, err, errlen)) == NULL)
+		return NULL;
+	if (r->conf.fronts < 0) {	/* one per CPU */
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+		r->conf.fronts = cpus < 1 ? 1 : cpus > 64 ? 64 : (int)cpus;
+	}
+	if (rdp_admit(r, -1, NULL, err, errlen) != 0)
+		goto out;
 	if (strcmp(r->conf.engine, "freerdp") == 0) {
+		if (conf->fronts > 0)
+			log_warn("[rdp] fronts = %d ignored: the freerdp engine runs in the "
+			    "broker's process (privilege separation is the lean engine's)",
+			    r->conf.fronts);
 		if ((r->engine = rdp_freerdp_new(r->conf.certificate, r->conf.private_key,
 		    r->token_mode, admit_stop_fd(r->admit), err, errlen)) == NULL)
-			goto fail;
+			goto out;
 		rdp_freerdp_set_tls(r->engine, r->conf.tls_ciphers, r->conf.tls_min_version);
-	} else if ((r->lean = lean_new(r->conf.certificate, r->conf.private_key,
-	    r->token_mode, admit_stop_fd(r->admit), err, errlen)) == NULL ||
-	    lean_set_tls(r->lean, &tls, err, errlen) != 0)
-		goto fail;
+		rc = 0;
+		goto out;
+	}
+	if (lean_pem_read(&pem, r->conf.certificate, r->conf.private_key, err, errlen) != 0)
+		goto out;
+	if (r->conf.fronts > 0) {
+		struct door_ops fops = r->front;
+
+		/* a front's DOOR_CONNECT is carried out here, splice and all */
+		fops.splice = r->ops.splice;
+		/* checks the policy and the key here, where -t and errors are */
+		if (lean_tls_check(&(struct lean_tls){ r->conf.tls_ciphers,
+		    r->conf.tls_ciphersuites, r->conf.tls_min_version }, err, errlen) != 0 ||
+		    (r->fronts = fronts_new(&r->conf, &pem, &fops, front_restarts, err,
+		    errlen)) == NULL)
+			goto out;
+	} else if (rdp_lean(r, &pem, err, errlen) != 0)
+		goto out;
+	rc = 0;
+ out:
+	lean_pem_free(&pem);
+	if (rc != 0) {
+		rdp_free(r);
+		return NULL;
+	}
 	return r;
- fail:
-	rdp_free(r);
-	return NULL;
+}
+
+struct rdp *
+rdp_front_new(const struct rdp_conf *conf, const struct lean_pem *pem, int conn_fd,
+    int (*accept)(void *, int, char *, size_t, uint64_t *), const struct door_ops *ops,
+    void (*ended)(void *ctx, struct admit_conn *c), char *err, size_t errlen)
+{
+	struct rdp *r;
+
+	if ((r = rdp_alloc(conf, ops, err, errlen)) == NULL)
+		return NULL;
+	r->ended = ended;
+	if (rdp_admit(r, conn_fd, accept, err, errlen) != 0 || rdp_lean(r, pem, err, errlen) != 0) {
+		rdp_free(r);
+		return NULL;
+	}
+	return r;
 }
 
 int
@@ -296,12 +397,14 @@ rdp_start(struct rdp *r)
 {
 	const struct admit_conf *c;
 
-	if (r == NULL || admit_start(r->admit) != 0)
+	if (r == NULL || (r->fronts != NULL && fronts_start(r->fronts) != 0) ||
+	    admit_start(r->admit) != 0)
 		return -1;
 	c = admit_conf(r->admit);
 	log_info("listening on %s (%s mode%s, %s engine, TLS, handshake_timeout %d s, "
 	    "max_handshakes %d, max_connections %d)", r->conf.listen, r->conf.mode,
-	    r->conf.trust_cookie ? ", trust_cookie" : "", r->lean ? "lean" : "freerdp",
+	    r->conf.trust_cookie ? ", trust_cookie" : "", r->engine ? "freerdp" : r->fronts ?
+	    "lean in front processes" : "lean",
 	    c->handshake_timeout,
 	    c->max_handshakes, c->max_connections);
 	return 0;
@@ -312,8 +415,10 @@ rdp_free(struct rdp *r)
 {
 	if (r == NULL)
 		return;
+	fronts_stop(r->fronts);		/* gives the connections in fronts back */
 	if (admit_free(r->admit) != 0)
 		return;		/* a handler is stuck: leave r to it */
+	fronts_free(r->fronts);
 	rdp_freerdp_free(r->engine);
 	lean_free(r->lean);
 	free(r);
