@@ -26,6 +26,8 @@
 #define FRONTMSG_VERSION	1
 #define FRONTMSG_DOOR_FD	3
 #define FRONTMSG_CONN_FD	4
+/* a connection's messages from the front: ASK twice, DONE, END */
+#define FRONTMSG_PER_CONN	4
 
 enum frontmsg_type {
 	FRONTMSG_HELLO = 1,
@@ -40,7 +42,7 @@ struct frontmsg_hdr {
 	uint32_t version;		/* FRONTMSG_VERSION */
 	uint32_t type;			/* enum frontmsg_type */
 	uint32_t size;			/* of the whole message, header included */
-	uint32_t pad;
+	uint32_t seq;			/* front -> core: the connection's nth message, from 0 */
 	uint64_t id;			/* the connection (the core's slot), 0: none */
 };
 

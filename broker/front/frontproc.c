@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -38,6 +39,12 @@ static struct {
 	struct waiter *waiters;
 } fp = { PTHREAD_MUTEX_INITIALIZER, NULL };
 
+/* A connection's messages are all sent by the one thread handling it (its
+ * worker; the listener for one dropped before a slot, its only message):
+ * numbered per thread, from 0 for each new connection. */
+static __thread uint64_t tl_id;
+static __thread uint32_t tl_seq;
+
 static void
 hdr_set(struct frontmsg_hdr *h, enum frontmsg_type t, size_t size, uint64_t id)
 {
@@ -46,6 +53,11 @@ hdr_set(struct frontmsg_hdr *h, enum frontmsg_type t, size_t size, uint64_t id)
 	h->type = t;
 	h->size = (uint32_t)size;
 	h->id = id;
+	if (tl_id != id) {
+		tl_id = id;
+		tl_seq = 0;
+	}
+	h->seq = tl_seq++;
 }
 
 static int
@@ -265,6 +277,9 @@ frontproc_main(void)
 	}
 	if (test != NULL && strcmp(test, "1") == 0)
 		signal(SIGUSR1, test_forbidden);
+	/* strftime's tzset (the log's) reads no zone file under the filter */
+	setenv("TZ", "UTC0", 1);
+	tzset();
 	if (sandbox_enter(dump != NULL && dump[0] != '\0', err, sizeof(err)) != 0 ||
 	    rdp_start(r) != 0) {
 		log_error("%s", err);

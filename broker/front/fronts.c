@@ -49,6 +49,7 @@ struct slot {
 	struct front *fr;
 	struct admit_conn *ac;
 	int busy, ended, reported, limited, died;
+	uint32_t seq;			/* the front's next message for it (frontmsg.h) */
 	struct door_answer ans;		/* the core's last answer (LOGON) */
 	uint32_t next_free;		/* index + 1, 0: none */
 };
@@ -59,6 +60,7 @@ struct front {
 	pid_t pid;			/* 0: not running */
 	int pidfd, door, conn;		/* the core's ends, -1 */
 	int alive;			/* under f->lock: takes connections */
+	int closing;			/* under f->lock: its deciders are to end */
 	pthread_t deciders[FRONTS_DECIDERS];
 	int ndeciders;
 	int64_t started_ms, restart_at_ms;
@@ -75,6 +77,7 @@ struct fronts {
 	struct frontmsg_hello *hello;	/* with the PEM (owned, wiped at free) */
 	size_t hello_len;
 	pthread_mutex_t lock;
+	pthread_cond_t cond;		/* a slot is no longer busy */
 	struct slot *slots;
 	uint32_t nslots, free_head, gen;
 	struct front fr[FRONTS_MAX];
@@ -119,20 +122,25 @@ slot_put(struct fronts *f, struct slot *s)
 	f->free_head = (uint32_t)(s - f->slots) + 1;
 }
 
-/* fr's slot id, made busy, or NULL (not fr's, unknown, busy). */
+/* fr's slot id for its message seq, made busy once the messages before it
+ * are done (several deciders read one socket: a connection's messages are
+ * taken in the order sent), or NULL (not fr's, ended, out of order). */
 static struct slot *
-slot_get(struct front *fr, uint64_t id)
+slot_get(struct front *fr, uint64_t id, uint32_t seq)
 {
 	struct fronts *f = fr->f;
 	uint32_t i = (uint32_t)(id & 0xffffffffu);
-	struct slot *s = NULL;
+	struct slot *s = id != 0 && i < f->nslots ? &f->slots[i] : NULL;
 
 	pthread_mutex_lock(&f->lock);
-	if (id != 0 && i < f->nslots && f->slots[i].id == id && f->slots[i].fr == fr &&
-	    !f->slots[i].busy && !f->slots[i].ended) {
-		s = &f->slots[i];
+	while (s != NULL && s->id == id && s->fr == fr && !s->ended && !fr->closing &&
+	    seq > s->seq && seq <= s->seq + FRONTMSG_PER_CONN)
+		pthread_cond_wait(&f->cond, &f->lock);
+	if (s != NULL && (s->id != id || s->fr != fr || s->ended || fr->closing ||
+	    seq != s->seq || s->busy))
+		s = NULL;
+	if (s != NULL)
 		s->busy = 1;
-	}
 	pthread_mutex_unlock(&f->lock);
 	return s;
 }
@@ -166,15 +174,18 @@ slot_finish(struct fronts *f, struct slot *s)
 	admit_conn_release(ac);
 }
 
-/* Clears busy; finishes s if it was ended meanwhile. */
+/* Clears busy (next: a front's message done); finishes s if it was ended
+ * meanwhile. */
 static void
-slot_done(struct fronts *f, struct slot *s)
+slot_done(struct fronts *f, struct slot *s, int next)
 {
 	int ended;
 
 	pthread_mutex_lock(&f->lock);
 	s->busy = 0;
+	s->seq += next;
 	ended = s->ended;
+	pthread_cond_broadcast(&f->cond);
 	pthread_mutex_unlock(&f->lock);
 	if (ended)
 		slot_finish(f, s);
@@ -313,28 +324,6 @@ on_done(struct front *fr, struct slot *s, struct frontmsg_done *m)
 	    admit_conn_elapsed_us(s->ac));
 }
 
-static void
-on_end(struct front *fr, uint64_t id)
-{
-	struct fronts *f = fr->f;
-	uint32_t i = (uint32_t)(id & 0xffffffffu);
-	struct slot *s = NULL;
-
-	pthread_mutex_lock(&f->lock);
-	if (id != 0 && i < f->nslots && f->slots[i].id == id && f->slots[i].fr == fr &&
-	    !f->slots[i].ended) {
-		s = &f->slots[i];
-		s->ended = 1;
-		if (s->busy)
-			s = NULL;	/* its holder finishes it */
-		else
-			s->busy = 1;
-	}
-	pthread_mutex_unlock(&f->lock);
-	if (s != NULL)
-		slot_finish(f, s);
-}
-
 /* A decision thread: one message at a time from fr's door socket, until
  * it closes. */
 static void *
@@ -356,25 +345,24 @@ decider_main(void *arg)
 			continue;
 		if (r <= 0)
 			break;
-		if (frontmsg_ok(&m->h, (size_t)r, FRONTMSG_END, sizeof(m->h))) {
-			on_end(fr, m->h.id);
-			continue;
-		}
-		if (!frontmsg_ok(&m->h, (size_t)r, FRONTMSG_ASK, sizeof(m->ask)) &&
+		if (!frontmsg_ok(&m->h, (size_t)r, FRONTMSG_END, sizeof(m->h)) &&
+		    !frontmsg_ok(&m->h, (size_t)r, FRONTMSG_ASK, sizeof(m->ask)) &&
 		    !frontmsg_ok(&m->h, (size_t)r, FRONTMSG_DONE, sizeof(m->done))) {
 			log_warn("front %d: a malformed message (%zd bytes): ignored", fr->index, r);
 			continue;
 		}
-		if ((s = slot_get(fr, m->h.id)) == NULL) {
+		if ((s = slot_get(fr, m->h.id, m->h.seq)) == NULL) {
 			log_warn("front %d: a message for a connection not its own: ignored",
 			    fr->index);
 			continue;
 		}
 		if (m->h.type == FRONTMSG_ASK)
 			on_ask(fr, s, &m->ask);
-		else
+		else if (m->h.type == FRONTMSG_DONE)
 			on_done(fr, s, &m->done);
-		slot_done(fr->f, s);
+		else
+			s->ended = 1;	/* the front is done with it: finished below */
+		slot_done(fr->f, s, 1);
 	}
 	free(m);
 	return NULL;
@@ -464,6 +452,8 @@ front_reap(struct front *fr, int died)
 {
 	pthread_mutex_lock(&fr->f->lock);
 	fr->alive = 0;
+	fr->closing = 1;
+	pthread_cond_broadcast(&fr->f->cond);
 	pthread_mutex_unlock(&fr->f->lock);
 	shutdown(fr->door, SHUT_RDWR);
 	for (int i = 0; i < fr->ndeciders; i++)
@@ -476,6 +466,9 @@ front_reap(struct front *fr, int died)
 		close(fr->pidfd);
 	fr->door = fr->conn = fr->pidfd = -1;
 	fr->pid = 0;
+	pthread_mutex_lock(&fr->f->lock);
+	fr->closing = 0;
+	pthread_mutex_unlock(&fr->f->lock);
 }
 
 /* fr's process has ended: logged once with how, restart scheduled. */
@@ -610,7 +603,7 @@ fronts_pass(struct fronts *f, struct admit_conn *c)
 		report_failed(f, c, why);
 		return 0;
 	}
-	slot_done(f, s);
+	slot_done(f, s, 0);
 	return ADMIT_KEPT;
 }
 
@@ -653,6 +646,7 @@ fronts_new(const struct rdp_conf *conf, const struct lean_pem *pem,
 		return NULL;
 	}
 	pthread_mutex_init(&f->lock, NULL);
+	pthread_cond_init(&f->cond, NULL);
 	f->wake[0] = f->wake[1] = -1;
 	f->conf = *conf;
 	f->ops = *ops;
@@ -758,6 +752,7 @@ fronts_free(struct fronts *f)
 		close(f->wake[0]);
 	if (f->wake[1] >= 0)
 		close(f->wake[1]);
+	pthread_cond_destroy(&f->cond);
 	pthread_mutex_destroy(&f->lock);
 	free(f);
 }

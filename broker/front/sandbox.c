@@ -53,8 +53,11 @@ sandbox_enter(int allow_files, char *err, size_t n)
 		    SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
 	if (rc == 0)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
-	if (rc == 0 && allow_files)
-		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(openat), 0);
+	/* files: refused, not fatal (glibc reads /sys for its malloc arenas
+	 * on a new thread, and copes) */
+	if (rc == 0)
+		rc = seccomp_rule_add(ctx, allow_files ? SCMP_ACT_ALLOW : SCMP_ACT_ERRNO(EACCES),
+		    SCMP_SYS(openat), 0);
 	if (rc == 0)
 		rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
 	if (rc == 0)
