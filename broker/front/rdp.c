@@ -179,6 +179,14 @@ front_decide(void *ctx, const struct door_request *req, struct door_answer *ans)
 		admit_placement_return(r->admit, req->client_addr);
 }
 
+static enum door_splice_result
+front_splice(void *ctx, const struct door_request *req, const struct door_answer *ans, int fd)
+{
+	struct rdp *r = ctx;
+
+	return r->ops.splice(r->ops.ctx, req, ans, fd);
+}
+
 static void
 front_done(void *ctx, const struct door_request *req, enum door_outcome outcome,
     const struct door_answer *ans, const char *reason, int64_t elapsed_us)
@@ -356,7 +364,7 @@ rdp_new(const struct rdp_conf *conf, const struct door_ops *ops, uint64_t *front
 		struct door_ops fops = r->front;
 
 		/* a front's DOOR_CONNECT is carried out here, splice and all */
-		fops.splice = r->ops.splice;
+		fops.splice = r->ops.splice != NULL ? front_splice : NULL;
 		/* checks the policy and the key here, where -t and errors are */
 		if (lean_tls_check(&(struct lean_tls){ r->conf.tls_ciphers,
 		    r->conf.tls_ciphersuites, r->conf.tls_min_version }, err, errlen) != 0 ||
