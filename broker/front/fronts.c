@@ -134,7 +134,7 @@ slot_get(struct front *fr, uint64_t id, uint32_t seq)
 
 	pthread_mutex_lock(&f->lock);
 	while (s != NULL && s->id == id && s->fr == fr && !s->ended && !fr->closing &&
-	    seq > s->seq && seq <= s->seq + FRONTMSG_PER_CONN)
+	    (s->busy || seq != s->seq) && seq >= s->seq && seq <= s->seq + FRONTMSG_PER_CONN)
 		pthread_cond_wait(&f->cond, &f->lock);
 	if (s != NULL && (s->id != id || s->fr != fr || s->ended || fr->closing ||
 	    seq != s->seq || s->busy))

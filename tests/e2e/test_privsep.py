@@ -10,9 +10,11 @@ the front user. Every wait polls a condition.
 """
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 
 import pytest
@@ -54,6 +56,15 @@ def fronts(b):
 def status(pid):
     with open(f"/proc/{pid}/status") as f:
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def sandboxed(b):
+    """b's two fronts, once both are set up (their filter on), else None."""
+    pids = fronts(b)
+    try:
+        return pids if len(pids) == 2 and all(status(p)["Seccomp"] == "2" for p in pids) else None
+    except OSError:
+        return None
 
 
 def memory_has(pid, needles):
@@ -103,7 +114,8 @@ def privsep(broker_factory):
         conf.setdefault("http__private_key", "https.key")
         conf.setdefault("health__down_after", 86400)
         b = broker_factory(**conf)
-        wait_until(lambda: len(fronts(b)) == 2, 10, "two fronts")
+        b.cert = os.path.join(b.dir, "https.crt")      # what the tests' HTTPS trusts
+        wait_until(lambda: sandboxed(b), 10, "two fronts set up")
         return b
     return make
 
@@ -227,12 +239,12 @@ def test_front_crash_mid_storm_costs_only_its_handshakes(privsep, stopped_at_tea
         t.join(60)
     assert len(results) == 100
     lost = results.count(False)
-    assert lost < 100, "the storm was lost whole, not only the dead front's handshakes"
+    assert lost <= 75, f"{lost} of 100 lost: more than the dead front's handshakes"
     # splices never lived in the front: all five still flow
     for i, s in enumerate(splices):
         echo_ok(s, i)
     wait_until(lambda: b.metrics()[RESTARTS] == 1, 15, "the restart counted")
-    wait_until(lambda: len(fronts(b)) == 2 and victim not in fronts(b), 15, "front restarted")
+    wait_until(lambda: victim not in (sandboxed(b) or [victim]), 15, "front restarted")
     assert other in fronts(b)
     log = b.log()
     assert log.count("killed by signal 11") == 1, log[-2000:]
@@ -251,7 +263,7 @@ def test_forbidden_syscall_kills_only_the_front(privsep, monkeypatch):
     victim, other = fronts(b)
     os.kill(victim, signal.SIGUSR1)                         # the front calls socket(2)
     wait_until(lambda: "killed by signal 31" in b.log(), 10, "the front killed by SIGSYS")
-    wait_until(lambda: len(fronts(b)) == 2 and victim not in fronts(b), 15, "front restarted")
+    wait_until(lambda: victim not in (sandboxed(b) or [victim]), 15, "front restarted")
     assert other in fronts(b) and b.proc.poll() is None
     assert b.metrics()[RESTARTS] == 1
     for i in range(4):
@@ -267,16 +279,24 @@ def throwaway_user():
     subprocess.run(["userdel", name], capture_output=True)
 
 
-def test_under_the_units_restrictions(tmp_path, throwaway_user, stopped_at_teardown):
+@pytest.fixture
+def open_dir():
+    """A directory the throwaway user can reach (pytest's tmp is root's 0700)."""
+    d = tempfile.mkdtemp(prefix="tsbpriv-")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_under_the_units_restrictions(open_dir, throwaway_user, stopped_at_teardown):
     """The broker as the unit runs it: an unprivileged user with the unit's
     capabilities only (NET_BIND_SERVICE, SETUID, SETGID), no_new_privs. Its
     fronts run as the front user with none, and a redirect works."""
     u, fu = throwaway_user, front_user()
-    b = Broker(tmp_path / "unit", rdp__fronts=2, health__down_after=86400)
+    b = Broker(os.path.join(open_dir, "unit"), rdp__fronts=2, health__down_after=86400)
     stopped_at_teardown.append(b)
     token = b.add_server("ts1", address="127.0.0.2", port=3389)   # before: as root
     subprocess.run(["chown", "-R", f"{u.pw_uid}:{u.pw_gid}", b.dir], check=True)
-    os.chmod(tmp_path, 0o755)
     b.out_offset = 0
     b.out, b.err = open(b.out_path, "a"), open(b.log_path, "a")
     b.proc = subprocess.Popen(unit_setpriv(UNIT, u.pw_uid) + [TSBROKER, "-f", b.conf, "-v"],
@@ -286,8 +306,7 @@ def test_under_the_units_restrictions(tmp_path, throwaway_user, stopped_at_teard
     assert b.proc.poll() is None, b.log()
     s = status(b.proc.pid)
     assert s["Uid"].split()[1] == str(u.pw_uid) and int(s["CapEff"], 16) == 0xc0 | 1 << 10, s
-    wait_until(lambda: len(fronts(b)) == 2, 10, "two fronts")
-    for pid in fronts(b):
+    for pid in wait_until(lambda: sandboxed(b), 10, "two fronts set up"):
         s = status(pid)
         assert s["Uid"].split() == [str(fu.pw_uid)] * 4, s["Uid"]
         assert int(s["CapEff"], 16) == int(s["CapPrm"], 16) == int(s["CapAmb"], 16) == 0, s
