@@ -267,6 +267,9 @@ frontproc_main(void)
 	if ((h = hello_read(&pem)) == NULL)
 		return 1;
 	h->conf.fronts = 0;
+	/* the core's watchdog cuts a handshake at handshake_timeout (its slot's
+	 * deadline), as in one process; this one is only a fallback */
+	h->conf.handshake_timeout += 1;
 	r = rdp_front_new(&h->conf, &pem, FRONTMSG_CONN_FD, conn_accept, &ops, conn_ended,
 	    err, sizeof(err));
 	explicit_bzero(h, sizeof(*h) + h->cert_len + h->key_len);	/* the engine has its copy */

@@ -577,8 +577,9 @@ fronts_pass(struct fronts *f, struct admit_conn *c)
 		report_failed(f, c, f->stopping ? "broker stopping" : "no front process running");
 		return 0;
 	}
-	/* the front bounds the handshake; this bounds a front that does not */
-	admit_conn_set_deadline(c, ((int64_t)f->conf.handshake_timeout * 2 + 10) * 1000);
+	/* the slot's deadline stays the core's (admit.h: its watchdog shuts the
+	 * socket down at handshake_timeout, as in one process): a front never
+	 * holds a slot longer, whatever it does */
 	memset(&m, 0, sizeof(m));
 	m.h.version = FRONTMSG_VERSION;
 	m.h.type = FRONTMSG_CONN;
