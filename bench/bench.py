@@ -54,19 +54,42 @@ def free_port(host="127.0.0.1"):
     return p
 
 
+def with_children(pid):
+    """pid and its live children (a broker's front processes)."""
+    out = [pid]
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                if d.isdigit() and int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def cpu_s(pid):
-    """utime + stime of a process (all threads), seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    """utime + stime of a process (all threads) and its children, seconds."""
+    total = 0
+    for p in with_children(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
 
 
 def status_kb(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
+    """A /proc status value of a process, summed with its children's."""
+    total = 0
+    for p in with_children(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next((int(l.split()[1]) for l in f if l.startswith(key + ":")), 0)
+        except OSError:
+            continue
+    return total
 
 
 def loadavg():
@@ -294,7 +317,16 @@ def bench_redirects(build, args, R):
     h1, _ = b.hist()
     light["broker_p50_us"] = hist_quantile(h0, h1, 0.5)
     light["broker_p99_us"] = hist_quantile(h0, h1, 0.99)
-    R["redirect"] = {"tls": tls, "rdp": rdp, "light": light}
+    # at 80% of the closed-loop rate (issue 15: broker p99 <= 20 ms)
+    h0, _ = b.hist()
+    busy = run_json([rdpload, *host, "--port", str(b.rdp_port), "--concurrency",
+                     str(args.concurrency), "--rate", str(max(int(rdp["rate"] * 0.8), 1)),
+                     "--duration", str(args.duration), "--user-prefix", "busy"],
+                    name="rdpload-busy")
+    h1, _ = b.hist()
+    busy["offered"] = max(int(rdp["rate"] * 0.8), 1)
+    busy["broker_p99_us"] = hist_quantile(h0, h1, 0.99)
+    R["redirect"] = {"tls": tls, "rdp": rdp, "light": light, "busy": busy}
     R["redirect"]["verify"] = verify_against_freerdp(build, b)
     b.stop()
     if args.profile:
@@ -1037,6 +1069,10 @@ def table(R, meta):
              f"{fmt(R['redirect']['light']['broker_p50_us'], ' us')} / "
              f"{fmt(R['redirect']['light']['broker_p99_us'], ' us')}, "
              f"{fmt(R['redirect']['light']['p50_us'], ' us')}", "", ""),
+            ("", f"broker p99 at 80% of that rate ({R['redirect']['busy']['offered']}/s offered)",
+             fmt(R['redirect']['busy']['broker_p99_us'], ' us'), "",
+             "target <= 20 ms: " + ("met" if R['redirect']['busy']['broker_p99_us'] <= 20000
+                                     else "missed")),
             ("", "client time p50 / p99 (connect to redirection PDU)",
              f"{fmt(rdp['p50_us'], ' us')} / {fmt(rdp['p99_us'], ' us')}",
              f"TLS only {fmt(tls['p50_us'], ' us')} / {fmt(tls['p99_us'], ' us')}", ""),

@@ -20,11 +20,18 @@ import rawrdp  # noqa: E402
 
 
 def status(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
+    """A /proc status value of the broker, summed with its front processes'."""
+    total = 0
+    for d in [str(pid)] + [d for d in os.listdir("/proc") if d.isdigit()]:
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                if d != str(pid) and int(f.read().rsplit(")", 1)[1].split()[1]) != pid:
+                    continue
+            with open(f"/proc/{d}/status") as f:
+                total += next((int(l.split()[1]) for l in f if l.startswith(key + ":")), 0)
+        except OSError:
+            continue
+    return total
 
 
 def main():

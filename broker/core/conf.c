@@ -75,6 +75,12 @@ static const struct cfg_key conf_keys[] = {
 	{ "rdp", "tls_ciphersuites", CFG_STR, S(rdp.tls_ciphersuites), 0, 0,
 	    LEAN_TLS_CIPHERSUITES, NULL, CFG_LIVE, "TLS 1.3 cipher suites of the RDP endpoint "
 	    "(OpenSSL ciphersuites; the lean engine only)." },
+	{ "rdp", "fronts", CFG_INT, I(rdp.fronts), -1, 64, "-1", NULL, CFG_RESTART,
+	    "Unprivileged front processes running the lean engine's handshakes (docs/security.md): "
+	    "-1: one per CPU; 0: handshakes in the core process (for debugging)." },
+	{ "rdp", "front_user", CFG_STR, S(rdp.front_user), 0, 0, "", NULL, CFG_RESTART,
+	    "The user the front processes run as. Empty: tsbroker-front, or nobody (with a "
+	    "warning) where that user does not exist; root is refused." },
 	{ "rdp", "token_key", CFG_STR, S(token_key), 0, 0, "var/token.key", NULL, CFG_RESTART,
 	    "Routing-token key file (32 bytes, mode 0600), created on first start in token mode. "
 	    "Every broker sharing a database must have the same key." },

@@ -24,6 +24,7 @@
 #include "broker/http/http.h"
 #include "broker/core/privdrop.h"
 #include "broker/core/reload.h"
+#include "broker/front/frontproc.h"
 #include "broker/front/pem_cache.h"
 #include "broker/front/rdp.h"
 #include "broker/state/store.h"
@@ -244,7 +245,9 @@ serve(struct conf *c)
 		goto out;
 	}
 	broker_door_ops(&broker, &ops);
-	if ((rdp = rdp_new(&c->rdp, &ops, err, sizeof(err))) == NULL) {
+	/* the fronts are started (and restarted) as their own user */
+	pd.keep_setid = c->rdp.fronts != 0 && strcmp(c->rdp.engine, "freerdp") != 0;
+	if ((rdp = rdp_new(&c->rdp, &ops, &metrics.front_restarts, err, sizeof(err))) == NULL) {
 		log_error("rdp: %s", err);
 		goto out;
 	}
@@ -303,6 +306,9 @@ main(int argc, char **argv)
 	char err[512];
 	int opt, check = 0, verbose = 0;
 
+	/* a front process (front/fronts.h): started by this program, never by hand */
+	if (argc == 2 && strcmp(argv[1], "--front") == 0)
+		return frontproc_main();
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	umask(077);	/* the database, keys and tokens are private */
 	while ((opt = getopt(argc, argv, "+f:tvDh")) != -1) {

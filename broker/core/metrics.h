@@ -71,6 +71,7 @@ struct metrics {
 	struct metrics_heartbeats heartbeats;
 	struct metrics_logins logins;
 	struct metrics_reloads reloads;
+	uint64_t front_restarts;		/* core/fronts.c's: crashed fronts started again */
 };
 
 #endif

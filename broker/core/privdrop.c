@@ -1,10 +1,13 @@
 #include <errno.h>
 #include <grp.h>
 #include <libgen.h>
+#include <linux/capability.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "broker/common/log.h"
@@ -131,20 +134,103 @@ privdrop_own_state(const struct privdrop *pd, const char *state_path, char *err,
 	return 0;
 }
 
+#define SETID_CAPS	((1u << CAP_SETUID) | (1u << CAP_SETGID))
+
+/* This process's effective capabilities (the first 32), or 0. */
+static uint32_t
+caps_effective(void)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[2];
+
+	memset(d, 0, sizeof(d));
+	return syscall(SYS_capget, &h, d) == 0 ? d[0].effective : 0;
+}
+
+/* Sets the permitted and effective capabilities to CAP_SETUID and
+ * CAP_SETGID only (inheritable none). 0 or -1. */
+static int
+caps_setid_only(void)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[2];
+
+	memset(d, 0, sizeof(d));
+	d[0].permitted = d[0].effective = SETID_CAPS;
+	return syscall(SYS_capset, &h, d) == 0 ? 0 : -1;
+}
+
 int
 privdrop_drop(const struct privdrop *pd, char *err, size_t errlen)
 {
 	if (!pd->active)
 		return 0;
-	if (setgroups(1, &pd->gid) != 0 || setgid(pd->gid) != 0 || setuid(pd->uid) != 0) {
+	if ((pd->keep_setid && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) ||
+	    setgroups(1, &pd->gid) != 0 || setgid(pd->gid) != 0 || setuid(pd->uid) != 0 ||
+	    (pd->keep_setid && (caps_setid_only() != 0 ||
+	    prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0))) {
 		snprintf(err, errlen, "cannot become user '%s': %s", pd->user, strerror(errno));
 		return -1;
 	}
-	if (setuid(0) == 0 || geteuid() != pd->uid || getegid() != pd->gid) {
+	/* with CAP_SETUID kept the way back exists by design: only checked
+	 * to be the only capability left */
+	if ((!pd->keep_setid && setuid(0) == 0) ||
+	    (pd->keep_setid && caps_effective() != SETID_CAPS) ||
+	    geteuid() != pd->uid || getegid() != pd->gid) {
 		snprintf(err, errlen, "still privileged after becoming user '%s'", pd->user);
 		return -1;
 	}
 	log_info("running as user %s (uid %u, gid %u)", pd->user, (unsigned)pd->uid,
 	    (unsigned)pd->gid);
+	return 0;
+}
+
+int
+privdrop_front_prepare(struct privdrop_front *pf, const char *user, char *err,
+    size_t errlen)
+{
+	const char *name = user != NULL && user[0] != '\0' ? user : "tsbroker-front";
+	struct passwd *pw;
+
+	memset(pf, 0, sizeof(*pf));
+	if ((pw = getpwnam(name)) == NULL && (user == NULL || user[0] == '\0')) {
+		log_warn("[rdp] front_user: no user tsbroker-front: the fronts run as nobody "
+		    "(create a system user tsbroker-front, or set front_user)");
+		pw = getpwnam(name = "nobody");
+	}
+	if (pw == NULL) {
+		snprintf(err, errlen, "[rdp] front_user '%s': no such user", name);
+		return -1;
+	}
+	if (pw->pw_uid == 0) {
+		snprintf(err, errlen, "[rdp] front_user '%s' is root", name);
+		return -1;
+	}
+	util_strlcpy(pf->user, name, sizeof(pf->user));
+	pf->uid = pw->pw_uid;
+	pf->gid = pw->pw_gid;
+	pf->change = pf->uid != geteuid() || pf->gid != getegid();
+	if (pf->change && geteuid() != 0 && (caps_effective() & SETID_CAPS) != SETID_CAPS) {
+		log_warn("[rdp] front_user '%s': cannot change user (not root, no CAP_SETUID and "
+		    "CAP_SETGID): the fronts run as uid %u", name, (unsigned)geteuid());
+		pf->change = 0;
+		pf->uid = geteuid();
+		pf->gid = getegid();
+		snprintf(pf->user, sizeof(pf->user), "uid %u", (unsigned)pf->uid);
+	}
+	return 0;
+}
+
+int
+privdrop_front_child(const struct privdrop_front *pf)
+{
+	if (pf->change && (setgroups(1, &pf->gid) != 0 || setresgid(pf->gid, pf->gid,
+	    pf->gid) != 0 || setresuid(pf->uid, pf->uid, pf->uid) != 0))
+		return -1;
+	if (getuid() == 0 || geteuid() == 0 ||
+	    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 ||
+	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+	    chdir("/") != 0)
+		return -1;
 	return 0;
 }

@@ -18,6 +18,9 @@
 
 struct privdrop {
 	int active;			/* root, and a user to become */
+	/* set before privdrop_drop: keep CAP_SETUID and CAP_SETGID (only
+	 * those) to start front processes as their user (privdrop_front) */
+	int keep_setid;
 	char user[64];
 	uid_t uid;
 	gid_t gid;
@@ -32,5 +35,24 @@ int privdrop_own_state(const struct privdrop *pd, const char *state_path, char *
     size_t errlen);
 /* Becomes the user for good. No-op when not active. */
 int privdrop_drop(const struct privdrop *pd, char *err, size_t errlen);
+
+/* The front processes' user (front/fronts.h). */
+struct privdrop_front {
+	int change;			/* 1: the child becomes uid/gid */
+	char user[64];
+	uid_t uid;
+	gid_t gid;
+};
+/* Resolves user ("": tsbroker-front; that missing, nobody, logged). A
+ * process that cannot change its user (not root, no CAP_SETUID and
+ * CAP_SETGID) runs its fronts as itself: logged, change 0. */
+int privdrop_front_prepare(struct privdrop_front *pf, const char *user, char *err,
+    size_t errlen);
+/* In the forked child, before it execs the front: becomes the user for
+ * good (groups, gid, uid), drops every ambient capability (so the exec
+ * leaves none), sets no_new_privs, and / (read-only under the unit) as
+ * the working directory.
+ * Async-signal-safe calls only; 0 or -1 (the child exits). */
+int privdrop_front_child(const struct privdrop_front *pf);
 
 #endif

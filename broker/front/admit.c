@@ -42,6 +42,7 @@ struct admit_conn {
 	int limited;			/* counted by a->limits (handshake_end at release) */
 	int64_t deadline_ms;		/* under a->lock, monotonic */
 	int64_t accepted_us;		/* monotonic */
+	uint64_t tag;			/* conf.accept's */
 	char client[NET_ADDR_MAX];
 	uint8_t request[X224_PACKET_MAX];	/* set when ready */
 	size_t request_len;
@@ -225,6 +226,18 @@ conn_release(struct admit_conn *c)
 	free(c);
 }
 
+void
+admit_conn_release(struct admit_conn *c)
+{
+	conn_release(c);
+}
+
+uint64_t
+admit_conn_tag(const struct admit_conn *c)
+{
+	return c->tag;
+}
+
 /* Ends a connection of the waiting stage (listener thread, or admit_free
  * after the listener stopped). */
 static void
@@ -253,8 +266,8 @@ worker_main(void *arg)
 		a->nqueued--;
 		a->nidle--;
 		pthread_mutex_unlock(&a->lock);
-		a->h.handle(a->h.ctx, c);
-		conn_release(c);
+		if (a->h.handle(a->h.ctx, c) != ADMIT_KEPT)
+			conn_release(c);
 		pthread_mutex_lock(&a->lock);
 		a->nidle++;
 	}
@@ -482,10 +495,12 @@ listener_accept(struct admit *a)
 {
 	struct admit_conn *c;
 	char client[NET_ADDR_MAX];
+	uint64_t tag = 0;
 	int fd, limited;
 
 	for (;;) {
-		if ((fd = net_accept(a->lfd, client, sizeof(client))) < 0) {
+		if ((fd = a->conf.accept != NULL ? a->conf.accept(a->conf.accept_ctx, a->lfd,
+		    client, sizeof(client), &tag) : net_accept(a->lfd, client, sizeof(client))) < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
 			if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -520,6 +535,7 @@ listener_accept(struct admit *a)
 		c->a = a;
 		c->fd = fd;
 		c->fd_open = 1;
+		c->tag = tag;
 		c->accepted_us = mono_us();
 		c->deadline_ms = c->accepted_us / 1000 + (int64_t)a->conf.handshake_timeout * 1000;
 		util_strlcpy(c->client, client, sizeof(c->client));
@@ -686,7 +702,7 @@ admit_new(const struct admit_conf *conf, const struct admit_handler *h, char *er
 	struct addrlimit_conf lc;
 	struct admit *a;
 
-	if (conf == NULL || conf->listen == NULL || h == NULL || h->handle == NULL ||
+	if (conf == NULL || (conf->listen == NULL && conf->accept == NULL) || h == NULL || h->handle == NULL ||
 	    h->dropped == NULL) {
 		snprintf(err, n, "invalid arguments");
 		return NULL;
@@ -698,6 +714,8 @@ admit_new(const struct admit_conf *conf, const struct admit_handler *h, char *er
 	conf_limits(&a->conf, conf);
 	a->h = *h;
 	a->lfd = a->wake[0] = a->wake[1] = a->stop[0] = a->stop[1] = -1;
+	if (conf->accept != NULL)
+		a->lfd = conf->listen_fd;
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_cond_init(&a->cond, NULL);
 	pthread_cond_init(&a->idle_cond, NULL);
@@ -714,7 +732,8 @@ admit_new(const struct admit_conf *conf, const struct admit_handler *h, char *er
 		snprintf(err, n, "out of memory");
 		goto fail;
 	}
-	if ((a->lfd = net_listen(err, n, conf->listen, ADMIT_BACKLOG)) < 0)
+	if (conf->accept == NULL &&
+	    (a->lfd = net_listen(err, n, conf->listen, ADMIT_BACKLOG)) < 0)
 		goto fail;
 	return a;
  fail:

@@ -37,6 +37,14 @@ struct admit_conf {
 	int max_handshakes_per_address;	/* open at once, from accept to the end */
 	int placements_per_address_minute;	/* new placements, admit_placement_take */
 	const char *limits_exempt;	/* networks never limited ("10.0.0.0/8 ..."), NULL */
+	/* Set: listen is ignored and connections come from listen_fd (given
+	 * to a, which closes it) through accept, which returns a client
+	 * socket (the front process: sockets passed by the core), its numeric
+	 * address in client and the caller's tag for it, or -1 with errno
+	 * (EAGAIN: none now). NULL: accept(2) on listen. */
+	int (*accept)(void *ctx, int fd, char *client, size_t n, uint64_t *tag);
+	void *accept_ctx;
+	int listen_fd;
 };
 
 struct admit;
@@ -45,8 +53,9 @@ struct admit_conn;
 struct admit_handler {
 	/* In a worker, once c holds a slot and its whole Connection Request
 	 * is in the socket: handles c to its end. The engine closes the socket
-	 * and frees c when it returns. */
-	void (*handle)(void *ctx, struct admit_conn *c);
+	 * and frees c when it returns 0; ADMIT_KEPT: the handler keeps c (its
+	 * slot, its deadline) until it calls admit_conn_release. */
+	int (*handle)(void *ctx, struct admit_conn *c);
 	/* c ended before a slot (closed, not a TPKT header, no request or no
 	 * slot within handshake_timeout, stopping); why says which. Listener
 	 * thread, or admit_free's. c is freed when it returns. */
@@ -91,6 +100,13 @@ int admit_placement_take(struct admit *a, const char *client, int *counted);
 void admit_placement_return(struct admit *a, const char *client);
 
 /* ---- for the handler: one connection (valid until handle returns) ---- */
+
+#define ADMIT_KEPT	1
+/* Ends a connection its handler kept (ADMIT_KEPT): closes the socket,
+ * frees the slot and c. Any thread, once. */
+void admit_conn_release(struct admit_conn *c);
+/* The tag conf.accept gave it (0 with accept(2)). */
+uint64_t admit_conn_tag(const struct admit_conn *c);
 
 /* The client's socket (blocking, owned by the engine: dup it to keep it). */
 int admit_conn_fd(const struct admit_conn *c);

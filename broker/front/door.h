@@ -176,6 +176,14 @@ struct door_conn {
 	int reported;			/* done called, or the core recorded it */
 };
 
+/* The door_conn whose request req is (engines always ask with &dc->req):
+ * for door_ops that need the connection, e.g. a front's remote core. */
+static inline struct door_conn *
+door_conn_of(const struct door_request *req)
+{
+	return (struct door_conn *)(void *)((char *)req - offsetof(struct door_conn, req));
+}
+
 /* Sets up dc for a connection the admission engine accepted: stage
  * DOOR_CONNECT, the client's address, nothing else yet. */
 void door_conn_init(struct door_conn *dc, const struct door_ops *ops, struct admit_conn *ac);

@@ -6,8 +6,9 @@ FRONT_SRC := broker/front/rdp.c broker/front/admit.c broker/front/door.c \
 	broker/front/rdp_freerdp.c broker/front/frpeer.c broker/front/pem_cache.c \
 	broker/front/x224.c broker/front/token.c broker/front/splice.c broker/front/relay.c \
 	broker/front/lean.c broker/front/mcs.c broker/front/clientinfo.c broker/front/redir_pdu.c \
-	broker/front/utf16.c broker/front/addrlimit.c
-FRONT_LIBS := $(call PKG_LIBS,freerdp-server2 freerdp2 winpr2 openssl)
+	broker/front/utf16.c broker/front/addrlimit.c broker/front/fronts.c \
+	broker/front/frontproc.c broker/front/sandbox.c
+FRONT_LIBS := $(call PKG_LIBS,freerdp-server2 freerdp2 winpr2 openssl libseccomp)
 $(B)/broker/front/rdp_freerdp.o $(B)/broker/front/frpeer.o: TS_CPPFLAGS += $(call PKG_CFLAGS,freerdp-server2 freerdp2 winpr2)
 $(B)/broker/front/pem_cache.o $(B)/broker/front/lean.o: TS_CPPFLAGS += $(call PKG_CFLAGS,openssl)
 $(B)/broker/front/mcs.o: TS_CPPFLAGS += $(call PKG_CFLAGS,freerdp2 winpr2)

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 
 #include "broker/common/log.h"
@@ -85,8 +86,7 @@ struct lean_engine {
 	char ciphers[512];	/* the TLS policy ("": the default) */
 	char ciphersuites[256];
 	char min_version[8];
-	char certificate[512];	/* the files ctx was loaded from */
-	char private_key[512];
+	struct lean_pem pem;	/* what ctx was loaded from (owned, the key wiped at free) */
 	int token_mode;
 	int stop_fd;
 	int quit_fd;		/* eventfd: the loops end */
@@ -852,32 +852,58 @@ lean_tls_check(const struct lean_tls *p, char *err, size_t n)
 	return r;
 }
 
+/* The certificate chain (the first PEM certificate, then its chain) and
+ * the key into ctx. 0, or -1 with the reason in err. */
+static int
+ctx_use_pem(SSL_CTX *ctx, const struct lean_pem *p, char *err, size_t n)
+{
+	BIO *b = BIO_new_mem_buf(p->cert, (int)p->cert_len);
+	EVP_PKEY *k = NULL;
+	X509 *x = NULL;
+	int ok = 0;
+
+	if (b == NULL || (x = PEM_read_bio_X509_AUX(b, NULL, NULL, NULL)) == NULL ||
+	    SSL_CTX_use_certificate(ctx, x) != 1) {
+		snprintf(err, n, "cannot load certificate %s", p->cert_name);
+		goto out;
+	}
+	X509_free(x);
+	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
+		if (SSL_CTX_add0_chain_cert(ctx, x) != 1) {
+			snprintf(err, n, "cannot load the chain of certificate %s", p->cert_name);
+			goto out;
+		}
+	BIO_free(b);
+	if ((b = BIO_new_mem_buf(p->key, (int)p->key_len)) == NULL ||
+	    (k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL)) == NULL ||
+	    SSL_CTX_use_PrivateKey(ctx, k) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+		snprintf(err, n, "cannot load private key %s (or it does not match the certificate)",
+		    p->key_name);
+		goto out;
+	}
+	ok = 1;
+ out:
+	X509_free(x);
+	EVP_PKEY_free(k);
+	BIO_free(b);
+	ERR_clear_error();
+	return ok ? 0 : -1;
+}
+
 /* A new SSL_CTX with the certificate chain and key and e's policy. Called
  * with e->lock held. */
 static SSL_CTX *
-ctx_load(struct lean_engine *e, const char *certificate, const char *private_key, char *err,
-    size_t n)
+ctx_load(struct lean_engine *e, const struct lean_pem *pem, char *err, size_t n)
 {
 	struct lean_tls p = { e->ciphers, e->ciphersuites, e->min_version };
-	unsigned long ec;
 	SSL_CTX *ctx;
 
-	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL)
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+		snprintf(err, n, "cannot create a TLS context");
 		goto fail;
-	if (ctx_policy(ctx, &p, err, n) != 0)
-		goto fail_msg;
-	if (SSL_CTX_use_certificate_chain_file(ctx, certificate) != 1) {
-		ec = ERR_peek_last_error();
-		snprintf(err, n, "cannot load certificate %s: %s", certificate,
-		    ERR_reason_error_string(ec) ? ERR_reason_error_string(ec) : "error");
-		goto fail_msg;
 	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, private_key, SSL_FILETYPE_PEM) != 1 ||
-	    SSL_CTX_check_private_key(ctx) != 1) {
-		snprintf(err, n, "cannot load private key %s (or it does not match the certificate)",
-		    private_key);
-		goto fail_msg;
-	}
+	if (ctx_policy(ctx, &p, err, n) != 0 || ctx_use_pem(ctx, pem, err, n) != 0)
+		goto fail;
 	/* plaintext (Client Info's password) wiped from OpenSSL's buffers too;
 	 * buffers released while idle; no session state kept */
 	SSL_CTX_set_options(ctx, SSL_OP_CLEANSE_PLAINTEXT | SSL_OP_NO_COMPRESSION |
@@ -888,16 +914,76 @@ ctx_load(struct lean_engine *e, const char *certificate, const char *private_key
 	ERR_clear_error();
 	return ctx;
  fail:
-	snprintf(err, n, "cannot create a TLS context");
- fail_msg:
 	ERR_clear_error();
 	SSL_CTX_free(ctx);
 	return NULL;
 }
 
-struct lean_engine *
-lean_new(const char *certificate, const char *private_key, int token_mode, int stop_fd,
+static void
+pem_free(struct lean_pem *p)
+{
+	if (p->cert != NULL)
+		free((char *)p->cert);
+	if (p->key != NULL) {
+		OPENSSL_cleanse((char *)p->key, p->key_len);
+		free((char *)p->key);
+	}
+	memset(p, 0, sizeof(*p));
+}
+
+/* A copy of p into e->pem (the old one freed). 0 or -1. */
+static int
+pem_keep(struct lean_engine *e, const struct lean_pem *p)
+{
+	struct lean_pem k = { 0 };
+
+	if ((k.cert = malloc(p->cert_len + 1)) == NULL ||
+	    (k.key = malloc(p->key_len + 1)) == NULL) {
+		pem_free(&k);
+		return -1;
+	}
+	memcpy((char *)k.cert, p->cert, p->cert_len);
+	memcpy((char *)k.key, p->key, p->key_len);
+	k.cert_len = p->cert_len;
+	k.key_len = p->key_len;
+	util_strlcpy(k.cert_name, p->cert_name, sizeof(k.cert_name));
+	util_strlcpy(k.key_name, p->key_name, sizeof(k.key_name));
+	pem_free(&e->pem);
+	e->pem = k;
+	return 0;
+}
+
+int
+lean_pem_read(struct lean_pem *p, const char *certificate, const char *private_key,
     char *err, size_t n)
+{
+	char *buf;
+
+	memset(p, 0, sizeof(*p));
+	util_strlcpy(p->cert_name, certificate, sizeof(p->cert_name));
+	util_strlcpy(p->key_name, private_key, sizeof(p->key_name));
+	if (util_file_read(certificate, LEAN_PEM_MAX, &buf, &p->cert_len) != 0) {
+		snprintf(err, n, "cannot read certificate %s: %s", certificate, strerror(errno));
+		return -1;
+	}
+	p->cert = buf;
+	if (util_file_read(private_key, LEAN_PEM_MAX, &buf, &p->key_len) != 0) {
+		snprintf(err, n, "cannot read private key %s: %s", private_key, strerror(errno));
+		pem_free(p);
+		return -1;
+	}
+	p->key = buf;
+	return 0;
+}
+
+void
+lean_pem_free(struct lean_pem *p)
+{
+	pem_free(p);
+}
+
+struct lean_engine *
+lean_new(const struct lean_pem *pem, int token_mode, int stop_fd, char *err, size_t n)
 {
 	struct lean_engine *e;
 	const char *dump;
@@ -910,10 +996,12 @@ lean_new(const char *certificate, const char *private_key, int token_mode, int s
 	e->token_mode = token_mode;
 	e->stop_fd = stop_fd;
 	e->quit_fd = -1;
-	if ((e->ctx = ctx_load(e, certificate, private_key, err, n)) == NULL)
+	if ((e->ctx = ctx_load(e, pem, err, n)) == NULL)
 		goto fail;
-	util_strlcpy(e->certificate, certificate, sizeof(e->certificate));
-	util_strlcpy(e->private_key, private_key, sizeof(e->private_key));
+	if (pem_keep(e, pem) != 0) {
+		snprintf(err, n, "out of memory");
+		goto fail;
+	}
 	if (loops_start(e, err, n) != 0)
 		goto fail;
 	if ((dump = getenv("TSBROKER_LEAN_DUMP")) != NULL && dump[0] != '\0') {
@@ -927,31 +1015,43 @@ lean_new(const char *certificate, const char *private_key, int token_mode, int s
 	return NULL;
 }
 
-int
-lean_reload(struct lean_engine *e, const char *certificate, const char *private_key,
-    char *err, size_t n)
+/* lean_reload with pem (NULL: e's own again). Called with e->lock held. */
+static int
+reload_locked(struct lean_engine *e, const struct lean_pem *pem, char *err, size_t n)
 {
-	SSL_CTX *ctx, *old;
+	SSL_CTX *ctx;
 
-	pthread_mutex_lock(&e->lock);
-	if ((ctx = ctx_load(e, certificate, private_key, err, n)) == NULL) {
-		pthread_mutex_unlock(&e->lock);
+	if ((ctx = ctx_load(e, pem != NULL ? pem : &e->pem, err, n)) == NULL)
+		return -1;
+	if (pem != NULL && pem_keep(e, pem) != 0) {
+		snprintf(err, n, "out of memory");
+		SSL_CTX_free(ctx);
 		return -1;
 	}
-	old = e->ctx;
+	SSL_CTX_free(e->ctx);	/* freed when the last connection on it ends */
 	e->ctx = ctx;
-	if (certificate != e->certificate)
-		util_strlcpy(e->certificate, certificate, sizeof(e->certificate));
-	if (private_key != e->private_key)
-		util_strlcpy(e->private_key, private_key, sizeof(e->private_key));
-	pthread_mutex_unlock(&e->lock);
-	SSL_CTX_free(old);	/* freed when the last connection on it ends */
 	return 0;
 }
 
 int
-lean_configure(struct lean_engine *e, const char *certificate, const char *private_key,
-    const struct lean_tls *p, char *err, size_t n)
+lean_reload(struct lean_engine *e, const char *certificate, const char *private_key,
+    char *err, size_t n)
+{
+	struct lean_pem pem;
+	int r;
+
+	if (lean_pem_read(&pem, certificate, private_key, err, n) != 0)
+		return -1;
+	pthread_mutex_lock(&e->lock);
+	r = reload_locked(e, &pem, err, n);
+	pthread_mutex_unlock(&e->lock);
+	pem_free(&pem);
+	return r;
+}
+
+int
+lean_configure(struct lean_engine *e, const struct lean_pem *pem, const struct lean_tls *p,
+    char *err, size_t n)
 {
 	char keep[3][512];
 	int r;
@@ -965,22 +1065,20 @@ lean_configure(struct lean_engine *e, const char *certificate, const char *priva
 	    sizeof(e->ciphersuites));
 	util_strlcpy(e->min_version, p->min_version ? p->min_version : "",
 	    sizeof(e->min_version));
-	pthread_mutex_unlock(&e->lock);
-	if ((r = lean_reload(e, certificate ? certificate : e->certificate,
-	    private_key ? private_key : e->private_key, err, n)) != 0) {
-		pthread_mutex_lock(&e->lock);	/* the old policy stays with the old context */
+	if ((r = reload_locked(e, pem, err, n)) != 0) {
+		/* the old policy stays with the old context */
 		util_strlcpy(e->ciphers, keep[0], sizeof(e->ciphers));
 		util_strlcpy(e->ciphersuites, keep[1], sizeof(e->ciphersuites));
 		util_strlcpy(e->min_version, keep[2], sizeof(e->min_version));
-		pthread_mutex_unlock(&e->lock);
 	}
+	pthread_mutex_unlock(&e->lock);
 	return r;
 }
 
 int
 lean_set_tls(struct lean_engine *e, const struct lean_tls *p, char *err, size_t n)
 {
-	return lean_configure(e, NULL, NULL, p, err, n);
+	return lean_configure(e, NULL, p, err, n);
 }
 
 void
@@ -1001,6 +1099,7 @@ lean_free(struct lean_engine *e)
 	if (e->quit_fd >= 0)
 		close(e->quit_fd);
 	SSL_CTX_free(e->ctx);
+	pem_free(&e->pem);
 	pthread_mutex_destroy(&e->lock);
 	free(e);
 }

@@ -29,6 +29,7 @@
 
 struct door_conn;
 struct lean_engine;
+struct lean_pem;
 
 /* The TLS policy (docs/security.md "TLS policy"): versions from min_version up,
  * TLS 1.2 suites as an OpenSSL cipher list, TLS 1.3 ones as OpenSSL
@@ -49,18 +50,36 @@ int lean_tls_check(const struct lean_tls *p, char *err, size_t n);
 /* Sets e's TLS policy (copied) and loads its context again with it, as
  * lean_reload. 0, or -1 with the reason in err (the old one stays). */
 int lean_set_tls(struct lean_engine *e, const struct lean_tls *p, char *err, size_t n);
-/* lean_set_tls with a new certificate and key (NULL: the current files, read
- * again) in the same one context: all or nothing. */
-int lean_configure(struct lean_engine *e, const char *certificate, const char *private_key,
-    const struct lean_tls *p, char *err, size_t n);
+/* lean_set_tls with a new certificate and key (pem, copied; NULL: the
+ * current ones) in the same one context: all or nothing. */
+int lean_configure(struct lean_engine *e, const struct lean_pem *pem, const struct lean_tls *p,
+    char *err, size_t n);
 
-/* Loads the certificate chain and key (PEM files) into one SSL_CTX, with
- * the default TLS policy (lean_set_tls to change it).
+/* A certificate chain and its key, PEM, and the names of their files (for
+ * errors). The key's buffer is wiped when freed. */
+#define LEAN_PEM_MAX	(256 * 1024)
+struct lean_pem {
+	const char *cert;
+	size_t cert_len;
+	const char *key;
+	size_t key_len;
+	char cert_name[512];
+	char key_name[512];
+};
+/* Reads both files into p (the caller frees it with lean_pem_free). 0, or
+ * -1 with the reason in err. */
+int lean_pem_read(struct lean_pem *p, const char *certificate, const char *private_key,
+    char *err, size_t n);
+void lean_pem_free(struct lean_pem *p);
+
+/* Loads the certificate chain and key (pem, copied: the engine keeps it
+ * for lean_set_tls) into one SSL_CTX, with the default TLS policy
+ * (lean_set_tls to change it).
  * stop_fd: readable once the endpoint stops (admit_stop_fd), borrowed.
  * token_mode: redirects carry a routing token, no address. NULL with the
  * reason in err. */
-struct lean_engine *lean_new(const char *certificate, const char *private_key,
-    int token_mode, int stop_fd, char *err, size_t n);
+struct lean_engine *lean_new(const struct lean_pem *pem, int token_mode, int stop_fd,
+    char *err, size_t n);
 /* Replaces the SSL_CTX whole (a certificate reload or a TLS policy
  * change): connections from now on use the new one, those in flight keep
  * the one they started with (each holds a reference). 0, or -1 with the

@@ -27,6 +27,7 @@
 #include "broker/front/addrlimit.h"
 #include "broker/front/admit.h"
 #include "broker/front/door.h"
+#include "broker/front/fronts.h"
 #include "broker/front/lean.h"
 #include "broker/front/rdp.h"
 #include "broker/front/rdp_freerdp.h"
@@ -40,8 +41,12 @@ struct rdp {
 	struct door_ops front;		/* the engines': ops with the per-address limits */
 	int token_mode;			/* conf.mode is "token" */
 	struct admit *admit;
-	struct fr_engine *engine;	/* one of these two */
+	struct fr_engine *engine;	/* one of these three */
 	struct lean_engine *lean;
+	struct fronts *fronts;		/* the lean engine in front processes */
+	void (*ended)(void *ctx, struct admit_conn *c);	/* in a front process */
+	int conn_fd;			/* rdp_admit's, for a reload */
+	int (*accept)(void *, int, char *, size_t, uint64_t *);
 };
 
 /* Answers the request with an X.224 Connection Confirm carrying an
@@ -179,6 +184,14 @@ front_decide(void *ctx, const struct door_request *req, struct door_answer *ans)
 		admit_placement_return(r->admit, req->client_addr);
 }
 
+static enum door_splice_result
+front_splice(void *ctx, const struct door_request *req, const struct door_answer *ans, int fd)
+{
+	struct rdp *r = ctx;
+
+	return r->ops.splice(r->ops.ctx, req, ans, fd);
+}
+
 static void
 front_done(void *ctx, const struct door_request *req, enum door_outcome outcome,
     const struct door_answer *ans, const char *reason, int64_t elapsed_us)
@@ -189,9 +202,8 @@ front_done(void *ctx, const struct door_request *req, enum door_outcome outcome,
 }
 
 static void
-rdp_handle(void *ctx, struct admit_conn *ac)
+conn_handle(struct rdp *r, struct admit_conn *ac)
 {
-	struct rdp *r = ctx;
 	struct door_conn dc;
 
 	door_conn_init(&dc, &r->front, ac);
@@ -207,6 +219,19 @@ rdp_handle(void *ctx, struct admit_conn *ac)
 		rdp_freerdp_run(r->engine, &dc);
 }
 
+static int
+rdp_handle(void *ctx, struct admit_conn *ac)
+{
+	struct rdp *r = ctx;
+
+	if (r->fronts != NULL)
+		return fronts_pass(r->fronts, ac);
+	conn_handle(r, ac);
+	if (r->ended != NULL)
+		r->ended(r->ops.ctx, ac);
+	return 0;
+}
+
 static void
 rdp_dropped(void *ctx, struct admit_conn *ac, const char *why)
 {
@@ -215,20 +240,8 @@ rdp_dropped(void *ctx, struct admit_conn *ac, const char *why)
 
 	door_conn_init(&dc, &r->front, ac);
 	door_report(&dc, DOOR_FAILED, NULL, why);
-}
-
-/* The admission limits of conf (pointers into conf). */
-static void
-rdp_admit_conf(struct admit_conf *ac, const struct rdp_conf *conf)
-{
-	memset(ac, 0, sizeof(*ac));
-	ac->listen = conf->listen;
-	ac->handshake_timeout = conf->handshake_timeout;
-	ac->max_handshakes = conf->max_handshakes;
-	ac->max_connections = conf->max_connections;
-	ac->max_handshakes_per_address = conf->max_handshakes_per_address;
-	ac->placements_per_address_minute = conf->placements_per_address_minute;
-	ac->limits_exempt = conf->limits_exempt;
+	if (r->ended != NULL)
+		r->ended(r->ops.ctx, ac);
 }
 
 int
@@ -243,13 +256,11 @@ rdp_conf_check(const struct rdp_conf *conf, char *err, size_t errlen)
 	return lean_tls_check(&tls, err, errlen);
 }
 
-struct rdp *
-rdp_new(const struct rdp_conf *conf, const struct door_ops *ops, char *err, size_t errlen)
+/* The checks and set-up rdp_new and rdp_front_new share. NULL with the
+ * reason in err. */
+static struct rdp *
+rdp_alloc(const struct rdp_conf *conf, const struct door_ops *ops, char *err, size_t errlen)
 {
-	struct lean_tls tls = { conf->tls_ciphers, conf->tls_ciphersuites,
-	    conf->tls_min_version };
-	struct admit_handler h;
-	struct admit_conf ac;
 	struct rdp *r;
 
 	if (conf == NULL || ops == NULL || ops->decide == NULL || ops->done == NULL) {
@@ -280,53 +291,139 @@ rdp_new(const struct rdp_conf *conf, const struct door_ops *ops, char *err, size
 	r->ops = *ops;
 	r->front = (struct door_ops){ .decide = front_decide, .done = front_done, .ctx = r };
 	r->token_mode = strcmp(r->conf.mode, "token") == 0;
-	rdp_admit_conf(&ac, &r->conf);
-	h.handle = rdp_handle;
-	h.dropped = rdp_dropped;
-	h.ctx = r;
-	if ((r->admit = admit_new(&ac, &h, err, errlen)) == NULL)
-		goto fail;
-	if (strcmp(r->conf.engine, "freerdp") == 0) {
-		if ((r->engine = rdp_freerdp_new(r->conf.certificate, r->conf.private_key,
-		    r->token_mode, admit_stop_fd(r->admit), err, errlen)) == NULL)
-			goto fail;
-		rdp_freerdp_set_tls(r->engine, r->conf.tls_ciphers, r->conf.tls_min_version);
-	} else if ((r->lean = lean_new(r->conf.certificate, r->conf.private_key,
-	    r->token_mode, admit_stop_fd(r->admit), err, errlen)) == NULL ||
-	    lean_set_tls(r->lean, &tls, err, errlen) != 0)
-		goto fail;
 	return r;
- fail:
-	rdp_free(r);
-	return NULL;
 }
 
-int
-rdp_reload(struct rdp *r, const struct rdp_conf *conf, char *err, size_t errlen)
+/* The admission limits of conf for r: on conf.listen, or (in a front) on
+ * conn_fd through accept, where the core keeps the per-address limits. */
+static void
+rdp_admit_conf(struct admit_conf *ac, const struct rdp *r, const struct rdp_conf *conf,
+    int conn_fd, int (*accept)(void *, int, char *, size_t, uint64_t *))
 {
-	struct lean_tls tls = { conf->tls_ciphers, conf->tls_ciphersuites,
-	    conf->tls_min_version };
-	struct admit_conf ac;
-	char why[512];
+	memset(ac, 0, sizeof(*ac));
+	ac->listen = conf->listen;
+	ac->handshake_timeout = conf->handshake_timeout;
+	ac->max_handshakes = conf->max_handshakes;
+	ac->max_connections = conf->max_connections;
+	ac->limits_exempt = conf->limits_exempt;
+	if (accept != NULL) {
+		ac->accept = accept;
+		ac->accept_ctx = r->ops.ctx;
+		ac->listen_fd = conn_fd;
+	} else {
+		ac->max_handshakes_per_address = conf->max_handshakes_per_address;
+		ac->placements_per_address_minute = conf->placements_per_address_minute;
+	}
+}
 
-	rdp_admit_conf(&ac, conf);
-	/* what can fail first: the limits are checked before the context
-	 * is swapped, so a refusal changes nothing */
-	if (rdp_conf_check(conf, err, errlen) != 0)
+/* The admission engine on r->conf (rdp_admit_conf). 0 or -1 with the reason. */
+static int
+rdp_admit(struct rdp *r, int conn_fd, int (*accept)(void *, int, char *, size_t, uint64_t *),
+    char *err, size_t errlen)
+{
+	struct admit_handler h = { rdp_handle, rdp_dropped, r };
+	struct admit_conf ac;
+
+	r->conn_fd = conn_fd;
+	r->accept = accept;
+	rdp_admit_conf(&ac, r, &r->conf, conn_fd, accept);
+	return (r->admit = admit_new(&ac, &h, err, errlen)) != NULL ? 0 : -1;
+}
+
+/* The lean engine on pem with r's TLS policy. 0 or -1 with the reason. */
+static int
+rdp_lean(struct rdp *r, const struct lean_pem *pem, char *err, size_t errlen)
+{
+	struct lean_tls tls = { r->conf.tls_ciphers, r->conf.tls_ciphersuites,
+	    r->conf.tls_min_version };
+
+	if ((r->lean = lean_new(pem, r->token_mode, admit_stop_fd(r->admit), err,
+	    errlen)) == NULL)
 		return -1;
-	if (r->lean != NULL && lean_configure(r->lean, conf->certificate, conf->private_key,
-	    &tls, err, errlen) != 0)
-		return -1;
-	if (r->engine != NULL) {
-		if (rdp_freerdp_reload(r->engine, conf->certificate, conf->private_key, err,
-		    errlen) != 0)
-			return -1;
-		rdp_freerdp_set_tls(r->engine, conf->tls_ciphers, conf->tls_min_version);
+	return lean_set_tls(r->lean, &tls, err, errlen);
+}
+
+struct rdp *
+rdp_new(const struct rdp_conf *conf, const struct door_ops *ops, uint64_t *front_restarts,
+    char *err, size_t errlen)
+{
+	struct lean_pem pem = { 0 };
+	struct rdp *r;
+	int rc = -1;
+
+	if ((r = rdp_alloc(conf, ops, err, errlen)) == NULL)
+		return NULL;
+	if (r->conf.fronts < 0) {	/* one per CPU */
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+		r->conf.fronts = cpus < 1 ? 1 : cpus > 64 ? 64 : (int)cpus;
 	}
-	if (admit_set_limits(r->admit, &ac, why, sizeof(why)) != 0) {
-		snprintf(err, errlen, "%s", why);	/* checked above: not reached */
-		return -1;
+	if (rdp_admit(r, -1, NULL, err, errlen) != 0)
+		goto out;
+	if (strcmp(r->conf.engine, "freerdp") == 0) {
+		if (conf->fronts > 0)
+			log_warn("[rdp] fronts = %d ignored: the freerdp engine runs in the "
+			    "broker's process (privilege separation is the lean engine's)",
+			    r->conf.fronts);
+		if ((r->engine = rdp_freerdp_new(r->conf.certificate, r->conf.private_key,
+		    r->token_mode, admit_stop_fd(r->admit), err, errlen)) == NULL)
+			goto out;
+		rdp_freerdp_set_tls(r->engine, r->conf.tls_ciphers, r->conf.tls_min_version);
+		rc = 0;
+		goto out;
 	}
+	if (lean_pem_read(&pem, r->conf.certificate, r->conf.private_key, err, errlen) != 0)
+		goto out;
+	if (r->conf.fronts > 0) {
+		struct door_ops fops = r->front;
+
+		/* a front's DOOR_CONNECT is carried out here, splice and all */
+		fops.splice = r->ops.splice != NULL ? front_splice : NULL;
+		/* checks the policy and the key here, where -t and errors are */
+		if (lean_tls_check(&(struct lean_tls){ r->conf.tls_ciphers,
+		    r->conf.tls_ciphersuites, r->conf.tls_min_version }, err, errlen) != 0 ||
+		    (r->fronts = fronts_new(&r->conf, &pem, &fops, front_restarts, err,
+		    errlen)) == NULL)
+			goto out;
+	} else if (rdp_lean(r, &pem, err, errlen) != 0)
+		goto out;
+	rc = 0;
+ out:
+	lean_pem_free(&pem);
+	if (rc != 0) {
+		rdp_free(r);
+		return NULL;
+	}
+	return r;
+}
+
+struct rdp *
+rdp_front_new(const struct rdp_conf *conf, const struct lean_pem *pem, int conn_fd,
+    int (*accept)(void *, int, char *, size_t, uint64_t *), const struct door_ops *ops,
+    void (*ended)(void *ctx, struct admit_conn *c), char *err, size_t errlen)
+{
+	struct rdp *r;
+
+	if ((r = rdp_alloc(conf, ops, err, errlen)) == NULL)
+		return NULL;
+	r->ended = ended;
+	if (rdp_admit(r, conn_fd, accept, err, errlen) != 0 || rdp_lean(r, pem, err, errlen) != 0) {
+		rdp_free(r);
+		return NULL;
+	}
+	return r;
+}
+
+/* The reload's part after the TLS holders took it: the limits, and the
+ * keys read on connections (atomically). */
+static int
+rdp_take_limits(struct rdp *r, const struct rdp_conf *conf, char *err, size_t errlen)
+{
+	struct admit_conf ac;
+
+	rdp_admit_conf(&ac, r, conf, r->conn_fd, r->accept);
+	if (admit_set_limits(r->admit, &ac, err, errlen) != 0)
+		return -1;	/* checked by rdp_conf_check: not reached */
 	util_strlcpy(r->conf.certificate, conf->certificate, sizeof(r->conf.certificate));
 	util_strlcpy(r->conf.private_key, conf->private_key, sizeof(r->conf.private_key));
 	__atomic_store_n(&r->conf.trust_cookie, conf->trust_cookie, __ATOMIC_RELAXED);
@@ -336,16 +433,56 @@ rdp_reload(struct rdp *r, const struct rdp_conf *conf, char *err, size_t errlen)
 }
 
 int
+rdp_reload(struct rdp *r, const struct rdp_conf *conf, char *err, size_t errlen)
+{
+	struct lean_tls tls = { conf->tls_ciphers, conf->tls_ciphersuites,
+	    conf->tls_min_version };
+	struct lean_pem pem;
+	int rc;
+
+	/* what can fail first: a refusal changes nothing */
+	if (rdp_conf_check(conf, err, errlen) != 0)
+		return -1;
+	if (r->engine != NULL) {
+		if (rdp_freerdp_reload(r->engine, conf->certificate, conf->private_key, err,
+		    errlen) != 0)
+			return -1;
+		rdp_freerdp_set_tls(r->engine, conf->tls_ciphers, conf->tls_min_version);
+		return rdp_take_limits(r, conf, err, errlen);
+	}
+	if (lean_pem_read(&pem, conf->certificate, conf->private_key, err, errlen) != 0)
+		return -1;
+	rc = r->fronts != NULL ? fronts_reload(r->fronts, conf, &pem, err, errlen) :
+	    lean_configure(r->lean, &pem, &tls, err, errlen);
+	lean_pem_free(&pem);
+	return rc != 0 ? -1 : rdp_take_limits(r, conf, err, errlen);
+}
+
+int
+rdp_front_reload(struct rdp *r, const struct rdp_conf *conf, const struct lean_pem *pem,
+    char *err, size_t errlen)
+{
+	struct lean_tls tls = { conf->tls_ciphers, conf->tls_ciphersuites,
+	    conf->tls_min_version };
+
+	if (lean_configure(r->lean, pem, &tls, err, errlen) != 0)
+		return -1;
+	return rdp_take_limits(r, conf, err, errlen);
+}
+
+int
 rdp_start(struct rdp *r)
 {
 	const struct admit_conf *c;
 
-	if (r == NULL || admit_start(r->admit) != 0)
+	if (r == NULL || (r->fronts != NULL && fronts_start(r->fronts) != 0) ||
+	    admit_start(r->admit) != 0)
 		return -1;
 	c = admit_conf(r->admit);
 	log_info("listening on %s (%s mode%s, %s engine, TLS, handshake_timeout %d s, "
 	    "max_handshakes %d, max_connections %d)", r->conf.listen, r->conf.mode,
-	    r->conf.trust_cookie ? ", trust_cookie" : "", r->lean ? "lean" : "freerdp",
+	    r->conf.trust_cookie ? ", trust_cookie" : "", r->engine ? "freerdp" : r->fronts ?
+	    "lean in front processes" : "lean",
 	    c->handshake_timeout,
 	    c->max_handshakes, c->max_connections);
 	return 0;
@@ -356,8 +493,10 @@ rdp_free(struct rdp *r)
 {
 	if (r == NULL)
 		return;
+	fronts_stop(r->fronts);		/* gives the connections in fronts back */
 	if (admit_free(r->admit) != 0)
 		return;		/* a handler is stuck: leave r to it */
+	fronts_free(r->fronts);
 	rdp_freerdp_free(r->engine);
 	lean_free(r->lean);
 	free(r);

@@ -20,6 +20,7 @@
 #define TS_RDP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct door_ops;
 
@@ -41,14 +42,29 @@ struct rdp_conf {
 	char tls_ciphers[512];		/* TLS 1.2: OpenSSL cipher list */
 	char tls_ciphersuites[256];	/* TLS 1.3: OpenSSL ciphersuites */
 	char tls_min_version[8];	/* "1.2" or "1.3" ("1.0", "1.1" to relax) */
+	/* the lean engine in front processes (fronts.h); 0: in this one */
+	int fronts;
+	char front_user[64];		/* their user ("": tsbroker-front, else nobody) */
 };
 
 struct rdp;
 
 /* Reads the certificate and key, binds the listener. ops (decide and done
- * required; splice too in token mode or with trust_cookie) is copied. NULL
- * with the reason in err. */
+ * required; splice too in token mode or with trust_cookie) is copied.
+ * With conf->fronts (lean engine only) the handshakes run in front
+ * processes (fronts.h), restarts counted in *front_restarts (borrowed).
+ * NULL with the reason in err. */
 struct rdp *rdp_new(const struct rdp_conf *conf, const struct door_ops *ops,
+    uint64_t *front_restarts, char *err, size_t errlen);
+/* In a front process (frontproc.c): the endpoint on client sockets that
+ * accept takes from conn_fd (admit.h: conf.accept; the tag is the core's
+ * id), the lean engine on pem, ops the remote core's. ended(ctx, c) is
+ * called once per connection when this process is done with it. */
+struct admit_conn;
+struct lean_pem;
+struct rdp *rdp_front_new(const struct rdp_conf *conf, const struct lean_pem *pem,
+    int conn_fd, int (*accept)(void *, int, char *, size_t, uint64_t *),
+    const struct door_ops *ops, void (*ended)(void *ctx, struct admit_conn *c),
     char *err, size_t errlen);
 /* Checks what the libraries must judge (for -t): the TLS policy (with
  * OpenSSL) and limits_exempt. 0, or -1 with the reason in err. */
@@ -58,6 +74,10 @@ int rdp_conf_check(const struct rdp_conf *conf, char *err, size_t errlen);
  * those in flight keep theirs), the TLS policy (the freerdp engine: what
  * rdp_freerdp_set_tls can set), the limits, trust_cookie. 0, or -1 with the reason in err and nothing changed. Main thread. */
 int rdp_reload(struct rdp *r, const struct rdp_conf *conf, char *err, size_t errlen);
+/* In a front process: the reload the core sent (its conf and pem, checked
+ * by the core). 0, or -1 with the reason in err. */
+int rdp_front_reload(struct rdp *r, const struct rdp_conf *conf, const struct lean_pem *pem,
+    char *err, size_t errlen);
 /* Starts serving in background threads. 0 or -1. */
 int rdp_start(struct rdp *r);
 /* Stops serving, waits for connections to end (bounded), frees r. NULL ok. */

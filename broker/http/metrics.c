@@ -199,6 +199,10 @@ metrics_get(void *ctx, const struct http_request *req, struct http_response *res
 	    "# TYPE tsbroker_pem_cache_hits_total counter\n"
 	    "tsbroker_pem_cache_hits_total %" PRIu64 "\n",
 	    p->pem_cache_hits ? p->pem_cache_hits() : 0);
+	tb_printf(&b, "# HELP tsbroker_front_restarts_total Front processes (the RDP "
+	    "handshakes' unprivileged parsers) started again after they died.\n"
+	    "# TYPE tsbroker_front_restarts_total counter\n"
+	    "tsbroker_front_restarts_total %" PRIu64 "\n", ld(&p->m->front_restarts));
 	tb_printf(&b, "# HELP tsbroker_heartbeats_received_total Agent heartbeats "
 	    "received.\n# TYPE tsbroker_heartbeats_received_total counter\n"
 	    "tsbroker_heartbeats_received_total %" PRIu64 "\n"

@@ -38,6 +38,7 @@ NO_SKIP = os.environ.get("TSBROKER_NO_SKIP") == "1"
 # ---- sanitizers -------------------------------------------------------------
 SAN_DIR = os.environ.get("TSBROKER_SAN_DIR") or tempfile.mkdtemp(prefix="tsbroker-san-")
 os.makedirs(SAN_DIR, exist_ok=True)
+os.chmod(SAN_DIR, 0o1733)   # the front processes (another user) write theirs too
 SAN_PATTERNS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                 "WARNING: AddressSanitizer", "ERROR: UndefinedBehaviorSanitizer",
                 "WARNING: ThreadSanitizer", "FATAL: ThreadSanitizer")

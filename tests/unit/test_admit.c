@@ -40,7 +40,7 @@ static struct {
 	char why[10][160];		/* dropped reasons, in order */
 } seen;
 
-static void
+static int
 on_handle(void *ctx, struct admit_conn *c)
 {
 	const uint8_t *req;
@@ -79,6 +79,7 @@ on_handle(void *ctx, struct admit_conn *c)
 	}
 	seen.running--;
 	pthread_mutex_unlock(&seen.lock);
+	return 0;
 }
 
 static void
@@ -127,7 +128,7 @@ static struct admit *
 start(int handshake_timeout, int max_handshakes, int max_connections, int *port)
 {
 	struct admit_conf c = { "127.0.0.1:0", handshake_timeout, max_handshakes,
-	    max_connections, 0, 0, NULL };
+	    max_connections, 0, 0, NULL, NULL, NULL, -1 };
 	struct admit_handler h = { on_handle, on_dropped, NULL };
 	char err[256], name[NET_ADDR_MAX];
 	struct admit *a;
@@ -374,7 +375,7 @@ test_free_ends_everything(void **state)
 static void
 test_bad_listen(void **state)
 {
-	struct admit_conf c = { "127.0.0.1:99999", 1, 1, 1, 0, 0, NULL };
+	struct admit_conf c = { "127.0.0.1:99999", 1, 1, 1, 0, 0, NULL, NULL, NULL, -1 };
 	struct admit_handler h = { on_handle, on_dropped, NULL };
 	char err[256] = "";
 

@@ -56,16 +56,30 @@ teardown(void **state)
 	return 0;
 }
 
+/* lean_new from the files (as rdp.c does), NULL on a read error too */
+static struct lean_engine *
+new_from(const char *cert, const char *key, int token_mode, char *err, size_t n)
+{
+	struct lean_engine *e;
+	struct lean_pem pem;
+
+	if (lean_pem_read(&pem, cert, key, err, n) != 0)
+		return NULL;
+	e = lean_new(&pem, token_mode, stop_pipe[0], err, n);
+	lean_pem_free(&pem);
+	return e;
+}
+
 static void
 test_load_errors(void **state)
 {
 	char err[256] = "";
 
-	assert_null(lean_new("/nonexistent.crt", key_a, 0, stop_pipe[0], err, sizeof(err)));
+	assert_null(new_from("/nonexistent.crt", key_a, 0, err, sizeof(err)));
 	assert_non_null(strstr(err, "/nonexistent.crt"));
-	assert_null(lean_new(cert_a, key_b, 0, stop_pipe[0], err, sizeof(err)));
+	assert_null(new_from(cert_a, key_b, 0, err, sizeof(err)));
 	assert_non_null(strstr(err, "does not match"));
-	assert_null(lean_new(cert_a, cert_a, 0, stop_pipe[0], err, sizeof(err)));
+	assert_null(new_from(cert_a, cert_a, 0, err, sizeof(err)));
 	assert_non_null(strstr(err, "private key"));
 }
 
@@ -75,7 +89,7 @@ test_reload(void **state)
 	struct lean_engine *e;
 	char err[256] = "";
 
-	e = lean_new(cert_a, key_a, 1, stop_pipe[0], err, sizeof(err));
+	e = new_from(cert_a, key_a, 1, err, sizeof(err));
 	assert_non_null(e);
 	/* a bad reload says why and keeps the context in use */
 	assert_int_equal(lean_reload(e, cert_b, key_a, err, sizeof(err)), -1);
