@@ -9,6 +9,26 @@
 
 #define ERR(...) do { snprintf(err, errlen, __VA_ARGS__); goto out; } while (0)
 
+/* Set when one of jansson's allocations failed (wire_init): jansson reports
+ * that mid-parse as a syntax error. */
+static __thread int wire_nomem;
+
+static void *
+wire_json_malloc(size_t n)
+{
+	void *p = malloc(n);
+
+	if (p == NULL)
+		wire_nomem = 1;
+	return p;
+}
+
+void
+wire_init(void)
+{
+	json_set_alloc_funcs(wire_json_malloc, free);
+}
+
 /* The wire's state texts, in enum order (enum wire_session_state; the
  * answer's admin state: enabled, draining). */
 static const char *const session_text[] = { "active", "disconnected", NULL };
@@ -137,7 +157,7 @@ sessions_decode(json_t *a, struct wire_session **out, size_t *n, char *err,
 	}
 	if ((s = calloc(count ? count : 1, sizeof(*s))) == NULL) {
 		snprintf(err, errlen, "out of memory");
-		return -1;
+		return WIRE_NOMEM;
 	}
 	for (i = 0; i < count; i++) {
 		if (session_decode(json_array_get(a, i), i, &s[i], err, errlen) != 0) {
@@ -150,15 +170,23 @@ sessions_decode(json_t *a, struct wire_session **out, size_t *n, char *err,
 	return 0;
 }
 
+/* The JSON object or array in buf, or NULL with *r set: WIRE_NOMEM, or -1
+ * with the reason in err. */
 static json_t *
-parse(const char *buf, size_t len, char *err, size_t errlen)
+parse(const char *buf, size_t len, int *r, char *err, size_t errlen)
 {
 	json_error_t je;
 	json_t *root;
 
+	*r = -1;
+	wire_nomem = 0;
 	if ((root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je)) == NULL) {
-		snprintf(err, errlen, "invalid JSON at line %d column %d: %s",
-		    je.line, je.column, je.text);
+		if (wire_nomem || json_error_code(&je) == json_error_out_of_memory) {
+			*r = WIRE_NOMEM;
+			snprintf(err, errlen, "out of memory");
+		} else
+			snprintf(err, errlen, "invalid JSON at line %d column %d: %s",
+			    je.line, je.column, je.text);
 		return NULL;
 	}
 	if (!json_is_object(root) && !json_is_array(root)) {
@@ -282,8 +310,8 @@ wire_heartbeat_decode(const char *buf, size_t len, struct wire_heartbeat *hb,
 	int r = -1;
 
 	memset(&h, 0, sizeof(h));
-	if ((root = parse(buf, len, err, errlen)) == NULL)
-		return -1;
+	if ((root = parse(buf, len, &r, err, errlen)) == NULL)
+		return r;
 	if (!json_is_object(root))
 		ERR("expected a JSON object");
 	if (get_str(root, "", "name", 1, h.name, sizeof(h.name), err, errlen) != 0 ||
@@ -322,7 +350,7 @@ wire_heartbeat_decode(const char *buf, size_t len, struct wire_heartbeat *hb,
 			goto out;
 	} else if (json_is_array(sess)) {
 		h.sessions_known = 1;
-		if (sessions_decode(sess, &h.sessions, &h.nsessions, err, errlen) != 0)
+		if ((r = sessions_decode(sess, &h.sessions, &h.nsessions, err, errlen)) != 0)
 			goto out;
 	} else
 		ERR("'sessions' must be an array or null");
@@ -334,6 +362,8 @@ wire_heartbeat_decode(const char *buf, size_t len, struct wire_heartbeat *hb,
 	r = 0;
  out:
 	json_decref(root);
+	if (r != 0 && wire_nomem)	/* a value jansson could not make */
+		r = WIRE_NOMEM;
 	return r;
 }
 
@@ -344,8 +374,8 @@ wire_sessions_decode(const char *buf, size_t len, struct wire_session **out,
 	json_t *root;
 	int r = -1;
 
-	if ((root = parse(buf, len, err, errlen)) == NULL)
-		return -1;
+	if ((root = parse(buf, len, &r, err, errlen)) == NULL)
+		return r;
 	if (!json_is_array(root))
 		ERR("expected a JSON array of sessions");
 	r = sessions_decode(root, out, n, err, errlen);
@@ -527,8 +557,8 @@ wire_answer_decode(const char *buf, size_t len, struct wire_answer *a, char *err
 	int64_t i;
 	int r = -1;
 
-	if ((root = parse(buf, len, err, errlen)) == NULL)
-		return -1;
+	if ((root = parse(buf, len, &r, err, errlen)) == NULL)
+		return r;
 	if (!json_is_object(root))
 		ERR("expected a JSON object");
 	if (get_int(root, "", "interval", 1, 3600, &i, err, errlen) != 0 ||
@@ -748,9 +778,11 @@ wire_login_decode(const char *buf, size_t len, char *pw, size_t n, char *err,
 	int r = -1;
 
 	/* not parse(): jansson's messages quote the text near the error */
+	wire_nomem = 0;
 	if ((root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL)) == NULL) {
-		snprintf(err, errlen, "expected {\"password\": \"...\"} (invalid JSON)");
-		return -1;
+		snprintf(err, errlen, "expected {\"password\": \"...\"} (%s)", wire_nomem ?
+		    "out of memory reading the password" : "invalid JSON");
+		return wire_nomem ? WIRE_NOMEM : -1;
 	}
 	v = json_object_get(root, "password");
 	if (!json_is_object(root) || !json_is_string(v))
@@ -764,6 +796,8 @@ wire_login_decode(const char *buf, size_t len, char *pw, size_t n, char *err,
 	/* jansson's copy of the password goes with the tree: wipe it first */
 	if (json_is_string(v))
 		explicit_bzero((char *)json_string_value(v), json_string_length(v));
+	if (r != 0 && wire_nomem)
+		r = WIRE_NOMEM;
 	json_decref(root);
 	return r;
 }

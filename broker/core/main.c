@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "broker/http/api_admin.h"
+#include "broker/common/wire.h"
 #include "broker/http/api_agent.h"
 #include "broker/http/metrics.h"
 #include "broker/core/broker.h"
@@ -286,6 +287,7 @@ main(int argc, char **argv)
 	char err[512];
 	int opt, check = 0, verbose = 0;
 
+	wire_init();
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	umask(077);	/* the database, keys and tokens are private */
 	while ((opt = getopt(argc, argv, "+f:tvDh")) != -1) {
