@@ -119,6 +119,9 @@ class Soak:
         port = farm.free_port("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")
         self.b = farm.Broker(os.path.join(self.root, "broker"), rdp_port=port,
                              placement__pending_ttl=120,
+                             # rdpload's clients never reach the target they
+                             # are sent to: not a black hole to quarantine
+                             health__quarantine_after=1000,
                              health__heartbeat_interval=a.hb_interval,
                              health__down_after=3 * a.hb_interval)
         self.b.start()
