@@ -64,7 +64,7 @@ unit-pg: $(B)/tests/test_store $(B)/tests/test_store_pg $(B)/tsbroker
 # libraries' hooks; tests/unit/http_fx.c: http.c's stand-in)
 FAULTALLOC_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup
 $(B)/tests/unit/faultalloc.o: TS_CPPFLAGS += $(call PKG_CFLAGS,sqlite3 openssl)
-$(B)/tests/unit/test_faults.o: TS_CPPFLAGS += $(call PKG_CFLAGS,sqlite3)
+$(B)/tests/unit/test_faults.o: TS_CPPFLAGS += $(call PKG_CFLAGS,sqlite3 openssl)
 $(eval $(call unit_test,test_faults,$(B)/tests/unit/faultalloc.o $(B)/broker/core/crypto.o \
 	$(B)/tests/unit/http_fx.o $(B)/broker/http/http_routes.o $(B)/broker/http/http_reply.o \
 	$(B)/broker/http/api_admin.o $(B)/broker/http/api_agent.o $(B)/broker/http/auth.o \
