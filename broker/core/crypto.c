@@ -19,11 +19,11 @@
 #include "broker/core/crypto.h"
 
 /* scrypt cost: 16 MiB and about 50 ms per verification on one core. */
-/* the most memory OpenSSL's scrypt uses by default (its maxmem_bytes) */
-#define SCRYPT_MAXMEM	(1025UL * 1024 * 1024)
 #define SCRYPT_N	16384
 #define SCRYPT_R	8
 #define SCRYPT_P	1
+/* the most memory OpenSSL's scrypt may use by default (its maxmem_bytes) */
+#define SCRYPT_MAXMEM	(1025UL * 1024 * 1024)
 #define SALT_LEN	16
 #define DK_LEN		32
 
