@@ -49,7 +49,7 @@ endef
 .SECONDEXPANSION:
 .SECONDARY:
 .PHONY: all test unit unit-bins e2e web-test bench fuzz asan asan-test tsan tsan-test leakcheck install clean run \
-	deps test-deps demo ha-demo check-tls check-links
+	deps test-deps demo ha-demo check-tls check-links soak
 all:
 
 # Shared by both daemons (logging, config, JSON wire format, helpers).
@@ -193,6 +193,12 @@ tsan-test: tsan
 	  TSAN_OPTIONS=halt_on_error=1:suppressions=$(CURDIR)/tests/tsan/tsan.supp \
 	  $(TSAN_SETARCH) $(TSAN_B)/tests/$$t; done
 	TSBROKER_BUILD=$(CURDIR)/$(TSAN_B) $(TSAN_SETARCH) $(E2E_PY) -m pytest -q $(TSAN_E2E)
+# make soak (not in CI): SOAK_MINUTES of mixed load, chaos and hostile
+# clients on loopback (tests/soak/soak.py); prints a row a minute and fails
+# on a lost or duplicated placement or RSS/fds growing over the second half.
+SOAK_MINUTES ?= 30
+soak: all bench-bins
+	TSBROKER_BUILD=$(CURDIR)/$(B) nice $(E2E_PY) tests/soak/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 leakcheck: all
 	TSBROKER_LEAK_REDIRECTS=10000 $(E2E_PY) -m pytest -q -s -k leak tests/e2e/test_hostile.py
 

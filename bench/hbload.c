@@ -4,17 +4,20 @@
  * as fast as the broker answers (closed loop) for --duration seconds.
  *
  *   hbload --url https://H:P --ca FILE --tokens FILE [--threads N]
- *          [--duration S] [--sessions N] [--churn]
+ *          [--duration S] [--sessions N] [--churn] [--interval S]
  *
  * --tokens: one "NAME TOKEN" line per agent. --churn: every heartbeat
  * changes one session's state (a write beyond the server row), otherwise
- * the snapshot repeats (the steady state). Prints one JSON object: ok,
+ * the snapshot repeats (the steady state). --interval: each thread posts
+ * for each of its agents once per S seconds (open loop, as real agents do)
+ * instead of as fast as the broker answers. Prints one JSON object: ok,
  * errors (non-200 or transport), rate, latency p50/p99/max (microseconds). */
 #include <getopt.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -31,6 +34,7 @@ struct agent {
 
 static struct agent *agents;
 static int nagents, nsessions = 20, churn;
+static double interval;	/* seconds between one agent's beats; 0: closed loop */
 static const char *url, *ca;
 static int64_t t_end;
 
@@ -86,6 +90,7 @@ worker_main(void *arg)
 	struct curl_slist *hdr = NULL;
 	char *body = malloc(BODY_MAX);
 	int k = w->first;
+	int64_t round = bench_mono_us();
 
 	if (h == NULL || body == NULL)
 		return NULL;
@@ -101,8 +106,12 @@ worker_main(void *arg)
 		long status = 0;
 		int64_t t0;
 
-		if (++k >= w->last)
+		if (++k >= w->last) {
 			k = w->first;
+			round += (int64_t)(interval * 1e6);
+			while (interval > 0 && bench_mono_us() < round && bench_mono_us() < t_end)
+				usleep(10000);
+		}
 		if (body_of(a, body, BODY_MAX) != 0)
 			break;
 		a->beats++;
@@ -134,7 +143,8 @@ main(int argc, char **argv)
 	static const struct option lo[] = {
 		{ "url", 1, NULL, 'u' }, { "ca", 1, NULL, 'c' }, { "tokens", 1, NULL, 't' },
 		{ "threads", 1, NULL, 'n' }, { "duration", 1, NULL, 'd' },
-		{ "sessions", 1, NULL, 's' }, { "churn", 0, NULL, 'x' }, { NULL, 0, NULL, 0 },
+		{ "sessions", 1, NULL, 's' }, { "churn", 0, NULL, 'x' },
+		{ "interval", 1, NULL, 'i' }, { NULL, 0, NULL, 0 },
 	};
 	const char *tokens = NULL;
 	double duration = 10;
@@ -152,11 +162,12 @@ main(int argc, char **argv)
 		case 'd': duration = atof(optarg); break;
 		case 's': nsessions = atoi(optarg); break;
 		case 'x': churn = 1; break;
+		case 'i': interval = atof(optarg); break;
 		default: goto usage;
 		}
 	}
 	if (url == NULL || ca == NULL || tokens == NULL || nthreads < 1 || nthreads > 1024 ||
-	    duration <= 0 || nsessions < 0 || nsessions > 200 || strlen(url) > 400)
+	    duration <= 0 || nsessions < 0 || nsessions > 200 || interval < 0 || strlen(url) > 400)
 		goto usage;
 	snprintf(endpoint, sizeof(endpoint), "%s/api/v1/heartbeat", url);
 	url = endpoint;
@@ -209,6 +220,6 @@ main(int argc, char **argv)
 	return 0;
  usage:
 	fprintf(stderr, "usage: hbload --url https://H:P --ca FILE --tokens FILE [--threads N] "
-	    "[--duration S] [--sessions N] [--churn]\n");
+	    "[--duration S] [--sessions N] [--churn] [--interval S]\n");
 	return 2;
 }

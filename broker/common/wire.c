@@ -10,6 +10,21 @@
 
 #define ERR(...) do { snprintf(err, errlen, __VA_ARGS__); goto out; } while (0)
 
+/* Set when one of jansson's allocations failed (wire_init): jansson reports
+ * that mid-parse as a syntax error. */
+static __thread int wire_nomem;
+
+static void *
+wire_json_malloc(size_t n)
+{
+	void *p = malloc(n);
+
+	if (p == NULL)
+		wire_nomem = 1;
+	return p;
+}
+
+
 /* The wire's state texts, in enum order (enum wire_session_state; the
  * answer's admin state: enabled, draining). */
 static const char *const session_text[] = { "active", "disconnected", NULL };
@@ -138,7 +153,7 @@ sessions_decode(json_t *a, struct wire_session **out, size_t *n, char *err,
 	}
 	if ((s = calloc(count ? count : 1, sizeof(*s))) == NULL) {
 		snprintf(err, errlen, "out of memory");
-		return -1;
+		return WIRE_NOMEM;
 	}
 	for (i = 0; i < count; i++) {
 		if (session_decode(json_array_get(a, i), i, &s[i], err, errlen) != 0) {
@@ -198,7 +213,7 @@ arena_alloc(size_t n)
 
 	n = (n + 15) & ~(size_t)15;
 	if (a == NULL || !a->on || n > ARENA_SIZE - a->used)
-		return malloc(n);
+		return wire_json_malloc(n);
 	p = a->base + a->used;
 	a->used += n;
 	a->live++;
@@ -222,7 +237,14 @@ arena_init(void)
 	if (pthread_key_create(&arena_key, arena_exit) == 0) {
 		json_set_alloc_funcs(arena_alloc, arena_free);
 		arena_ready = 1;
-	}
+	} else
+		json_set_alloc_funcs(wire_json_malloc, free);
+}
+
+void
+wire_init(void)
+{
+	(void)pthread_once(&arena_once, arena_init);
 }
 
 /* json_loadb with its tree in this thread's arena where it fits. */
@@ -253,15 +275,23 @@ arena_loadb(const char *buf, size_t len, size_t flags, json_error_t *je)
 	return root;
 }
 
+/* The JSON object or array in buf, or NULL with *r set: WIRE_NOMEM, or -1
+ * with the reason in err. */
 static json_t *
-parse(const char *buf, size_t len, char *err, size_t errlen)
+parse(const char *buf, size_t len, int *r, char *err, size_t errlen)
 {
 	json_error_t je;
 	json_t *root;
 
+	*r = -1;
+	wire_nomem = 0;
 	if ((root = arena_loadb(buf, len, JSON_REJECT_DUPLICATES, &je)) == NULL) {
-		snprintf(err, errlen, "invalid JSON at line %d column %d: %s",
-		    je.line, je.column, je.text);
+		if (wire_nomem || json_error_code(&je) == json_error_out_of_memory) {
+			*r = WIRE_NOMEM;
+			snprintf(err, errlen, "out of memory");
+		} else
+			snprintf(err, errlen, "invalid JSON at line %d column %d: %s",
+			    je.line, je.column, je.text);
 		return NULL;
 	}
 	if (!json_is_object(root) && !json_is_array(root)) {
@@ -385,8 +415,8 @@ wire_heartbeat_decode(const char *buf, size_t len, struct wire_heartbeat *hb,
 	int r = -1;
 
 	memset(&h, 0, sizeof(h));
-	if ((root = parse(buf, len, err, errlen)) == NULL)
-		return -1;
+	if ((root = parse(buf, len, &r, err, errlen)) == NULL)
+		return r;
 	if (!json_is_object(root))
 		ERR("expected a JSON object");
 	if (get_str(root, "", "name", 1, h.name, sizeof(h.name), err, errlen) != 0 ||
@@ -425,7 +455,7 @@ wire_heartbeat_decode(const char *buf, size_t len, struct wire_heartbeat *hb,
 			goto out;
 	} else if (json_is_array(sess)) {
 		h.sessions_known = 1;
-		if (sessions_decode(sess, &h.sessions, &h.nsessions, err, errlen) != 0)
+		if ((r = sessions_decode(sess, &h.sessions, &h.nsessions, err, errlen)) != 0)
 			goto out;
 	} else
 		ERR("'sessions' must be an array or null");
@@ -437,6 +467,8 @@ wire_heartbeat_decode(const char *buf, size_t len, struct wire_heartbeat *hb,
 	r = 0;
  out:
 	json_decref(root);
+	if (r != 0 && wire_nomem)	/* a value jansson could not make */
+		r = WIRE_NOMEM;
 	return r;
 }
 
@@ -447,8 +479,8 @@ wire_sessions_decode(const char *buf, size_t len, struct wire_session **out,
 	json_t *root;
 	int r = -1;
 
-	if ((root = parse(buf, len, err, errlen)) == NULL)
-		return -1;
+	if ((root = parse(buf, len, &r, err, errlen)) == NULL)
+		return r;
 	if (!json_is_array(root))
 		ERR("expected a JSON array of sessions");
 	r = sessions_decode(root, out, n, err, errlen);
@@ -630,8 +662,8 @@ wire_answer_decode(const char *buf, size_t len, struct wire_answer *a, char *err
 	int64_t i;
 	int r = -1;
 
-	if ((root = parse(buf, len, err, errlen)) == NULL)
-		return -1;
+	if ((root = parse(buf, len, &r, err, errlen)) == NULL)
+		return r;
 	if (!json_is_object(root))
 		ERR("expected a JSON object");
 	if (get_int(root, "", "interval", 1, 3600, &i, err, errlen) != 0 ||
@@ -851,9 +883,11 @@ wire_login_decode(const char *buf, size_t len, char *pw, size_t n, char *err,
 	int r = -1;
 
 	/* not parse(): jansson's messages quote the text near the error */
+	wire_nomem = 0;
 	if ((root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL)) == NULL) {
-		snprintf(err, errlen, "expected {\"password\": \"...\"} (invalid JSON)");
-		return -1;
+		snprintf(err, errlen, "expected {\"password\": \"...\"} (%s)", wire_nomem ?
+		    "out of memory reading the password" : "invalid JSON");
+		return wire_nomem ? WIRE_NOMEM : -1;
 	}
 	v = json_object_get(root, "password");
 	if (!json_is_object(root) || !json_is_string(v))
@@ -867,6 +901,8 @@ wire_login_decode(const char *buf, size_t len, char *pw, size_t n, char *err,
 	/* jansson's copy of the password goes with the tree: wipe it first */
 	if (json_is_string(v))
 		explicit_bzero((char *)json_string_value(v), json_string_length(v));
+	if (r != 0 && wire_nomem)
+		r = WIRE_NOMEM;
 	json_decref(root);
 	return r;
 }

@@ -80,7 +80,16 @@ struct wire_answer {
 const char *wire_command_kind_str(enum wire_command_kind k);
 int wire_command_kind_parse(const char *text, enum wire_command_kind *out);
 
-/* Parses a heartbeat body. 0, or -1 with the reason in err
+/* The decoders' error when memory ran out (not the body's fault): told
+ * apart once wire_init has run. */
+#define WIRE_NOMEM	(-2)
+
+/* Routes jansson's allocations through wire.c, so that a decode can tell
+ * a failed allocation from a malformed body. Call before any other wire_
+ * call (a program's first lines). */
+void wire_init(void);
+
+/* Parses a heartbeat body. 0, WIRE_NOMEM, or -1 with the reason in err
  * ("'rdp.port' must be an integer from 1 to 65535"). */
 int wire_heartbeat_decode(const char *buf, size_t len, struct wire_heartbeat *hb,
     char *err, size_t errlen);

@@ -22,6 +22,8 @@
 #define SCRYPT_N	16384
 #define SCRYPT_R	8
 #define SCRYPT_P	1
+/* the most memory OpenSSL's scrypt may use by default (its maxmem_bytes) */
+#define SCRYPT_MAXMEM	(1025UL * 1024 * 1024)
 #define SALT_LEN	16
 #define DK_LEN		32
 
@@ -194,13 +196,15 @@ crypto_password_verify(const char *password, const char *stored)
 	if (sscanf(stored, "scrypt$%lu$%lu$%lu$%32[0-9a-f]$%64[0-9a-f]", &N, &r, &p,
 	    salt_hex, dk_hex) != 5 || strlen(salt_hex) != 2 * SALT_LEN ||
 	    strlen(dk_hex) != 2 * DK_LEN || N < 2 || N > (1UL << 20) || r < 1 ||
-	    r > 32 || p < 1 || p > 16)
+	    r > 32 || p < 1 || p > 16 || 128 * r * (N + 2 + p) > SCRYPT_MAXMEM)
 		return CRYPTO_MALFORMED;
 	if (unhex(salt_hex, SALT_LEN, salt) != 0 || unhex(dk_hex, DK_LEN, want) != 0)
 		return CRYPTO_MALFORMED;
 	if (scrypt(password, salt, SALT_LEN, N, (uint32_t)r, (uint32_t)p, got,
-	    sizeof(got)) != 0)
+	    sizeof(got)) != 0) {
+		ret = CRYPTO_ERR;	/* parameters it can run: OpenSSL failed (memory) */
 		goto out;
+	}
 	ret = CRYPTO_memcmp(got, want, DK_LEN) == 0 ? 0 : CRYPTO_MISMATCH;
  out:
 	OPENSSL_cleanse(got, sizeof(got));

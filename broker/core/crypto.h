@@ -35,7 +35,8 @@ int crypto_password_generate(char *out, size_t n);
  * CRYPTO_ERR. */
 int crypto_password_hash(const char *password, char *out, size_t n);
 /* 0 if password matches stored, CRYPTO_MISMATCH if not, CRYPTO_MALFORMED if
- * stored is malformed (or scrypt cannot run with its parameters). */
+ * stored is malformed (or scrypt cannot run with its parameters),
+ * CRYPTO_ERR if OpenSSL failed (out of memory): try again later. */
 int crypto_password_verify(const char *password, const char *stored);
 
 /* HMAC-SHA256 of data under key into out[32]. 0 or CRYPTO_ERR. */

@@ -1,5 +1,6 @@
 /* tsbroker: argv, config, start and stop of the parts, signals. */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "broker/http/api_admin.h"
+#include "broker/common/wire.h"
 #include "broker/http/api_agent.h"
 #include "broker/http/metrics.h"
 #include "broker/core/broker.h"
@@ -309,6 +311,11 @@ main(int argc, char **argv)
 	/* a front process (front/fronts.h): started by this program, never by hand */
 	if (argc == 2 && strcmp(argv[1], "--front") == 0)
 		return frontproc_main();
+	wire_init();
+	/* A fixed threshold: a login's 16 MiB of scrypt is always mmap'd and
+	 * given back. glibc's moving one would keep it in the arena of each
+	 * HTTPS thread that ran a login (32 of them: ~550 MiB; make soak). */
+	mallopt(M_MMAP_THRESHOLD, 1 << 20);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	umask(077);	/* the database, keys and tokens are private */
 	while ((opt = getopt(argc, argv, "+f:tvDh")) != -1) {

@@ -40,7 +40,8 @@ reject(struct api_agent *a, const struct http_request *req, struct http_response
 }
 
 /* The bearer token's SHA-256 (hex) into hash; -1 (answered 401) if there
- * is none or it cannot be one of ours. */
+ * is none or it cannot be one of ours, or (answered 500) if it cannot be
+ * hashed now. */
 static int
 token_hash(struct api_agent *a, const struct http_request *req, struct http_response *res,
     char *hash)
@@ -52,9 +53,12 @@ token_hash(struct api_agent *a, const struct http_request *req, struct http_resp
 		return -1;
 	}
 	auth += 7;
-	if (strlen(auth) != CRYPTO_TOKEN_LEN || crypto_sha256_hex(auth, strlen(auth),
-	    hash) != 0) {
+	if (strlen(auth) != CRYPTO_TOKEN_LEN) {
 		reject(a, req, res, 401, "invalid token");
+		return -1;
+	}
+	if (crypto_sha256_hex(auth, strlen(auth), hash) != 0) {	/* out of memory */
+		http_reply_error(res, 500, "cannot check the token now");
 		return -1;
 	}
 	return 0;
@@ -79,8 +83,10 @@ api_agent_heartbeat(void *ctx, const struct http_request *req, struct http_respo
 	__atomic_add_fetch(&a->m->received, 1, __ATOMIC_RELAXED);
 	if (token_hash(a, req, res, hash) != 0)
 		return;
-	if (wire_heartbeat_decode(req->body, req->body_len, &hb, err, sizeof(err)) != 0) {
-		if ((r = store_server_auth(a->st, hash, &id, name, sizeof(name))) ==
+	if ((r = wire_heartbeat_decode(req->body, req->body_len, &hb, err, sizeof(err))) != 0) {
+		if (r == WIRE_NOMEM)
+			http_reply_error(res, 500, "cannot read the heartbeat now (out of memory)");
+		else if ((r = store_server_auth(a->st, hash, &id, name, sizeof(name))) ==
 		    STORE_NOT_FOUND)
 			reject(a, req, res, 401, "invalid token");
 		else if (r != 0)

@@ -114,8 +114,11 @@ check_bearer(struct auth *a, const struct http_request *req, struct http_respons
 		http_reply_error(res, 401, "expected 'Authorization: Bearer TOKEN'");
 		return -1;
 	}
-	if (admin_token_hash(auth + 7, hash) != 0 ||
-	    (r = store_admin_token_auth(a->st, hash, util_now_ms(), who->name,
+	if ((r = admin_token_hash(auth + 7, hash)) == CRYPTO_ERR) {	/* out of memory */
+		http_reply_error(res, 500, "cannot check the token now");
+		return -1;
+	}
+	if (r != 0 || (r = store_admin_token_auth(a->st, hash, util_now_ms(), who->name,
 	    sizeof(who->name))) == STORE_NOT_FOUND) {
 		log_warn("admin API request from %s refused: invalid bearer token",
 		    req->client);
@@ -148,8 +151,12 @@ auth_check(struct auth *a, const struct http_request *req, struct http_response 
 		http_reply_error(res, 401, "login required");
 		goto out;
 	}
-	if (!crypto_token_valid(id) || crypto_sha256_hex(id, CRYPTO_TOKEN_LEN,
-	    who->session) != 0 || (r = store_admin_session_use(a->st, who->session,
+	if (crypto_token_valid(id) && crypto_sha256_hex(id, CRYPTO_TOKEN_LEN,
+	    who->session) != 0) {		/* out of memory */
+		http_reply_error(res, 500, "cannot check the session now");
+		goto out;
+	}
+	if (!crypto_token_valid(id) || (r = store_admin_session_use(a->st, who->session,
 	    util_now_ms(), &lim, &s)) == STORE_NOT_FOUND) {
 		http_reply_error(res, 401, "login required (the session has ended)");
 		r = -1;
@@ -328,16 +335,20 @@ auth_login(struct auth *a, const struct http_request *req, struct http_response 
 		http_reply_error(res, 429, "too many failed logins: try again later");
 		return;
 	}
-	if (wire_login_decode(req->body, req->body_len, pw, sizeof(pw), err,
-	    sizeof(err)) != 0) {
-		http_reply_error(res, 400, err);
+	if ((r = wire_login_decode(req->body, req->body_len, pw, sizeof(pw), err,
+	    sizeof(err))) != 0) {
+		http_reply_error(res, r == WIRE_NOMEM ? 500 : 400, err);
 		goto out;
 	}
 	if ((r = store_admin_password_get(a->st, hash, sizeof(hash))) != 0) {
 		http_reply_store_error(res, a->st, r);
 		goto out;
 	}
-	if ((r = crypto_password_verify(pw, hash)) != 0) {
+	if ((r = crypto_password_verify(pw, hash)) == CRYPTO_ERR) {
+		http_reply_error(res, 500, "cannot check the password now");
+		goto out;
+	}
+	if (r != 0) {
 		if (r == CRYPTO_MALFORMED)
 			log_error("the stored admin password hash is malformed: set a new "
 			    "one with 'tsbroker admin password'");
@@ -363,11 +374,17 @@ auth_login(struct auth *a, const struct http_request *req, struct http_response 
 		http_reply_store_error(res, a->st, r);
 		goto out;
 	}
+	/* no login without its event: the session goes again (its cookie was
+	 * never sent, so it could not be used anyway) */
+	if ((r = store_event_add(a->st, "admin_login", NULL, NULL, req->client,
+	    "status page login", 0)) != 0) {
+		(void)store_admin_session_remove(a->st, s.id_hash);
+		http_reply_store_error(res, a->st, r);
+		goto out;
+	}
 	limit_forget(a, req->client);
 	__atomic_add_fetch(&a->m->ok, 1, __ATOMIC_RELAXED);
 	log_info("admin logged in from %s", req->client);
-	(void)store_event_add(a->st, "admin_login", NULL, NULL, req->client,
-	    "status page login", 0);
 	set_cookie(res, id, CONF_GET(a->c, admin_session_max));
 	http_reply_json(res, 200, session_json(a, csrf, s.created));
  out:

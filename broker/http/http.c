@@ -20,15 +20,7 @@
 #include "broker/common/util.h"
 #include "broker/http/http.h"
 #include "broker/http/http_reply.h"
-
-#define HTTP_MAX_ROUTES 32
-
-struct route {
-	const char *method;
-	const char *path;
-	http_handler_fn fn;
-	void *ctx;
-};
+#include "broker/http/http_routes.h"
 
 /* The status page's files (http_static). */
 static const struct http_static_file {
@@ -73,8 +65,7 @@ struct http {
 	void (*tls_refused)(void *ctx, const char *client, const char *offered);
 	void *tls_refused_ctx;
 	struct loglimit tls_log;	/* the refusals' lines */
-	struct route routes[HTTP_MAX_ROUTES];
-	int nroutes;
+	struct http_routes routes;
 	char web_root[512];
 	struct http_static_route statics[HTTP_STATIC_N];
 };
@@ -201,28 +192,7 @@ int
 http_route(struct http *h, const char *method, const char *path, http_handler_fn fn,
     void *ctx)
 {
-	if (h->nroutes == HTTP_MAX_ROUTES)
-		return -1;
-	h->routes[h->nroutes++] = (struct route){ method, path, fn, ctx };
-	return 0;
-}
-
-static const struct route *
-route_find(const struct http *h, const char *method, const char *path, int *path_known)
-{
-	*path_known = 0;
-	for (int i = 0; i < h->nroutes; i++) {
-		const struct route *r = &h->routes[i];
-		size_t n = strlen(r->path);
-		int match = n > 1 && r->path[n - 1] == '/' ? strncmp(path, r->path, n) == 0 :
-		    strcmp(path, r->path) == 0;
-		if (!match)
-			continue;
-		*path_known = 1;
-		if (strcmp(method, r->method) == 0)
-			return r;
-	}
-	return NULL;
+	return http_routes_add(&h->routes, method, path, fn, ctx);
 }
 
 static enum MHD_Result
@@ -383,9 +353,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url,
 	struct upload *up = *con_cls;
 	struct http_response res;
 	struct http_request req;
-	const struct route *rt;
 	const char *cl;
-	int known;
 
 	if (up == NULL) {
 		if ((up = calloc(1, sizeof(*up))) == NULL)
@@ -431,13 +399,7 @@ http_access(void *cls, struct MHD_Connection *conn, const char *url,
 	req.body_len = up->len;
 	req.priv = conn;
 	client_addr(conn, req.client, sizeof(req.client));
-	if ((rt = route_find(h, method, url, &known)) == NULL) {
-		http_reply_error(&res, known ? 405 : 404, known ? "method not allowed" :
-		    "no such resource");
-		return send_response(conn, &res);
-	}
-	res.status = 500;
-	rt->fn(rt->ctx, &req, &res);
+	http_routes_serve(&h->routes, &req, &res);
 	return send_response(conn, &res);
 }
 

@@ -1,5 +1,6 @@
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "broker/common/util.h"
@@ -11,7 +12,8 @@ void
 http_reply_json(struct http_response *res, int status, char *body)
 {
 	free(res->body);
-	res->body = body;
+	/* no body: memory ran out building it; say so if memory allows now */
+	res->body = body ? body : strdup("{\"error\": \"out of memory\"}");
 	res->status = body ? status : 500;
 	res->content_type = "application/json";
 }

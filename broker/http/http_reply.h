@@ -5,7 +5,8 @@
 
 #include "broker/http/http.h"
 
-/* Sets a JSON response; body (malloc'd) is taken over, NULL answers 500. */
+/* Sets a JSON response; body (malloc'd) is taken over, NULL answers 500
+ * (with {"error": "out of memory"} if that can be allocated). */
 void http_reply_json(struct http_response *res, int status, char *body);
 /* Sets {"error": msg} with status. */
 void http_reply_error(struct http_response *res, int status, const char *msg);

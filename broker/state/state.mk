@@ -59,11 +59,14 @@ fuzz_heartbeat_CFLAGS := $(call PKG_CFLAGS,libpq)
 unit: unit-pg
 unit-pg: $(B)/tests/test_store $(B)/tests/test_store_pg $(B)/tsbroker
 	TSBROKER=$(B)/tsbroker sh tests/pg/unit-pg.sh $(B)/tests/test_store $(B)/tests/test_store_pg
-# test_faults: malloc-failure injection over the store and the wire format
-# (tests/unit/faultalloc.c: the linker's --wrap and the libraries' hooks)
+# test_faults: malloc-failure injection over the store, the wire format and
+# the HTTPS handlers (tests/unit/faultalloc.c: the linker's --wrap and the
+# libraries' hooks; tests/unit/http_fx.c: http.c's stand-in)
 FAULTALLOC_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup
-$(B)/tests/unit/faultalloc.o: TS_CPPFLAGS += $(call PKG_CFLAGS,sqlite3 jansson openssl)
-$(B)/tests/unit/test_faults.o: TS_CPPFLAGS += $(call PKG_CFLAGS,sqlite3)
+$(B)/tests/unit/faultalloc.o: TS_CPPFLAGS += $(call PKG_CFLAGS,sqlite3 openssl)
+$(B)/tests/unit/test_faults.o: TS_CPPFLAGS += $(call PKG_CFLAGS,sqlite3 openssl)
 $(eval $(call unit_test,test_faults,$(B)/tests/unit/faultalloc.o $(B)/broker/core/crypto.o \
-	$(STORE_TEST_OBJS),\
+	$(B)/tests/unit/http_fx.o $(B)/broker/http/http_routes.o $(B)/broker/http/http_reply.o \
+	$(B)/broker/http/api_admin.o $(B)/broker/http/api_agent.o $(B)/broker/http/auth.o \
+	$(B)/broker/core/admin_token.o $(STORE_TEST_OBJS),\
 	$(FAULTALLOC_LDFLAGS) $(STATE_LIBS) $(COMMON_LIBS) $(call PKG_LIBS,openssl)))

@@ -262,6 +262,7 @@ RESTART_KEYS = {
     ("broker", "user"): "nobody", ("rdp", "listen"): "127.0.0.1:1",
     ("rdp", "mode"): "token", ("rdp", "engine"): None,   # the other engine
     ("rdp", "token_key"): "other.key", ("http", "listen"): "127.0.0.1:1",
+    ("rdp", "fronts"): "3", ("rdp", "front_user"): "nobody",
 }
 
 

@@ -6,10 +6,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <jansson.h>
 #include <openssl/crypto.h>
 #include <sqlite3.h>
 
+#include "broker/common/wire.h"
 #include "tests/unit/faultalloc.h"
 
 /* the real allocator, under the linker's --wrap */
@@ -178,7 +178,7 @@ faultalloc_install(void)
 	static const sqlite3_mem_methods sq = { sq_malloc, sq_free, sq_realloc, sq_size,
 	    sq_roundup, sq_init, sq_shutdown, NULL };
 
-	json_set_alloc_funcs(__wrap_malloc, free);
+	wire_init();	/* jansson allocates through wire.c's malloc: wrapped */
 	if (sqlite3_config(SQLITE_CONFIG_MALLOC, &sq) != SQLITE_OK)
 		return -1;
 	if (CRYPTO_set_mem_functions(ossl_malloc, ossl_realloc, ossl_free) != 1)

@@ -6,7 +6,7 @@
  * It reaches the code under test's own allocations (malloc, calloc,
  * realloc, strdup, free of the objects linked into the test binary, through
  * the linker's --wrap: FAULTALLOC_LDFLAGS) and the libraries' own (SQLite by
- * SQLITE_CONFIG_MALLOC, jansson by json_set_alloc_funcs, OpenSSL by
+ * SQLITE_CONFIG_MALLOC, jansson through wire_init's hook, OpenSSL by
  * CRYPTO_set_mem_functions). Memory is still the real allocator's, so ASan
  * and LeakSanitizer see every block (make asan-test). Not thread-safe: one
  * thread arms it and runs the path. */

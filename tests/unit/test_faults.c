@@ -1,8 +1,11 @@
 /* Malloc-failure injection (tests/unit/faultalloc.h) over the store (its
  * open and migrations, server add, heartbeats and their reconciliation,
  * placements new and reconnecting, pending expiry, the admin API's tokens
- * and settings), the admin login's crypto (OpenSSL) and the wire format
- * (heartbeat decode/encode, the answer, the admin API's JSON builder).
+ * and settings), the admin login's crypto (OpenSSL), the wire format
+ * (heartbeat decode/encode, the answer, the admin API's JSON builder) and
+ * the HTTPS handlers (the agents' heartbeat, the admin API's lists, drain,
+ * a session action, login and logout) driven through their route table
+ * (tests/unit/http_fx.h): an error answers 500 or 503 with a message.
  * For every N until the path completes: the Nth allocation fails; the path
  * returns an error or its full result, never a partial one; a store is
  * left as it was (PRAGMA integrity_check ok, the same servers, sessions and
@@ -19,17 +22,25 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include <openssl/evp.h>
 #include <sqlite3.h>
 
 #include "broker/common/log.h"
+#include "broker/common/util.h"
+#include "broker/core/admin_token.h"
 #include "broker/core/crypto.h"
+#include "broker/core/metrics.h"
+#include "broker/http/api_admin.h"
+#include "broker/http/api_agent.h"
 #include "broker/common/wire.h"
 #include "broker/state/placement.h"
 #include "broker/state/states.h"
 #include "tests/unit/faultalloc.h"
+#include "tests/unit/http_fx.h"
 #include "tests/unit/store_fx.h"
 
 #define FAULT_MAX	5000	/* allocations tried per path */
+#define HTTP_FAULT_MAX	3000	/* the same for an HTTPS request (each on a new copy) */
 #define DUMP_MAX	65536
 
 /* ---- the store's observable state ---- */
@@ -491,6 +502,320 @@ static void test_wire_heartbeat(void **state) { fault_text_path("heartbeat json"
 static void test_wire_answer(void **state) { fault_text_path("answer json", answer_path); }
 static void test_wire_json(void **state) { fault_text_path("admin json", json_path); }
 
+/* ---- the HTTPS handlers ---- */
+
+/* What the requests need of the baseline (made once, unarmed). */
+static struct {
+	char bearer[128], agent[CRYPTO_TOKEN_LEN + 1], session[64];
+	char auth[160], agent_auth[160], cookie[200], csrf[200];
+	char session_hash[CRYPTO_HASH_HEX];	/* of web_login's cookie; "" before */
+	const char *admin_hdr[3], *agent_hdr[3], *login_hdr[2], *cookie_hdr[4];
+} web;
+
+/* Timestamps (and in an answer every number: ages move with the clock)
+ * masked, so a run now compares with the reference run a moment before. */
+static void
+mask_digits(char *s, size_t min_run)
+{
+	char *w = s;
+
+	for (char *r = s; *r != '\0';) {
+		size_t n = strspn(r, "0123456789");
+
+		if (n >= min_run && n > 0) {
+			*w++ = '#';
+			r += n;
+		} else if (n > 0) {
+			memmove(w, r, n);
+			w += n;
+			r += n;
+		} else
+			*w++ = *r++;
+	}
+	*w = '\0';
+}
+
+/* dump, and whether the browser session of web_login lives */
+static void
+dump_masked(struct store *st, char *buf)
+{
+	const struct store_session_limits lim = { INT64_C(1) << 50, INT64_C(1) << 50 };
+	struct store_admin_session s;
+	int r;
+
+	dump(st, buf);
+	if (web.session_hash[0] != '\0') {
+		r = store_admin_session_use(st, web.session_hash, T0, &lim, &s);
+		assert_true(r == 0 || r == STORE_NOT_FOUND);
+		strcat(buf, r == 0 ? "browser session live\n" : "browser session gone\n");
+	}
+	mask_digits(buf, 12);
+}
+
+/* An admin password hash with scrypt's N = 16 (crypto_password_hash's
+ * costs 50 ms a login, and the login path runs hundreds of times). */
+static void
+cheap_hash(const char *pw, char *out, size_t n)
+{
+	static const uint8_t salt[16] = "tsbroker-faults";
+	uint8_t dk[32];
+	char salt_hex[33], dk_hex[65];
+
+	assert_int_equal(EVP_PBE_scrypt(pw, strlen(pw), salt, sizeof(salt), 16, 1, 1, 0, dk,
+	    sizeof(dk)), 1);
+	util_hex(salt, sizeof(salt), salt_hex);
+	util_hex(dk, sizeof(dk), dk_hex);
+	snprintf(out, n, "scrypt$16$1$1$%s$%s", salt_hex, dk_hex);
+	assert_int_equal(crypto_password_verify(pw, out), 0);
+}
+
+/* server c with an agent token we know, an admin token, the admin password */
+static void
+web_baseline(struct fx *f)
+{
+	struct store_server s = { 0 };
+	char hash[CRYPTO_HASH_HEX], pw[CRYPTO_PWHASH_MAX];
+	const enum session_state active = SESSION_ACTIVE;
+	struct store_session_filter flt = { NULL, NULL, &active, NULL };
+	struct store_session *ss = NULL;
+	size_t n;
+
+	baseline(f);
+	snprintf(s.name, sizeof(s.name), "c");
+	snprintf(s.address, sizeof(s.address), "10.0.0.3");
+	s.port = 3389;
+	s.weight = 100;
+	s.max_sessions = 10;
+	assert_int_equal(crypto_token_new(web.agent, sizeof(web.agent)), 0);
+	assert_int_equal(crypto_sha256_hex(web.agent, CRYPTO_TOKEN_LEN, hash), 0);
+	assert_int_equal(store_server_add(f->st, &s, hash, T0), 0);
+	assert_int_equal(admin_token_new(web.bearer, sizeof(web.bearer), hash), 0);
+	assert_int_equal(store_admin_token_add(f->st, "ops", hash, T0), 0);
+	cheap_hash("s3cret", pw, sizeof(pw));
+	assert_int_equal(store_admin_password_set(f->st, pw, T0), 0);
+	assert_int_equal(store_session_list(f->st, &flt, &ss, &n), 0);
+	assert_int_equal(n, 1);		/* q1 on b */
+	snprintf(web.session, sizeof(web.session), "/api/v1/sessions/%lld/logoff",
+	    (long long)ss[0].id);
+	free(ss);
+	snprintf(web.auth, sizeof(web.auth), "Authorization: Bearer %s", web.bearer);
+	snprintf(web.agent_auth, sizeof(web.agent_auth), "Authorization: Bearer %s", web.agent);
+	web.admin_hdr[0] = web.auth;
+	web.agent_hdr[0] = web.agent_auth;
+	web.agent_hdr[1] = web.login_hdr[0] = "Content-Type: application/json";
+}
+
+/* One broker's HTTPS side on st, as main.c wires it. */
+struct web_side {
+	struct conf c;
+	struct metrics m;
+	struct api_admin admin;
+	struct api_agent agent;
+};
+
+static void
+web_up(struct web_side *w, struct store *st)
+{
+	memset(w, 0, sizeof(*w));
+	conf_defaults(&w->c);
+	w->agent.st = st;
+	w->agent.c = &w->c;
+	w->agent.m = &w->m.heartbeats;
+	http_fx_reset();
+	assert_int_equal(api_admin_init(&w->admin, st, &w->c, &w->m.logins), 0);
+	assert_int_equal(api_admin_register(&w->admin, NULL), 0);
+	assert_int_equal(http_route(NULL, "POST", "/api/v1/heartbeat", api_agent_heartbeat,
+	    &w->agent), 0);
+}
+
+/* A login on w, unarmed: its cookie and CSRF token into web's headers. */
+static void
+web_login(void)
+{
+	struct http_response res;
+	const char *c, *k;
+
+	http_fx_call("POST", "/api/v1/login", web.login_hdr, "{\"password\":\"s3cret\"}", &res);
+	assert_int_equal(res.status, 200);
+	for (int i = 0; i < res.nheaders; i++)
+		if (strcasecmp(res.headers[i][0], "Set-Cookie") == 0)
+			snprintf(web.cookie, sizeof(web.cookie), "Cookie: %.*s", (int)strcspn(
+			    res.headers[i][1], ";"), res.headers[i][1]);
+	c = strchr(web.cookie, '=');
+	assert_non_null(c);
+	assert_int_equal(crypto_sha256_hex(c + 1, strlen(c + 1), web.session_hash), 0);
+	assert_non_null(c = strstr(res.body, "\"csrf_token\""));
+	assert_non_null(k = strchr(c + 12, '"'));
+	snprintf(web.csrf, sizeof(web.csrf), "X-CSRF-Token: %.*s", (int)strcspn(k + 1, "\""),
+	    k + 1);
+	free(res.body);
+	web.cookie_hdr[0] = web.cookie;
+	web.cookie_hdr[1] = web.csrf;
+}
+
+struct web_call {
+	const char *name, *method, *target, *body;
+	const char *const *headers;
+	int login_first;	/* a browser session first (unarmed) */
+	int random_body;	/* the answer holds new secrets: compared by status */
+};
+
+static void
+fault_web_path(struct fx *f, const struct web_call *wc)
+{
+	char base[600], work[600], *before, *want, *got, *want_body = NULL;
+	struct http_response res;
+	struct web_side *w;
+	struct store *st;
+	int want_status = 0, errors = 0, late = 0;
+	long n;
+
+	before = malloc(DUMP_MAX);
+	want = malloc(DUMP_MAX);
+	got = malloc(DUMP_MAX);
+	w = malloc(sizeof(*w));
+	assert_true(before && want && got && w);
+	web_baseline(f);
+	store_close(f->st);
+	f->st = NULL;
+	snprintf(base, sizeof(base), "%s/base.db", work_dir);
+	snprintf(work, sizeof(work), "%s/work.db", work_dir);
+	copy_file(f->path, base);
+	web.session_hash[0] = '\0';
+	for (n = 0; n <= HTTP_FAULT_MAX; n++) {	/* n = 0: the reference */
+		copy_file(base, work);
+		st = open_at(work);
+		web_up(w, st);
+		if (wc->login_first)
+			web_login();
+		dump_masked(st, n == 0 ? before : got);
+		if (n > 0)
+			assert_string_equal(got, before);
+		faultalloc_arm(n);
+		http_fx_call(wc->method, wc->target, wc->headers, wc->body, &res);
+		faultalloc_arm(0);
+		assert_non_null(res.body);	/* every answer says something */
+		mask_digits(res.body, 1);
+		if (n == 0) {
+			want_status = res.status;
+			assert_true(want_status >= 200 && want_status < 300);
+			want_body = res.body;
+			dump_masked(st, want);
+		} else if (!faultalloc_fired() || res.status == want_status) {
+			/* it ran whole, or the failure was absorbed: the whole result */
+			assert_int_equal(res.status, want_status);
+			if (!wc->random_body)
+				assert_string_equal(res.body, want_body);
+			dump_masked(st, got);
+			assert_string_equal(got, want);
+			free(res.body);
+		} else {
+			/* an error: 500 or 503 with a message, nothing done, and the
+			 * next call answers as on a fresh store */
+			if (res.status != 500 && res.status != 503)
+				fail_msg("%s: allocation %ld failed: answered %d %s", wc->name, n,
+				    res.status, res.body);
+			assert_non_null(strstr(res.body, "\"error\""));
+			free(res.body);
+			dump_masked(st, got);
+			if (strcmp(got, before) != 0) {
+				/* the failure came after the commit (the answer could
+				 * not be built): the whole change, never a part */
+				assert_string_equal(got, want);
+				late++;
+				goto next;
+			}
+			errors++;
+			http_fx_call(wc->method, wc->target, wc->headers, wc->body, &res);
+			assert_int_equal(res.status, want_status);
+			mask_digits(res.body, 1);
+			if (!wc->random_body)
+				assert_string_equal(res.body, want_body);
+			free(res.body);
+			dump_masked(st, got);
+			assert_string_equal(got, want);
+		}
+ next:
+		api_admin_cleanup(&w->admin);
+		store_close(st);
+		integrity_ok(work);
+		if (n > 0 && !faultalloc_fired())
+			break;
+	}
+	assert_true(n <= HTTP_FAULT_MAX);
+	print_message("%s: %ld allocations, each failed once: %d error answer(s) with "
+	    "nothing done, %d after the commit, %ld absorbed\n", wc->name, n - 1, errors, late,
+	    n - 1 - errors - late);
+	f->st = open_at(f->path);	/* for fx_teardown */
+	free(want_body);
+	free(before);
+	free(want);
+	free(got);
+	free(w);
+}
+
+#define HB_C "{\"name\":\"c\",\"version\":\"1\",\"rdp\":{\"address\":\"10.0.0.3\"," \
+	"\"port\":3389,\"accepting\":true},\"load\":{\"ncpu\":4,\"cpu_percent\":12.5," \
+	"\"load1\":0.5,\"mem_total_kb\":1000,\"mem_available_kb\":500},\"sessions\":[" \
+	"{\"user\":\"carol\",\"id\":\"9\",\"state\":\"active\"}]}"
+
+static void
+test_web_heartbeat(void **state)
+{
+	const struct web_call wc = { "POST /api/v1/heartbeat", "POST", "/api/v1/heartbeat",
+	    HB_C, web.agent_hdr, 0, 0 };
+	fault_web_path(*state, &wc);
+}
+
+static void
+test_web_servers(void **state)
+{
+	const struct web_call wc = { "GET /api/v1/servers", "GET", "/api/v1/servers", NULL,
+	    web.admin_hdr, 0, 0 };
+	fault_web_path(*state, &wc);
+}
+
+static void
+test_web_sessions(void **state)
+{
+	const struct web_call wc = { "GET /api/v1/sessions", "GET", "/api/v1/sessions?limit=50",
+	    NULL, web.admin_hdr, 0, 0 };
+	fault_web_path(*state, &wc);
+}
+
+static void
+test_web_drain(void **state)
+{
+	const struct web_call wc = { "POST /api/v1/servers/a/drain", "POST",
+	    "/api/v1/servers/a/drain", NULL, web.admin_hdr, 0, 0 };
+	fault_web_path(*state, &wc);
+}
+
+static void
+test_web_logoff(void **state)
+{
+	/* the target is web.session, known once the baseline is made */
+	const struct web_call wc = { "POST /api/v1/sessions/ID/logoff", "POST", web.session,
+	    NULL, web.admin_hdr, 0, 0 };
+	fault_web_path(*state, &wc);
+}
+
+static void
+test_web_login(void **state)
+{
+	const struct web_call wc = { "POST /api/v1/login", "POST", "/api/v1/login",
+	    "{\"password\":\"s3cret\"}", web.login_hdr, 0, 1 };
+	fault_web_path(*state, &wc);
+}
+
+static void
+test_web_logout(void **state)
+{
+	const struct web_call wc = { "POST /api/v1/logout", "POST", "/api/v1/logout", NULL,
+	    web.cookie_hdr, 1, 0 };
+	fault_web_path(*state, &wc);
+}
+
 int
 main(void)
 {
@@ -507,10 +832,19 @@ main(void)
 		FX_TEST(test_admin_token),
 		FX_TEST(test_setting),
 		cmocka_unit_test(test_admin_login),
+		FX_TEST(test_web_heartbeat),
+		FX_TEST(test_web_servers),
+		FX_TEST(test_web_sessions),
+		FX_TEST(test_web_drain),
+		FX_TEST(test_web_logoff),
+		FX_TEST(test_web_login),
+		FX_TEST(test_web_logout),
 	};
 	char cmd[128];
 	int r;
 
+	if (getenv("TSB_TEST_FILTER") != NULL)	/* e.g. "test_web_*" */
+		cmocka_set_test_filter(getenv("TSB_TEST_FILTER"));
 	if (faultalloc_install() != 0) {
 		fprintf(stderr, "faultalloc_install: a library allocated before\n");
 		return 1;
