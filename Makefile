@@ -248,14 +248,16 @@ clean:
 # into build/deb/, with the build log (build/deb/build.log, for blhc).
 # dpkg-buildpackage builds in the tree it is given and writes beside it, so
 # the source files (tracked and new, not build outputs) are copied to
-# build/deb/src/ and that copy removed after.
+# build/deb/src/ and that copy removed after. Its make is not this one's
+# (no -s: blhc reads the commands).
 DEB_DIR := $(B)/deb
 .PHONY: deb deb-test deb-check
 deb:
 	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src/tsbroker
 	git ls-files -z -co --exclude-standard | tar --null -T - --ignore-failed-read -cf - | \
 	  tar -xf - -C $(DEB_DIR)/src/tsbroker
-	cd $(DEB_DIR)/src/tsbroker && dpkg-buildpackage -b -us -uc >../../build.log 2>&1 || \
+	cd $(DEB_DIR)/src/tsbroker && MAKEFLAGS= DEB_BUILD_OPTIONS="parallel=$$(nproc) $$DEB_BUILD_OPTIONS" \
+	  dpkg-buildpackage -b -us -uc >../../build.log 2>&1 || \
 	  { tail -40 ../../build.log; exit 1; }
 	mv $(DEB_DIR)/src/*.deb $(DEB_DIR)/
 	rm -rf $(DEB_DIR)/src
