@@ -263,4 +263,11 @@ deb:
 	rm -rf $(DEB_DIR)/src
 	@ls $(DEB_DIR)/*.deb
 
+# make deb-check (outside CI: root, debootstrap, systemd-nspawn): the
+# packages installed, started, reloaded and purged under a real systemd in a
+# booted Debian 12 tree (tools/deb-check/run.sh; the tree is cached in
+# $(B)/deb-check/bookworm).
+deb-check: deb
+	sh tools/deb-check/run.sh $(B)
+
 -include $(sort $(ALL_OBJ:.o=.d))
