@@ -6,6 +6,9 @@
 set -eu
 step() { echo "== $*"; }
 fail() { echo "FAILED: $*"; exit 1; }
+# on any failure: what systemd says about both units
+trap 'rc=$?; if [ $rc != 0 ]; then systemctl status --no-pager tsbroker tsagent;
+	journalctl --no-pager -o cat -u tsagent | tail -15; fi' EXIT
 conf=/etc/tsbroker/tsbroker.conf
 export DEBIAN_FRONTEND=noninteractive
 
@@ -23,6 +26,13 @@ sed -i -e 's#^certificate = .*#certificate = /etc/tsbroker/rdp.crt#' \
     -e 's#^private_key = .*#private_key = /etc/tsbroker/rdp.key#' \
     -e 's#^listen = 0.0.0.0:8443#listen = 127.0.0.1:8443#' "$conf"
 systemctl start tsbroker
+wait_for() {	# wait_for WHAT COMMAND...: polls COMMAND for 20 s
+	what=$1; shift; i=0
+	until "$@" >/dev/null 2>&1; do
+		i=$((i + 1)); [ $i -lt 100 ] || fail "$what"; sleep 0.2
+	done
+}
+wait_for "tsbroker ready" sh -c 'journalctl -u tsbroker -o cat | grep -q "tsbroker ready"'
 systemctl is-active tsbroker
 systemctl status --no-pager tsbroker | sed -n '1,12p'
 ps -o user=,comm= -C tsbroker
@@ -45,19 +55,16 @@ journalctl -u tsagent --no-pager -o cat | grep "'token' is required"
 step "the agent with a token"
 token=$(setpriv --reuid=tsbroker --regid=tsbroker --init-groups \
     tsbroker -f "$conf" server add ts1 --address 127.0.0.1 | grep -oE '[0-9a-f]{64}')
-cp /etc/tsbroker/rdp.crt /etc/tsagent/broker.crt
+install -m 0644 /etc/tsbroker/rdp.crt /etc/tsagent/broker.crt	# the agent reads it as its dynamic user
 sed -i -e "s#^token =.*#token = $token#" -e 's/^#name = ts1/name = ts1/' \
     -e 's#^broker = .*#broker = https://127.0.0.1:8443#' -e 's#^sessions = .*#sessions = utmp#' \
     /etc/tsagent/tsagent.conf
 systemctl start tsagent
 systemctl is-active tsagent
 systemctl status --no-pager tsagent | sed -n '1,10p'
-i=0
-until setpriv --reuid=tsbroker --regid=tsbroker --init-groups tsbroker -f "$conf" \
-    server list | tee /tmp/list | grep -q '^ts1 .* up '; do
-	i=$((i + 1)); [ $i -lt 100 ] || { cat /tmp/list; fail "ts1 not up"; }; sleep 0.2
-done
-cat /tmp/list
+wait_for "ts1 up" sh -c 'setpriv --reuid=tsbroker --regid=tsbroker --init-groups \
+    tsbroker -f /etc/tsbroker/tsbroker.conf server list | grep "^ts1 .* up "'
+setpriv --reuid=tsbroker --regid=tsbroker --init-groups tsbroker -f "$conf" server list
 if journalctl --no-pager -o cat | grep -qi 'first admin password'; then
 	fail "an admin password reached the journal"
 fi
@@ -71,5 +78,5 @@ for p in /etc/tsbroker /etc/tsagent /var/lib/tsbroker /usr/share/tsbroker \
     /lib/systemd/system/tsbroker.service /usr/sbin/tsbroker /usr/sbin/tsagent; do
 	if [ -e "$p" ]; then fail "left after purge: $p"; fi
 done
-systemctl list-unit-files 'ts*' --no-pager
+if systemctl list-unit-files --no-pager | grep -q '^ts'; then fail "a unit left after purge"; fi
 echo "RESULT ok"

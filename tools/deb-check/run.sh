@@ -29,7 +29,7 @@ out=$B/deb-check/out
 rm -rf "$out" && mkdir -p "$out"
 # the check runs at boot (systemd.wants= on PID 1's command line) and the
 # machine powers off when it ends, either way
-timeout 600 systemd-nspawn -q -x -D "$tree" -M tsb-deb-check --private-network \
+timeout 600 systemd-nspawn -q -x -D "$tree" -M tsb-deb-check --register=no --keep-unit --private-network \
     --bind-ro="$(cd "$B/deb" && pwd)":/debs --bind-ro="$here":/check \
     --bind="$(cd "$out" && pwd)":/out \
     --bind-ro="$here/deb-check.service":/etc/systemd/system/deb-check.service \
