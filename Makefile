@@ -251,7 +251,7 @@ clean:
 # build/deb/src/ and that copy removed after. Its make is not this one's
 # (no -s: blhc reads the commands).
 DEB_DIR := $(B)/deb
-.PHONY: deb deb-test deb-check
+.PHONY: deb deb-check
 deb:
 	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src/tsbroker
 	git ls-files -z -co --exclude-standard | tar --null -T - --ignore-failed-read -cf - | \
