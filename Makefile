@@ -29,6 +29,17 @@ LDLIBS_BASE := -lpthread -lm
 B := build
 PREFIX  ?= /usr/local
 DESTDIR ?=
+# make install: where the binaries and the units go, and the broker unit's
+# user (empty keeps its DynamicUser=yes; the Debian package sets tsbroker)
+BINDIR  ?= $(PREFIX)/bin
+UNITDIR ?= /etc/systemd/system
+UNIT_USER ?=
+
+# The version's one place is debian/changelog's top entry (dch -v X, or an
+# edit, before a release); the binaries' -V, the agent's heartbeat and its
+# User-Agent are derived from it at build time.
+TS_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
+VERSION_OBJ = $(B)/broker/core/main.o $(B)/agent/main.o $(B)/agent/report.o
 
 PROGS :=
 UNIT_TESTS :=
@@ -70,6 +81,8 @@ include broker/broker.mk
 -include tests/fuzz/fuzz.mk
 
 all: $(PROGS)
+$(VERSION_OBJ): TS_CPPFLAGS += -DTS_VERSION='"$(TS_VERSION)"'
+$(VERSION_OBJ): debian/changelog
 
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -220,12 +233,12 @@ ha-demo: all
 	@sh tools/ha-demo.sh
 
 # DESTDIR and PREFIX as usual; configs are examples, never overwritten.
-install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/tsbroker/web \
+install: $(B)/tsbroker $(B)/tsagent
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(PREFIX)/share/tsbroker/web \
 	  $(DESTDIR)$(PREFIX)/share/tsbroker/schema/postgresql $(DESTDIR)$(PREFIX)/share/doc/tsbroker \
-	  $(DESTDIR)/etc/systemd/system
+	  $(DESTDIR)$(UNITDIR)
 	install -d -m 0700 $(DESTDIR)/etc/tsbroker $(DESTDIR)/etc/tsagent
-	install -m 0755 $(B)/tsbroker $(B)/tsagent $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 $(B)/tsbroker $(B)/tsagent $(DESTDIR)$(BINDIR)/
 	install -m 0644 schema/*.sql $(DESTDIR)$(PREFIX)/share/tsbroker/schema/
 	install -m 0644 schema/postgresql/*.sql $(DESTDIR)$(PREFIX)/share/tsbroker/schema/postgresql/
 	if [ -n "$$(ls web 2>/dev/null)" ]; then cp -R web/. $(DESTDIR)$(PREFIX)/share/tsbroker/web/; fi
@@ -234,12 +247,41 @@ install: all
 	install -m 0644 docs/*.md docs/*.sh $(DESTDIR)$(PREFIX)/share/doc/tsbroker/docs/
 	install -m 0644 broker/tsbroker.conf.example agent/tsagent.conf.example \
 	  $(DESTDIR)$(PREFIX)/share/doc/tsbroker/
-	install -m 0644 broker/tsbroker.service agent/tsagent.service $(DESTDIR)/etc/systemd/system/
-	sed -i 's#/usr/local/#$(PREFIX)/#g' $(DESTDIR)/etc/systemd/system/tsbroker.service \
-	  $(DESTDIR)/etc/systemd/system/tsagent.service \
+	install -m 0644 broker/tsbroker.service agent/tsagent.service $(DESTDIR)$(UNITDIR)/
+	sed -i -e 's#/usr/local/bin/#$(BINDIR)/#g' -e 's#/usr/local/#$(PREFIX)/#g' \
+	  $(DESTDIR)$(UNITDIR)/tsbroker.service $(DESTDIR)$(UNITDIR)/tsagent.service \
 	  $(DESTDIR)$(PREFIX)/share/doc/tsbroker/tsbroker.conf.example
+	if [ -n "$(UNIT_USER)" ]; then sed -i 's#^DynamicUser=yes$$#User=$(UNIT_USER)\nGroup=$(UNIT_USER)#' \
+	  $(DESTDIR)$(UNITDIR)/tsbroker.service; fi
 
 clean:
 	rm -rf $(B)
+
+# ---- Debian packages -------------------------------------------------------
+# make deb: the tsbroker and tsagent packages (debian/, dpkg-buildpackage -b)
+# into build/deb/, with the build log (build/deb/build.log, for blhc).
+# dpkg-buildpackage builds in the tree it is given and writes beside it, so
+# the source files (tracked and new, not build outputs) are copied to
+# build/deb/src/ and that copy removed after. Its make is not this one's
+# (no -s: blhc reads the commands).
+DEB_DIR := $(B)/deb
+.PHONY: deb deb-check
+deb:
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src/tsbroker
+	git ls-files -z -co --exclude-standard | tar --null -T - --ignore-failed-read -cf - | \
+	  tar -xf - -C $(DEB_DIR)/src/tsbroker
+	cd $(DEB_DIR)/src/tsbroker && MAKEFLAGS= DEB_BUILD_OPTIONS="parallel=$$(nproc) $$DEB_BUILD_OPTIONS" \
+	  dpkg-buildpackage -b -us -uc >../../build.log 2>&1 || \
+	  { tail -40 ../../build.log; exit 1; }
+	mv $(DEB_DIR)/src/*.deb $(DEB_DIR)/
+	rm -rf $(DEB_DIR)/src
+	@ls $(DEB_DIR)/*.deb
+
+# make deb-check (outside CI: root, debootstrap, systemd-nspawn): the
+# packages installed, started, reloaded and purged under a real systemd in a
+# booted Debian 12 tree (tools/deb-check/run.sh; the tree is cached in
+# $(B)/deb-check/bookworm).
+deb-check: deb
+	sh tools/deb-check/run.sh $(B)
 
 -include $(sort $(ALL_OBJ:.o=.d))

@@ -20,7 +20,6 @@
 #include "broker/common/util.h"
 #include "broker/common/wire.h"
 
-#define AGENT_VERSION		"0.1"
 #define AGENT_RDP_TIMEOUT_MS	1000
 #define AGENT_DONE_IDS		256	/* command ids remembered as run */
 
@@ -53,12 +52,13 @@ struct agent {
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: tsagent -f FILE [-t | --once] [-v] | tsagent -D\n"
+	fprintf(stderr, "usage: tsagent -f FILE [-t | --once] [-v] | tsagent -D | tsagent -V\n"
 	    "  -f FILE   configuration file ([agent] section)\n"
 	    "  -t        check the configuration and exit\n"
 	    "  --once    send one heartbeat, print the broker's answer, exit 0 on success\n"
 	    "  -v        log debug messages\n"
-	    "  -D        print a default configuration and exit\n");
+	    "  -D        print a default configuration and exit\n"
+	    "  -V        print the version and exit\n");
 }
 
 /* Non-zero once SIGTERM or SIGINT is pending (they are blocked). */
@@ -170,7 +170,7 @@ agent_snapshot(struct agent *a)
 	}
 	a->load_ok = 1;
 	util_strlcpy(hb.name, a->conf.name, sizeof(hb.name));
-	util_strlcpy(hb.version, AGENT_VERSION, sizeof(hb.version));
+	util_strlcpy(hb.version, TS_VERSION, sizeof(hb.version));
 	util_strlcpy(hb.rdp_address, a->conf.rdp_address, sizeof(hb.rdp_address));
 	hb.rdp_port = a->conf.rdp_port;
 	hb.rdp_accepting = probe_rdp_accepting(a->conf.rdp_address, a->conf.rdp_port,
@@ -420,13 +420,14 @@ main(int argc, char **argv)
 	char err[512];
 	struct stat sb;
 
-	while ((opt = getopt_long(argc, argv, "f:tvDh", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "f:tvDVh", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'f': path = optarg; break;
 		case 't': check = 1; break;
 		case 'o': once = 1; break;
 		case 'v': verbose = 1; break;
 		case 'D': return conf_print_defaults(stdout) == 0 ? 0 : 1;
+		case 'V': puts("tsagent " TS_VERSION); return 0;
 		case 'h': usage(); return 0;
 		default: usage(); return 2;
 		}
@@ -491,7 +492,7 @@ main(int argc, char **argv)
 		goto out;
 	}
 	log_info("tsagent %s: server '%s', broker %s, sessions %s, interval %d s",
-	    AGENT_VERSION, a->conf.name, a->conf.broker, a->conf.sessions,
+	    TS_VERSION, a->conf.name, a->conf.broker, a->conf.sessions,
 	    a->conf.interval);
 	for (;;) {
 		int64_t delay;

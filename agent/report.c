@@ -14,7 +14,6 @@
 #include "broker/common/util.h"
 
 #define REPORT_ANSWER_MAX	65536
-#define REPORT_VERSION		"0.1"
 
 enum report_trust { TRUST_SYSTEM, TRUST_CA, TRUST_PIN };
 
@@ -198,7 +197,7 @@ report_post(struct report *r, enum report_trust trust, const char *body,
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long)r->connect_timeout);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)r->timeout);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(c, CURLOPT_USERAGENT, "tsagent/" REPORT_VERSION);
+	curl_easy_setopt(c, CURLOPT_USERAGENT, "tsagent/" TS_VERSION);
 	curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
 	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, report_write);

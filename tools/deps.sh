@@ -10,7 +10,8 @@ BUILD="make gcc pkg-config openssl freerdp2-dev libmicrohttpd-dev libsqlite3-dev
 TEST="libcmocka-dev python3 python3-pytest sqlite3 clang libclang-rt-14-dev curl
  freerdp2-x11 rdesktop xvfb xauth procps iproute2 xrdp tigervnc-standalone-server chromium
  systemd keepalived postgresql-15 patroni etcd-server etcd-client python3-psycopg2 gdb
- prometheus testssl.sh scdoc man-db groff-base"
+ prometheus testssl.sh scdoc man-db groff-base
+ debhelper lintian blhc fakeroot dpkg-dev debootstrap systemd-container"
 # The browser tests (tests/web) also need node >= 20 with npm. Debian 12's
 # nodejs is 18: it is installed only where no node is on PATH at all, so a
 # newer node installed otherwise is kept.

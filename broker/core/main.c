@@ -34,11 +34,12 @@
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: tsbroker [-f FILE] [-t] [-v] [COMMAND ...]\n"
+	fprintf(stderr, "usage: tsbroker [-f FILE] [-t] [-v] [COMMAND ...] | -D | -V\n"
 	    "  -f FILE  configuration file (default var/tsbroker.conf)\n"
 	    "  -t       check the configuration and exit 0 (valid) or 1\n"
 	    "  -v       verbose (debug) log\n"
 	    "  -D       print a default configuration and exit\n"
+	    "  -V       print the version and exit\n"
 	    "Commands: server add|list|drain|enable|remove, session list|forget, "
 	    "admin password, admin token add|list|remove, admin token-key record\n");
 }
@@ -318,12 +319,13 @@ main(int argc, char **argv)
 	mallopt(M_MMAP_THRESHOLD, 1 << 20);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	umask(077);	/* the database, keys and tokens are private */
-	while ((opt = getopt(argc, argv, "+f:tvDh")) != -1) {
+	while ((opt = getopt(argc, argv, "+f:tvDVh")) != -1) {
 		switch (opt) {
 		case 'f': path = optarg; break;
 		case 't': check = 1; break;
 		case 'v': verbose = 1; break;
 		case 'D': return conf_print_defaults(stdout) == 0 ? 0 : 1;
+		case 'V': puts("tsbroker " TS_VERSION); return 0;
 		default: usage(); return 2;
 		}
 	}
