@@ -37,14 +37,16 @@ systemctl is-active tsbroker
 systemctl status --no-pager tsbroker | sed -n '1,12p'
 ps -o user=,comm= -C tsbroker
 
+step "the fronts run as tsbroker-front"
+wait_for "a front" sh -c 'ps -eo user:20=,args= | grep -q "^tsbroker-front  *tsbroker-front --front"'
+ps -eo user:20=,args= | grep -E "^tsbroker(-front)? " | grep -v grep
+
 step reload
-if systemctl show -p ExecReload tsbroker | grep -q 'path='; then
-	systemctl reload tsbroker
-	systemctl is-active tsbroker
-	journalctl -u tsbroker --no-pager -n 5 -o cat
-else
-	echo "tsbroker.service has no ExecReload on this branch (SIGHUP: wt-reload)"
-fi
+systemctl show -p ExecReload tsbroker | grep -q 'path=' || fail "tsbroker.service has no ExecReload"
+systemctl reload tsbroker
+systemctl is-active tsbroker
+wait_for "the reload logged" sh -c 'journalctl -u tsbroker -o cat | grep -q "reloaded: "'
+journalctl -u tsbroker --no-pager -o cat | grep "reloaded: "
 
 step "the agent: refused without a token"
 systemctl start tsagent || true
