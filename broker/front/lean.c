@@ -296,7 +296,7 @@ conn_dump(struct lean_conn *c, const char *name, const uint8_t *pdu, size_t len)
 	    c->dump_n++, name);
 	if ((f = fopen(path, "wb")) == NULL)
 		return;
-	(void)fwrite(pdu, 1, len, f);
+	(void)!fwrite(pdu, 1, len, f);
 	fclose(f);
 }
 

@@ -356,7 +356,7 @@ worker_adopt(struct worker *w)
 	struct pair *p, *next;
 	uint64_t v;
 
-	(void)read(w->wake, &v, sizeof(v));
+	(void)!read(w->wake, &v, sizeof(v));
 	pthread_mutex_lock(&w->lock);
 	p = w->incoming;
 	w->incoming = NULL;
@@ -509,7 +509,7 @@ splice_free(struct splice *s)
 		return;
 	__atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
 	for (int i = 0; i < s->nw; i++)
-		(void)write(s->w[i].wake, &one, sizeof(one));
+		(void)!write(s->w[i].wake, &one, sizeof(one));
 	for (int i = 0; i < s->nw; i++) {
 		pthread_join(s->w[i].t, NULL);
 		worker_clean(&s->w[i]);
@@ -577,6 +577,6 @@ splice_start(struct splice *s, int client, int server, const void *first, size_t
 	p->next = w->incoming;
 	w->incoming = p;
 	pthread_mutex_unlock(&w->lock);
-	(void)write(w->wake, &one, sizeof(one));
+	(void)!write(w->wake, &one, sizeof(one));
 	return 0;
 }
