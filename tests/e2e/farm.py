@@ -70,6 +70,29 @@ needs_xfreerdp = pytest.mark.skipif(
 
 # ---- waiting, ports, processes ------------------------------------------------
 
+def ini_set(text, section, key, value):
+    """Sets key in [section] of an INI text (uncommenting or adding it)."""
+    lines, out, cur, done = text.splitlines(), [], None, False
+    for line in lines:
+        m = re.match(r"\s*\[(\w+)\]", line)
+        if m:
+            if cur == section and not done:
+                out.append(f"{key} = {value}")
+                done = True
+            cur = m.group(1)
+        elif cur == section and re.match(rf"\s*[#;]?\s*{key}\s*=", line):
+            if not done:
+                out.append(f"{key} = {value}")
+                done = True
+            continue
+        out.append(line)
+    if not done:
+        if cur != section:
+            out.append(f"[{section}]")
+        out.append(f"{key} = {value}")
+    return "\n".join(out) + "\n"
+
+
 def wait_until(pred, timeout=10.0, what="condition", interval=0.05):
     """Polls pred() until it returns a true value (returned) or fails the test."""
     deadline = time.monotonic() + timeout

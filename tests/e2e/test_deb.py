@@ -29,7 +29,7 @@ import urllib.request
 import pytest
 
 import rawrdp
-from farm import ROOT, free_port, wait_until
+from farm import ROOT, free_port, ini_set, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (installs packages)")
 
@@ -173,29 +173,6 @@ def proc_status(pid):
         return dict((k, v.split()) for k, _, v in (l.partition(":") for l in f))
 
 
-def set_key(text, section, key, value):
-    """Sets key in [section] of an INI text (replacing or adding the line)."""
-    out, cur, done = [], None, False
-    for line in text.splitlines():
-        m = re.match(r"\s*\[(\w+)\]", line)
-        if m:
-            if cur == section and not done:
-                out.append(f"{key} = {value}")
-                done = True
-            cur = m.group(1)
-        elif cur == section and re.match(rf"\s*[#;]?\s*{key}\s*=", line):
-            if not done:
-                out.append(f"{key} = {value}")
-                done = True
-            continue
-        out.append(line)
-    if not done:
-        if cur != section:
-            out.append(f"[{section}]")
-        out.append(f"{key} = {value}")
-    return "\n".join(out) + "\n"
-
-
 # ---- the tests ---------------------------------------------------------------
 
 def test_lintian_and_blhc(debs):
@@ -287,7 +264,7 @@ def test_units_run_under_their_users(debs, tmp_path):
     text = open(conf).read()
     for section, key, value in (("rdp", "listen", f"127.0.0.1:{rdp_port}"), ("rdp", "engine", "freerdp"),
                                 ("http", "listen", f"127.0.0.1:{http_port}")):
-        text = set_key(text, section, key, value)
+        text = ini_set(text, section, key, value)
     open(conf, "w").write(text)
     for pre in broker.get("ExecStartPre", []):
         p = run_as(broker, pre)
@@ -319,7 +296,7 @@ def test_units_run_under_their_users(debs, tmp_path):
     for key, value in (("name", "ts1"), ("broker", f"https://127.0.0.1:{http_port}"),
                        ("token", token), ("ca", ca), ("rdp_address", "127.0.0.2"),
                        ("rdp_port", str(ts_port)), ("sessions", "utmp"), ("interval", "1")):
-        atext = set_key(atext, "agent", key, value)
+        atext = ini_set(atext, "agent", key, value)
     open(src, "w").write(atext)
     os.chmod(cred, 0o600)
     hand_credential()

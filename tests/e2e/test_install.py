@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from farm import ROOT, free_port, wait_until
+from farm import ROOT, free_port, ini_set, wait_until
 
 MODES = {
     "usr/bin/tsbroker": 0o755,
@@ -42,29 +42,6 @@ def destdir(tmp_path_factory):
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     return d
-
-
-def edit(text, section, key, value):
-    """Sets key in [section] of an INI text (uncommenting or adding it)."""
-    lines, out, cur, done = text.splitlines(), [], None, False
-    for line in lines:
-        m = re.match(r"\s*\[(\w+)\]", line)
-        if m:
-            if cur == section and not done:
-                out.append(f"{key} = {value}")
-                done = True
-            cur = m.group(1)
-        elif cur == section and re.match(rf"\s*[#;]?\s*{key}\s*=", line):
-            if not done:
-                out.append(f"{key} = {value}")
-                done = True
-            continue
-        out.append(line)
-    if not done:
-        if cur != section:
-            out.append(f"[{section}]")
-        out.append(f"{key} = {value}")
-    return "\n".join(out) + "\n"
 
 
 def test_files_and_modes(destdir):
@@ -96,7 +73,7 @@ def test_example_configs_check_after_the_documented_edits(destdir, tmp_path):
     broker = destdir / "etc/tsbroker/tsbroker.conf"
     shutil.copy(destdir / "usr/share/doc/tsbroker/tsbroker.conf.example", broker)
     os.chmod(broker, 0o600)
-    text = edit(broker.read_text(), "http", "listen", "192.0.2.10:8443")
+    text = ini_set(broker.read_text(), "http", "listen", "192.0.2.10:8443")
     broker.write_text(text)
     p = subprocess.run([destdir / "usr/bin/tsbroker", "-f", broker, "-t"],
                        capture_output=True, text=True)
@@ -111,7 +88,7 @@ def test_example_configs_check_after_the_documented_edits(destdir, tmp_path):
     text = (destdir / "usr/share/doc/tsbroker/tsagent.conf.example").read_text()
     for key, value in (("name", "ts1"), ("broker", "https://192.0.2.10:8443"),
                        ("token", "ab" * 32), ("ca", str(ca))):
-        text = edit(text, "agent", key, value)
+        text = ini_set(text, "agent", key, value)
     agent.write_text(text)
     os.chmod(agent, 0o600)
     p = subprocess.run([destdir / "usr/bin/tsagent", "-f", agent, "-t"],
@@ -151,8 +128,8 @@ def test_installed_broker_runs(destdir, tmp_path):
     text = text.replace("/var/lib/tsbroker/", f"{tmp_path}/state/")
     text = text.replace("/usr/share/tsbroker/web", str(destdir / "usr/share/tsbroker/web"))
     http_port = free_port()
-    text = edit(text, "rdp", "listen", f"127.0.0.1:{free_port()}")
-    text = edit(text, "http", "listen", f"127.0.0.1:{http_port}")
+    text = ini_set(text, "rdp", "listen", f"127.0.0.1:{free_port()}")
+    text = ini_set(text, "http", "listen", f"127.0.0.1:{http_port}")
     conf.write_text(text)
     with open(tmp_path / "broker.log", "w") as log:
         proc = subprocess.Popen([destdir / "usr/bin/tsbroker", "-f", conf], stdout=log,
