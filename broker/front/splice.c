@@ -408,8 +408,8 @@ worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct epoll_event ev[SPLICE_EVENTS];
-	int tick = w->s->c.idle_timeout_ms < SPLICE_TICK_MS ?
-	    w->s->c.idle_timeout_ms : SPLICE_TICK_MS;
+	int idle = __atomic_load_n(&w->s->c.idle_timeout_ms, __ATOMIC_RELAXED);
+	int tick = idle < SPLICE_TICK_MS ? idle : SPLICE_TICK_MS;
 
 	while (!__atomic_load_n(&w->s->stopping, __ATOMIC_ACQUIRE)) {
 		int n = epoll_wait(w->ep, ev, SPLICE_EVENTS, tick);
