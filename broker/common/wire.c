@@ -459,12 +459,12 @@ wire_heartbeat_decode(const char *buf, size_t len, struct wire_heartbeat *hb,
 			goto out;
 	} else
 		ERR("'sessions' must be an array or null");
-	if (results_decode(root, &h, err, errlen) != 0) {
+	/* r is 0 after the sessions: a failure here must set it again */
+	if ((r = results_decode(root, &h, err, errlen)) != 0) {
 		free(h.sessions);
 		goto out;
 	}
 	*hb = h;
-	r = 0;
  out:
 	json_decref(root);
 	if (r != 0 && wire_nomem)	/* a value jansson could not make */

@@ -180,6 +180,14 @@ test_commands_and_results(void **state)
 	assert_int_equal(hb.nresults, 2);
 	assert_int_equal(hb.results[0].id, 7);
 	wire_heartbeat_clear(&hb);
+	/* a bad result after a good session list is refused, not half-accepted
+	 * (the sessions' decode had left the return code 0: fuzz_heartbeat) */
+	assert_int_equal(wire_heartbeat_decode("{\"name\":\"ts1\",\"rdp\":{\"port\":3389,"
+	    "\"accepting\":true},\"load\":{\"ncpu\":2,\"cpu_percent\":1,\"load1\":0,"
+	    "\"mem_total_kb\":1,\"mem_available_kb\":1},\"sessions\":[{\"user\":\"a\","
+	    "\"state\":\"active\"}],\"results\":[{\"ok\":true}]}", 200, &hb, err,
+	    sizeof(err)), -1);
+	assert_non_null(strstr(err, "results[0].id"));
 }
 
 int
