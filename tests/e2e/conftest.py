@@ -24,6 +24,8 @@ tools/deps.sh test, so a skip in CI is a missing install step or a bug.
 """
 import glob
 import os
+import pathlib
+import shutil
 import tempfile
 import time
 
@@ -200,3 +202,13 @@ def pytest_runtest_makereport(item, call):
 def pytest_make_collect_report(collector):
     outcome = yield
     _no_skip(outcome.get_result())
+
+
+@pytest.fixture
+def open_dir():
+    """A directory another user (nobody, the unit's user) can reach: pytest's
+    temporary directories are root's, 0700."""
+    d = tempfile.mkdtemp(prefix="tsbroker-open-")
+    os.chmod(d, 0o755)
+    yield pathlib.Path(d)
+    shutil.rmtree(d, ignore_errors=True)

@@ -7,13 +7,10 @@ redirects and admin commands, across a restart. Root only (skipped
 otherwise, which fails a TSBROKER_NO_SKIP=1 run).
 """
 import os
-import pathlib
 import pwd
 import random
-import shutil
 import socket
 import stat
-import tempfile
 
 import pytest
 
@@ -48,14 +45,6 @@ def proc_status(pid):
             out[k] = v.split()
     return out
 
-
-@pytest.fixture
-def open_dir():
-    """A directory nobody can reach (pytest's temp dirs are root's, 0700)."""
-    d = tempfile.mkdtemp(prefix="tsbroker-priv-")
-    os.chmod(d, 0o755)
-    yield pathlib.Path(d)
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_runs_as_nobody(broker_factory, open_dir):

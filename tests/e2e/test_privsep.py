@@ -10,11 +10,9 @@ the front user. Every wait polls a condition.
 """
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 
 import pytest
@@ -283,14 +281,6 @@ def throwaway_user():
     yield pwd.getpwnam(name)
     subprocess.run(["userdel", name], capture_output=True)
 
-
-@pytest.fixture
-def open_dir():
-    """A directory the throwaway user can reach (pytest's tmp is root's 0700)."""
-    d = tempfile.mkdtemp(prefix="tsbpriv-")
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_under_the_units_restrictions(open_dir, throwaway_user, stopped_at_teardown):

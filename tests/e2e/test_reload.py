@@ -21,13 +21,12 @@ import signal
 import socket
 import ssl
 import subprocess
-import tempfile
 import threading
 
 import pytest
 
 import rawrdp
-from farm import (ROOT, TSBROKER, Agent, Broker, free_port, heartbeat_body, make_cert,
+from farm import (ROOT, TSBROKER, Agent, Broker, heartbeat_body, make_cert,
                   unit_setpriv, wait_until)
 
 UNIT = os.path.join(ROOT, "broker", "tsbroker.service")
@@ -149,14 +148,6 @@ def server_up(b, name, address, port):
     wait_until(lambda: (b.server(name) or {}).get("state") == "up", 10, f"{name} up")
     return token
 
-
-@pytest.fixture
-def open_dir():
-    """A directory the unit's user can reach (pytest's are root's, 0700)."""
-    d = tempfile.mkdtemp(prefix="tsbroker-reload-")
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 # ---- the certificate renewed under a running splice ------------------------------
