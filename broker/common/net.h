@@ -50,4 +50,13 @@ int net_set_nodelay(int fd);
  * 0 leaves either off. NET_OK or NET_ERR. */
 int net_set_keepalive(int fd, int idle_s, int user_timeout_s);
 
+/* One message of n bytes on a local (AF_UNIX) socket with fd passed beside
+ * it (SCM_RIGHTS), without blocking. The bytes sent, or -1 with errno. */
+long net_send_fd(int sock, const void *msg, size_t n, int fd);
+/* One such message into msg (n bytes at most), without blocking; *fd is
+ * the descriptor that came with it (close-on-exec) or -1. The bytes
+ * received (0: the peer closed), or -1 with errno; a message or control
+ * data cut short counts as -1 with EMSGSIZE (*fd closed). */
+long net_recv_fd(int sock, void *msg, size_t n, int *fd);
+
 #endif

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "broker/common/log.h"
+#include "broker/common/net.h"
 #include "broker/common/util.h"
 #include "broker/front/admit.h"
 #include "broker/front/door.h"
@@ -149,27 +150,17 @@ conn_ended(void *ctx, struct admit_conn *c)
 static int
 conn_accept(void *ctx, int fd, char *client, size_t n, uint64_t *tag)
 {
-	char cbuf[CMSG_SPACE(sizeof(int))];
 	struct frontmsg_conn m;
-	struct iovec iov = { &m, sizeof(m) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-	    .msg_controllen = sizeof(cbuf) };
-	struct cmsghdr *cm;
-	ssize_t r;
-	int cfd = -1;
+	long r;
+	int cfd;
 
-	if ((r = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC)) < 0)
+	if ((r = net_recv_fd(fd, &m, sizeof(m), &cfd)) < 0 && errno != EMSGSIZE)
 		return -1;
 	if (r == 0) {
 		log_info("the core closed the connection socket: exiting");
 		_exit(0);
 	}
-	cm = CMSG_FIRSTHDR(&mh);
-	if (cm != NULL && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
-	    cm->cmsg_len == CMSG_LEN(sizeof(int)))
-		memcpy(&cfd, CMSG_DATA(cm), sizeof(int));
-	if (cfd < 0 || !frontmsg_ok(&m.h, (size_t)r, FRONTMSG_CONN, sizeof(m)) ||
-	    (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+	if (cfd < 0 || !frontmsg_ok(&m.h, (size_t)r, FRONTMSG_CONN, sizeof(m))) {
 		log_error("a malformed connection message from the core: dropped");
 		if (cfd >= 0)
 			close(cfd);

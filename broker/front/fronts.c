@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "broker/common/log.h"
+#include "broker/common/net.h"
 #include "broker/common/util.h"
 #include "broker/core/privdrop.h"
 #include "broker/front/admit.h"
@@ -554,12 +555,7 @@ super_main(void *arg)
 int
 fronts_pass(struct fronts *f, struct admit_conn *c)
 {
-	char cbuf[CMSG_SPACE(sizeof(int))];
 	struct frontmsg_conn m;
-	struct iovec iov = { &m, sizeof(m) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-	    .msg_controllen = sizeof(cbuf) };
-	struct cmsghdr *cm;
 	struct front *fr = NULL;
 	struct slot *s = NULL;
 	int fd = admit_conn_fd(c), sent;
@@ -589,13 +585,7 @@ fronts_pass(struct fronts *f, struct admit_conn *c)
 	m.h.size = sizeof(m);
 	m.h.id = s->id;
 	util_strlcpy(m.client, admit_conn_client(c), sizeof(m.client));
-	memset(cbuf, 0, sizeof(cbuf));
-	cm = CMSG_FIRSTHDR(&mh);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-	sent = sendmsg(fr->conn, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(m);
+	sent = net_send_fd(fr->conn, &m, sizeof(m), fd) == (long)sizeof(m);
 	if (!sent) {
 		char why[128];
 
