@@ -42,6 +42,10 @@
 #define FRONTS_STABLE_MS	10000	/* up this long: the next restart is quick again */
 #define FRONTS_STOP_WAIT_MS	2000
 #define FRONTS_DECIDER_STACK	(256 * 1024)
+/* The slots, in chunks that never move, so the table grows (a reload that
+ * raises max_handshakes) while slots are used outside the lock. */
+#define SLOT_CHUNK		64
+#define SLOT_CHUNKS		((100000 + SLOT_CHUNK - 1) / SLOT_CHUNK)	/* max_handshakes' bound */
 
 struct front;
 
@@ -79,8 +83,9 @@ struct fronts {
 	size_t hello_len;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;		/* a slot is no longer busy */
-	struct slot *slots;
-	uint32_t nslots, free_head, gen;
+	struct slot *chunks[SLOT_CHUNKS];
+	uint32_t nslots;		/* chunks set up to it; read without the lock (atomic) */
+	uint32_t free_head, gen;
 	struct front fr[FRONTS_MAX];
 	int nfronts;
 	unsigned next;
@@ -92,6 +97,40 @@ struct fronts {
 
 /* ---- slots ---------------------------------------------------------------------- */
 
+/* Slot i (< nslots). */
+static struct slot *
+slot_at(struct fronts *f, uint32_t i)
+{
+	return &f->chunks[i / SLOT_CHUNK][i % SLOT_CHUNK];
+}
+
+/* At least n slots (at most SLOT_CHUNKS chunks), the new ones free. Called
+ * with f->lock held (or before the fronts start). 0, or -1: out of memory
+ * (the table as it was). */
+static int
+slots_grow(struct fronts *f, uint32_t n)
+{
+	uint32_t have = f->nslots;
+
+	if (n > SLOT_CHUNKS * SLOT_CHUNK)
+		n = SLOT_CHUNKS * SLOT_CHUNK;
+	while (have < n) {
+		struct slot *c = calloc(SLOT_CHUNK, sizeof(*c));
+
+		if (c == NULL)
+			return -1;
+		f->chunks[have / SLOT_CHUNK] = c;
+		for (uint32_t i = have + SLOT_CHUNK; i > have; i--) {
+			c[i - 1 - have].next_free = f->free_head;
+			f->free_head = i;
+		}
+		have += SLOT_CHUNK;
+		/* the chunk is set before a reader can index it */
+		__atomic_store_n(&f->nslots, have, __ATOMIC_RELEASE);
+	}
+	return 0;
+}
+
 /* A free slot for ac in fr, busy. Called with f->lock held. NULL if none. */
 static struct slot *
 slot_take(struct fronts *f, struct front *fr, struct admit_conn *ac)
@@ -102,7 +141,7 @@ slot_take(struct fronts *f, struct front *fr, struct admit_conn *ac)
 	if (f->free_head == 0)
 		return NULL;
 	i = f->free_head - 1;
-	s = &f->slots[i];
+	s = slot_at(f, i);
 	f->free_head = s->next_free;
 	memset(s, 0, sizeof(*s));
 	if (++f->gen == 0)
@@ -118,9 +157,9 @@ slot_take(struct fronts *f, struct front *fr, struct admit_conn *ac)
 static void
 slot_put(struct fronts *f, struct slot *s)
 {
-	s->id = 0;
 	s->next_free = f->free_head;
-	f->free_head = (uint32_t)(s - f->slots) + 1;
+	f->free_head = (uint32_t)(s->id & 0xffffffffu) + 1;
+	s->id = 0;
 }
 
 /* fr's slot id for its message seq, made busy once the messages before it
@@ -131,7 +170,8 @@ slot_get(struct front *fr, uint64_t id, uint32_t seq)
 {
 	struct fronts *f = fr->f;
 	uint32_t i = (uint32_t)(id & 0xffffffffu);
-	struct slot *s = id != 0 && i < f->nslots ? &f->slots[i] : NULL;
+	struct slot *s = id != 0 && i < __atomic_load_n(&f->nslots, __ATOMIC_ACQUIRE) ?
+	    slot_at(f, i) : NULL;
 
 	pthread_mutex_lock(&f->lock);
 	while (s != NULL && s->id == id && s->fr == fr && !s->ended && !fr->closing &&
@@ -200,8 +240,8 @@ slots_end(struct front *fr, int died)
 	struct fronts *f = fr->f;
 	int n = 0;
 
-	for (uint32_t i = 0; i < f->nslots; i++) {
-		struct slot *s = &f->slots[i];
+	for (uint32_t i = 0; i < __atomic_load_n(&f->nslots, __ATOMIC_ACQUIRE); i++) {
+		struct slot *s = slot_at(f, i);
 		int now;
 
 		pthread_mutex_lock(&f->lock);
@@ -573,7 +613,8 @@ fronts_pass(struct fronts *f, struct admit_conn *c)
 		s = slot_take(f, fr, c);
 	pthread_mutex_unlock(&f->lock);
 	if (s == NULL) {
-		report_failed(f, c, f->stopping ? "broker stopping" : "no front process running");
+		report_failed(f, c, f->stopping ? "broker stopping" : fr == NULL ?
+		    "no front process running" : "no free front slot");
 		return 0;
 	}
 	/* the slot's deadline stays the core's (admit.h: its watchdog shuts the
@@ -665,6 +706,12 @@ fronts_reload(struct fronts *f, const struct rdp_conf *conf, const struct lean_p
 		return -1;
 	}
 	pthread_mutex_lock(&f->lock);
+	if (slots_grow(f, (uint32_t)conf->max_handshakes) != 0) {
+		pthread_mutex_unlock(&f->lock);
+		hello_free(h, len);
+		snprintf(err, n, "out of memory for %d handshakes", conf->max_handshakes);
+		return -1;
+	}
 	old = f->hello;
 	old_len = f->hello_len;
 	f->hello = h;
@@ -706,8 +753,6 @@ fronts_new(const struct rdp_conf *conf, const struct lean_pem *pem,
 	for (int i = 0; i < f->nfronts; i++)
 		f->fr[i] = (struct front){ .f = f, .index = i, .pidfd = -1, .door = -1,
 		    .conn = -1 };
-	/* every connection in a slot can be in a front */
-	f->nslots = (uint32_t)(conf->max_handshakes > 0 ? conf->max_handshakes : 64);
 	if (privdrop_front_prepare(&f->pf, conf->front_user, err, n) != 0)
 		goto fail;
 	if ((len = readlink("/proc/self/exe", f->exe, sizeof(f->exe) - 1)) <= 0) {
@@ -715,16 +760,13 @@ fronts_new(const struct rdp_conf *conf, const struct lean_pem *pem,
 		goto fail;
 	}
 	f->exe[len] = '\0';
-	if ((f->slots = calloc(f->nslots, sizeof(*f->slots))) == NULL ||
+	/* every connection in an admission slot can be in a front */
+	if (slots_grow(f, (uint32_t)(conf->max_handshakes > 0 ? conf->max_handshakes : 64)) != 0 ||
 	    (f->envp = env_filter()) == NULL ||
 	    (f->hello = hello_new(conf, pem, &f->hello_len)) == NULL ||
 	    pipe2(f->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
 		snprintf(err, n, "out of memory");
 		goto fail;
-	}
-	for (uint32_t i = f->nslots; i > 0; i--) {
-		f->slots[i - 1].next_free = f->free_head;
-		f->free_head = i;
 	}
 	return f;
  fail:
@@ -787,7 +829,8 @@ fronts_free(struct fronts *f)
 	for (size_t i = 0; f->envp != NULL && f->envp[i] != NULL; i++)
 		free(f->envp[i]);
 	free(f->envp);
-	free(f->slots);
+	for (int i = 0; i < SLOT_CHUNKS; i++)
+		free(f->chunks[i]);
 	if (f->wake[0] >= 0)
 		close(f->wake[0]);
 	if (f->wake[1] >= 0)

@@ -394,6 +394,29 @@ def test_broken_config_refused_and_the_broker_keeps_serving(broker_factory, tmp_
     assert "reloaded: 0 keys changed" in reload(b)
 
 
+def test_raised_max_handshakes_reaches_the_front_processes(broker_factory):
+    """[rdp] max_handshakes raised by a reload: the core's table of the
+    connections it passed to its fronts grows with it (it had the size
+    the broker started with, and a connection past it was closed)."""
+    b = broker_factory(rdp__fronts=2, rdp__max_handshakes=8, rdp__handshake_timeout=60)
+    edit(b, {("rdp", "max_handshakes"): "100"})
+    assert "1 keys changed" in reload(b)
+    held = []
+    try:
+        for i in range(90):         # past the first 64 slots: the table grew
+            s = socket.create_connection(("127.0.0.1", b.rdp_port), timeout=20)
+            held.append(s)
+            s.sendall(rawrdp.x224_request())
+            try:
+                rawrdp.recv_tpkt(s)                 # its X.224 Connection Confirm
+            except ConnectionError:
+                pytest.fail(f"connection {i} closed")
+    finally:
+        for s in held:
+            s.close()
+    assert "no free front slot" not in b.log()
+
+
 # ---- the agent -------------------------------------------------------------------
 
 def write_sessions(path, users):
