@@ -12,6 +12,7 @@
 #include "broker/core/conf.h"
 #include "broker/core/crypto.h"
 #include "broker/core/keys.h"
+#include "broker/core/privdrop.h"
 #include "broker/state/store.h"
 
 static const char usage[] =
@@ -427,13 +428,20 @@ dispatch(const struct conf *c, struct store *st, int argc, char **argv)
 int
 cli_run(const struct conf *c, int argc, char **argv)
 {
-	struct store *st;
+	int sqlite = strcmp(c->state_engine, "sqlite") == 0;
+	struct privdrop pd = { 0 };
+	struct store *st = NULL;
 	char err[512];
 	int r;
 
-	if ((st = store_open_engine(c->state_engine, conf_state_location(c), err,
-	    sizeof(err))) == NULL) {
+	/* as root, the files the store creates go to the broker's user */
+	if ((sqlite && privdrop_cli_prepare(&pd, c->run_user, c->state_path, err,
+	    sizeof(err)) != 0) ||
+	    (st = store_open_engine(c->state_engine, conf_state_location(c), err,
+	    sizeof(err))) == NULL ||
+	    (sqlite && privdrop_own_state(&pd, c->state_path, err, sizeof(err)) != 0)) {
 		fprintf(stderr, "tsbroker: %s\n", err);
+		store_close(st);
 		return 1;
 	}
 	store_commit_timeout(st, c->commit_timeout * 1000);

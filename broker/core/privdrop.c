@@ -186,6 +186,28 @@ privdrop_drop(const struct privdrop *pd, char *err, size_t errlen)
 }
 
 int
+privdrop_cli_prepare(struct privdrop *pd, const char *user, const char *state_path,
+    char *err, size_t errlen)
+{
+	struct stat st;
+	char dir[1024];
+
+	memset(pd, 0, sizeof(*pd));
+	if (geteuid() != 0)
+		return 0;
+	if (user != NULL && user[0] != '\0')
+		return privdrop_prepare(pd, user, state_path, err, errlen);
+	dir_of(state_path, dir, sizeof(dir));
+	if (stat(dir, &st) == 0 && st.st_uid != 0) {
+		pd->active = 1;
+		snprintf(pd->user, sizeof(pd->user), "uid %u", (unsigned)st.st_uid);
+		pd->uid = st.st_uid;
+		pd->gid = st.st_gid;
+	}
+	return 0;
+}
+
+int
 privdrop_front_prepare(struct privdrop_front *pf, const char *user, char *err,
     size_t errlen)
 {

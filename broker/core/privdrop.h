@@ -36,6 +36,14 @@ int privdrop_own_state(const struct privdrop *pd, const char *state_path, char *
 /* Becomes the user for good. No-op when not active. */
 int privdrop_drop(const struct privdrop *pd, char *err, size_t errlen);
 
+/* The command line (cli.h) as root on a SQLite state: pd for the user the
+ * broker runs as ([broker] user, else the owner of the state directory
+ * when it is not root: a unit's User=), so that privdrop_own_state gives
+ * it the files the command creates (the database, -wal, -shm), never
+ * leaving root's it could not open. Inactive for anyone else. */
+int privdrop_cli_prepare(struct privdrop *pd, const char *user, const char *state_path,
+    char *err, size_t errlen);
+
 /* The front processes' user (front/fronts.h). */
 struct privdrop_front {
 	int change;			/* 1: the child becomes uid/gid */

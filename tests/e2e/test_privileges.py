@@ -15,7 +15,7 @@ import stat
 import pytest
 
 import rawrdp
-from farm import heartbeat_body
+from farm import Broker, heartbeat_body
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -114,3 +114,39 @@ def test_unknown_user(broker_factory):
     b.start(expect_ready=False)
     assert b.proc.wait(15) == 1
     assert "[broker] user 'no-such-user-here': no such user" in b.log()
+
+
+@pytest.mark.parametrize("how", ["[broker] user", "owner of the state directory"])
+def test_root_cli_before_the_first_start_leaves_the_broker_its_files(stopped_at_teardown,
+                                                                       open_dir, how):
+    """The command line as root on a database that is not there yet (a
+    server added before the broker's first start): the files it creates are
+    the broker's user's, who then runs on them. That user is [broker] user,
+    or, without it (a unit's User= or DynamicUser=), the owner of the state
+    directory."""
+    nobody = pwd.getpwnam("nobody")
+    state = open_dir / "state"
+    conf = {"state__path": str(state / "tsbroker.db")}
+    if how == "[broker] user":
+        conf["broker__user"] = "nobody"         # the CLI makes the directory too
+    else:
+        state.mkdir(mode=0o700)
+        os.chown(state, nobody.pw_uid, nobody.pw_gid)
+    b = Broker(open_dir / "broker", **conf)
+    stopped_at_teardown.append(b)
+    b.db = str(state / "tsbroker.db")
+    token = b.add_server("ts1", address="127.0.0.2")
+    files = os.listdir(state)
+    assert "tsbroker.db" in files, files
+    for f in files:
+        st = os.stat(state / f)
+        assert (st.st_uid, st.st_gid) == (nobody.pw_uid, nobody.pw_gid), (f, st)
+    if how != "[broker] user":          # the unit's User=: the broker starts as nobody
+        for f in os.listdir(b.dir):
+            os.chown(os.path.join(b.dir, f), nobody.pw_uid, nobody.pw_gid)
+        os.chown(b.dir, nobody.pw_uid, nobody.pw_gid)
+        b.wrap = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+                  "--clear-groups"]
+    b.start()
+    assert b.heartbeat(token, heartbeat_body("ts1"))[0] == 200
+    assert "ts1" in b.cli("server", "list").stdout
