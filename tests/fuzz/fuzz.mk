@@ -10,7 +10,7 @@ fuzz_sessions_SRCS :=
 fuzz_answer_SRCS :=
 fuzz_proc_SRCS := agent/probe.c
 fuzz_admin_SRCS := broker/http/api_admin.c broker/http/auth.c broker/http/metrics.c \
-	broker/http/http_reply.c $(STORE_SRC) broker/state/farm.c \
+	broker/http/http_reply.c broker/http/http_routes.c tests/unit/http_fx.c $(STORE_SRC) broker/state/farm.c \
 	broker/core/crypto.c broker/core/admin_token.c broker/core/conf.c $(B)/schema.c $(B)/schema_pg.c
 fuzz_admin_LIBS := $(call PKG_LIBS,sqlite3 libpq openssl)
 fuzz_admin_CFLAGS := $(call PKG_CFLAGS,libpq)

@@ -3,12 +3,13 @@
  * actions, session ids), query arguments (limit, since, user, server,
  * state), the Cookie, Authorization and X-CSRF-Token headers, Content-Type
  * and the JSON bodies, against a real in-memory store with a server and
- * sessions, and GET /metrics (broker/http/metrics.c). http.c is replaced by
- * the stubs below (libmicrohttpd is not needed: handlers only see struct
- * http_request and the http_* calls).
+ * sessions, and GET /metrics (broker/http/metrics.c), served through the
+ * route table http.c serves with (broker/http/http_routes.c) by the unit
+ * tests' stand-in for http.c (tests/unit/http_fx.h: no libmicrohttpd).
  *
  * Input: a flags byte, then lines "METHOD", "PATH[?QUERY]", header lines
- * "Name: value" up to an empty line, then the body.
+ * "Name: value" up to an empty line, then the body. A path no route has
+ * is answered 404/405 like any other.
  *   flags & 1: add a valid bearer token (Authorization)
  *   flags & 2: add a valid session cookie
  *   flags & 4: add that session's CSRF token
@@ -23,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <jansson.h>
 
@@ -38,22 +38,9 @@
 #include "broker/core/metrics.h"
 #include "broker/http/http.h"
 #include "broker/state/store.h"
+#include "tests/unit/http_fx.h"
 
 #define MAX_FIELDS 32
-
-struct fuzz_req {
-	char *names[MAX_FIELDS], *values[MAX_FIELDS];	/* headers */
-	int nheaders;
-	char *anames[MAX_FIELDS], *avalues[MAX_FIELDS];	/* query arguments */
-	int nargs;
-};
-
-static struct {
-	const char *method, *path;
-	http_handler_fn fn;
-	void *ctx;
-} routes[64];
-static int nroutes;
 
 static struct store *st;
 static struct conf conf;
@@ -63,44 +50,6 @@ static struct api_admin admin;
 static char bearer[128], cookie[128], csrf[CRYPTO_TOKEN_LEN + 1];
 static struct store_admin_session session0;
 static unsigned long runs;
-
-/* ---- http.c stubs ---- */
-
-int
-http_route(struct http *h, const char *method, const char *path, http_handler_fn fn,
-    void *ctx)
-{
-	(void)h;
-	if (nroutes == (int)(sizeof(routes) / sizeof(routes[0])))
-		return -1;
-	routes[nroutes].method = method;
-	routes[nroutes].path = path;
-	routes[nroutes].fn = fn;
-	routes[nroutes++].ctx = ctx;
-	return 0;
-}
-
-const char *
-http_header(const struct http_request *req, const char *name)
-{
-	const struct fuzz_req *f = req->priv;
-
-	for (int i = 0; i < f->nheaders; i++)
-		if (strcasecmp(f->names[i], name) == 0)
-			return f->values[i];
-	return NULL;
-}
-
-const char *
-http_arg(const struct http_request *req, const char *name)
-{
-	const struct fuzz_req *f = req->priv;
-
-	for (int i = 0; i < f->nargs; i++)
-		if (strcmp(f->anames[i], name) == 0)
-			return f->avalues[i];
-	return NULL;
-}
 
 /* ---- set-up ---- */
 
@@ -180,39 +129,15 @@ next_line(char **p, char *end)
 	return s;
 }
 
-static void
-parse_query(struct fuzz_req *f, char *q)
-{
-	char *pair, *save = NULL, *eq;
-
-	for (pair = strtok_r(q, "&", &save); pair != NULL && f->nargs < MAX_FIELDS;
-	    pair = strtok_r(NULL, "&", &save)) {
-		eq = strchr(pair, '=');
-		if (eq != NULL)
-			*eq++ = '\0';
-		f->anames[f->nargs] = pair;
-		f->avalues[f->nargs++] = eq ? eq : (char *)"";
-	}
-}
-
-static int
-route_match(const char *rpath, const char *path)
-{
-	size_t n = strlen(rpath);
-
-	return n > 1 && rpath[n - 1] == '/' ? strncmp(path, rpath, n) == 0 :
-	    strcmp(path, rpath) == 0;
-}
-
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct fuzz_req f;
-	struct http_request req;
+	const char *headers[MAX_FIELDS + 1];
 	struct http_response res;
-	char *buf, *p, *end, *line, *q, *method, *path, cookie_hdr[160];
+	char *buf, *p, *end, *line, *method, *path;
+	char cookie_hdr[160], bearer_hdr[160], csrf_hdr[160];
 	uint8_t flags;
-	int i, authed, csrf_ok, changes;
+	int n = 0, authed, csrf_ok, changes;
 
 	if (st == NULL)
 		init();
@@ -225,7 +150,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	buf[size - 1] = '\0';
 	p = buf;
 	end = buf + size - 1;
-	memset(&f, 0, sizeof(f));
 	method = next_line(&p, end);
 	path = next_line(&p, end);
 	if (method == NULL || path == NULL) {
@@ -233,57 +157,26 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	if (flags & 1) {
-		f.names[f.nheaders] = "Authorization";
-		f.values[f.nheaders++] = NULL;	/* filled below */
+		snprintf(bearer_hdr, sizeof(bearer_hdr), "Authorization: Bearer %s", bearer);
+		headers[n++] = bearer_hdr;
 	}
 	if (flags & 2) {
-		snprintf(cookie_hdr, sizeof(cookie_hdr), "%s=%s", AUTH_COOKIE_NAME, cookie);
-		f.names[f.nheaders] = "Cookie";
-		f.values[f.nheaders++] = cookie_hdr;
+		snprintf(cookie_hdr, sizeof(cookie_hdr), "Cookie: %s=%s", AUTH_COOKIE_NAME, cookie);
+		headers[n++] = cookie_hdr;
 	}
 	if (flags & 4) {
-		f.names[f.nheaders] = "X-CSRF-Token";
-		f.values[f.nheaders++] = csrf;
+		snprintf(csrf_hdr, sizeof(csrf_hdr), "X-CSRF-Token: %s", csrf);
+		headers[n++] = csrf_hdr;
 	}
-	while ((line = next_line(&p, end)) != NULL && line[0] != '\0' &&
-	    f.nheaders < MAX_FIELDS) {
-		char *colon = strchr(line, ':');
-
-		if (colon == NULL)
-			continue;
-		*colon++ = '\0';
-		while (*colon == ' ')
-			colon++;
-		f.names[f.nheaders] = line;
-		f.values[f.nheaders++] = colon;
-	}
-	char bearer_hdr[160];
-	snprintf(bearer_hdr, sizeof(bearer_hdr), "Bearer %s", bearer);
-	for (i = 0; i < f.nheaders; i++)
-		if (f.values[i] == NULL)
-			f.values[i] = bearer_hdr;
-	if ((q = strchr(path, '?')) != NULL) {
-		*q++ = '\0';
-		parse_query(&f, q);
-	}
-	memset(&req, 0, sizeof(req));
-	req.method = method;
-	req.path = path;
-	req.body = p < end ? p : "";
-	req.body_len = p < end ? (size_t)(end - p) : 0;
-	req.priv = &f;
-	strcpy(req.client, "192.0.2.1");
-	for (i = 0; i < nroutes; i++)
-		if (strcmp(routes[i].method, method) == 0 && route_match(routes[i].path, path))
-			break;
-	if (i == nroutes) {
-		free(buf);
-		return 0;
-	}
-	memset(&res, 0, sizeof(res));
-	res.status = 500;
-	routes[i].fn(routes[i].ctx, &req, &res);
-
+	while ((line = next_line(&p, end)) != NULL && line[0] != '\0' && n < MAX_FIELDS)
+		if (strchr(line, ':') != NULL)
+			headers[n++] = line;
+	headers[n] = NULL;
+	http_fx_call_n(method, path, headers, p < end ? p : "", p < end ? (size_t)(end - p) : 0,
+	    &res);
+	path = strtok(path, "?");	/* the path alone, for the checks */
+	if (path == NULL)
+		path = "";
 	if (getenv("FUZZ_ADMIN_VERBOSE") != NULL)
 		fprintf(stderr, "flags %d %s %s -> %d %.120s\n", flags, method, path, res.status,
 		    res.body ? res.body : "(null)");

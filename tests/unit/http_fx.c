@@ -59,6 +59,13 @@ void
 http_fx_call(const char *method, const char *target, const char *const *headers,
     const char *body, struct http_response *res)
 {
+	http_fx_call_n(method, target, headers, body, body ? strlen(body) : 0, res);
+}
+
+void
+http_fx_call_n(const char *method, const char *target, const char *const *headers,
+    const char *body, size_t body_len, struct http_response *res)
+{
 	struct fx_req f = { .headers = headers };
 	struct http_request req;
 	char *q, *pair, *save = NULL, *eq;
@@ -78,7 +85,7 @@ http_fx_call(const char *method, const char *target, const char *const *headers,
 	req.method = method;
 	req.path = f.target;
 	req.body = body ? body : "";
-	req.body_len = strlen(req.body);
+	req.body_len = body ? body_len : 0;
 	req.priv = &f;
 	snprintf(req.client, sizeof(req.client), "192.0.2.1");
 	memset(res, 0, sizeof(*res));

@@ -6,6 +6,8 @@
 #ifndef TS_TEST_HTTP_FX_H
 #define TS_TEST_HTTP_FX_H
 
+#include <stddef.h>
+
 #include "broker/http/http.h"
 
 /* Forgets every route (before registering them again). */
@@ -16,5 +18,8 @@ void http_fx_reset(void);
  * res->body. */
 void http_fx_call(const char *method, const char *target, const char *const *headers,
     const char *body, struct http_response *res);
+/* The same with a body of body_len bytes (it may hold NULs: a fuzzer's). */
+void http_fx_call_n(const char *method, const char *target, const char *const *headers,
+    const char *body, size_t body_len, struct http_response *res);
 
 #endif
