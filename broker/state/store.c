@@ -4,6 +4,7 @@
  * the rules to placement.c (where a user goes) and reconcile.c (what a
  * heartbeat changes). */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1063,7 +1064,9 @@ beat_apply(struct store *st, struct hb_wait *w, int *clean)
 	size_t n = 0, cap;
 	int r;
 
-	memset(res, 0, sizeof(*res));
+	/* the commands past ncommands are not read: not cleared */
+	memset(res, 0, offsetof(struct store_heartbeat_result, commands));
+	res->results = 0;
 	*clean = 1;
 	if ((r = beat_read(st, w, &id, &state, &admin, name, &use, &rows, &n, &ce)) != 0)
 		goto out;
