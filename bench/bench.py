@@ -1024,14 +1024,20 @@ def fmt(x, unit="", nd=0):
 
 
 def hb_cause(h, r):
-    """Why the durable heartbeat rate was missed, from the same run."""
+    """Why the durable heartbeat rate was missed, from the same run, and
+    what would close it."""
     why = "missed"
     t = h.get("tmpfs")
     if t:
         why += (f": without any fsync (tmpfs) the same load gives {fmt(t['rate'], '/s')}, "
-                f"at {fmt(t['broker_cpu_us'], ' us')} of broker CPU a heartbeat: "
-                + ("the CPU is the limit" if t["rate"] < 5000 * 1.1 else
-                   "the commits are the limit"))
+                f"at {fmt(t['broker_cpu_us'], ' us')} of broker CPU a heartbeat (this row "
+                f"{fmt(r.get('broker_cpu_us'), ' us')}): "
+                + ("the CPU is the limit (2 CPUs shared with the load generator); what "
+                   "would close it: less CPU a beat, above all jansson's decode (a third "
+                   "of it, docs/benchmarks.md)" if t["rate"] < 5000 * 1.1 else
+                   "the commits are the limit; what would close it: more beats a commit "
+                   "(a libmicrohttpd thread waits out its beat's commit, holding its other "
+                   "connections: a suspended connection instead) or a faster fsync"))
     if h.get("per_commit"):
         why += f"; {h['per_commit']:.1f} beats share a commit ({r['threads']} connections)"
     return why
