@@ -1038,6 +1038,10 @@ def hb_cause(h, r):
                    "the commits are the limit; what would close it: more beats a commit "
                    "(a libmicrohttpd thread waits out its beat's commit, holding its other "
                    "connections: a suspended connection instead) or a faster fsync"))
+    if t and r.get("churn") and r.get("broker_cpu_us", 0) > 1.2 * t["broker_cpu_us"]:
+        why += (f"; a changed beat costs {fmt(r['broker_cpu_us'] - t['broker_cpu_us'], ' us')} "
+                "more (its UPDATEs, and the WAL pages of the rows and their two indexes "
+                "on state in its commit)")
     if h.get("per_commit"):
         why += f"; {h['per_commit']:.1f} beats share a commit ({r['threads']} connections)"
     return why
