@@ -33,6 +33,7 @@ import sqlite3
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -498,6 +499,34 @@ def hb_per_commit(b):
     return float(m[-1]) if m else None
 
 
+def http_workers(pid, port):
+    """Connections each libmicrohttpd worker thread of the broker serves:
+    the sockets in each epoll set that watches the HTTP listening socket,
+    minus it and the worker's wake-up descriptor. [] if not readable."""
+    try:
+        with open("/proc/net/tcp") as f:
+            inode = next(l.split()[9] for l in f.read().splitlines()[1:]
+                         if l.split()[1].endswith(f":{port:04X}") and l.split()[3] == "0A")
+        fds = {}
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                fds[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                pass
+        lfd = next(fd for fd, t in fds.items() if t == f"socket:[{inode}]")
+        per = []
+        for fd, t in fds.items():
+            if t != "anon_inode:[eventpoll]":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                watched = re.findall(r"^tfd:\s*(\d+)", f.read(), re.M)
+            if lfd in watched:
+                per.append(len(watched) - 2)
+        return sorted(per, reverse=True)
+    except (OSError, StopIteration, IndexError):
+        return []
+
+
 def bench_heartbeats(build, args, R, commit_ref):
     b, tokens = hb_broker(build, args, "heartbeats")
     base = hb_base(build, args, b, tokens)
@@ -506,7 +535,13 @@ def bench_heartbeats(build, args, R, commit_ref):
     out = {}
     for kind, extra in (("steady", []), ("churn", ["--churn"])):
         c0 = cpu_s(b.pid)
+        # mid-run: how the connections sit on libmicrohttpd's worker threads
+        # (a worker waits out its beat's commit with all its connections)
+        snap = threading.Timer(args.hb_duration / 2, lambda: out.setdefault(
+            "workers", http_workers(b.pid, b.http_port)))
+        snap.start()
         r = run_json([*base, "--duration", str(args.hb_duration), *extra], name=f"hb-{kind}")
+        snap.join()
         r["broker_cpu_us"] = (cpu_s(b.pid) - c0) * 1e6 / max(r["ok"], 1)
         out[kind] = r
     out["rss_kb"] = status_kb(b.pid, "VmRSS")
@@ -1024,14 +1059,29 @@ def fmt(x, unit="", nd=0):
 
 
 def hb_cause(h, r):
-    """Why the durable heartbeat rate was missed, from the same run."""
+    """Why the durable heartbeat rate was missed, from the same run, and
+    what would close it."""
     why = "missed"
     t = h.get("tmpfs")
     if t:
         why += (f": without any fsync (tmpfs) the same load gives {fmt(t['rate'], '/s')}, "
-                f"at {fmt(t['broker_cpu_us'], ' us')} of broker CPU a heartbeat: "
-                + ("the CPU is the limit" if t["rate"] < 5000 * 1.1 else
-                   "the commits are the limit"))
+                f"at {fmt(t['broker_cpu_us'], ' us')} of broker CPU a heartbeat (this row "
+                f"{fmt(r.get('broker_cpu_us'), ' us')}): "
+                + ("the CPU is the limit (2 CPUs shared with the load generator); what "
+                   "would close it: less CPU a beat, above all jansson's decode (a third "
+                   "of it, docs/benchmarks.md)" if t["rate"] < 5000 * 1.1 else
+                   "the commits are the limit; what would close it: more beats a commit "
+                   "(a libmicrohttpd thread waits out its beat's commit, holding its other "
+                   "connections: a suspended connection instead) or a faster fsync"))
+    w = [n for n in h.get("workers") or [] if n > 0]
+    if w:
+        why += (f"; the {sum(w)} connections sat on {len(w)} of libmicrohttpd's "
+                f"{len(h['workers'])} threads (at most {w[0]} on one), so at most {len(w)} "
+                "beats could wait for one commit")
+    if t and r.get("churn") and r.get("broker_cpu_us", 0) > 1.2 * t["broker_cpu_us"]:
+        why += (f"; a changed beat costs {fmt(r['broker_cpu_us'] - t['broker_cpu_us'], ' us')} "
+                "more (its UPDATEs, and the WAL pages of the rows and their two indexes "
+                "on state in its commit)")
     if h.get("per_commit"):
         why += f"; {h['per_commit']:.1f} beats share a commit ({r['threads']} connections)"
     return why

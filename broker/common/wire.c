@@ -1,4 +1,5 @@
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,14 +106,15 @@ get_int(json_t *o, const char *path, const char *key, int64_t min, int64_t max,
 	return 0;
 }
 
+/* Session i of the list, its members' errors under path. */
 static int
-session_decode(json_t *o, size_t i, struct wire_session *s, char *err, size_t errlen)
+session_decode_at(json_t *o, size_t i, const char *path, struct wire_session *s,
+    char *err, size_t errlen)
 {
-	char path[32], state[16];
+	char state[16];
 	int k;
 	json_t *id;
 
-	snprintf(path, sizeof(path), "sessions[%zu].", i);
 	if (!json_is_object(o)) {
 		snprintf(err, errlen, "'sessions[%zu]' must be an object", i);
 		return -1;
@@ -138,6 +140,19 @@ session_decode(json_t *o, size_t i, struct wire_session *s, char *err, size_t er
 	    get_int(o, path, "since", 0, INT64_C(1) << 40, &s->since, err, errlen) != 0)
 		return -1;
 	return 0;
+}
+
+/* The path ("sessions[i].") is made only for an error: decoded once
+ * without it (no error written), and again with it if that failed. */
+static int
+session_decode(json_t *o, size_t i, struct wire_session *s, char *err, size_t errlen)
+{
+	char path[32];
+
+	if (session_decode_at(o, i, "", s, NULL, 0) == 0)
+		return 0;
+	snprintf(path, sizeof(path), "sessions[%zu].", i);
+	return session_decode_at(o, i, path, s, err, errlen);
 }
 
 static int
@@ -414,7 +429,8 @@ wire_heartbeat_decode(const char *buf, size_t len, struct wire_heartbeat *hb,
 	double d;
 	int r = -1;
 
-	memset(&h, 0, sizeof(h));
+	/* the results past nresults are never read: not cleared, not copied */
+	memset(&h, 0, offsetof(struct wire_heartbeat, results));
 	if ((root = parse(buf, len, &r, err, errlen)) == NULL)
 		return r;
 	if (!json_is_object(root))
@@ -464,7 +480,8 @@ wire_heartbeat_decode(const char *buf, size_t len, struct wire_heartbeat *hb,
 		free(h.sessions);
 		goto out;
 	}
-	*hb = h;
+	memcpy(hb, &h, offsetof(struct wire_heartbeat, results) +
+	    h.nresults * sizeof(h.results[0]));
  out:
 	json_decref(root);
 	if (r != 0 && wire_nomem)	/* a value jansson could not make */
@@ -495,7 +512,7 @@ wire_heartbeat_clear(struct wire_heartbeat *hb)
 	if (hb == NULL)
 		return;
 	free(hb->sessions);
-	memset(hb, 0, sizeof(*hb));
+	memset(hb, 0, offsetof(struct wire_heartbeat, results));	/* nresults 0 */
 }
 
 /* json_dump_callback's sink. The failure is sticky: jansson 2.14 ignores
@@ -625,16 +642,36 @@ wire_heartbeat_encode(const struct wire_heartbeat *hb)
 	return dump(root);
 }
 
+/* The answer without commands (nearly every one) of this thread's last
+ * interval and admin state, encoded once. */
+struct answer_memo {
+	int interval, draining;
+	char text[80];			/* "": none */
+};
+static __thread struct answer_memo answer_memo;
+
 char *
 wire_answer_encode(const struct wire_answer *a)
 {
+	struct answer_memo *m = &answer_memo;
 	json_t *root, *list;
+	char *text;
 	int r = 0;
 
+	if (a->ncommands == 0 && m->text[0] != '\0' && m->interval == a->interval &&
+	    m->draining == (a->draining != 0))
+		return strdup(m->text);
 	root = json_pack("{s:i, s:s}", "interval", a->interval,
 	    "admin_state", admin_text[a->draining != 0]);
-	if (root == NULL || a->ncommands == 0)
-		return dump(root);
+	if (root == NULL || a->ncommands == 0) {
+		if ((text = dump(root)) != NULL &&
+		    util_strlcpy(m->text, text, sizeof(m->text)) == 0) {
+			m->interval = a->interval;
+			m->draining = a->draining != 0;
+		} else
+			m->text[0] = '\0';
+		return text;
+	}
 	if ((list = json_array()) == NULL)
 		r = -1;
 	for (size_t i = 0; r == 0 && i < a->ncommands && i < WIRE_COMMANDS_MAX; i++) {

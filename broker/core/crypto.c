@@ -1,6 +1,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,13 +51,26 @@ crypto_token_valid(const char *s)
 	return s[i] == '\0';
 }
 
+/* SHA-256 fetched once (EVP_sha256() is fetched again on every digest:
+ * a heartbeat's token hash); NULL if that failed: EVP_sha256() then. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void
+sha256_fetch(void)
+{
+	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 int
 crypto_sha256_hex(const char *s, size_t len, char *out)
 {
 	uint8_t md[32];
 	unsigned int mdlen = 0;
 
-	if (EVP_Digest(s, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+	(void)pthread_once(&sha256_once, sha256_fetch);
+	if (EVP_Digest(s, len, md, &mdlen, sha256_md != NULL ? sha256_md : EVP_sha256(),
+	    NULL) != 1 || mdlen != 32)
 		return CRYPTO_ERR;
 	util_hex(md, 32, out);
 	return 0;

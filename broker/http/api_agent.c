@@ -121,7 +121,6 @@ api_agent_heartbeat(void *ctx, const struct http_request *req, struct http_respo
 		    name, hb.sessions_error);
 	if (hr.ncommands > 0)
 		log_info("server %s: %zu command(s) sent", name, hr.ncommands);
-	memset(&ans, 0, sizeof(ans));
 	ans.interval = CONF_GET(a->c, heartbeat_interval);
 	ans.draining = hr.draining;
 	ans.ncommands = hr.ncommands;

@@ -19,8 +19,12 @@
 #define STMT_CACHE 128
 /* The WAL is checkpointed by a thread of its own once it holds this many
  * pages (SQLite's default auto-checkpoint), so that no commit waits for
- * the copy and its fsync; past CKPT_INLINE (the thread behind) the commit
- * checkpoints itself, as SQLite would. */
+ * the copy and its fsync, and again each time it has grown by as many:
+ * under a steady stream of commits the WAL is not reset (a checkpoint
+ * rarely catches up with the last commit), and one checkpoint after each
+ * commit would copy the same hot pages, with two fsyncs, over and over.
+ * Past CKPT_INLINE (the thread behind) the commit checkpoints itself, as
+ * SQLite would. */
 #define CKPT_PAGES	1000
 #define CKPT_INLINE	20000
 
@@ -30,6 +34,7 @@ struct ckpt {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	int want, stop, running;
+	int next;		/* the WAL's size (pages) to checkpoint at next */
 	char *path;
 };
 
@@ -367,9 +372,12 @@ wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 {
 	struct ckpt *c = arg;
 
+	if (pages < c->next - CKPT_PAGES || c->next < CKPT_PAGES)
+		c->next = CKPT_PAGES;	/* the WAL was reset */
 	if (pages >= CKPT_INLINE || (!c->running && pages >= CKPT_PAGES))
 		(void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-	else if (pages >= CKPT_PAGES) {
+	else if (pages >= c->next) {
+		c->next = pages + CKPT_PAGES;
 		pthread_mutex_lock(&c->lock);
 		c->want = 1;
 		pthread_cond_signal(&c->cond);

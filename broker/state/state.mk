@@ -6,7 +6,7 @@
 STORE_SRC := broker/state/store.c broker/state/store_sql.c broker/state/sqlite_db.c \
 	broker/state/store_pg.c broker/state/pg_db.c broker/state/reconcile.c \
 	broker/state/states.c broker/state/placement.c broker/state/plindex.c \
-	broker/state/lastseen.c
+	broker/state/lastseen.c broker/state/hbcache.c
 STORE_OBJ := $(STORE_SRC:%.c=$(B)/%.o) $(B)/schema.o $(B)/schema_pg.o
 STATE_SRC := $(STORE_SRC) broker/state/health.c broker/state/farm.c
 STATE_LIBS := $(call PKG_LIBS,sqlite3) $(call PKG_LIBS,libpq)
@@ -31,6 +31,8 @@ $(B)/broker/state/pg_db.o: TS_CPPFLAGS += $(call PKG_CFLAGS,libpq)
 $(eval $(call unit_test,test_placement,$(B)/broker/state/placement.o $(B)/broker/state/plindex.o $(B)/broker/state/states.o,))
 $(eval $(call unit_test,test_states,$(B)/broker/state/states.o,))
 $(eval $(call unit_test,test_lastseen,$(B)/broker/state/lastseen.o $(B)/broker/common/util.o,))
+$(eval $(call unit_test,test_hbcache,$(B)/broker/state/hbcache.o $(B)/broker/state/reconcile.o \
+	$(B)/broker/state/placement.o $(B)/broker/state/states.o $(B)/broker/common/util.o,))
 $(eval $(call unit_test,test_reconcile,$(B)/broker/state/reconcile.o $(B)/broker/state/placement.o \
 	$(B)/broker/state/states.o $(B)/broker/common/util.o,))
 # test_store: the store contract (store.h only, any engine); test_store_sqlite:

@@ -4,6 +4,7 @@
  * the rules to placement.c (where a user goes) and reconcile.c (what a
  * heartbeat changes). */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 
 #include "broker/common/log.h"
 #include "broker/common/util.h"
+#include "broker/state/hbcache.h"
 #include "broker/state/lastseen.h"
 #include "broker/state/placement.h"
 #include "broker/state/plindex.h"
@@ -62,6 +64,8 @@ struct hb_wait {
 	int r;				/* its outcome (of the last run; once done) */
 	int out;			/* failed alone: not run again */
 	int done;
+	int lead;			/* it leads the next group */
+	pthread_cond_t cond;		/* done or lead: its thread alone is woken */
 	struct hb_wait *next;
 };
 #define STORE_GROUP_MAX	64	/* heartbeats in one transaction at most */
@@ -84,12 +88,18 @@ struct store {
 	struct lastseen *seen;		/* the users' last live sessions read */
 	struct {			/* heartbeats waiting for a group commit */
 		pthread_mutex_t lock;	/* alone or inside store.lock, never around it */
-		pthread_cond_t cond;	/* a group is done */
 		struct hb_wait *head, **tail;
-		int leader;		/* a group is under way */
+		int leader;		/* a group is under way, or its head leads next */
 	} gq;
 	uint64_t hb_groups, hb_beats;	/* group commits, the beats in them */
+	struct hbcache *hbc;		/* what the beats read, as of the last
+					 * commit (hbcache.h); NULL: none */
+	uint64_t end_gen;		/* the generation the last end_tx committed, or 0 */
+	uint64_t hbc_keep;		/* this transaction leaves what heartbeats read
+					 * alone (hbc_keep): its start's generation */
 };
+/* The rows the heartbeat cache keeps at most (about 210 bytes each). */
+#define STORE_HBCACHE_ROWS	(256 * 1024)
 
 /* end_locked: run the operation again (internal, never returned). */
 #define STORE_AGAIN	-64
@@ -148,10 +158,12 @@ begin(struct store *st, int write)
 	}
 	st->write = write;
 	st->lc_current = 0;
-	st->have_gen = write && st->lc.valid && st->e->generation(st->db, &g) == 0;
+	st->hbc_keep = 0;
+	st->have_gen = write && (st->lc.valid || hbcache_holds(st->hbc)) &&
+	    st->e->generation(st->db, &g) == 0;
 	if (st->have_gen) {
 		st->gen = g;
-		st->lc_current = g == st->lc.gen;
+		st->lc_current = st->lc.valid && g == st->lc.gen;
 	}
 	return 0;
 }
@@ -224,6 +236,10 @@ end_tx(struct store *st, int r, int may_again)
 	if (r == 0 && st->lc_current && g != 0)
 		st->lc.gen = g;
 	st->lc_current = 0;
+	st->end_gen = r == 0 ? g : 0;
+	if (r == 0 && st->hbc_keep != 0 && g != 0)
+		hbcache_follow(st->hbc, st->hbc_keep, g);
+	st->hbc_keep = 0;
 	return r;
 }
 
@@ -255,11 +271,27 @@ event(struct store *st, int r, int64_t now, const char *kind, const char *server
 	return r != 0 ? r : st->e->event_add(st->db, now, kind, server, NULL, NULL, detail, 0);
 }
 
+/* This write transaction changes nothing a heartbeat reads (hbcache.h:
+ * servers, sessions, commands): the heartbeat cache, if it reflected the
+ * transaction's start, reflects its commit too. Lock held, in it. */
+static void
+hbc_keep(struct store *st)
+{
+	if (st->hbc != NULL && st->have_gen)
+		st->hbc_keep = st->gen;
+}
+
 /* One engine operation in a transaction of its own, run again while its
  * end says so: its result. */
 #define ONE(st, write, op, ...) ({ int r_; \
     while ((r_ = begin(st, write)) == 0 && \
         (r_ = end_again(st, (st)->e->op((st)->db, __VA_ARGS__))) == STORE_AGAIN) \
+	; \
+    r_; })
+/* ONE of a write that leaves what heartbeats read alone (hbc_keep). */
+#define ONE_KEEP(st, op, ...) ({ int r_; \
+    while ((r_ = begin(st, 1)) == 0 && (hbc_keep(st), \
+        (r_ = end_again(st, (st)->e->op((st)->db, __VA_ARGS__)))) == STORE_AGAIN) \
 	; \
     r_; })
 /* The same for an operation returning a list in *out, freed before a run
@@ -549,8 +581,8 @@ store_open_engine(const char *engine, const char *location, char *err, size_t er
 	}
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->gq.lock, NULL);
-	pthread_cond_init(&st->gq.cond, NULL);
 	st->gq.tail = &st->gq.head;
+	st->hbc = hbcache_new(STORE_HBCACHE_ROWS);	/* NULL: beats read it all */
 	return st;
 }
 
@@ -569,12 +601,19 @@ store_close(struct store *st)
 		log_info("heartbeats: %llu in %llu group commits (%.1f a commit)",
 		    (unsigned long long)st->hb_beats, (unsigned long long)st->hb_groups,
 		    (double)st->hb_beats / (double)st->hb_groups);
+	if (st->hbc != NULL && st->hb_groups > 0) {
+		uint64_t hits, misses;
+
+		hbcache_stats(st->hbc, &hits, &misses);
+		log_info("heartbeat cache: %llu reads from it, %llu from the database",
+		    (unsigned long long)hits, (unsigned long long)misses);
+	}
+	hbcache_free(st->hbc);
 	lc_clear(&st->lc);
 	lastseen_free(st->seen);
 	st->e->close(st->db);
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->gq.lock);
-	pthread_cond_destroy(&st->gq.cond);
 	free(st);
 }
 
@@ -805,11 +844,14 @@ command_event(struct store *st, const struct store_command *c, enum command_stat
  * sent commands, then its queued ones are claimed into res. */
 static int
 commands_beat(struct store *st, int64_t id, const struct wire_heartbeat *hb,
-    int64_t now, struct store_heartbeat_result *res)
+    int64_t now, struct store_heartbeat_result *res, struct hbcache_entry *ce)
 {
 	struct store_command c, *q = NULL;
 	size_t n = 0;
 	int r = 0, changed;
+
+	if (hb->nresults == 0 && ce != NULL && ce->no_commands)
+		return 0;	/* none queued as of the last commit */
 
 	for (size_t i = 0; i < hb->nresults && r == 0; i++) {
 		const struct wire_result *w = &hb->results[i];
@@ -846,6 +888,8 @@ commands_beat(struct store *st, int64_t id, const struct wire_heartbeat *hb,
 		w->deadline_ms = q[i].deadline - now;
 		res->ncommands++;
 	}
+	if (r == 0 && n == 0 && ce != NULL)
+		ce->no_commands = 1;
 	free(q);
 	return r;
 }
@@ -954,9 +998,54 @@ store_command_expire(struct store *st, int64_t now, int *failed)
 
 /* ---- heartbeats: group commit ---- */
 
+/* What beat w reads of its server (its id, health, admin state, name, and
+ * its sessions if the beat has them): from the heartbeat cache if it has
+ * it, else from the engine and then kept there. *ce: the cache's entry,
+ * or NULL; *rows: what the caller frees. */
+static int
+beat_read(struct store *st, struct hb_wait *w, int64_t *id, enum server_state *state,
+    enum admin_state *admin, char *name, const struct rc_row **use, struct rc_row **rows,
+    size_t *n, struct hbcache_entry **ce)
+{
+	const struct wire_heartbeat *hb = w->hb;
+	struct hbcache_entry *e = NULL;
+	int r;
+
+	if (st->hbc != NULL)
+		e = w->token_hash != NULL ? hbcache_token(st->hbc, w->token_hash) :
+		    hbcache_id(st->hbc, *id);
+	if (e != NULL && hb->sessions_known && !e->rows_known)
+		e = NULL;
+	if (w->token_hash != NULL && e != NULL) {
+		*id = e->id;
+		util_strlcpy(w->name, e->name, w->n);
+	} else if (w->token_hash != NULL &&
+	    (r = st->e->server_auth(st->db, w->token_hash, id, w->name, w->n)) != 0)
+		return r;
+	if (w->token_hash != NULL && strcmp(w->name, hb->name) != 0)
+		return STORE_REFUSED;
+	if ((*ce = e) != NULL) {
+		*state = e->state;
+		*admin = e->admin;
+		util_strlcpy(name, e->name, WIRE_NAME_MAX);
+		*use = e->rows;
+		*n = hb->sessions_known ? e->nrows : 0;
+		return 0;
+	}
+	if ((r = st->e->heartbeat_read(st->db, *id, state, admin, name,
+	    hb->sessions_known ? rows : NULL, n)) != 0)
+		return r;
+	*use = *rows;
+	if (st->hbc != NULL)
+		*ce = hbcache_put(st->hbc, *id, w->token_hash, name, *state, *admin,
+		    hb->sessions_known ? *rows : NULL, *n);
+	return 0;
+}
+
 /* One heartbeat's part of a group's transaction: its server found (by
  * token), read, reconciled, applied with its events and commands, into
- * w->res (reset first). *clean: it failed before writing anything. */
+ * w->res (reset first), the heartbeat cache following what it wrote.
+ * *clean: it failed before writing anything. */
 static int
 beat_apply(struct store *st, struct hb_wait *w, int *clean)
 {
@@ -964,7 +1053,9 @@ beat_apply(struct store *st, struct hb_wait *w, int *clean)
 	struct store_heartbeat_result *res = w->res;
 	int64_t id = w->id, now = w->now;
 	struct rc_row *rows = NULL;
+	const struct rc_row *use = NULL;
 	struct rc_change *changes = NULL;
+	struct hbcache_entry *ce = NULL;
 	unsigned char *seen = NULL;
 	struct rc_plan plan;
 	enum server_state state;
@@ -973,18 +1064,11 @@ beat_apply(struct store *st, struct hb_wait *w, int *clean)
 	size_t n = 0, cap;
 	int r;
 
-	memset(res, 0, sizeof(*res));
+	/* the commands past ncommands are not read: not cleared */
+	memset(res, 0, offsetof(struct store_heartbeat_result, commands));
+	res->results = 0;
 	*clean = 1;
-	if (w->token_hash != NULL) {
-		if ((r = st->e->server_auth(st->db, w->token_hash, &id, w->name, w->n)) != 0)
-			goto out;
-		if (strcmp(w->name, hb->name) != 0) {
-			r = STORE_REFUSED;
-			goto out;
-		}
-	}
-	if ((r = st->e->heartbeat_read(st->db, id, &state, &admin, name,
-	    hb->sessions_known ? &rows : NULL, &n)) != 0)
+	if ((r = beat_read(st, w, &id, &state, &admin, name, &use, &rows, &n, &ce)) != 0)
 		goto out;
 	res->draining = admin == ADMIN_DRAINING;
 	lc_touch(st, id);		/* load, health and sessions */
@@ -995,7 +1079,7 @@ beat_apply(struct store *st, struct hb_wait *w, int *clean)
 		r = STORE_ERR;
 		goto out;
 	}
-	if (reconcile_heartbeat(state, hb, rows, n, seen, changes, cap, &plan) != 0) {
+	if (reconcile_heartbeat(state, hb, use, n, seen, changes, cap, &plan) != 0) {
 		r = STORE_ERR;
 		goto out;
 	}
@@ -1007,8 +1091,10 @@ beat_apply(struct store *st, struct hb_wait *w, int *clean)
 		r = event(st, r, now, "server_up", name, "heartbeat with RDP accepting");
 	else if (plan.transition == RC_DOWN)
 		r = event(st, r, now, "server_down", name, "RDP port not accepting");
-	if (r != 0 || (r = commands_beat(st, id, hb, now, res)) != 0)
+	if (r != 0 || (r = commands_beat(st, id, hb, now, res, ce)) != 0)
 		goto out;
+	if (ce != NULL)
+		hbcache_apply(st->hbc, id, hb, &plan);
 	res->went_up = plan.transition == RC_UP;
 	res->went_down = plan.transition == RC_DOWN;
 	res->confirmed = plan.confirmed;
@@ -1033,6 +1119,31 @@ beat_cmp(const void *a, const void *b)
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
+/* The heartbeat cache at a group's begin (lock held, r: begin's): kept
+ * if it reflects the generation this transaction began at. */
+static void
+hbc_begin(struct store *st, int r)
+{
+	uint64_t g = 0;
+
+	if (st->hbc == NULL || r != 0)
+		return;
+	if (st->have_gen)
+		g = st->gen;
+	else if (st->e->generation(st->db, &g) != 0)
+		g = 0;
+	hbcache_begin(st->hbc, g);
+}
+
+/* ... and at its end (r: end_locked's): kept only past a commit of a known
+ * generation, which it then reflects. */
+static void
+hbc_end(struct store *st, int r)
+{
+	if (st->hbc != NULL)
+		hbcache_end(st->hbc, r == 0, r == 0 ? st->end_gen : 0);
+}
+
 /* The leader's work (lock not held): the beats waiting, at most
  * STORE_GROUP_MAX, in one transaction and one commit, each answered with
  * its outcome once that commit is durable. A beat that fails before it
@@ -1048,6 +1159,7 @@ group_run(struct store *st)
 
 	r = begin(st, 1);
 	locked = r == 0;
+	hbc_begin(st, r);
 	/* taken after begin: what arrived while it waited joins */
 	pthread_mutex_lock(&st->gq.lock);
 	while (st->gq.head != NULL && n < STORE_GROUP_MAX) {
@@ -1075,8 +1187,10 @@ group_run(struct store *st)
 		}
 		if (failed >= 0 && fault_of(st) != STORE_FAULT_FINAL)
 			failed = -1;	/* the group's fault, not the beat's */
-		if ((r = end_locked(st, r)) == STORE_AGAIN) {
+		hbc_end(st, r = end_locked(st, r));
+		if (r == STORE_AGAIN) {
 			locked = (r = begin(st, 1)) == 0;
+			hbc_begin(st, r);
 			continue;
 		}
 		if (failed < 0)
@@ -1089,6 +1203,7 @@ group_run(struct store *st)
 			break;
 		st->again = 1;
 		locked = (r = begin(st, 1)) == 0;
+		hbc_begin(st, r);
 	}
 	if (locked)
 		pthread_mutex_unlock(&st->lock);
@@ -1097,31 +1212,42 @@ group_run(struct store *st)
 		if (!g[i]->out && r != 0)
 			g[i]->r = r;	/* not committed */
 		g[i]->done = 1;
+		pthread_cond_signal(&g[i]->cond);
 	}
-	st->gq.leader = 0;
-	pthread_cond_broadcast(&st->gq.cond);
+	if (st->gq.head != NULL) {	/* the first of those waiting leads next */
+		st->gq.head->lead = 1;
+		pthread_cond_signal(&st->gq.head->cond);
+	} else
+		st->gq.leader = 0;
 	pthread_mutex_unlock(&st->gq.lock);
 }
 
-/* Group commit: a beat joins the queue; the first waiter with no leader
- * running leads the next group, the others sleep until theirs is durable. */
+/* Group commit: a beat joins the queue; one that finds no group under way
+ * leads the next, and a group's leader hands that on to the first beat
+ * still waiting. Each sleeps on its own condition until its group is
+ * durable or it leads: a commit wakes its beats and one leader, not every
+ * thread waiting. */
 static int
 beat_wait(struct store *st, struct hb_wait *w)
 {
+	pthread_cond_init(&w->cond, NULL);
 	pthread_mutex_lock(&st->gq.lock);
 	*st->gq.tail = w;
 	st->gq.tail = &w->next;
+	if (!st->gq.leader)
+		st->gq.leader = w->lead = 1;
 	for (;;) {
-		while (!w->done && st->gq.leader)
-			pthread_cond_wait(&st->gq.cond, &st->gq.lock);
+		while (!w->done && !w->lead)
+			pthread_cond_wait(&w->cond, &st->gq.lock);
 		if (w->done)
 			break;
-		st->gq.leader = 1;
+		w->lead = 0;
 		pthread_mutex_unlock(&st->gq.lock);
 		group_run(st);
 		pthread_mutex_lock(&st->gq.lock);
 	}
 	pthread_mutex_unlock(&st->gq.lock);
+	pthread_cond_destroy(&w->cond);
 	if (w->r != 0)
 		memset(w->res, 0, sizeof(*w->res));
 	return w->r;
@@ -1386,7 +1512,8 @@ store_pending_expire(struct store *st, int64_t now, int *expired)
  retry:
 	if ((r = begin(st, 1)) != 0)
 		return r;
-	r = st->e->pending_expire(st->db, now, expired);
+	if ((r = st->e->pending_expire(st->db, now, expired)) == 0 && *expired == 0)
+		hbc_keep(st);		/* nothing written: the sweep's every second */
 	/* what ended here expired by now: only servers with such a counted
 	 * placement (min_expires <= now) can have lost one */
 	for (size_t i = 0; *expired > 0 && st->lc.valid && i < st->lc.n; i++)
@@ -1575,7 +1702,7 @@ store_trail_prune(struct store *st, int64_t before_ms, int *pruned)
 	*pruned = 0;
 	for (int round = 0; round < TRAIL_PRUNE_ROUNDS; round++) {
 		k = 0;
-		if ((r = ONE(st, 1, trail_prune, before_ms, TRAIL_PRUNE_BATCH, &k)) != 0)
+		if ((r = ONE_KEEP(st, trail_prune, before_ms, TRAIL_PRUNE_BATCH, &k)) != 0)
 			break;
 		*pruned += k;
 		if (k < TRAIL_PRUNE_BATCH)
@@ -1590,7 +1717,7 @@ int
 store_event_add(struct store *st, const char *kind, const char *server,
     const char *user, const char *client, const char *detail, int64_t duration_us)
 {
-	return ONE(st, 1, event_add, util_now_ms(), kind, server, user, client, detail,
+	return ONE_KEEP(st, event_add, util_now_ms(), kind, server, user, client, detail,
 	    duration_us);
 }
 
@@ -1604,7 +1731,7 @@ store_event_list(struct store *st, int64_t since_id, int limit,
 int
 store_event_prune(struct store *st, int64_t before_ms, int keep)
 {
-	return ONE(st, 1, event_prune, before_ms, keep);
+	return ONE_KEEP(st, event_prune, before_ms, keep);
 }
 
 /* ---- history ---- */
@@ -1629,6 +1756,7 @@ store_history_take(struct store *st, int64_t ts, int64_t span, int headroom, int
 	claimed = 0;
 	if ((r = begin(st, 1)) != 0)
 		return r;
+	hbc_keep(st);		/* the history tables only */
 	r = st->e->history_claim(st->db, ts, span, headroom, &claimed);
 	if (r == 0 && claimed > 0)
 		r = st->e->history_durations(st->db, ts, span, &dur, &nd);
@@ -1686,14 +1814,14 @@ store_history_prune(struct store *st, int64_t now, int64_t keep_before, int batc
 			r = 0;
 			break;
 		}
-		if (r != 0 || (r = ONE(st, 1, history_merge, oldest - oldest % span, span)) != 0)
+		if (r != 0 || (r = ONE_KEEP(st, history_merge, oldest - oldest % span, span)) != 0)
 			return r;
 		(*merged)++;
 		steps--;
 	}
 	while (steps > 0) {
 		gone = 0;
-		if ((r = ONE(st, 1, history_delete, keep_before, batch, &gone)) != 0)
+		if ((r = ONE_KEEP(st, history_delete, keep_before, batch, &gone)) != 0)
 			return r;
 		*deleted += gone;
 		steps--;
@@ -1746,7 +1874,7 @@ int
 store_admin_token_auth(struct store *st, const char *token_hash, int64_t now,
     char *name, size_t namelen)
 {
-	return ONE(st, 1, admin_token_auth, token_hash, now, name, namelen);
+	return ONE_KEEP(st, admin_token_auth, token_hash, now, name, namelen);
 }
 
 int
@@ -1775,7 +1903,7 @@ store_admin_token_remove(struct store *st, const char *name, int64_t now)
 int
 store_admin_session_add(struct store *st, const struct store_admin_session *s, int keep)
 {
-	return ONE(st, 1, admin_session_add, s, keep < 1 ? 1 : keep);
+	return ONE_KEEP(st, admin_session_add, s, keep < 1 ? 1 : keep);
 }
 
 /* The rule of expiry (the prune's SQL says the same). */
@@ -1811,7 +1939,7 @@ store_admin_session_use(struct store *st, const char *id_hash, int64_t now,
 int
 store_admin_session_remove(struct store *st, const char *id_hash)
 {
-	return ONE(st, 1, admin_session_remove, id_hash);
+	return ONE_KEEP(st, admin_session_remove, id_hash);
 }
 
 int
@@ -1820,7 +1948,7 @@ store_admin_session_prune(struct store *st, int64_t now,
 {
 	int n = 0, r;
 
-	r = ONE(st, 1, admin_session_prune, now - lim->idle_ms, now - lim->max_ms, &n);
+	r = ONE_KEEP(st, admin_session_prune, now - lim->idle_ms, now - lim->max_ms, &n);
 	*pruned = r == 0 ? n : 0;
 	return r;
 }

@@ -301,9 +301,10 @@ sq_heartbeat_read(struct store_db *d, int64_t id, enum server_state *state,
 	util_strlcpy(name, srv.name, WIRE_NAME_MAX);
 	if (rows == NULL)
 		return 0;
+	/* in the order of the index (hbcache.h keeps it) */
 	return sql_rows(d, sql_prep(d, "SELECT id, \"user\", remote_id, state FROM sessions "
-	    "WHERE server_id = ? AND state != 'ended'", "I", id), sizeof(**rows),
-	    COLS(rc_row_cols), rows, nrows);
+	    "WHERE server_id = ? AND state != 'ended' ORDER BY state, id", "I", id),
+	    sizeof(**rows), COLS(rc_row_cols), rows, nrows);
 }
 
 /* One change of a plan. */

@@ -1,7 +1,8 @@
 /* What only the SQLite engine (broker/state/sqlite_db.c) has: its file
  * and schema versions (migrations, a newer database refused, an upgrade of
  * a database made by the release d80947e), and commits made outside the
- * store (the sqlite3 shell) seen through PRAGMA data_version. The store
+ * store (the sqlite3 shell) seen through PRAGMA data_version (by the
+ * placement cache and the heartbeat cache). The store
  * contract for every engine is test_store.c. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -162,6 +163,24 @@ test_outside_commit_seen(void **state)
 	assert_string_equal(r.server, "a");
 }
 
+/* A session ended by the sqlite3 shell: the next beat that reports it is
+ * not taken as unchanged (the heartbeat cache sees the commit). */
+static void
+test_outside_commit_heartbeat(void **state)
+{
+	struct fx *f = *state;
+	const char *users[] = { "alice", "bob" };
+
+	fx_farm(f, 1, 10);
+	for (int i = 0; i < 3; i++)
+		fx_beat(f, "a", 1, T0 + 1 + i, users, 2, 1);
+	assert_int_equal(fx_count(f, "a", "active"), 2);
+	shell(f, "UPDATE sessions SET state = 'ended' WHERE user = 'alice'");
+	assert_int_equal(fx_count(f, "a", "active"), 1);
+	fx_beat(f, "a", 1, T0 + 5, users, 2, 1);
+	assert_int_equal(fx_count(f, "a", "active"), 2);
+}
+
 int
 main(void)
 {
@@ -169,6 +188,7 @@ main(void)
 		FX_TEST(test_migrate_and_reopen),
 		FX_TEST(test_upgrade_from_release),
 		FX_TEST(test_outside_commit_seen),
+		FX_TEST(test_outside_commit_heartbeat),
 	};
 	log_init("test_store_sqlite", LOG_ERROR);
 	return cmocka_run_group_tests_name("store_sqlite", tests, NULL, NULL);

@@ -95,6 +95,9 @@ test_errors(void **state)
 		  "'sessions[0].state' must be \"active\" or \"disconnected\"" },
 		{ HB("[{\"state\":\"active\"}]"), "'sessions[0].user' is missing" },
 		{ HB("[1]"), "'sessions[0]' must be an object" },
+		/* the path of a later session (made only for the error) */
+		{ HB("[{\"user\":\"a\",\"state\":\"active\"},{\"user\":\"b\","
+		    "\"state\":\"active\",\"id\":[]}]"), "'sessions[1].id' must be a string" },
 	};
 	struct wire_heartbeat hb;
 	char err[256];
