@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agent/brokers.h"
 #include "agent/conf.h"
 #include "broker/common/log.h"
 
@@ -62,6 +63,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct agent_conf c;
+	struct brokers b;
 	char err[1024], token[2048];
 	FILE *f;
 
@@ -78,7 +80,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&c, 0, sizeof(c));
 	err[0] = '\0';
 	if (conf_load(path, &c, err, sizeof(err)) == 0) {
-		if (strncmp(c.broker, "https://", 8) != 0 || c.token[0] == '\0' ||
+		/* broker is a list (separators anywhere): each entry https */
+		if (brokers_parse(c.broker, &b, err, sizeof(err)) != 0 || b.n < 1)
+			abort();
+		for (int i = 0; i < b.n; i++)
+			if (strncmp(b.url[i], "https://", 8) != 0)
+				abort();
+		if (c.token[0] == '\0' ||
 		    c.name[0] == '\0' || c.rdp_port < 1 || c.rdp_port > 65535 ||
 		    c.interval < 1)
 			abort();	/* conf_load promised these */
