@@ -60,8 +60,10 @@ endef
 .SECONDEXPANSION:
 .SECONDARY:
 .PHONY: all test unit unit-bins e2e web-test bench fuzz asan asan-test tsan tsan-test leakcheck install clean run \
-	deps test-deps demo ha-demo check-tls check-links soak
+	deps test-deps demo ha-demo check-tls check-links soak build
 all:
+# `make build`: the same as `make all` (a directory of that name exists)
+build: all
 
 # Shared by both daemons (logging, config, JSON wire format, helpers).
 COMMON_SRC := broker/common/log.c broker/common/cfg.c broker/common/wire.c broker/common/util.c
