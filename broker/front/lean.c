@@ -710,6 +710,7 @@ conn_advance(struct lean_conn *c)
 			if ((r = SSL_accept(c->ssl)) != 1)
 				return tls_accept_failed(c, r);
 			c->st = ST_CONNECT;
+			r = 0;
 			break;
 		case ST_CONNECT:
 			r = step_connect(c);
