@@ -1115,7 +1115,7 @@ def table(R, meta):
                   f"{a['pss_kb'] / 1024:.0f} MB ({f['pss_per_kb']:.1f} kB each)",
                   f"idle {b['pss_kb'] / 1024:.0f} MB",
                   "target <= 100 MB: " + ("met" if a["pss_kb"] <= 100 * 1024 else "missed")),
-                 ("", "the same, RSS summed (shared libraries counted once per process)",
+                 ("", "the same, RSS summed (shared libraries counted in each process)",
                   f"{a['rss_kb'] / 1024:.0f} MB ({f['rss_per_kb']:.1f} kB each)",
                   f"idle {b['rss_kb'] / 1024:.0f} MB", ""),
                  ("", "threads (broker and fronts)", str(a["threads"]),
