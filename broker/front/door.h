@@ -1,5 +1,5 @@
 /* door: the front door, the one seam between whatever speaks RDP to a
- * client (the engine: today the FreeRDP peer, rdp_freerdp.c) and the broker
+ * client (the engine: lean.c, or the FreeRDP peer, rdp_freerdp.c) and the broker
  * core (broker/core/broker.c, which decides with the store, issues tokens
  * and runs the splice relay). The engine asks with a door_request and does
  * what the door_answer says; it never decides where a user goes.
