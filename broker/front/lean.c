@@ -265,10 +265,11 @@ in_reserve(struct lean_conn *c, size_t n)
 	if ((in = malloc(n)) == NULL)
 		return -1;
 	memset(in, 0, n);
-	if (c->have > 0)
+	if (c->in != NULL) {
 		memcpy(in, c->in, c->have);
-	OPENSSL_cleanse(c->in, c->cap);
-	free(c->in);
+		OPENSSL_cleanse(c->in, c->cap);
+		free(c->in);
+	}
 	c->in = in;
 	c->cap = n;
 	return 0;
