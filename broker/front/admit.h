@@ -101,7 +101,8 @@ int admit_stop_fd(const struct admit *a);
 int admit_placement_take(struct admit *a, const char *client, int *counted);
 void admit_placement_return(struct admit *a, const char *client);
 
-/* ---- for the handler: one connection (valid until handle returns) ---- */
+/* ---- for the handler: one connection (valid until handle returns; kept,
+ * until admit_conn_release) ---- */
 
 #define ADMIT_KEPT	1
 /* Ends a connection its handler kept (ADMIT_KEPT): closes the socket,

@@ -10,7 +10,9 @@
  *     unread; spliced, or on
  *   refuse a client that does not offer TLS with an RDP_NEG_FAILURE
  *   the engine ([rdp] engine): TLS, Client Info, DOOR_LOGON, the redirect
- *     (lean.c, or FreeRDP's peer in rdp_freerdp.c).
+ *     (lean.c, which keeps the connection, ADMIT_KEPT, and ends it from its
+ *     loops through conn_end; or FreeRDP's peer in rdp_freerdp.c, in the
+ *     worker).
  *
  * While the core splices, the watchdog leaves the socket alone (handoff):
  * the core bounds its own time, and a socket it splices lives on in its own
