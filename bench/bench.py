@@ -14,6 +14,9 @@ a reference measured in the same run on the same machine.
               200,000 sessions; the broker's RSS on that database
   splice      bench/splicebench through the broker's token-mode splice and
               through HAProxy 2.6 (mode tcp, balance rdp-cookie), and direct
+  inflight    bench/inflight.py: 2,000 handshakes in flight on the lean
+              engine (default fronts), stalled after the MCS Connect
+              Response; the broker's and its fronts' PSS and RSS summed
 
 Prints the table and writes bench/results/latest.md; raw outputs go to
 bench/results/run/ (not committed). Never fails because a target is missed:
@@ -332,6 +335,14 @@ def bench_redirects(build, args, R):
     b.stop()
     if args.profile:
         R["redirect"]["profile"] = profile_callgrind(build, args)
+
+
+def bench_inflight(build, args, R):
+    # inflight.py's farm.Broker runs the build's tsbroker (TSBROKER_BUILD)
+    os.environ["TSBROKER_BUILD"] = build
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import inflight
+    R["inflight"] = inflight.measure(args.inflight, "lean")
 
 
 def verify_against_freerdp(build, b):
@@ -1146,6 +1157,19 @@ def table(R, meta):
                              ", ".join(f"{f} {p}%" for f, p in prof["inclusive"]), "", ""))
             rows.append(("", "profile: top functions (self)",
                          ", ".join(f"{f} {p}%" for f, o, p in prof["top_functions"][:5]), "", ""))
+    if "inflight" in R:
+        f = R["inflight"]
+        a, b = f["after"], f["before"]
+        rows += [("inflight", f"{f['n']} handshakes in flight (lean, past the MCS Connect "
+                  f"Response): PSS of the broker and its {a['processes'] - 1} fronts",
+                  f"{a['pss_kb'] / 1024:.0f} MB ({f['pss_per_kb']:.1f} kB each)",
+                  f"idle {b['pss_kb'] / 1024:.0f} MB",
+                  "target <= 100 MB: " + ("met" if a["pss_kb"] <= 100 * 1024 else "missed")),
+                 ("", "the same, RSS summed (shared libraries counted in each process)",
+                  f"{a['rss_kb'] / 1024:.0f} MB ({f['rss_per_kb']:.1f} kB each)",
+                  f"idle {b['rss_kb'] / 1024:.0f} MB", ""),
+                 ("", "threads (broker and fronts)", str(a["threads"]),
+                  f"idle {b['threads']}", "")]
     if "storm" in R:
         s = R["storm"]
         rows += [("storm", f"{s['users']} users offered in {meta['storm_seconds']} s, 4 servers: success",
@@ -1384,7 +1408,8 @@ def render(rows, meta):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--build", default="build")
-    ap.add_argument("--only", default="redirects,storm,heartbeats,placement,splice,ha")
+    ap.add_argument("--only", default="redirects,inflight,storm,heartbeats,placement,splice,ha")
+    ap.add_argument("--inflight", type=int, default=2000)
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--profile", type=int, default=1)
@@ -1430,6 +1455,7 @@ def main():
     only = args.only.split(",")
     parts = [("placement", lambda: bench_placement(build, args, R)),
              ("redirects", lambda: bench_redirects(build, args, R)),
+             ("inflight", lambda: bench_inflight(build, args, R)),
              ("storm", lambda: bench_storm_checked(build, args, R)),
              ("heartbeats", lambda: bench_heartbeats(
                  build, args, R, R.get("placement", {}).get("disk", {}).get("commit_ref"))),

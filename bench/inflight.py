@@ -1,9 +1,12 @@
 #!/usr/bin/python3
-"""The broker's RSS with N RDP handshakes in flight (issue 15: <= 100 MB at
-2,000): a broker on the given [rdp] engine, N raw clients (tests/e2e/rawrdp.py)
-each through TLS and the MCS Connect Response, then stalled; prints RSS
-before and after, per handshake, and the thread count. Not yet part of
-`make bench` (bench.py); run from the repository root:
+"""The broker's memory with N RDP handshakes in flight (issue 15: <= 100 MB
+at 2,000): a broker on the given [rdp] engine (default fronts), N raw
+clients (tests/e2e/rawrdp.py) each through TLS and the MCS Connect
+Response, then stalled; the broker's and its front processes' RSS and PSS
+(smaps_rollup: shared pages divided among the processes that map them, so
+the libraries count once) summed, before and after, per handshake, and
+their threads. Part of `make bench` (bench.py's inflight row); alone, from
+the repository root:
 
   /usr/bin/python3 bench/inflight.py 2000 lean
   /usr/bin/python3 bench/inflight.py 50 freerdp
@@ -19,49 +22,87 @@ import farm  # noqa: E402
 import rawrdp  # noqa: E402
 
 
-def status(pid, key):
-    """A /proc status value of the broker, summed with its front processes'."""
-    total = 0
-    for d in [str(pid)] + [d for d in os.listdir("/proc") if d.isdigit()]:
+def family(pid):
+    """pid and its children (the front processes)."""
+    out = [pid]
+    for d in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{d}/stat") as f:
-                if d != str(pid) and int(f.read().rsplit(")", 1)[1].split()[1]) != pid:
-                    continue
-            with open(f"/proc/{d}/status") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d))
+        except OSError:
+            continue
+    return out
+
+
+def summed(pid, path, key):
+    """A /proc/PID/<path> value (kB, or a count) summed over pid's family."""
+    total = 0
+    for p in family(pid):
+        try:
+            with open(f"/proc/{p}/{path}") as f:
                 total += next((int(l.split()[1]) for l in f if l.startswith(key + ":")), 0)
         except OSError:
             continue
     return total
 
 
-def main():
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    engine = sys.argv[2] if len(sys.argv) > 2 else "lean"
+def usage(pid):
+    return {"rss_kb": summed(pid, "status", "VmRSS"),
+            "pss_kb": summed(pid, "smaps_rollup", "Pss"),
+            "threads": summed(pid, "status", "Threads"),
+            "processes": len(family(pid))}
+
+
+def measure(n=2000, engine="lean", build=None):
+    """The figures as a dict: before/after usage, n, engine, set-up seconds."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < n + 100:
+        raise RuntimeError(f"RLIMIT_NOFILE {hard} is too low for {n} connections")
     root = tempfile.mkdtemp(prefix="tsb-inflight-")
     b = farm.Broker(root, rdp__engine=engine, rdp__max_handshakes=n + 10,
                     rdp__max_connections=n + 100, rdp__handshake_timeout=120).start()
     clients = []
     try:
-        base = status(b.proc.pid, "VmRSS")
+        # the fronts up and their engines warm (a few handshakes through) first
+        for i in range(4):
+            with rawrdp.Client("127.0.0.1", b.rdp_port, timeout=60) as c:
+                c.x224(f"w{i}")
+                c.start_tls()
+                c.tls.sendall(rawrdp.x224_data(rawrdp.mcs_connect_initial()))
+                rawrdp.recv_tpkt(c.tls)
+        time.sleep(1)
+        before = usage(b.proc.pid)
         t0 = time.monotonic()
         for i in range(n):
             c = rawrdp.Client("127.0.0.1", b.rdp_port, timeout=60)
+            clients.append(c)
             c.x224(f"u{i}")
             c.start_tls()
             c.tls.sendall(rawrdp.x224_data(rawrdp.mcs_connect_initial()))
             rawrdp.recv_tpkt(c.tls)		# the Connect Response: in flight past TLS
-            clients.append(c)
+        setup = time.monotonic() - t0
         time.sleep(1)
-        rss = status(b.proc.pid, "VmRSS")
-        print(f"{engine}: {n} handshakes in flight: RSS {base} -> {rss} kB "
-              f"({(rss - base) / n:.1f} kB each), threads {status(b.proc.pid, 'Threads')}, "
-              f"set up in {time.monotonic() - t0:.1f} s")
+        after = usage(b.proc.pid)
     finally:
         for c in clients:
             c.close()
         b.stop()
+    return {"n": n, "engine": engine, "before": before, "after": after, "setup_s": setup,
+            "pss_per_kb": (after["pss_kb"] - before["pss_kb"]) / n,
+            "rss_per_kb": (after["rss_kb"] - before["rss_kb"]) / n}
+
+
+def main():
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    engine = sys.argv[2] if len(sys.argv) > 2 else "lean"
+    r = measure(n, engine)
+    a, b = r["after"], r["before"]
+    print(f"{engine}: {n} handshakes in flight ({a['processes']} processes): "
+          f"RSS {b['rss_kb']} -> {a['rss_kb']} kB ({r['rss_per_kb']:.1f} kB each), "
+          f"PSS {b['pss_kb']} -> {a['pss_kb']} kB ({r['pss_per_kb']:.1f} kB each), "
+          f"threads {b['threads']} -> {a['threads']}, set up in {r['setup_s']:.1f} s")
 
 
 if __name__ == "__main__":

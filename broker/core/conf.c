@@ -52,8 +52,8 @@ static const struct cfg_key conf_keys[] = {
 	    CFG_LIVE, "Seconds a client has to send its Connection Request (and get a handshake "
 	    "slot), and again to reach the redirect." },
 	{ "rdp", "max_handshakes", CFG_INT, I(rdp.max_handshakes), 1, 100000, "64", NULL, CFG_LIVE,
-	    "Connections handled at once, each by an admission worker thread (about 35 KB with "
-	    "the lean engine, 2.8 MB with freerdp); more wait for a slot up to handshake_timeout." },
+	    "Connections handled at once (the lean engine: about 20 KB each, no thread of its "
+	    "own; freerdp: a worker thread, 2.8 MB); more wait for a slot up to handshake_timeout." },
 	{ "rdp", "max_connections", CFG_INT, I(rdp.max_connections), 1, 1000000, "4096", NULL,
 	    CFG_LIVE, "Connections open at once, waiting for their Connection Request or in a "
 	    "handshake; more are closed at accept. The open-files limit must fit it." },

@@ -216,6 +216,8 @@ conn_release(struct admit_conn *c)
 		a->nhandshakes--;
 		if (a->nready > 0 && a->wake[1] >= 0)	/* a slot is free: promote */
 			(void)!write(a->wake[1], "s", 1);
+		if (a->stopping)	/* admit_free waits for the kept ones */
+			pthread_cond_broadcast(&a->idle_cond);
 	} else {
 		a->nwaiting--;
 		a->nready -= c->ready;
@@ -784,7 +786,7 @@ int
 admit_free(struct admit *a)
 {
 	struct timespec until;
-	int left;
+	int left, kept;
 
 	if (a == NULL)
 		return 0;
@@ -806,17 +808,20 @@ admit_free(struct admit *a)
 	pthread_mutex_lock(&a->lock);
 	overflow_log(a, util_mono_ms(), 1);
 	slot_timeout_log(a, util_mono_ms(), 1);
-	while (a->nthreads > 0) {
+	/* the workers, and the connections handlers kept (in a slot, not
+	 * queued), which end once their sockets are shut down */
+	while (a->nthreads > 0 || a->nhandshakes > a->nqueued) {
 		if (pthread_cond_timedwait(&a->idle_cond, &a->lock, &until) == ETIMEDOUT)
 			break;
 	}
 	left = a->nthreads;
+	kept = a->nhandshakes - a->nqueued;
 	pthread_mutex_unlock(&a->lock);
-	if (left > 0) {
-		/* a worker is stuck in its handler: leave a to it rather than
-		 * free memory under its feet */
-		log_error("%d connection thread(s) still busy after %d s; not freeing",
-		    left, ADMIT_STOP_WAIT_MS / 1000);
+	if (left > 0 || kept > 0) {
+		/* a worker is stuck in its handler, or a handler on a kept
+		 * connection: leave a to it rather than free memory under its feet */
+		log_error("%d connection thread(s) busy, %d handled connection(s) not ended "
+		    "after %d s; not freeing", left, kept, ADMIT_STOP_WAIT_MS / 1000);
 		return ADMIT_BUSY;
 	}
 	/* queued connections no worker could take (thread creation failed):

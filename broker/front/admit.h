@@ -70,9 +70,11 @@ struct admit *admit_new(const struct admit_conf *conf, const struct admit_handle
 /* Starts the listener thread. 0 or -1 (logged). */
 int admit_start(struct admit *a);
 /* Stops accepting, ends every connection (handlers see admit_stopping and
- * their sockets shut down), waits for the workers and frees a: 0. A worker
- * still in its handler after 5 s is left a (logged, not freed): ADMIT_BUSY,
- * and the handler's context must then stay too. NULL ok (0). */
+ * their sockets shut down), waits for the workers and for the connections
+ * handlers kept (ADMIT_KEPT) to be released, and frees a: 0. A worker still
+ * in its handler, or a kept connection not released, after 5 s is left a
+ * (logged, not freed): ADMIT_BUSY, and the handler's context must then stay
+ * too. NULL ok (0). */
 #define ADMIT_BUSY	(-1)
 int admit_free(struct admit *a);
 
@@ -99,7 +101,8 @@ int admit_stop_fd(const struct admit *a);
 int admit_placement_take(struct admit *a, const char *client, int *counted);
 void admit_placement_return(struct admit *a, const char *client);
 
-/* ---- for the handler: one connection (valid until handle returns) ---- */
+/* ---- for the handler: one connection (valid until handle returns; kept,
+ * until admit_conn_release) ---- */
 
 #define ADMIT_KEPT	1
 /* Ends a connection its handler kept (ADMIT_KEPT): closes the socket,

@@ -1,5 +1,5 @@
 /* door: the front door, the one seam between whatever speaks RDP to a
- * client (the engine: today the FreeRDP peer, rdp_freerdp.c) and the broker
+ * client (the engine: lean.c, or the FreeRDP peer, rdp_freerdp.c) and the broker
  * core (broker/core/broker.c, which decides with the store, issues tokens
  * and runs the splice relay). The engine asks with a door_request and does
  * what the door_answer says; it never decides where a user goes.
@@ -145,7 +145,8 @@ enum door_outcome {
 };
 
 /* The core's entry points. Every call comes from engine threads,
- * concurrently; nothing the core is given outlives the call. */
+ * concurrently; nothing the core is given outlives the call (decide_async:
+ * its completion). */
 struct door_ops {
 	/* Decides req (and at DOOR_LOGON commits the placement durably
 	 * before it answers). Fills the whole *ans. */
@@ -163,6 +164,13 @@ struct door_ops {
 	void (*done)(void *ctx, const struct door_request *req, enum door_outcome outcome,
 	    const struct door_answer *ans, const char *reason, int64_t elapsed_us);
 	void *ctx;
+	/* Optional (NULL: engines call decide, in a thread of their own that
+	 * may wait): decide without waiting. Decides req as decide does, fills
+	 * the whole *ans and then calls complete(arg) once, from any thread,
+	 * maybe before it returns; req and ans stay the caller's, untouched
+	 * until then. A front process's (frontproc.c): the core's answer. */
+	void (*decide_async)(void *ctx, const struct door_request *req, struct door_answer *ans,
+	    void (*complete)(void *arg), void *arg);
 };
 
 struct admit_conn;
@@ -174,6 +182,7 @@ struct door_conn {
 	struct admit_conn *ac;		/* borrowed: the admission engine's (admit.h) */
 	struct door_request req;
 	int reported;			/* done called, or the core recorded it */
+	uint32_t seq;			/* a front's messages about it so far (frontmsg.h) */
 };
 
 /* The door_conn whose request req is (engines always ask with &dc->req):

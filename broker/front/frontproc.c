@@ -1,10 +1,10 @@
 /* frontproc: a front process. See frontproc.h.
  *
- * Threads: the main one reads the door socket (the core's answers, handed
- * to the worker waiting for each); the endpoint's (rdp.h, admit.h: its
- * listener takes the passed sockets, a worker per handshake, the lean
- * engine's loops). A worker that asks waits for its answer on its own
- * condition variable. */
+ * Threads: the main one reads the door socket (the core's answers, each
+ * handed to its asker); the endpoint's (rdp.h, admit.h: its listener takes
+ * the passed sockets, a few workers for the X.224 stage, the lean engine's
+ * loops). A DOOR_LOGON ask waits in no thread (remote_decide_async: the
+ * answer completes it); a DOOR_CONNECT one waits in its worker. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -26,10 +26,13 @@
 #include "broker/front/rdp.h"
 #include "broker/front/sandbox.h"
 
-/* A worker waiting for the answer to its ask. */
+/* An ask waiting for its answer: a worker on cv (complete NULL), or a
+ * completion to call. */
 struct waiter {
 	uint64_t id;
 	struct door_answer *ans;
+	void (*complete)(void *arg);
+	void *arg;
 	int done;
 	pthread_cond_t cv;
 	struct waiter *next;
@@ -40,25 +43,17 @@ static struct {
 	struct waiter *waiters;
 } fp = { PTHREAD_MUTEX_INITIALIZER, NULL };
 
-/* A connection's messages are all sent by the one thread handling it (its
- * worker; the listener for one dropped before a slot, its only message):
- * numbered per thread, from 0 for each new connection. */
-static __thread uint64_t tl_id;
-static __thread uint32_t tl_seq;
-
+/* A connection's messages are sent one at a time (by whichever thread
+ * handles it then), numbered in its door_conn from 0. */
 static void
-hdr_set(struct frontmsg_hdr *h, enum frontmsg_type t, size_t size, uint64_t id)
+hdr_set(struct frontmsg_hdr *h, enum frontmsg_type t, size_t size, struct door_conn *dc)
 {
 	memset(h, 0, sizeof(*h));
 	h->version = FRONTMSG_VERSION;
 	h->type = t;
 	h->size = (uint32_t)size;
-	h->id = id;
-	if (tl_id != id) {
-		tl_id = id;
-		tl_seq = 0;
-	}
-	h->seq = tl_seq++;
+	h->id = admit_conn_tag(dc->ac);
+	h->seq = dc->seq++;
 }
 
 static int
@@ -67,46 +62,77 @@ door_send(const void *msg, size_t n)
 	return send(FRONTMSG_DOOR_FD, msg, n, MSG_NOSIGNAL) == (ssize_t)n ? 0 : -1;
 }
 
-static uint64_t
-req_id(const struct door_request *req)
+static void
+refuse_unreachable(struct door_answer *ans)
 {
-	return admit_conn_tag(door_conn_of(req)->ac);
+	memset(ans, 0, sizeof(*ans));
+	ans->verdict = DOOR_REFUSE;
+	ans->refusal = DOOR_REFUSAL_DENIED;
+	util_strlcpy(ans->reason, "the core is unreachable", sizeof(ans->reason));
 }
 
-/* door_ops.decide: asks the core and waits for its answer. */
+/* Sends req's ASK with w waiting for its answer. 0, or -1 (w not waiting). */
+static int
+ask_send(const struct door_request *req, struct waiter *w)
+{
+	struct door_conn *dc = door_conn_of(req);
+	struct frontmsg_ask m;
+	struct waiter **p;
+
+	hdr_set(&m.h, FRONTMSG_ASK, sizeof(m), dc);
+	w->id = m.h.id;
+	m.req = *req;
+	pthread_mutex_lock(&fp.lock);
+	w->next = fp.waiters;
+	fp.waiters = w;
+	pthread_mutex_unlock(&fp.lock);
+	if (door_send(&m, sizeof(m)) == 0)
+		return 0;
+	pthread_mutex_lock(&fp.lock);
+	for (p = &fp.waiters; *p != NULL; p = &(*p)->next)
+		if (*p == w) {
+			*p = w->next;
+			break;
+		}
+	pthread_mutex_unlock(&fp.lock);
+	return -1;
+}
+
+/* door_ops.decide: asks the core and waits for its answer (DOOR_CONNECT,
+ * in an admission worker). */
 static void
 remote_decide(void *ctx, const struct door_request *req, struct door_answer *ans)
 {
-	struct frontmsg_ask m;
-	struct waiter w = { .id = req_id(req), .ans = ans };
-	struct waiter **p;
+	struct waiter w = { .ans = ans };
 
-	hdr_set(&m.h, FRONTMSG_ASK, sizeof(m), w.id);
-	m.req = *req;
 	pthread_cond_init(&w.cv, NULL);
-	pthread_mutex_lock(&fp.lock);
-	w.next = fp.waiters;
-	fp.waiters = &w;
-	pthread_mutex_unlock(&fp.lock);
-	if (door_send(&m, sizeof(m)) == 0) {
+	if (ask_send(req, &w) == 0) {
 		pthread_mutex_lock(&fp.lock);
 		while (!w.done)
 			pthread_cond_wait(&w.cv, &fp.lock);
 		pthread_mutex_unlock(&fp.lock);
-	} else {
-		pthread_mutex_lock(&fp.lock);
-		for (p = &fp.waiters; *p != NULL; p = &(*p)->next)
-			if (*p == &w) {
-				*p = w.next;
-				break;
-			}
-		pthread_mutex_unlock(&fp.lock);
-		memset(ans, 0, sizeof(*ans));
-		ans->verdict = DOOR_REFUSE;
-		ans->refusal = DOOR_REFUSAL_DENIED;
-		util_strlcpy(ans->reason, "the core is unreachable", sizeof(ans->reason));
-	}
+	} else
+		refuse_unreachable(ans);
 	pthread_cond_destroy(&w.cv);
+}
+
+/* door_ops.decide_async: asks the core; door_run completes it. */
+static void
+remote_decide_async(void *ctx, const struct door_request *req, struct door_answer *ans,
+    void (*complete)(void *arg), void *arg)
+{
+	struct waiter *w;
+
+	if ((w = calloc(1, sizeof(*w))) != NULL) {
+		w->ans = ans;
+		w->complete = complete;
+		w->arg = arg;
+		if (ask_send(req, w) == 0)
+			return;
+		free(w);
+	}
+	refuse_unreachable(ans);
+	complete(arg);
 }
 
 /* door_ops.splice: the core has spliced already (its DOOR_CONNECT answer
@@ -125,7 +151,7 @@ remote_done(void *ctx, const struct door_request *req, enum door_outcome outcome
 	struct frontmsg_done m;
 
 	memset(&m, 0, sizeof(m));
-	hdr_set(&m.h, FRONTMSG_DONE, sizeof(m), req_id(req));
+	hdr_set(&m.h, FRONTMSG_DONE, sizeof(m), door_conn_of(req));
 	m.req = *req;
 	m.outcome = outcome;
 	if (ans != NULL) {
@@ -138,11 +164,11 @@ remote_done(void *ctx, const struct door_request *req, enum door_outcome outcome
 }
 
 static void
-conn_ended(void *ctx, struct admit_conn *c)
+conn_ended(void *ctx, struct door_conn *dc)
 {
 	struct frontmsg_hdr h;
 
-	hdr_set(&h, FRONTMSG_END, sizeof(h), admit_conn_tag(c));
+	hdr_set(&h, FRONTMSG_END, sizeof(h), dc);
 	(void)door_send(&h, sizeof(h));
 }
 
@@ -242,18 +268,26 @@ door_run(struct rdp *rdp, void *buf)
 			if (w->id == m->h.id) {
 				*p = w->next;
 				*w->ans = m->ans;
-				w->done = 1;
-				pthread_cond_signal(&w->cv);
+				if (w->complete == NULL) {
+					w->done = 1;
+					pthread_cond_signal(&w->cv);
+					w = NULL;
+				}
 				break;
 			}
 		pthread_mutex_unlock(&fp.lock);
+		if (w != NULL) {	/* an asynchronous ask: completed outside the lock */
+			w->complete(w->arg);
+			free(w);
+		}
 	}
 }
 
 int
 frontproc_main(void)
 {
-	static const struct door_ops ops = { remote_decide, remote_splice, remote_done, NULL };
+	static const struct door_ops ops = { remote_decide, remote_splice, remote_done, NULL,
+	    remote_decide_async };
 	const char *test = getenv("TSBROKER_TEST_SECCOMP");
 	const char *dump = getenv("TSBROKER_LEAN_DUMP");
 	struct frontmsg_hello *h;

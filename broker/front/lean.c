@@ -1,23 +1,26 @@
 /* lean: the lean redirect engine. See lean.h.
  *
- * A connection is handled in two places:
+ * A connection is handled in two places, and no thread waits for it:
  *   the admission worker (lean_run): consumes the X.224 request, answers
- *     RDP_NEG_RSP (TLS), hands the connection to a loop and waits;
+ *     RDP_NEG_RSP (TLS), sets TLS up, hands the connection to a loop and
+ *     returns (ADMIT_KEPT: the engine ends it, admit_conn_release);
  *   a loop thread (epoll, non-blocking TLS, a state machine per
- *     connection, EPOLLONESHOT so one thread at a time owns it): TLS accept,
- *     MCS Connect Initial -> Response, Erect Domain, Attach User -> Confirm,
- *     Channel Join -> Confirm (in any order) until Client Info on the I/O
- *     channel (the password wiped at once), the licensing "valid client";
- *   the worker again: DOOR_LOGON (the core's decision blocks on the store,
- *     so never on a loop), the Server Redirection PDU or a Set Error Info,
- *     the TLS state freed, the drain until the client closes (bounded).
- * So the deep work (TLS, RSA) runs on a few loop stacks and a waiting
- * worker costs a shallow stack. Deadlines and stop are the admission
- * engine's: its watchdog shuts the socket down, which ends the loop's
- * state machine with a timeout. */
+ *     connection, EPOLLONESHOT so one thread at a time owns it), to its
+ *     end: TLS accept, MCS Connect Initial -> Response, Erect Domain,
+ *     Attach User -> Confirm, Channel Join -> Confirm (in any order) until
+ *     Client Info on the I/O channel (the password wiped at once), the
+ *     licensing "valid client"; then DOOR_LOGON asked without waiting
+ *     (door_ops.decide_async, or, where the core's decide blocks on the
+ *     store, on one of a few decider threads), the connection out of the
+ *     epoll set until the answer comes back through the loop's eventfd;
+ *     the Server Redirection PDU or a Set Error Info, the TLS state freed,
+ *     the drain until the client closes (bounded by the deadline), the
+ *     report and the release.
+ * Deadlines and stop are the admission engine's: its watchdog shuts the
+ * socket down, which ends the state machine with a timeout (or the drain
+ * with an end of file). */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,11 +48,10 @@
 #include "broker/front/x224.h"
 
 #define LEAN_DRAIN_MS		5000	/* wait for the client to close after the PDU */
-#define LEAN_POLL_MS		1000	/* longest single wait */
-#define LEAN_GRACE_MS		1000	/* past the deadline, wait this long for the watchdog */
-#define LEAN_GRACE_STEP_MS	50
 #define LEAN_LOOPS_MAX		4
+#define LEAN_DECIDERS		4	/* threads for a core whose decide waits */
 #define LEAN_EVENTS		64
+#define LEAN_IN_MIN		2048	/* the input buffer's first size (grown to a PDU's) */
 #define SEC_EXCHANGE_PKT	0x0001
 /* Set Error Info codes, [MS-RDPBCGR] 2.2.5.1.1 */
 #define ERRINFO_SERVER_DENIED_CONNECTION	0x00000007u
@@ -64,18 +66,30 @@ enum lean_error {
 	LEAN_EIO = -4,		/* socket or TLS failure */
 	LEAN_EPROTO = -5,	/* a PDU malformed or out of place (c->why says which) */
 	LEAN_AGAIN = -6,	/* loop: wait for c->want on the socket */
+	LEAN_ASKED = -7,	/* loop: the core has it (ST_DECIDING), hands off */
+	LEAN_ESENT = -8,	/* the redirect not sent (reported already) */
 };
 
-/* Where a connection is in the loop. */
+/* Where a connection is. */
 enum lean_state {
-	ST_TLS = 0,		/* TLS accept */
+	ST_X224 = 0,		/* the admission worker's */
+	ST_TLS,			/* TLS accept */
 	ST_CONNECT,		/* waiting for the MCS Connect Initial */
 	ST_DOMAIN,		/* Erect Domain, Attach User, Channel Joins, until Client Info */
-	ST_LICENSED,		/* the licensing PDU written: the worker's turn */
+	ST_LICENSED,		/* the licensing PDU being written, then the ask */
+	ST_DECIDING,		/* the core deciding: off the loop until its answer */
+	ST_ANSWER,		/* the redirect or Set Error Info being written */
+	ST_DRAIN,		/* TLS freed: read and discard until the client closes */
 };
 
+struct lean_conn;
+
 struct lean_loop {
+	struct lean_engine *e;
 	int epfd;
+	int wake_fd;		/* eventfd: answers in done */
+	pthread_mutex_t m;	/* guards done */
+	struct lean_conn *done;	/* decided, for this loop to go on with */
 	pthread_t thread;
 	int started;
 };
@@ -95,16 +109,27 @@ struct lean_engine {
 	unsigned next_loop;	/* round robin (under lock) */
 	char dump_dir[256];	/* TSBROKER_LEAN_DUMP, "" off */
 	unsigned dump_seq;	/* connections dumped */
+	/* the deciders (started at the first ask of a core without
+	 * decide_async): a queue of connections to decide */
+	pthread_mutex_t dlock;
+	pthread_cond_t dcond;
+	struct lean_conn *dhead, *dtail;
+	pthread_t deciders[LEAN_DECIDERS];
+	int ndeciders;
+	int dquit;
 };
 
 struct lean_conn {
 	struct lean_engine *e;
-	struct door_conn *dc;
+	struct lean_loop *l;
+	struct door_conn dc;	/* the connection's side of the seam, from lean_run on */
+	void (*end)(void *arg, struct door_conn *dc);
+	void *end_arg;
 	int fd;			/* the admission engine's socket */
 	SSL *ssl;
-	uint8_t *in;		/* MCS_PDU_MAX bytes read, not yet used */
+	uint8_t *in;		/* PDU bytes read, not yet used; NULL while none */
+	size_t cap;		/* its size */
 	size_t have;
-	size_t used;		/* the most ever in it (what to wipe) */
 	struct mcs_client_data cd;
 	struct clientinfo ci;
 	uint16_t user_id;	/* assigned at Attach User, 0 before */
@@ -115,13 +140,12 @@ struct lean_conn {
 	/* the loop's state machine */
 	enum lean_state st;
 	uint32_t want;		/* EPOLLIN or EPOLLOUT */
-	uint8_t out[MCS_CONNECT_RESPONSE_MAX];	/* a PDU not yet written */
+	uint8_t *out;		/* a PDU not yet written (out_len bytes), or NULL */
 	size_t out_len;
-	/* the hand-back to the worker */
-	pthread_mutex_t m;
-	pthread_cond_t cv;
-	int handed;		/* the loop is done with it */
-	int result;		/* 0 (licensed) or a LEAN_E* */
+	struct door_answer *ans;	/* from the ask on: the core's answer */
+	int redirecting;	/* ST_ANSWER: out is the redirect (reported once written) */
+	int stopped;		/* not decided: the endpoint stopping */
+	struct lean_conn *next;	/* a loop's done list, the deciders' queue */
 };
 
 static const char *
@@ -140,10 +164,12 @@ static const char *
 state_name(enum lean_state st)
 {
 	switch (st) {
+	case ST_X224: return "X.224";
 	case ST_TLS: return "TLS";
 	case ST_CONNECT: return "MCS Connect";
 	case ST_DOMAIN: return "MCS";
-	default: return "licensing";
+	case ST_LICENSED: return "licensing";
+	default: return "redirect";
 	}
 }
 
@@ -163,61 +189,25 @@ ssl_want(struct lean_conn *c, int r)
 		return LEAN_ECLOSED;
 	case SSL_ERROR_SYSCALL:
 		ERR_clear_error();
-		return admit_conn_timed_out(c->dc->ac) ? LEAN_ETIMEOUT : LEAN_ECLOSED;
+		return admit_conn_timed_out(c->dc.ac) ? LEAN_ETIMEOUT : LEAN_ECLOSED;
 	default:
 		ERR_clear_error();
-		return admit_conn_timed_out(c->dc->ac) ? LEAN_ETIMEOUT : LEAN_EIO;
+		return admit_conn_timed_out(c->dc.ac) ? LEAN_ETIMEOUT : LEAN_EIO;
 	}
-}
-
-/* ---- the worker's blocking I/O (after the loop: the redirect) ---- */
-
-static int
-conn_wait(struct lean_conn *c, short events)
-{
-	struct pollfd p[2];
-	int64_t left;
-
-	p[0].fd = c->fd;
-	p[0].events = events;
-	p[1].fd = c->e->stop_fd;
-	p[1].events = POLLIN;
-	for (;;) {
-		/* the deadline is the watchdog's: it shuts the socket down in its
-		 * tick (admit.h), which ends the wait; past the deadline poll in
-		 * short steps until it has, and give up if it is very late */
-		if (admit_conn_timed_out(c->dc->ac) ||
-		    (left = admit_conn_left_ms(c->dc->ac)) < -LEAN_GRACE_MS)
-			return LEAN_ETIMEOUT;
-		p[0].revents = p[1].revents = 0;
-		if (poll(p, 2, left > LEAN_POLL_MS ? LEAN_POLL_MS : left > 0 ? (int)left :
-		    LEAN_GRACE_STEP_MS) < 0) {
-			if (errno == EINTR)
-				continue;
-			return LEAN_EIO;
-		}
-		if (p[1].revents != 0)
-			return LEAN_ESTOP;
-		if (p[0].revents != 0)
-			return 0;
-	}
-}
-
-static int
-tls_write(struct lean_conn *c, const uint8_t *buf, size_t n)
-{
-	int r, e;
-
-	while ((r = SSL_write(c->ssl, buf, (int)n)) <= 0) {
-		if ((e = ssl_want(c, r)) != LEAN_AGAIN)
-			return e;
-		if ((e = conn_wait(c, c->want == EPOLLOUT ? POLLOUT : POLLIN)) != 0)
-			return e;
-	}
-	return 0;
 }
 
 /* ---- the loop's non-blocking steps ---- */
+
+static void
+out_free(struct lean_conn *c)
+{
+	if (c->out != NULL) {
+		OPENSSL_cleanse(c->out, c->out_len);
+		free(c->out);
+	}
+	c->out = NULL;
+	c->out_len = 0;
+}
 
 /* Writes the pending PDU, if any. 0 once it is out. */
 static int
@@ -225,24 +215,63 @@ out_flush(struct lean_conn *c)
 {
 	int r;
 
-	if (c->out_len == 0)
+	if (c->out == NULL)
 		return 0;
 	if ((r = SSL_write(c->ssl, c->out, (int)c->out_len)) <= 0)
 		return ssl_want(c, r);
-	c->out_len = 0;
+	out_free(c);
 	return 0;
 }
 
+/* pdu (n bytes, or n < 0: it could not be built) to be written next. */
 static int
 out_set(struct lean_conn *c, const uint8_t *pdu, int n, const char *what)
 {
-	if (n < 0 || (size_t)n > sizeof(c->out)) {
+	if (n <= 0) {
 		snprintf(c->why, sizeof(c->why), "%s: cannot build it", what);
 		return LEAN_EPROTO;
 	}
-	if (pdu != c->out)
-		memcpy(c->out, pdu, (size_t)n);
+	out_free(c);
+	if ((c->out = malloc((size_t)n)) == NULL) {
+		snprintf(c->why, sizeof(c->why), "%s: out of memory", what);
+		return LEAN_EPROTO;
+	}
+	memcpy(c->out, pdu, (size_t)n);
 	c->out_len = (size_t)n;
+	return 0;
+}
+
+/* The input buffer wiped and freed (it may hold Client Info). */
+static void
+in_free(struct lean_conn *c)
+{
+	if (c->in != NULL) {
+		OPENSSL_cleanse(c->in, c->cap);
+		free(c->in);
+	}
+	c->in = NULL;
+	c->cap = c->have = 0;
+}
+
+/* The input buffer at least n bytes (at most MCS_PDU_MAX), what it holds
+ * kept, the old one wiped. 0 or -1. */
+static int
+in_reserve(struct lean_conn *c, size_t n)
+{
+	uint8_t *in;
+
+	if (n <= c->cap)
+		return 0;
+	if ((in = malloc(n)) == NULL)
+		return -1;
+	memset(in, 0, n);
+	if (c->in != NULL) {
+		memcpy(in, c->in, c->have);
+		OPENSSL_cleanse(c->in, c->cap);
+		free(c->in);
+	}
+	c->in = in;
+	c->cap = n;
 	return 0;
 }
 
@@ -251,7 +280,7 @@ out_set(struct lean_conn *c, const uint8_t *pdu, int n, const char *what)
 static int
 tls_read_pdu(struct lean_conn *c, size_t *len)
 {
-	size_t need;
+	size_t need = LEAN_IN_MIN;
 	int r;
 
 	for (;;) {
@@ -266,14 +295,19 @@ tls_read_pdu(struct lean_conn *c, size_t *len)
 				    "unexpected fast-path PDU" : "TPKT length out of bounds");
 				return LEAN_EPROTO;
 			}
+			if (r != 0)
+				need = LEAN_IN_MIN;
 		}
-		if ((r = SSL_read(c->ssl, c->in + c->have, (int)(MCS_PDU_MAX - c->have))) <= 0)
+		if (in_reserve(c, need < LEAN_IN_MIN ? LEAN_IN_MIN : need) != 0) {
+			snprintf(c->why, sizeof(c->why), "out of memory");
+			return LEAN_EPROTO;
+		}
+		if ((r = SSL_read(c->ssl, c->in + c->have, (int)(c->cap - c->have))) <= 0)
 			return ssl_want(c, r);
 		c->have += (size_t)r;
-		if (c->have > c->used)
-			c->used = c->have;
 	}
 }
+
 /* Drops the first len bytes of the input, wiping what they leave behind. */
 static void
 conn_consume(struct lean_conn *c, size_t len)
@@ -311,6 +345,7 @@ proto_error(struct lean_conn *c, const char *what, const char *detail)
 static int
 step_connect(struct lean_conn *c)
 {
+	uint8_t out[MCS_CONNECT_RESPONSE_MAX];
 	size_t len;
 	int r, n;
 
@@ -320,11 +355,11 @@ step_connect(struct lean_conn *c)
 	if ((r = mcs_parse_connect_initial(c->in, len, &c->cd)) != 0)
 		return proto_error(c, "MCS Connect Initial", mcs_strerror(r));
 	conn_consume(c, len);
-	if ((n = mcs_build_connect_response(c->out, sizeof(c->out), &c->cd,
-	    c->dc->req.x224.requested_protocols)) < 0)
+	if ((n = mcs_build_connect_response(out, sizeof(out), &c->cd,
+	    c->dc.req.x224.requested_protocols)) < 0)
 		return proto_error(c, "MCS Connect Response", mcs_strerror(n));
 	c->st = ST_DOMAIN;
-	return out_set(c, c->out, n, "MCS Connect Response");
+	return out_set(c, out, n, "MCS Connect Response");
 }
 
 /* A channel the client may join: its user channel, the I/O channel or one
@@ -342,6 +377,7 @@ static int
 step_client_info(struct lean_conn *c, const struct mcs_domain_pdu *d, size_t len)
 {
 	uint8_t *data = c->in + (d->data - c->in);
+	uint8_t out[REDIR_PDU_MAX];
 	int r, n;
 
 	if (d->channel != MCS_GLOBAL_CHANNEL || d->data_len < 4)
@@ -355,15 +391,16 @@ step_client_info(struct lean_conn *c, const struct mcs_domain_pdu *d, size_t len
 	conn_consume(c, len);
 	if (r != 0)
 		return proto_error(c, "Client Info", clientinfo_strerror(r));
-	n = redir_build_license_valid(c->out, sizeof(c->out));
+	n = redir_build_license_valid(out, sizeof(out));
 	c->st = ST_LICENSED;
-	return out_set(c, c->out, n, "licensing");
+	return out_set(c, out, n, "licensing");
 }
 
 /* One domain PDU: Erect Domain, Attach User, a Channel Join, Client Info. */
 static int
 step_domain(struct lean_conn *c)
 {
+	uint8_t out[MCS_CONNECT_RESPONSE_MAX];
 	struct mcs_domain_pdu d;
 	size_t len;
 	int r, n = 0;
@@ -382,14 +419,14 @@ step_domain(struct lean_conn *c)
 		conn_dump(c, "attach-user", c->in, len);
 		/* after the static channels, as FreeRDP's server counts */
 		c->user_id = (uint16_t)(MCS_GLOBAL_CHANNEL + 1 + c->cd.channel_count);
-		n = mcs_build_attach_confirm(c->out, sizeof(c->out), c->user_id);
+		n = mcs_build_attach_confirm(out, sizeof(out), c->user_id);
 		break;
 	case MCS_CHANNEL_JOIN_REQUEST:
 		conn_dump(c, "channel-join", c->in, len);
 		if (c->user_id == 0 || !channel_known(c, d.channel))
 			return proto_error(c, "Channel Join", c->user_id == 0 ?
 			    "before Attach User" : "unknown channel");
-		n = mcs_build_join_confirm(c->out, sizeof(c->out), c->user_id, d.channel);
+		n = mcs_build_join_confirm(out, sizeof(out), c->user_id, d.channel);
 		break;
 	case MCS_SEND_DATA_REQUEST:
 		return step_client_info(c, &d, len);
@@ -397,7 +434,7 @@ step_domain(struct lean_conn *c)
 		return LEAN_ECLOSED;
 	}
 	conn_consume(c, len);
-	return n != 0 ? out_set(c, c->out, n, "MCS confirm") : 0;
+	return n != 0 ? out_set(c, out, n, "MCS confirm") : 0;
 }
 
 /* SSL_accept returned r != 1: a hello the policy refused (no shared
@@ -415,116 +452,13 @@ tls_accept_failed(struct lean_conn *c, int r)
 	    reason != SSL_R_VERSION_TOO_LOW && reason != SSL_R_NO_PROTOCOLS_AVAILABLE)
 		return ssl_want(c, r);
 	ERR_clear_error();
-	c->dc->req.tls_refused = 1;
+	c->dc.req.tls_refused = 1;
 	snprintf(c->why, sizeof(c->why), "TLS refused by the policy (tls_min_version, "
 	    "tls_ciphers, tls_ciphersuites): client offered %.160s", c->hello);
 	return LEAN_EPROTO;
 }
 
-/* Runs c's state machine as far as the socket lets it: LEAN_AGAIN (wait
- * for c->want), 0 once licensed (the worker's turn), or an error. */
-static int
-conn_advance(struct lean_conn *c)
-{
-	int r;
-
-	for (;;) {
-		if ((r = out_flush(c)) != 0)
-			return r;
-		switch (c->st) {
-		case ST_TLS:
-			if ((r = SSL_accept(c->ssl)) != 1)
-				return tls_accept_failed(c, r);
-			c->st = ST_CONNECT;
-			break;
-		case ST_CONNECT:
-			if ((r = step_connect(c)) != 0)
-				return r;
-			break;
-		case ST_DOMAIN:
-			if ((r = step_domain(c)) != 0)
-				return r;
-			break;
-		case ST_LICENSED:
-			return 0;
-		}
-	}
-}
-
-/* Gives c back to its worker: the loop never touches it again. */
-static void
-conn_hand_back(struct lean_conn *c, int result)
-{
-	pthread_mutex_lock(&c->m);
-	c->result = result;
-	c->handed = 1;
-	pthread_cond_signal(&c->cv);
-	pthread_mutex_unlock(&c->m);
-}
-
-static void *
-loop_main(void *arg)
-{
-	struct lean_loop *l = arg;
-	struct epoll_event ev[LEAN_EVENTS];
-	struct lean_conn *c;
-	int n, i, r;
-
-	for (;;) {
-		if ((n = epoll_wait(l->epfd, ev, LEAN_EVENTS, -1)) < 0) {
-			if (errno == EINTR)
-				continue;
-			log_error("epoll_wait: %s", strerror(errno));
-			return NULL;
-		}
-		for (i = 0; i < n; i++) {
-			if ((c = ev[i].data.ptr) == NULL)
-				return NULL;		/* quit_fd: lean_free */
-			if ((r = conn_advance(c)) == LEAN_AGAIN) {
-				struct epoll_event re = { .events = c->want | EPOLLONESHOT,
-				    .data.ptr = c };
-
-				if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, c->fd, &re) == 0)
-					continue;
-				r = LEAN_EIO;
-			}
-			(void)epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-			conn_hand_back(c, r);
-		}
-	}
-}
-
-/* Hands c to a loop and waits until the loop is done with it. The loop's
- * result: 0 (licensed) or a LEAN_E*. */
-static int
-conn_run_loop(struct lean_conn *c)
-{
-	struct lean_engine *e = c->e;
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.ptr = c };
-	struct lean_loop *l;
-	struct timespec ts;
-	int shut = 0;
-
-	pthread_mutex_lock(&e->lock);
-	l = &e->loops[e->next_loop++ % (unsigned)e->nloops];
-	pthread_mutex_unlock(&e->lock);
-	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0)
-		return LEAN_EIO;
-	pthread_mutex_lock(&c->m);
-	while (!c->handed) {
-		clock_gettime(CLOCK_REALTIME, &ts);	/* the condition's clock */
-		ts.tv_sec += 1;
-		pthread_cond_timedwait(&c->cv, &c->m, &ts);
-		/* the watchdog ends it by shutting the socket down; should it be
-		 * very late, do the same (the loop then hands it back) */
-		if (!c->handed && !shut && admit_conn_left_ms(c->dc->ac) < -LEAN_GRACE_MS) {
-			shutdown(c->fd, SHUT_RDWR);
-			shut = 1;
-		}
-	}
-	pthread_mutex_unlock(&c->m);
-	return c->result;
-}
+/* ---- the decision ---- */
 
 static uint32_t
 refusal_errinfo(enum door_refusal why)
@@ -533,71 +467,156 @@ refusal_errinfo(enum door_refusal why)
 	    ERRINFO_SERVER_DENIED_CONNECTION;
 }
 
-/* Sends a Set Error Info PDU and ends the stream: the client reads the
- * error, sees the end and closes. */
-static void
-conn_refuse(struct lean_conn *c, uint32_t errinfo)
+/* A Set Error Info PDU to be written next (ST_ANSWER); then the stream
+ * ends: the client reads the error, sees the end and closes. */
+static int
+answer_refuse(struct lean_conn *c, uint32_t errinfo)
 {
 	uint8_t out[64];
-	int n;
 
-	if ((n = redir_build_error_info(out, sizeof(out), errinfo)) > 0)
-		(void)tls_write(c, out, (size_t)n);
-	(void)SSL_shutdown(c->ssl);
-	shutdown(c->fd, SHUT_WR);
+	c->st = ST_ANSWER;
+	c->redirecting = 0;
+	return out_set(c, out, redir_build_error_info(out, sizeof(out), errinfo),
+	    "Set Error Info");
 }
 
-/* DOOR_LOGON: asks the core and sends what it answers. Reports the
- * outcome; 0 once something was sent (then drain), -1 if not. */
-static int
-step_logon(struct lean_conn *c, const struct clientinfo *ci)
+/* A loop's: a connection decided (c->ans filled), for it to go on with. Any
+ * thread. */
+static void
+conn_decided(void *arg)
 {
-	struct door_conn *dc = c->dc;
-	struct door_request *req = &dc->req;
-	struct door_answer ans;
-	struct door_redirect *t = &ans.redirect;
-	struct redir_target rt;
-	uint8_t out[REDIR_PDU_MAX];
-	int n, r;
+	struct lean_conn *c = arg;
+	struct lean_loop *l = c->l;
+	uint64_t one = 1;
 
+	pthread_mutex_lock(&l->m);
+	c->next = l->done;
+	l->done = c;
+	pthread_mutex_unlock(&l->m);
+	if (write(l->wake_fd, &one, sizeof(one)) != sizeof(one) && errno != EAGAIN)
+		log_error("cannot wake a loop: %s", strerror(errno));
+}
+
+static void *
+decider_main(void *arg)
+{
+	struct lean_engine *e = arg;
+	struct lean_conn *c;
+
+	pthread_mutex_lock(&e->dlock);
+	for (;;) {
+		while (e->dhead == NULL && !e->dquit)
+			pthread_cond_wait(&e->dcond, &e->dlock);
+		if ((c = e->dhead) == NULL)
+			break;
+		if ((e->dhead = c->next) == NULL)
+			e->dtail = NULL;
+		pthread_mutex_unlock(&e->dlock);
+		/* stopping: what is queued is not decided, nothing placed */
+		if (admit_conn_stopping(c->dc.ac))
+			c->stopped = 1;
+		else
+			c->dc.ops->decide(c->dc.ops->ctx, &c->dc.req, c->ans);
+		conn_decided(c);
+		pthread_mutex_lock(&e->dlock);
+	}
+	pthread_mutex_unlock(&e->dlock);
+	return NULL;
+}
+
+/* c to a decider (started on the first). 0, or -1 if none could start. */
+static int
+deciders_push(struct lean_engine *e, struct lean_conn *c)
+{
+	pthread_mutex_lock(&e->dlock);
+	while (e->ndeciders < LEAN_DECIDERS &&
+	    pthread_create(&e->deciders[e->ndeciders], NULL, decider_main, e) == 0)
+		e->ndeciders++;
+	if (e->ndeciders == 0) {
+		pthread_mutex_unlock(&e->dlock);
+		return -1;
+	}
+	c->next = NULL;
+	if (e->dtail != NULL)
+		e->dtail->next = c;
+	else
+		e->dhead = c;
+	e->dtail = c;
+	pthread_cond_signal(&e->dcond);
+	pthread_mutex_unlock(&e->dlock);
+	return 0;
+}
+
+/* Licensed: DOOR_LOGON asked without waiting (LEAN_ASKED: the core has c,
+ * the loop must not touch it), or refused here (0: the Set Error Info
+ * pending, ST_ANSWER). */
+static int
+step_ask(struct lean_conn *c)
+{
+	struct door_conn *dc = &c->dc;
+	struct door_request *req = &dc->req;
+
+	in_free(c);	/* nothing more to read but the drain's */
 	req->stage = DOOR_LOGON;
-	util_strlcpy(req->user, ci->user, sizeof(req->user));
-	util_strlcpy(req->domain, ci->domain, sizeof(req->domain));
+	util_strlcpy(req->user, c->ci.user, sizeof(req->user));
+	util_strlcpy(req->domain, c->ci.domain, sizeof(req->domain));
 	util_strlcpy(req->client_name, c->cd.client_name, sizeof(req->client_name));
 	req->cluster_flags = c->cd.has_cluster ? c->cd.cluster_flags : 0;
 	if (req->cluster_flags & DOOR_CLUSTER_SESSIONID_VALID)
 		req->redirected_session_id = c->cd.redirected_session_id;
 	if (req->user[0] == '\0') {
 		door_report(dc, DOOR_REFUSED, NULL, "client sent no user name");
-		conn_refuse(c, ERRINFO_SERVER_DENIED_CONNECTION);
-		return 0;
+		return answer_refuse(c, ERRINFO_SERVER_DENIED_CONNECTION);
 	}
 	/* liberal: a client without cluster data is not known to refuse */
 	if (c->cd.has_cluster && !(req->cluster_flags & DOOR_CLUSTER_REDIRECTION_SUPPORTED)) {
 		door_report(dc, DOOR_REFUSED, NULL, "client cannot follow a redirect "
 		    "(no REDIRECTION_SUPPORTED in its cluster data)");
-		conn_refuse(c, ERRINFO_SERVER_DENIED_CONNECTION);
-		return 0;
+		return answer_refuse(c, ERRINFO_SERVER_DENIED_CONNECTION);
 	}
-	memset(&ans, 0, sizeof(ans));
-	dc->ops->decide(dc->ops->ctx, req, &ans);
-	if (ans.verdict != DOOR_REDIRECT) {
-		ans.reason[sizeof(ans.reason) - 1] = '\0';
-		door_report(dc, DOOR_REFUSED, NULL, ans.reason[0] ? ans.reason : "refused");
-		conn_refuse(c, refusal_errinfo(ans.refusal));
-		return 0;
+	if ((c->ans = calloc(1, sizeof(*c->ans))) == NULL) {
+		snprintf(c->why, sizeof(c->why), "out of memory");
+		return LEAN_EPROTO;
+	}
+	c->st = ST_DECIDING;
+	if (dc->ops->decide_async != NULL) {
+		dc->ops->decide_async(dc->ops->ctx, req, c->ans, conn_decided, c);
+		return LEAN_ASKED;
+	}
+	if (deciders_push(c->e, c) == 0)
+		return LEAN_ASKED;
+	c->st = ST_LICENSED;
+	snprintf(c->why, sizeof(c->why), "cannot start a thread to ask the core");
+	return LEAN_EPROTO;
+}
+
+/* The core's answer (c->ans) to what is written next: the redirect, or a
+ * Set Error Info (the outcome reported now). 0, or LEAN_EPROTO. */
+static int
+conn_answer(struct lean_conn *c)
+{
+	struct door_conn *dc = &c->dc;
+	struct door_answer *ans = c->ans;
+	struct door_redirect *t = &ans->redirect;
+	struct redir_target rt;
+	uint8_t out[REDIR_PDU_MAX];
+	int n;
+
+	if (ans->verdict != DOOR_REDIRECT) {
+		ans->reason[sizeof(ans->reason) - 1] = '\0';
+		door_report(dc, DOOR_REFUSED, NULL, ans->reason[0] ? ans->reason : "refused");
+		return answer_refuse(c, refusal_errinfo(ans->refusal));
 	}
 	t->address[sizeof(t->address) - 1] = '\0';
 	t->fqdn[sizeof(t->fqdn) - 1] = '\0';
 	t->routing_token[sizeof(t->routing_token) - 1] = '\0';
 	memset(&rt, 0, sizeof(rt));
-	rt.user = req->user;
-	rt.domain = req->domain;
+	rt.user = dc->req.user;
+	rt.domain = dc->req.domain;
 	if (c->e->token_mode) {
 		if (t->routing_token[0] == '\0') {
 			door_report(dc, DOOR_FAILED, NULL, "no routing token for the placement");
-			conn_refuse(c, ERRINFO_SERVER_DENIED_CONNECTION);
-			return 0;
+			return answer_refuse(c, ERRINFO_SERVER_DENIED_CONNECTION);
 		}
 		rt.routing_token = t->routing_token;
 	} else {
@@ -609,45 +628,236 @@ step_logon(struct lean_conn *c, const struct clientinfo *ci)
 		log_error("server '%.64s': cannot redirect to '%.256s': %s", t->server,
 		    t->address, redir_strerror(n));
 		door_report(dc, DOOR_FAILED, NULL, "target has no usable address");
-		conn_refuse(c, ERRINFO_CB_DESTINATION_NOT_FOUND);
-		return 0;
+		return answer_refuse(c, ERRINFO_CB_DESTINATION_NOT_FOUND);
 	}
-	if ((r = tls_write(c, out, (size_t)n)) != 0) {
-		snprintf(c->why, sizeof(c->why), "%s sending the redirect", lean_strerror(r));
-		door_report(dc, DOOR_FAILED, NULL, c->why);
-		return -1;
+	c->st = ST_ANSWER;
+	c->redirecting = 1;
+	return out_set(c, out, n, "Server Redirection");
+}
+
+/* The answer written (or not, a refusal): the redirect reported, the TLS
+ * state freed, the drain begun (its deadline set). 0, LEAN_AGAIN or
+ * LEAN_ESENT. */
+static int
+step_answer(struct lean_conn *c)
+{
+	int r = out_flush(c);
+
+	if (r == LEAN_AGAIN)
+		return r;
+	if (c->redirecting) {
+		if (r != 0) {
+			snprintf(c->why, sizeof(c->why), "%s sending the redirect",
+			    lean_strerror(r));
+			door_report(&c->dc, DOOR_FAILED, NULL, c->why);
+			return LEAN_ESENT;
+		}
+		door_report(&c->dc, DOOR_REDIRECTED, c->ans, NULL);
+	} else {
+		(void)SSL_shutdown(c->ssl);
+		ERR_clear_error();
+		shutdown(c->fd, SHUT_WR);
 	}
-	door_report(dc, DOOR_REDIRECTED, &ans, NULL);
+	/* what is left to do needs no TLS */
+	out_free(c);
+	SSL_free(c->ssl);
+	c->ssl = NULL;
+	c->st = ST_DRAIN;
+	admit_conn_set_deadline(c->dc.ac, LEAN_DRAIN_MS);
 	return 0;
 }
+
+/* Reads and discards until the client closes (or the watchdog, at the
+ * deadline or stop, shuts the socket down): 0 then, or LEAN_AGAIN. */
+static int
+step_drain(struct lean_conn *c)
+{
+	char buf[4096];
+	ssize_t n;
+
+	for (;;) {
+		if ((n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
+			continue;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			c->want = EPOLLIN;
+			return LEAN_AGAIN;
+		}
+		return 0;
+	}
+}
+
+/* Runs c's state machine as far as the socket lets it: LEAN_AGAIN (wait
+ * for c->want), LEAN_ASKED (the core has it), 0 once it is over (drained),
+ * or an error. */
+static int
+conn_advance(struct lean_conn *c)
+{
+	int r;
+
+	for (;;) {
+		if (c->st == ST_ANSWER) {
+			if ((r = step_answer(c)) != 0)
+				return r;
+			continue;
+		}
+		if (c->st == ST_DRAIN)
+			return step_drain(c);
+		if ((r = out_flush(c)) != 0)
+			return r;
+		switch (c->st) {
+		case ST_TLS:
+			if ((r = SSL_accept(c->ssl)) != 1)
+				return tls_accept_failed(c, r);
+			c->st = ST_CONNECT;
+			r = 0;
+			break;
+		case ST_CONNECT:
+			r = step_connect(c);
+			break;
+		case ST_DOMAIN:
+			r = step_domain(c);
+			break;
+		default:	/* ST_LICENSED */
+			r = step_ask(c);
+			break;
+		}
+		if (r != 0)
+			return r;
+	}
+}
+
+/* c at its end: reported if it was not, its state freed, the connection
+ * handed back to whoever gave it (end: its release). */
+static void
+conn_finish(struct lean_conn *c, int r)
+{
+	struct door_conn *dc = &c->dc;
+
+	if (c->l != NULL)
+		(void)epoll_ctl(c->l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	if (!dc->reported) {
+		char reason[256];
+
+		if (admit_conn_stopping(dc->ac) || r == LEAN_ESTOP)
+			snprintf(reason, sizeof(reason), "broker stopping");
+		else if (r == LEAN_EPROTO)
+			snprintf(reason, sizeof(reason), "%s", c->why);
+		else
+			snprintf(reason, sizeof(reason), "%s (%s)%s", lean_strerror(r),
+			    state_name(c->st), dc->req.user[0] ? " after Client Info" : "");
+		door_report(dc, DOOR_FAILED, NULL, reason);
+	}
+	SSL_free(c->ssl);
+	in_free(c);
+	out_free(c);
+	if (c->ans != NULL) {
+		OPENSSL_cleanse(c->ans, sizeof(*c->ans));
+		free(c->ans);
+	}
+	c->end(c->end_arg, dc);
+	OPENSSL_cleanse(c, sizeof(*c));
+	free(c);
+}
+
+/* Runs c on its loop until it waits for the socket (re-armed), the core
+ * has it, or it ends. */
+static void
+conn_run(struct lean_conn *c)
+{
+	struct epoll_event ev = { .data.ptr = c };
+	int r;
+
+	if ((r = conn_advance(c)) == LEAN_ASKED)
+		return;
+	if (r == LEAN_AGAIN) {
+		if (c->have == 0)
+			in_free(c);	/* a waiting connection holds no buffer */
+		ev.events = c->want | EPOLLONESHOT;
+		if (epoll_ctl(c->l->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)
+			return;
+		r = LEAN_EIO;
+	}
+	conn_finish(c, r);
+}
+
+/* The connections decided since the last wake, gone on with. */
+static void
+loop_resume(struct lean_loop *l)
+{
+	struct lean_conn *c, *next;
+	uint64_t v;
+
+	(void)!read(l->wake_fd, &v, sizeof(v));
+	pthread_mutex_lock(&l->m);
+	c = l->done;
+	l->done = NULL;
+	pthread_mutex_unlock(&l->m);
+	for (; c != NULL; c = next) {
+		next = c->next;
+		if (c->stopped)
+			conn_finish(c, LEAN_ESTOP);
+		else if (conn_answer(c) != 0)
+			conn_finish(c, LEAN_EPROTO);
+		else
+			conn_run(c);
+	}
+}
+
+static void *
+loop_main(void *arg)
+{
+	struct lean_loop *l = arg;
+	struct epoll_event ev[LEAN_EVENTS];
+	int n, i;
+
+	for (;;) {
+		if ((n = epoll_wait(l->epfd, ev, LEAN_EVENTS, -1)) < 0) {
+			if (errno == EINTR)
+				continue;
+			log_error("epoll_wait: %s", strerror(errno));
+			return NULL;
+		}
+		for (i = 0; i < n; i++) {
+			if (ev[i].data.ptr == NULL)
+				return NULL;		/* quit_fd: lean_free */
+			if (ev[i].data.ptr == l)
+				loop_resume(l);
+			else
+				conn_run(ev[i].data.ptr);
+		}
+	}
+}
+
+/* ---- the admission worker's part ---- */
 
 /* Consumes the X.224 request (in the socket already) and answers it. */
 static int
 step_x224(struct lean_conn *c)
 {
 	uint8_t buf[X224_PACKET_MAX];
-	size_t len = c->dc->req.x224.len;
+	size_t len = c->dc.req.x224.len;
 	int n;
 
 	if (recv(c->fd, buf, len, MSG_DONTWAIT) != (ssize_t)len)
 		return LEAN_EIO;
-	c->dc->req.x224.consumed = 1;
+	c->dc.req.x224.consumed = 1;
 	if ((n = x224_build_neg_response(buf, sizeof(buf), X224_PROTOCOL_SSL,
 	    X224_RSP_EXTENDED_CLIENT_DATA)) < 0)
 		return LEAN_EIO;
-	if (send(c->fd, buf, (size_t)n, MSG_NOSIGNAL) != n)
+	if (send(c->fd, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) != n)
 		return LEAN_EIO;
 	return 0;
 }
 
+/* The socket non-blocking, the TLS state, the loop. */
 static int
 conn_open(struct lean_conn *c)
 {
 	struct lean_engine *e = c->e;
 	int fl;
 
-	if ((c->in = malloc(MCS_PDU_MAX)) == NULL)
-		return LEAN_EIO;
 	if ((fl = fcntl(c->fd, F_GETFL)) < 0 || fcntl(c->fd, F_SETFL, fl | O_NONBLOCK) < 0)
 		return LEAN_EIO;
 	/* each PDU answers one: no Nagle wait behind an unacknowledged one */
@@ -658,6 +868,7 @@ conn_open(struct lean_conn *c)
 		SSL_set_app_data(c->ssl, c);
 	if (e->dump_dir[0] != '\0')
 		c->dump_id = ++e->dump_seq;
+	c->l = &e->loops[e->next_loop++ % (unsigned)e->nloops];
 	pthread_mutex_unlock(&e->lock);
 	if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1) {
 		ERR_clear_error();
@@ -666,57 +877,42 @@ conn_open(struct lean_conn *c)
 	return 0;
 }
 
-void
-lean_run(struct lean_engine *e, struct door_conn *dc)
+int
+lean_run(struct lean_engine *e, struct door_conn *dc,
+    void (*end)(void *arg, struct door_conn *dc), void *arg)
 {
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT };
 	struct lean_conn *c;
+	struct lean_loop *l;
 	int r;
 
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
 		door_report(dc, DOOR_FAILED, NULL, "out of memory");
-		return;
+		return 0;
 	}
 	c->e = e;
-	c->dc = dc;
+	c->dc = *dc;
+	c->end = end;
+	c->end_arg = arg;
 	c->fd = admit_conn_fd(dc->ac);
+	c->st = ST_X224;
+	if ((r = step_x224(c)) != 0 || (r = conn_open(c)) != 0)
+		goto fail;
 	c->st = ST_TLS;
-	pthread_mutex_init(&c->m, NULL);
-	pthread_cond_init(&c->cv, NULL);
-	if ((r = step_x224(c)) != 0 || (r = conn_open(c)) != 0 || (r = conn_run_loop(c)) != 0)
-		goto out;
-	r = step_logon(c, &c->ci);
-	/* what is left to do needs no TLS: free its state before the drain */
-	SSL_free(c->ssl);
-	c->ssl = NULL;
-	if (r == 0)
-		admit_conn_drain(dc->ac, LEAN_DRAIN_MS);
- out:
-	if (!dc->reported) {
-		char reason[256];
-
-		if (admit_conn_stopping(dc->ac))
-			snprintf(reason, sizeof(reason), "broker stopping");
-		else if (r == LEAN_EPROTO)
-			snprintf(reason, sizeof(reason), "%s", c->why);
-		else
-			snprintf(reason, sizeof(reason), "%s (%s)%s", lean_strerror(r),
-			    c->ssl != NULL ? state_name(c->st) : "X.224",
-			    dc->req.user[0] ? " after Client Info" : "");
-		door_report(dc, DOOR_FAILED, NULL, reason);
-	}
-	SSL_free(c->ssl);
-	if (c->in != NULL) {
-		OPENSSL_cleanse(c->in, c->used);
-		free(c->in);
-	}
-	pthread_cond_destroy(&c->cv);
-	pthread_mutex_destroy(&c->m);
-	OPENSSL_cleanse(c, sizeof(*c));
-	free(c);
+	ev.data.ptr = c;
+	l = c->l;
+	/* from here on the loop has c: it may be over before this returns */
+	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, c->fd, &ev) == 0)
+		return ADMIT_KEPT;
+	r = LEAN_EIO;
+	c->l = NULL;
+ fail:
+	conn_finish(c, r);
+	return ADMIT_KEPT;
 }
 
 /* The loop threads, one per CPU (at most LEAN_LOOPS_MAX), each with its
- * epoll set and the quit eventfd in it. */
+ * epoll set, the quit eventfd and its own wake eventfd in it. */
 static int
 loops_start(struct lean_engine *e, char *err, size_t n)
 {
@@ -731,11 +927,18 @@ loops_start(struct lean_engine *e, char *err, size_t n)
 	}
 	e->nloops = cpus < 1 ? 1 : cpus > LEAN_LOOPS_MAX ? LEAN_LOOPS_MAX : (int)cpus;
 	for (i = 0; i < e->nloops; i++) {
+		struct epoll_event wev = { .events = EPOLLIN };
+
 		l = &e->loops[i];
+		l->e = e;
+		wev.data.ptr = l;
+		pthread_mutex_init(&l->m, NULL);
 		if ((l->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
-		    epoll_ctl(l->epfd, EPOLL_CTL_ADD, e->quit_fd, &ev) != 0) {
+		    (l->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0 ||
+		    epoll_ctl(l->epfd, EPOLL_CTL_ADD, e->quit_fd, &ev) != 0 ||
+		    epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wake_fd, &wev) != 0) {
 			snprintf(err, n, "epoll: %s", strerror(errno));
-			e->nloops = i + (l->epfd >= 0);
+			e->nloops = i + 1;
 			return -1;
 		}
 		if (pthread_create(&l->thread, NULL, loop_main, l) != 0) {
@@ -993,9 +1196,13 @@ lean_new(const struct lean_pem *pem, int token_mode, int stop_fd, char *err, siz
 		return NULL;
 	}
 	pthread_mutex_init(&e->lock, NULL);
+	pthread_mutex_init(&e->dlock, NULL);
+	pthread_cond_init(&e->dcond, NULL);
 	e->token_mode = token_mode;
 	e->stop_fd = stop_fd;
 	e->quit_fd = -1;
+	for (int i = 0; i < LEAN_LOOPS_MAX; i++)
+		e->loops[i].epfd = e->loops[i].wake_fd = -1;
 	if ((e->ctx = ctx_load(e, pem, err, n)) == NULL)
 		goto fail;
 	if (pem_keep(e, pem) != 0) {
@@ -1089,15 +1296,27 @@ lean_free(struct lean_engine *e)
 
 	if (e == NULL)
 		return;
+	pthread_mutex_lock(&e->dlock);
+	e->dquit = 1;
+	pthread_cond_broadcast(&e->dcond);
+	pthread_mutex_unlock(&e->dlock);
+	for (i = 0; i < e->ndeciders; i++)
+		pthread_join(e->deciders[i], NULL);
 	if (e->quit_fd >= 0 && write(e->quit_fd, &one, sizeof(one)) != sizeof(one))
 		log_error("cannot stop the loops: %s", strerror(errno));
 	for (i = 0; i < e->nloops; i++) {
 		if (e->loops[i].started)
 			pthread_join(e->loops[i].thread, NULL);
-		close(e->loops[i].epfd);
+		if (e->loops[i].epfd >= 0)
+			close(e->loops[i].epfd);
+		if (e->loops[i].wake_fd >= 0)
+			close(e->loops[i].wake_fd);
+		pthread_mutex_destroy(&e->loops[i].m);
 	}
 	if (e->quit_fd >= 0)
 		close(e->quit_fd);
+	pthread_cond_destroy(&e->dcond);
+	pthread_mutex_destroy(&e->dlock);
 	SSL_CTX_free(e->ctx);
 	pem_free(&e->pem);
 	pthread_mutex_destroy(&e->lock);

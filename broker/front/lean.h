@@ -13,11 +13,13 @@
  * redir_pdu.h); this one does the I/O and TLS (the only lean file including
  * OpenSSL). Each connection is a state machine on a non-blocking socket run
  * by one of a few epoll loop threads (one per CPU, at most 4) from TLS to
- * licensing; the admission worker that holds its slot (admit.h) waits on it
- * with a shallow stack, then asks the core (whose decision blocks on the
- * store, so never on a loop), sends the answer and drains. A handshake in
- * flight costs about 36 KB (its TLS state, its input buffer, the waiting
- * worker), not a FreeRDP peer's megabytes.
+ * its end; the admission worker only answers the X.224 request and hands
+ * it over. The decision is asked without waiting (door_ops.decide_async,
+ * e.g. a front process's, the core's answer over its socket) or, for a
+ * core whose decide blocks on the store, on a few decider threads, never
+ * on a loop. So no thread waits for a connection, and a handshake in
+ * flight costs a few kilobytes (its TLS state, its input buffer only while
+ * a PDU is incomplete), not a FreeRDP peer's megabytes.
  *
  * Debug: with TSBROKER_LEAN_DUMP=DIR in the environment every decrypted
  * client PDU is written to DIR/<conn>-<seq>-<name>.bin (Client Info with its
@@ -86,12 +88,19 @@ struct lean_engine *lean_new(const struct lean_pem *pem, int token_mode, int sto
  * reason in err (the old one stays). Any thread. */
 int lean_reload(struct lean_engine *e, const char *certificate, const char *private_key,
     char *err, size_t n);
-/* Runs dc's connection (its X.224 request checked by the X.224 stage and
- * still unread in the socket) to its outcome, reported through dc
- * (door_report), then lets the client close first. Called from admission
- * workers, concurrently. */
-void lean_run(struct lean_engine *e, struct door_conn *dc);
-/* After every run has returned. NULL ok. */
+/* Takes dc's connection (its X.224 request checked by the X.224 stage and
+ * still unread in the socket; dc is copied, the engine's copy is the
+ * connection's from the call on) and runs it to its outcome, reported
+ * through its door_conn (door_report), then lets the client close first;
+ * at the end calls end(arg, its door_conn) once, from any engine thread
+ * (maybe before lean_run returns), which must release the connection
+ * (admit_conn_release). Returns ADMIT_KEPT; or 0 if it could not take it
+ * (out of memory: reported through dc, end not called). Called from
+ * admission workers, concurrently; returns without waiting for the
+ * client or the core. */
+int lean_run(struct lean_engine *e, struct door_conn *dc,
+    void (*end)(void *arg, struct door_conn *dc), void *arg);
+/* After every connection has ended (admit_free has returned). NULL ok. */
 void lean_free(struct lean_engine *e);
 
 #endif

@@ -10,7 +10,9 @@
  *     unread; spliced, or on
  *   refuse a client that does not offer TLS with an RDP_NEG_FAILURE
  *   the engine ([rdp] engine): TLS, Client Info, DOOR_LOGON, the redirect
- *     (lean.c, or FreeRDP's peer in rdp_freerdp.c).
+ *     (lean.c, which keeps the connection, ADMIT_KEPT, and ends it from its
+ *     loops through conn_end; or FreeRDP's peer in rdp_freerdp.c, in the
+ *     worker).
  *
  * While the core splices, the watchdog leaves the socket alone (handoff):
  * the core bounds its own time, and a socket it splices lives on in its own
@@ -44,7 +46,7 @@ struct rdp {
 	struct fr_engine *engine;	/* one of these three */
 	struct lean_engine *lean;
 	struct fronts *fronts;		/* the lean engine in front processes */
-	void (*ended)(void *ctx, struct admit_conn *c);	/* in a front process */
+	void (*ended)(void *ctx, struct door_conn *dc);	/* in a front process */
 	int conn_fd;			/* rdp_admit's, for a reload */
 	int (*accept)(void *, int, char *, size_t, uint64_t *);
 };
@@ -160,28 +162,94 @@ conn_check_request(struct rdp *r, struct door_conn *dc)
  * address's placements_per_address_minute first (given back if the answer
  * was a reconnect or no redirect). So an address at its limit is refused
  * its logons, reconnects too, until its minute slides on. */
+static int
+front_limited(struct rdp *r, const struct door_request *req, struct door_answer *ans,
+    int *counted)
+{
+	*counted = 0;
+	if (req->stage != DOOR_LOGON ||
+	    admit_placement_take(r->admit, req->client_addr, counted) == 0)
+		return 0;
+	/* the engine reports the refusal with this request: say so */
+	((struct door_request *)req)->limited = 1;
+	memset(ans, 0, sizeof(*ans));
+	ans->verdict = DOOR_REFUSE;
+	ans->refusal = DOOR_REFUSAL_DENIED;
+	snprintf(ans->reason, sizeof(ans->reason), "%d new placements in the last minute "
+	    "from %s (placements_per_address_minute)",
+	    __atomic_load_n(&r->conf.placements_per_address_minute, __ATOMIC_RELAXED),
+	    req->client_addr);
+	return 1;
+}
+
+/* The placement counted for req given back unless ans placed anew. */
+static void
+front_placed(struct rdp *r, const struct door_request *req, const struct door_answer *ans)
+{
+	if (ans->verdict != DOOR_REDIRECT || ans->redirect.reconnect)
+		admit_placement_return(r->admit, req->client_addr);
+}
+
 static void
 front_decide(void *ctx, const struct door_request *req, struct door_answer *ans)
 {
 	struct rdp *r = ctx;
-	int counted = 0;
+	int counted;
 
-	if (req->stage == DOOR_LOGON &&
-	    admit_placement_take(r->admit, req->client_addr, &counted) != 0) {
-		/* the engine reports the refusal with this request: say so */
-		((struct door_request *)req)->limited = 1;
+	if (front_limited(r, req, ans, &counted))
+		return;
+	r->ops.decide(r->ops.ctx, req, ans);
+	if (counted)
+		front_placed(r, req, ans);
+}
+
+/* An asynchronous decision that counted a placement. */
+struct front_ask {
+	struct rdp *r;
+	const struct door_request *req;
+	struct door_answer *ans;
+	void (*complete)(void *arg);
+	void *arg;
+};
+
+static void
+front_decided(void *arg)
+{
+	struct front_ask a = *(struct front_ask *)arg;
+
+	free(arg);
+	front_placed(a.r, a.req, a.ans);
+	a.complete(a.arg);
+}
+
+/* front_decide without waiting (the core's decide_async, e.g. a front's). */
+static void
+front_decide_async(void *ctx, const struct door_request *req, struct door_answer *ans,
+    void (*complete)(void *arg), void *arg)
+{
+	struct rdp *r = ctx;
+	struct front_ask *a;
+	int counted;
+
+	if (front_limited(r, req, ans, &counted)) {
+		complete(arg);
+		return;
+	}
+	if (!counted) {
+		r->ops.decide_async(r->ops.ctx, req, ans, complete, arg);
+		return;
+	}
+	if ((a = malloc(sizeof(*a))) == NULL) {
+		admit_placement_return(r->admit, req->client_addr);
 		memset(ans, 0, sizeof(*ans));
 		ans->verdict = DOOR_REFUSE;
 		ans->refusal = DOOR_REFUSAL_DENIED;
-		snprintf(ans->reason, sizeof(ans->reason), "%d new placements in the last minute "
-		    "from %s (placements_per_address_minute)",
-		    __atomic_load_n(&r->conf.placements_per_address_minute, __ATOMIC_RELAXED),
-		    req->client_addr);
+		snprintf(ans->reason, sizeof(ans->reason), "out of memory");
+		complete(arg);
 		return;
 	}
-	r->ops.decide(r->ops.ctx, req, ans);
-	if (counted && (ans->verdict != DOOR_REDIRECT || ans->redirect.reconnect))
-		admit_placement_return(r->admit, req->client_addr);
+	*a = (struct front_ask){ r, req, ans, complete, arg };
+	r->ops.decide_async(r->ops.ctx, req, ans, front_decided, a);
 }
 
 static enum door_splice_result
@@ -201,34 +269,36 @@ front_done(void *ctx, const struct door_request *req, enum door_outcome outcome,
 	r->ops.done(r->ops.ctx, req, outcome, ans, reason, elapsed_us);
 }
 
+/* The lean engine's end of a connection it kept. */
 static void
-conn_handle(struct rdp *r, struct admit_conn *ac)
+conn_end(void *ctx, struct door_conn *dc)
 {
-	struct door_conn dc;
+	struct rdp *r = ctx;
 
-	door_conn_init(&dc, &r->front, ac);
-	if (admit_conn_stopping(ac)) {
-		door_report(&dc, DOOR_FAILED, NULL, "broker stopping");
-		return;
-	}
-	if (conn_check_request(r, &dc) != 0)
-		return;
-	if (r->lean != NULL)
-		lean_run(r->lean, &dc);
-	else
-		rdp_freerdp_run(r->engine, &dc);
+	if (r->ended != NULL)
+		r->ended(r->ops.ctx, dc);
+	admit_conn_release(dc->ac);
 }
 
 static int
 rdp_handle(void *ctx, struct admit_conn *ac)
 {
 	struct rdp *r = ctx;
+	struct door_conn dc;
 
 	if (r->fronts != NULL)
 		return fronts_pass(r->fronts, ac);
-	conn_handle(r, ac);
+	door_conn_init(&dc, &r->front, ac);
+	if (admit_conn_stopping(ac))
+		door_report(&dc, DOOR_FAILED, NULL, "broker stopping");
+	else if (conn_check_request(r, &dc) == 0) {
+		if (r->lean != NULL && lean_run(r->lean, &dc, conn_end, r) == ADMIT_KEPT)
+			return ADMIT_KEPT;	/* conn_end ends it */
+		if (r->lean == NULL)
+			rdp_freerdp_run(r->engine, &dc);
+	}
 	if (r->ended != NULL)
-		r->ended(r->ops.ctx, ac);
+		r->ended(r->ops.ctx, &dc);
 	return 0;
 }
 
@@ -241,7 +311,7 @@ rdp_dropped(void *ctx, struct admit_conn *ac, const char *why)
 	door_conn_init(&dc, &r->front, ac);
 	door_report(&dc, DOOR_FAILED, NULL, why);
 	if (r->ended != NULL)
-		r->ended(r->ops.ctx, ac);
+		r->ended(r->ops.ctx, &dc);
 }
 
 int
@@ -289,7 +359,8 @@ rdp_alloc(const struct rdp_conf *conf, const struct door_ops *ops, char *err, si
 	r->conf.certificate[sizeof(r->conf.certificate) - 1] = '\0';
 	r->conf.private_key[sizeof(r->conf.private_key) - 1] = '\0';
 	r->ops = *ops;
-	r->front = (struct door_ops){ .decide = front_decide, .done = front_done, .ctx = r };
+	r->front = (struct door_ops){ .decide = front_decide, .done = front_done, .ctx = r,
+	    .decide_async = ops->decide_async != NULL ? front_decide_async : NULL };
 	r->token_mode = strcmp(r->conf.mode, "token") == 0;
 	return r;
 }
@@ -400,7 +471,7 @@ rdp_new(const struct rdp_conf *conf, const struct door_ops *ops, uint64_t *front
 struct rdp *
 rdp_front_new(const struct rdp_conf *conf, const struct lean_pem *pem, int conn_fd,
     int (*accept)(void *, int, char *, size_t, uint64_t *), const struct door_ops *ops,
-    void (*ended)(void *ctx, struct admit_conn *c), char *err, size_t errlen)
+    void (*ended)(void *ctx, struct door_conn *dc), char *err, size_t errlen)
 {
 	struct rdp *r;
 

@@ -58,13 +58,14 @@ struct rdp *rdp_new(const struct rdp_conf *conf, const struct door_ops *ops,
     uint64_t *front_restarts, char *err, size_t errlen);
 /* In a front process (frontproc.c): the endpoint on client sockets that
  * accept takes from conn_fd (admit.h: conf.accept; the tag is the core's
- * id), the lean engine on pem, ops the remote core's. ended(ctx, c) is
- * called once per connection when this process is done with it. */
-struct admit_conn;
+ * id), the lean engine on pem, ops the remote core's (its decide_async
+ * used for DOOR_LOGON). ended(ctx, dc) is called once per connection when
+ * this process is done with it (any endpoint thread), before its release. */
+struct door_conn;
 struct lean_pem;
 struct rdp *rdp_front_new(const struct rdp_conf *conf, const struct lean_pem *pem,
     int conn_fd, int (*accept)(void *, int, char *, size_t, uint64_t *),
-    const struct door_ops *ops, void (*ended)(void *ctx, struct admit_conn *c),
+    const struct door_ops *ops, void (*ended)(void *ctx, struct door_conn *dc),
     char *err, size_t errlen);
 /* Checks what the libraries must judge (for -t): the TLS policy (with
  * OpenSSL) and limits_exempt. 0, or -1 with the reason in err. */

@@ -1,7 +1,8 @@
 /* Unit tests for broker/front/admit.c, the admission engine, over real
  * loopback sockets: its limits (max_connections at accept, max_handshakes
- * slots, the handshake deadline of each stage) and the waiting stage (a
- * partial request takes no slot). */
+ * slots, the handshake deadline of each stage), the waiting stage (a
+ * partial request takes no slot) and a connection its handler keeps
+ * (ADMIT_KEPT: its slot held until released, admit_free waits for it). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -38,6 +39,9 @@ static struct {
 	size_t request_len;
 	int dropped;
 	char why[10][160];		/* dropped reasons, in order */
+	int keep;			/* handlers keep the connection (ADMIT_KEPT) */
+	struct admit_conn *kept;	/* the last kept one */
+	int released;			/* kept ones released */
 } seen;
 
 static int
@@ -49,6 +53,11 @@ on_handle(void *ctx, struct admit_conn *c)
 	req = admit_conn_request(c, &len);
 	pthread_mutex_lock(&seen.lock);
 	seen.handled++;
+	if (seen.keep) {
+		seen.kept = c;
+		pthread_mutex_unlock(&seen.lock);
+		return ADMIT_KEPT;
+	}
 	seen.running++;
 	memcpy(seen.request, req, len < sizeof(seen.request) ? len : sizeof(seen.request));
 	seen.request_len = len;
@@ -135,7 +144,8 @@ start(int handshake_timeout, int max_handshakes, int max_connections, int *port)
 
 	pthread_mutex_lock(&seen.lock);
 	seen.handled = seen.running = seen.release = seen.read_until_closed = 0;
-	seen.timed_out = seen.dropped = 0;
+	seen.timed_out = seen.dropped = seen.keep = seen.released = 0;
+	seen.kept = NULL;
 	seen.request_len = 0;
 	pthread_mutex_unlock(&seen.lock);
 	a = admit_new(&c, &h, err, sizeof(err));
@@ -372,6 +382,53 @@ test_free_ends_everything(void **state)
 	close(fd[1]);
 }
 
+/* What an engine's loop does with a kept connection: reads until the
+ * socket is shut down (the watchdog at stop), then releases it, late. */
+static void *
+kept_releaser(void *arg)
+{
+	struct admit_conn *c = arg;
+	char buf[64];
+
+	while (recv(admit_conn_fd(c), buf, sizeof(buf), 0) > 0)
+		;	/* the peeked request, then nothing until the shutdown */
+	usleep(200 * 1000);
+	pthread_mutex_lock(&seen.lock);
+	seen.released++;
+	pthread_mutex_unlock(&seen.lock);
+	admit_conn_release(c);
+	return NULL;
+}
+
+static void
+test_kept_until_released(void **state)
+{
+	int port, fd[2];
+	struct admit *a = start(30, 1, 10, &port);
+	pthread_t t;
+
+	pthread_mutex_lock(&seen.lock);
+	seen.keep = 1;
+	pthread_mutex_unlock(&seen.lock);
+	fd[0] = dial(port);
+	send_request(fd[0], "kept");
+	assert_int_equal(wait_for(&seen.handled, 1), 1);	/* the handler returned */
+	fd[1] = dial(port);
+	send_request(fd[1], "second");	/* the one slot is the kept one's */
+	assert_int_equal(pthread_create(&t, NULL, kept_releaser, seen.kept), 0);
+	/* stop shuts the kept socket down and waits for its release */
+	assert_int_equal(admit_free(a), 0);
+	assert_int_equal(seen_get(&seen.released), 1);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(seen_get(&seen.handled), 1);
+	assert_int_equal(seen_get(&seen.dropped), 1);
+	assert_string_equal(seen.why[0], "broker stopping");
+	assert_int_equal(closed_within(fd[0], WAIT_MS), 1);
+	assert_int_equal(closed_within(fd[1], WAIT_MS), 1);
+	close(fd[0]);
+	close(fd[1]);
+}
+
 static void
 test_bad_listen(void **state)
 {
@@ -395,6 +452,7 @@ main(void)
 		cmocka_unit_test(test_partial_request_takes_no_slot),
 		cmocka_unit_test(test_waiting_stage_drops),
 		cmocka_unit_test(test_free_ends_everything),
+		cmocka_unit_test(test_kept_until_released),
 		cmocka_unit_test(test_bad_listen),
 	};
 	log_init("test_admit", LOG_ERROR);
