@@ -1235,8 +1235,14 @@ def table(R, meta):
                          f"p99 {fmt(t['new'].get('cpu_p99_us'), ' us')}",
                          "target p99 <= 100 us: " + ("met" if t["new"]["p99_us"] <= 100 else
                                                      place_cause(t, d))))
-        rows.append(("", "placement_pick alone over the servers (pure decision, in memory)",
+        rows.append(("", "placement_pick alone over the servers (pure decision, in memory: "
+                     "a pass over every server, the reference)",
                      f"p50 {fmt(d['pick_ref']['p50_us'], ' us', 1)}, p99 {fmt(d['pick_ref']['p99_us'], ' us', 1)}", "", ""))
+        if "ordered_ref" in d:
+            o = d["ordered_ref"]
+            rows.append(("", "the store's decision alone over them (ordered candidates: "
+                         "plindex_pick + update)",
+                         f"p50 {fmt(o['p50_us'], ' us', 1)}, p99 {fmt(o['p99_us'], ' us', 1)}", "", ""))
         rows.append(("", "broker RSS on that database (start / after redirects / peak)",
                      f"{p['broker_rss_start_kb'] / 1024:.0f} / {p['broker_rss_kb'] / 1024:.0f} / {p['broker_hwm_kb'] / 1024:.0f} MB",
                      f"GET /metrics {fmt(p['metrics_ms'], ' ms')}",

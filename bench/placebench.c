@@ -9,7 +9,10 @@
  *           synchronous=FULL) on the same file: the floor of any decision
  *           the broker commits;
  *   pick:   placement_pick alone over the same servers in memory (the pure
- *           decision, no I/O).
+ *           decision, no I/O: a pass over every server, the reference the
+ *           store's ordered pick is tested against);
+ *   ordered: the store's own decision over them (plindex_pick, then
+ *           plindex_update of the server placed on).
  *
  *   placebench --db FILE [--servers N] [--sessions-per-server N]
  *              [--decisions N] [--reconnects N] [--commits N] [--connections N]
@@ -41,6 +44,7 @@
 #include "bench/benchutil.h"
 #include "broker/common/util.h"
 #include "broker/state/placement.h"
+#include "broker/state/plindex.h"
 #include "broker/state/store.h"
 
 static void
@@ -304,37 +308,52 @@ run_commits(const char *path, long n, struct stats *out)
 	sqlite3_close(db);
 }
 
-/* placement_pick alone over nservers loaded servers. */
+/* placement_pick alone over nservers loaded servers (a pass over every
+ * one: the reference the store's ordered pick is tested against), into
+ * out; the store's own pick (plindex_pick and the update of the server
+ * placed on, as store_placement_commit does) over the same servers into
+ * ordered. */
 static void
-run_picks(int nservers, int per_server, long n, struct stats *out)
+run_picks(int nservers, int per_server, long n, struct stats *out, struct stats *ordered)
 {
 	struct pl_server *sv = calloc((size_t)nservers, sizeof(*sv));
 	char (*names)[16] = calloc((size_t)nservers, 16);
 	struct lat_vec l = { 0 }, c = { 0 };
+	struct plindex *ix = plindex_new();
 	struct pl_decision d;
 	int64_t t0;
 
-	if (sv == NULL || names == NULL)
+	if (sv == NULL || names == NULL || ix == NULL)
 		die("out of memory", NULL);
-	for (int i = 0; i < nservers; i++) {
-		snprintf(names[i], 16, "ts%05d", i + 1);
-		sv[i] = (struct pl_server){ .id = i + 1, .name = names[i], .state = SERVER_UP,
-		    .weight = 100, .max_sessions = per_server + 1000, .sessions = per_server,
-		    .cpu_percent = (double)((i + 1) * 7919 % 1000) / 10.0 };
-	}
-	t0 = bench_mono_ns();
-	for (long k = 0; k < n; k++) {
-		struct pl_input in = { sv, (size_t)nservers, NULL, 0, 1 };
-		int64_t ca = thread_cpu_ns(), a = bench_mono_ns();
-
-		if (placement_pick(&in, &d) == 0) {
-			lat_push(&l, bench_mono_ns() - a);
-			lat_push(&c, thread_cpu_ns() - ca);
-			sv[d.server].pending++;		/* as a placement would */
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < nservers; i++) {
+			snprintf(names[i], 16, "ts%05d", i + 1);
+			sv[i] = (struct pl_server){ .id = i + 1, .name = names[i],
+			    .state = SERVER_UP, .weight = 100, .max_sessions = per_server + 1000,
+			    .sessions = per_server,
+			    .cpu_percent = (double)((i + 1) * 7919 % 1000) / 10.0 };
 		}
+		if (pass == 1 && plindex_build(ix, sv, (size_t)nservers, 1) != 0)
+			die("out of memory", NULL);
+		l.n = c.n = 0;
+		t0 = bench_mono_ns();
+		for (long k = 0; k < n; k++) {
+			struct pl_input in = { sv, (size_t)nservers, NULL, 0, 1 };
+			int64_t ca = thread_cpu_ns(), a = bench_mono_ns();
+			int r = pass == 0 ? placement_pick(&in, &d) : plindex_pick(ix, &in, &d);
+
+			if (r == 0) {
+				sv[d.server].pending++;		/* as a placement would */
+				if (pass == 1)
+					plindex_update(ix, sv, d.server);
+				lat_push(&l, bench_mono_ns() - a);
+				lat_push(&c, thread_cpu_ns() - ca);
+			}
+		}
+		stats_of(&l, (double)(bench_mono_ns() - t0) / 1e9, 0, pass == 0 ? out : ordered);
+		cpu_of(&c, pass == 0 ? out : ordered);
 	}
-	stats_of(&l, (double)(bench_mono_ns() - t0) / 1e9, 0, out);
-	cpu_of(&c, out);
+	plindex_free(ix);
 	free(l.v);
 	free(c.v);
 	free(sv);
@@ -383,7 +402,7 @@ main(int argc, char **argv)
 	const char *path = NULL, *engine = "sqlite", *prefix = "new";
 	int nservers = 10000, per_server = 20, nconn = 1, sqlite, ch;
 	long decisions = 2000, reconnects = 1000, commits = 1000, stride;
-	struct stats fresh, again, commit, pick;
+	struct stats fresh, again, commit, pick, ordered;
 	struct store *st[16];
 	char wal[4096];
 	int64_t t0;
@@ -438,9 +457,10 @@ main(int argc, char **argv)
 		store_close(st[i]);
 	memset(&commit, 0, sizeof(commit));
 	memset(&pick, 0, sizeof(pick));
+	memset(&ordered, 0, sizeof(ordered));
 	if (sqlite) {
 		run_commits(path, commits, &commit);
-		run_picks(nservers, per_server, decisions, &pick);
+		run_picks(nservers, per_server, decisions, &pick, &ordered);
 	}
 	printf("{\"engine\": \"%s\", \"connections\": %d, \"servers\": %d, \"sessions\": %ld, "
 	    "\"bulk_load_s\": %.2f, \"store_open_ms\": %.1f, \"first_decision_ms\": %.1f, ",
@@ -450,6 +470,7 @@ main(int argc, char **argv)
 	print_stats("reconnect", &again, 1);
 	print_stats("commit_ref", &commit, 1);
 	print_stats("pick_ref", &pick, 1);
+	print_stats("ordered_ref", &ordered, 1);
 	printf("\"rss_kb\": %ld}\n", rss_kb());
 	return 0;
  usage:

@@ -59,6 +59,241 @@ db_error(struct store_db *d, const char *func, int rc)
 }
 #define DB_ERROR(d, rc) db_error(d, __func__, rc)
 
+/* ---- the WAL's writes gathered (a VFS over the default one) ----
+ * SQLite writes each WAL frame in two calls (its 24-byte header, then the
+ * page): a placement's 7 pages are 14 system calls. This VFS passes every
+ * call to the default VFS, but a WAL file's appends (writes past the end of
+ * what this connection wrote since the file's header) that continue one
+ * another are gathered in a buffer and written in one call: at once after
+ * the page of a commit frame (its header's database size is not 0), so that
+ * a commit's frames are all in the file before SQLite syncs it or tells any
+ * other connection of them, at every synchronous level; before anything
+ * else touches the file (a read, its size, a sync, truncation, a file
+ * control, a write elsewhere); when the buffer is full. A write error is
+ * the write's or the next call's, as SQLite's own would be. What is left
+ * when no transaction is open (the frames of one rolled back) is dropped
+ * (wal_settle, after every statement): written later it could overwrite
+ * another connection's frames. */
+#define WALBUF_MAX	(128 * 1024)
+#define WAL_HDR		32	/* the WAL file's header */
+#define WAL_FRAME_HDR	24	/* a frame's header, before its page */
+
+struct vfile {
+	sqlite3_file base;	/* first: SQLite's view */
+	sqlite3_file *real;	/* the default VFS's file, after this struct */
+	unsigned char *buf;	/* a WAL file: its writes gathered; else NULL */
+	size_t len;
+	sqlite3_int64 off;	/* of buf[0] in the file */
+	sqlite3_int64 end;	/* of what it wrote since the file's header */
+	int commit;		/* the last write was a commit frame's header */
+};
+
+static sqlite3_vfs *vfs_root;	/* the default VFS */
+static sqlite3_vfs vfs_wal;
+static pthread_once_t vfs_once = PTHREAD_ONCE_INIT;
+
+#define REAL(pf)	(((struct vfile *)(pf))->real)
+#define RM(pf)		(REAL(pf)->pMethods)
+
+static int
+vf_flush(struct vfile *f)
+{
+	size_t len = f->len;
+
+	f->len = 0;
+	return len == 0 ? SQLITE_OK : f->real->pMethods->xWrite(f->real, f->buf, (int)len,
+	    f->off);
+}
+
+static int
+vf_write(sqlite3_file *pf, const void *p, int n, sqlite3_int64 off)
+{
+	struct vfile *f = (struct vfile *)pf;
+	const unsigned char *b = p;
+	int rc, commit = f->commit;
+
+	if (f->buf == NULL)
+		return RM(pf)->xWrite(REAL(pf), p, n, off);
+	f->commit = n == WAL_FRAME_HDR && off >= WAL_HDR &&
+	    (b[4] | b[5] | b[6] | b[7]) != 0;
+	if (off == 0)
+		f->end = 0;	/* the header: the file begins again */
+	if (f->len > 0 && (off != f->off + (sqlite3_int64)f->len ||
+	    f->len + (size_t)n > WALBUF_MAX) && (rc = vf_flush(f)) != SQLITE_OK)
+		return rc;
+	if (n <= 0 || (size_t)n > WALBUF_MAX || off < f->end)
+		return RM(pf)->xWrite(REAL(pf), p, n, off);	/* not an append */
+	if (f->len == 0)
+		f->off = off;
+	memcpy(f->buf + f->len, p, (size_t)n);
+	f->len += (size_t)n;
+	f->end = off + n;
+	return commit ? vf_flush(f) : SQLITE_OK;	/* a commit frame's page */
+}
+
+/* The calls that see the file: the buffer written first. */
+static int
+vf_read(sqlite3_file *pf, void *p, int n, sqlite3_int64 off)
+{
+	int rc = vf_flush((struct vfile *)pf);
+
+	return rc != SQLITE_OK ? rc : RM(pf)->xRead(REAL(pf), p, n, off);
+}
+
+static int
+vf_truncate(sqlite3_file *pf, sqlite3_int64 size)
+{
+	int rc = vf_flush((struct vfile *)pf);
+
+	return rc != SQLITE_OK ? rc : RM(pf)->xTruncate(REAL(pf), size);
+}
+
+static int
+vf_sync(sqlite3_file *pf, int flags)
+{
+	int rc = vf_flush((struct vfile *)pf);
+
+	return rc != SQLITE_OK ? rc : RM(pf)->xSync(REAL(pf), flags);
+}
+
+static int
+vf_size(sqlite3_file *pf, sqlite3_int64 *size)
+{
+	int rc = vf_flush((struct vfile *)pf);
+
+	return rc != SQLITE_OK ? rc : RM(pf)->xFileSize(REAL(pf), size);
+}
+
+static int
+vf_control(sqlite3_file *pf, int op, void *arg)
+{
+	int rc = vf_flush((struct vfile *)pf);
+
+	return rc != SQLITE_OK ? rc : RM(pf)->xFileControl(REAL(pf), op, arg);
+}
+
+static int
+vf_fetch(sqlite3_file *pf, sqlite3_int64 off, int n, void **pp)
+{
+	int rc = vf_flush((struct vfile *)pf);
+
+	return rc != SQLITE_OK ? rc : RM(pf)->xFetch(REAL(pf), off, n, pp);
+}
+
+static int
+vf_close(sqlite3_file *pf)
+{
+	struct vfile *f = (struct vfile *)pf;
+
+	free(f->buf);	/* (what is left is of no transaction: see wal_settle) */
+	f->buf = NULL;
+	f->len = 0;
+	return RM(pf)->xClose(REAL(pf));
+}
+
+/* The rest as the default VFS's. */
+static int vf_lock(sqlite3_file *pf, int l) { return RM(pf)->xLock(REAL(pf), l); }
+static int vf_unlock(sqlite3_file *pf, int l) { return RM(pf)->xUnlock(REAL(pf), l); }
+static int vf_reserved(sqlite3_file *pf, int *o) { return RM(pf)->xCheckReservedLock(REAL(pf), o); }
+static int vf_sector(sqlite3_file *pf) { return RM(pf)->xSectorSize(REAL(pf)); }
+static int vf_caps(sqlite3_file *pf) { return RM(pf)->xDeviceCharacteristics(REAL(pf)); }
+static int vf_shm_map(sqlite3_file *pf, int pg, int sz, int ext, void volatile **pp)
+{ return RM(pf)->xShmMap(REAL(pf), pg, sz, ext, pp); }
+static int vf_shm_lock(sqlite3_file *pf, int off, int n, int fl)
+{ return RM(pf)->xShmLock(REAL(pf), off, n, fl); }
+static void vf_shm_barrier(sqlite3_file *pf) { RM(pf)->xShmBarrier(REAL(pf)); }
+static int vf_shm_unmap(sqlite3_file *pf, int del) { return RM(pf)->xShmUnmap(REAL(pf), del); }
+static int vf_unfetch(sqlite3_file *pf, sqlite3_int64 off, void *p)
+{ return RM(pf)->xUnfetch(REAL(pf), off, p); }
+
+static const sqlite3_io_methods vf_methods = {
+	3, vf_close, vf_read, vf_write, vf_truncate, vf_sync, vf_size, vf_lock, vf_unlock,
+	vf_reserved, vf_control, vf_sector, vf_caps, vf_shm_map, vf_shm_lock,
+	vf_shm_barrier, vf_shm_unmap, vf_fetch, vf_unfetch,
+};
+
+static int
+vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *pf, int flags, int *out)
+{
+	struct vfile *f = (struct vfile *)pf;
+	int rc;
+
+	(void)vfs;
+	memset(f, 0, sizeof(*f));
+	f->real = (sqlite3_file *)(f + 1);
+	if ((rc = vfs_root->xOpen(vfs_root, name, f->real, flags, out)) != SQLITE_OK)
+		return rc;	/* (pf->pMethods NULL: SQLite does not close it) */
+	if (f->real->pMethods == NULL || f->real->pMethods->iVersion < 3) {
+		if (f->real->pMethods != NULL)
+			f->real->pMethods->xClose(f->real);
+		return SQLITE_CANTOPEN;	/* (every Unix VFS has version 3) */
+	}
+	if (flags & SQLITE_OPEN_WAL)
+		f->buf = malloc(WALBUF_MAX);	/* NULL: written as it comes */
+	pf->pMethods = &vf_methods;
+	return SQLITE_OK;
+}
+
+#define ROOT(fn, ...) vfs_root->fn(vfs_root, __VA_ARGS__)
+static int vfs_delete(sqlite3_vfs *v, const char *n, int s) { (void)v; return ROOT(xDelete, n, s); }
+static int vfs_access(sqlite3_vfs *v, const char *n, int fl, int *o)
+{ (void)v; return ROOT(xAccess, n, fl, o); }
+static int vfs_full(sqlite3_vfs *v, const char *n, int k, char *o)
+{ (void)v; return ROOT(xFullPathname, n, k, o); }
+static void *vfs_dlopen(sqlite3_vfs *v, const char *n) { (void)v; return ROOT(xDlOpen, n); }
+static void vfs_dlerror(sqlite3_vfs *v, int k, char *o) { (void)v; ROOT(xDlError, k, o); }
+static void (*vfs_dlsym(sqlite3_vfs *v, void *h, const char *s))(void)
+{ (void)v; return ROOT(xDlSym, h, s); }
+static void vfs_dlclose(sqlite3_vfs *v, void *h) { (void)v; ROOT(xDlClose, h); }
+static int vfs_random(sqlite3_vfs *v, int k, char *o) { (void)v; return ROOT(xRandomness, k, o); }
+static int vfs_sleep(sqlite3_vfs *v, int us) { (void)v; return ROOT(xSleep, us); }
+static int vfs_time(sqlite3_vfs *v, double *o) { (void)v; return ROOT(xCurrentTime, o); }
+static int vfs_lasterr(sqlite3_vfs *v, int k, char *o) { (void)v; return ROOT(xGetLastError, k, o); }
+static int vfs_time64(sqlite3_vfs *v, sqlite3_int64 *o) { (void)v; return ROOT(xCurrentTimeInt64, o); }
+
+static void
+vfs_init(void)
+{
+	sqlite3_vfs *root = sqlite3_vfs_find(NULL);
+
+	if (root == NULL || root->iVersion < 2)
+		return;
+	vfs_wal = (sqlite3_vfs){ .iVersion = 2, .szOsFile = (int)sizeof(struct vfile) +
+	    root->szOsFile, .mxPathname = root->mxPathname, .zName = "tsbroker-wal",
+	    .xOpen = vfs_open, .xDelete = vfs_delete, .xAccess = vfs_access,
+	    .xFullPathname = vfs_full, .xDlOpen = vfs_dlopen, .xDlError = vfs_dlerror,
+	    .xDlSym = vfs_dlsym, .xDlClose = vfs_dlclose, .xRandomness = vfs_random,
+	    .xSleep = vfs_sleep, .xCurrentTime = vfs_time, .xGetLastError = vfs_lasterr,
+	    .xCurrentTimeInt64 = vfs_time64 };
+	vfs_root = root;
+	if (sqlite3_vfs_register(&vfs_wal, 0) != SQLITE_OK)
+		vfs_root = NULL;
+}
+
+/* No transaction open on d (one ended, committed or not): what its WAL
+ * buffer holds is dropped (a commit's frames were written at its commit
+ * frame; the rest is of a transaction rolled back). */
+static void
+wal_settle(struct store_db *d)
+{
+	sqlite3_file *fp = NULL;
+
+	if (!sqlite3_get_autocommit(d->db) ||
+	    sqlite3_file_control(d->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &fp) !=
+	    SQLITE_OK || fp == NULL || fp->pMethods != &vf_methods)
+		return;
+	((struct vfile *)fp)->len = 0;
+}
+
+/* The VFS to open the state database with: this one, or NULL (the default,
+ * if it could not be set up). */
+static const char *
+vfs_name(void)
+{
+	pthread_once(&vfs_once, vfs_init);
+	return vfs_root != NULL ? vfs_wal.zName : NULL;
+}
+
 /* Returns the cached prepared statement for sql, bound with the values in
  * fmt ('t' text, 'i' int, 'I' int64, 'd' double), or NULL (logged). */
 static struct sql_stmt *
@@ -111,6 +346,7 @@ done(struct store_db *d, sqlite3_stmt *stmt)
 		return;
 	sqlite3_reset(stmt);
 	sqlite3_clear_bindings(stmt);
+	wal_settle(d);
 	for (size_t i = 0; i < d->ncache; i++)
 		if (d->cache[i].stmt == stmt)
 			return;
@@ -329,6 +565,7 @@ migrate(struct store_db *d, char *err, size_t errlen)
 			    msg ? msg : sqlite3_errmsg(d->db));
 			sqlite3_free(msg);
 			sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+			wal_settle(d);
 			return STORE_ERR;
 		}
 		log_info("applied schema migration %s", m->name);
@@ -441,7 +678,7 @@ sqldb_open(const char *path, char *err, size_t errlen)
 	}
 	d->sql.ops = &sqldb_ops;
 	if (sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-	    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+	    SQLITE_OPEN_NOMUTEX, vfs_name()) != SQLITE_OK) {
 		snprintf(err, errlen, "%s: %s", path, d->db ? sqlite3_errmsg(d->db) :
 		    "out of memory");
 		goto fail;

@@ -1450,8 +1450,12 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 		r = st->e->placement_insert(st->db, sv[d.server].id, req, &res.session_id);
 		placed_on = sv[d.server].id;
 	}
+	/* a new session's trail from what it was inserted with (a server's
+	 * name never changes, nor is its id given to another while it is
+	 * cached: the insert's foreign key holds it) */
 	if (r == 0 && !full)
-		r = st->e->trail_add(st->db, res.session_id, d.reconnect, req);
+		r = st->e->trail_add(st->db, res.session_id, d.reconnect,
+		    d.reconnect ? NULL : sv[d.server].name, req);
 	if (r != 0)
 		goto out;
 	res.server_id = sv[d.server].id;
@@ -1674,7 +1678,7 @@ store_session_reconnect(struct store *st, int64_t session_id,
 	if ((r = begin(st, 1)) != 0)
 		return r;
 	if ((r = st->e->placement_refresh(st->db, session_id, req)) == 0)
-		r = st->e->trail_add(st->db, session_id, 1, req);
+		r = st->e->trail_add(st->db, session_id, 1, NULL, req);
 	if ((r = end_again(st, r)) == STORE_AGAIN)
 		goto retry;
 	return r;

@@ -168,9 +168,11 @@ struct store_engine {
 	int (*session_forget)(struct store_db *db, int64_t id, int64_t now);
 
 	/* the desk trail: a row for session_id now (its user and server); a
-	 * session's desk is that of its latest row (session_list) */
+	 * session's desk is that of its latest row (session_list). server
+	 * NULL: user, login and server read from the session's row; else
+	 * (a session just inserted from req on server) from req and server */
 	int (*trail_add)(struct store_db *db, int64_t session_id, int reconnect,
-	    const struct store_place_request *req);
+	    const char *server, const struct store_place_request *req);
 	int (*trail_list)(struct store_db *db, const char *user, int limit,
 	    struct store_trail **out, size_t *n);
 	/* at most limit of the rows older than before_ms */

@@ -595,9 +595,15 @@ sq_session_forget(struct store_db *d, int64_t id, int64_t now)
 /* ---- the desk trail ---- */
 
 static int
-sq_trail_add(struct store_db *d, int64_t session_id, int reconnect,
+sq_trail_add(struct store_db *d, int64_t session_id, int reconnect, const char *server,
     const struct store_place_request *req)
 {
+	if (server != NULL)	/* a new placement: its row's values, no join */
+		return EXEC(d, "INSERT INTO desk_trail (ts, \"user\", login, desk, "
+		    "desk_known, client, server, session_id, reconnect) VALUES (?, ?, ?, ?, "
+		    "?, ?, ?, ?, ?)", "ItttittIi", req->now, req->user, req->login,
+		    req->desk ? req->desk : "", req->desk != NULL, req->client ? req->client : "",
+		    server, session_id, reconnect);
 	return EXEC(d, "INSERT INTO desk_trail (ts, \"user\", login, desk, desk_known, "
 	    "client, server, session_id, reconnect) SELECT ?1, e.user, e.login, ?2, ?3, "
 	    "?4, v.name, e.id, ?5 FROM sessions e JOIN servers v ON v.id = e.server_id "

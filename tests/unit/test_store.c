@@ -422,6 +422,63 @@ test_generation_own_and_other(void **state)
 	store_close(other);
 }
 
+/* The ordered candidates (plindex) of this store stay right while another
+ * store changes the farm (its commits reach this one through the engine's
+ * generation hook): its placements, a drain and its end, a server down and
+ * back up (quarantine: test_pending_expiry_and_quarantine, and plindex's
+ * own in test_placement.c). Each placement goes where placement_pick over
+ * the servers as they are would put it: the least loaded open one (ties
+ * by CPU, then name). */
+static void
+test_candidates_follow_other_store(void **state)
+{
+	struct fx *f = *state;
+	struct store_place_result r;
+	struct store *other;
+	struct store_server s;
+	char u[16];
+
+	fx_farm(f, 3, 100);
+	assert_int_equal(fx_place(f, "u0", T0 + 1, &r), 0);	/* the cache loaded */
+	assert_string_equal(r.server, "a");
+	other = fx_open(f);
+	/* the other store loads a and b: c is the least loaded */
+	for (int i = 0; i < 4; i++) {
+		struct store_place_request q = { u, u, "", "127.0.0.8", T0 + 2 + i, 10000, 1,
+		    NULL };
+
+		snprintf(u, sizeof(u), "o%d", i);
+		assert_int_equal(store_placement_commit(other, &q, &r), 0);
+	}
+	/* a 2, b 2, c 1 */
+	assert_int_equal(fx_place(f, "u1", T0 + 10, &r), 0);
+	assert_string_equal(r.server, "c");
+	/* drained by the other: never chosen, until the drain ends */
+	assert_int_equal(store_server_drain(other, "a", 1, T0 + 11), 0);
+	for (int i = 0; i < 4; i++) {
+		snprintf(u, sizeof(u), "d%d", i);
+		assert_int_equal(fx_place(f, u, T0 + 12 + i, &r), 0);
+		assert_string_not_equal(r.server, "a");
+	}
+	/* a 2, b 4, c 4 */
+	assert_int_equal(store_server_drain(other, "a", 0, T0 + 20), 0);
+	assert_int_equal(fx_place(f, "e0", T0 + 21, &r), 0);
+	assert_string_equal(r.server, "a");
+	/* b down by the other: its pending placements end, it is not chosen */
+	assert_int_equal(store_server_get(f->st, "b", &s), 0);
+	assert_int_equal(store_server_down(other, s.id, "test", T0 + 22, NULL), 0);
+	for (int i = 0; i < 4; i++) {
+		snprintf(u, sizeof(u), "g%d", i);
+		assert_int_equal(fx_place(f, u, T0 + 23 + i, &r), 0);
+		assert_string_not_equal(r.server, "b");
+	}
+	/* back up (its heartbeat, here through this store): empty, so chosen */
+	fx_beat(f, "b", 1, T0 + 30, NULL, 0, 1);
+	assert_int_equal(fx_place(f, "h0", T0 + 31, &r), 0);
+	assert_string_equal(r.server, "b");
+	store_close(other);
+}
+
 /* Session fields the engine's batched statements must carry intact. */
 static void
 test_heartbeat_odd_names(void **state)
@@ -1273,6 +1330,7 @@ main(void)
 		FX_TEST(test_heartbeat_result),
 		FX_TEST(test_heartbeat_cache),
 		FX_TEST(test_generation_own_and_other),
+		FX_TEST(test_candidates_follow_other_store),
 		FX_TEST(test_heartbeat_odd_names),
 		FX_TEST(test_server_and_session_states),
 		FX_TEST(test_admin_tokens),

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "broker/common/log.h"
+#include "broker/common/util.h"
 #include "broker/state/store.h"
 #include "tests/unit/store_fx.h"
 
@@ -181,6 +182,69 @@ test_outside_commit_heartbeat(void **state)
 	assert_int_equal(fx_count(f, "a", "active"), 2);
 }
 
+/* The shell's one-number answer to sql on f's file. */
+static long
+shell_count(struct fx *f, const char *sql)
+{
+	char cmd[2048], out[64] = "";
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "sqlite3 %s \"%s\"", f->path, sql);
+	assert_non_null(p = popen(cmd, "r"));
+	assert_non_null(fgets(out, sizeof(out), p));
+	assert_int_equal(pclose(p), 0);
+	return atol(out);
+}
+
+/* The WAL's writes gathered by sqlite_db.c's VFS: two stores on one file
+ * committing in turn, with refused and failed operations between, each
+ * commit seen by another process (the shell) as soon as it returns; after
+ * close, the file is whole and holds every placement and its trail row
+ * with the server it was placed on. */
+static void
+test_wal_gathered(void **state)
+{
+	struct fx *f = *state;
+	struct store_place_result r;
+	struct store *other = fx_open(f);
+	struct store_server dup = { .port = 3389, .weight = 100, .max_sessions = 10 };
+	char u[32], sql[256];
+
+	fx_farm(f, 4, 1000);
+	util_strlcpy(dup.name, "a", sizeof(dup.name));
+	util_strlcpy(dup.address, "10.0.9.9", sizeof(dup.address));
+	for (int i = 0; i < 120; i++) {
+		struct store_place_request q = { u, u, "", "127.0.0.8", T0 + 1 + i, 10000, 1,
+		    NULL };
+
+		snprintf(u, sizeof(u), "w%d", i);
+		if (i % 2)
+			assert_int_equal(store_placement_commit(other, &q, &r), 0);
+		else
+			assert_int_equal(fx_place(f, u, T0 + 1 + i, &r), 0);
+		if (i % 7 == 3)	/* rolled back: the name is taken */
+			assert_int_equal(store_server_add(i % 2 ? other : f->st, &dup,
+			    "ffff", T0 + 1 + i), STORE_EXISTS);
+		if (i % 20 == 0) {
+			snprintf(sql, sizeof(sql), "SELECT count(*) FROM sessions s JOIN "
+			    "servers v ON v.id = s.server_id WHERE s.user = '%s' AND v.name = "
+			    "'%s'", u, r.server);
+			assert_int_equal(shell_count(f, sql), 1);
+		}
+	}
+	store_close(other);
+	store_close(f->st);
+	f->st = NULL;
+	assert_int_equal(shell_count(f, "SELECT count(*) FROM sessions WHERE user LIKE 'w%'"),
+	    120);
+	assert_int_equal(shell_count(f, "SELECT count(*) FROM desk_trail t JOIN sessions s ON "
+	    "s.id = t.session_id JOIN servers v ON v.id = s.server_id WHERE t.server = v.name "
+	    "AND t.user = s.user AND t.login = s.login AND t.reconnect = 0"), 120);
+	assert_int_equal(shell_count(f, "SELECT count(*) FROM pragma_integrity_check WHERE "
+	    "integrity_check = 'ok'"), 1);
+	f->st = fx_open(f);
+}
+
 int
 main(void)
 {
@@ -189,6 +253,7 @@ main(void)
 		FX_TEST(test_upgrade_from_release),
 		FX_TEST(test_outside_commit_seen),
 		FX_TEST(test_outside_commit_heartbeat),
+		FX_TEST(test_wal_gathered),
 	};
 	log_init("test_store_sqlite", LOG_ERROR);
 	return cmocka_run_group_tests_name("store_sqlite", tests, NULL, NULL);
