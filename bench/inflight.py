@@ -24,15 +24,7 @@ import rawrdp  # noqa: E402
 
 def family(pid):
     """pid and its children (the front processes)."""
-    out = [pid]
-    for d in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(d))
-        except OSError:
-            continue
-    return out
+    return [pid] + farm.children(pid)
 
 
 def summed(pid, path, key):

@@ -93,6 +93,19 @@ def ini_set(text, section, key, value):
     return "\n".join(out) + "\n"
 
 
+def children(pid):
+    """The pids of pid's live children (a broker's front processes)."""
+    out = []
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d))
+        except OSError:
+            continue
+    return out
+
+
 def wait_until(pred, timeout=10.0, what="condition", interval=0.05):
     """Polls pred() until it returns a true value (returned) or fails the test."""
     deadline = time.monotonic() + timeout

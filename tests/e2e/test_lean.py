@@ -16,8 +16,8 @@ import urllib.parse
 import pytest
 
 import rawrdp
-from farm import (Agent, XFreeRDP, free_port, needs_tools, needs_xfreerdp, start_targets,
-                  stop, wait_until)
+from farm import (Agent, XFreeRDP, children, free_port, needs_tools, needs_xfreerdp,
+                  start_targets, stop, wait_until)
 from xrdpfarm import MISSING, xrdp_server
 
 pytestmark = needs_tools
@@ -68,19 +68,6 @@ def redirect_with_password(port, user, password, cluster_flags=None):
         return c.read_outcome()
 
 
-def front_pids(parent):
-    """The broker's front processes ([rdp] fronts), by their parent."""
-    out = []
-    for d in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == parent:
-                    out.append(int(d))
-        except OSError:
-            continue
-    return out
-
-
 def core_of(pid, path):
     """A core dump of the running process (gdb's gcore), its bytes."""
     subprocess.run(["gcore", "-o", str(path), str(pid)], capture_output=True, timeout=120,
@@ -108,7 +95,7 @@ def test_password_in_no_log_and_no_core(lean_farm, tmp_path):
     # the check can fail: the user names sent beside it are there
     assert "pw2".encode("utf-16-le") in core or b"pw2" in core
     # the front processes parsed Client Info: the password wiped there too
-    for pid in front_pids(broker.proc.pid):
+    for pid in children(broker.proc.pid):
         core = core_of(pid, tmp_path / "front")
         for form in forms:
             assert form not in core, "the password is in a front process's memory"

@@ -10,7 +10,6 @@ closes; a broker stopped with connections in every state (waiting for
 its request, in TLS, stalled in MCS, after the redirect) ends them all and
 exits cleanly. Every wait polls a condition.
 """
-import os
 import resource
 import socket
 import time
@@ -18,7 +17,7 @@ import time
 import pytest
 
 import rawrdp
-from farm import free_port, heartbeat_body, wait_until
+from farm import children, free_port, heartbeat_body, wait_until
 
 STALLED = 200
 
@@ -31,18 +30,6 @@ def add_ts1(b):
                                        "accepting": True}})
     assert st == 200
     wait_until(lambda: (b.server("ts1") or {}).get("state") == "up", 10, "ts1 up")
-
-
-def children(pid):
-    out = []
-    for d in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(d))
-        except OSError:
-            continue
-    return out
 
 
 def threads(pid):
