@@ -104,6 +104,13 @@ void
 fx_beat(struct fx *f, const char *name, int accepting, int64_t now, const char **users,
     size_t n, int known)
 {
+	(void)fx_beat_on(f, f->st, name, accepting, now, users, n, known);
+}
+
+int
+fx_beat_on(struct fx *f, struct store *st, const char *name, int accepting, int64_t now,
+    const char **users, size_t n, int known)
+{
 	struct wire_heartbeat hb = { 0 };
 	struct store_heartbeat_result res;
 	struct wire_session s[16];
@@ -122,7 +129,8 @@ fx_beat(struct fx *f, const char *name, int accepting, int64_t now, const char *
 	}
 	hb.sessions = s;
 	hb.nsessions = n;
-	assert_int_equal(store_heartbeat_apply(f->st, fx_id(f, name), &hb, now, &res), 0);
+	assert_int_equal(store_heartbeat_apply(st, fx_id(f, name), &hb, now, &res), 0);
+	return res.draining;
 }
 
 int

@@ -38,6 +38,9 @@ void fx_farm(struct fx *f, size_t n, int max);
 /* A heartbeat of name with the given users (all active, agent ids "id-USER"). */
 void fx_beat(struct fx *f, const char *name, int accepting, int64_t now,
     const char **users, size_t n, int known);
+/* The same through st (another store on f's database): its draining answer. */
+int fx_beat_on(struct fx *f, struct store *st, const char *name, int accepting, int64_t now,
+    const char **users, size_t n, int known);
 /* store_placement_commit of user (normalised here) from 127.0.0.9, pending
  * for 10 s, pending_penalty 1. */
 int fx_place(struct fx *f, const char *user, int64_t now, struct store_place_result *res);

@@ -323,32 +323,6 @@ test_placement_cache(void **state)
 	assert_int_equal(fx_count(f, "a", "pending") + fx_count(f, "b", "pending"), 8);
 }
 
-/* A beat of server a through st with users (active, agent ids "id-USER"):
- * its draining answer. */
-static int
-beat_on(struct fx *f, struct store *st, int64_t now, const char **users, size_t n)
-{
-	struct wire_heartbeat hb = { 0 };
-	struct store_heartbeat_result res;
-	struct wire_session s[8];
-
-	snprintf(hb.name, sizeof(hb.name), "a");
-	hb.rdp_port = 3389;
-	hb.rdp_accepting = 1;
-	hb.ncpu = 2;
-	hb.sessions_known = 1;
-	for (size_t i = 0; i < n; i++) {
-		memset(&s[i], 0, sizeof(s[i]));
-		snprintf(s[i].user, sizeof(s[i].user), "%s", users[i]);
-		snprintf(s[i].id, sizeof(s[i].id), "id-%s", users[i]);
-		s[i].state = WIRE_ACTIVE;
-	}
-	hb.sessions = s;
-	hb.nsessions = n;
-	assert_int_equal(store_heartbeat_apply(st, fx_id(f, "a"), &hb, now, &res), 0);
-	return res.draining;
-}
-
 /* The heartbeat cache (hbcache.h) never answers from a state that is not
  * the database's: unchanged beats, a session gone and back, this store's
  * own placement, another store's (broker's) drain and beats. */
@@ -362,27 +336,27 @@ test_heartbeat_cache(void **state)
 
 	fx_farm(f, 1, 10);
 	for (int i = 0; i < 3; i++)
-		assert_int_equal(beat_on(f, f->st, T0 + 1 + i, abc, 2), 0);
+		assert_int_equal(fx_beat_on(f, f->st, "a", 1, T0 + 1 + i, abc, 2, 1), 0);
 	assert_int_equal(fx_count(f, "a", "active"), 2);
-	assert_int_equal(beat_on(f, f->st, T0 + 4, abc + 1, 1), 0);	/* alice gone */
+	assert_int_equal(fx_beat_on(f, f->st, "a", 1, T0 + 4, abc + 1, 1, 1), 0);	/* alice gone */
 	assert_int_equal(fx_count(f, "a", "active"), 1);
-	assert_int_equal(beat_on(f, f->st, T0 + 5, abc, 2), 0);		/* and back */
+	assert_int_equal(fx_beat_on(f, f->st, "a", 1, T0 + 5, abc, 2, 1), 0);		/* and back */
 	assert_int_equal(fx_count(f, "a", "active"), 2);
 	/* carol placed here (this store's commit), then confirmed by a beat */
 	assert_int_equal(fx_place(f, "carol", T0 + 6, &r), 0);
 	assert_int_equal(fx_count(f, "a", "pending"), 1);
-	assert_int_equal(beat_on(f, f->st, T0 + 7, abc, 3), 0);
+	assert_int_equal(fx_beat_on(f, f->st, "a", 1, T0 + 7, abc, 3, 1), 0);
 	assert_int_equal(fx_count(f, "a", "pending"), 0);
 	assert_int_equal(fx_count(f, "a", "active"), 3);
 	/* another broker drains a and takes a beat where alice and carol left */
 	other = fx_open(f);
 	assert_int_equal(store_server_drain(other, "a", 1, T0 + 8), 0);
-	assert_int_equal(beat_on(f, f->st, T0 + 9, abc, 3), 1);
-	assert_int_equal(beat_on(f, other, T0 + 10, abc + 1, 1), 1);
+	assert_int_equal(fx_beat_on(f, f->st, "a", 1, T0 + 9, abc, 3, 1), 1);
+	assert_int_equal(fx_beat_on(f, other, "a", 1, T0 + 10, abc + 1, 1, 1), 1);
 	assert_int_equal(fx_count(f, "a", "active"), 1);
 	store_close(other);
 	/* this store's next beat with all three is not "unchanged" */
-	assert_int_equal(beat_on(f, f->st, T0 + 11, abc, 3), 1);
+	assert_int_equal(fx_beat_on(f, f->st, "a", 1, T0 + 11, abc, 3, 1), 1);
 	assert_int_equal(fx_count(f, "a", "active"), 3);
 }
 
