@@ -343,6 +343,8 @@ def bench_inflight(build, args, R):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import inflight
     R["inflight"] = inflight.measure(args.inflight, "lean")
+    # one process ([rdp] fronts = 0): its RSS is the whole cost, nothing shared twice
+    R["inflight_one"] = inflight.measure(args.inflight, "lean", fronts=0)
 
 
 def verify_against_freerdp(build, b):
@@ -1182,6 +1184,13 @@ def table(R, meta):
                   f"idle {b['rss_kb'] / 1024:.0f} MB", ""),
                  ("", "threads (broker and fronts)", str(a["threads"]),
                   f"idle {b['threads']}", "")]
+    if "inflight_one" in R:
+        f = R["inflight_one"]
+        a, b = f["after"], f["before"]
+        rows.append(("", "the same in one process ([rdp] fronts = 0): RSS",
+                     f"{a['rss_kb'] / 1024:.0f} MB ({f['rss_per_kb']:.1f} kB each), "
+                     f"{a['threads']} threads", f"idle {b['rss_kb'] / 1024:.0f} MB",
+                     "target <= 100 MB: " + ("met" if a["rss_kb"] <= 100 * 1024 else "missed")))
     if "storm" in R:
         s = R["storm"]
         rows += [("storm", f"{s['users']} users offered in {meta['storm_seconds']} s, 4 servers: success",

@@ -9,6 +9,7 @@ their threads. Part of `make bench` (bench.py's inflight row); alone, from
 the repository root:
 
   /usr/bin/python3 bench/inflight.py 2000 lean
+  /usr/bin/python3 bench/inflight.py 2000 lean 0     # [rdp] fronts = 0: one process
   /usr/bin/python3 bench/inflight.py 50 freerdp
 """
 import os
@@ -46,15 +47,17 @@ def usage(pid):
             "processes": len(family(pid))}
 
 
-def measure(n=2000, engine="lean", build=None):
-    """The figures as a dict: before/after usage, n, engine, set-up seconds."""
+def measure(n=2000, engine="lean", build=None, fronts=None):
+    """The figures as a dict: before/after usage, n, engine, set-up seconds.
+    fronts: [rdp] fronts (None: the default, one per CPU; 0: one process)."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if hard < n + 100:
         raise RuntimeError(f"RLIMIT_NOFILE {hard} is too low for {n} connections")
     root = tempfile.mkdtemp(prefix="tsb-inflight-")
+    extra = {} if fronts is None else {"rdp__fronts": fronts}
     b = farm.Broker(root, rdp__engine=engine, rdp__max_handshakes=n + 10,
-                    rdp__max_connections=n + 100, rdp__handshake_timeout=120).start()
+                    rdp__max_connections=n + 100, rdp__handshake_timeout=120, **extra).start()
     clients = []
     try:
         # the fronts up and their engines warm (a few handshakes through) first
@@ -89,7 +92,8 @@ def measure(n=2000, engine="lean", build=None):
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     engine = sys.argv[2] if len(sys.argv) > 2 else "lean"
-    r = measure(n, engine)
+    fronts = int(sys.argv[3]) if len(sys.argv) > 3 else None
+    r = measure(n, engine, fronts=fronts)
     a, b = r["after"], r["before"]
     print(f"{engine}: {n} handshakes in flight ({a['processes']} processes): "
           f"RSS {b['rss_kb']} -> {a['rss_kb']} kB ({r['rss_per_kb']:.1f} kB each), "
