@@ -323,26 +323,25 @@ ask_connect(struct fronts *f, struct slot *s, struct door_request *req,
 	s->reported = ans->verdict != DOOR_GO_ON || req->x224.consumed;
 }
 
+/* The core's answer to an ask, into *ans (the caller sends it). */
 static void
-on_ask(struct front *fr, struct slot *s, struct frontmsg_ask *m)
+on_ask(struct front *fr, struct slot *s, struct frontmsg_ask *m, struct door_answer *ans)
 {
 	struct fronts *f = fr->f;
-	struct door_answer ans;
 
-	memset(&ans, 0, sizeof(ans));
+	memset(ans, 0, sizeof(*ans));
 	req_clean(&m->req, s->ac);
 	if (m->req.stage == DOOR_CONNECT)
-		ask_connect(f, s, &m->req, &ans);
+		ask_connect(f, s, &m->req, ans);
 	else if (m->req.stage == DOOR_LOGON) {
-		f->ops.decide(f->ops.ctx, &m->req, &ans);
+		f->ops.decide(f->ops.ctx, &m->req, ans);
 		s->limited = m->req.limited;
-		s->ans = ans;
+		s->ans = *ans;
 	} else {
-		ans.verdict = DOOR_REFUSE;
-		ans.refusal = DOOR_REFUSAL_DENIED;
-		util_strlcpy(ans.reason, "bad request stage", sizeof(ans.reason));
+		ans->verdict = DOOR_REFUSE;
+		ans->refusal = DOOR_REFUSAL_DENIED;
+		util_strlcpy(ans->reason, "bad request stage", sizeof(ans->reason));
 	}
-	answer_send(fr, s->id, &ans);
 }
 
 static void
@@ -376,6 +375,7 @@ decider_main(void *arg)
 		struct frontmsg_ask ask;
 		struct frontmsg_done done;
 	} *m;
+	struct door_answer ans;
 	struct slot *s;
 	ssize_t r;
 
@@ -397,9 +397,18 @@ decider_main(void *arg)
 			    fr->index);
 			continue;
 		}
-		if (m->h.type == FRONTMSG_ASK)
-			on_ask(fr, s, &m->ask);
-		else if (m->h.type == FRONTMSG_DONE)
+		if (m->h.type == FRONTMSG_ASK) {
+			uint64_t id = s->id;
+
+			/* the slot is free for the connection's next message before
+			 * the answer goes out (which that message follows), so no
+			 * decider waits for this one */
+			on_ask(fr, s, &m->ask, &ans);
+			slot_done(fr->f, s, 1);
+			answer_send(fr, id, &ans);
+			continue;
+		}
+		if (m->h.type == FRONTMSG_DONE)
 			on_done(fr, s, &m->done);
 		else
 			s->ended = 1;	/* the front is done with it: finished below */
