@@ -94,9 +94,9 @@ def pem_body(path):
     return max(lines, key=len)
 
 
-def add_ts1(b, address="127.0.0.2", port=None):
+def add_ts1(b, address="127.0.0.2", port=None, **opts):
     port = port or free_port(address)
-    token = b.add_server("ts1", address=address, port=port)
+    token = b.add_server("ts1", address=address, port=port, **opts)
     st, _ = b.heartbeat(token, {**heartbeat_body("ts1", port=port),
                                "rdp": {"address": address, "port": port, "accepting": True}})
     assert st == 200
@@ -210,7 +210,7 @@ def test_front_crash_mid_storm_costs_only_its_handshakes(privsep, stopped_at_tea
     port = free_port("127.0.0.2")
     sink = Echo("127.0.0.2", port)
     stopped_at_teardown.append(sink)
-    add_ts1(b, port=port)
+    add_ts1(b, port=port, max_sessions=1000)    # room for every user of the storm and after
     res = rawrdp.redirect("127.0.0.1", b.rdp_port, "alice")
     assert res.redirected and res.token.startswith("Cookie: msts="), res
     request = rawrdp.x224_request((res.token + "\r\n").encode())
