@@ -1138,10 +1138,11 @@ def redirect_cause(rdp, tls):
                 "the TLS server's CPU per connection (the RDP exchange's records and "
                 "system calls in the fronts; the core's decision, its durable commit and "
                 "the passed descriptor)")
-    return why + ("; would close it: the core's share (its decision threads woken "
-                  "together by one condition in fronts.c, a wake-up per connection "
-                  "instead; its commits) and a quieter machine: the ratio moves by 0.1 "
-                  "with the load (docs/benchmarks.md)")
+    return why + ("; would close it: the core's share: it makes two durable commits a "
+                  "redirect (the placement, then its 'redirected' event: 2 fdatasync, "
+                  "strace) and about 12 futex calls; the event carried by the next "
+                  "durable commit instead of its own fsync, and placements committed "
+                  "in groups as heartbeats are (docs/benchmarks.md)")
 
 
 def table(R, meta):
