@@ -1095,9 +1095,11 @@ def hb_cause(h, r):
                 + ("the CPU is the limit (2 CPUs shared with the load generator); what "
                    "would close it: less CPU a beat, above all jansson's decode (a third "
                    "of it, docs/benchmarks.md)" if t["rate"] < 5000 * 1.1 else
-                   "the commits are the limit; what would close it: more beats a commit "
-                   "(a libmicrohttpd thread waits out its beat's commit, holding its other "
-                   "connections: a suspended connection instead) or a faster fsync"))
+                   "the commits are the limit (a libmicrohttpd thread waits out its beat's "
+                   "commit, holding its other connections); what would close it: a faster "
+                   "fsync, or more beats a commit without more CPU a beat (suspended "
+                   "connections, tried on branch wt-hb2, doubled the beats a commit but "
+                   "cost 30 us more a beat: no gain, docs/benchmarks.md)"))
     w = [n for n in h.get("workers") or [] if n > 0]
     if w:
         why += (f"; the {sum(w)} connections sat on {len(w)} of libmicrohttpd's "
