@@ -198,14 +198,21 @@ ssl_want(struct lean_conn *c, int r)
 
 /* ---- the loop's non-blocking steps ---- */
 
+/* *p (n bytes, NULL ok) wiped and freed, *p NULL. */
+static void
+wiped_free(uint8_t **p, size_t n)
+{
+	if (*p != NULL) {
+		OPENSSL_cleanse(*p, n);
+		free(*p);
+	}
+	*p = NULL;
+}
+
 static void
 out_free(struct lean_conn *c)
 {
-	if (c->out != NULL) {
-		OPENSSL_cleanse(c->out, c->out_len);
-		free(c->out);
-	}
-	c->out = NULL;
+	wiped_free(&c->out, c->out_len);
 	c->out_len = 0;
 }
 
@@ -245,11 +252,7 @@ out_set(struct lean_conn *c, const uint8_t *pdu, int n, const char *what)
 static void
 in_free(struct lean_conn *c)
 {
-	if (c->in != NULL) {
-		OPENSSL_cleanse(c->in, c->cap);
-		free(c->in);
-	}
-	c->in = NULL;
+	wiped_free(&c->in, c->cap);
 	c->cap = c->have = 0;
 }
 

@@ -164,11 +164,10 @@ hbcache_holds(const struct hbcache *c)
 	return c != NULL && c->gen != 0 && c->n > 0;
 }
 
-struct hbcache_entry *
-hbcache_token(struct hbcache *c, const char *token)
+/* The entry of slot value s (0: none), counted as a hit or a miss. */
+static struct hbcache_entry *
+entry_of(struct hbcache *c, uint32_t s)
 {
-	uint32_t s = *slot_token(c, token);
-
 	if (s != 0 && c->v[s - 1].used) {
 		c->hits++;
 		return &c->v[s - 1].e;
@@ -178,16 +177,15 @@ hbcache_token(struct hbcache *c, const char *token)
 }
 
 struct hbcache_entry *
+hbcache_token(struct hbcache *c, const char *token)
+{
+	return entry_of(c, *slot_token(c, token));
+}
+
+struct hbcache_entry *
 hbcache_id(struct hbcache *c, int64_t id)
 {
-	uint32_t s = *slot_id(c, id);
-
-	if (s != 0 && c->v[s - 1].used) {
-		c->hits++;
-		return &c->v[s - 1].e;
-	}
-	c->misses++;
-	return NULL;
+	return entry_of(c, *slot_id(c, id));
 }
 
 void
