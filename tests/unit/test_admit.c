@@ -207,6 +207,18 @@ closed_within(int fd, int ms)
 	return recv(fd, &c, 1, MSG_DONTWAIT) <= 0;
 }
 
+/* With max_connections reached: 1 once the listener holds every
+ * connection dialed so far (accepts are in order, so one more is closed
+ * at accept only after all the earlier ones are the listener's). */
+static int
+accepted_all(int port)
+{
+	int fd = dial(port), closed = closed_within(fd, WAIT_MS);
+
+	close(fd);
+	return closed;
+}
+
 static void
 test_max_connections_refused_at_accept(void **state)
 {
@@ -366,12 +378,13 @@ static void
 test_free_ends_everything(void **state)
 {
 	int port, fd[2];
-	struct admit *a = start(30, 1, 10, &port);
+	struct admit *a = start(30, 1, 2, &port);
 
 	fd[0] = dial(port);
 	send_request(fd[0], "busy");	/* in a handler that waits for release */
 	fd[1] = dial(port);		/* waiting for its request */
 	assert_int_equal(wait_for(&seen.running, 1), 1);
+	assert_int_equal(accepted_all(port), 1);
 	assert_int_equal(admit_free(a), 0);	/* the handler sees stopping */
 	assert_int_equal(seen_get(&seen.running), 0);
 	assert_int_equal(seen_get(&seen.dropped), 1);
@@ -404,7 +417,7 @@ static void
 test_kept_until_released(void **state)
 {
 	int port, fd[2];
-	struct admit *a = start(30, 1, 10, &port);
+	struct admit *a = start(30, 1, 2, &port);
 	pthread_t t;
 
 	pthread_mutex_lock(&seen.lock);
@@ -415,6 +428,7 @@ test_kept_until_released(void **state)
 	assert_int_equal(wait_for(&seen.handled, 1), 1);	/* the handler returned */
 	fd[1] = dial(port);
 	send_request(fd[1], "second");	/* the one slot is the kept one's */
+	assert_int_equal(accepted_all(port), 1);
 	assert_int_equal(pthread_create(&t, NULL, kept_releaser, seen.kept), 0);
 	/* stop shuts the kept socket down and waits for its release */
 	assert_int_equal(admit_free(a), 0);
