@@ -425,6 +425,8 @@ pgdb_commit_timeout(struct store_db *d, int ms)
 int
 pgdb_begin(struct store_db *d, int write)
 {
+	const char *sql = write == STORE_TX_LAZY ? "BEGIN ISOLATION LEVEL READ COMMITTED; "
+	    "SET LOCAL synchronous_commit = off" : "BEGIN ISOLATION LEVEL READ COMMITTED";
 	int r;
 
 	if ((d->fault == PG_CONN_LOST || d->fault == PG_READ_ONLY || d->fault == PG_DOWN ||
@@ -437,13 +439,13 @@ pgdb_begin(struct store_db *d, int write)
 	d->gen = 0;
 	/* lost while idle (a restart, pg_terminate_backend): nothing was
 	 * sent yet, so reconnect once (logged there) and begin again */
-	PQclear(PQexec(d->conn, "BEGIN ISOLATION LEVEL READ COMMITTED"));
+	PQclear(PQexec(d->conn, sql));
 	if (PQstatus(d->conn) == CONNECTION_BAD && (r = reconnect(d)) != 0)
 		return r;
 	if (PQtransactionStatus(d->conn) == PQTRANS_INTRANS)
 		r = 0;
 	else
-		r = simple(d, "BEGIN ISOLATION LEVEL READ COMMITTED", __func__);
+		r = simple(d, sql, __func__);
 	if (r == 0)
 		d->in_tx = 1;
 	return r;

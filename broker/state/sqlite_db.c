@@ -148,11 +148,20 @@ vf_truncate(sqlite3_file *pf, sqlite3_int64 size)
 	return rc != SQLITE_OK ? rc : RM(pf)->xTruncate(REAL(pf), size);
 }
 
+static uint64_t syncs;		/* sqldb_syncs */
+
+uint64_t
+sqldb_syncs(void)
+{
+	return __atomic_load_n(&syncs, __ATOMIC_RELAXED);
+}
+
 static int
 vf_sync(sqlite3_file *pf, int flags)
 {
 	int rc = vf_flush((struct vfile *)pf);
 
+	__atomic_add_fetch(&syncs, 1, __ATOMIC_RELAXED);
 	return rc != SQLITE_OK ? rc : RM(pf)->xSync(REAL(pf), flags);
 }
 
@@ -494,6 +503,10 @@ sqldb_begin(struct store_db *d, int write)
 {
 	d->writing = write;
 	d->version = -1;
+	/* a pragma acts when prepared: run, never cached */
+	if (write == STORE_TX_LAZY &&
+	    sqlite3_exec(d->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) != SQLITE_OK)
+		return DB_ERROR(d, SQLITE_ERROR);
 	return write ? EXEC(d, "BEGIN IMMEDIATE", "") : EXEC(d, "BEGIN", "");
 }
 
@@ -508,6 +521,9 @@ sqldb_end(struct store_db *d, int r, uint64_t *gen)
 	}
 	if (r != 0 && !sqlite3_get_autocommit(d->db))
 		(void)EXEC(d, "ROLLBACK", "");
+	if (d->writing == STORE_TX_LAZY &&
+	    sqlite3_exec(d->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK)
+		r = r != 0 ? r : DB_ERROR(d, SQLITE_ERROR);
 	return r;
 }
 

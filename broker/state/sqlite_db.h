@@ -29,5 +29,7 @@ void sqldb_close(struct store_db *d);
 int sqldb_begin(struct store_db *d, int write);
 int sqldb_end(struct store_db *d, int r, uint64_t *gen);
 int sqldb_generation(struct store_db *d, uint64_t *gen);
+/* The files' syncs asked by every connection of this process so far. */
+uint64_t sqldb_syncs(void);
 
 #endif

@@ -289,8 +289,9 @@ hbc_keep(struct store *st)
 	; \
     r_; })
 /* ONE of a write that leaves what heartbeats read alone (hbc_keep). */
-#define ONE_KEEP(st, op, ...) ({ int r_; \
-    while ((r_ = begin(st, 1)) == 0 && (hbc_keep(st), \
+#define ONE_KEEP(st, op, ...) ONE_KEEP_AS(st, STORE_TX_WRITE, op, __VA_ARGS__)
+#define ONE_KEEP_AS(st, write, op, ...) ({ int r_; \
+    while ((r_ = begin(st, write)) == 0 && (hbc_keep(st), \
         (r_ = end_again(st, (st)->e->op((st)->db, __VA_ARGS__)))) == STORE_AGAIN) \
 	; \
     r_; })
@@ -1721,8 +1722,9 @@ int
 store_event_add(struct store *st, const char *kind, const char *server,
     const char *user, const char *client, const char *detail, int64_t duration_us)
 {
-	return ONE_KEEP(st, event_add, util_now_ms(), kind, server, user, client, detail,
-	    duration_us);
+	/* its own fsync would double a redirect's: durable with the next commit */
+	return ONE_KEEP_AS(st, STORE_TX_LAZY, event_add, util_now_ms(), kind, server, user,
+	    client, detail, duration_us);
 }
 
 int

@@ -78,6 +78,14 @@ struct store_faults {
 /* server_lock without wait: another transaction holds the server */
 #define STORE_LOCK_HELD	1
 
+/* begin's write. A lazy write's commit returns before it is durable: the
+ * next durable commit (any transaction's) makes it so, as a kill of the
+ * broker does not undo it, but a power cut or a database failover before
+ * that may (SQLite WAL: synchronous NORMAL for its commit; PostgreSQL:
+ * synchronous_commit off). For records written after the fact, whose
+ * caller has answered already (events). */
+enum { STORE_TX_READ, STORE_TX_WRITE, STORE_TX_LAZY };
+
 struct store_engine {
 	const char *name;
 	const struct store_faults *faults;	/* NULL: none */		/* the [state] engine value */
@@ -85,7 +93,7 @@ struct store_engine {
 	 * NULL with the reason in err; STORE_TOO_NEW refused. */
 	struct store_db *(*open)(const char *location, char *err, size_t errlen);
 	void (*close)(struct store_db *db);
-	/* write: the transaction will write (take the write lock now) */
+	/* write: a STORE_TX_* below */
 	int (*begin)(struct store_db *db, int write);
 	/* Commits when r is 0, else rolls back; r or the commit's error. On
 	 * a commit of a write transaction in which generation was read, *gen

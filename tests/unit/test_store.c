@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <unistd.h>
+#include <sys/wait.h>
 #include <cmocka.h>
 
 #include "broker/common/log.h"
@@ -270,6 +272,37 @@ test_event_retention(void **state)
 	assert_int_equal(store_event_prune(f->st, util_now_ms() + 1, 10), 0);
 	assert_int_equal(store_event_list(f->st, 0, 100, &list, &n), 0);
 	assert_int_equal(n, 0);
+	free(list);
+}
+
+/* An event's commit is lazy (STORE_TX_LAZY: durable with the next
+ * commit), but a kill of the broker right after it loses nothing: a child
+ * process adds one and SIGKILLs itself. */
+static void
+test_event_survives_kill(void **state)
+{
+	struct fx *f = *state;
+	struct store_event *list = NULL;
+	size_t n = 0;
+	int status;
+	pid_t pid;
+
+	assert_true((pid = fork()) >= 0);
+	if (pid == 0) {
+		char err[256];
+		struct store *st = store_open_engine(f->engine, f->path, err, sizeof(err));
+
+		if (st == NULL || store_event_add(st, "test", NULL, "u", NULL, "before the kill",
+		    0) != 0)
+			_exit(2);
+		raise(SIGKILL);
+		_exit(3);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	assert_int_equal(store_event_list(f->st, 0, 10, &list, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(list[0].detail, "before the kill");
 	free(list);
 }
 
@@ -1299,6 +1332,7 @@ main(void)
 		FX_TEST(test_pending_expiry_and_quarantine),
 		FX_TEST(test_names_and_admin),
 		FX_TEST(test_event_retention),
+		FX_TEST(test_event_survives_kill),
 		FX_TEST(test_session_and_user_route),
 		FX_TEST(test_placement_cache),
 		FX_TEST(test_heartbeat_result),

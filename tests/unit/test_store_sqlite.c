@@ -15,6 +15,7 @@
 
 #include "broker/common/log.h"
 #include "broker/common/util.h"
+#include "broker/state/sqlite_db.h"
 #include "broker/state/store.h"
 #include "tests/unit/store_fx.h"
 
@@ -245,6 +246,25 @@ test_wal_gathered(void **state)
 	f->st = fx_open(f);
 }
 
+/* Events commit without a sync of their own (STORE_TX_LAZY: a redirect's
+ * event would double its fsyncs); the next placement syncs again, so the
+ * level is back to FULL after them. */
+static void
+test_event_commit_lazy(void **state)
+{
+	struct fx *f = *state;
+	struct store_place_result r;
+	uint64_t before;
+
+	fx_farm(f, 2, 10);
+	before = sqldb_syncs();
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(store_event_add(f->st, "test", "a", "u", "", "", 0), 0);
+	assert_int_equal(sqldb_syncs(), before);
+	assert_int_equal(fx_place(f, "u", T0 + 1, &r), 0);
+	assert_true(sqldb_syncs() > before);
+}
+
 int
 main(void)
 {
@@ -254,6 +274,7 @@ main(void)
 		FX_TEST(test_outside_commit_seen),
 		FX_TEST(test_outside_commit_heartbeat),
 		FX_TEST(test_wal_gathered),
+		FX_TEST(test_event_commit_lazy),
 	};
 	log_init("test_store_sqlite", LOG_ERROR);
 	return cmocka_run_group_tests_name("store_sqlite", tests, NULL, NULL);
