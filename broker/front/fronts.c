@@ -54,6 +54,7 @@ struct slot {
 	struct front *fr;
 	struct admit_conn *ac;
 	int busy, ended, reported, limited, died;
+	int waiting;			/* deciders in slot_get for it */
 	uint32_t seq;			/* the front's next message for it (frontmsg.h) */
 	struct door_answer ans;		/* the core's last answer (LOGON) */
 	uint32_t next_free;		/* index + 1, 0: none */
@@ -137,13 +138,18 @@ slot_take(struct fronts *f, struct front *fr, struct admit_conn *ac)
 {
 	struct slot *s;
 	uint32_t i;
+	int waiting;
 
 	if (f->free_head == 0)
 		return NULL;
 	i = f->free_head - 1;
 	s = slot_at(f, i);
 	f->free_head = s->next_free;
+	/* a decider woken for its ended connection may not have counted
+	 * itself out yet */
+	waiting = s->waiting;
 	memset(s, 0, sizeof(*s));
+	s->waiting = waiting;
 	if (++f->gen == 0)
 		f->gen = 1;
 	s->id = (uint64_t)f->gen << 32 | i;
@@ -175,8 +181,11 @@ slot_get(struct front *fr, uint64_t id, uint32_t seq)
 
 	pthread_mutex_lock(&f->lock);
 	while (s != NULL && s->id == id && s->fr == fr && !s->ended && !fr->closing &&
-	    (s->busy || seq != s->seq) && seq >= s->seq && seq <= s->seq + FRONTMSG_PER_CONN)
+	    (s->busy || seq != s->seq) && seq >= s->seq && seq <= s->seq + FRONTMSG_PER_CONN) {
+		s->waiting++;
 		pthread_cond_wait(&f->cond, &f->lock);
+		s->waiting--;
+	}
 	if (s != NULL && (s->id != id || s->fr != fr || s->ended || fr->closing ||
 	    seq != s->seq || s->busy))
 		s = NULL;
@@ -226,7 +235,8 @@ slot_done(struct fronts *f, struct slot *s, int next)
 	s->busy = 0;
 	s->seq += next;
 	ended = s->ended;
-	pthread_cond_broadcast(&f->cond);
+	if (s->waiting > 0)	/* else no decider waits for it: wake none */
+		pthread_cond_broadcast(&f->cond);
 	pthread_mutex_unlock(&f->lock);
 	if (ended)
 		slot_finish(f, s);
