@@ -1137,15 +1137,19 @@ def redirect_cause(rdp, tls):
     """Why the redirect ratio was missed, from the same run's figures."""
     why = "missed"
     if tls["server_cpu_us"]:
+        core = rdp.get("core_cpu_us", 0)
         why += (f": the broker spends {rdp['broker_cpu_us'] / tls['server_cpu_us']:.1f}x "
-                "the TLS server's CPU per connection (the RDP exchange's records and "
-                "system calls in the fronts; the core's decision, its durable commit and "
-                "the passed descriptor)")
-    return why + ("; would close it: the core's share: it makes two durable commits a "
-                  "redirect (the placement, then its 'redirected' event: 2 fdatasync, "
-                  "strace) and about 12 futex calls; the event carried by the next "
-                  "durable commit instead of its own fsync, and placements committed "
-                  "in groups as heartbeats are (docs/benchmarks.md)")
+                f"the TLS server's CPU per connection: its fronts "
+                f"{fmt(rdp['broker_cpu_us'] - core, ' us')} (the TLS server "
+                f"{fmt(tls['server_cpu_us'], ' us')}: the RDP exchange's records and system "
+                f"calls), its core {fmt(core, ' us')} (the placement's durable commit, one "
+                "fsync a redirect, its event committed lazily; the passed descriptor, the "
+                "door's messages, thread wake-ups); and the load generator, on the same "
+                f"CPUs, {fmt(rdp.get('client_cpu_us_per_conn', 0), ' us')} a connection "
+                f"against {fmt(tls.get('client_cpu_us_per_conn', 0), ' us')} in TLS mode")
+    return why + ("; would close it: placements committed in groups as heartbeats are "
+                  "(one fsync for several redirects) and fewer wake-ups in the core per "
+                  "redirect (docs/benchmarks.md)")
 
 
 def table(R, meta):

@@ -498,21 +498,37 @@ static const struct sql_ops sqldb_ops = { sqldb_vprep, sqldb_exec, sqldb_row,
 
 /* ---- transactions ---- */
 
+/* A STORE_TX_LAZY commit's level (on: NORMAL, no sync in WAL mode), else
+ * FULL, every commit synced. A pragma acts when prepared: run, not cached. */
+static int
+lazy_set(struct store_db *d, int on)
+{
+	int rc = sqlite3_exec(d->db, on ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL",
+	    NULL, NULL, NULL);
+
+	return rc == SQLITE_OK ? 0 : DB_ERROR(d, rc);
+}
+
 int
 sqldb_begin(struct store_db *d, int write)
 {
+	int r;
+
 	d->writing = write;
 	d->version = -1;
-	/* a pragma acts when prepared: run, never cached */
-	if (write == STORE_TX_LAZY &&
-	    sqlite3_exec(d->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) != SQLITE_OK)
-		return DB_ERROR(d, SQLITE_ERROR);
-	return write ? EXEC(d, "BEGIN IMMEDIATE", "") : EXEC(d, "BEGIN", "");
+	if (write == STORE_TX_LAZY && (r = lazy_set(d, 1)) != 0)
+		return r;
+	r = write ? EXEC(d, "BEGIN IMMEDIATE", "") : EXEC(d, "BEGIN", "");
+	if (r != 0 && write == STORE_TX_LAZY)
+		(void)lazy_set(d, 0);	/* no end follows a failed begin */
+	return r;
 }
 
 int
 sqldb_end(struct store_db *d, int r, uint64_t *gen)
 {
+	int rl;
+
 	*gen = 0;
 	if (r == 0 && (r = EXEC(d, "COMMIT", "")) == 0 && d->writing) {
 		d->commits++;
@@ -521,9 +537,8 @@ sqldb_end(struct store_db *d, int r, uint64_t *gen)
 	}
 	if (r != 0 && !sqlite3_get_autocommit(d->db))
 		(void)EXEC(d, "ROLLBACK", "");
-	if (d->writing == STORE_TX_LAZY &&
-	    sqlite3_exec(d->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK)
-		r = r != 0 ? r : DB_ERROR(d, SQLITE_ERROR);
+	if (d->writing == STORE_TX_LAZY && (rl = lazy_set(d, 0)) != 0 && r == 0)
+		r = rl;
 	return r;
 }
 
