@@ -144,6 +144,7 @@ struct lean_conn {
 	size_t out_len;
 	struct door_answer *ans;	/* from the ask on: the core's answer */
 	int redirecting;	/* ST_ANSWER: out is the redirect (reported once written) */
+	int out_held;		/* out is the licensing PDU, written with the answer */
 	int stopped;		/* not decided: the endpoint stopping */
 	struct lean_conn *next;	/* a loop's done list, the deciders' queue */
 };
@@ -222,7 +223,7 @@ out_flush(struct lean_conn *c)
 {
 	int r;
 
-	if (c->out == NULL)
+	if (c->out == NULL || c->out_held)
 		return 0;
 	if ((r = SSL_write(c->ssl, c->out, (int)c->out_len)) <= 0)
 		return ssl_want(c, r);
@@ -230,21 +231,29 @@ out_flush(struct lean_conn *c)
 	return 0;
 }
 
-/* pdu (n bytes, or n < 0: it could not be built) to be written next. */
+/* pdu (n bytes, or n < 0: it could not be built) to be written next,
+ * after the held licensing PDU if there is one. */
 static int
 out_set(struct lean_conn *c, const uint8_t *pdu, int n, const char *what)
 {
+	size_t keep = c->out_held ? c->out_len : 0;
+	uint8_t *out;
+
 	if (n <= 0) {
 		snprintf(c->why, sizeof(c->why), "%s: cannot build it", what);
 		return LEAN_EPROTO;
 	}
-	out_free(c);
-	if ((c->out = malloc((size_t)n)) == NULL) {
+	if ((out = malloc(keep + (size_t)n)) == NULL) {
 		snprintf(c->why, sizeof(c->why), "%s: out of memory", what);
 		return LEAN_EPROTO;
 	}
-	memcpy(c->out, pdu, (size_t)n);
-	c->out_len = (size_t)n;
+	if (keep > 0)
+		memcpy(out, c->out, keep);
+	memcpy(out + keep, pdu, (size_t)n);
+	out_free(c);
+	c->out = out;
+	c->out_len = keep + (size_t)n;
+	c->out_held = 0;
 	return 0;
 }
 
@@ -396,7 +405,10 @@ step_client_info(struct lean_conn *c, const struct mcs_domain_pdu *d, size_t len
 		return proto_error(c, "Client Info", clientinfo_strerror(r));
 	n = redir_build_license_valid(out, sizeof(out));
 	c->st = ST_LICENSED;
-	return out_set(c, out, n, "licensing");
+	/* written with the answer, in one record: the client waits for both */
+	if ((r = out_set(c, out, n, "licensing")) == 0)
+		c->out_held = 1;
+	return r;
 }
 
 /* One domain PDU: Erect Domain, Attach User, a Channel Join, Client Info. */
