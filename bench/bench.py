@@ -1142,14 +1142,15 @@ def redirect_cause(rdp, tls):
                 f"the TLS server's CPU per connection: its fronts "
                 f"{fmt(rdp['broker_cpu_us'] - core, ' us')} (the TLS server "
                 f"{fmt(tls['server_cpu_us'], ' us')}: the RDP exchange's records and system "
-                f"calls), its core {fmt(core, ' us')} (the placement's durable commit, one "
-                "fsync a redirect, its event committed lazily; the passed descriptor, the "
-                "door's messages, thread wake-ups); and the load generator, on the same "
+                f"calls), its core {fmt(core, ' us')} (the placement's commit, its WAL "
+                "synced once for the placements waiting together, its event committed "
+                "lazily; the passed descriptor, the door's messages, thread wake-ups); and "
+                "the load generator, on the same "
                 f"CPUs, {fmt(rdp.get('client_cpu_us_per_conn', 0), ' us')} a connection "
                 f"against {fmt(tls.get('client_cpu_us_per_conn', 0), ' us')} in TLS mode")
-    return why + ("; would close it: placements committed in groups as heartbeats are "
-                  "(one fsync for several redirects) and fewer wake-ups in the core per "
-                  "redirect (docs/benchmarks.md)")
+    return why + ("; would close it: fewer wake-ups in the core per redirect (the "
+                  "admission listener to a worker, to a decider) and fewer records and "
+                  "system calls in the fronts' RDP exchange (docs/benchmarks.md)")
 
 
 def table(R, meta):

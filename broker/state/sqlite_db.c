@@ -1,5 +1,7 @@
 /* sqlite_db.c: the SQLite connection of the SQLite engine (sqlite_db.h),
  * the only file that includes sqlite3.h. */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -48,6 +51,8 @@ struct store_db {
 	int writing;		/* the open transaction began as a write */
 	int64_t version;	/* PRAGMA data_version read in it, or -1 */
 	struct ckpt ckpt;
+	char *wal;		/* the WAL file's path (WAL mode on a file), else NULL */
+	int wal_fd;		/* sqldb_sync's descriptor of it, or -1 */
 };
 
 static int
@@ -149,6 +154,9 @@ vf_truncate(sqlite3_file *pf, sqlite3_int64 size)
 }
 
 static uint64_t syncs;		/* sqldb_syncs */
+static int sync_fail;		/* sqldb_test_sync_fail */
+static void (*sync_hook)(void *);	/* sqldb_test_sync_hook */
+static void *sync_hook_arg;
 
 uint64_t
 sqldb_syncs(void)
@@ -514,6 +522,8 @@ sqldb_begin(struct store_db *d, int write)
 {
 	int r;
 
+	if (write == STORE_TX_LAZY && d->wal == NULL)
+		write = STORE_TX_WRITE;	/* no WAL: every commit synced */
 	d->writing = write;
 	d->version = -1;
 	if (write == STORE_TX_LAZY && (r = lazy_set(d, 1)) != 0)
@@ -540,6 +550,43 @@ sqldb_end(struct store_db *d, int r, uint64_t *gen)
 	if (d->writing == STORE_TX_LAZY && (rl = lazy_set(d, 0)) != 0 && r == 0)
 		r = rl;
 	return r;
+}
+
+int
+sqldb_sync(struct store_db *d)
+{
+	if (d->wal == NULL)
+		return 0;
+	if (d->wal_fd < 0 && (d->wal_fd = open(d->wal, O_RDONLY | O_CLOEXEC)) < 0) {
+		log_error("database: cannot open %s to sync it: %s", d->wal, strerror(errno));
+		return STORE_ERR;
+	}
+	__atomic_add_fetch(&syncs, 1, __ATOMIC_RELAXED);
+	if (sync_hook != NULL)
+		sync_hook(sync_hook_arg);
+	if (__atomic_load_n(&sync_fail, __ATOMIC_RELAXED) > 0) {
+		__atomic_sub_fetch(&sync_fail, 1, __ATOMIC_RELAXED);
+		log_error("database: cannot sync %s: injected by a test", d->wal);
+		return STORE_FULL;
+	}
+	if (fdatasync(d->wal_fd) != 0) {
+		log_error("database: cannot sync %s: %s", d->wal, strerror(errno));
+		return STORE_FULL;
+	}
+	return 0;
+}
+
+void
+sqldb_test_sync_fail(int n)
+{
+	__atomic_store_n(&sync_fail, n, __ATOMIC_RELAXED);
+}
+
+void
+sqldb_test_sync_hook(void (*fn)(void *), void *arg)
+{
+	sync_hook = fn;
+	sync_hook_arg = arg;
 }
 
 int
@@ -691,10 +738,36 @@ sqldb_close(struct store_db *d)
 	if (d->db != NULL)
 		sqlite3_wal_hook(d->db, NULL, NULL);
 	ckpt_stop(&d->ckpt);
+	if (d->wal_fd >= 0)
+		close(d->wal_fd);
+	free(d->wal);
 	for (size_t i = 0; i < d->ncache; i++)
 		sqlite3_finalize(d->cache[i].stmt);
 	sqlite3_close(d->db);
 	free(d);
+}
+
+/* d->wal: the WAL file's path if the connection is in WAL mode on a file
+ * (not :memory:, nor a file system without WAL's shared memory). */
+static int
+wal_find(struct store_db *d, char *err, size_t errlen)
+{
+	sqlite3_stmt *s = NULL;
+	const char *file = sqlite3_db_filename(d->db, "main");
+	int wal = 0;
+
+	if (sqlite3_prepare_v2(d->db, "PRAGMA journal_mode", -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		wal = sqlite3_column_text(s, 0) != NULL &&
+		    strcmp((const char *)sqlite3_column_text(s, 0), "wal") == 0;
+	sqlite3_finalize(s);
+	if (!wal || file == NULL || file[0] == '\0')
+		return 0;
+	if ((d->wal = strdup(sqlite3_filename_wal(file))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return STORE_ERR;
+	}
+	return 0;
 }
 
 struct store_db *
@@ -708,6 +781,7 @@ sqldb_open(const char *path, char *err, size_t errlen)
 		return NULL;
 	}
 	d->sql.ops = &sqldb_ops;
+	d->wal_fd = -1;
 	if (sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 	    SQLITE_OPEN_NOMUTEX, vfs_name()) != SQLITE_OK) {
 		snprintf(err, errlen, "%s: %s", path, d->db ? sqlite3_errmsg(d->db) :
@@ -723,7 +797,7 @@ sqldb_open(const char *path, char *err, size_t errlen)
 		sqlite3_free(msg);
 		goto fail;
 	}
-	if (migrate(d, err, errlen) != 0)
+	if (migrate(d, err, errlen) != 0 || wal_find(d, err, errlen) != 0)
 		goto fail;
 	ckpt_start(d, path);
 	return d;

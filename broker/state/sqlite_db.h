@@ -29,7 +29,18 @@ void sqldb_close(struct store_db *d);
 int sqldb_begin(struct store_db *d, int write);
 int sqldb_end(struct store_db *d, int r, uint64_t *gen);
 int sqldb_generation(struct store_db *d, uint64_t *gen);
-/* The files' syncs asked by every connection of this process so far. */
+/* Makes every commit of d so far durable, the STORE_TX_LAZY ones too: the
+ * WAL file synced through a descriptor of its own, so that it may run in
+ * any thread beside d's transactions (one sqldb_sync at a time). Not in
+ * WAL mode: 0 at once (every commit was synced). STORE_FULL: the sync
+ * failed (logged). */
+int sqldb_sync(struct store_db *d);
+/* The files' syncs asked by every connection of this process so far
+ * (sqldb_sync's among them). */
 uint64_t sqldb_syncs(void);
+/* Tests: the next n sqldb_sync calls fail as an I/O error would; fn(arg)
+ * runs in each before its sync (NULL: none). Set while no store syncs. */
+void sqldb_test_sync_fail(int n);
+void sqldb_test_sync_hook(void (*fn)(void *), void *arg);
 
 #endif

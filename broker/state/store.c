@@ -92,6 +92,15 @@ struct store {
 		int leader;		/* a group is under way, or its head leads next */
 	} gq;
 	uint64_t hb_groups, hb_beats;	/* group commits, the beats in them */
+	struct {			/* lazy placements made durable (durable_wait) */
+		pthread_mutex_t lock;	/* alone, never around store.lock */
+		pthread_cond_t cond;
+		uint64_t committed;	/* lazy commits waited for, so far (atomic) */
+		uint64_t synced;	/* up to here durable */
+		uint64_t failed;	/* up to here a sync failed: never durable */
+		uint64_t syncs;		/* syncs run */
+		int syncing;
+	} ds;
 	struct hbcache *hbc;		/* what the beats read, as of the last
 					 * commit (hbcache.h); NULL: none */
 	uint64_t end_gen;		/* the generation the last end_tx committed, or 0 */
@@ -582,6 +591,8 @@ store_open_engine(const char *engine, const char *location, char *err, size_t er
 	}
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->gq.lock, NULL);
+	pthread_mutex_init(&st->ds.lock, NULL);
+	pthread_cond_init(&st->ds.cond, NULL);
 	st->gq.tail = &st->gq.head;
 	st->hbc = hbcache_new(STORE_HBCACHE_ROWS);	/* NULL: beats read it all */
 	return st;
@@ -602,6 +613,10 @@ store_close(struct store *st)
 		log_info("heartbeats: %llu in %llu group commits (%.1f a commit)",
 		    (unsigned long long)st->hb_beats, (unsigned long long)st->hb_groups,
 		    (double)st->hb_beats / (double)st->hb_groups);
+	if (st->ds.syncs > 0)
+		log_info("placements: %llu made durable by %llu syncs (%.1f a sync)",
+		    (unsigned long long)st->ds.committed, (unsigned long long)st->ds.syncs,
+		    (double)st->ds.committed / (double)st->ds.syncs);
 	if (st->hbc != NULL && st->hb_groups > 0) {
 		uint64_t hits, misses;
 
@@ -615,6 +630,8 @@ store_close(struct store *st)
 	st->e->close(st->db);
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->gq.lock);
+	pthread_mutex_destroy(&st->ds.lock);
+	pthread_cond_destroy(&st->ds.cond);
 	free(st);
 }
 
@@ -1281,6 +1298,45 @@ store_heartbeat_token(struct store *st, const char *token_hash,
 
 /* ---- placement ---- */
 
+/* The lazy commit numbered seq (of st->ds.committed) made durable by the
+ * engine's sync, which one waiting thread at a time runs, outside the
+ * lock, for every lazy commit before it began: commits that wait together
+ * share one sync (group commit, while the next placements go on). 0, or
+ * the sync's error (for every commit it was to cover). */
+static int
+durable_wait(struct store *st, uint64_t seq)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&st->ds.lock);
+	while (st->ds.synced < seq) {
+		uint64_t upto;
+
+		if (st->ds.failed >= seq) {
+			r = STORE_FULL;
+			break;
+		}
+		if (st->ds.syncing) {
+			pthread_cond_wait(&st->ds.cond, &st->ds.lock);
+			continue;
+		}
+		st->ds.syncing = 1;
+		upto = __atomic_load_n(&st->ds.committed, __ATOMIC_ACQUIRE);
+		pthread_mutex_unlock(&st->ds.lock);
+		r = st->e->sync(st->db);
+		pthread_mutex_lock(&st->ds.lock);
+		st->ds.syncing = 0;
+		st->ds.syncs++;
+		if (r == 0)
+			st->ds.synced = upto;
+		else if (upto > st->ds.failed)
+			st->ds.failed = upto;
+		pthread_cond_broadcast(&st->ds.cond);
+	}
+	pthread_mutex_unlock(&st->ds.lock);
+	return r;
+}
+
 /* A live session as read (a placement's result, a route), for the outage
  * (lastseen.h) of an engine that can have one; fqdn "" keeps the one a
  * placement saw. Lock held; out of memory: not kept. */
@@ -1351,6 +1407,9 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 	size_t ns, nu, nbusy;
 	int r, pr, full, decided;
 	int64_t placed_on, locked, busy[PLACE_ROUNDS];
+	/* committed lazily, told once durable (durable_wait) */
+	int write = st->e->sync != NULL ? STORE_TX_LAZY : STORE_TX_WRITE;
+	uint64_t seq = 0;
 
  retry:
 	memset(&res, 0, sizeof(res));
@@ -1361,7 +1420,7 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 	nbusy = 0;
 	full = decided = 0;
 	placed_on = 0;
-	if ((r = begin(st, 1)) == STORE_UNAVAILABLE) {
+	if ((r = begin(st, write)) == STORE_UNAVAILABLE) {
 		/* known down: the user's last live session, unrecorded */
 		pthread_mutex_lock(&st->lock);
 		if (seen_answer(st, req->user, &res) == 0) {
@@ -1467,6 +1526,8 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 		r = STORE_FULL;
 	if ((r = end_locked(st, r)) == STORE_AGAIN)
 		goto retry;
+	if (r == 0 && write == STORE_TX_LAZY)
+		seq = __atomic_add_fetch(&st->ds.committed, 1, __ATOMIC_RELEASE);
 	if ((r == STORE_FULL || r == STORE_UNAVAILABLE) && res.reconnect &&
 	    res.server[0] != '\0') {
 		/* the disk is full or the database gone (at the refresh or the
@@ -1505,6 +1566,12 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 	} else
 		st->lc.valid = 0;
 	pthread_mutex_unlock(&st->lock);
+	if (seq != 0 && (r = durable_wait(st, seq)) != 0 && res.reconnect) {
+		/* the session it follows is durable: served, its refresh not */
+		out->unrecorded = 1;
+		util_strlcpy(out->reason, store_strerror(r), sizeof(out->reason));
+		r = 0;
+	}
 	return r;
 }
 

@@ -180,9 +180,12 @@ struct store_place_result {
 };
 /* Decides (placement.c) and commits in one transaction: a reconnect refreshes
  * the session, a new user gets a pending placement that counts as load at
- * once; either is a row of the user's desk trail. Durable when it returns 0. When the disk is full a new placement
- * fails (STORE_FULL), but a reconnect is still answered (0, unrecorded set):
- * it follows a session that is committed already, only its refresh (client,
+ * once; either is a row of the user's desk trail. Durable when it returns
+ * 0: on an engine with a sync (SQLite) the commit is lazy and the call waits
+ * for a sync covering it, which placements waiting together share (group
+ * commit). When the disk is full (or that sync fails) a new placement fails
+ * (STORE_FULL), but a reconnect is still answered (0, unrecorded set): it
+ * follows a session that is committed already, only its refresh (client,
  * time, a pending placement's expiry) is lost. */
 int store_placement_commit(struct store *st, const struct store_place_request *req,
     struct store_place_result *out);

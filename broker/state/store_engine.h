@@ -101,6 +101,11 @@ struct store_engine {
 	 * since it was last read in this transaction (SQLite: its write lock
 	 * keeps them out); else 0 (unknown: the cache reloads). */
 	int (*end)(struct store_db *db, int r, uint64_t *gen);
+	/* Makes every commit so far durable, the lazy ones too, without the
+	 * transaction (any thread, beside other transactions; one call at a
+	 * time); STORE_FULL if it cannot. NULL: none (a write that must be
+	 * durable when told is not committed lazily). */
+	int (*sync)(struct store_db *db);
 	/* A number that changes with every commit, by this store or any
 	 * other: equal generations mean no other store committed between the
 	 * two reads. Never 0. */

@@ -1087,6 +1087,7 @@ const struct store_engine store_engine_sqlite = {
 	.close = sqldb_close,
 	.begin = sqldb_begin,
 	.end = sqldb_end,
+	.sync = sqldb_sync,
 	.generation = sqldb_generation,
 	.heartbeat_apply = sq_heartbeat_apply,
 	.user_lock = NULL,	/* the write lock serialises placements */

@@ -4,6 +4,7 @@
  * store (the sqlite3 shell) seen through PRAGMA data_version (by the
  * placement cache and the heartbeat cache). The store
  * contract for every engine is test_store.c. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -263,6 +264,108 @@ test_event_commit_lazy(void **state)
 	assert_int_equal(sqldb_syncs(), before);
 	assert_int_equal(fx_place(f, "u", T0 + 1, &r), 0);
 	assert_true(sqldb_syncs() > before);
+	/* and a write after them syncs its own commit */
+	before = sqldb_syncs();
+	fx_add(f, "z", 10);
+	assert_true(sqldb_syncs() > before);
+}
+
+/* Placements waiting together share one sync (group commit), and none
+ * returns before a sync covering it: the first sync is held until all
+ * eight placements have committed (seen from another connection). */
+#define GROUP_USERS 8
+struct group_fx {
+	struct fx *f;
+	int first_seen;			/* the first sync's hook ran */
+	int returned_then;		/* placements returned when it ran */
+	int returned;			/* atomic */
+	int rc[GROUP_USERS];
+	int idx[GROUP_USERS];
+};
+static struct group_fx group;
+
+static void
+group_hold(void *arg)
+{
+	struct group_fx *g = arg;
+	char cmd[700], out[32] = "";
+
+	if (g->first_seen++)
+		return;
+	snprintf(cmd, sizeof(cmd), "sqlite3 %s 'SELECT count(*) FROM sessions'", g->f->path);
+	for (int i = 0; i < 500 && atoi(out) < GROUP_USERS; i++) {
+		FILE *p = popen(cmd, "r");
+
+		if (p == NULL || fgets(out, sizeof(out), p) == NULL)
+			out[0] = '\0';
+		if (p != NULL)
+			pclose(p);
+	}
+	g->returned_then = __atomic_load_n(&g->returned, __ATOMIC_ACQUIRE);
+}
+
+static void *
+group_place(void *arg)
+{
+	int i = *(int *)arg;
+	char user[16];
+	struct store_place_result r;
+	struct store_place_request req = { .client = "127.0.0.9", .pending_ttl_ms = 10000,
+	    .pending_penalty = 1, .now = T0 + 1, .domain = "" };
+
+	snprintf(user, sizeof(user), "g%d", i);
+	req.user = req.login = user;
+	group.rc[i] = store_placement_commit(group.f->st, &req, &r);
+	__atomic_add_fetch(&group.returned, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void
+test_placements_share_a_sync(void **state)
+{
+	struct fx *f = *state;
+	pthread_t th[GROUP_USERS];
+	uint64_t before;
+
+	fx_farm(f, 2, 100);
+	memset(&group, 0, sizeof(group));
+	group.f = f;
+	sqldb_test_sync_hook(group_hold, &group);
+	before = sqldb_syncs();
+	for (int i = 0; i < GROUP_USERS; i++) {
+		group.idx[i] = i;
+		assert_int_equal(pthread_create(&th[i], NULL, group_place, &group.idx[i]), 0);
+	}
+	for (int i = 0; i < GROUP_USERS; i++)
+		pthread_join(th[i], NULL);
+	sqldb_test_sync_hook(NULL, NULL);
+	for (int i = 0; i < GROUP_USERS; i++)
+		assert_int_equal(group.rc[i], 0);
+	assert_int_equal(fx_count(f, NULL, "pending"), GROUP_USERS);
+	assert_int_equal(group.returned_then, 0);
+	/* the held one, then one for the seven behind it */
+	assert_int_equal(sqldb_syncs() - before, 2);
+}
+
+/* A placement whose sync fails is not told (STORE_FULL); a reconnect's is
+ * still served, unrecorded; the next sync serves again. */
+static void
+test_placement_sync_failure(void **state)
+{
+	struct fx *f = *state;
+	struct store_place_result r;
+
+	fx_farm(f, 2, 10);
+	assert_int_equal(fx_place(f, "u", T0 + 1, &r), 0);
+	assert_int_equal(r.unrecorded, 0);
+	sqldb_test_sync_fail(1);
+	assert_int_equal(fx_place(f, "v", T0 + 2, &r), STORE_FULL);
+	sqldb_test_sync_fail(1);
+	assert_int_equal(fx_place(f, "u", T0 + 3, &r), 0);
+	assert_int_equal(r.reconnect, 1);
+	assert_int_equal(r.unrecorded, 1);
+	assert_int_equal(fx_place(f, "w", T0 + 4, &r), 0);
+	assert_int_equal(r.unrecorded, 0);
 }
 
 int
@@ -270,6 +373,8 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		FX_TEST(test_migrate_and_reopen),
+		FX_TEST(test_placements_share_a_sync),
+		FX_TEST(test_placement_sync_failure),
 		FX_TEST(test_upgrade_from_release),
 		FX_TEST(test_outside_commit_seen),
 		FX_TEST(test_outside_commit_heartbeat),
