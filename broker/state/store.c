@@ -1408,7 +1408,7 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 	int r, pr, full, decided;
 	int64_t placed_on, locked, busy[PLACE_ROUNDS];
 	/* committed lazily, told once durable (durable_wait) */
-	int write = st->e->sync != NULL ? STORE_TX_LAZY : STORE_TX_WRITE;
+	int tx = st->e->sync != NULL ? STORE_TX_LAZY : STORE_TX_WRITE;
 	uint64_t seq = 0;
 
  retry:
@@ -1420,7 +1420,7 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 	nbusy = 0;
 	full = decided = 0;
 	placed_on = 0;
-	if ((r = begin(st, write)) == STORE_UNAVAILABLE) {
+	if ((r = begin(st, tx)) == STORE_UNAVAILABLE) {
 		/* known down: the user's last live session, unrecorded */
 		pthread_mutex_lock(&st->lock);
 		if (seen_answer(st, req->user, &res) == 0) {
@@ -1526,7 +1526,7 @@ store_placement_commit(struct store *st, const struct store_place_request *req,
 		r = STORE_FULL;
 	if ((r = end_locked(st, r)) == STORE_AGAIN)
 		goto retry;
-	if (r == 0 && write == STORE_TX_LAZY)
+	if (r == 0 && tx == STORE_TX_LAZY)
 		seq = __atomic_add_fetch(&st->ds.committed, 1, __ATOMIC_RELEASE);
 	if ((r == STORE_FULL || r == STORE_UNAVAILABLE) && res.reconnect &&
 	    res.server[0] != '\0') {
