@@ -191,7 +191,7 @@ TSAN_B     := build-tsan
 TSAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
 TSAN_E2E   ?= tests/e2e/test_rdp_endpoint.py tests/e2e/test_hostile.py \
 	tests/e2e/test_token_mode.py tests/e2e/test_admin_api.py tests/e2e/test_reload.py
-TSAN_UNIT  ?= test_admit test_lean test_splice
+TSAN_UNIT  ?= test_admit test_lean test_splice test_store_sqlite
 TSAN_SETARCH ?= $(shell $(TSAN_B)/tsbroker -x 2>&1 | grep -q 'unexpected memory mapping' && \
 	echo setarch $$(uname -m) -R)
 # The test peers (rdptarget, rdpprobe: FreeRDP's own threads, uninstrumented
