@@ -280,7 +280,6 @@ struct group_fx {
 	int returned_then;		/* placements returned when it ran */
 	int returned;			/* atomic */
 	int rc[GROUP_USERS];
-	int idx[GROUP_USERS];
 };
 static struct group_fx group;
 
@@ -307,15 +306,12 @@ group_hold(void *arg)
 static void *
 group_place(void *arg)
 {
-	int i = *(int *)arg;
+	int i = (int)(intptr_t)arg;
 	char user[16];
 	struct store_place_result r;
-	struct store_place_request req = { .client = "127.0.0.9", .pending_ttl_ms = 10000,
-	    .pending_penalty = 1, .now = T0 + 1, .domain = "" };
 
 	snprintf(user, sizeof(user), "g%d", i);
-	req.user = req.login = user;
-	group.rc[i] = store_placement_commit(group.f->st, &req, &r);
+	group.rc[i] = fx_place(group.f, user, T0 + 1, &r);
 	__atomic_add_fetch(&group.returned, 1, __ATOMIC_RELEASE);
 	return NULL;
 }
@@ -332,10 +328,8 @@ test_placements_share_a_sync(void **state)
 	group.f = f;
 	sqldb_test_sync_hook(group_hold, &group);
 	before = sqldb_syncs();
-	for (int i = 0; i < GROUP_USERS; i++) {
-		group.idx[i] = i;
-		assert_int_equal(pthread_create(&th[i], NULL, group_place, &group.idx[i]), 0);
-	}
+	for (int i = 0; i < GROUP_USERS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, group_place, (void *)(intptr_t)i), 0);
 	for (int i = 0; i < GROUP_USERS; i++)
 		pthread_join(th[i], NULL);
 	sqldb_test_sync_hook(NULL, NULL);
