@@ -101,8 +101,10 @@ $(UNIT_BINS): $$($$(notdir $$@)_OBJS)
 ALL_OBJ += $(UNIT_TESTS:%=$(B)/tests/unit/%.o) $(foreach t,$(UNIT_TESTS),$($(t)_OBJS))
 
 unit-bins: $(UNIT_BINS)
+# each binary bounded (tests/unit/bounded.sh: UNIT_TIMEOUT s)
+export UNIT_TIMEOUT ?= 900
 unit: $(UNIT_BINS)
-	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; sh tests/unit/bounded.sh $$t; done
 
 # Fuzz targets: tests/fuzz/NAME.c built by clang with libFuzzer, linked with $(NAME_SRCS) and $(NAME_LIBS);
 # seeds in tests/fuzz/seeds/NAME/, new inputs kept under build/ so the seed corpus stays clean.
@@ -121,18 +123,23 @@ fuzz: $(FUZZ_BINS)
 	  grep -E '^Done [0-9]+ runs' $(B)/fuzz/$$f.log || true; done
 
 E2E_PY := /usr/bin/python3
+# every test bounded (python3-pytest-timeout; without it --timeout is an
+# unknown option, so the run fails): a hung one fails with its
+# traceback after E2E_TIMEOUT s, its fixtures' processes stopped
+E2E_TIMEOUT ?= 900
+PYTEST := $(E2E_PY) -m pytest -q --timeout=$(E2E_TIMEOUT)
 # CI: a skipped test fails the run (tests/e2e/conftest.py, tests/web/web.mk)
 ifeq ($(CI),true)
 export TSBROKER_NO_SKIP ?= 1
 endif
 e2e: all
-	$(E2E_PY) -m pytest -q tests/e2e
+	$(PYTEST) tests/e2e
 # the PostgreSQL axis: the core suites once on engine = postgresql
 # (TSB_E2E_ENGINE, tests/e2e/farm.py: one throwaway cluster, a database per broker)
 .PHONY: e2e-pg
 E2E_CORE := tests/e2e/test_journey.py tests/e2e/test_token_mode.py tests/e2e/test_admin_api.py
 e2e-pg: all
-	TSB_E2E_ENGINE=postgresql $(E2E_PY) -m pytest -q $(E2E_CORE)
+	TSB_E2E_ENGINE=postgresql $(PYTEST) $(E2E_CORE)
 
 # every relative link and #anchor in README.md and docs/*.md resolves
 check-links:
@@ -178,7 +185,7 @@ asan:
 	$(MAKE) B=$(ASAN_B) SANITIZE="$(ASAN_FLAGS)" all unit-bins
 asan-test: asan
 	$(SAN_ENV) $(MAKE) B=$(ASAN_B) SANITIZE="$(ASAN_FLAGS)" unit
-	TSBROKER_BUILD=$(CURDIR)/$(ASAN_B) $(E2E_PY) -m pytest -q $(ASAN_E2E) $(ASAN_DESELECT)
+	TSBROKER_BUILD=$(CURDIR)/$(ASAN_B) $(PYTEST) $(ASAN_E2E) $(ASAN_DESELECT)
 # make tsan: the broker, the agent and TSAN_UNIT built with ThreadSanitizer
 # under build-tsan/.
 # make tsan-test: the threaded unit tests (TSAN_UNIT; a report fails with
@@ -206,8 +213,8 @@ tsan:
 tsan-test: tsan
 	@set -e; for t in $(TSAN_UNIT); do echo "== $(TSAN_B)/tests/$$t"; \
 	  TSAN_OPTIONS=halt_on_error=1:suppressions=$(CURDIR)/tests/tsan/tsan.supp \
-	  $(TSAN_SETARCH) $(TSAN_B)/tests/$$t; done
-	TSBROKER_BUILD=$(CURDIR)/$(TSAN_B) $(TSAN_SETARCH) $(E2E_PY) -m pytest -q $(TSAN_E2E)
+	  sh tests/unit/bounded.sh $(TSAN_SETARCH) $(TSAN_B)/tests/$$t; done
+	TSBROKER_BUILD=$(CURDIR)/$(TSAN_B) $(TSAN_SETARCH) $(PYTEST) $(TSAN_E2E)
 # make soak (not in CI): SOAK_MINUTES of mixed load, chaos and hostile
 # clients on loopback (tests/soak/soak.py); prints a row a minute and fails
 # on a lost or duplicated placement or RSS/fds growing over the second half.
@@ -215,7 +222,7 @@ SOAK_MINUTES ?= 30
 soak: all bench-bins
 	TSBROKER_BUILD=$(CURDIR)/$(B) nice $(E2E_PY) tests/soak/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 leakcheck: all
-	TSBROKER_LEAK_REDIRECTS=10000 $(E2E_PY) -m pytest -q -s -k leak tests/e2e/test_hostile.py
+	TSBROKER_LEAK_REDIRECTS=10000 $(PYTEST) -s -k leak tests/e2e/test_hostile.py
 
 # ---- setup ---------------------------------------------------------------
 deps:

@@ -7,7 +7,7 @@ set -eu
 
 BUILD="make gcc pkg-config openssl freerdp2-dev libmicrohttpd-dev libsqlite3-dev libssl-dev
  libcurl4-openssl-dev libjansson-dev libinih-dev libsystemd-dev libpq-dev libseccomp-dev"
-TEST="libcmocka-dev python3 python3-pytest sqlite3 clang libclang-rt-14-dev curl
+TEST="libcmocka-dev python3 python3-pytest python3-pytest-timeout sqlite3 clang libclang-rt-14-dev curl
  freerdp2-x11 rdesktop xvfb xauth procps iproute2 xrdp tigervnc-standalone-server chromium
  systemd keepalived postgresql-15 patroni etcd-server etcd-client python3-psycopg2 gdb
  prometheus testssl.sh scdoc man-db groff-base

@@ -47,7 +47,7 @@ E2E_FREERDP := tests/e2e/test_journey.py tests/e2e/test_token_mode.py \
 	tests/e2e/test_rdp_endpoint.py tests/e2e/test_hostile.py tests/e2e/test_reload.py
 .PHONY: e2e-freerdp
 e2e-freerdp: all
-	TSB_E2E_RDP_ENGINE=freerdp $(E2E_PY) -m pytest -q $(E2E_FREERDP)
+	TSB_E2E_RDP_ENGINE=freerdp $(PYTEST) $(E2E_FREERDP)
 $(eval $(call unit_test,test_lean,$(B)/broker/front/lean.o $(B)/broker/front/admit.o \
 	$(B)/broker/front/addrlimit.o \
 	$(B)/broker/front/door.o $(B)/broker/front/x224.o $(B)/broker/front/redir_pdu.o \

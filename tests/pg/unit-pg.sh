@@ -47,5 +47,5 @@ if [ -n "${TSBROKER:-}" ]; then
 fi
 for t in "$@"; do
 	echo "== $t (postgresql)"
-	"$t"
+	sh "$here/../unit/bounded.sh" "$t"
 done
